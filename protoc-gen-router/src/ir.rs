@@ -1,0 +1,631 @@
+//! The intermediate model: descriptors in, [`File`]s of [`Service`]s out.
+//!
+//! Every check the generator makes happens here, so the emitters
+//! ([`crate::router_proto`], [`crate::router_rs`], [`crate::bridge_rs`]) only
+//! format a model that is known to be valid.
+
+use std::collections::{BTreeMap, HashMap};
+
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, ExtensionDescriptor, FileDescriptor, Kind, MessageDescriptor,
+    MethodDescriptor as ProtoMethod, ServiceDescriptor as ProtoService, Value,
+};
+
+use crate::{Error, ident};
+
+/// Full name of the method option pinning a method's oneof tag.
+pub const TAG_OPTION: &str = "router.v1.tag";
+/// Full name of the method option naming the routing key field path.
+pub const ROUTE_KEY_OPTION: &str = "router.v1.route_key";
+/// Full name of the method option marking a method idempotent.
+pub const IDEMPOTENT_OPTION: &str = "router.v1.idempotent";
+/// Full name of the service option choosing the default strategy.
+pub const DEFAULT_STRATEGY_OPTION: &str = "router.v1.default_strategy";
+
+/// The smallest tag a method may use; 1 to 9 are the envelope's fields.
+pub const MIN_TAG: u32 = 10;
+/// The largest protobuf field number.
+pub const MAX_TAG: u32 = 536_870_911;
+
+/// One input file with at least one service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct File {
+    /// The file's name, for example `myservice/v1/myservice.proto`.
+    pub name: String,
+    /// The file's package, possibly empty.
+    pub package: String,
+    /// The services, in proto order.
+    pub services: Vec<Service>,
+}
+
+impl File {
+    /// The name of the router proto generated for this file
+    /// (`myservice/v1/myservice_router.proto`).
+    pub fn router_proto_name(&self) -> String {
+        format!("{}_router.proto", strip_proto(&self.name))
+    }
+
+    /// The name of the Rust glue generated for this file by the plugin
+    /// (`myservice/v1/myservice_router.rs`).
+    pub fn router_rs_name(&self) -> String {
+        format!("{}_router.rs", strip_proto(&self.name))
+    }
+}
+
+fn strip_proto(name: &str) -> &str {
+    name.strip_suffix(".proto").unwrap_or(name)
+}
+
+/// A routed service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// The proto package, possibly empty.
+    pub package: String,
+    /// The service's proto name, for example `Greeter`.
+    pub name: String,
+    /// The fully qualified name, for example `myservice.v1.Greeter`.
+    pub full_name: String,
+    /// The leading comment lines of the service, without `//`.
+    pub comments: Vec<String>,
+    /// The file defining the service.
+    pub file: String,
+    /// The methods, in proto order.
+    pub methods: Vec<Method>,
+    /// The `(router.v1.default_strategy)` option.
+    pub default_strategy: Strategy,
+}
+
+impl Service {
+    /// A name derived from the service name, qualified with the package when
+    /// there is one (`myservice.v1.GreeterRouter`).
+    pub fn qualified(&self, suffix: &str) -> String {
+        if self.package.is_empty() {
+            format!("{}{suffix}", self.name)
+        } else {
+            format!("{}.{}{suffix}", self.package, self.name)
+        }
+    }
+
+    /// The generated proto message and service names: `<S>Call`, `<S>Reply`,
+    /// `<S>RouterFrame`, `<S>BridgeFrame` and the service `<S>Router`.
+    pub fn generated_proto_names(&self) -> [(&'static str, String); 5] {
+        let s = &self.name;
+        [
+            ("message", format!("{s}Call")),
+            ("message", format!("{s}Reply")),
+            ("message", format!("{s}RouterFrame")),
+            ("message", format!("{s}BridgeFrame")),
+            ("service", format!("{s}Router")),
+        ]
+    }
+
+    /// The Rust items generated for the service: `<S>Spec`, `<S>Router`,
+    /// `<S>Bridge` and `<S>_DESCRIPTOR`.
+    pub fn generated_rust_names(&self) -> [String; 4] {
+        let camel = ident::upper_camel(&self.name);
+        [
+            format!("{}_DESCRIPTOR", ident::shouty_snake(&self.name)),
+            format!("{camel}Spec"),
+            format!("{camel}Router"),
+            format!("{camel}Bridge"),
+        ]
+    }
+}
+
+/// How a router picks an instance (`router.v1.Strategy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Each call to the next instance in turn.
+    RoundRobin,
+    /// Two instances at random, the less loaded one (also when unset).
+    #[default]
+    PowerOfTwoChoices,
+    /// At random in proportion to weights.
+    Weighted,
+    /// Rendezvous hashing of the routing key.
+    ConsistentHash,
+}
+
+/// The streaming shape of a method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MethodKind {
+    /// One request, one response.
+    Unary,
+    /// One request, a stream of responses.
+    ServerStreaming,
+    /// A stream of requests, one response.
+    ClientStreaming,
+    /// Streams both ways.
+    BidiStreaming,
+}
+
+impl MethodKind {
+    /// A lowercase description, for comments.
+    pub fn describe(self) -> &'static str {
+        match self {
+            MethodKind::Unary => "unary",
+            MethodKind::ServerStreaming => "server streaming",
+            MethodKind::ClientStreaming => "client streaming",
+            MethodKind::BidiStreaming => "bidirectional streaming",
+        }
+    }
+}
+
+/// One method of a routed service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Method {
+    /// The proto name, for example `SayHello`.
+    pub name: String,
+    /// The oneof arm name, for example `say_hello`.
+    pub snake_name: String,
+    /// The request type, fully qualified with a leading dot.
+    pub input_type: String,
+    /// The response type, fully qualified with a leading dot.
+    pub output_type: String,
+    /// The file defining the request type.
+    pub input_file: String,
+    /// The file defining the response type.
+    pub output_file: String,
+    /// The streaming shape.
+    pub kind: MethodKind,
+    /// The oneof tag: pinned by `(router.v1.tag)`, else 10 + the method's index.
+    pub tag: u32,
+    /// The resolved `(router.v1.route_key)`.
+    pub route_key: Option<RouteKey>,
+    /// The `(router.v1.idempotent)` option.
+    pub idempotent: bool,
+    /// The leading comment lines of the method, without `//`.
+    pub comments: Vec<String>,
+}
+
+/// A routing key field path, resolved against the request message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteKey {
+    /// The path as written in the option, for example `user.id`.
+    pub path: String,
+    /// The field numbers along the path, outermost first.
+    pub field_numbers: Vec<u32>,
+}
+
+/// The router option extensions found in a pool (absent when
+/// `router/v1/options.proto` is not part of it).
+struct Extensions {
+    tag: Option<ExtensionDescriptor>,
+    route_key: Option<ExtensionDescriptor>,
+    idempotent: Option<ExtensionDescriptor>,
+    default_strategy: Option<ExtensionDescriptor>,
+}
+
+impl Extensions {
+    fn new(pool: &DescriptorPool) -> Self {
+        Extensions {
+            tag: pool.get_extension_by_name(TAG_OPTION),
+            route_key: pool.get_extension_by_name(ROUTE_KEY_OPTION),
+            idempotent: pool.get_extension_by_name(IDEMPOTENT_OPTION),
+            default_strategy: pool.get_extension_by_name(DEFAULT_STRATEGY_OPTION),
+        }
+    }
+}
+
+fn get_ext(options: &DynamicMessage, ext: Option<&ExtensionDescriptor>) -> Option<Value> {
+    let ext = ext?;
+    options
+        .has_extension(ext)
+        .then(|| options.get_extension(ext).into_owned())
+}
+
+/// Builds and validates the model of every service in `files_to_generate`.
+///
+/// Files without services yield no [`File`]. With `rust`, the names of the
+/// generated Rust items are checked for collisions too.
+pub fn build(
+    pool: &DescriptorPool,
+    files_to_generate: &[String],
+    rust: bool,
+) -> Result<Vec<File>, Error> {
+    let extensions = Extensions::new(pool);
+    let mut out = Vec::new();
+    for name in files_to_generate {
+        let file = pool
+            .get_file_by_name(name)
+            .ok_or_else(|| Error::MissingFile { file: name.clone() })?;
+        let comments = Comments::new(&file);
+        let services = file
+            .services()
+            .map(|s| build_service(&s, &extensions, &comments))
+            .collect::<Result<Vec<_>, _>>()?;
+        if services.is_empty() {
+            continue;
+        }
+        check_generated_names(pool, &services, rust)?;
+        out.push(File {
+            name: file.name().to_owned(),
+            package: file.package_name().to_owned(),
+            services,
+        });
+    }
+    Ok(out)
+}
+
+/// Leading comments of a file's elements, by source path.
+struct Comments {
+    by_path: HashMap<Vec<i32>, Vec<String>>,
+}
+
+impl Comments {
+    fn new(file: &FileDescriptor) -> Self {
+        let mut by_path = HashMap::new();
+        if let Some(info) = &file.file_descriptor_proto().source_code_info {
+            for location in &info.location {
+                if let Some(text) = &location.leading_comments {
+                    by_path
+                        .entry(location.path.clone())
+                        .or_insert_with(|| comment_lines(text));
+                }
+            }
+        }
+        Comments { by_path }
+    }
+
+    fn get(&self, path: &[i32]) -> Vec<String> {
+        self.by_path.get(path).cloned().unwrap_or_default()
+    }
+}
+
+/// Splits a leading comment into lines, without trailing whitespace and
+/// without leading or trailing blank lines.
+fn comment_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|l| l.trim_end().replace(['\r', '\u{0}'], ""))
+        .collect();
+    while lines.last().is_some_and(|l| l.trim().is_empty()) {
+        lines.pop();
+    }
+    let first = lines.iter().position(|l| !l.trim().is_empty()).unwrap_or(lines.len());
+    lines.drain(..first);
+    lines
+}
+
+fn build_service(
+    service: &ProtoService,
+    extensions: &Extensions,
+    comments: &Comments,
+) -> Result<Service, Error> {
+    let file = service.parent_file().name().to_owned();
+    let full_name = service.full_name().to_owned();
+    let default_strategy = match get_ext(&service.options(), extensions.default_strategy.as_ref()) {
+        None => Strategy::default(),
+        Some(Value::EnumNumber(0 | 2)) => Strategy::PowerOfTwoChoices,
+        Some(Value::EnumNumber(1)) => Strategy::RoundRobin,
+        Some(Value::EnumNumber(3)) => Strategy::Weighted,
+        Some(Value::EnumNumber(4)) => Strategy::ConsistentHash,
+        Some(other) => {
+            return Err(Error::InvalidOption {
+                file,
+                service: full_name,
+                method: String::new(),
+                option: DEFAULT_STRATEGY_OPTION.to_owned(),
+                reason: format!("unknown strategy {other:?}"),
+            });
+        }
+    };
+
+    let mut methods: Vec<Method> = Vec::new();
+    for (index, method) in service.methods().enumerate() {
+        let m = build_method(service, &method, index, extensions, comments)?;
+        if let Some(prev) = methods.iter().find(|p| p.tag == m.tag) {
+            return Err(Error::DuplicateTag {
+                file,
+                service: full_name,
+                first: prev.name.clone(),
+                second: m.name,
+                tag: m.tag,
+            });
+        }
+        let squash = |s: &str| s.replace('_', "").to_ascii_lowercase();
+        let collides_with = if squash(&m.snake_name) == "callid" {
+            Some("call_id (the envelope field)".to_owned())
+        } else {
+            methods
+                .iter()
+                .find(|p| squash(&p.snake_name) == squash(&m.snake_name))
+                .map(|p| p.name.clone())
+        };
+        if let Some(first) = collides_with {
+            return Err(Error::MethodNameCollision {
+                file,
+                service: full_name,
+                first,
+                arm: m.snake_name.clone(),
+                second: m.name,
+            });
+        }
+        methods.push(m);
+    }
+
+    Ok(Service {
+        package: service.package_name().to_owned(),
+        name: service.name().to_owned(),
+        full_name,
+        comments: comments.get(service.path()),
+        file,
+        methods,
+        default_strategy,
+    })
+}
+
+fn build_method(
+    service: &ProtoService,
+    method: &ProtoMethod,
+    index: usize,
+    extensions: &Extensions,
+    comments: &Comments,
+) -> Result<Method, Error> {
+    let file = service.parent_file().name().to_owned();
+    let options = method.options();
+    let option_error = |option: &str, reason: String| Error::InvalidOption {
+        file: file.clone(),
+        service: service.full_name().to_owned(),
+        method: format!(": method `{}`", method.name()),
+        option: option.to_owned(),
+        reason,
+    };
+
+    let (tag, origin) = match get_ext(&options, extensions.tag.as_ref()) {
+        Some(Value::U32(tag)) => (u64::from(tag), "option (router.v1.tag) ="),
+        Some(other) => {
+            return Err(option_error(TAG_OPTION, format!("expected a uint32, found {other:?}")));
+        }
+        None => (u64::from(MIN_TAG) + index as u64, "default tag"),
+    };
+    let invalid = |reason| Error::InvalidTag {
+        file: file.clone(),
+        service: service.full_name().to_owned(),
+        method: method.name().to_owned(),
+        origin: origin.to_owned(),
+        tag,
+        reason,
+    };
+    let tag = match tag {
+        0 => return Err(invalid("field number 0 does not exist in protobuf; use 10 to 536870911")),
+        1..=9 => {
+            return Err(invalid(
+                "1 to 9 are reserved for the envelope fields of the generated messages; use 10 to 536870911",
+            ));
+        }
+        19_000..=19_999 => {
+            return Err(invalid("19000 to 19999 are reserved by protobuf; use 10 to 536870911"));
+        }
+        t if t > u64::from(MAX_TAG) => {
+            return Err(invalid("the largest protobuf field number is 536870911"));
+        }
+        t => u32::try_from(t).map_err(|_| invalid("out of range"))?,
+    };
+
+    let route_key = match get_ext(&options, extensions.route_key.as_ref()) {
+        None => None,
+        Some(Value::String(path)) => Some(resolve_route_key(&method.input(), &path).map_err(
+            |reason| Error::RouteKey {
+                file: file.clone(),
+                service: service.full_name().to_owned(),
+                method: method.name().to_owned(),
+                path: path.clone(),
+                reason,
+            },
+        )?),
+        Some(other) => {
+            return Err(option_error(
+                ROUTE_KEY_OPTION,
+                format!("expected a string, found {other:?}"),
+            ));
+        }
+    };
+
+    let idempotent = match get_ext(&options, extensions.idempotent.as_ref()) {
+        None => false,
+        Some(Value::Bool(b)) => b,
+        Some(other) => {
+            return Err(option_error(
+                IDEMPOTENT_OPTION,
+                format!("expected a bool, found {other:?}"),
+            ));
+        }
+    };
+
+    let kind = match (method.is_client_streaming(), method.is_server_streaming()) {
+        (false, false) => MethodKind::Unary,
+        (false, true) => MethodKind::ServerStreaming,
+        (true, false) => MethodKind::ClientStreaming,
+        (true, true) => MethodKind::BidiStreaming,
+    };
+    let input = method.input();
+    let output = method.output();
+    Ok(Method {
+        name: method.name().to_owned(),
+        snake_name: ident::proto_snake(method.name()),
+        input_type: format!(".{}", input.full_name()),
+        output_type: format!(".{}", output.full_name()),
+        input_file: input.parent_file().name().to_owned(),
+        output_file: output.parent_file().name().to_owned(),
+        kind,
+        tag,
+        route_key,
+        idempotent,
+        comments: comments.get(method.path()),
+    })
+}
+
+/// Resolves a dotted field path against `message`, returning the field numbers.
+fn resolve_route_key(message: &MessageDescriptor, path: &str) -> Result<RouteKey, String> {
+    if path.is_empty() {
+        return Err("the path is empty; name a field of the request, for example `user.id`".into());
+    }
+    let segments: Vec<&str> = path.split('.').collect();
+    let mut current = message.clone();
+    let mut numbers = Vec::with_capacity(segments.len());
+    for (i, segment) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        let Some(field) = current.get_field_by_name(segment) else {
+            return Err(format!(
+                "message `{}` has no field `{segment}`",
+                current.full_name()
+            ));
+        };
+        if field.is_map() {
+            return Err(format!(
+                "field `{}` is a map; a routing key must be a singular field",
+                field.full_name()
+            ));
+        }
+        if field.is_list() {
+            return Err(format!(
+                "field `{}` is repeated; a routing key must be a singular field",
+                field.full_name()
+            ));
+        }
+        numbers.push(field.number());
+        match (field.kind(), last) {
+            (Kind::Message(_), true) => {
+                return Err(format!(
+                    "field `{}` is a {}; the last segment must be a scalar, string, bytes or enum field",
+                    field.full_name(),
+                    if field.is_group() { "group" } else { "message" }
+                ));
+            }
+            (Kind::Message(_), false) if field.is_group() => {
+                return Err(format!(
+                    "field `{}` is a group; only message fields can lead to the key",
+                    field.full_name()
+                ));
+            }
+            (Kind::Message(inner), false) => current = inner,
+            (_, false) => {
+                return Err(format!(
+                    "field `{}` is not a message, so `{}` cannot continue the path",
+                    field.full_name(),
+                    segments[i + 1]
+                ));
+            }
+            (_, true) => {}
+        }
+    }
+    Ok(RouteKey {
+        path: path.to_owned(),
+        field_numbers: numbers,
+    })
+}
+
+/// Checks the generated names of `services` (one file) against the package's
+/// existing top-level names and against each other.
+fn check_generated_names(
+    pool: &DescriptorPool,
+    services: &[Service],
+    rust: bool,
+) -> Result<(), Error> {
+    let Some(first) = services.first() else {
+        return Ok(());
+    };
+    let package = first.package.as_str();
+    let in_package = |full: &str, parent_none: bool| {
+        parent_none
+            && match full.rsplit_once('.') {
+                Some((p, _)) => p == package,
+                None => package.is_empty(),
+            }
+    };
+    // Existing proto names: name -> description.
+    let mut existing: BTreeMap<String, String> = BTreeMap::new();
+    for m in pool.all_messages() {
+        if in_package(m.full_name(), m.parent_message().is_none()) {
+            existing
+                .entry(m.name().to_owned())
+                .or_insert_with(|| format!("message `{}` in {}", m.full_name(), m.parent_file().name()));
+        }
+    }
+    for e in pool.all_enums() {
+        if in_package(e.full_name(), e.parent_message().is_none()) {
+            existing
+                .entry(e.name().to_owned())
+                .or_insert_with(|| format!("enum `{}` in {}", e.full_name(), e.parent_file().name()));
+        }
+    }
+    for s in pool.services() {
+        if in_package(s.full_name(), true) {
+            existing
+                .entry(s.name().to_owned())
+                .or_insert_with(|| format!("service `{}` in {}", s.full_name(), s.parent_file().name()));
+        }
+    }
+
+    // Rust names: prost's struct names of existing messages and enums.
+    let mut rust_existing: BTreeMap<String, String> = BTreeMap::new();
+    if rust {
+        for m in pool.all_messages() {
+            if in_package(m.full_name(), m.parent_message().is_none()) {
+                rust_existing
+                    .entry(ident::upper_camel(m.name()))
+                    .or_insert_with(|| format!("the Rust type of message `{}`", m.full_name()));
+            }
+        }
+        for e in pool.all_enums() {
+            if in_package(e.full_name(), e.parent_message().is_none()) {
+                rust_existing
+                    .entry(ident::upper_camel(e.name()))
+                    .or_insert_with(|| format!("the Rust type of enum `{}`", e.full_name()));
+            }
+        }
+    }
+
+    let collision = |service: &Service, kind: &'static str, name: &str, existing: &str| {
+        Error::NameCollision {
+            file: service.file.clone(),
+            service: service.full_name.clone(),
+            kind,
+            name: name.to_owned(),
+            existing: existing.to_owned(),
+        }
+    };
+    for service in services {
+        for (kind, name) in service.generated_proto_names() {
+            if let Some(what) = existing.get(&name) {
+                return Err(collision(service, kind, &name, what));
+            }
+        }
+    }
+    // Generated names against each other (services `Foo` and `FooRouter` ...).
+    let mut generated: BTreeMap<String, String> = BTreeMap::new();
+    for service in services {
+        for (kind, name) in service.generated_proto_names() {
+            let what = format!("generated {kind} `{name}` of service `{}`", service.full_name);
+            if let Some(prev) = generated.insert(name.clone(), what) {
+                return Err(collision(service, kind, &name, &prev));
+            }
+            if rust && kind == "message" {
+                rust_existing.insert(
+                    ident::upper_camel(&name),
+                    format!("the Rust type of generated message `{name}`"),
+                );
+            }
+        }
+    }
+    if rust {
+        for service in services {
+            for name in service.generated_rust_names() {
+                if let Some(what) = rust_existing.get(&name) {
+                    return Err(collision(service, "Rust item", &name, what));
+                }
+            }
+        }
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        for service in services {
+            for name in service.generated_rust_names() {
+                let what = format!("generated Rust item `{name}` of service `{}`", service.full_name);
+                if let Some(prev) = seen.insert(name.clone(), what) {
+                    return Err(collision(service, "Rust item", &name, &prev));
+                }
+            }
+        }
+    }
+    Ok(())
+}

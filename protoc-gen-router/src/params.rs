@@ -1,0 +1,88 @@
+//! Plugin parameters (`--router_opt=...`, buf `opt:`), parsed into [`Params`].
+
+use std::str::FromStr;
+
+use crate::Error;
+
+/// The default path of the runtime crate in generated Rust code.
+pub const DEFAULT_RUNTIME_CRATE: &str = "::router_runtime";
+
+/// The plugin's options, parsed from the comma-separated `key=value` parameter.
+///
+/// ```
+/// use protoc_gen_router::Params;
+///
+/// let params: Params = "rust=true,runtime_crate=::my_runtime".parse()?;
+/// assert!(params.rust);
+/// assert_eq!(params.runtime_crate, "::my_runtime");
+/// # Ok::<(), protoc_gen_router::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Params {
+    /// `rust=true|false`: also emit `<file>_router.rs` Rust glue per input
+    /// file. Default `false`.
+    pub rust: bool,
+    /// `runtime_crate=<path>`: the Rust path of the runtime crate in generated
+    /// code. Default `::router_runtime`.
+    pub runtime_crate: String,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            rust: false,
+            runtime_crate: DEFAULT_RUNTIME_CRATE.to_owned(),
+        }
+    }
+}
+
+impl FromStr for Params {
+    type Err = Error;
+
+    fn from_str(parameter: &str) -> Result<Self, Error> {
+        let mut params = Params::default();
+        for item in parameter.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let bad = |reason: &str| Error::Parameter {
+                parameter: item.to_owned(),
+                reason: reason.to_owned(),
+            };
+            let Some((key, value)) = item.split_once('=') else {
+                return Err(bad("expected `key=value` (known keys: rust, runtime_crate)"));
+            };
+            match key.trim() {
+                "rust" => {
+                    params.rust = match value.trim() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(bad("expected `true` or `false`")),
+                    }
+                }
+                "runtime_crate" => {
+                    let value = value.trim();
+                    if syn::parse_str::<syn::Path>(value).is_err() {
+                        return Err(bad("expected a Rust path such as `::router_runtime`"));
+                    }
+                    params.runtime_crate = value.to_owned();
+                }
+                _ => return Err(bad("unknown parameter (known keys: rust, runtime_crate)")),
+            }
+        }
+        Ok(params)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects() {
+        assert_eq!("".parse::<Params>().ok(), Some(Params::default()));
+        let p: Result<Params, _> = "rust=true, runtime_crate=crate::rt".parse();
+        assert!(matches!(p, Ok(Params { rust: true, ref runtime_crate }) if runtime_crate == "crate::rt"));
+        assert!("rust=yes".parse::<Params>().is_err());
+        assert!("colour=blue".parse::<Params>().is_err());
+        assert!("rust".parse::<Params>().is_err());
+        assert!("runtime_crate=not a path".parse::<Params>().is_err());
+    }
+}

@@ -1,0 +1,170 @@
+//! The HTTP bodies between the bridge and the user's tonic server: request
+//! messages in as gRPC frames, response frames out as messages.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http_body::Frame;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::flow::CreditReturn;
+use crate::pb;
+use crate::wire::BridgeFrame;
+
+/// What the session reader hands to one call's request body.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// One whole request message.
+    Message(Bytes),
+    /// A piece of a large request message.
+    Chunk(pb::MessageChunk),
+    /// The client sent its last message.
+    End,
+}
+
+/// A call's request stream as a gRPC-framed HTTP body, returning credit to the
+/// router as the user's server consumes messages.
+pub(crate) struct RequestBody {
+    pub(crate) call_id: u64,
+    pub(crate) rx: mpsc::UnboundedReceiver<Inbound>,
+    pub(crate) out: mpsc::UnboundedSender<BridgeFrame>,
+    pub(crate) credit: CreditReturn,
+    pub(crate) assembling: BytesMut,
+    pub(crate) max_message: usize,
+    /// The message whose 5-byte prefix was just yielded.
+    pub(crate) pending: Option<Bytes>,
+    pub(crate) ended: bool,
+}
+
+impl RequestBody {
+    fn return_credit(&mut self, len: usize) {
+        if let Some(increment) = self.credit.consumed(len) {
+            let _ = self.out.send(BridgeFrame::WindowUpdate(pb::WindowUpdate {
+                call_id: self.call_id,
+                increment,
+            }));
+        }
+    }
+
+    /// Yields the gRPC prefix now and the message on the next poll: the
+    /// message bytes are never copied here.
+    fn frame_message(&mut self, message: Bytes) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let mut prefix = BytesMut::with_capacity(5);
+        prefix.put_u8(0);
+        prefix.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
+        if !message.is_empty() {
+            self.pending = Some(message);
+        }
+        Poll::Ready(Some(Ok(Frame::data(prefix.freeze()))))
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        if let Some(message) = this.pending.take() {
+            return Poll::Ready(Some(Ok(Frame::data(message))));
+        }
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match this.rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Inbound::Message(message))) => {
+                    this.return_credit(message.len());
+                    return this.frame_message(message);
+                }
+                Poll::Ready(Some(Inbound::Chunk(chunk))) => {
+                    if this.assembling.len() + chunk.data.len() > this.max_message {
+                        this.ended = true;
+                        return Poll::Ready(Some(Err(Status::resource_exhausted(format!(
+                            "request message larger than the bridge's limit of {} bytes",
+                            this.max_message
+                        )))));
+                    }
+                    this.assembling.extend_from_slice(&chunk.data);
+                    this.return_credit(chunk.data.len());
+                    if chunk.last {
+                        let message = std::mem::take(&mut this.assembling).freeze();
+                        return this.frame_message(message);
+                    }
+                }
+                Poll::Ready(Some(Inbound::End)) | Poll::Ready(None) => {
+                    this.ended = true;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended && self.pending.is_none()
+    }
+}
+
+/// Splits a gRPC-framed byte stream (the user's server's response body) into
+/// messages.
+#[derive(Debug, Default)]
+pub(crate) struct FrameReader {
+    buf: BytesMut,
+}
+
+/// A response frame the bridge cannot forward.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum FrameError {
+    /// The server compressed a message although the bridge never offered an
+    /// encoding.
+    Compressed,
+}
+
+impl FrameReader {
+    /// Adds bytes read from the body.
+    pub(crate) fn push(&mut self, data: Bytes) {
+        self.buf.extend_from_slice(&data);
+    }
+
+    /// The next whole message, if buffered.
+    pub(crate) fn next_message(&mut self) -> Result<Option<Bytes>, FrameError> {
+        if self.buf.len() < 5 {
+            return Ok(None);
+        }
+        let compressed = self.buf[0];
+        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        if self.buf.len() - 5 < len {
+            self.buf.reserve(len + 5 - self.buf.len());
+            return Ok(None);
+        }
+        if compressed != 0 {
+            return Err(FrameError::Compressed);
+        }
+        self.buf.advance(5);
+        Ok(Some(self.buf.split_to(len).freeze()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_reader_splits_and_joins_messages() {
+        let mut reader = FrameReader::default();
+        reader.push(Bytes::from_static(&[0, 0, 0, 0, 3, b'a', b'b']));
+        assert_eq!(reader.next_message(), Ok(None));
+        reader.push(Bytes::from_static(&[b'c', 0, 0, 0, 0, 0]));
+        assert_eq!(reader.next_message(), Ok(Some(Bytes::from_static(b"abc"))));
+        assert_eq!(reader.next_message(), Ok(Some(Bytes::new())));
+        assert_eq!(reader.next_message(), Ok(None));
+        reader.push(Bytes::from_static(&[1, 0, 0, 0, 1, 9]));
+        assert_eq!(reader.next_message(), Err(FrameError::Compressed));
+    }
+}

@@ -1,0 +1,210 @@
+//! Running one forwarded call through the user's tonic server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Method, Request, Version};
+use http_body_util::BodyExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status};
+use tower::ServiceExt;
+
+use super::BridgedService;
+use super::body::{FrameError, FrameReader, RequestBody};
+use super::session::{CallEntry, Calls};
+use crate::flow::{CreditReturn, SendCredit};
+use crate::metadata;
+use crate::pb;
+use crate::wire::{BridgeFrame, Payload};
+
+/// What every call of one registration shares.
+pub(crate) struct CallContext {
+    pub(crate) out: mpsc::UnboundedSender<BridgeFrame>,
+    pub(crate) calls: Arc<Calls>,
+    /// Credit the router grants per call for responses.
+    pub(crate) reply_window: u32,
+    /// Credit this bridge grants per call for requests.
+    pub(crate) request_window: u32,
+    /// The largest frame payload the router accepts.
+    pub(crate) max_frame: usize,
+    /// The largest request message this bridge reassembles.
+    pub(crate) max_message: usize,
+}
+
+/// Registers the call and runs it on its own task.
+pub(crate) fn start<T: BridgedService>(service: T, context: Arc<CallContext>, start: pb::CallStart) {
+    let call_id = start.call_id;
+    let (inbound, rx) = mpsc::unbounded_channel();
+    let reply_credit = Arc::new(SendCredit::new(context.reply_window));
+    let cancel = CancellationToken::new();
+    context.calls.insert(
+        call_id,
+        CallEntry {
+            inbound,
+            reply_credit: reply_credit.clone(),
+            cancel: cancel.clone(),
+        },
+    );
+    let body = RequestBody {
+        call_id,
+        rx,
+        out: context.out.clone(),
+        credit: CreditReturn::new(context.request_window),
+        assembling: BytesMut::new(),
+        max_message: context.max_message,
+        pending: None,
+        ended: false,
+    };
+    tokio::spawn(async move {
+        let timeout =
+            (start.timeout_micros > 0).then(|| Duration::from_micros(start.timeout_micros));
+        let out = context.out.clone();
+        let work = run(service, &context, start, body, &reply_credit, timeout);
+        let outcome = match timeout {
+            Some(timeout) => tokio::select! {
+                outcome = work => Some(outcome),
+                _ = cancel.cancelled() => None,
+                _ = tokio::time::sleep(timeout) => Some(Err(Status::deadline_exceeded("deadline exceeded"))),
+            },
+            None => tokio::select! {
+                outcome = work => Some(outcome),
+                _ = cancel.cancelled() => None,
+            },
+        };
+        // The handler's future and response stream are dropped by now: a
+        // cancelled call's handler sees its future dropped or its stream closed.
+        if let Some(Err(status)) = outcome {
+            let _ = out.send(BridgeFrame::Trailers(metadata::trailers_from_status(
+                call_id, &status,
+            )));
+        }
+        context.calls.remove(call_id);
+    });
+}
+
+/// Calls the service and forwards its response. `Err` is a status the bridge
+/// produced itself (the service's own statuses are forwarded inside).
+async fn run<T: BridgedService>(
+    service: T,
+    context: &CallContext,
+    start: pb::CallStart,
+    body: RequestBody,
+    reply_credit: &SendCredit,
+    timeout: Option<Duration>,
+) -> Result<(), Status> {
+    let call_id = start.call_id;
+    let request = build_request(&start, body, timeout)?;
+    let Ok(response) = service.oneshot(request).await;
+    let (parts, mut body) = response.into_parts();
+
+    // A trailers-only response: the status is in the headers.
+    if let Some(trailers) = metadata::trailers_from_headers(call_id, &parts.headers) {
+        let _ = context.out.send(BridgeFrame::Trailers(trailers));
+        return Ok(());
+    }
+    let _ = context.out.send(BridgeFrame::Headers(pb::Headers {
+        call_id,
+        metadata: Some(metadata::from_headers(&parts.headers)),
+    }));
+
+    let tag = start.method_tag;
+    let mut reader = FrameReader::default();
+    loop {
+        let Some(frame) = body.frame().await else {
+            return Err(Status::internal(
+                "the service's response ended without a gRPC status",
+            ));
+        };
+        let frame = frame?;
+        let frame = match frame.into_data() {
+            Ok(data) => {
+                reader.push(data);
+                while let Some(message) = reader.next_message().map_err(|e| match e {
+                    FrameError::Compressed => {
+                        Status::internal("the service compressed a response the bridge did not ask to be compressed")
+                    }
+                })? {
+                    send_reply(context, call_id, tag, reply_credit, message).await?;
+                }
+                continue;
+            }
+            Err(frame) => frame,
+        };
+        if let Ok(trailers) = frame.into_trailers() {
+            let trailers = metadata::trailers_from_headers(call_id, &trailers).unwrap_or(
+                pb::Trailers {
+                    call_id,
+                    code: Code::Unknown as i32,
+                    message: "the service's trailers carry no grpc-status".into(),
+                    details: Bytes::new(),
+                    metadata: Some(metadata::from_headers(&trailers)),
+                },
+            );
+            let _ = context.out.send(BridgeFrame::Trailers(trailers));
+            return Ok(());
+        }
+    }
+}
+
+/// Builds the HTTP/2 request tonic's generated server expects.
+fn build_request(
+    start: &pb::CallStart,
+    body: RequestBody,
+    timeout: Option<Duration>,
+) -> Result<Request<tonic::body::Body>, Status> {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .version(Version::HTTP_2)
+        .uri(start.path.as_str())
+        .body(tonic::body::Body::new(body))
+        .map_err(|e| Status::internal(format!("invalid call path `{}`: {e}", start.path)))?;
+    let headers = request.headers_mut();
+    if let Some(metadata) = &start.metadata {
+        metadata::append_to_headers(metadata, headers);
+    }
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+    if let Some(timeout) = timeout {
+        headers.insert("grpc-timeout", metadata::format_timeout(timeout));
+    }
+    Ok(request)
+}
+
+/// Sends one response message once credit allows, in chunks when it is larger
+/// than the router's frame limit.
+async fn send_reply(
+    context: &CallContext,
+    call_id: u64,
+    tag: u32,
+    credit: &SendCredit,
+    message: Bytes,
+) -> Result<(), Status> {
+    let closed = |_| Status::cancelled("call ended");
+    if message.len() <= context.max_frame {
+        credit.ready().await.map_err(closed)?;
+        credit.consume(message.len());
+        let _ = context.out.send(BridgeFrame::Reply(Payload {
+            call_id,
+            tag,
+            message,
+        }));
+        return Ok(());
+    }
+    let mut rest = message;
+    while !rest.is_empty() {
+        credit.ready().await.map_err(closed)?;
+        let piece = rest.split_to(rest.len().min(context.max_frame));
+        credit.consume(piece.len());
+        let _ = context.out.send(BridgeFrame::Chunk(pb::MessageChunk {
+            call_id,
+            data: piece,
+            last: rest.is_empty(),
+        }));
+    }
+    Ok(())
+}

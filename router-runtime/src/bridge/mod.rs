@@ -1,0 +1,267 @@
+//! The bridge: connects a user's ordinary tonic service to routers.
+//!
+//! The bridge dials out to each router, registers over one `Register` stream,
+//! and runs every call the router forwards through the user's generated tonic
+//! server (`GreeterServer<MyGreeter>`) as a real HTTP/2-shaped request: tonic
+//! itself decodes the messages, builds the `tonic::Request` with metadata and
+//! `Streaming` inputs, and encodes the response and status. The user's code
+//! cannot tell it was not called directly.
+//!
+//! ```no_run
+//! # use router_runtime::codegen::*;
+//! # async fn demo<S: ServiceSpec, T>(bridge: Bridge<S, T>)
+//! # where T: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>, Error = std::convert::Infallible> + Clone + Send + Sync + 'static, T::Future: Send {
+//! // `GreeterBridge::new(MyGreeter)` is generated and returns a `Bridge`.
+//! let handle = bridge.connect(BridgeOptions::new("http://127.0.0.1:50051").instance_id("a"));
+//! handle.registered().await;
+//! // ... later, finish calls in flight and leave:
+//! handle.shutdown().await;
+//! # }
+//! ```
+
+pub(crate) mod body;
+mod call;
+mod session;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::descriptor::ServiceSpec;
+
+/// How a bridge registers and behaves.
+#[derive(Debug, Clone)]
+pub struct BridgeOptions {
+    /// Router endpoints (`http://host:port`); the bridge registers with every
+    /// one of them.
+    pub endpoints: Vec<String>,
+    /// The instance's stable id. Defaults to a random one.
+    pub instance_id: String,
+    /// Labels routers can select on (zone, version, tenant ...).
+    pub labels: HashMap<String, String>,
+    /// Weight for the weighted strategy.
+    pub weight: u32,
+    /// The most calls the instance takes at once; 0 for no limit.
+    pub max_concurrent_calls: u32,
+    /// Routing keys this instance claims.
+    pub routing_keys: Vec<String>,
+    /// Credit, in bytes, granted to the router for each call's requests.
+    pub initial_window: u32,
+    /// The largest frame payload accepted from the router.
+    pub max_frame_size: u32,
+    /// The largest request message the bridge reassembles, in bytes.
+    pub max_message_size: usize,
+    /// First reconnect delay; doubles up to `reconnect_max`, with jitter.
+    pub reconnect_initial: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// How long to wait for a TCP connection.
+    pub connect_timeout: Duration,
+    /// How long a shutdown waits for calls in flight before dropping them.
+    pub drain_timeout: Duration,
+}
+
+impl BridgeOptions {
+    /// Options registering with one router at `endpoint`.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        BridgeOptions {
+            endpoints: vec![endpoint.into()],
+            instance_id: format!("instance-{:016x}", rand::random::<u64>()),
+            labels: HashMap::new(),
+            weight: 1,
+            max_concurrent_calls: 0,
+            routing_keys: Vec::new(),
+            initial_window: 256 * 1024,
+            max_frame_size: 64 * 1024,
+            max_message_size: 4 * 1024 * 1024,
+            reconnect_initial: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Also registers with `endpoint`.
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoints.push(endpoint.into());
+        self
+    }
+
+    /// Sets the instance id.
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = id.into();
+        self
+    }
+
+    /// Adds a label.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the weight.
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// Sets the concurrency limit.
+    pub fn max_concurrent_calls(mut self, limit: u32) -> Self {
+        self.max_concurrent_calls = limit;
+        self
+    }
+
+    /// Sets the largest request message, in bytes.
+    pub fn max_message_size(mut self, limit: usize) -> Self {
+        self.max_message_size = limit;
+        self
+    }
+}
+
+/// The state of a bridge's registrations, observable through
+/// [`BridgeHandle::registrations`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BridgeState {
+    /// How many routers the bridge is registered with now.
+    pub registered: usize,
+    /// The last registration error, if any.
+    pub last_error: Option<String>,
+}
+
+/// A service the bridge can run calls through: what tonic generates for a
+/// service (`GreeterServer<T>`), or any tower service of the same shape.
+pub trait BridgedService:
+    tower::Service<
+        http::Request<tonic::body::Body>,
+        Response = http::Response<tonic::body::Body>,
+        Error = Infallible,
+        Future: Send,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> BridgedService for T where
+    T: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = Infallible,
+            Future: Send,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Connects the service `T` (the user's implementation wrapped in tonic's
+/// generated server) to routers as an instance of `S`.
+pub struct Bridge<S, T> {
+    service: T,
+    _service: PhantomData<fn() -> S>,
+}
+
+impl<S, T: std::fmt::Debug> std::fmt::Debug for Bridge<S, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge").field("service", &self.service).finish()
+    }
+}
+
+impl<S: ServiceSpec, T: BridgedService> Bridge<S, T> {
+    /// A bridge running calls through `service`.
+    pub fn new(service: T) -> Self {
+        Bridge {
+            service,
+            _service: PhantomData,
+        }
+    }
+
+    /// Registers with every endpoint of `options` in the background, keeping
+    /// each registration alive and reconnecting with backoff. Must be called
+    /// inside a tokio runtime.
+    pub fn connect(self, options: BridgeOptions) -> BridgeHandle {
+        let shutdown = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let (state, state_rx) = watch::channel(BridgeState::default());
+        let shared = Arc::new(session::Shared {
+            service_name: S::NAME,
+            register_path: format!("/{}/Register", S::REGISTER_NAME),
+            options,
+            shutdown: shutdown.clone(),
+            abort: abort.clone(),
+            state,
+        });
+        let tasks = shared
+            .options
+            .endpoints
+            .iter()
+            .map(|endpoint| {
+                tokio::spawn(session::run_endpoint(
+                    shared.clone(),
+                    self.service.clone(),
+                    endpoint.clone(),
+                ))
+            })
+            .collect();
+        BridgeHandle {
+            shutdown,
+            abort,
+            state: state_rx,
+            tasks,
+        }
+    }
+}
+
+/// Controls a connected bridge.
+#[derive(Debug)]
+pub struct BridgeHandle {
+    shutdown: CancellationToken,
+    abort: CancellationToken,
+    state: watch::Receiver<BridgeState>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl BridgeHandle {
+    /// Waits until the bridge is registered with at least one router.
+    pub async fn registered(&self) {
+        self.registered_with(1).await;
+    }
+
+    /// Waits until the bridge is registered with `n` routers.
+    pub async fn registered_with(&self, n: usize) {
+        let mut state = self.state.clone();
+        let _ = state.wait_for(|s| s.registered >= n).await;
+    }
+
+    /// The current registration state.
+    pub fn registrations(&self) -> watch::Receiver<BridgeState> {
+        self.state.clone()
+    }
+
+    /// Drains and leaves: tells every router to send no new calls, lets the
+    /// calls in flight finish (up to `drain_timeout`), then disconnects.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Drops every registration at once, failing calls in flight, as a crash
+    /// would. For tests and emergencies.
+    pub async fn abort(self) {
+        self.abort.cancel();
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! One bridge registration: connect, `Hello`, serve calls, reconnect.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use http::uri::PathAndQuery;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, warn};
+
+use super::body::Inbound;
+use super::call::{self, CallContext};
+use super::{BridgeOptions, BridgeState, BridgedService};
+use crate::codec::FrameCodec;
+use crate::flow::SendCredit;
+use crate::pb;
+use crate::router::frame_limit;
+use crate::wire::{BridgeFrame, RouterFrame};
+
+/// What every registration of one bridge shares.
+pub(crate) struct Shared {
+    pub(crate) service_name: &'static str,
+    pub(crate) register_path: String,
+    pub(crate) options: BridgeOptions,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) abort: CancellationToken,
+    pub(crate) state: watch::Sender<BridgeState>,
+}
+
+/// One call in flight, as the session reader sees it.
+pub(crate) struct CallEntry {
+    pub(crate) inbound: mpsc::UnboundedSender<Inbound>,
+    pub(crate) reply_credit: Arc<SendCredit>,
+    pub(crate) cancel: CancellationToken,
+}
+
+/// The calls of one registration.
+#[derive(Default)]
+pub(crate) struct Calls {
+    map: Mutex<HashMap<u64, CallEntry>>,
+    active: AtomicUsize,
+    idle: Notify,
+}
+
+impl Calls {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<u64, CallEntry>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn insert(&self, call_id: u64, entry: CallEntry) {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        if let Some(old) = self.lock().insert(call_id, entry) {
+            old.cancel.cancel();
+            self.finish_one();
+        }
+    }
+
+    /// Forgets a finished call.
+    pub(crate) fn remove(&self, call_id: u64) {
+        if let Some(entry) = self.lock().remove(&call_id) {
+            entry.reply_credit.close();
+            self.finish_one();
+        }
+    }
+
+    fn finish_one(&self) {
+        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    pub(crate) fn active(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.active() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    fn cancel_all(&self) {
+        for (_, entry) in self.lock().drain() {
+            entry.cancel.cancel();
+            entry.reply_credit.close();
+        }
+        self.active.store(0, Ordering::Release);
+        self.idle.notify_waiters();
+    }
+}
+
+/// How a session ended.
+enum SessionEnd {
+    /// Shutdown or abort requested: stop for good.
+    Stopped,
+    /// The router went away or failed: reconnect.
+    Lost(String),
+    /// The router refused the registration: reconnect after a long pause.
+    Refused(String),
+}
+
+/// Keeps one endpoint's registration alive until shutdown.
+pub(crate) async fn run_endpoint<T: BridgedService>(
+    shared: Arc<Shared>,
+    service: T,
+    endpoint: String,
+) {
+    let mut delay = shared.options.reconnect_initial;
+    loop {
+        if shared.shutdown.is_cancelled() {
+            return;
+        }
+        let mut registered = false;
+        let end = run_session(&shared, &service, &endpoint, &mut registered).await;
+        let reason = match end {
+            SessionEnd::Stopped => return,
+            SessionEnd::Lost(reason) => reason,
+            SessionEnd::Refused(reason) => {
+                delay = shared.options.reconnect_max;
+                reason
+            }
+        };
+        if registered {
+            // A registration that worked resets the backoff.
+            delay = shared.options.reconnect_initial;
+        }
+        shared.state.send_modify(|s| s.last_error = Some(reason.clone()));
+        let jittered = jitter(delay);
+        warn!(%endpoint, %reason, retry_in = ?jittered, "registration lost");
+        tokio::select! {
+            _ = tokio::time::sleep(jittered) => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        delay = (delay * 2).min(shared.options.reconnect_max);
+    }
+}
+
+/// A delay between 50% and 100% of `delay` ("equal jitter"), so bridges that
+/// lost the same router do not reconnect in lockstep.
+fn jitter(delay: Duration) -> Duration {
+    let half = delay / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}
+
+async fn connect(options: &BridgeOptions, endpoint: &str) -> Result<Channel, String> {
+    let endpoint = Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| format!("invalid router endpoint `{endpoint}`: {e}"))?
+        .connect_timeout(options.connect_timeout)
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(16 * 1024 * 1024))
+        .initial_connection_window_size(Some(32 * 1024 * 1024))
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20));
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))
+}
+
+async fn run_session<T: BridgedService>(
+    shared: &Arc<Shared>,
+    service: &T,
+    endpoint: &str,
+    registered: &mut bool,
+) -> SessionEnd {
+    let options = &shared.options;
+    let channel = tokio::select! {
+        channel = connect(options, endpoint) => match channel {
+            Ok(channel) => channel,
+            Err(reason) => return SessionEnd::Lost(reason),
+        },
+        _ = shared.shutdown.cancelled() => return SessionEnd::Stopped,
+    };
+    let (out, out_rx) = mpsc::unbounded_channel::<BridgeFrame>();
+    let hello = pb::Hello {
+        protocol_version: pb::ProtocolVersion::ProtocolVersion1 as i32,
+        instance_id: options.instance_id.clone(),
+        service: shared.service_name.to_owned(),
+        labels: options.labels.clone(),
+        weight: options.weight,
+        max_concurrent_calls: options.max_concurrent_calls,
+        routing_keys: options.routing_keys.clone(),
+        initial_window: options.initial_window,
+        max_frame_size: options.max_frame_size,
+        max_message_size: u32::try_from(options.max_message_size).unwrap_or(u32::MAX),
+    };
+    let _ = out.send(BridgeFrame::Hello(hello));
+    let Ok(path) = PathAndQuery::try_from(shared.register_path.as_str()) else {
+        return SessionEnd::Refused(format!("invalid register path {}", shared.register_path));
+    };
+    let mut grpc = tonic::client::Grpc::new(channel)
+        .max_decoding_message_size(frame_limit(options.max_frame_size));
+    if let Err(e) = grpc.ready().await {
+        return SessionEnd::Lost(format!("router not ready: {e}"));
+    }
+    let request = tonic::Request::new(UnboundedReceiverStream::new(out_rx));
+    let codec = FrameCodec::<BridgeFrame, RouterFrame>::default();
+    let response = tokio::select! {
+        response = grpc.streaming(request, path, codec) => response,
+        _ = shared.shutdown.cancelled() => return SessionEnd::Stopped,
+    };
+    let mut frames = match response {
+        Ok(response) => response.into_inner(),
+        Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+            return SessionEnd::Refused(format!("router refused registration: {}", status.message()));
+        }
+        Err(status) => return SessionEnd::Lost(format!("register call failed: {status}")),
+    };
+    let welcome = match frames.message().await {
+        Ok(Some(RouterFrame::Welcome(welcome))) => welcome,
+        Ok(Some(_)) => return SessionEnd::Lost("router's first frame was not Welcome".into()),
+        Ok(None) => return SessionEnd::Lost("router closed the stream before Welcome".into()),
+        Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+            return SessionEnd::Refused(format!("router refused registration: {}", status.message()));
+        }
+        Err(status) => return SessionEnd::Lost(format!("register stream failed: {status}")),
+    };
+    *registered = true;
+    info!(%endpoint, router = %welcome.router_id, "registered");
+    shared.state.send_modify(|s| {
+        s.registered += 1;
+        s.last_error = None;
+    });
+
+    let calls = Arc::new(Calls::default());
+    let context = Arc::new(CallContext {
+        out: out.clone(),
+        calls: calls.clone(),
+        reply_window: welcome.initial_window.max(1),
+        request_window: options.initial_window,
+        max_frame: usize::try_from(welcome.max_frame_size.max(1024)).unwrap_or(usize::MAX),
+        max_message: options.max_message_size,
+    });
+    let heartbeat_ms = u64::from(welcome.heartbeat_interval_ms.max(100));
+    let timeout = Duration::from_millis(u64::from(welcome.heartbeat_timeout_ms.max(300)));
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms));
+    heartbeat.reset();
+    let mut last_seen = tokio::time::Instant::now();
+    let mut draining = false;
+
+    let end = loop {
+        tokio::select! {
+            frame = frames.message() => match frame {
+                Ok(Some(frame)) => {
+                    last_seen = tokio::time::Instant::now();
+                    match frame {
+                        RouterFrame::GoAway(go_away) if draining => {
+                            debug!(reason = %go_away.reason, "router acknowledged drain");
+                            break drain(shared, &calls).await;
+                        }
+                        RouterFrame::GoAway(go_away) => {
+                            break if go_away.refused {
+                                SessionEnd::Refused(go_away.reason)
+                            } else {
+                                SessionEnd::Lost(format!("router going away: {}", go_away.reason))
+                            };
+                        }
+                        frame => dispatch(frame, service, &context),
+                    }
+                }
+                Ok(None) => break SessionEnd::Lost("router closed the register stream".into()),
+                Err(status) => break SessionEnd::Lost(format!("register stream failed: {}", status.message())),
+            },
+            _ = shared.shutdown.cancelled(), if !draining => {
+                if shared.abort.is_cancelled() {
+                    break SessionEnd::Stopped;
+                }
+                draining = true;
+                let _ = out.send(BridgeFrame::Drain(pb::Drain { reason: "bridge shutting down".into() }));
+            }
+            _ = shared.abort.cancelled() => break SessionEnd::Stopped,
+            _ = heartbeat.tick() => {
+                if last_seen.elapsed() > timeout {
+                    break SessionEnd::Lost(format!("router silent for {timeout:?}"));
+                }
+                let _ = out.send(BridgeFrame::Heartbeat(pb::Heartbeat {
+                    active_calls: u32::try_from(calls.active()).unwrap_or(u32::MAX),
+                    status: pb::ServingStatus::Serving as i32,
+                }));
+            }
+        }
+    };
+    calls.cancel_all();
+    shared.state.send_modify(|s| s.registered = s.registered.saturating_sub(1));
+    end
+}
+
+/// After the router acknowledged the drain: no new call can arrive, so wait
+/// for the calls in flight, then leave.
+async fn drain(shared: &Shared, calls: &Calls) -> SessionEnd {
+    let timeout = shared.options.drain_timeout;
+    tokio::select! {
+        _ = calls.wait_idle() => {}
+        _ = tokio::time::sleep(timeout) => warn!(active = calls.active(), "drain timed out; dropping calls"),
+        _ = shared.abort.cancelled() => {}
+    }
+    SessionEnd::Stopped
+}
+
+fn dispatch<T: BridgedService>(frame: RouterFrame, service: &T, context: &Arc<CallContext>) {
+    match frame {
+        RouterFrame::Start(start) => call::start(service.clone(), context.clone(), start),
+        RouterFrame::Call(payload) => {
+            to_call(context, payload.call_id, Inbound::Message(payload.message))
+        }
+        RouterFrame::Chunk(chunk) => to_call(context, chunk.call_id, Inbound::Chunk(chunk)),
+        RouterFrame::HalfClose(half) => to_call(context, half.call_id, Inbound::End),
+        RouterFrame::Cancel(cancel) => {
+            if let Some(entry) = context.calls.lock().get(&cancel.call_id) {
+                entry.cancel.cancel();
+            }
+        }
+        RouterFrame::WindowUpdate(update) => {
+            if let Some(entry) = context.calls.lock().get(&update.call_id) {
+                entry.reply_credit.grant(update.increment);
+            }
+        }
+        RouterFrame::Ping(ping) => {
+            let _ = context
+                .out
+                .send(BridgeFrame::Pong(pb::Pong { nonce: ping.nonce }));
+        }
+        RouterFrame::Welcome(_) | RouterFrame::GoAway(_) => {}
+    }
+}
+
+fn to_call(context: &CallContext, call_id: u64, inbound: Inbound) {
+    if let Some(entry) = context.calls.lock().get(&call_id) {
+        let _ = entry.inbound.send(inbound);
+    }
+}
+

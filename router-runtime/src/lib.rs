@@ -1,0 +1,23 @@
+//! # router-runtime
+//!
+//! The runtime of grpc-router: everything that is not generated per service.
+//!
+//! - [`router`]: serves a service's own paths to unmodified gRPC clients and
+//!   forwards each call to a registered instance ([`router::Router`]).
+//! - [`bridge`]: connects a user's ordinary tonic service to routers
+//!   ([`bridge::Bridge`]).
+//! - [`wire`], [`codec`], [`flow`], [`metadata`]: the register-stream protocol
+//!   (`proto/router/v1/router.proto`): frames, per-call credit windows,
+//!   metadata, deadlines and statuses.
+//! - [`codegen`]: the re-exports generated code uses, so a user's crate has one
+//!   version of tonic and prost.
+
+pub mod bridge;
+pub mod codec;
+pub mod codegen;
+pub mod descriptor;
+pub mod flow;
+pub mod metadata;
+pub mod pb;
+pub mod router;
+pub mod wire;

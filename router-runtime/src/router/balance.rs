@@ -1,0 +1,260 @@
+//! Choosing an instance for a call.
+//!
+//! A [`Selection`] narrows the candidates (a pinned instance id, a label
+//! selector); the [`Strategy`] then picks among the available ones. Every
+//! strategy walks the snapshot without allocating, so a pick stays cheap with
+//! thousands of instances.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rand::rngs::SmallRng;
+use rand::{Rng as _, SeedableRng};
+
+use crate::descriptor::Strategy;
+use crate::router::registry::Instance;
+
+/// Which instances a call may go to, from its metadata and request.
+#[derive(Debug, Default, Clone)]
+pub struct Selection<'a> {
+    /// Only this instance id (the pin header).
+    pub pinned: Option<&'a str>,
+    /// Only instances whose labels contain all these pairs.
+    pub labels: Vec<(&'a str, &'a str)>,
+    /// The routing key for consistent hashing.
+    pub key: Option<&'a [u8]>,
+    /// A registration to avoid (a retry after it failed).
+    pub exclude: Option<u64>,
+}
+
+/// Why no instance was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PickError {
+    /// No instance of the service is registered.
+    NoInstances,
+    /// Instances are registered but none can take a call now (draining, not
+    /// serving, or at their concurrency limit).
+    NoneAvailable,
+    /// The pinned instance is not registered.
+    PinnedNotFound(String),
+    /// No registered instance matches the label selector.
+    NoLabelMatch,
+}
+
+enum RngSource {
+    Thread,
+    Seeded(Mutex<SmallRng>),
+}
+
+/// Picks instances with one strategy.
+pub struct Balancer {
+    strategy: Strategy,
+    next: AtomicUsize,
+    rng: RngSource,
+}
+
+impl std::fmt::Debug for Balancer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balancer")
+            .field("strategy", &self.strategy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Balancer {
+    /// A balancer using the thread-local random generator.
+    pub fn new(strategy: Strategy) -> Self {
+        Balancer {
+            strategy,
+            next: AtomicUsize::new(0),
+            rng: RngSource::Thread,
+        }
+    }
+
+    /// A balancer with a seeded generator, for deterministic tests.
+    pub fn seeded(strategy: Strategy, seed: u64) -> Self {
+        Balancer {
+            strategy,
+            next: AtomicUsize::new(0),
+            rng: RngSource::Seeded(Mutex::new(SmallRng::seed_from_u64(seed))),
+        }
+    }
+
+    /// The strategy.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    fn random_below(&self, n: usize) -> usize {
+        match &self.rng {
+            RngSource::Thread => rand::rng().random_range(0..n),
+            RngSource::Seeded(rng) => rng
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .random_range(0..n),
+        }
+    }
+
+    fn random_unit(&self) -> f64 {
+        match &self.rng {
+            RngSource::Thread => rand::rng().random::<f64>(),
+            RngSource::Seeded(rng) => rng.lock().unwrap_or_else(|e| e.into_inner()).random(),
+        }
+    }
+
+    /// Picks an instance for a call.
+    pub fn pick(
+        &self,
+        instances: &[Arc<Instance>],
+        selection: &Selection<'_>,
+    ) -> Result<Arc<Instance>, PickError> {
+        if instances.is_empty() {
+            return Err(PickError::NoInstances);
+        }
+        if let Some(id) = selection.pinned {
+            let instance = instances
+                .iter()
+                .find(|i| i.id() == id && Some(i.registration) != selection.exclude)
+                .ok_or_else(|| PickError::PinnedNotFound(id.to_owned()))?;
+            return if instance.is_available() {
+                Ok(instance.clone())
+            } else {
+                Err(PickError::NoneAvailable)
+            };
+        }
+        let matches_labels = |i: &Instance| {
+            selection
+                .labels
+                .iter()
+                .all(|(k, v)| i.info().labels.get(*k).map(String::as_str) == Some(*v))
+        };
+        let eligible =
+            |i: &Instance| Some(i.registration) != selection.exclude && matches_labels(i);
+        let available = |i: &Instance| eligible(i) && i.is_available();
+
+        let picked = match (self.strategy, selection.key) {
+            (Strategy::RoundRobin, _) => self.round_robin(instances, &available),
+            (Strategy::Weighted, _) => self.weighted(instances, &available),
+            (Strategy::ConsistentHash, Some(key)) => rendezvous(instances, key, &available),
+            (Strategy::PowerOfTwoChoices, _) | (Strategy::ConsistentHash, None) => {
+                self.power_of_two(instances, &available)
+            }
+        };
+        picked.ok_or_else(|| {
+            if !selection.labels.is_empty() && !instances.iter().any(|i| matches_labels(i)) {
+                PickError::NoLabelMatch
+            } else {
+                PickError::NoneAvailable
+            }
+        })
+    }
+
+    fn round_robin(
+        &self,
+        instances: &[Arc<Instance>],
+        ok: &dyn Fn(&Instance) -> bool,
+    ) -> Option<Arc<Instance>> {
+        let n = instances.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|k| &instances[(start + k) % n])
+            .find(|i| ok(i))
+            .cloned()
+    }
+
+    fn weighted(
+        &self,
+        instances: &[Arc<Instance>],
+        ok: &dyn Fn(&Instance) -> bool,
+    ) -> Option<Arc<Instance>> {
+        let total: u64 = instances
+            .iter()
+            .filter(|i| ok(i))
+            .map(|i| u64::from(i.info().weight.max(1)))
+            .sum();
+        if total == 0 {
+            return None;
+        }
+        let mut point = (self.random_unit() * total as f64) as u64;
+        for instance in instances.iter().filter(|i| ok(i)) {
+            let w = u64::from(instance.info().weight.max(1));
+            if point < w {
+                return Some(instance.clone());
+            }
+            point -= w;
+        }
+        instances.iter().rev().find(|i| ok(i)).cloned()
+    }
+
+    fn power_of_two(
+        &self,
+        instances: &[Arc<Instance>],
+        ok: &dyn Fn(&Instance) -> bool,
+    ) -> Option<Arc<Instance>> {
+        let n = instances.len();
+        // Sample a few times; with most instances available this finds two at
+        // once. Otherwise fall back to a scan.
+        let mut first: Option<&Arc<Instance>> = None;
+        for _ in 0..4 {
+            let candidate = &instances[self.random_below(n)];
+            if !ok(candidate) {
+                continue;
+            }
+            match first {
+                None => first = Some(candidate),
+                Some(f) if f.registration == candidate.registration && n > 1 => continue,
+                Some(f) => {
+                    return Some(if candidate.outstanding() < f.outstanding() {
+                        candidate.clone()
+                    } else {
+                        f.clone()
+                    });
+                }
+            }
+        }
+        if let Some(f) = first {
+            if n == 1 {
+                return Some(f.clone());
+            }
+        }
+        // Scan: least outstanding among the available, starting at a random
+        // point so ties spread.
+        let start = self.random_below(n);
+        (0..n)
+            .map(|k| &instances[(start + k) % n])
+            .filter(|i| ok(i))
+            .min_by_key(|i| i.outstanding())
+            .cloned()
+    }
+}
+
+/// Rendezvous (highest random weight) hashing: each key goes to the instance
+/// with the highest hash of (key, instance id). Removing an instance moves only
+/// the keys it held.
+fn rendezvous(
+    instances: &[Arc<Instance>],
+    key: &[u8],
+    ok: &dyn Fn(&Instance) -> bool,
+) -> Option<Arc<Instance>> {
+    let key_hash = fnv1a(key, FNV_OFFSET);
+    instances
+        .iter()
+        .filter(|i| ok(i))
+        .max_by_key(|i| mix(fnv1a(i.id().as_bytes(), key_hash)))
+        .cloned()
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
+    bytes.iter().fold(seed, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// splitmix64's finaliser: spreads FNV's weak low bits.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}

@@ -1,0 +1,485 @@
+//! Forwarding one client call to an instance and streaming the answer back.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use futures_util::future::BoxFuture;
+use http::HeaderMap;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::{Instant, Sleep};
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use super::balance::{PickError, Selection};
+use super::registry::{CallEvent, Instance};
+use super::{PIN_HEADER, RouterCore, SELECT_HEADER, route_key};
+use crate::descriptor::MethodDescriptor;
+use crate::flow::{CreditReturn, SendCredit};
+use crate::metadata;
+use crate::pb;
+use crate::wire::{Payload, RouterFrame};
+
+/// The handler of one routed method.
+pub(crate) struct Forward {
+    pub(crate) core: Arc<RouterCore>,
+    pub(crate) method: &'static MethodDescriptor,
+}
+
+impl tonic::server::StreamingService<Bytes> for Forward {
+    type Response = Bytes;
+    type ResponseStream = ReplyStream;
+    type Future = BoxFuture<'static, Result<Response<ReplyStream>, Status>>;
+
+    fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
+        Box::pin(forward(self.core.clone(), self.method, request))
+    }
+}
+
+/// Where a call's request messages come from.
+enum Requests {
+    /// Unary and server-streaming: the one message, already read.
+    Single(Option<Bytes>),
+    /// Client-streaming and bidi: the client's stream.
+    Stream(Streaming<Bytes>),
+}
+
+fn deadline_exceeded() -> Status {
+    Status::deadline_exceeded("deadline exceeded while the router forwarded the call")
+}
+
+async fn forward(
+    core: Arc<RouterCore>,
+    method: &'static MethodDescriptor,
+    request: Request<Streaming<Bytes>>,
+) -> Result<Response<ReplyStream>, Status> {
+    let (metadata_map, _extensions, mut stream) = request.into_parts();
+    let headers = metadata_map.into_headers();
+    let timeout = metadata::timeout_from_headers(&headers);
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let request_metadata = metadata::from_headers(&headers);
+
+    let requests = if method.kind.single_request() {
+        let message = match deadline {
+            Some(d) => tokio::time::timeout_at(d, stream.message())
+                .await
+                .map_err(|_| deadline_exceeded())??,
+            None => stream.message().await?,
+        };
+        Requests::Single(message)
+    } else {
+        Requests::Stream(stream)
+    };
+
+    let key = routing_key(&core, method, &requests, &headers);
+    let selector = headers
+        .get(SELECT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(parse_selector)
+        .unwrap_or_default();
+    let mut selection = Selection {
+        pinned: headers.get(PIN_HEADER).and_then(|v| v.to_str().ok()),
+        labels: selector,
+        key: key.as_deref(),
+        exclude: None,
+    };
+
+    // A call whose Start could not be written (the registration closed between
+    // the pick and the write) never reached the instance: it is safe to try
+    // once more on another.
+    let mut attempt = 0;
+    let (instance, call_id, events, credit) = loop {
+        let snapshot = core.registry.snapshot();
+        let instance = core
+            .balancer
+            .pick(&snapshot, &selection)
+            .map_err(|e| pick_status(&core, e))?;
+        let (call_id, events, credit) = instance.open_call();
+        let start = pb::CallStart {
+            call_id,
+            method_tag: method.tag,
+            path: method.path.to_owned(),
+            metadata: Some(request_metadata.clone()),
+            timeout_micros: deadline
+                .map(|d| {
+                    u64::try_from(d.saturating_duration_since(Instant::now()).as_micros())
+                        .unwrap_or(u64::MAX)
+                        .max(1)
+                })
+                .unwrap_or(0),
+            kind: method.kind.wire() as i32,
+        };
+        if instance.send(RouterFrame::Start(start)) {
+            break (instance, call_id, events, credit);
+        }
+        instance.close_call(call_id);
+        attempt += 1;
+        if attempt > 1 {
+            return Err(Status::unavailable(format!(
+                "no instance of `{}` could take the call",
+                core.descriptor.name
+            )));
+        }
+        core.stats.calls_retried.fetch_add(1, Ordering::Relaxed);
+        selection.exclude = Some(instance.registration);
+    };
+
+    core.stats.calls_started.fetch_add(1, Ordering::Relaxed);
+    core.stats.calls_active.fetch_add(1, Ordering::Relaxed);
+    let mut guard = CallGuard {
+        core: core.clone(),
+        instance: instance.clone(),
+        call_id,
+        finished: false,
+        pump: None,
+    };
+
+    match requests {
+        Requests::Single(message) => {
+            let fits = message
+                .as_ref()
+                .is_none_or(|m| m.len() <= instance.max_frame);
+            if fits {
+                if let Some(message) = message {
+                    credit.consume(message.len());
+                    instance.send(RouterFrame::Call(Payload {
+                        call_id,
+                        tag: method.tag,
+                        message,
+                    }));
+                }
+                instance.send(RouterFrame::HalfClose(pb::HalfClose { call_id }));
+            } else {
+                let pump = tokio::spawn(send_requests(
+                    instance.clone(),
+                    call_id,
+                    method.tag,
+                    credit,
+                    Requests::Single(message),
+                ));
+                guard.pump = Some(pump.abort_handle());
+            }
+        }
+        requests @ Requests::Stream(_) => {
+            let pump = tokio::spawn(send_requests(
+                instance.clone(),
+                call_id,
+                method.tag,
+                credit,
+                requests,
+            ));
+            guard.pump = Some(pump.abort_handle());
+        }
+    }
+
+    let mut reply = ReplyStream {
+        events,
+        guard,
+        deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+        credit: CreditReturn::new(core.config.initial_window),
+        assembling: BytesMut::new(),
+        max_message: core.config.max_message_size,
+        done: false,
+    };
+    match reply.first_event().await {
+        First::Headers(md) => Ok(Response::from_parts(
+            MetadataMap::from_headers(metadata::to_headers(Some(&md))),
+            reply,
+            Default::default(),
+        )),
+        First::Failed(status) => Err(status),
+    }
+}
+
+fn parse_selector(text: &str) -> Vec<(&str, &str)> {
+    text.split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect()
+}
+
+/// The call's routing key: the method's `route_key` field, else the
+/// configured header.
+fn routing_key(
+    core: &RouterCore,
+    method: &MethodDescriptor,
+    requests: &Requests,
+    headers: &HeaderMap,
+) -> Option<Bytes> {
+    if let (false, Requests::Single(Some(message))) = (method.route_key.is_empty(), requests) {
+        if let Some(key) = route_key::extract(message, method.route_key) {
+            return Some(key);
+        }
+    }
+    let header = core.config.route_key_header.as_deref()?;
+    headers
+        .get(header)
+        .map(|v| Bytes::copy_from_slice(v.as_bytes()))
+}
+
+fn pick_status(core: &RouterCore, error: PickError) -> Status {
+    let service = core.descriptor.name;
+    match error {
+        PickError::NoInstances => {
+            Status::unavailable(format!("no instance of `{service}` is registered"))
+        }
+        PickError::NoneAvailable => Status::unavailable(format!(
+            "no instance of `{service}` can take a call now (all draining, not serving or at their limit)"
+        )),
+        PickError::PinnedNotFound(id) => Status::unavailable(format!(
+            "instance `{id}` (from `{PIN_HEADER}`) of `{service}` is not registered"
+        )),
+        PickError::NoLabelMatch => Status::unavailable(format!(
+            "no instance of `{service}` matches the `{SELECT_HEADER}` selector"
+        )),
+    }
+}
+
+/// Sends a call's request messages as credit allows, then half-closes.
+async fn send_requests(
+    instance: Arc<Instance>,
+    call_id: u64,
+    tag: u32,
+    credit: Arc<SendCredit>,
+    requests: Requests,
+) {
+    match requests {
+        Requests::Single(message) => {
+            if let Some(message) = message {
+                if send_message(&instance, call_id, tag, &credit, message)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+        Requests::Stream(mut stream) => loop {
+            if credit.ready().await.is_err() {
+                return;
+            }
+            match stream.message().await {
+                Ok(Some(message)) => {
+                    if send_message(&instance, call_id, tag, &credit, message)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                // The client's stream broke (reset, bad frame): the response side
+                // sees the same and cancels the call.
+                Err(_) => return,
+            }
+        },
+    }
+    instance.send(RouterFrame::HalfClose(pb::HalfClose { call_id }));
+}
+
+/// Sends one message, in chunks when it is larger than the bridge's frame
+/// limit, each once credit allows.
+async fn send_message(
+    instance: &Instance,
+    call_id: u64,
+    tag: u32,
+    credit: &SendCredit,
+    message: Bytes,
+) -> Result<(), ()> {
+    if message.len() <= instance.max_frame {
+        credit.ready().await.map_err(|_| ())?;
+        credit.consume(message.len());
+        return if instance.send(RouterFrame::Call(Payload {
+            call_id,
+            tag,
+            message,
+        })) {
+            Ok(())
+        } else {
+            Err(())
+        };
+    }
+    let mut rest = message;
+    while !rest.is_empty() {
+        credit.ready().await.map_err(|_| ())?;
+        let piece = rest.split_to(rest.len().min(instance.max_frame));
+        credit.consume(piece.len());
+        let chunk = pb::MessageChunk {
+            call_id,
+            data: piece,
+            last: rest.is_empty(),
+        };
+        if !instance.send(RouterFrame::Chunk(chunk)) {
+            return Err(());
+        }
+    }
+    Ok(())
+}
+
+/// Cleans up a call whatever way it ends: forgets it on the registration and,
+/// when the client went away first, tells the bridge to cancel it.
+struct CallGuard {
+    core: Arc<RouterCore>,
+    instance: Arc<Instance>,
+    call_id: u64,
+    finished: bool,
+    pump: Option<AbortHandle>,
+}
+
+impl CallGuard {
+    fn cancel(&mut self, code: Code, reason: &str) {
+        if !self.finished {
+            self.finished = true;
+            self.instance.send(RouterFrame::Cancel(pb::Cancel {
+                call_id: self.call_id,
+                code: code as i32,
+                reason: reason.to_owned(),
+            }));
+        }
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.cancel(Code::Cancelled, "client cancelled");
+        if let Some(pump) = &self.pump {
+            pump.abort();
+        }
+        self.instance.close_call(self.call_id);
+        self.core.stats.calls_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+enum First {
+    Headers(pb::Metadata),
+    Failed(Status),
+}
+
+/// The response messages of one call, handed to tonic for the client.
+pub(crate) struct ReplyStream {
+    events: mpsc::UnboundedReceiver<CallEvent>,
+    guard: CallGuard,
+    deadline: Option<Pin<Box<Sleep>>>,
+    credit: CreditReturn,
+    assembling: BytesMut,
+    max_message: usize,
+    done: bool,
+}
+
+impl ReplyStream {
+    /// Waits for the response headers, or the call's early end.
+    async fn first_event(&mut self) -> First {
+        let event = {
+            let deadline = self.deadline.as_mut();
+            match deadline {
+                Some(sleep) => tokio::select! {
+                    event = self.events.recv() => event,
+                    _ = sleep => {
+                        self.guard.cancel(Code::DeadlineExceeded, "deadline exceeded");
+                        return First::Failed(deadline_exceeded());
+                    }
+                },
+                None => self.events.recv().await,
+            }
+        };
+        match event {
+            Some(CallEvent::Headers(md)) => First::Headers(md),
+            Some(CallEvent::Trailers(trailers)) => {
+                self.guard.finished = true;
+                First::Failed(metadata::status_from_trailers(trailers))
+            }
+            Some(CallEvent::Lost(status)) => {
+                self.guard.finished = true;
+                First::Failed(status)
+            }
+            Some(CallEvent::Message(_) | CallEvent::Chunk(_)) => {
+                self.guard.cancel(Code::Internal, "message before headers");
+                First::Failed(Status::internal(
+                    "instance sent a message before response headers",
+                ))
+            }
+            None => {
+                self.guard.finished = true;
+                First::Failed(Status::unavailable("instance went away"))
+            }
+        }
+    }
+
+    fn return_credit(&mut self, len: usize) {
+        if let Some(increment) = self.credit.consumed(len) {
+            self.guard
+                .instance
+                .send(RouterFrame::WindowUpdate(pb::WindowUpdate {
+                    call_id: self.guard.call_id,
+                    increment,
+                }));
+        }
+    }
+
+    fn fail(&mut self, status: Status) -> Poll<Option<Result<Bytes, Status>>> {
+        self.done = true;
+        Poll::Ready(Some(Err(status)))
+    }
+}
+
+impl Stream for ReplyStream {
+    type Item = Result<Bytes, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            if let Some(sleep) = this.deadline.as_mut() {
+                if sleep.as_mut().poll(cx).is_ready() {
+                    this.guard
+                        .cancel(Code::DeadlineExceeded, "deadline exceeded");
+                    return this.fail(deadline_exceeded());
+                }
+            }
+            let event = ready!(this.events.poll_recv(cx));
+            match event {
+                Some(CallEvent::Message(message)) => {
+                    this.return_credit(message.len());
+                    return Poll::Ready(Some(Ok(message)));
+                }
+                Some(CallEvent::Chunk(chunk)) => {
+                    if this.assembling.len() + chunk.data.len() > this.max_message {
+                        this.guard
+                            .cancel(Code::ResourceExhausted, "response message too large");
+                        return this.fail(Status::resource_exhausted(format!(
+                            "response message larger than the router's limit of {} bytes",
+                            this.max_message
+                        )));
+                    }
+                    this.assembling.extend_from_slice(&chunk.data);
+                    this.return_credit(chunk.data.len());
+                    if chunk.last {
+                        let message = std::mem::take(&mut this.assembling).freeze();
+                        return Poll::Ready(Some(Ok(message)));
+                    }
+                }
+                Some(CallEvent::Headers(_)) => {}
+                Some(CallEvent::Trailers(trailers)) => {
+                    this.guard.finished = true;
+                    // tonic writes an `Err` as the trailers; an OK status with
+                    // metadata becomes `grpc-status: 0` plus that metadata.
+                    return this.fail(metadata::status_from_trailers(trailers));
+                }
+                Some(CallEvent::Lost(status)) => {
+                    this.guard.finished = true;
+                    return this.fail(status);
+                }
+                None => {
+                    this.guard.finished = true;
+                    return this.fail(Status::unavailable("instance went away"));
+                }
+            }
+        }
+    }
+}

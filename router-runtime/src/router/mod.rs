@@ -1,0 +1,363 @@
+//! The router: serves a service's own paths to unmodified gRPC clients and
+//! forwards each call to a registered instance over its register stream.
+//!
+//! ```no_run
+//! # use router_runtime::codegen::*;
+//! # fn demo<S: ServiceSpec>() -> Result<(), Box<dyn std::error::Error>> {
+//! // `GreeterRouter` is generated: `Router<GreeterSpec>`.
+//! let router = Router::<S>::new(RouterConfig::default());
+//! let server = tonic::transport::Server::builder();
+//! let _routes = router.add_to(server); // serves `/pkg.Greeter/*` and `/pkg.GreeterRouter/Register`
+//! # Ok(()) }
+//! ```
+
+mod balance;
+mod call;
+mod registry;
+mod route_key;
+mod session;
+
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use tonic::body::Body;
+use tonic::codec::CompressionEncoding;
+use tonic::server::{Grpc, NamedService};
+
+pub use balance::{Balancer, PickError, Selection};
+pub use registry::{Instance, InstanceInfo, Registry};
+pub use route_key::extract as extract_route_key;
+
+use crate::codec::{FrameCodec, RawCodec};
+use crate::descriptor::{ServiceDescriptor, ServiceSpec, Strategy};
+use crate::wire::{BridgeFrame, RouterFrame};
+
+/// Header naming the instance a call must go to (pinned routing).
+pub const PIN_HEADER: &str = "x-router-instance";
+/// Header holding a label selector, `key=value[,key=value...]`: only instances
+/// with all these labels take the call.
+pub const SELECT_HEADER: &str = "x-router-select";
+
+/// How a router behaves. `Default` gives production defaults.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// An identifier for logs and the `Welcome` frame.
+    pub router_id: String,
+    /// The balancing strategy; `None` uses the service's default from
+    /// `(router.v1.default_strategy)`.
+    pub strategy: Option<Strategy>,
+    /// Seed for the balancer's random choices, for deterministic tests.
+    pub rng_seed: Option<u64>,
+    /// Credit, in bytes, granted to a bridge for each call's responses.
+    pub initial_window: u32,
+    /// The largest frame payload the router accepts from a bridge; larger
+    /// messages arrive in chunks.
+    pub max_frame_size: u32,
+    /// The largest request or response message, in bytes. Larger ones fail with
+    /// RESOURCE_EXHAUSTED, as tonic's default limit of 4 MiB does.
+    pub max_message_size: usize,
+    /// How often the router pings each bridge.
+    pub heartbeat_interval: Duration,
+    /// A bridge silent for this long is dropped and its calls fail.
+    pub heartbeat_timeout: Duration,
+    /// A metadata header whose value is the routing key for consistent
+    /// hashing, used when the method has no `route_key` field or it is empty.
+    pub route_key_header: Option<String>,
+    /// Accept gzip-compressed requests from clients.
+    pub accept_gzip: bool,
+    /// Compress responses with gzip for clients that accept it.
+    pub send_gzip: bool,
+    /// How long a bridge has to send its `Hello`.
+    pub hello_timeout: Duration,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            router_id: format!("router-{}", std::process::id()),
+            strategy: None,
+            rng_seed: None,
+            initial_window: 256 * 1024,
+            max_frame_size: 64 * 1024,
+            max_message_size: 4 * 1024 * 1024,
+            heartbeat_interval: Duration::from_secs(10),
+            heartbeat_timeout: Duration::from_secs(30),
+            route_key_header: None,
+            accept_gzip: true,
+            send_gzip: false,
+            hello_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counters of a router, for tests and metrics.
+#[derive(Debug, Default)]
+pub struct RouterStats {
+    calls_started: AtomicU64,
+    calls_active: AtomicU64,
+    calls_retried: AtomicU64,
+}
+
+impl RouterStats {
+    /// Calls forwarded to an instance since start.
+    pub fn calls_started(&self) -> u64 {
+        self.calls_started.load(Ordering::Relaxed)
+    }
+
+    /// Calls the router holds state for right now.
+    pub fn calls_active(&self) -> u64 {
+        self.calls_active.load(Ordering::Relaxed)
+    }
+
+    /// Calls moved to another instance because the first never got them.
+    pub fn calls_retried(&self) -> u64 {
+        self.calls_retried.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything a router shares between its services and tasks.
+#[derive(Debug)]
+pub(crate) struct RouterCore {
+    pub(crate) config: RouterConfig,
+    pub(crate) descriptor: &'static ServiceDescriptor,
+    pub(crate) registry: Registry,
+    pub(crate) balancer: Balancer,
+    pub(crate) stats: RouterStats,
+}
+
+/// A router for the service `S`. Cheap to clone; clones share state.
+///
+/// Generated code names it per service, for example
+/// `pub type GreeterRouter = Router<GreeterSpec>;`.
+pub struct Router<S> {
+    core: Arc<RouterCore>,
+    _service: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for Router<S> {
+    fn clone(&self) -> Self {
+        Router {
+            core: self.core.clone(),
+            _service: PhantomData,
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for Router<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("service", &self.core.descriptor.name)
+            .field("instances", &self.core.registry.len())
+            .finish()
+    }
+}
+
+impl<S: ServiceSpec> Default for Router<S> {
+    fn default() -> Self {
+        Self::new(RouterConfig::default())
+    }
+}
+
+impl<S: ServiceSpec> Router<S> {
+    /// A router with `config`.
+    pub fn new(config: RouterConfig) -> Self {
+        let descriptor = S::DESCRIPTOR;
+        let strategy = config.strategy.unwrap_or(descriptor.default_strategy);
+        let balancer = match config.rng_seed {
+            Some(seed) => Balancer::seeded(strategy, seed),
+            None => Balancer::new(strategy),
+        };
+        Router {
+            core: Arc::new(RouterCore {
+                config,
+                descriptor,
+                registry: Registry::new(descriptor.name),
+                balancer,
+                stats: RouterStats::default(),
+            }),
+            _service: PhantomData,
+        }
+    }
+
+    /// The service this router serves.
+    pub fn descriptor(&self) -> &'static ServiceDescriptor {
+        self.core.descriptor
+    }
+
+    /// The strategy in use.
+    pub fn strategy(&self) -> Strategy {
+        self.core.balancer.strategy()
+    }
+
+    /// The live registrations.
+    pub fn registry(&self) -> &Registry {
+        &self.core.registry
+    }
+
+    /// The router's counters.
+    pub fn stats(&self) -> &RouterStats {
+        &self.core.stats
+    }
+
+    /// The tonic service that serves `S`'s own paths to clients.
+    pub fn client_service(&self) -> RoutedService<S> {
+        RoutedService {
+            core: self.core.clone(),
+            _service: PhantomData,
+        }
+    }
+
+    /// The tonic service that instances register with.
+    pub fn register_service(&self) -> RegisterService<S> {
+        RegisterService {
+            core: self.core.clone(),
+            _service: PhantomData,
+        }
+    }
+
+    /// Adds both services to a tonic server.
+    pub fn add_to<L>(
+        &self,
+        mut server: tonic::transport::Server<L>,
+    ) -> tonic::transport::server::Router<L>
+    where
+        L: Clone,
+    {
+        server
+            .add_service(self.client_service())
+            .add_service(self.register_service())
+    }
+
+    /// Adds both services to a routes builder (to combine several routers, health
+    /// and reflection on one server).
+    pub fn add_to_routes(&self, routes: &mut tonic::service::RoutesBuilder) {
+        routes.add_service(self.client_service());
+        routes.add_service(self.register_service());
+    }
+}
+
+/// Serves a routed service's own paths (`/pkg.Service/Method`) to clients.
+pub struct RoutedService<S> {
+    core: Arc<RouterCore>,
+    _service: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for RoutedService<S> {
+    fn clone(&self) -> Self {
+        RoutedService {
+            core: self.core.clone(),
+            _service: PhantomData,
+        }
+    }
+}
+
+impl<S: ServiceSpec> NamedService for RoutedService<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+/// A gRPC response with `grpc-status: UNIMPLEMENTED`, as tonic answers an
+/// unknown method.
+fn unimplemented_response() -> Response<Body> {
+    let mut response = Response::new(Body::default());
+    let headers = response.headers_mut();
+    headers.insert(
+        "grpc-status",
+        http::HeaderValue::from(tonic::Code::Unimplemented as i32),
+    );
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    response
+}
+
+impl<S: ServiceSpec> tower::Service<Request<Body>> for RoutedService<S> {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let core = self.core.clone();
+        Box::pin(async move {
+            let Some(method) = core.descriptor.method_by_path(req.uri().path()) else {
+                return Ok(unimplemented_response());
+            };
+            let config = &core.config;
+            let mut grpc = Grpc::new(RawCodec).max_decoding_message_size(config.max_message_size);
+            if config.accept_gzip {
+                grpc = grpc.accept_compressed(CompressionEncoding::Gzip);
+            }
+            if config.send_gzip {
+                grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+            }
+            let handler = call::Forward {
+                core: core.clone(),
+                method,
+            };
+            Ok(grpc.streaming(handler, req).await)
+        })
+    }
+}
+
+/// Serves `/pkg.ServiceRouter/Register`, where instances register.
+pub struct RegisterService<S> {
+    core: Arc<RouterCore>,
+    _service: PhantomData<fn() -> S>,
+}
+
+impl<S> Clone for RegisterService<S> {
+    fn clone(&self) -> Self {
+        RegisterService {
+            core: self.core.clone(),
+            _service: PhantomData,
+        }
+    }
+}
+
+impl<S: ServiceSpec> NamedService for RegisterService<S> {
+    const NAME: &'static str = S::REGISTER_NAME;
+}
+
+impl<S: ServiceSpec> tower::Service<Request<Body>> for RegisterService<S> {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let core = self.core.clone();
+        Box::pin(async move {
+            let path = req.uri().path();
+            if path.strip_prefix('/').and_then(|p| p.strip_suffix("/Register"))
+                != Some(S::REGISTER_NAME)
+            {
+                return Ok(unimplemented_response());
+            }
+            let mut grpc = Grpc::new(FrameCodec::<RouterFrame, BridgeFrame>::default())
+                .max_decoding_message_size(frame_limit(core.config.max_frame_size));
+            let handler = session::Register { core };
+            Ok(grpc.streaming(handler, req).await)
+        })
+    }
+}
+
+/// The largest register-stream message for frames of at most `max_frame`
+/// payload bytes: the payload plus envelope overhead.
+pub(crate) fn frame_limit(max_frame: u32) -> usize {
+    usize::try_from(max_frame)
+        .unwrap_or(usize::MAX)
+        .saturating_add(64 * 1024)
+}

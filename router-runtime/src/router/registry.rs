@@ -1,0 +1,337 @@
+//! The live registrations of one routed service.
+//!
+//! Readers (every call) load an immutable snapshot of the instance list
+//! through an [`ArcSwap`]: no lock on the call path. Writers (register,
+//! deregister) serialise on a mutex and publish a new snapshot.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::flow::SendCredit;
+use crate::pb;
+use crate::wire::RouterFrame;
+
+/// What the register stream's writer sends: a frame, or the end of the stream.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// A frame for the bridge.
+    Frame(RouterFrame),
+    /// End the register stream, with an error status or cleanly.
+    Close(Option<Status>),
+}
+
+/// What a call's response side receives from the reader.
+#[derive(Debug)]
+pub(crate) enum CallEvent {
+    /// The handler's response headers.
+    Headers(pb::Metadata),
+    /// One whole response message.
+    Message(Bytes),
+    /// A piece of a large response message.
+    Chunk(pb::MessageChunk),
+    /// The call's end.
+    Trailers(pb::Trailers),
+    /// The instance went away: the call failed with this status.
+    Lost(Status),
+}
+
+/// The router's side of one call in flight on a registration.
+#[derive(Debug)]
+pub(crate) struct CallSlot {
+    pub(crate) events: mpsc::UnboundedSender<CallEvent>,
+    pub(crate) request_credit: Arc<SendCredit>,
+}
+
+/// What a bridge declared about itself in its `Hello`.
+#[derive(Debug, Clone)]
+pub struct InstanceInfo {
+    /// The instance's stable id.
+    pub id: String,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
+    /// Its weight for the weighted strategy (at least 1).
+    pub weight: u32,
+    /// The most calls it takes at once; 0 for no limit.
+    pub max_concurrent_calls: u32,
+    /// Routing keys it claims for pinned routing.
+    pub routing_keys: Vec<String>,
+}
+
+/// One live registration: an instance and its register stream.
+#[derive(Debug)]
+pub struct Instance {
+    pub(crate) registration: u64,
+    info: InstanceInfo,
+    connected_at: SystemTime,
+    pub(crate) outstanding: AtomicU32,
+    serving: AtomicBool,
+    draining: AtomicBool,
+    pub(crate) closed: CancellationToken,
+    last_seen: AtomicU64,
+    epoch: Instant,
+    pub(crate) out: mpsc::UnboundedSender<Outbound>,
+    calls: Mutex<HashMap<u64, CallSlot>>,
+    next_call_id: AtomicU64,
+    /// Credit the bridge grants for each call's requests.
+    pub(crate) request_window: u32,
+    /// The largest frame payload the bridge accepts.
+    pub(crate) max_frame: usize,
+}
+
+impl Instance {
+    pub(crate) fn new(
+        registration: u64,
+        info: InstanceInfo,
+        out: mpsc::UnboundedSender<Outbound>,
+        request_window: u32,
+        max_frame: usize,
+    ) -> Self {
+        Instance {
+            registration,
+            info,
+            connected_at: SystemTime::now(),
+            outstanding: AtomicU32::new(0),
+            serving: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
+            closed: CancellationToken::new(),
+            last_seen: AtomicU64::new(0),
+            epoch: Instant::now(),
+            out,
+            calls: Mutex::new(HashMap::new()),
+            next_call_id: AtomicU64::new(1),
+            request_window,
+            max_frame,
+        }
+    }
+
+    /// What the instance declared about itself.
+    pub fn info(&self) -> &InstanceInfo {
+        &self.info
+    }
+
+    /// The instance's id.
+    pub fn id(&self) -> &str {
+        &self.info.id
+    }
+
+    /// When it registered.
+    pub fn connected_at(&self) -> SystemTime {
+        self.connected_at
+    }
+
+    /// Calls routed to it and not finished.
+    pub fn outstanding(&self) -> u32 {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Whether it reports itself serving.
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed)
+    }
+
+    /// Whether it announced a drain.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether the registration is over.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    /// Whether it can take a new call now.
+    pub fn is_available(&self) -> bool {
+        !self.is_closed()
+            && self.is_serving()
+            && !self.is_draining()
+            && (self.info.max_concurrent_calls == 0
+                || self.outstanding() < self.info.max_concurrent_calls)
+    }
+
+    pub(crate) fn set_serving(&self, serving: bool) {
+        self.serving.store(serving, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Records that a frame arrived now.
+    pub(crate) fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_seen.store(ms, Ordering::Relaxed);
+    }
+
+    /// Milliseconds since the last frame from the bridge.
+    pub(crate) fn silent_for_ms(&self) -> u64 {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        now.saturating_sub(self.last_seen.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn calls(&self) -> MutexGuard<'_, HashMap<u64, CallSlot>> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (every critical section is a single insert/remove/get).
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Calls in flight on this registration (router-side state).
+    pub fn calls_in_flight(&self) -> usize {
+        self.calls().len()
+    }
+
+    /// Sends a frame to the bridge; false when the register stream is gone.
+    pub(crate) fn send(&self, frame: RouterFrame) -> bool {
+        !self.is_closed() && self.out.send(Outbound::Frame(frame)).is_ok()
+    }
+
+    /// Registers a new call and returns its id, its events and its request
+    /// credit.
+    pub(crate) fn open_call(
+        &self,
+    ) -> (
+        u64,
+        mpsc::UnboundedReceiver<CallEvent>,
+        Arc<SendCredit>,
+    ) {
+        let call_id = self.next_call_id.fetch_add(1, Ordering::Relaxed);
+        let (events, rx) = mpsc::unbounded_channel();
+        let request_credit = Arc::new(SendCredit::new(self.request_window));
+        self.calls().insert(
+            call_id,
+            CallSlot {
+                events,
+                request_credit: request_credit.clone(),
+            },
+        );
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        (call_id, rx, request_credit)
+    }
+
+    /// Forgets a call; true when it was still registered.
+    pub(crate) fn close_call(&self, call_id: u64) -> bool {
+        let slot = self.calls().remove(&call_id);
+        match slot {
+            Some(slot) => {
+                slot.request_credit.close();
+                self.outstanding.fetch_sub(1, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends the registration: every call in flight fails with `status`.
+    pub(crate) fn shut(&self, status: &Status) {
+        self.closed.cancel();
+        let calls: Vec<(u64, CallSlot)> = self.calls().drain().collect();
+        for (_, slot) in calls {
+            slot.request_credit.close();
+            self.outstanding.fetch_sub(1, Ordering::Relaxed);
+            let _ = slot.events.send(CallEvent::Lost(status.clone()));
+        }
+        let _ = self.out.send(Outbound::Close(None));
+    }
+}
+
+/// The live instances of one service.
+#[derive(Debug)]
+pub struct Registry {
+    service: &'static str,
+    instances: ArcSwap<Vec<Arc<Instance>>>,
+    write: Mutex<()>,
+    changed: watch::Sender<usize>,
+    next_registration: AtomicU64,
+}
+
+impl Registry {
+    /// An empty registry for `service`.
+    pub fn new(service: &'static str) -> Self {
+        Registry {
+            service,
+            instances: ArcSwap::from_pointee(Vec::new()),
+            write: Mutex::new(()),
+            changed: watch::Sender::new(0),
+            next_registration: AtomicU64::new(1),
+        }
+    }
+
+    /// The service's full name.
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// A snapshot of the live instances.
+    pub fn snapshot(&self) -> Arc<Vec<Arc<Instance>>> {
+        self.instances.load_full()
+    }
+
+    /// How many instances are registered.
+    pub fn len(&self) -> usize {
+        self.instances.load().len()
+    }
+
+    /// Whether no instance is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits until `pred(number of instances)` holds.
+    pub async fn wait_until(&self, mut pred: impl FnMut(usize) -> bool) {
+        let mut rx = self.changed.subscribe();
+        let _ = rx.wait_for(|n| pred(*n)).await;
+    }
+
+    pub(crate) fn next_registration(&self) -> u64 {
+        self.next_registration.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn write(&self) -> MutexGuard<'_, ()> {
+        self.write.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds `instance`; a live registration with the same id is replaced and
+    /// returned, so the caller can close it.
+    pub(crate) fn insert(&self, instance: Arc<Instance>) -> Option<Arc<Instance>> {
+        let _guard = self.write();
+        let current = self.instances.load_full();
+        let mut next: Vec<Arc<Instance>> = Vec::with_capacity(current.len() + 1);
+        let mut replaced = None;
+        for existing in current.iter() {
+            if existing.id() == instance.id() {
+                replaced = Some(existing.clone());
+            } else {
+                next.push(existing.clone());
+            }
+        }
+        next.push(instance);
+        let len = next.len();
+        self.instances.store(Arc::new(next));
+        self.changed.send_replace(len);
+        replaced
+    }
+
+    /// Removes the registration `registration`, if still present.
+    pub(crate) fn remove(&self, registration: u64) {
+        let _guard = self.write();
+        let current = self.instances.load_full();
+        if !current.iter().any(|i| i.registration == registration) {
+            return;
+        }
+        let next: Vec<Arc<Instance>> = current
+            .iter()
+            .filter(|i| i.registration != registration)
+            .cloned()
+            .collect();
+        let len = next.len();
+        self.instances.store(Arc::new(next));
+        self.changed.send_replace(len);
+    }
+}
