@@ -35,9 +35,7 @@ pub enum Error {
     },
 
     /// A method's `(router.v1.tag)` (or its default tag) is not usable.
-    #[error(
-        "{file}: service `{service}`: method `{method}`: {origin} {tag} is invalid: {reason}"
-    )]
+    #[error("{file}: service `{service}`: method `{method}`: {origin} {tag} is invalid: {reason}")]
     InvalidTag {
         /// The file defining the service.
         file: String,

@@ -10,9 +10,9 @@ pub fn sanitize(ident: &str) -> String {
         "as" | "break" | "const" | "continue" | "else" | "enum" | "false" | "fn" | "for" | "if"
         | "impl" | "in" | "let" | "loop" | "match" | "mod" | "move" | "mut" | "pub" | "ref"
         | "return" | "static" | "struct" | "trait" | "true" | "type" | "unsafe" | "use"
-        | "where" | "while" | "dyn" | "abstract" | "become" | "box" | "do" | "final"
-        | "macro" | "override" | "priv" | "typeof" | "unsized" | "virtual" | "yield"
-        | "async" | "await" | "try" | "gen" => format!("r#{ident}"),
+        | "where" | "while" | "dyn" | "abstract" | "become" | "box" | "do" | "final" | "macro"
+        | "override" | "priv" | "typeof" | "unsized" | "virtual" | "yield" | "async" | "await"
+        | "try" | "gen" => format!("r#{ident}"),
         "_" | "super" | "self" | "Self" | "extern" | "crate" => format!("{ident}_"),
         s if s.starts_with(|c: char| c.is_ascii_digit()) => format!("_{ident}"),
         _ => ident.to_owned(),

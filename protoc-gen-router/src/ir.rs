@@ -282,7 +282,10 @@ fn comment_lines(text: &str) -> Vec<String> {
     while lines.last().is_some_and(|l| l.trim().is_empty()) {
         lines.pop();
     }
-    let first = lines.iter().position(|l| !l.trim().is_empty()).unwrap_or(lines.len());
+    let first = lines
+        .iter()
+        .position(|l| !l.trim().is_empty())
+        .unwrap_or(lines.len());
     lines.drain(..first);
     lines
 }
@@ -375,7 +378,10 @@ fn build_method(
     let (tag, origin) = match get_ext(&options, extensions.tag.as_ref()) {
         Some(Value::U32(tag)) => (u64::from(tag), "option (router.v1.tag) ="),
         Some(other) => {
-            return Err(option_error(TAG_OPTION, format!("expected a uint32, found {other:?}")));
+            return Err(option_error(
+                TAG_OPTION,
+                format!("expected a uint32, found {other:?}"),
+            ));
         }
         None => (u64::from(MIN_TAG) + index as u64, "default tag"),
     };
@@ -388,14 +394,20 @@ fn build_method(
         reason,
     };
     let tag = match tag {
-        0 => return Err(invalid("field number 0 does not exist in protobuf; use 10 to 536870911")),
+        0 => {
+            return Err(invalid(
+                "field number 0 does not exist in protobuf; use 10 to 536870911",
+            ));
+        }
         1..=9 => {
             return Err(invalid(
                 "1 to 9 are reserved for the envelope fields of the generated messages; use 10 to 536870911",
             ));
         }
         19_000..=19_999 => {
-            return Err(invalid("19000 to 19999 are reserved by protobuf; use 10 to 536870911"));
+            return Err(invalid(
+                "19000 to 19999 are reserved by protobuf; use 10 to 536870911",
+            ));
         }
         t if t > u64::from(MAX_TAG) => {
             return Err(invalid("the largest protobuf field number is 536870911"));
@@ -538,23 +550,23 @@ fn check_generated_names(
     let mut existing: BTreeMap<String, String> = BTreeMap::new();
     for m in pool.all_messages() {
         if in_package(m.full_name(), m.parent_message().is_none()) {
-            existing
-                .entry(m.name().to_owned())
-                .or_insert_with(|| format!("message `{}` in {}", m.full_name(), m.parent_file().name()));
+            existing.entry(m.name().to_owned()).or_insert_with(|| {
+                format!("message `{}` in {}", m.full_name(), m.parent_file().name())
+            });
         }
     }
     for e in pool.all_enums() {
         if in_package(e.full_name(), e.parent_message().is_none()) {
-            existing
-                .entry(e.name().to_owned())
-                .or_insert_with(|| format!("enum `{}` in {}", e.full_name(), e.parent_file().name()));
+            existing.entry(e.name().to_owned()).or_insert_with(|| {
+                format!("enum `{}` in {}", e.full_name(), e.parent_file().name())
+            });
         }
     }
     for s in pool.services() {
         if in_package(s.full_name(), true) {
-            existing
-                .entry(s.name().to_owned())
-                .or_insert_with(|| format!("service `{}` in {}", s.full_name(), s.parent_file().name()));
+            existing.entry(s.name().to_owned()).or_insert_with(|| {
+                format!("service `{}` in {}", s.full_name(), s.parent_file().name())
+            });
         }
     }
 
@@ -577,15 +589,14 @@ fn check_generated_names(
         }
     }
 
-    let collision = |service: &Service, kind: &'static str, name: &str, existing: &str| {
-        Error::NameCollision {
+    let collision =
+        |service: &Service, kind: &'static str, name: &str, existing: &str| Error::NameCollision {
             file: service.file.clone(),
             service: service.full_name.clone(),
             kind,
             name: name.to_owned(),
             existing: existing.to_owned(),
-        }
-    };
+        };
     for service in services {
         for (kind, name) in service.generated_proto_names() {
             if let Some(what) = existing.get(&name) {
@@ -597,7 +608,10 @@ fn check_generated_names(
     let mut generated: BTreeMap<String, String> = BTreeMap::new();
     for service in services {
         for (kind, name) in service.generated_proto_names() {
-            let what = format!("generated {kind} `{name}` of service `{}`", service.full_name);
+            let what = format!(
+                "generated {kind} `{name}` of service `{}`",
+                service.full_name
+            );
             if let Some(prev) = generated.insert(name.clone(), what) {
                 return Err(collision(service, kind, &name, &prev));
             }
@@ -620,7 +634,10 @@ fn check_generated_names(
         let mut seen: BTreeMap<String, String> = BTreeMap::new();
         for service in services {
             for name in service.generated_rust_names() {
-                let what = format!("generated Rust item `{name}` of service `{}`", service.full_name);
+                let what = format!(
+                    "generated Rust item `{name}` of service `{}`",
+                    service.full_name
+                );
                 if let Some(prev) = seen.insert(name.clone(), what) {
                     return Err(collision(service, "Rust item", &name, &prev));
                 }

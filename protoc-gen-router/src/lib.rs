@@ -32,11 +32,16 @@ mod rust;
 
 use prost::Message;
 use prost::bytes::Buf;
-use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, encode_key, encode_varint, skip_field};
+use prost::encoding::{
+    DecodeContext, WireType, decode_key, decode_varint, encode_key, encode_varint, skip_field,
+};
 use prost_reflect::DescriptorPool;
 use prost_types::compiler::{CodeGeneratorRequest, CodeGeneratorResponse, code_generator_response};
 
-pub use builder::{Builder, EmbeddedFileResolver, compile_pool, OPTIONS_PROTO, OPTIONS_PROTO_NAME, ROUTER_PROTO, ROUTER_PROTO_NAME};
+pub use builder::{
+    Builder, EmbeddedFileResolver, OPTIONS_PROTO, OPTIONS_PROTO_NAME, ROUTER_PROTO,
+    ROUTER_PROTO_NAME, compile_pool,
+};
 pub use error::Error;
 pub use params::{DEFAULT_RUNTIME_CRATE, Params};
 
@@ -111,8 +116,8 @@ pub fn decode_request(request: &[u8]) -> Result<Request, Error> {
         .map_err(|e| Error::MalformedRequest(e.to_string()))?;
     let params = decoded.parameter.as_deref().unwrap_or_default().parse()?;
     let fds = proto_files_as_descriptor_set(request)?;
-    let pool = DescriptorPool::decode(fds.as_slice())
-        .map_err(|e| Error::Descriptors(e.to_string()))?;
+    let pool =
+        DescriptorPool::decode(fds.as_slice()).map_err(|e| Error::Descriptors(e.to_string()))?;
     Ok(Request {
         files_to_generate: decoded.file_to_generate,
         params,
@@ -149,7 +154,11 @@ fn proto_files_as_descriptor_set(request: &[u8]) -> Result<Vec<u8>, Error> {
 /// `pool` (imports first, extensions intact), as protoc would send it.
 ///
 /// Used by tests and tools that drive [`execute`] without protoc.
-pub fn encode_request(pool: &DescriptorPool, files_to_generate: &[String], parameter: Option<&str>) -> Vec<u8> {
+pub fn encode_request(
+    pool: &DescriptorPool,
+    files_to_generate: &[String],
+    parameter: Option<&str>,
+) -> Vec<u8> {
     let head = CodeGeneratorRequest {
         file_to_generate: files_to_generate.to_vec(),
         parameter: parameter.map(str::to_owned),

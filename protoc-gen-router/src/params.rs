@@ -41,13 +41,19 @@ impl FromStr for Params {
 
     fn from_str(parameter: &str) -> Result<Self, Error> {
         let mut params = Params::default();
-        for item in parameter.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        for item in parameter
+            .split(',')
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+        {
             let bad = |reason: &str| Error::Parameter {
                 parameter: item.to_owned(),
                 reason: reason.to_owned(),
             };
             let Some((key, value)) = item.split_once('=') else {
-                return Err(bad("expected `key=value` (known keys: rust, runtime_crate)"));
+                return Err(bad(
+                    "expected `key=value` (known keys: rust, runtime_crate)",
+                ));
             };
             match key.trim() {
                 "rust" => {
@@ -79,7 +85,9 @@ mod tests {
     fn parses_and_rejects() {
         assert_eq!("".parse::<Params>().ok(), Some(Params::default()));
         let p: Result<Params, _> = "rust=true, runtime_crate=crate::rt".parse();
-        assert!(matches!(p, Ok(Params { rust: true, ref runtime_crate }) if runtime_crate == "crate::rt"));
+        assert!(
+            matches!(p, Ok(Params { rust: true, ref runtime_crate }) if runtime_crate == "crate::rt")
+        );
         assert!("rust=yes".parse::<Params>().is_err());
         assert!("colour=blue".parse::<Params>().is_err());
         assert!("rust".parse::<Params>().is_err());

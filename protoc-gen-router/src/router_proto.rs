@@ -66,7 +66,11 @@ fn write_service(out: &mut String, service: &Service) {
             } else {
                 comment(out, "    ", &method.comments);
             }
-            let ty = if request { &method.input_type } else { &method.output_type };
+            let ty = if request {
+                &method.input_type
+            } else {
+                &method.output_type
+            };
             let _ = writeln!(out, "    {ty} {} = {};", method.snake_name, method.tag);
         }
         out.push_str("  }\n}\n\n");
@@ -80,15 +84,39 @@ fn write_service(out: &mut String, service: &Service) {
          message {name}RouterFrame {{\n  // The frame.\n  oneof frame {{"
     );
     let router_arms: [(&str, &str, &str); 9] = [
-        (".router.v1.Welcome", "welcome", "Accepts the registration; the first frame."),
+        (
+            ".router.v1.Welcome",
+            "welcome",
+            "Accepts the registration; the first frame.",
+        ),
         (".router.v1.CallStart", "start", "Starts a call."),
-        (&format!("{name}Call"), "call", "A request message of a call."),
-        (".router.v1.HalfClose", "half_close", "The client sent its last request."),
-        (".router.v1.Cancel", "cancel", "The client cancelled a call or its deadline passed."),
-        (".router.v1.WindowUpdate", "window_update", "Returns credit for a call's responses."),
+        (
+            &format!("{name}Call"),
+            "call",
+            "A request message of a call.",
+        ),
+        (
+            ".router.v1.HalfClose",
+            "half_close",
+            "The client sent its last request.",
+        ),
+        (
+            ".router.v1.Cancel",
+            "cancel",
+            "The client cancelled a call or its deadline passed.",
+        ),
+        (
+            ".router.v1.WindowUpdate",
+            "window_update",
+            "Returns credit for a call's responses.",
+        ),
         (".router.v1.Ping", "ping", "A liveness probe."),
         (".router.v1.GoAway", "go_away", "The router is going away."),
-        (".router.v1.MessageChunk", "chunk", "A piece of a large request message."),
+        (
+            ".router.v1.MessageChunk",
+            "chunk",
+            "A piece of a large request message.",
+        ),
     ];
     arms(out, &router_arms);
 
@@ -98,14 +126,46 @@ fn write_service(out: &mut String, service: &Service) {
          message {name}BridgeFrame {{\n  // The frame.\n  oneof frame {{"
     );
     let bridge_arms: [(&str, &str, &str); 9] = [
-        (".router.v1.Hello", "hello", "Registers the instance; the first frame."),
-        (".router.v1.Headers", "headers", "A call's response headers."),
-        (&format!("{name}Reply"), "reply", "A response message of a call."),
-        (".router.v1.Trailers", "trailers", "Ends a call with its status."),
-        (".router.v1.WindowUpdate", "window_update", "Returns credit for a call's requests."),
-        (".router.v1.Heartbeat", "heartbeat", "The instance's periodic load and health report."),
-        (".router.v1.Drain", "drain", "The instance takes no new calls."),
-        (".router.v1.MessageChunk", "chunk", "A piece of a large response message."),
+        (
+            ".router.v1.Hello",
+            "hello",
+            "Registers the instance; the first frame.",
+        ),
+        (
+            ".router.v1.Headers",
+            "headers",
+            "A call's response headers.",
+        ),
+        (
+            &format!("{name}Reply"),
+            "reply",
+            "A response message of a call.",
+        ),
+        (
+            ".router.v1.Trailers",
+            "trailers",
+            "Ends a call with its status.",
+        ),
+        (
+            ".router.v1.WindowUpdate",
+            "window_update",
+            "Returns credit for a call's requests.",
+        ),
+        (
+            ".router.v1.Heartbeat",
+            "heartbeat",
+            "The instance's periodic load and health report.",
+        ),
+        (
+            ".router.v1.Drain",
+            "drain",
+            "The instance takes no new calls.",
+        ),
+        (
+            ".router.v1.MessageChunk",
+            "chunk",
+            "A piece of a large response message.",
+        ),
         (".router.v1.Pong", "pong", "The answer to a ping."),
     ];
     arms(out, &bridge_arms);

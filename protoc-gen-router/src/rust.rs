@@ -28,10 +28,11 @@ pub(crate) fn doc_attrs(lines: &[String]) -> TokenStream {
 pub fn generate(file: &File, params: &Params) -> Result<String, Error> {
     let mut body = String::new();
     for service in &file.services {
-        let krate: syn::Path = syn::parse_str(&params.runtime_crate).map_err(|e| Error::Parameter {
-            parameter: format!("runtime_crate={}", params.runtime_crate),
-            reason: format!("not a Rust path: {e}"),
-        })?;
+        let krate: syn::Path =
+            syn::parse_str(&params.runtime_crate).map_err(|e| Error::Parameter {
+                parameter: format!("runtime_crate={}", params.runtime_crate),
+                reason: format!("not a Rust path: {e}"),
+            })?;
         let krate = quote!(#krate);
         let router = router_rs::generate(service, &krate)?;
         let bridge = bridge_rs::generate(service, &krate)?;

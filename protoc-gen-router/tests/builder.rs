@@ -14,8 +14,11 @@ use protoc_gen_router::{Builder, Params, compile_pool, generate};
 fn example_router_proto_matches_checked_in_file() {
     let root = common::root();
     let include = root.join("examples/myservice/proto");
-    let (pool, names) = compile_pool(&[include.clone()], &[include.join("myservice/v1/myservice.proto")])
-        .expect("the example compiles");
+    let (pool, names) = compile_pool(
+        &[include.clone()],
+        &[include.join("myservice/v1/myservice.proto")],
+    )
+    .expect("the example compiles");
     let files = generate(&pool, &names, &Params::default()).expect("the example generates");
     assert_eq!(files.len(), 1);
     let checked_in = root.join("examples/myservice/gen").join(&files[0].name);
@@ -34,7 +37,10 @@ fn example_router_proto_matches_checked_in_file() {
 /// Runs the builder over a golden case and compares with its expectations.
 fn build_case(case: &str) {
     let input = common::root().join("tests/golden").join(case).join("input");
-    let expected = common::root().join("tests/golden").join(case).join("expected");
+    let expected = common::root()
+        .join("tests/golden")
+        .join(case)
+        .join("expected");
     let out = tempfile::tempdir().expect("a temp dir");
     let protos_out = tempfile::tempdir().expect("a temp dir");
     let files = common::proto_files(&input);
@@ -49,12 +55,22 @@ fn build_case(case: &str) {
     // Router protos: byte-identical to the plugin's.
     let expected_tree = common::read_tree(&expected);
     let written = common::read_tree(protos_out.path());
-    let expected_protos: Vec<_> = expected_tree.iter().filter(|(n, _)| n.ends_with(".proto")).collect();
-    assert_eq!(written.iter().collect::<Vec<_>>(), expected_protos, "router protos of {case}");
+    let expected_protos: Vec<_> = expected_tree
+        .iter()
+        .filter(|(n, _)| n.ends_with(".proto"))
+        .collect();
+    assert_eq!(
+        written.iter().collect::<Vec<_>>(),
+        expected_protos,
+        "router protos of {case}"
+    );
 
     // Rust glue: appended to the package module, once, parseable, naming real tonic items.
-    let (pool, names) = compile_pool(&[input.clone()], &files.iter().map(|f| input.join(f)).collect::<Vec<_>>())
-        .expect("compiles");
+    let (pool, names) = compile_pool(
+        &[input.clone()],
+        &files.iter().map(|f| input.join(f)).collect::<Vec<_>>(),
+    )
+    .expect("compiles");
     let model = protoc_gen_router::ir::build(&pool, &names, true).expect("valid");
     for file in &model {
         let module = out.path().join(if file.package.is_empty() {
@@ -66,23 +82,43 @@ fn build_case(case: &str) {
         let glue = expected_tree
             .get(&file.router_rs_name())
             .cloned()
-            .unwrap_or_else(|| protoc_gen_router::router_rs(file, &Params::default()).expect("glue"));
-        assert_eq!(text.matches(&glue).count(), 1, "glue appended once to {}", module.display());
+            .unwrap_or_else(|| {
+                protoc_gen_router::router_rs(file, &Params::default()).expect("glue")
+            });
+        assert_eq!(
+            text.matches(&glue).count(),
+            1,
+            "glue appended once to {}",
+            module.display()
+        );
         let parsed = syn::parse_file(&text).expect("the module parses");
         let mut items = BTreeSet::new();
         collect(&parsed.items, "", &mut items);
         for service in &file.services {
             let trait_name = protoc_gen_router::ident::tonic_server_trait(&service.name);
             let module = protoc_gen_router::ident::tonic_server_module(&service.name);
-            for item in [format!("{module}::{trait_name}"), format!("{module}::{trait_name}Server")] {
-                assert!(items.contains(&item), "tonic generated no `{item}` in {case}: {items:?}");
+            for item in [
+                format!("{module}::{trait_name}"),
+                format!("{module}::{trait_name}Server"),
+            ] {
+                assert!(
+                    items.contains(&item),
+                    "tonic generated no `{item}` in {case}: {items:?}"
+                );
             }
             for suffix in ["Call", "Reply", "RouterFrame", "BridgeFrame"] {
-                let name = protoc_gen_router::ident::upper_camel(&format!("{}{suffix}", service.name));
-                assert!(items.contains(&name), "prost generated no `{name}` in {case}");
+                let name =
+                    protoc_gen_router::ident::upper_camel(&format!("{}{suffix}", service.name));
+                assert!(
+                    items.contains(&name),
+                    "prost generated no `{name}` in {case}"
+                );
             }
             for name in service.generated_rust_names() {
-                assert!(items.contains(&name), "glue item `{name}` missing in {case}");
+                assert!(
+                    items.contains(&name),
+                    "glue item `{name}` missing in {case}"
+                );
             }
         }
     }
@@ -97,7 +133,11 @@ fn build_case(case: &str) {
     for file in &model {
         let module = out.path().join(format!("{}.rs", file.package));
         if let Ok(text) = std::fs::read_to_string(&module) {
-            assert_eq!(text.matches("// @generated by protoc-gen-router from").count(), 1);
+            assert_eq!(
+                text.matches("// @generated by protoc-gen-router from")
+                    .count(),
+                1
+            );
         }
     }
 }
@@ -148,8 +188,10 @@ fn builder_refuses_invalid_protos() {
         .emit_rerun_if_changed(false)
         .compile(&[input.join("err/v1/err.proto")])
         .expect_err("duplicate tags are refused");
-    let expected = std::fs::read_to_string(common::root().join("tests/golden/duplicate_tag/expected/error.txt"))
-        .expect("golden error");
+    let expected = std::fs::read_to_string(
+        common::root().join("tests/golden/duplicate_tag/expected/error.txt"),
+    )
+    .expect("golden error");
     assert_eq!(format!("{err}\n"), expected);
     assert!(!Path::new(&out.path().join("err.v1.rs")).exists());
 }

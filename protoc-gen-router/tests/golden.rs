@@ -26,7 +26,11 @@ fn golden() {
         .filter(|p| p.join("input").is_dir())
         .collect();
     cases.sort();
-    assert!(cases.len() >= 20, "expected the golden cases under {}", golden.display());
+    assert!(
+        cases.len() >= 20,
+        "expected the golden cases under {}",
+        golden.display()
+    );
 
     let mut failures = Vec::new();
     for case in &cases {
@@ -37,7 +41,11 @@ fn golden() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{}\n{UPDATE_HINT}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{}\n{UPDATE_HINT}",
+        failures.join("\n")
+    );
 }
 
 fn run_case(case: &Path, update: bool) -> Result<(), String> {
@@ -48,8 +56,11 @@ fn run_case(case: &Path, update: bool) -> Result<(), String> {
         Some(list) => list.split_whitespace().map(str::to_owned).collect(),
         None => common::proto_files(&input),
     };
-    let (pool, names) = compile_pool(&[input.clone()], &files.iter().map(|f| input.join(f)).collect::<Vec<_>>())
-        .map_err(|e| format!("input does not compile: {e}"))?;
+    let (pool, names) = compile_pool(
+        &[input.clone()],
+        &files.iter().map(|f| input.join(f)).collect::<Vec<_>>(),
+    )
+    .map_err(|e| format!("input does not compile: {e}"))?;
     assert_eq!(names, files, "compiled file names");
 
     let request = protoc_gen_router::encode_request(&pool, &files, parameter.as_deref());
@@ -69,7 +80,10 @@ fn run_case(case: &Path, update: bool) -> Result<(), String> {
             for f in &response.file {
                 let name = f.name.clone().unwrap_or_default();
                 let content = f.content.clone().unwrap_or_default();
-                generated.push(GeneratedFile { name: name.clone(), content: content.clone() });
+                generated.push(GeneratedFile {
+                    name: name.clone(),
+                    content: content.clone(),
+                });
                 actual.insert(name, content);
             }
         }
@@ -119,11 +133,16 @@ fn run_case(case: &Path, update: bool) -> Result<(), String> {
 
     // The generated protos compile and agree with the model.
     if response.error.is_none() {
-        let params: Params = parameter.as_deref().unwrap_or("").parse().map_err(|e| format!("{e}"))?;
+        let params: Params = parameter
+            .as_deref()
+            .unwrap_or("")
+            .parse()
+            .map_err(|e| format!("{e}"))?;
         let model = ir::build(&pool, &files, params.rust).map_err(|e| e.to_string())?;
         common::check_generated(&[input.clone()], &generated, &model)?;
         // The library API gives the same bytes as the plugin.
-        let direct = protoc_gen_router::generate(&pool, &files, &params).map_err(|e| e.to_string())?;
+        let direct =
+            protoc_gen_router::generate(&pool, &files, &params).map_err(|e| e.to_string())?;
         if direct != generated {
             return Err("generate() differs from execute()".into());
         }

@@ -25,9 +25,13 @@ impl XorShift {
 
 fn response(request: &[u8]) -> CodeGeneratorResponse {
     let bytes = execute(request);
-    let response = CodeGeneratorResponse::decode(bytes.as_slice()).expect("execute returns a valid response");
+    let response =
+        CodeGeneratorResponse::decode(bytes.as_slice()).expect("execute returns a valid response");
     if let Some(error) = &response.error {
-        assert!(!error.starts_with("internal error"), "the generator panicked: {error}");
+        assert!(
+            !error.starts_with("internal error"),
+            "the generator panicked: {error}"
+        );
     }
     response
 }
@@ -43,7 +47,10 @@ fn random_bytes_give_error_responses() {
             errors += 1;
         }
     }
-    assert!(errors > 3000, "most garbage must be refused, refused {errors}");
+    assert!(
+        errors > 3000,
+        "most garbage must be refused, refused {errors}"
+    );
 }
 
 #[test]
@@ -86,7 +93,10 @@ fn binary_refuses_garbage_stdin() {
     let output = child.wait_with_output().expect("the plugin exits");
     assert!(!output.status.success(), "exit status {:?}", output.status);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("malformed CodeGeneratorRequest"), "stderr: {stderr}");
+    assert!(
+        stderr.contains("malformed CodeGeneratorRequest"),
+        "stderr: {stderr}"
+    );
     assert!(output.stdout.is_empty());
 }
 
@@ -102,7 +112,12 @@ fn binary_answers_a_valid_request() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the plugin binary runs");
-    child.stdin.take().expect("stdin is piped").write_all(&request).expect("writing stdin");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(&request)
+        .expect("writing stdin");
     let output = child.wait_with_output().expect("the plugin exits");
     assert!(output.status.success());
     let response = CodeGeneratorResponse::decode(output.stdout.as_slice()).expect("a response");

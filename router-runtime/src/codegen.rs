@@ -2,7 +2,9 @@
 //! items of this module.
 
 pub use crate::bridge::{Bridge, BridgeHandle, BridgeOptions, BridgedService};
-pub use crate::descriptor::{MethodDescriptor, MethodKind, ServiceDescriptor, ServiceSpec, Strategy};
+pub use crate::descriptor::{
+    MethodDescriptor, MethodKind, ServiceDescriptor, ServiceSpec, Strategy,
+};
 pub use crate::router::{Router, RouterConfig};
 pub use prost;
 pub use tonic;

@@ -161,7 +161,11 @@ pub fn trailers_from_headers(call_id: u64, headers: &HeaderMap) -> Option<pb::Tr
         .unwrap_or(Code::Unknown as i32);
     let message = headers
         .get("grpc-message")
-        .map(|m| percent_decode(m.as_bytes()).decode_utf8_lossy().into_owned())
+        .map(|m| {
+            percent_decode(m.as_bytes())
+                .decode_utf8_lossy()
+                .into_owned()
+        })
         .unwrap_or_default();
     let details = headers
         .get("grpc-status-details-bin")
@@ -180,7 +184,8 @@ pub fn trailers_from_headers(call_id: u64, headers: &HeaderMap) -> Option<pb::Tr
 /// Turns trailers into the tonic status a client sees, with details and
 /// trailing metadata. An OK status carries trailing metadata too.
 pub fn status_from_trailers(trailers: pb::Trailers) -> Status {
-    let metadata = tonic::metadata::MetadataMap::from_headers(to_headers(trailers.metadata.as_ref()));
+    let metadata =
+        tonic::metadata::MetadataMap::from_headers(to_headers(trailers.metadata.as_ref()));
     Status::with_details_and_metadata(
         Code::from_i32(trailers.code),
         trailers.message,
@@ -250,7 +255,10 @@ mod tests {
         let back = to_headers(Some(&md));
         let multi: Vec<_> = back.get_all("x-multi").iter().collect();
         assert_eq!(multi, ["one", "two"]);
-        assert_eq!(back.get("x-raw-bin").map(|v| v.as_bytes()), Some(&b"AAEC/w"[..]));
+        assert_eq!(
+            back.get("x-raw-bin").map(|v| v.as_bytes()),
+            Some(&b"AAEC/w"[..])
+        );
         assert!(back.get("content-type").is_none());
     }
 

@@ -357,7 +357,9 @@ mod tests {
             metadata: Some(pb::Metadata {
                 entries: vec![pb::MetadataEntry {
                     key: "x-bin".into(),
-                    value: Some(pb::metadata_entry::Value::Binary(Bytes::from_static(b"\0\x01"))),
+                    value: Some(pb::metadata_entry::Value::Binary(Bytes::from_static(
+                        b"\0\x01",
+                    ))),
                 }],
             }),
             timeout_micros: 200_000,

@@ -83,14 +83,17 @@ pub fn check_generated(
     check_pool(&compiler.descriptor_pool(), model)
 }
 
-fn check_pool(pool: &DescriptorPool, model: &[ir::File]) -> Result<(), String> {
+/// Checks a pool holding compiled router protos against the model.
+pub fn check_pool(pool: &DescriptorPool, model: &[ir::File]) -> Result<(), String> {
     for service in model.iter().flat_map(|f| &f.services) {
         for (suffix, request) in [("Call", true), ("Reply", false)] {
             let name = service.qualified(suffix);
             let message = pool
                 .get_message_by_name(&name)
                 .ok_or_else(|| format!("{name} missing"))?;
-            let call_id = message.get_field(1).ok_or_else(|| format!("{name}.call_id missing"))?;
+            let call_id = message
+                .get_field(1)
+                .ok_or_else(|| format!("{name}.call_id missing"))?;
             if call_id.name() != "call_id" {
                 return Err(format!("{name}: field 1 is {}", call_id.name()));
             }
@@ -109,27 +112,62 @@ fn check_pool(pool: &DescriptorPool, model: &[ir::File]) -> Result<(), String> {
                         method.tag
                     ));
                 }
-                let expected = if request { &method.input_type } else { &method.output_type };
+                let expected = if request {
+                    &method.input_type
+                } else {
+                    &method.output_type
+                };
                 let actual = match field.kind() {
                     prost_reflect::Kind::Message(m) => format!(".{}", m.full_name()),
                     other => format!("{other:?}"),
                 };
                 if &actual != expected {
-                    return Err(format!("{name}.{}: type {actual}, expected {expected}", method.snake_name));
+                    return Err(format!(
+                        "{name}.{}: type {actual}, expected {expected}",
+                        method.snake_name
+                    ));
                 }
-                if field.containing_oneof().map(|o| o.name().to_owned()).as_deref() != Some("method") {
-                    return Err(format!("{name}.{}: not in oneof `method`", method.snake_name));
+                if field
+                    .containing_oneof()
+                    .map(|o| o.name().to_owned())
+                    .as_deref()
+                    != Some("method")
+                {
+                    return Err(format!(
+                        "{name}.{}: not in oneof `method`",
+                        method.snake_name
+                    ));
                 }
             }
         }
         let frames: [(&str, [&str; 9]); 2] = [
             (
                 "RouterFrame",
-                ["welcome", "start", "call", "half_close", "cancel", "window_update", "ping", "go_away", "chunk"],
+                [
+                    "welcome",
+                    "start",
+                    "call",
+                    "half_close",
+                    "cancel",
+                    "window_update",
+                    "ping",
+                    "go_away",
+                    "chunk",
+                ],
             ),
             (
                 "BridgeFrame",
-                ["hello", "headers", "reply", "trailers", "window_update", "heartbeat", "drain", "chunk", "pong"],
+                [
+                    "hello",
+                    "headers",
+                    "reply",
+                    "trailers",
+                    "window_update",
+                    "heartbeat",
+                    "drain",
+                    "chunk",
+                    "pong",
+                ],
             ),
         ];
         for (suffix, fields) in frames {
@@ -140,7 +178,9 @@ fn check_pool(pool: &DescriptorPool, model: &[ir::File]) -> Result<(), String> {
             for (number, field) in (1u32..).zip(fields) {
                 let actual = message.get_field(number).map(|f| f.name().to_owned());
                 if actual.as_deref() != Some(field) {
-                    return Err(format!("{name}: field {number} is {actual:?}, expected {field}"));
+                    return Err(format!(
+                        "{name}: field {number} is {actual:?}, expected {field}"
+                    ));
                 }
             }
         }

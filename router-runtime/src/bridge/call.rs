@@ -34,7 +34,11 @@ pub(crate) struct CallContext {
 }
 
 /// Registers the call and runs it on its own task.
-pub(crate) fn start<T: BridgedService>(service: T, context: Arc<CallContext>, start: pb::CallStart) {
+pub(crate) fn start<T: BridgedService>(
+    service: T,
+    context: Arc<CallContext>,
+    start: pb::CallStart,
+) {
     let call_id = start.call_id;
     let (inbound, rx) = mpsc::unbounded_channel();
     let reply_credit = Arc::new(SendCredit::new(context.reply_window));
@@ -122,9 +126,9 @@ async fn run<T: BridgedService>(
             Ok(data) => {
                 reader.push(data);
                 while let Some(message) = reader.next_message().map_err(|e| match e {
-                    FrameError::Compressed => {
-                        Status::internal("the service compressed a response the bridge did not ask to be compressed")
-                    }
+                    FrameError::Compressed => Status::internal(
+                        "the service compressed a response the bridge did not ask to be compressed",
+                    ),
                 })? {
                     send_reply(context, call_id, tag, reply_credit, message).await?;
                 }
@@ -133,15 +137,14 @@ async fn run<T: BridgedService>(
             Err(frame) => frame,
         };
         if let Ok(trailers) = frame.into_trailers() {
-            let trailers = metadata::trailers_from_headers(call_id, &trailers).unwrap_or(
-                pb::Trailers {
+            let trailers =
+                metadata::trailers_from_headers(call_id, &trailers).unwrap_or(pb::Trailers {
                     call_id,
                     code: Code::Unknown as i32,
                     message: "the service's trailers carry no grpc-status".into(),
                     details: Bytes::new(),
                     metadata: Some(metadata::from_headers(&trailers)),
-                },
-            );
+                });
             let _ = context.out.send(BridgeFrame::Trailers(trailers));
             return Ok(());
         }

@@ -171,7 +171,9 @@ pub struct Bridge<S, T> {
 
 impl<S, T: std::fmt::Debug> std::fmt::Debug for Bridge<S, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bridge").field("service", &self.service).finish()
+        f.debug_struct("Bridge")
+            .field("service", &self.service)
+            .finish()
     }
 }
 

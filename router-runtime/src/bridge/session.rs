@@ -132,7 +132,9 @@ pub(crate) async fn run_endpoint<T: BridgedService>(
             // A registration that worked resets the backoff.
             delay = shared.options.reconnect_initial;
         }
-        shared.state.send_modify(|s| s.last_error = Some(reason.clone()));
+        shared
+            .state
+            .send_modify(|s| s.last_error = Some(reason.clone()));
         let jittered = jitter(delay);
         warn!(%endpoint, %reason, retry_in = ?jittered, "registration lost");
         tokio::select! {
@@ -210,7 +212,10 @@ async fn run_session<T: BridgedService>(
     let mut frames = match response {
         Ok(response) => response.into_inner(),
         Err(status) if status.code() == tonic::Code::FailedPrecondition => {
-            return SessionEnd::Refused(format!("router refused registration: {}", status.message()));
+            return SessionEnd::Refused(format!(
+                "router refused registration: {}",
+                status.message()
+            ));
         }
         Err(status) => return SessionEnd::Lost(format!("register call failed: {status}")),
     };
@@ -219,7 +224,10 @@ async fn run_session<T: BridgedService>(
         Ok(Some(_)) => return SessionEnd::Lost("router's first frame was not Welcome".into()),
         Ok(None) => return SessionEnd::Lost("router closed the stream before Welcome".into()),
         Err(status) if status.code() == tonic::Code::FailedPrecondition => {
-            return SessionEnd::Refused(format!("router refused registration: {}", status.message()));
+            return SessionEnd::Refused(format!(
+                "router refused registration: {}",
+                status.message()
+            ));
         }
         Err(status) => return SessionEnd::Lost(format!("register stream failed: {status}")),
     };
@@ -289,7 +297,9 @@ async fn run_session<T: BridgedService>(
         }
     };
     calls.cancel_all();
-    shared.state.send_modify(|s| s.registered = s.registered.saturating_sub(1));
+    shared
+        .state
+        .send_modify(|s| s.registered = s.registered.saturating_sub(1));
     end
 }
 
@@ -337,4 +347,3 @@ fn to_call(context: &CallContext, call_id: u64, inbound: Inbound) {
         let _ = entry.inbound.send(inbound);
     }
 }
-

@@ -341,7 +341,9 @@ impl<S: ServiceSpec> tower::Service<Request<Body>> for RegisterService<S> {
         let core = self.core.clone();
         Box::pin(async move {
             let path = req.uri().path();
-            if path.strip_prefix('/').and_then(|p| p.strip_suffix("/Register"))
+            if path
+                .strip_prefix('/')
+                .and_then(|p| p.strip_suffix("/Register"))
                 != Some(S::REGISTER_NAME)
             {
                 return Ok(unimplemented_response());

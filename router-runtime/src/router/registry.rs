@@ -194,13 +194,7 @@ impl Instance {
 
     /// Registers a new call and returns its id, its events and its request
     /// credit.
-    pub(crate) fn open_call(
-        &self,
-    ) -> (
-        u64,
-        mpsc::UnboundedReceiver<CallEvent>,
-        Arc<SendCredit>,
-    ) {
+    pub(crate) fn open_call(&self) -> (u64, mpsc::UnboundedReceiver<CallEvent>, Arc<SendCredit>) {
         let call_id = self.next_call_id.fetch_add(1, Ordering::Relaxed);
         let (events, rx) = mpsc::unbounded_channel();
         let request_credit = Arc::new(SendCredit::new(self.request_window));

@@ -32,7 +32,11 @@ fn find(message: &Bytes, wanted: u32, must_be_message: bool) -> Option<Bytes> {
                 message.slice(start..message.len() - buf.remaining())
             }
             WireType::SixtyFourBit | WireType::ThirtyTwoBit => {
-                let n = if wire_type == WireType::SixtyFourBit { 8 } else { 4 };
+                let n = if wire_type == WireType::SixtyFourBit {
+                    8
+                } else {
+                    4
+                };
                 if buf.remaining() < n {
                     return None;
                 }
@@ -64,7 +68,9 @@ mod tests {
     #[test]
     fn finds_nested_strings_and_scalars() {
         // message { 1: "x", 2: { 1: "user-7", 3: varint 300 }, 5: fixed32 }
-        let inner: &[u8] = &[0x0a, 6, b'u', b's', b'e', b'r', b'-', b'7', 0x18, 0xac, 0x02];
+        let inner: &[u8] = &[
+            0x0a, 6, b'u', b's', b'e', b'r', b'-', b'7', 0x18, 0xac, 0x02,
+        ];
         let mut msg = vec![0x0a, 1, b'x', 0x12, inner.len() as u8];
         msg.extend_from_slice(inner);
         msg.extend_from_slice(&[0x2d, 1, 2, 3, 4]);

@@ -95,7 +95,9 @@ async fn accept(
         )));
     }
     if hello.instance_id.is_empty() {
-        return Err(Status::invalid_argument("Hello.instance_id must not be empty"));
+        return Err(Status::invalid_argument(
+            "Hello.instance_id must not be empty",
+        ));
     }
 
     let (out, rx) = mpsc::unbounded_channel();
@@ -130,7 +132,10 @@ async fn accept(
     };
     instance.send(RouterFrame::Welcome(welcome));
     if let Some(stale) = core.registry.insert(instance.clone()) {
-        info!(instance = stale.id(), "instance re-registered; closing its stale registration");
+        info!(
+            instance = stale.id(),
+            "instance re-registered; closing its stale registration"
+        );
         stale.shut(&Status::unavailable(format!(
             "instance `{}` re-registered; its previous registration is closed",
             stale.id()
@@ -203,7 +208,11 @@ fn handle(instance: &Instance, frame: BridgeFrame) -> Result<(), String> {
             );
         }
         BridgeFrame::Reply(payload) => {
-            deliver(instance, payload.call_id, CallEvent::Message(payload.message));
+            deliver(
+                instance,
+                payload.call_id,
+                CallEvent::Message(payload.message),
+            );
         }
         BridgeFrame::Chunk(chunk) => deliver(instance, chunk.call_id, CallEvent::Chunk(chunk)),
         BridgeFrame::Trailers(trailers) => {
@@ -245,6 +254,9 @@ fn deliver(instance: &Instance, call_id: u64, event: CallEvent) {
         }
         // The call already ended on the router's side (cancelled, deadline):
         // late frames are dropped.
-        None => debug!(call_id, "frame for a call that is no longer active; dropped"),
+        None => debug!(
+            call_id,
+            "frame for a call that is no longer active; dropped"
+        ),
     }
 }

@@ -1,0 +1,1 @@
+//! Helpers the example binaries share.

@@ -1,0 +1,140 @@
+//! Shared harness for the end-to-end tests: a real router on 127.0.0.1:0,
+//! real bridges and real tonic clients.
+
+#![allow(dead_code, missing_docs)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use myservice_example::pb::greeter_client::GreeterClient;
+use myservice_example::pb::greeter_server::{Greeter, GreeterServer};
+use myservice_example::pb::{GreeterBridge, GreeterRouter};
+use router_runtime::bridge::{BridgeHandle, BridgeOptions};
+use router_runtime::router::RouterConfig;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Channel, Server};
+
+/// Fails the test if `future` takes longer than `secs` seconds.
+pub async fn within<T>(secs: u64, what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(secs), future).await {
+        Ok(value) => value,
+        Err(_) => panic!("timed out after {secs}s waiting for {what}"),
+    }
+}
+
+/// A router serving on a loopback port.
+pub struct TestRouter {
+    pub addr: SocketAddr,
+    pub router: GreeterRouter,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl TestRouter {
+    pub async fn start(config: RouterConfig) -> TestRouter {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on(listener, config).await
+    }
+
+    pub async fn start_on(listener: TcpListener, config: RouterConfig) -> TestRouter {
+        let addr = listener.local_addr().expect("local addr");
+        let router = GreeterRouter::new(config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = router.add_to(Server::builder());
+        let task = tokio::spawn(async move {
+            server
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("router serves");
+        });
+        TestRouter {
+            addr,
+            router,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn client(&self) -> GreeterClient<Channel> {
+        connect(self.addr).await
+    }
+
+    /// Waits until `n` instances are registered.
+    pub async fn wait_for_instances(&self, n: usize) {
+        within(
+            10,
+            "instances to register",
+            self.router.registry().wait_until(|k| k == n),
+        )
+        .await;
+    }
+
+    /// Stops serving (open connections are dropped when the task ends).
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// A tonic client for `addr`.
+pub async fn connect(addr: SocketAddr) -> GreeterClient<Channel> {
+    let channel = within(
+        10,
+        "client connection",
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect(),
+    )
+    .await
+    .expect("client connects");
+    GreeterClient::new(channel)
+}
+
+/// Starts a bridge for `service` registered as `id` and waits until it is.
+pub async fn start_instance<T: Greeter>(router: &TestRouter, id: &str, service: T) -> BridgeHandle {
+    start_instance_with(
+        router,
+        BridgeOptions::new(router.endpoint()).instance_id(id),
+        GreeterServer::new(service),
+    )
+    .await
+}
+
+/// Starts a bridge with explicit options and server, and waits for its
+/// registration.
+pub async fn start_instance_with<T: Greeter>(
+    _router: &TestRouter,
+    options: BridgeOptions,
+    server: GreeterServer<T>,
+) -> BridgeHandle {
+    let handle = GreeterBridge::from_server(server).connect(options);
+    within(10, "bridge registration", handle.registered()).await;
+    handle
+}
+
+/// Serves `service` directly (no router) on a loopback port, for side-by-side
+/// comparisons.
+pub async fn start_direct<T: Greeter>(service: T) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = Server::builder()
+            .add_service(GreeterServer::new(service))
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
+    });
+    addr
+}

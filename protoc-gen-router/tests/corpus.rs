@@ -1,0 +1,145 @@
+//! Runs the generator over a large corpus of real protos (see `.ci/corpus.sh`).
+//!
+//! `ROUTER_CORPUS_DIR=<dir> cargo test -p protoc-gen-router --test corpus -- --ignored --nocapture`
+//!
+//! Every `.proto` under the directory (also the include root) that compiles
+//! and has services is generated with `rust=true`; every emitted router proto
+//! is compiled again with protox and checked against the model. Panics and
+//! emitted protos that do not compile fail the test; validation errors (for
+//! example generated-name collisions) are counted and printed.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+
+use protoc_gen_router::{EmbeddedFileResolver, Error, Params, generate, ir};
+
+#[test]
+#[ignore = "needs a corpus: set ROUTER_CORPUS_DIR and pass --ignored (see .ci/corpus.sh)"]
+fn corpus() {
+    let dir = PathBuf::from(std::env::var_os("ROUTER_CORPUS_DIR").expect("set ROUTER_CORPUS_DIR"));
+    let files = common::proto_files(&dir);
+    let params = Params {
+        rust: true,
+        ..Params::default()
+    };
+
+    let mut compiler =
+        protox::Compiler::with_file_resolver(EmbeddedFileResolver::new().chain(&[dir.clone()]));
+    compiler.include_source_info(true).include_imports(true);
+    let mut input_failures = Vec::new();
+    let mut compiled = Vec::new();
+    for name in &files {
+        match compiler.open_file(name) {
+            Ok(_) => compiled.push(name.clone()),
+            Err(e) => input_failures.push(format!("{name}: {e}")),
+        }
+    }
+    let pool = compiler.descriptor_pool();
+
+    let (mut with_services, mut services, mut methods) = (0usize, 0usize, 0usize);
+    let mut validation: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    let mut failures = Vec::new();
+    let mut generated = Vec::new();
+    let mut models = Vec::new();
+    for name in &compiled {
+        let Some(file) = pool.get_file_by_name(name) else {
+            continue;
+        };
+        if file.services().len() == 0 {
+            continue;
+        }
+        with_services += 1;
+        let one = std::slice::from_ref(name);
+        match std::panic::catch_unwind(AssertUnwindSafe(|| generate(&pool, one, &params))) {
+            Err(_) => failures.push(format!("{name}: the generator panicked")),
+            Ok(Err(e)) => {
+                let kind = match &e {
+                    Error::NameCollision { .. } => "generated name collision",
+                    Error::MethodNameCollision { .. } => "method name collision",
+                    Error::DuplicateTag { .. } => "duplicate tag",
+                    Error::InvalidTag { .. } => "invalid tag",
+                    Error::RouteKey { .. } => "route key",
+                    Error::RustCodegen { .. } => "rust codegen",
+                    _ => "other",
+                };
+                validation.entry(kind).or_default().push(e.to_string());
+            }
+            Ok(Ok(out)) => {
+                let model = ir::build(&pool, one, true).expect("the model built once already");
+                for file in &model {
+                    services += file.services.len();
+                    methods += file.services.iter().map(|s| s.methods.len()).sum::<usize>();
+                }
+                generated.extend(out);
+                models.extend(model);
+            }
+        }
+    }
+
+    // Compile every emitted router proto again, in one compiler.
+    let mut resolver = EmbeddedFileResolver::new();
+    for file in generated.iter().filter(|f| f.name.ends_with(".proto")) {
+        resolver = resolver.with_file(file.name.clone(), file.content.clone());
+    }
+    let mut compiler = protox::Compiler::with_file_resolver(resolver.chain(&[dir.clone()]));
+    compiler.include_imports(true);
+    let mut recompiled = 0usize;
+    let mut ok_models = Vec::new();
+    for (file, model) in generated
+        .iter()
+        .filter(|f| f.name.ends_with(".proto"))
+        .zip(&models)
+    {
+        match compiler.open_file(&file.name) {
+            Ok(_) => {
+                recompiled += 1;
+                ok_models.push(model.clone());
+            }
+            Err(e) => failures.push(format!(
+                "{}: emitted proto does not compile: {e:?}",
+                file.name
+            )),
+        }
+    }
+    if let Err(e) = common::check_pool(&compiler.descriptor_pool(), &ok_models) {
+        failures.push(format!("emitted protos disagree with the model: {e}"));
+    }
+
+    println!("corpus: {}", dir.display());
+    println!("  .proto files:              {}", files.len());
+    println!(
+        "  input compile failures:    {} (not the generator's)",
+        input_failures.len()
+    );
+    for f in input_failures.iter().take(5) {
+        println!("    {}", f.lines().next().unwrap_or_default());
+    }
+    println!("  files with services:       {with_services}");
+    println!(
+        "  generated files:           {} ({} router protos recompiled)",
+        generated.len(),
+        recompiled
+    );
+    println!("  services / methods:        {services} / {methods}");
+    let total: usize = validation.values().map(Vec::len).sum();
+    println!("  validation errors:         {total}");
+    for (kind, errors) in &validation {
+        println!("    {kind}: {}", errors.len());
+        for e in errors.iter().take(3) {
+            println!("      {e}");
+        }
+    }
+    println!("  failures:                  {}", failures.len());
+    for f in &failures {
+        println!("    {f}");
+    }
+    assert!(failures.is_empty(), "{} corpus failures", failures.len());
+    assert!(
+        with_services > 0,
+        "no file with services under {}",
+        dir.display()
+    );
+}
