@@ -86,9 +86,10 @@ impl http_body::Body for RequestBody {
                 Poll::Ready(Some(Inbound::Chunk(chunk))) => {
                     if this.assembling.len() + chunk.data.len() > this.max_message {
                         this.ended = true;
-                        return Poll::Ready(Some(Err(Status::resource_exhausted(format!(
-                            "request message larger than the bridge's limit of {} bytes",
-                            this.max_message
+                        // The wording and code of tonic's own decoding limit.
+                        return Poll::Ready(Some(Err(Status::out_of_range(format!(
+                            "Error, decoded message length too large: found more than {} bytes, the limit is: {} bytes",
+                            this.max_message, this.max_message
                         )))));
                     }
                     this.assembling.extend_from_slice(&chunk.data);

@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
@@ -92,13 +92,14 @@ async fn forward(
     // the pick and the write) never reached the instance: it is safe to try
     // once more on another.
     let mut attempt = 0;
-    let (instance, call_id, events, credit) = loop {
+    let (instance, opened) = loop {
         let snapshot = core.registry.snapshot();
         let instance = core
             .balancer
             .pick(&snapshot, &selection)
             .map_err(|e| pick_status(&core, e))?;
-        let (call_id, events, credit) = instance.open_call();
+        let opened = instance.open_call();
+        let call_id = opened.call_id;
         let start = pb::CallStart {
             call_id,
             method_tag: method.tag,
@@ -114,7 +115,7 @@ async fn forward(
             kind: method.kind.wire() as i32,
         };
         if instance.send(RouterFrame::Start(start)) {
-            break (instance, call_id, events, credit);
+            break (instance, opened);
         }
         instance.close_call(call_id);
         attempt += 1;
@@ -128,8 +129,9 @@ async fn forward(
         selection.exclude = Some(instance.registration);
     };
 
-    core.stats.calls_started.fetch_add(1, Ordering::Relaxed);
-    core.stats.calls_active.fetch_add(1, Ordering::Relaxed);
+    let call_id = opened.call_id;
+    let credit = opened.request_credit;
+    core.stats.call_started();
     let mut guard = CallGuard {
         core: core.clone(),
         instance: instance.clone(),
@@ -177,7 +179,8 @@ async fn forward(
     }
 
     let mut reply = ReplyStream {
-        events,
+        events: opened.events,
+        buffered: opened.buffered,
         guard,
         deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         credit: CreditReturn::new(core.config.initial_window),
@@ -350,7 +353,7 @@ impl Drop for CallGuard {
             pump.abort();
         }
         self.instance.close_call(self.call_id);
-        self.core.stats.calls_active.fetch_sub(1, Ordering::Relaxed);
+        self.core.stats.call_ended();
     }
 }
 
@@ -362,6 +365,7 @@ enum First {
 /// The response messages of one call, handed to tonic for the client.
 pub(crate) struct ReplyStream {
     events: mpsc::UnboundedReceiver<CallEvent>,
+    buffered: Arc<AtomicUsize>,
     guard: CallGuard,
     deadline: Option<Pin<Box<Sleep>>>,
     credit: CreditReturn,
@@ -410,6 +414,7 @@ impl ReplyStream {
     }
 
     fn return_credit(&mut self, len: usize) {
+        self.buffered.fetch_sub(len, Ordering::AcqRel);
         if let Some(increment) = self.credit.consumed(len) {
             self.guard
                 .instance
@@ -451,10 +456,11 @@ impl Stream for ReplyStream {
                 Some(CallEvent::Chunk(chunk)) => {
                     if this.assembling.len() + chunk.data.len() > this.max_message {
                         this.guard
-                            .cancel(Code::ResourceExhausted, "response message too large");
-                        return this.fail(Status::resource_exhausted(format!(
-                            "response message larger than the router's limit of {} bytes",
-                            this.max_message
+                            .cancel(Code::OutOfRange, "response message too large");
+                        // The wording and code of tonic's own decoding limit.
+                        return this.fail(Status::out_of_range(format!(
+                            "Error, decoded message length too large: found more than {} bytes, the limit is: {} bytes",
+                            this.max_message, this.max_message
                         )));
                     }
                     this.assembling.extend_from_slice(&chunk.data);

@@ -102,6 +102,7 @@ pub struct RouterStats {
     calls_started: AtomicU64,
     calls_active: AtomicU64,
     calls_retried: AtomicU64,
+    idle: tokio::sync::Notify,
 }
 
 impl RouterStats {
@@ -113,6 +114,28 @@ impl RouterStats {
     /// Calls the router holds state for right now.
     pub fn calls_active(&self) -> u64 {
         self.calls_active.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the router holds no call state at all.
+    pub async fn wait_idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.calls_active() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    pub(crate) fn call_started(&self) {
+        self.calls_started.fetch_add(1, Ordering::Relaxed);
+        self.calls_active.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn call_ended(&self) {
+        if self.calls_active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
     }
 
     /// Calls moved to another instance because the first never got them.

@@ -5,7 +5,7 @@
 //! deregister) serialise on a mutex and publish a new snapshot.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
@@ -48,6 +48,17 @@ pub(crate) enum CallEvent {
 pub(crate) struct CallSlot {
     pub(crate) events: mpsc::UnboundedSender<CallEvent>,
     pub(crate) request_credit: Arc<SendCredit>,
+    /// Response bytes received from the bridge and not yet taken by the
+    /// client's side: bounded by the credit window plus one frame.
+    pub(crate) buffered: Arc<AtomicUsize>,
+}
+
+/// A call just registered on an instance.
+pub(crate) struct OpenedCall {
+    pub(crate) call_id: u64,
+    pub(crate) events: mpsc::UnboundedReceiver<CallEvent>,
+    pub(crate) request_credit: Arc<SendCredit>,
+    pub(crate) buffered: Arc<AtomicUsize>,
 }
 
 /// What a bridge declared about itself in its `Hello`.
@@ -84,6 +95,9 @@ pub struct Instance {
     pub(crate) request_window: u32,
     /// The largest frame payload the bridge accepts.
     pub(crate) max_frame: usize,
+    /// The most response bytes one call may have buffered here: the router's
+    /// window plus one frame. A bridge exceeding it breaks flow control.
+    pub(crate) response_limit: usize,
 }
 
 impl Instance {
@@ -93,6 +107,7 @@ impl Instance {
         out: mpsc::UnboundedSender<Outbound>,
         request_window: u32,
         max_frame: usize,
+        response_limit: usize,
     ) -> Self {
         Instance {
             registration,
@@ -109,6 +124,7 @@ impl Instance {
             next_call_id: AtomicU64::new(1),
             request_window,
             max_frame,
+            response_limit,
         }
     }
 
@@ -194,19 +210,35 @@ impl Instance {
 
     /// Registers a new call and returns its id, its events and its request
     /// credit.
-    pub(crate) fn open_call(&self) -> (u64, mpsc::UnboundedReceiver<CallEvent>, Arc<SendCredit>) {
+    pub(crate) fn open_call(&self) -> OpenedCall {
         let call_id = self.next_call_id.fetch_add(1, Ordering::Relaxed);
         let (events, rx) = mpsc::unbounded_channel();
         let request_credit = Arc::new(SendCredit::new(self.request_window));
+        let buffered = Arc::new(AtomicUsize::new(0));
         self.calls().insert(
             call_id,
             CallSlot {
                 events,
                 request_credit: request_credit.clone(),
+                buffered: buffered.clone(),
             },
         );
         self.outstanding.fetch_add(1, Ordering::Relaxed);
-        (call_id, rx, request_credit)
+        OpenedCall {
+            call_id,
+            events: rx,
+            request_credit,
+            buffered,
+        }
+    }
+
+    /// Response bytes the router holds for each call in flight, received from
+    /// the bridge and not yet taken by the client's connection.
+    pub fn buffered_response_bytes(&self) -> Vec<usize> {
+        self.calls()
+            .values()
+            .map(|slot| slot.buffered.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// Forgets a call; true when it was still registered.

@@ -6,6 +6,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -120,6 +121,9 @@ async fn accept(
         out,
         request_window,
         max_frame,
+        usize::try_from(core.config.initial_window)
+            .unwrap_or(usize::MAX)
+            .saturating_add(usize::try_from(core.config.max_frame_size).unwrap_or(usize::MAX)),
     ));
     instance.touch();
     let welcome = pb::Welcome {
@@ -208,13 +212,22 @@ fn handle(instance: &Instance, frame: BridgeFrame) -> Result<(), String> {
             );
         }
         BridgeFrame::Reply(payload) => {
-            deliver(
+            let len = payload.message.len();
+            deliver_data(
                 instance,
                 payload.call_id,
+                len,
                 CallEvent::Message(payload.message),
             );
         }
-        BridgeFrame::Chunk(chunk) => deliver(instance, chunk.call_id, CallEvent::Chunk(chunk)),
+        BridgeFrame::Chunk(chunk) => {
+            deliver_data(
+                instance,
+                chunk.call_id,
+                chunk.data.len(),
+                CallEvent::Chunk(chunk),
+            );
+        }
         BridgeFrame::Trailers(trailers) => {
             // The response side forgets the call once it has passed the
             // trailers on; a request sender waiting for credit must stop now.
@@ -245,6 +258,39 @@ fn handle(instance: &Instance, frame: BridgeFrame) -> Result<(), String> {
         BridgeFrame::Hello(_) => return Err("second Hello on one register stream".into()),
     }
     Ok(())
+}
+
+/// Hands response data to its call, enforcing the call's window: a bridge that
+/// sends beyond the credit it was given fails the call instead of growing the
+/// router's memory.
+fn deliver_data(instance: &Instance, call_id: u64, len: usize, event: CallEvent) {
+    let violated = match instance.calls().get(&call_id) {
+        Some(slot) => {
+            let buffered = slot.buffered.fetch_add(len, Ordering::AcqRel) + len;
+            if buffered > instance.response_limit {
+                let _ = slot.events.send(CallEvent::Lost(Status::internal(format!(
+                    "instance `{}` sent {buffered} response bytes beyond its flow-control window",
+                    instance.id()
+                ))));
+                true
+            } else {
+                let _ = slot.events.send(event);
+                false
+            }
+        }
+        None => {
+            debug!(call_id, "data for a call that is no longer active; dropped");
+            false
+        }
+    };
+    if violated {
+        instance.send(RouterFrame::Cancel(pb::Cancel {
+            call_id,
+            code: tonic::Code::Internal as i32,
+            reason: "flow-control window exceeded".into(),
+        }));
+        instance.close_call(call_id);
+    }
 }
 
 fn deliver(instance: &Instance, call_id: u64, event: CallEvent) {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, missing_docs)]
 
+pub mod test_greeter;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -137,4 +139,22 @@ pub async fn start_direct<T: Greeter>(service: T) -> SocketAddr {
             .await;
     });
     addr
+}
+
+/// A Greeter client over a bare HTTP/2 client, without tonic's channel
+/// layers: it sends `grpc-timeout` but sets no timer of its own, as some gRPC
+/// clients do, so the router's own deadline enforcement shows.
+pub fn bare_client(
+    addr: SocketAddr,
+) -> GreeterClient<
+    hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        tonic::body::Body,
+    >,
+> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let origin = format!("http://{addr}").parse().expect("origin");
+    GreeterClient::with_origin(client, origin)
 }

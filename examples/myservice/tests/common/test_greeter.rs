@@ -1,0 +1,220 @@
+//! A Greeter whose behaviour each test steers through the request, and which
+//! reports what its handlers saw and when they were dropped.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::Stream;
+use myservice_example::pb::greeter_server::Greeter;
+use myservice_example::pb::{
+    ChatMessage, HelloReply, HelloRequest, InstanceInfo, Number, StreamRequest, SumReply,
+};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Code, Request, Response, Status, Streaming};
+
+/// What a handler reports.
+#[derive(Debug)]
+pub enum Event {
+    /// A SayHello handler saw this request metadata.
+    Metadata(MetadataMap),
+    /// A handler's future was dropped before it finished.
+    HandlerDropped(String),
+    /// A server-stream producer found its stream closed by the client side.
+    StreamClosed(String),
+    /// A server-stream producer is blocked: the stream's buffers are full.
+    ProducerBlocked(String),
+}
+
+/// Reports [`Event`]s when dropped unfinished.
+struct DropGuard {
+    name: String,
+    events: mpsc::UnboundedSender<Event>,
+    finished: bool,
+}
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.events.send(Event::HandlerDropped(self.name.clone()));
+        }
+    }
+}
+
+/// The steerable Greeter.
+#[derive(Debug, Clone)]
+pub struct TestGreeter {
+    pub id: String,
+    pub events: mpsc::UnboundedSender<Event>,
+}
+
+impl TestGreeter {
+    pub fn new(id: &str) -> (TestGreeter, mpsc::UnboundedReceiver<Event>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        (
+            TestGreeter {
+                id: id.to_owned(),
+                events,
+            },
+            rx,
+        )
+    }
+}
+
+/// The status `status:<code>` asks for: the code, a message, details bytes and
+/// trailing metadata (text and binary).
+pub fn requested_status(code: i32) -> Status {
+    let mut metadata = MetadataMap::new();
+    metadata.insert("x-trailer", MetadataValue::from_static("trailing value"));
+    metadata.insert_bin(
+        "x-trailer-bin",
+        MetadataValue::from_bytes(&[0, 1, 2, 254, 255]),
+    );
+    Status::with_details_and_metadata(
+        Code::from_i32(code),
+        format!("failure {code}: ünïcode, 100% \"quoted\"\nnewline"),
+        vec![0x0a, 0x03, b'a', b'b', b'c', code as u8].into(),
+        metadata,
+    )
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Greeter for TestGreeter {
+    async fn say_hello(
+        &self,
+        request: Request<HelloRequest>,
+    ) -> Result<Response<HelloReply>, Status> {
+        let mut guard = DropGuard {
+            name: "say_hello".into(),
+            events: self.events.clone(),
+            finished: false,
+        };
+        let (metadata, _, message) = request.into_parts();
+        let name = message.name.clone();
+        let result = if name == "echo" {
+            let _ = self.events.send(Event::Metadata(metadata.clone()));
+            let mut response = Response::new(HelloReply {
+                message: "echo".into(),
+                instance_id: self.id.clone(),
+                payload: message.payload,
+            });
+            response.metadata_mut().insert(
+                "x-response-header",
+                MetadataValue::from_static("from handler"),
+            );
+            response
+                .metadata_mut()
+                .insert_bin("x-response-bin", MetadataValue::from_bytes(&[9, 8, 7, 0]));
+            Ok(response)
+        } else if let Some(code) = name.strip_prefix("status:") {
+            Err(requested_status(code.parse().unwrap_or(2)))
+        } else if let Some(ms) = name.strip_prefix("slow:") {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(10_000))).await;
+            Ok(Response::new(HelloReply {
+                message: "slow".into(),
+                instance_id: self.id.clone(),
+                payload: vec![],
+            }))
+        } else {
+            Ok(Response::new(HelloReply {
+                message: format!("Hello, {name}!"),
+                instance_id: self.id.clone(),
+                payload: message.payload,
+            }))
+        };
+        guard.finished = true;
+        result
+    }
+
+    type StreamGreetingsStream = BoxStream<HelloReply>;
+
+    async fn stream_greetings(
+        &self,
+        request: Request<StreamRequest>,
+    ) -> Result<Response<Self::StreamGreetingsStream>, Status> {
+        let request = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let events = self.events.clone();
+        let id = self.id.clone();
+        tokio::spawn(async move {
+            let endless = request.name == "endless";
+            let mut i = 0u32;
+            while endless || i < request.count {
+                let reply = HelloReply {
+                    message: format!("{i}"),
+                    instance_id: id.clone(),
+                    payload: vec![7; request.payload_size as usize],
+                };
+                let reply = match tx.try_send(Ok(reply)) {
+                    Ok(()) => {
+                        i += 1;
+                        continue;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => break,
+                    Err(mpsc::error::TrySendError::Full(reply)) => reply,
+                };
+                let _ = events.send(Event::ProducerBlocked(request.name.clone()));
+                if tx.send(reply).await.is_err() {
+                    break;
+                }
+                i += 1;
+            }
+            if endless || i < request.count {
+                let _ = events.send(Event::StreamClosed(request.name.clone()));
+                return;
+            }
+            if request.name == "trailers" {
+                let mut metadata = MetadataMap::new();
+                metadata.insert("x-trailer", MetadataValue::from_static("done"));
+                let _ = tx
+                    .send(Err(Status::with_metadata(Code::Ok, "", metadata)))
+                    .await;
+            }
+        });
+        let mut response =
+            Response::new(Box::pin(ReceiverStream::new(rx)) as BoxStream<HelloReply>);
+        response
+            .metadata_mut()
+            .insert("x-stream-header", MetadataValue::from_static("streaming"));
+        Ok(response)
+    }
+
+    async fn sum(&self, request: Request<Streaming<Number>>) -> Result<Response<SumReply>, Status> {
+        let mut numbers = request.into_inner();
+        let (mut total, mut count) = (0i64, 0u64);
+        while let Some(number) = numbers.next().await {
+            total += number?.value;
+            count += 1;
+        }
+        Ok(Response::new(SumReply {
+            total,
+            count,
+            instance_id: self.id.clone(),
+        }))
+    }
+
+    type ChatStream = BoxStream<ChatMessage>;
+
+    async fn chat(
+        &self,
+        request: Request<Streaming<ChatMessage>>,
+    ) -> Result<Response<Self::ChatStream>, Status> {
+        let replies = request.into_inner().map(|message| {
+            message.map(|m| ChatMessage {
+                text: format!("re: {}", m.text),
+                seq: m.seq,
+            })
+        });
+        Ok(Response::new(Box::pin(replies)))
+    }
+
+    async fn who_am_i(&self, _request: Request<()>) -> Result<Response<InstanceInfo>, Status> {
+        Ok(Response::new(InstanceInfo {
+            instance_id: self.id.clone(),
+        }))
+    }
+}
