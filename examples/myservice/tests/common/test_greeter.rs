@@ -20,6 +20,8 @@ use tonic::{Code, Request, Response, Status, Streaming};
 pub enum Event {
     /// A SayHello handler saw this request metadata.
     Metadata(MetadataMap),
+    /// A slow handler started waiting.
+    SlowStarted,
     /// A handler's future was dropped before it finished.
     HandlerDropped(String),
     /// A server-stream producer found its stream closed by the client side.
@@ -113,6 +115,7 @@ impl Greeter for TestGreeter {
         } else if let Some(code) = name.strip_prefix("status:") {
             Err(requested_status(code.parse().unwrap_or(2)))
         } else if let Some(ms) = name.strip_prefix("slow:") {
+            let _ = self.events.send(Event::SlowStarted);
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(10_000))).await;
             Ok(Response::new(HelloReply {
                 message: "slow".into(),

@@ -1,0 +1,177 @@
+//! What clients see when instances are missing, die, or stall.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::test_greeter::{Event, TestGreeter};
+use common::{TestRouter, start_instance, within};
+use myservice_example::pb::{HelloRequest, StreamRequest};
+use router_runtime::router::RouterConfig;
+use tonic::Code;
+
+fn hello(name: &str) -> HelloRequest {
+    HelloRequest {
+        name: name.into(),
+        payload: vec![],
+    }
+}
+
+#[tokio::test]
+async fn no_registered_instance_fails_at_once_with_unavailable_naming_the_service() {
+    let router = TestRouter::start(RouterConfig::default()).await;
+    let mut client = router.client().await;
+    let started = Instant::now();
+    let status = within(5, "call", client.say_hello(hello("x")))
+        .await
+        .expect_err("no instance");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("myservice.v1.Greeter"),
+        "{}",
+        status.message()
+    );
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn instance_dying_mid_call_fails_the_call_with_unavailable_promptly() {
+    let router = TestRouter::start(RouterConfig::default()).await;
+    let (greeter, mut events) = TestGreeter::new("a");
+    let instance = start_instance(&router, "a", greeter).await;
+    let mut client = router.client().await;
+    let mut stream = within(
+        5,
+        "stream",
+        client.stream_greetings(StreamRequest {
+            name: "endless".into(),
+            count: 0,
+            payload_size: 10,
+        }),
+    )
+    .await
+    .expect("stream starts")
+    .into_inner();
+    within(5, "first message", stream.message())
+        .await
+        .expect("ok")
+        .expect("message");
+    let pending_unary = {
+        let mut client = client.clone();
+        tokio::spawn(async move { client.say_hello(hello("slow:60000")).await })
+    };
+    loop {
+        match within(5, "slow handler to start", events.recv()).await {
+            Some(Event::SlowStarted) => break,
+            Some(_) => continue,
+            None => panic!("events closed"),
+        }
+    }
+    assert_eq!(router.router.stats().calls_active(), 2);
+
+    let died = Instant::now();
+    instance.abort().await;
+
+    let status = loop {
+        match within(5, "stream failure", stream.message()).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("stream ended cleanly after its instance died"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let unary = within(5, "unary failure", pending_unary)
+        .await
+        .expect("task")
+        .expect_err("unary fails");
+    assert_eq!(unary.code(), Code::Unavailable, "{unary:?}");
+    assert!(
+        died.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        died.elapsed()
+    );
+    router.wait_for_instances(0).await;
+    within(
+        5,
+        "router state to clear",
+        router.router.stats().wait_idle(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_stalled_stream_does_not_delay_other_calls_and_stays_within_its_window() {
+    let config = RouterConfig::default();
+    let window = config.initial_window as usize;
+    let frame = config.max_frame_size as usize;
+    let router = TestRouter::start(config).await;
+    let (greeter, mut events) = TestGreeter::new("a");
+    let _instance = start_instance(&router, "a", greeter).await;
+    let mut client = router.client().await;
+
+    // A stream of 32 KiB messages whose client reads one message, then stops.
+    let mut stalled = within(
+        5,
+        "stalled stream",
+        client.stream_greetings(StreamRequest {
+            name: "endless".into(),
+            count: 0,
+            payload_size: 32 * 1024,
+        }),
+    )
+    .await
+    .expect("stream starts")
+    .into_inner();
+    within(5, "first message", stalled.message())
+        .await
+        .expect("ok")
+        .expect("message");
+    // Every buffer between the handler and the client is full once the
+    // handler's producer blocks.
+    loop {
+        match within(10, "producer to block", events.recv()).await {
+            Some(Event::ProducerBlocked(_)) => break,
+            Some(_) => continue,
+            None => panic!("events closed"),
+        }
+    }
+
+    let instances = router.router.registry().snapshot();
+    let buffered = instances[0].buffered_response_bytes();
+    assert_eq!(buffered.len(), 1);
+    assert!(
+        buffered[0] <= window + frame,
+        "router buffers {} bytes for the stalled call; window {window} + frame {frame}",
+        buffered[0]
+    );
+
+    // Unary calls on the same instance and the same register stream are not
+    // delayed by it.
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        let started = Instant::now();
+        let reply = within(
+            5,
+            "unary beside a stalled stream",
+            client.say_hello(hello(&format!("u{i}"))),
+        )
+        .await
+        .expect("unary succeeds");
+        worst = worst.max(started.elapsed());
+        assert_eq!(reply.into_inner().message, format!("Hello, u{i}!"));
+    }
+    eprintln!(
+        "stalled call: router buffers {buffered:?} bytes (limit {}); slowest unary {worst:?}",
+        window + frame
+    );
+    assert!(
+        worst < Duration::from_millis(100),
+        "slowest unary took {worst:?}"
+    );
+    let buffered = router.router.registry().snapshot()[0].buffered_response_bytes();
+    assert!(
+        buffered.iter().all(|b| *b <= window + frame),
+        "{buffered:?}"
+    );
+    drop(stalled);
+}
