@@ -200,6 +200,7 @@ impl<S: ServiceSpec, T: BridgedService> Bridge<S, T> {
             shutdown: shutdown.clone(),
             abort: abort.clone(),
             state,
+            serving: watch::Sender::new(true),
         });
         let tasks = shared
             .options
@@ -214,6 +215,7 @@ impl<S: ServiceSpec, T: BridgedService> Bridge<S, T> {
             })
             .collect();
         BridgeHandle {
+            shared,
             shutdown,
             abort,
             state: state_rx,
@@ -223,15 +225,36 @@ impl<S: ServiceSpec, T: BridgedService> Bridge<S, T> {
 }
 
 /// Controls a connected bridge.
-#[derive(Debug)]
 pub struct BridgeHandle {
+    shared: Arc<session::Shared>,
     shutdown: CancellationToken,
     abort: CancellationToken,
     state: watch::Receiver<BridgeState>,
     tasks: Vec<JoinHandle<()>>,
 }
 
+impl std::fmt::Debug for BridgeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BridgeHandle")
+            .field("instance_id", &self.shared.options.instance_id)
+            .field("state", &*self.state.borrow())
+            .finish()
+    }
+}
+
 impl BridgeHandle {
+    /// Reports the instance serving or not serving to every router at once
+    /// (`grpc.health.v1` semantics): a not-serving instance gets no new calls
+    /// until it reports serving again; its calls in flight continue.
+    pub fn set_serving(&self, serving: bool) {
+        self.shared.serving.send_replace(serving);
+    }
+
+    /// The instance id this bridge registers as.
+    pub fn instance_id(&self) -> &str {
+        &self.shared.options.instance_id
+    }
+
     /// Waits until the bridge is registered with at least one router.
     pub async fn registered(&self) {
         self.registered_with(1).await;

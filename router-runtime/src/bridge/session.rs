@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     pub(crate) abort: CancellationToken,
     pub(crate) state: watch::Sender<BridgeState>,
+    /// Whether the instance takes new calls (`grpc.health.v1` semantics).
+    pub(crate) serving: watch::Sender<bool>,
 }
 
 /// One call in flight, as the session reader sees it.
@@ -252,7 +254,12 @@ async fn run_session<T: BridgedService>(
     let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms));
     heartbeat.reset();
     let mut last_seen = tokio::time::Instant::now();
-    let mut draining = false;
+    // Draining: `Some(deadline)` once Drain was sent; `acked` once the router
+    // answered with GoAway (no new call can arrive after it).
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    let mut acked = false;
+    let mut serving = shared.serving.subscribe();
+    let far_future = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
 
     let end = loop {
         tokio::select! {
@@ -260,9 +267,9 @@ async fn run_session<T: BridgedService>(
                 Ok(Some(frame)) => {
                     last_seen = tokio::time::Instant::now();
                     match frame {
-                        RouterFrame::GoAway(go_away) if draining => {
+                        RouterFrame::GoAway(go_away) if drain_deadline.is_some() => {
                             debug!(reason = %go_away.reason, "router acknowledged drain");
-                            break drain(shared, &calls).await;
+                            acked = true;
                         }
                         RouterFrame::GoAway(go_away) => {
                             break if go_away.refused {
@@ -277,22 +284,31 @@ async fn run_session<T: BridgedService>(
                 Ok(None) => break SessionEnd::Lost("router closed the register stream".into()),
                 Err(status) => break SessionEnd::Lost(format!("register stream failed: {}", status.message())),
             },
-            _ = shared.shutdown.cancelled(), if !draining => {
+            // Keep serving the calls in flight (their frames, credit and
+            // half-closes still arrive above) until none is left.
+            _ = calls.wait_idle(), if acked => break SessionEnd::Stopped,
+            _ = tokio::time::sleep_until(drain_deadline.unwrap_or(far_future)), if drain_deadline.is_some() => {
+                warn!(active = calls.active(), "drain timed out; dropping the calls in flight");
+                break SessionEnd::Stopped;
+            }
+            _ = shared.shutdown.cancelled(), if drain_deadline.is_none() => {
                 if shared.abort.is_cancelled() {
                     break SessionEnd::Stopped;
                 }
-                draining = true;
+                drain_deadline = Some(tokio::time::Instant::now() + shared.options.drain_timeout);
                 let _ = out.send(BridgeFrame::Drain(pb::Drain { reason: "bridge shutting down".into() }));
             }
             _ = shared.abort.cancelled() => break SessionEnd::Stopped,
+            changed = serving.changed() => {
+                if changed.is_ok() {
+                    send_heartbeat(&out, &calls, *serving.borrow_and_update());
+                }
+            }
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() > timeout {
                     break SessionEnd::Lost(format!("router silent for {timeout:?}"));
                 }
-                let _ = out.send(BridgeFrame::Heartbeat(pb::Heartbeat {
-                    active_calls: u32::try_from(calls.active()).unwrap_or(u32::MAX),
-                    status: pb::ServingStatus::Serving as i32,
-                }));
+                send_heartbeat(&out, &calls, *serving.borrow());
             }
         }
     };
@@ -303,16 +319,16 @@ async fn run_session<T: BridgedService>(
     end
 }
 
-/// After the router acknowledged the drain: no new call can arrive, so wait
-/// for the calls in flight, then leave.
-async fn drain(shared: &Shared, calls: &Calls) -> SessionEnd {
-    let timeout = shared.options.drain_timeout;
-    tokio::select! {
-        _ = calls.wait_idle() => {}
-        _ = tokio::time::sleep(timeout) => warn!(active = calls.active(), "drain timed out; dropping calls"),
-        _ = shared.abort.cancelled() => {}
-    }
-    SessionEnd::Stopped
+fn send_heartbeat(out: &mpsc::UnboundedSender<BridgeFrame>, calls: &Calls, serving: bool) {
+    let status = if serving {
+        pb::ServingStatus::Serving
+    } else {
+        pb::ServingStatus::NotServing
+    };
+    let _ = out.send(BridgeFrame::Heartbeat(pb::Heartbeat {
+        active_calls: u32::try_from(calls.active()).unwrap_or(u32::MAX),
+        status: status as i32,
+    }));
 }
 
 fn dispatch<T: BridgedService>(frame: RouterFrame, service: &T, context: &Arc<CallContext>) {

@@ -258,3 +258,198 @@ fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::registry::InstanceInfo;
+    use std::collections::HashMap;
+    use std::sync::atomic::Ordering;
+
+    fn instance(
+        registration: u64,
+        id: &str,
+        weight: u32,
+        labels: &[(&str, &str)],
+    ) -> Arc<Instance> {
+        let (out, _) = tokio::sync::mpsc::unbounded_channel();
+        Arc::new(Instance::new(
+            registration,
+            InstanceInfo {
+                id: id.to_owned(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                weight,
+                max_concurrent_calls: 0,
+                routing_keys: vec![],
+            },
+            out,
+            1024,
+            1024,
+            2048,
+        ))
+    }
+
+    fn fleet(n: usize) -> Vec<Arc<Instance>> {
+        (0..n)
+            .map(|i| instance(i as u64 + 1, &format!("i{i}"), 1, &[]))
+            .collect()
+    }
+
+    fn counts(
+        balancer: &Balancer,
+        instances: &[Arc<Instance>],
+        calls: usize,
+    ) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for _ in 0..calls {
+            let picked = balancer
+                .pick(instances, &Selection::default())
+                .expect("an instance");
+            *counts.entry(picked.id().to_owned()).or_default() += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn round_robin_spreads_calls_within_one() {
+        let instances = fleet(7);
+        let counts = counts(&Balancer::seeded(Strategy::RoundRobin, 1), &instances, 1000);
+        let (min, max) = (
+            counts.values().min().copied().unwrap_or(0),
+            counts.values().max().copied().unwrap_or(0),
+        );
+        assert_eq!(counts.len(), 7);
+        assert!(max - min <= 1, "{counts:?}");
+    }
+
+    #[test]
+    fn weighted_three_to_one_holds_within_five_percent() {
+        let instances = vec![instance(1, "heavy", 3, &[]), instance(2, "light", 1, &[])];
+        let counts = counts(&Balancer::seeded(Strategy::Weighted, 7), &instances, 10_000);
+        let heavy = counts["heavy"] as f64 / 10_000.0;
+        assert!((heavy - 0.75).abs() < 0.05 * 0.75, "heavy share {heavy}");
+    }
+
+    #[test]
+    fn power_of_two_choices_avoids_the_busiest_instance() {
+        let instances = fleet(3);
+        instances[0].outstanding.store(50, Ordering::Relaxed);
+        let counts = counts(
+            &Balancer::seeded(Strategy::PowerOfTwoChoices, 3),
+            &instances,
+            3000,
+        );
+        let busy = counts.get("i0").copied().unwrap_or(0);
+        assert!(busy < 300, "busy instance got {busy} of 3000: {counts:?}");
+    }
+
+    #[test]
+    fn consistent_hashing_keeps_keys_and_moves_about_a_tenth_on_removal() {
+        let instances = fleet(10);
+        let balancer = Balancer::seeded(Strategy::ConsistentHash, 0);
+        let pick = |instances: &[Arc<Instance>], key: &str| {
+            let selection = Selection {
+                key: Some(key.as_bytes()),
+                ..Selection::default()
+            };
+            balancer
+                .pick(instances, &selection)
+                .expect("an instance")
+                .id()
+                .to_owned()
+        };
+        let keys: Vec<String> = (0..10_000).map(|k| format!("user-{k}")).collect();
+        let before: Vec<String> = keys.iter().map(|k| pick(&instances, k)).collect();
+        for (key, owner) in keys.iter().zip(&before).take(100) {
+            assert_eq!(&pick(&instances, key), owner, "same key, same instance");
+        }
+        let fewer: Vec<Arc<Instance>> = instances
+            .iter()
+            .filter(|i| i.id() != "i3")
+            .cloned()
+            .collect();
+        let moved = keys
+            .iter()
+            .zip(&before)
+            .filter(|(key, owner)| &pick(&fewer, key) != *owner)
+            .count();
+        let held_by_removed = before.iter().filter(|o| *o == "i3").count();
+        assert_eq!(
+            moved, held_by_removed,
+            "only the removed instance's keys move"
+        );
+        assert!(moved < 1500, "{moved} of 10000 keys moved");
+        assert!(
+            moved > 500,
+            "{moved} of 10000 keys moved: the spread is uneven"
+        );
+    }
+
+    #[test]
+    fn pins_and_label_selectors_choose_exactly() {
+        let instances = vec![
+            instance(1, "a", 1, &[("tenant", "x")]),
+            instance(2, "b", 1, &[("tenant", "y"), ("canary", "true")]),
+            instance(3, "c", 1, &[("tenant", "y")]),
+        ];
+        let balancer = Balancer::seeded(Strategy::RoundRobin, 0);
+        for _ in 0..10 {
+            let pinned = Selection {
+                pinned: Some("c"),
+                ..Selection::default()
+            };
+            assert_eq!(balancer.pick(&instances, &pinned).expect("c").id(), "c");
+            let canary = Selection {
+                labels: vec![("tenant", "y"), ("canary", "true")],
+                ..Selection::default()
+            };
+            assert_eq!(balancer.pick(&instances, &canary).expect("b").id(), "b");
+        }
+        let unknown = Selection {
+            pinned: Some("zz"),
+            ..Selection::default()
+        };
+        assert_eq!(
+            balancer
+                .pick(&instances, &unknown)
+                .map(|i| i.id().to_owned()),
+            Err(PickError::PinnedNotFound("zz".into()))
+        );
+        let nobody = Selection {
+            labels: vec![("tenant", "z")],
+            ..Selection::default()
+        };
+        assert_eq!(
+            balancer
+                .pick(&instances, &nobody)
+                .map(|i| i.id().to_owned()),
+            Err(PickError::NoLabelMatch)
+        );
+    }
+
+    #[test]
+    fn draining_and_not_serving_instances_get_no_calls() {
+        let instances = fleet(3);
+        instances[0].set_draining();
+        instances[1].set_serving(false);
+        for strategy in [
+            Strategy::RoundRobin,
+            Strategy::PowerOfTwoChoices,
+            Strategy::Weighted,
+            Strategy::ConsistentHash,
+        ] {
+            let counts = counts(&Balancer::seeded(strategy, 5), &instances, 200);
+            assert_eq!(counts.keys().collect::<Vec<_>>(), ["i2"], "{strategy:?}");
+        }
+        instances[2].set_draining();
+        assert_eq!(
+            Balancer::new(Strategy::RoundRobin)
+                .pick(&instances, &Selection::default())
+                .map(|i| i.id().to_owned()),
+            Err(PickError::NoneAvailable)
+        );
+    }
+}

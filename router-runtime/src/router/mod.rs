@@ -257,6 +257,40 @@ impl<S: ServiceSpec> Router<S> {
             .add_service(self.register_service())
     }
 
+    /// Ends every registration: each bridge gets a GoAway (and reconnects,
+    /// here or to another router); calls still in flight fail with
+    /// UNAVAILABLE.
+    pub fn close_registrations(&self, reason: &str) {
+        for instance in self.core.registry.snapshot().iter() {
+            instance.send(RouterFrame::GoAway(crate::pb::GoAway {
+                reason: reason.to_owned(),
+                refused: false,
+            }));
+            self.core.registry.remove(instance.registration);
+            instance.shut(&tonic::Status::unavailable(format!(
+                "router closed the registration of `{}`: {reason}",
+                instance.id()
+            )));
+        }
+    }
+
+    /// A shutdown signal for tonic's `serve_with_shutdown`: once `signal`
+    /// resolves, waits up to `grace` for the calls in flight, then closes every
+    /// registration so the long-lived register streams do not hold the server
+    /// open.
+    pub fn shutdown_signal(
+        &self,
+        signal: impl std::future::Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let router = self.clone();
+        async move {
+            signal.await;
+            let _ = tokio::time::timeout(grace, router.core.stats.wait_idle()).await;
+            router.close_registrations("router shutting down");
+        }
+    }
+
     /// Adds both services to a routes builder (to combine several routers, health
     /// and reflection on one server).
     pub fn add_to_routes(&self, routes: &mut tonic::service::RoutesBuilder) {
