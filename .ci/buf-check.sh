@@ -21,15 +21,16 @@ cargo build -q -p protoc-gen-router
 "$buf" build
 "$buf" generate
 
-if git ls-files --error-unmatch examples/myservice/gen >/dev/null 2>&1; then
-  # Tracked: any change or new file is a failure.
-  git add --intent-to-add examples/myservice/gen
-  if ! git diff --exit-code -- examples/myservice/gen; then
-    echo "examples/myservice/gen is stale: commit the output of \`buf generate\`" >&2
-    exit 1
-  fi
-else
-  echo "examples/myservice/gen is not tracked yet: commit it" >&2
+# Changes to tracked files, then files that are new (not yet committed).
+status=0
+git diff --exit-code -- examples/myservice/gen || status=1
+untracked="$(git ls-files --others --exclude-standard -- examples/myservice/gen)"
+if [[ -n "$untracked" ]]; then
+  echo "not committed: $untracked" >&2
+  status=1
+fi
+if [[ $status -ne 0 ]]; then
+  echo "examples/myservice/gen differs from \`buf generate\`: commit the regenerated files" >&2
   exit 1
 fi
 echo "buf generate: examples/myservice/gen is up to date" >&2

@@ -288,9 +288,9 @@ fn write(path: &Path, text: &str) -> Result<(), Error> {
 /// Compiles `protos` with protox (embedded router protos, `includes`, the
 /// well-known types) and returns the pool and the names of the files asked
 /// for, ready for [`crate::generate`].
-pub fn compile_pool<P: AsRef<Path>>(
-    includes: &[P],
-    protos: &[P],
+pub fn compile_pool(
+    includes: &[impl AsRef<Path>],
+    protos: &[impl AsRef<Path>],
 ) -> Result<(DescriptorPool, Vec<String>), Error> {
     let mut compiler =
         protox::Compiler::with_file_resolver(EmbeddedFileResolver::new().chain(includes));

@@ -35,16 +35,12 @@ pub enum Error {
     },
 
     /// A method's `(router.v1.tag)` (or its default tag) is not usable.
-    #[error("{file}: service `{service}`: method `{method}`: {origin} {tag} is invalid: {reason}")]
+    #[error("{site}: {origin} {tag} is invalid: {reason}")]
     InvalidTag {
-        /// The file defining the service.
-        file: String,
-        /// The service's full name.
-        service: String,
-        /// The method's name.
-        method: String,
+        /// The file, service and method.
+        site: Box<Site>,
         /// Where the tag came from: `option (router.v1.tag) =` or `default tag`.
-        origin: String,
+        origin: &'static str,
         /// The tag.
         tag: u64,
         /// Why it is refused.
@@ -53,14 +49,12 @@ pub enum Error {
 
     /// Two methods of one service use the same tag.
     #[error(
-        "{file}: service `{service}`: methods `{first}` and `{second}` both use tag {tag}; \
+        "{site}: methods `{first}` and `{second}` both use tag {tag}; \
          pin distinct tags with option (router.v1.tag)"
     )]
     DuplicateTag {
-        /// The file defining the service.
-        file: String,
-        /// The service's full name.
-        service: String,
+        /// The file and service.
+        site: Box<Site>,
         /// The earlier method.
         first: String,
         /// The later method.
@@ -70,16 +64,10 @@ pub enum Error {
     },
 
     /// A method's `(router.v1.route_key)` does not name a usable field.
-    #[error(
-        "{file}: service `{service}`: method `{method}`: option (router.v1.route_key) = \"{path}\": {reason}"
-    )]
+    #[error("{site}: option (router.v1.route_key) = \"{path}\": {reason}")]
     RouteKey {
-        /// The file defining the service.
-        file: String,
-        /// The service's full name.
-        service: String,
-        /// The method's name.
-        method: String,
+        /// The file, service and method.
+        site: Box<Site>,
         /// The option's value.
         path: String,
         /// Why it is refused.
@@ -87,30 +75,24 @@ pub enum Error {
     },
 
     /// A router option has a value of the wrong type or an unknown value.
-    #[error("{file}: service `{service}`{method}: option ({option}): {reason}")]
+    #[error("{site}: option ({option}): {reason}")]
     InvalidOption {
-        /// The file defining the service.
-        file: String,
-        /// The service's full name.
-        service: String,
-        /// `: method `X`` or empty for a service option.
-        method: String,
+        /// The file, service and (for method options) method.
+        site: Box<Site>,
         /// The option's full name, for example `router.v1.default_strategy`.
-        option: String,
+        option: &'static str,
         /// Why it is refused.
         reason: String,
     },
 
     /// Two methods of one service map to the same oneof arm name.
     #[error(
-        "{file}: service `{service}`: methods `{first}` and `{second}` collide as oneof arm `{arm}` \
+        "{site}: methods `{first}` and `{second}` collide as oneof arm `{arm}` \
          in the generated messages; rename one of them"
     )]
     MethodNameCollision {
-        /// The file defining the service.
-        file: String,
-        /// The service's full name.
-        service: String,
+        /// The file and service.
+        site: Box<Site>,
         /// The earlier method (or `call_id`, the envelope field).
         first: String,
         /// The later method.
@@ -120,12 +102,10 @@ pub enum Error {
     },
 
     /// A name the generator would emit is already taken.
-    #[error("{file}: service `{service}`: generated {kind} `{name}` collides with {existing}")]
+    #[error("{site}: generated {kind} `{name}` collides with {existing}")]
     NameCollision {
-        /// The file defining the service.
-        file: String,
-        /// The service's full name.
-        service: String,
+        /// The file and service.
+        site: Box<Site>,
         /// What is generated: `message`, `service`, `Rust item`.
         kind: &'static str,
         /// The generated name.
@@ -135,12 +115,10 @@ pub enum Error {
     },
 
     /// Generated Rust code did not parse (a name the generator cannot express).
-    #[error("{file}: service `{service}`: cannot generate Rust code: {reason}")]
+    #[error("{site}: cannot generate Rust code: {reason}")]
     RustCodegen {
-        /// The file defining the service.
-        file: String,
-        /// The service's full name.
-        service: String,
+        /// The file and service.
+        site: Box<Site>,
         /// The parser's complaint.
         reason: String,
     },
@@ -172,4 +150,46 @@ pub enum Error {
     /// The generator itself failed unexpectedly; this is a bug.
     #[error("internal error in protoc-gen-router (please report): {0}")]
     Internal(String),
+}
+
+/// Where in the protos an error was found: displayed as
+/// ``file.proto: service `pkg.Service`: method `Method` ``.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Site {
+    /// The file defining the service.
+    pub file: String,
+    /// The service's full name.
+    pub service: String,
+    /// The method's name, for method-level errors.
+    pub method: Option<String>,
+}
+
+impl Site {
+    /// A service-level site.
+    pub fn service(file: &str, service: &str) -> Box<Site> {
+        Box::new(Site {
+            file: file.to_owned(),
+            service: service.to_owned(),
+            method: None,
+        })
+    }
+
+    /// A method-level site.
+    pub fn method(file: &str, service: &str, method: &str) -> Box<Site> {
+        Box::new(Site {
+            file: file.to_owned(),
+            service: service.to_owned(),
+            method: Some(method.to_owned()),
+        })
+    }
+}
+
+impl std::fmt::Display for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: service `{}`", self.file, self.service)?;
+        if let Some(method) = &self.method {
+            write!(f, ": method `{method}`")?;
+        }
+        Ok(())
+    }
 }

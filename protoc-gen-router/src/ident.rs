@@ -58,15 +58,6 @@ pub fn tonic_server_module(service: &str) -> String {
     out
 }
 
-/// Whether `name` is a valid proto identifier (`[A-Za-z_][A-Za-z0-9_]*`).
-pub fn is_proto_ident(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

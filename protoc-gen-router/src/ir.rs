@@ -11,6 +11,7 @@ use prost_reflect::{
     MethodDescriptor as ProtoMethod, ServiceDescriptor as ProtoService, Value,
 };
 
+use crate::error::Site;
 use crate::{Error, ident};
 
 /// Full name of the method option pinning a method's oneof tag.
@@ -305,10 +306,8 @@ fn build_service(
         Some(Value::EnumNumber(4)) => Strategy::ConsistentHash,
         Some(other) => {
             return Err(Error::InvalidOption {
-                file,
-                service: full_name,
-                method: String::new(),
-                option: DEFAULT_STRATEGY_OPTION.to_owned(),
+                site: Site::service(&file, &full_name),
+                option: DEFAULT_STRATEGY_OPTION,
                 reason: format!("unknown strategy {other:?}"),
             });
         }
@@ -319,8 +318,7 @@ fn build_service(
         let m = build_method(service, &method, index, extensions, comments)?;
         if let Some(prev) = methods.iter().find(|p| p.tag == m.tag) {
             return Err(Error::DuplicateTag {
-                file,
-                service: full_name,
+                site: Site::service(&file, &full_name),
                 first: prev.name.clone(),
                 second: m.name,
                 tag: m.tag,
@@ -337,8 +335,7 @@ fn build_service(
         };
         if let Some(first) = collides_with {
             return Err(Error::MethodNameCollision {
-                file,
-                service: full_name,
+                site: Site::service(&file, &full_name),
                 first,
                 arm: m.snake_name.clone(),
                 second: m.name,
@@ -367,11 +364,10 @@ fn build_method(
 ) -> Result<Method, Error> {
     let file = service.parent_file().name().to_owned();
     let options = method.options();
-    let option_error = |option: &str, reason: String| Error::InvalidOption {
-        file: file.clone(),
-        service: service.full_name().to_owned(),
-        method: format!(": method `{}`", method.name()),
-        option: option.to_owned(),
+    let site = || Site::method(&file, service.full_name(), method.name());
+    let option_error = |option: &'static str, reason: String| Error::InvalidOption {
+        site: site(),
+        option,
         reason,
     };
 
@@ -386,10 +382,8 @@ fn build_method(
         None => (u64::from(MIN_TAG) + index as u64, "default tag"),
     };
     let invalid = |reason| Error::InvalidTag {
-        file: file.clone(),
-        service: service.full_name().to_owned(),
-        method: method.name().to_owned(),
-        origin: origin.to_owned(),
+        site: site(),
+        origin,
         tag,
         reason,
     };
@@ -419,9 +413,7 @@ fn build_method(
         None => None,
         Some(Value::String(path)) => Some(resolve_route_key(&method.input(), &path).map_err(
             |reason| Error::RouteKey {
-                file: file.clone(),
-                service: service.full_name().to_owned(),
-                method: method.name().to_owned(),
+                site: site(),
                 path: path.clone(),
                 reason,
             },
@@ -591,8 +583,7 @@ fn check_generated_names(
 
     let collision =
         |service: &Service, kind: &'static str, name: &str, existing: &str| Error::NameCollision {
-            file: service.file.clone(),
-            service: service.full_name.clone(),
+            site: Site::service(&service.file, &service.full_name),
             kind,
             name: name.to_owned(),
             existing: existing.to_owned(),

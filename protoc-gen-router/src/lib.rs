@@ -42,7 +42,7 @@ pub use builder::{
     Builder, EmbeddedFileResolver, OPTIONS_PROTO, OPTIONS_PROTO_NAME, ROUTER_PROTO,
     ROUTER_PROTO_NAME, compile_pool,
 };
-pub use error::Error;
+pub use error::{Error, Site};
 pub use params::{DEFAULT_RUNTIME_CRATE, Params};
 
 /// One generated file.

@@ -55,6 +55,11 @@ fn write_service(out: &mut String, service: &Service) {
             "// {what}s of `{full}` calls, one oneof arm per method.\nmessage {name}{suffix} {{"
         );
         out.push_str("  // The call this message belongs to.\n  uint64 call_id = 1;\n");
+        if service.methods.is_empty() {
+            // protobuf refuses an empty oneof.
+            out.push_str("  // The service has no methods.\n}\n\n");
+            return;
+        }
         let _ = writeln!(
             out,
             "  // The {}; the arm names the method.\n  oneof method {{",

@@ -3,6 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
+use crate::error::Site;
 use crate::ir::{File, Service};
 use crate::{Error, Params, bridge_rs, router_rs};
 
@@ -10,8 +11,7 @@ use crate::{Error, Params, bridge_rs, router_rs};
 /// panicking on names Rust cannot express.
 pub(crate) fn parse_ident(service: &Service, name: &str) -> Result<syn::Ident, Error> {
     syn::parse_str::<syn::Ident>(name).map_err(|e| Error::RustCodegen {
-        file: service.file.clone(),
-        service: service.full_name.clone(),
+        site: Site::service(&service.file, &service.full_name),
         reason: format!("`{name}` is not a valid Rust identifier: {e}"),
     })
 }
@@ -38,8 +38,7 @@ pub fn generate(file: &File, params: &Params) -> Result<String, Error> {
         let bridge = bridge_rs::generate(service, &krate)?;
         let tokens = quote! { #router #bridge };
         let parsed: syn::File = syn::parse2(tokens).map_err(|e| Error::RustCodegen {
-            file: service.file.clone(),
-            service: service.full_name.clone(),
+            site: Site::service(&service.file, &service.full_name),
             reason: e.to_string(),
         })?;
         body.push_str(&prettyplease::unparse(&parsed));

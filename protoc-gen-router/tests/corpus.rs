@@ -15,6 +15,18 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 
 use protoc_gen_router::{EmbeddedFileResolver, Error, Params, generate, ir};
+use protox::file::{ChainFileResolver, GoogleFileResolver, IncludeFileResolver};
+
+/// Embedded router protos, then protox's well-known types (the corpus ships
+/// newer copies of `google/protobuf/*.proto` that protox may not parse), then
+/// the corpus.
+fn resolver(embedded: EmbeddedFileResolver, dir: &std::path::Path) -> ChainFileResolver {
+    let mut chain = ChainFileResolver::new();
+    chain.add(embedded);
+    chain.add(GoogleFileResolver::new());
+    chain.add(IncludeFileResolver::new(dir.to_owned()));
+    chain
+}
 
 #[test]
 #[ignore = "needs a corpus: set ROUTER_CORPUS_DIR and pass --ignored (see .ci/corpus.sh)"]
@@ -27,7 +39,7 @@ fn corpus() {
     };
 
     let mut compiler =
-        protox::Compiler::with_file_resolver(EmbeddedFileResolver::new().chain(&[dir.clone()]));
+        protox::Compiler::with_file_resolver(resolver(EmbeddedFileResolver::new(), &dir));
     compiler.include_source_info(true).include_imports(true);
     let mut input_failures = Vec::new();
     let mut compiled = Vec::new();
@@ -84,7 +96,7 @@ fn corpus() {
     for file in generated.iter().filter(|f| f.name.ends_with(".proto")) {
         resolver = resolver.with_file(file.name.clone(), file.content.clone());
     }
-    let mut compiler = protox::Compiler::with_file_resolver(resolver.chain(&[dir.clone()]));
+    let mut compiler = protox::Compiler::with_file_resolver(self::resolver(resolver, &dir));
     compiler.include_imports(true);
     let mut recompiled = 0usize;
     let mut ok_models = Vec::new();
@@ -114,8 +126,17 @@ fn corpus() {
         "  input compile failures:    {} (not the generator's)",
         input_failures.len()
     );
-    for f in input_failures.iter().take(5) {
-        println!("    {}", f.lines().next().unwrap_or_default());
+    let mut kinds: BTreeMap<String, (usize, &str)> = BTreeMap::new();
+    for f in &input_failures {
+        let line = f.lines().next().unwrap_or_default();
+        let why = line
+            .split_once(": ")
+            .map_or(line, |(_, why)| why)
+            .to_owned();
+        kinds.entry(why).or_insert((0, line)).0 += 1;
+    }
+    for (count, example) in kinds.values().take(10) {
+        println!("    {count} x {example}");
     }
     println!("  files with services:       {with_services}");
     println!(

@@ -57,7 +57,7 @@ fn run_case(case: &Path, update: bool) -> Result<(), String> {
         None => common::proto_files(&input),
     };
     let (pool, names) = compile_pool(
-        &[input.clone()],
+        &[&input],
         &files.iter().map(|f| input.join(f)).collect::<Vec<_>>(),
     )
     .map_err(|e| format!("input does not compile: {e}"))?;
@@ -139,7 +139,7 @@ fn run_case(case: &Path, update: bool) -> Result<(), String> {
             .parse()
             .map_err(|e| format!("{e}"))?;
         let model = ir::build(&pool, &files, params.rust).map_err(|e| e.to_string())?;
-        common::check_generated(&[input.clone()], &generated, &model)?;
+        common::check_generated(&[&input], &generated, &model)?;
         // The library API gives the same bytes as the plugin.
         let direct =
             protoc_gen_router::generate(&pool, &files, &params).map_err(|e| e.to_string())?;

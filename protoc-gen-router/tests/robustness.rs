@@ -57,7 +57,7 @@ fn random_bytes_give_error_responses() {
 fn mutated_requests_never_panic() {
     let example = common::root().join("examples/myservice/proto");
     let file = example.join("myservice/v1/myservice.proto");
-    let (pool, names) = compile_pool(&[example.clone()], &[file]).expect("example compiles");
+    let (pool, names) = compile_pool(&[&example], &[file]).expect("example compiles");
     let request = encode_request(&pool, &names, Some("rust=true"));
     assert!(response(&request).error.is_none());
 
@@ -68,7 +68,7 @@ fn mutated_requests_never_panic() {
             let at = (rng.next() as usize) % input.len();
             input[at] = rng.next() as u8;
         }
-        if rng.next() % 4 == 0 {
+        if rng.next().is_multiple_of(4) {
             let cut = (rng.next() as usize) % input.len();
             input.truncate(cut);
         }
@@ -104,7 +104,7 @@ fn binary_refuses_garbage_stdin() {
 fn binary_answers_a_valid_request() {
     let example = common::root().join("examples/myservice/proto");
     let file = example.join("myservice/v1/myservice.proto");
-    let (pool, names) = compile_pool(&[example.clone()], &[file]).expect("example compiles");
+    let (pool, names) = compile_pool(&[&example], &[file]).expect("example compiles");
     let request = encode_request(&pool, &names, None);
     let mut child = Command::new(env!("CARGO_BIN_EXE_protoc-gen-router"))
         .stdin(Stdio::piped())

@@ -63,7 +63,7 @@ fn walk(base: &Path, dir: &Path, f: &mut dyn FnMut(&str)) {
 /// method's arm in `<S>Call`/`<S>Reply` has its tag, name and type, and the
 /// frames have their fixed numbers.
 pub fn check_generated(
-    includes: &[PathBuf],
+    includes: &[impl AsRef<Path>],
     generated: &[GeneratedFile],
     model: &[ir::File],
 ) -> Result<(), String> {

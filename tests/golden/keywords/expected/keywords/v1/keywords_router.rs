@@ -3,7 +3,8 @@
 ///
 /// Methods:
 ///
-/// - `Type` (unary, tag 10): Method named like a Rust keyword.
+/// - `Type` (unary, tag 10): Method named like a Rust keyword. Inside this service `Match` names the
+///   method below, so the message needs its full name (protoc insists).
 /// - `Match` (unary, tag 11): Method named like a Rust keyword.
 /// - `Option` (unary, tag 12): Method named like a proto keyword.
 /// - `Message` (unary, tag 13): Method named like a proto keyword.
