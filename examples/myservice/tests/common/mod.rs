@@ -158,3 +158,54 @@ pub fn bare_client(
     let origin = format!("http://{addr}").parse().expect("origin");
     GreeterClient::with_origin(client, origin)
 }
+
+/// A registration opened by hand on the router's register endpoint, speaking
+/// the protocol frame by frame: for tests of misbehaving or silent bridges,
+/// and for registering thousands of instances over few connections.
+pub struct RawRegistration {
+    pub out: tokio::sync::mpsc::UnboundedSender<router_runtime::wire::BridgeFrame>,
+    pub frames: tonic::Streaming<router_runtime::wire::RouterFrame>,
+}
+
+impl RawRegistration {
+    pub async fn open(
+        channel: Channel,
+        id: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<RawRegistration, tonic::Status> {
+        use router_runtime::codec::FrameCodec;
+        use router_runtime::pb;
+        use router_runtime::wire::{BridgeFrame, RouterFrame};
+        let (out, rx) = tokio::sync::mpsc::unbounded_channel();
+        let hello = pb::Hello {
+            protocol_version: pb::ProtocolVersion::ProtocolVersion1 as i32,
+            instance_id: id.to_owned(),
+            service: "myservice.v1.Greeter".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            weight: 1,
+            initial_window: 64 * 1024,
+            max_frame_size: 64 * 1024,
+            ..Default::default()
+        };
+        let _ = out.send(BridgeFrame::Hello(hello));
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let response = grpc
+            .streaming(
+                tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)),
+                http::uri::PathAndQuery::from_static("/myservice.v1.GreeterRouter/Register"),
+                FrameCodec::<BridgeFrame, RouterFrame>::default(),
+            )
+            .await?;
+        let mut frames = response.into_inner();
+        match frames.message().await? {
+            Some(RouterFrame::Welcome(_)) => Ok(RawRegistration { out, frames }),
+            other => Err(tonic::Status::internal(format!("expected Welcome, got {other:?}"))),
+        }
+    }
+}

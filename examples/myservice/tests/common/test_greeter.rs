@@ -50,6 +50,8 @@ impl Drop for DropGuard {
 pub struct TestGreeter {
     pub id: String,
     pub events: mpsc::UnboundedSender<Event>,
+    /// Extra time every SayHello takes.
+    pub delay: Duration,
 }
 
 impl TestGreeter {
@@ -59,6 +61,7 @@ impl TestGreeter {
             TestGreeter {
                 id: id.to_owned(),
                 events,
+                delay: Duration::ZERO,
             },
             rx,
         )
@@ -95,6 +98,9 @@ impl Greeter for TestGreeter {
             events: self.events.clone(),
             finished: false,
         };
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         let (metadata, _, message) = request.into_parts();
         let name = message.name.clone();
         let result = if name == "echo" {
