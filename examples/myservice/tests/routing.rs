@@ -92,7 +92,10 @@ async fn power_of_two_choices_sends_few_calls_to_a_slow_instance() {
     let total: usize = counts.values().sum();
     let slow_share = counts.get("slow").copied().unwrap_or(0) as f64 / total as f64;
     eprintln!("p2c distribution: {counts:?} (slow share {slow_share:.3})");
-    assert!(slow_share < 0.2, "slow instance got {slow_share:.3} of calls: {counts:?}");
+    assert!(
+        slow_share < 0.2,
+        "slow instance got {slow_share:.3} of calls: {counts:?}"
+    );
 }
 
 #[tokio::test]
@@ -159,7 +162,9 @@ async fn pinned_and_label_selected_calls_reach_exactly_the_requested_instances()
             .instance_id(id)
             .label("tenant", tenant)
             .label("canary", canary);
-        handles.push(start_instance_with(&router, options, GreeterServer::new(TestGreeter::new(id).0)).await);
+        handles.push(
+            start_instance_with(&router, options, GreeterServer::new(TestGreeter::new(id).0)).await,
+        );
     }
     let mut client = router.client().await;
     for _ in 0..20 {
@@ -170,9 +175,10 @@ async fn pinned_and_label_selected_calls_reach_exactly_the_requested_instances()
         assert_eq!(served_by(&mut client, pinned).await, "c");
 
         let mut canary = Request::new(hello("l"));
-        canary
-            .metadata_mut()
-            .insert(SELECT_HEADER, "tenant=y, canary=true".parse().expect("ascii"));
+        canary.metadata_mut().insert(
+            SELECT_HEADER,
+            "tenant=y, canary=true".parse().expect("ascii"),
+        );
         assert_eq!(served_by(&mut client, canary).await, "b");
 
         let mut tenant = Request::new(hello("t"));
@@ -212,7 +218,10 @@ async fn a_not_serving_instance_gets_no_new_calls_until_it_serves_again() {
     })
     .await;
     for i in 0..20 {
-        assert_eq!(served_by(&mut client, Request::new(hello(&i.to_string()))).await, "b");
+        assert_eq!(
+            served_by(&mut client, Request::new(hello(&i.to_string()))).await,
+            "b"
+        );
     }
     a.set_serving(true);
     within(5, "serving again", async {
@@ -244,9 +253,13 @@ async fn a_bridge_that_stops_reading_is_removed_within_twice_the_heartbeat_timeo
         .await
         .expect("connects");
     // Registers, then never reads, never answers a ping, never sends again.
-    let silent = within(5, "raw registration", RawRegistration::open(channel, "silent", &[]))
-        .await
-        .expect("registered");
+    let silent = within(
+        5,
+        "raw registration",
+        RawRegistration::open(channel, "silent", &[]),
+    )
+    .await
+    .expect("registered");
     router.wait_for_instances(1).await;
     let registered = Instant::now();
     router.wait_for_instances(0).await;
@@ -275,5 +288,8 @@ async fn a_reregistering_instance_replaces_its_stale_registration_at_once() {
     assert!(first.is_closed(), "the stale registration is closed");
     assert_eq!(router.router.registry().len(), 1);
     let mut client = router.client().await;
-    assert_eq!(served_by(&mut client, Request::new(hello("x"))).await, "same-id");
+    assert_eq!(
+        served_by(&mut client, Request::new(hello("x"))).await,
+        "same-id"
+    );
 }

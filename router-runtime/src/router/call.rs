@@ -88,9 +88,9 @@ async fn forward(
         exclude: None,
     };
 
-    // A call whose Start could not be written (the registration closed between
-    // the pick and the write) never reached the instance: it is safe to try
-    // once more on another.
+    // A call whose Start could not be written (the registration closed, or
+    // began draining, between the pick and the write) never reached the
+    // instance: it is safe to try again on another.
     let mut attempt = 0;
     let (instance, opened) = loop {
         let snapshot = core.registry.snapshot();
@@ -98,28 +98,31 @@ async fn forward(
             .balancer
             .pick(&snapshot, &selection)
             .map_err(|e| pick_status(&core, e))?;
-        let opened = instance.open_call();
-        let call_id = opened.call_id;
-        let start = pb::CallStart {
-            call_id,
-            method_tag: method.tag,
-            path: method.path.to_owned(),
-            metadata: Some(request_metadata.clone()),
-            timeout_micros: deadline
-                .map(|d| {
-                    u64::try_from(d.saturating_duration_since(Instant::now()).as_micros())
-                        .unwrap_or(u64::MAX)
-                        .max(1)
-                })
-                .unwrap_or(0),
-            kind: method.kind.wire() as i32,
-        };
-        if instance.send(RouterFrame::Start(start)) {
-            break (instance, opened);
+        if instance.begin_start() {
+            let opened = instance.open_call();
+            let start = pb::CallStart {
+                call_id: opened.call_id,
+                method_tag: method.tag,
+                path: method.path.to_owned(),
+                metadata: Some(request_metadata.clone()),
+                timeout_micros: deadline
+                    .map(|d| {
+                        u64::try_from(d.saturating_duration_since(Instant::now()).as_micros())
+                            .unwrap_or(u64::MAX)
+                            .max(1)
+                    })
+                    .unwrap_or(0),
+                kind: method.kind.wire() as i32,
+            };
+            let sent = instance.send(RouterFrame::Start(start));
+            instance.end_start();
+            if sent {
+                break (instance, opened);
+            }
+            instance.close_call(opened.call_id);
         }
-        instance.close_call(call_id);
         attempt += 1;
-        if attempt > 1 {
+        if attempt > 2 {
             return Err(Status::unavailable(format!(
                 "no instance of `{}` could take the call",
                 core.descriptor.name

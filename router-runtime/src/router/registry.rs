@@ -85,6 +85,10 @@ pub struct Instance {
     pub(crate) outstanding: AtomicU32,
     serving: AtomicBool,
     draining: AtomicBool,
+    /// Calls between their availability check and their `Start` frame.
+    starting: AtomicUsize,
+    /// Whether the drain acknowledgement went out.
+    drain_acked: AtomicBool,
     pub(crate) closed: CancellationToken,
     last_seen: AtomicU64,
     epoch: Instant,
@@ -116,6 +120,8 @@ impl Instance {
             outstanding: AtomicU32::new(0),
             serving: AtomicBool::new(true),
             draining: AtomicBool::new(false),
+            starting: AtomicUsize::new(0),
+            drain_acked: AtomicBool::new(false),
             closed: CancellationToken::new(),
             last_seen: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -177,7 +183,50 @@ impl Instance {
     }
 
     pub(crate) fn set_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Enters the start gate before sending a call's `Start`; false when the
+    /// instance is draining (the call must go elsewhere).
+    ///
+    /// With [`Instance::begin_drain`] this guarantees the drain
+    /// acknowledgement (`GoAway`) is written after every `Start` that passed
+    /// the gate, so a draining bridge that received `GoAway` knows no call can
+    /// follow it (a Dekker-style handshake over sequentially consistent
+    /// atomics).
+    pub(crate) fn begin_start(&self) -> bool {
+        self.starting.fetch_add(1, Ordering::SeqCst);
+        if self.draining.load(Ordering::SeqCst) {
+            self.end_start();
+            return false;
+        }
+        true
+    }
+
+    /// Leaves the start gate, after the `Start` frame was queued.
+    pub(crate) fn end_start(&self) {
+        if self.starting.fetch_sub(1, Ordering::SeqCst) == 1 && self.draining.load(Ordering::SeqCst)
+        {
+            self.ack_drain();
+        }
+    }
+
+    /// Marks the instance draining; acknowledges once no call is between its
+    /// pick and its `Start`.
+    pub(crate) fn begin_drain(&self) {
+        self.set_draining();
+        if self.starting.load(Ordering::SeqCst) == 0 {
+            self.ack_drain();
+        }
+    }
+
+    fn ack_drain(&self) {
+        if !self.drain_acked.swap(true, Ordering::SeqCst) {
+            self.send(RouterFrame::GoAway(pb::GoAway {
+                reason: "drain acknowledged".into(),
+                refused: false,
+            }));
+        }
     }
 
     /// Records that a frame arrived now.

@@ -246,13 +246,9 @@ fn handle(instance: &Instance, frame: BridgeFrame) -> Result<(), String> {
         }
         BridgeFrame::Drain(drain) => {
             info!(instance = instance.id(), reason = %drain.reason, "instance draining");
-            instance.set_draining();
-            // Frames are ordered: every Start sent before this GoAway reaches the
-            // bridge before it, so the bridge knows no new call will come.
-            instance.send(RouterFrame::GoAway(pb::GoAway {
-                reason: "drain acknowledged".into(),
-                refused: false,
-            }));
+            // The GoAway acknowledgement follows every Start already under
+            // way, so the bridge knows no new call will come after it.
+            instance.begin_drain();
         }
         BridgeFrame::Pong(_) => {}
         BridgeFrame::Hello(_) => return Err("second Hello on one register stream".into()),

@@ -47,11 +47,15 @@ impl TestRouter {
         let router = GreeterRouter::new(config);
         let (stop, stopped) = oneshot::channel::<()>();
         let server = router.add_to(Server::builder());
+        let signal = router.shutdown_signal(
+            async {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(5),
+        );
         let task = tokio::spawn(async move {
             server
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                    let _ = stopped.await;
-                })
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
                 .await
                 .expect("router serves");
         });
@@ -81,13 +85,15 @@ impl TestRouter {
         .await;
     }
 
-    /// Stops serving (open connections are dropped when the task ends).
+    /// Shuts down gracefully: calls in flight finish, registrations get a
+    /// GoAway, the server stops.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        self.task.abort();
-        let _ = self.task.await;
+        within(10, "router shutdown", &mut self.task)
+            .await
+            .expect("router task");
     }
 }
 
@@ -205,7 +211,9 @@ impl RawRegistration {
         let mut frames = response.into_inner();
         match frames.message().await? {
             Some(RouterFrame::Welcome(_)) => Ok(RawRegistration { out, frames }),
-            other => Err(tonic::Status::internal(format!("expected Welcome, got {other:?}"))),
+            other => Err(tonic::Status::internal(format!(
+                "expected Welcome, got {other:?}"
+            ))),
         }
     }
 }

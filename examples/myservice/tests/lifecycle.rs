@@ -1,0 +1,222 @@
+//! Instances and routers coming and going under load.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::test_greeter::TestGreeter;
+use common::{TestRouter, start_instance_with, within};
+use myservice_example::pb::greeter_server::GreeterServer;
+use myservice_example::pb::{HelloRequest, StreamRequest};
+use router_runtime::bridge::{BridgeHandle, BridgeOptions};
+use router_runtime::router::RouterConfig;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+fn hello(name: &str) -> HelloRequest {
+    HelloRequest {
+        name: name.into(),
+        payload: vec![],
+    }
+}
+
+async fn instance(router: &TestRouter, id: &str) -> BridgeHandle {
+    let options = BridgeOptions::new(router.endpoint()).instance_id(id);
+    start_instance_with(router, options, GreeterServer::new(TestGreeter::new(id).0)).await
+}
+
+/// Counts of a load run.
+#[derive(Default)]
+struct Tally {
+    ok: AtomicUsize,
+    failed: AtomicUsize,
+    progress: tokio::sync::Notify,
+}
+
+/// Runs unary calls and short server streams from `workers` tasks until `stop`
+/// turns true; every failure is counted and printed.
+fn load(
+    client: myservice_example::pb::greeter_client::GreeterClient<tonic::transport::Channel>,
+    workers: usize,
+    stop: watch::Receiver<bool>,
+    tally: Arc<Tally>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..workers)
+        .map(|w| {
+            let mut client = client.clone();
+            let stop = stop.clone();
+            let tally = tally.clone();
+            tokio::spawn(async move {
+                let mut i = 0u64;
+                while !*stop.borrow() {
+                    i += 1;
+                    let result = if i % 5 == 0 {
+                        match client
+                            .stream_greetings(StreamRequest {
+                                name: "s".into(),
+                                count: 20,
+                                payload_size: 64,
+                            })
+                            .await
+                        {
+                            Ok(stream) => {
+                                let mut stream = stream.into_inner();
+                                let mut n = 0;
+                                loop {
+                                    match stream.message().await {
+                                        Ok(Some(_)) => n += 1,
+                                        Ok(None) if n == 20 => break Ok(()),
+                                        Ok(None) => break Err(format!("stream ended after {n}")),
+                                        Err(status) => break Err(status.to_string()),
+                                    }
+                                }
+                            }
+                            Err(status) => Err(status.to_string()),
+                        }
+                    } else {
+                        client
+                            .say_hello(hello(&format!("{w}-{i}")))
+                            .await
+                            .map(|_| ())
+                            .map_err(|s| s.to_string())
+                    };
+                    match result {
+                        Ok(()) => {
+                            tally.progress.notify_waiters();
+                            tally.ok.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Err(e) => {
+                            eprintln!("call failed: {e}");
+                            tally.failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect()
+}
+
+async fn wait_for_calls(tally: &Tally, at_least: usize) {
+    within(20, "calls to flow", async {
+        loop {
+            let progress = tally.progress.notified();
+            if tally.ok.load(Ordering::Relaxed) >= at_least {
+                return;
+            }
+            progress.await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn draining_one_of_two_instances_under_load_fails_no_call() {
+    let router = TestRouter::start(RouterConfig::default()).await;
+    let a = instance(&router, "a").await;
+    let _b = instance(&router, "b").await;
+    let tally = Arc::new(Tally::default());
+    let (stop, stopped) = watch::channel(false);
+    let workers = load(router.client().await, 8, stopped, tally.clone());
+    wait_for_calls(&tally, 300).await;
+
+    within(20, "drain", a.shutdown()).await;
+    router.wait_for_instances(1).await;
+    let after_drain = tally.ok.load(Ordering::Relaxed);
+    wait_for_calls(&tally, after_drain + 300).await;
+
+    stop.send_replace(true);
+    for worker in workers {
+        within(10, "worker", worker).await.expect("worker");
+    }
+    let (ok, failed) = (
+        tally.ok.load(Ordering::Relaxed),
+        tally.failed.load(Ordering::Relaxed),
+    );
+    eprintln!("drain under load: {ok} calls succeeded, {failed} failed");
+    assert_eq!(failed, 0, "calls failed during the drain");
+}
+
+#[tokio::test]
+async fn bridges_reregister_after_the_router_restarts_on_the_same_port() {
+    let router = TestRouter::start(RouterConfig::default()).await;
+    let addr = router.addr;
+    let a = instance(&router, "a").await;
+    let b = instance(&router, "b").await;
+    let mut client = router.client().await;
+    within(5, "call before restart", client.say_hello(hello("x")))
+        .await
+        .expect("ok");
+
+    router.stop().await;
+    let listener = TcpListener::bind(addr).await.expect("same port again");
+    let router = TestRouter::start_on(listener, RouterConfig::default()).await;
+    // The same bridges, never restarted, come back on their own.
+    router.wait_for_instances(2).await;
+    within(10, "bridges to report registered", a.registered()).await;
+    within(10, "bridges to report registered", b.registered()).await;
+    let mut client = router.client().await;
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..20 {
+        let reply = within(
+            5,
+            "call after restart",
+            client.say_hello(hello(&i.to_string())),
+        )
+        .await
+        .expect("calls succeed again");
+        seen.insert(reply.into_inner().instance_id);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+#[tokio::test]
+async fn two_routers_serve_both_instances_and_survive_one_stopping() {
+    let first = TestRouter::start(RouterConfig::default()).await;
+    let second = TestRouter::start(RouterConfig::default()).await;
+    let mut handles = Vec::new();
+    for id in ["a", "b"] {
+        let options = BridgeOptions::new(first.endpoint())
+            .endpoint(second.endpoint())
+            .instance_id(id);
+        let handle = GreeterBridgeFor::connect(options, id);
+        within(10, "both registrations", handle.registered_with(2)).await;
+        handles.push(handle);
+    }
+    first.wait_for_instances(2).await;
+    second.wait_for_instances(2).await;
+    for router in [&first, &second] {
+        let mut client = router.client().await;
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..30 {
+            let reply = within(5, "call", client.say_hello(hello(&i.to_string())))
+                .await
+                .expect("ok");
+            seen.insert(reply.into_inner().instance_id);
+        }
+        assert_eq!(seen.len(), 2, "router {} reached {seen:?}", router.addr);
+    }
+
+    // Load through the second router while the first stops.
+    let tally = Arc::new(Tally::default());
+    let (stop, stopped) = watch::channel(false);
+    let workers = load(second.client().await, 4, stopped, tally.clone());
+    wait_for_calls(&tally, 100).await;
+    first.stop().await;
+    let after = tally.ok.load(Ordering::Relaxed);
+    wait_for_calls(&tally, after + 200).await;
+    stop.send_replace(true);
+    for worker in workers {
+        within(10, "worker", worker).await.expect("worker");
+    }
+    assert_eq!(tally.failed.load(Ordering::Relaxed), 0);
+}
+
+/// Connects a TestGreeter bridge without waiting (several routers).
+struct GreeterBridgeFor;
+
+impl GreeterBridgeFor {
+    fn connect(options: BridgeOptions, id: &str) -> BridgeHandle {
+        myservice_example::pb::GreeterBridge::new(TestGreeter::new(id).0).connect(options)
+    }
+}
