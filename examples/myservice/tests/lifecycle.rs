@@ -51,7 +51,7 @@ fn load(
                 let mut i = 0u64;
                 while !*stop.borrow() {
                     i += 1;
-                    let result = if i % 5 == 0 {
+                    let result = if i.is_multiple_of(5) {
                         match client
                             .stream_greetings(StreamRequest {
                                 name: "s".into(),

@@ -293,3 +293,60 @@ async fn a_reregistering_instance_replaces_its_stale_registration_at_once() {
         "same-id"
     );
 }
+
+/// Registers a raw instance "a" that swallows calls, then a real "b", and
+/// calls through round robin (which starts at "a"); drops "a" once its call
+/// started. Returns what the client saw.
+async fn call_lost_on_first_instance(idempotent: bool) -> Result<String, tonic::Status> {
+    use router_runtime::wire::RouterFrame;
+    let router = TestRouter::start(config(Strategy::RoundRobin)).await;
+    let channel = tonic::transport::Endpoint::from_shared(router.endpoint())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connects");
+    let mut swallower = RawRegistration::open(channel, "a", &[])
+        .await
+        .expect("registered");
+    router.wait_for_instances(1).await;
+    let _b = start_instance(&router, "b", TestGreeter::new("b").0).await;
+    let mut client = router.client().await;
+    let call = tokio::spawn(async move {
+        if idempotent {
+            client
+                .who_am_i(())
+                .await
+                .map(|r| r.into_inner().instance_id)
+        } else {
+            client
+                .say_hello(hello("x"))
+                .await
+                .map(|r| r.into_inner().instance_id)
+        }
+    });
+    loop {
+        match within(5, "the call to reach a", swallower.frames.message()).await {
+            Ok(Some(RouterFrame::Start(_))) => break,
+            Ok(Some(_)) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    drop(swallower);
+    within(5, "the call's outcome", call).await.expect("task")
+}
+
+#[tokio::test]
+async fn an_idempotent_call_whose_instance_dies_is_replayed_on_another() {
+    let served = call_lost_on_first_instance(true)
+        .await
+        .expect("replayed on b");
+    assert_eq!(served, "b");
+}
+
+#[tokio::test]
+async fn a_non_idempotent_call_that_reached_a_dying_instance_is_not_replayed() {
+    let status = call_lost_on_first_instance(false)
+        .await
+        .expect_err("not replayed");
+    assert_eq!(status.code(), Code::Unavailable);
+}

@@ -212,10 +212,10 @@ impl Balancer {
                 }
             }
         }
-        if let Some(f) = first {
-            if n == 1 {
-                return Some(f.clone());
-            }
+        if let Some(f) = first
+            && n == 1
+        {
+            return Some(f.clone());
         }
         // Scan: least outstanding among the available, starting at a random
         // point so ties spread.

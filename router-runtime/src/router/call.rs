@@ -88,16 +88,65 @@ async fn forward(
         exclude: None,
     };
 
-    // A call whose Start could not be written (the registration closed, or
-    // began draining, between the pick and the write) never reached the
-    // instance: it is safe to try again on another.
+    // An idempotent single-request call that lost its instance before any
+    // answer is replayed once on another instance; others never are.
+    let mut replay = match (&requests, method.idempotent) {
+        (Requests::Single(message), true) => Some(message.clone()),
+        _ => None,
+    };
+    let mut next = Some(requests);
+    loop {
+        let Some(requests) = next.take() else {
+            return Err(Status::internal("router lost the call's requests"));
+        };
+        let (instance, mut reply) = start_call(
+            &core,
+            method,
+            &mut selection,
+            &request_metadata,
+            deadline,
+            requests,
+        )?;
+        match reply.first_event().await {
+            First::Headers(md) => {
+                return Ok(Response::from_parts(
+                    MetadataMap::from_headers(metadata::to_headers(Some(&md))),
+                    reply,
+                    Default::default(),
+                ));
+            }
+            First::Lost(status) => match replay.take() {
+                Some(message) => {
+                    core.stats.calls_retried.fetch_add(1, Ordering::Relaxed);
+                    selection.exclude = Some(instance.registration);
+                    next = Some(Requests::Single(message));
+                }
+                None => return Err(status),
+            },
+            First::Failed(status) => return Err(status),
+        }
+    }
+}
+
+/// Picks an instance, writes the call's `Start` and starts sending its
+/// requests. A call whose `Start` could not be written (the registration
+/// closed, or began draining, between the pick and the write) never reached
+/// the instance: it is safe to try again on another.
+fn start_call(
+    core: &Arc<RouterCore>,
+    method: &'static MethodDescriptor,
+    selection: &mut Selection<'_>,
+    request_metadata: &pb::Metadata,
+    deadline: Option<Instant>,
+    requests: Requests,
+) -> Result<(Arc<Instance>, ReplyStream), Status> {
     let mut attempt = 0;
     let (instance, opened) = loop {
         let snapshot = core.registry.snapshot();
         let instance = core
             .balancer
-            .pick(&snapshot, &selection)
-            .map_err(|e| pick_status(&core, e))?;
+            .pick(&snapshot, selection)
+            .map_err(|e| pick_status(core, e))?;
         if instance.begin_start() {
             let opened = instance.open_call();
             let start = pb::CallStart {
@@ -142,34 +191,26 @@ async fn forward(
         finished: false,
         pump: None,
     };
-
+    let inline = match &requests {
+        Requests::Single(message) => message
+            .as_ref()
+            .is_none_or(|m| m.len() <= instance.max_frame),
+        Requests::Stream(_) => false,
+    };
     match requests {
-        Requests::Single(message) => {
-            let fits = message
-                .as_ref()
-                .is_none_or(|m| m.len() <= instance.max_frame);
-            if fits {
-                if let Some(message) = message {
-                    credit.consume(message.len());
-                    instance.send(RouterFrame::Call(Payload {
-                        call_id,
-                        tag: method.tag,
-                        message,
-                    }));
-                }
-                instance.send(RouterFrame::HalfClose(pb::HalfClose { call_id }));
-            } else {
-                let pump = tokio::spawn(send_requests(
-                    instance.clone(),
+        // The common case: one small message goes out with its Start, no task.
+        Requests::Single(message) if inline => {
+            if let Some(message) = message {
+                credit.consume(message.len());
+                instance.send(RouterFrame::Call(Payload {
                     call_id,
-                    method.tag,
-                    credit,
-                    Requests::Single(message),
-                ));
-                guard.pump = Some(pump.abort_handle());
+                    tag: method.tag,
+                    message,
+                }));
             }
+            instance.send(RouterFrame::HalfClose(pb::HalfClose { call_id }));
         }
-        requests @ Requests::Stream(_) => {
+        requests => {
             let pump = tokio::spawn(send_requests(
                 instance.clone(),
                 call_id,
@@ -181,7 +222,7 @@ async fn forward(
         }
     }
 
-    let mut reply = ReplyStream {
+    let reply = ReplyStream {
         events: opened.events,
         buffered: opened.buffered,
         guard,
@@ -191,14 +232,7 @@ async fn forward(
         max_message: core.config.max_message_size,
         done: false,
     };
-    match reply.first_event().await {
-        First::Headers(md) => Ok(Response::from_parts(
-            MetadataMap::from_headers(metadata::to_headers(Some(&md))),
-            reply,
-            Default::default(),
-        )),
-        First::Failed(status) => Err(status),
-    }
+    Ok((instance, reply))
 }
 
 fn parse_selector(text: &str) -> Vec<(&str, &str)> {
@@ -216,10 +250,10 @@ fn routing_key(
     requests: &Requests,
     headers: &HeaderMap,
 ) -> Option<Bytes> {
-    if let (false, Requests::Single(Some(message))) = (method.route_key.is_empty(), requests) {
-        if let Some(key) = route_key::extract(message, method.route_key) {
-            return Some(key);
-        }
+    if let (false, Requests::Single(Some(message))) = (method.route_key.is_empty(), requests)
+        && let Some(key) = route_key::extract(message, method.route_key)
+    {
+        return Some(key);
     }
     let header = core.config.route_key_header.as_deref()?;
     headers
@@ -255,13 +289,12 @@ async fn send_requests(
 ) {
     match requests {
         Requests::Single(message) => {
-            if let Some(message) = message {
-                if send_message(&instance, call_id, tag, &credit, message)
+            if let Some(message) = message
+                && send_message(&instance, call_id, tag, &credit, message)
                     .await
                     .is_err()
-                {
-                    return;
-                }
+            {
+                return;
             }
         }
         Requests::Stream(mut stream) => loop {
@@ -361,7 +394,11 @@ impl Drop for CallGuard {
 }
 
 enum First {
+    /// The response headers: the call is answered.
     Headers(pb::Metadata),
+    /// The instance went away before answering.
+    Lost(Status),
+    /// The call ended before any response (trailers-only, deadline, ...).
     Failed(Status),
 }
 
@@ -401,7 +438,7 @@ impl ReplyStream {
             }
             Some(CallEvent::Lost(status)) => {
                 self.guard.finished = true;
-                First::Failed(status)
+                First::Lost(status)
             }
             Some(CallEvent::Message(_) | CallEvent::Chunk(_)) => {
                 self.guard.cancel(Code::Internal, "message before headers");
@@ -411,7 +448,7 @@ impl ReplyStream {
             }
             None => {
                 self.guard.finished = true;
-                First::Failed(Status::unavailable("instance went away"))
+                First::Lost(Status::unavailable("instance went away"))
             }
         }
     }
@@ -443,12 +480,12 @@ impl Stream for ReplyStream {
             return Poll::Ready(None);
         }
         loop {
-            if let Some(sleep) = this.deadline.as_mut() {
-                if sleep.as_mut().poll(cx).is_ready() {
-                    this.guard
-                        .cancel(Code::DeadlineExceeded, "deadline exceeded");
-                    return this.fail(deadline_exceeded());
-                }
+            if let Some(sleep) = this.deadline.as_mut()
+                && sleep.as_mut().poll(cx).is_ready()
+            {
+                this.guard
+                    .cancel(Code::DeadlineExceeded, "deadline exceeded");
+                return this.fail(deadline_exceeded());
             }
             let event = ready!(this.events.poll_recv(cx));
             match event {
