@@ -1,9 +1,24 @@
 //! Generates the Greeter messages, tonic server/client, router protos and the
 //! Rust router and bridge with protoc-gen-router's builder: no protoc needed.
+//!
+//! Also writes `OUT_DIR/myservice_descriptor.bin`, the encoded
+//! `FileDescriptorSet` of `myservice.proto` and its imports, which the router
+//! binary serves through gRPC server reflection.
+
+use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     protoc_gen_router::Builder::new()
         .include("proto")
         .compile(&["proto/myservice/v1/myservice.proto"])?;
+
+    let descriptors = protox::compile(["myservice/v1/myservice.proto"], ["proto", "../../proto"])?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("myservice_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
+    println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=../../proto");
     Ok(())
 }

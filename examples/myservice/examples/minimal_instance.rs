@@ -1,0 +1,19 @@
+//! The smallest useful instance, as shown in the README: runs an ordinary
+//! tonic implementation of the Greeter behind a router it dials out to.
+//!
+//! `cargo run -p myservice-example --example minimal_instance`
+
+use myservice_example::greeter::GreeterImpl;
+use myservice_example::pb::GreeterBridge;
+use router_runtime::bridge::BridgeOptions;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let options = BridgeOptions::new("http://127.0.0.1:50051").instance_id("instance-a");
+    let handle = GreeterBridge::new(GreeterImpl::new("instance-a")).connect(options);
+    handle.registered().await;
+    println!("registered");
+    tokio::signal::ctrl_c().await?;
+    handle.shutdown().await; // drain: finish the calls in flight, then leave
+    Ok(())
+}

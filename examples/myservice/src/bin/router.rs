@@ -1,0 +1,65 @@
+//! The Greeter router: serves `myservice.v1.Greeter` to ordinary gRPC clients
+//! and forwards each call to an instance registered on the same port, with
+//! `grpc.health.v1` and server reflection alongside.
+//!
+//! Prints `listening on <addr>` on stdout once bound (so `--listen
+//! 127.0.0.1:0` works from scripts); logs go to stderr (`RUST_LOG`).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Parser;
+use myservice_example::demo::{self, Error};
+use myservice_example::pb::GreeterRouter;
+use router_runtime::codegen::Strategy;
+use router_runtime::router::RouterConfig;
+use tokio::net::TcpListener;
+
+/// Routes myservice.v1.Greeter calls to registered instances.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on, for clients and instances alike (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// Balancing strategy: round-robin, p2c, weighted or consistent-hash
+    /// [default: the service's, p2c].
+    #[arg(long, value_parser = demo::parse_strategy)]
+    strategy: Option<Strategy>,
+    /// Largest request or response message, in bytes [default: 4194304].
+    #[arg(long)]
+    max_message_size: Option<usize>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    demo::init_tracing("info");
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("router: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Error> {
+    let mut config = RouterConfig {
+        strategy: args.strategy,
+        ..RouterConfig::default()
+    };
+    if let Some(limit) = args.max_message_size {
+        config.max_message_size = limit;
+    }
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let router = GreeterRouter::new(config);
+    println!("listening on {}", listener.local_addr()?);
+    tracing::info!(
+        strategy = demo::strategy_name(router.strategy()),
+        "routing {}",
+        demo::SERVICE_NAME
+    );
+    demo::serve_router(router, listener, demo::shutdown_signal()).await
+}
