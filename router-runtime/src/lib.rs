@@ -9,9 +9,11 @@
 //! - [`wire`], [`codec`], [`flow`], [`metadata`]: the register-stream protocol
 //!   (`proto/router/v1/router.proto`): frames, per-call credit windows,
 //!   metadata, deadlines and statuses.
+//! - [`admin`]: the `router.v1.RouterAdmin` service for operators.
 //! - [`codegen`]: the re-exports generated code uses, so a user's crate has one
 //!   version of tonic and prost.
 
+pub mod admin;
 pub mod bridge;
 pub mod codec;
 pub mod codegen;

@@ -7,3 +7,8 @@
 #![allow(missing_docs, clippy::all)]
 
 include!(concat!(env!("OUT_DIR"), "/router.v1.rs"));
+
+/// The encoded `FileDescriptorSet` of `router/v1/*.proto`, for gRPC server
+/// reflection of the admin service.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/router_v1_descriptor.bin"));

@@ -135,18 +135,23 @@ fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(router_runtime::pb::FILE_DESCRIPTOR_SET)
 }
 
 /// Serves `router` on `listener` until `shutdown` completes: the Greeter's own
 /// paths for clients, the register endpoint for instances, `grpc.health.v1`
 /// (`myservice.v1.Greeter` is SERVING while at least one instance is
-/// registered) and gRPC server reflection.
+/// registered), the `router.v1.RouterAdmin` admin service and gRPC server
+/// reflection.
 pub async fn serve_router(
     router: GreeterRouter,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
+    let admin = router_runtime::admin::AdminService::new(router.config_router_id())
+        .with_router(&router)
+        .into_server();
     reporter
         .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
         .await;
@@ -157,6 +162,7 @@ pub async fn serve_router(
     router.add_to_routes(&mut routes);
     routes
         .add_service(health)
+        .add_service(admin)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
 
@@ -167,6 +173,10 @@ pub async fn serve_router(
         }
         stream
     });
+    // Register streams live as long as their instances: once the signal comes,
+    // calls in flight get a grace period, then every registration is closed so
+    // the graceful shutdown can finish.
+    let shutdown = router.shutdown_signal(shutdown, std::time::Duration::from_secs(10));
     let health_task = tokio::spawn(track_health(router, reporter));
     let served = Server::builder()
         .add_routes(routes.routes())

@@ -208,9 +208,18 @@ impl<S: ServiceSpec> Router<S> {
         }
     }
 
+    pub(crate) fn core(&self) -> &Arc<RouterCore> {
+        &self.core
+    }
+
     /// The service this router serves.
     pub fn descriptor(&self) -> &'static ServiceDescriptor {
         self.core.descriptor
+    }
+
+    /// The router's id (from its config), as sent to bridges in `Welcome`.
+    pub fn config_router_id(&self) -> &str {
+        &self.core.config.router_id
     }
 
     /// The strategy in use.

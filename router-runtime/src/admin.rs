@@ -1,0 +1,116 @@
+//! The router's admin service (`router.v1.RouterAdmin`): which services it
+//! routes, with which strategy, to which instances.
+//!
+//! ```no_run
+//! # use router_runtime::admin::AdminService;
+//! # use router_runtime::codegen::*;
+//! # fn demo<S: ServiceSpec>(router: &Router<S>) {
+//! let admin = AdminService::new("router-1").with_router(router);
+//! let _service = admin.into_server(); // add to the same tonic server
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::descriptor::{ServiceSpec, Strategy};
+use crate::pb;
+use crate::pb::router_admin_server::{RouterAdmin, RouterAdminServer};
+use crate::router::{Router, RouterCore};
+
+/// Serves `router.v1.RouterAdmin` for a set of routers.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    router_id: String,
+    routers: Vec<Arc<RouterCore>>,
+}
+
+impl AdminService {
+    /// An admin service reporting `router_id`, describing no router yet.
+    pub fn new(router_id: impl Into<String>) -> Self {
+        AdminService {
+            router_id: router_id.into(),
+            routers: Vec::new(),
+        }
+    }
+
+    /// Adds a router to describe.
+    pub fn with_router<S: ServiceSpec>(mut self, router: &Router<S>) -> Self {
+        self.routers.push(router.core().clone());
+        self
+    }
+
+    /// The tonic service to add to a server.
+    pub fn into_server(self) -> RouterAdminServer<AdminService> {
+        RouterAdminServer::new(self)
+    }
+
+    /// The status of every routed service (or only `service`).
+    pub fn list(&self, service: &str) -> pb::ListServicesResponse {
+        let services = self
+            .routers
+            .iter()
+            .filter(|core| service.is_empty() || core.descriptor.name == service)
+            .map(|core| status(core))
+            .collect();
+        pb::ListServicesResponse {
+            services,
+            router_id: self.router_id.clone(),
+        }
+    }
+}
+
+fn wire_strategy(strategy: Strategy) -> pb::Strategy {
+    match strategy {
+        Strategy::RoundRobin => pb::Strategy::RoundRobin,
+        Strategy::PowerOfTwoChoices => pb::Strategy::PowerOfTwoChoices,
+        Strategy::Weighted => pb::Strategy::Weighted,
+        Strategy::ConsistentHash => pb::Strategy::ConsistentHash,
+    }
+}
+
+fn status(core: &RouterCore) -> pb::ServiceStatus {
+    let instances = core
+        .registry
+        .snapshot()
+        .iter()
+        .map(|instance| {
+            let info = instance.info();
+            pb::InstanceStatus {
+                id: info.id.clone(),
+                labels: info.labels.clone(),
+                weight: info.weight,
+                serving: instance.is_serving(),
+                draining: instance.is_draining(),
+                outstanding_calls: instance.outstanding(),
+                max_concurrent_calls: info.max_concurrent_calls,
+                connected_since: Some(prost_types::Timestamp::from(instance.connected_at())),
+            }
+        })
+        .collect();
+    pb::ServiceStatus {
+        name: core.descriptor.name.to_owned(),
+        strategy: wire_strategy(core.balancer.strategy()) as i32,
+        active_calls: core.stats.calls_active(),
+        calls_started: core.stats.calls_started(),
+        instances,
+    }
+}
+
+#[tonic::async_trait]
+impl RouterAdmin for AdminService {
+    async fn list_services(
+        &self,
+        request: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        let service = request.into_inner().service;
+        let response = self.list(&service);
+        if !service.is_empty() && response.services.is_empty() {
+            return Err(Status::not_found(format!(
+                "this router does not route `{service}`"
+            )));
+        }
+        Ok(Response::new(response))
+    }
+}
