@@ -220,3 +220,60 @@ impl GreeterBridgeFor {
         myservice_example::pb::GreeterBridge::new(TestGreeter::new(id).0).connect(options)
     }
 }
+
+/// A resolver whose answer the test changes.
+#[derive(Clone, Default)]
+struct FakeDns(Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>);
+
+impl FakeDns {
+    fn set(&self, addrs: &[std::net::SocketAddr]) {
+        *self.0.lock().expect("lock") = addrs.to_vec();
+    }
+}
+
+impl router_runtime::bridge::Resolve for FakeDns {
+    fn resolve(
+        &self,
+        host: &str,
+        _port: u16,
+    ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<std::net::SocketAddr>>> {
+        assert_eq!(host, "routers.test");
+        let addrs = self.0.lock().expect("lock").clone();
+        Box::pin(async move { Ok(addrs) })
+    }
+}
+
+#[tokio::test]
+async fn a_bridge_registers_with_every_address_a_router_name_resolves_to() {
+    let first = TestRouter::start(RouterConfig::default()).await;
+    let second = TestRouter::start(RouterConfig::default()).await;
+    let dns = FakeDns::default();
+    dns.set(&[first.addr]);
+    let options = BridgeOptions::new("http://routers.test:50051")
+        .instance_id("a")
+        .resolve_every(std::time::Duration::from_millis(50))
+        .resolver(dns.clone());
+    let handle = GreeterBridgeFor::connect(options, "a");
+    first.wait_for_instances(1).await;
+
+    // A new replica appears in DNS: the bridge registers there too.
+    dns.set(&[first.addr, second.addr]);
+    second.wait_for_instances(1).await;
+    within(10, "two registrations", handle.registered_with(2)).await;
+    let mut client = second.client().await;
+    let reply = within(
+        5,
+        "call via the new replica",
+        client.say_hello(hello("dns")),
+    )
+    .await
+    .expect("ok");
+    assert_eq!(reply.into_inner().instance_id, "a");
+
+    // The first replica leaves DNS: its registration is drained and closed.
+    dns.set(&[second.addr]);
+    first.wait_for_instances(0).await;
+    assert_eq!(second.router.registry().len(), 1);
+    within(10, "shutdown", handle.shutdown()).await;
+    second.wait_for_instances(0).await;
+}

@@ -65,6 +65,53 @@ pub struct BridgeOptions {
     pub connect_timeout: Duration,
     /// How long a shutdown waits for calls in flight before dropping them.
     pub drain_timeout: Duration,
+    /// When set, each endpoint's host name is resolved to all its addresses
+    /// and re-resolved this often; the bridge registers with every address
+    /// (a router fleet behind one DNS name).
+    pub resolve_interval: Option<Duration>,
+    /// How names are resolved when `resolve_interval` is set.
+    pub resolver: Resolver,
+}
+
+/// Resolves a router host name to the addresses of every router replica.
+pub trait Resolve: Send + Sync + 'static {
+    /// All addresses of `host` on `port`.
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<std::net::SocketAddr>>>;
+}
+
+/// The system resolver (`getaddrinfo` through tokio).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<std::net::SocketAddr>>> {
+        let target = format!("{host}:{port}");
+        Box::pin(async move { Ok(tokio::net::lookup_host(target).await?.collect()) })
+    }
+}
+
+/// A shared [`Resolve`] implementation.
+#[derive(Clone)]
+pub struct Resolver(pub Arc<dyn Resolve>);
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Resolver(Arc::new(SystemResolver))
+    }
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolver")
+    }
 }
 
 impl BridgeOptions {
@@ -84,7 +131,22 @@ impl BridgeOptions {
             reconnect_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
+            resolve_interval: None,
+            resolver: Resolver::default(),
         }
+    }
+
+    /// Resolves each endpoint's host to all its addresses every `interval` and
+    /// registers with each (see [`BridgeOptions::resolve_interval`]).
+    pub fn resolve_every(mut self, interval: Duration) -> Self {
+        self.resolve_interval = Some(interval);
+        self
+    }
+
+    /// Uses `resolver` for [`BridgeOptions::resolve_every`].
+    pub fn resolver(mut self, resolver: impl Resolve) -> Self {
+        self.resolver = Resolver(Arc::new(resolver));
+        self
     }
 
     /// Also registers with `endpoint`.
@@ -206,12 +268,19 @@ impl<S: ServiceSpec, T: BridgedService> Bridge<S, T> {
             .options
             .endpoints
             .iter()
-            .map(|endpoint| {
-                tokio::spawn(session::run_endpoint(
+            .map(|endpoint| match shared.options.resolve_interval {
+                Some(interval) => tokio::spawn(session::run_resolved(
                     shared.clone(),
                     self.service.clone(),
                     endpoint.clone(),
-                ))
+                    interval,
+                )),
+                None => tokio::spawn(session::run_endpoint(
+                    shared.clone(),
+                    self.service.clone(),
+                    endpoint.clone(),
+                    shared.shutdown.clone(),
+                )),
             })
             .collect();
         BridgeHandle {

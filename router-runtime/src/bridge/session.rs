@@ -1,6 +1,7 @@
 //! One bridge registration: connect, `Hello`, serve calls, reconnect.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -114,14 +115,15 @@ pub(crate) async fn run_endpoint<T: BridgedService>(
     shared: Arc<Shared>,
     service: T,
     endpoint: String,
+    stop: CancellationToken,
 ) {
     let mut delay = shared.options.reconnect_initial;
     loop {
-        if shared.shutdown.is_cancelled() {
+        if stop.is_cancelled() {
             return;
         }
         let mut registered = false;
-        let end = run_session(&shared, &service, &endpoint, &mut registered).await;
+        let end = run_session(&shared, &service, &endpoint, &stop, &mut registered).await;
         let reason = match end {
             SessionEnd::Stopped => return,
             SessionEnd::Lost(reason) => reason,
@@ -141,7 +143,7 @@ pub(crate) async fn run_endpoint<T: BridgedService>(
         warn!(%endpoint, %reason, retry_in = ?jittered, "registration lost");
         tokio::select! {
             _ = tokio::time::sleep(jittered) => {}
-            _ = shared.shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
         }
         delay = (delay * 2).min(shared.options.reconnect_max);
     }
@@ -173,6 +175,7 @@ async fn run_session<T: BridgedService>(
     shared: &Arc<Shared>,
     service: &T,
     endpoint: &str,
+    stop: &CancellationToken,
     registered: &mut bool,
 ) -> SessionEnd {
     let options = &shared.options;
@@ -181,7 +184,7 @@ async fn run_session<T: BridgedService>(
             Ok(channel) => channel,
             Err(reason) => return SessionEnd::Lost(reason),
         },
-        _ = shared.shutdown.cancelled() => return SessionEnd::Stopped,
+        _ = stop.cancelled() => return SessionEnd::Stopped,
     };
     let (out, out_rx) = mpsc::unbounded_channel::<BridgeFrame>();
     let hello = pb::Hello {
@@ -209,7 +212,7 @@ async fn run_session<T: BridgedService>(
     let codec = FrameCodec::<BridgeFrame, RouterFrame>::default();
     let response = tokio::select! {
         response = grpc.streaming(request, path, codec) => response,
-        _ = shared.shutdown.cancelled() => return SessionEnd::Stopped,
+        _ = stop.cancelled() => return SessionEnd::Stopped,
     };
     let mut frames = match response {
         Ok(response) => response.into_inner(),
@@ -291,7 +294,7 @@ async fn run_session<T: BridgedService>(
                 warn!(active = calls.active(), "drain timed out; dropping the calls in flight");
                 break SessionEnd::Stopped;
             }
-            _ = shared.shutdown.cancelled(), if drain_deadline.is_none() => {
+            _ = stop.cancelled(), if drain_deadline.is_none() => {
                 if shared.abort.is_cancelled() {
                     break SessionEnd::Stopped;
                 }
@@ -362,4 +365,81 @@ fn to_call(context: &CallContext, call_id: u64, inbound: Inbound) {
     if let Some(entry) = context.calls.lock().get(&call_id) {
         let _ = entry.inbound.send(inbound);
     }
+}
+
+/// Registers with every address `endpoint`'s host resolves to, re-resolving
+/// every `interval`: a new address gets a registration, a vanished one is
+/// drained and closed. For a router fleet behind one DNS name (for example a
+/// Kubernetes headless service).
+pub(crate) async fn run_resolved<T: BridgedService>(
+    shared: Arc<Shared>,
+    service: T,
+    endpoint: String,
+    interval: Duration,
+) {
+    let Some((scheme, host, port)) = split_endpoint(&endpoint) else {
+        warn!(%endpoint, "cannot resolve endpoint: expected scheme://host:port");
+        shared
+            .state
+            .send_modify(|s| s.last_error = Some(format!("bad endpoint `{endpoint}`")));
+        return;
+    };
+    let mut sessions: HashMap<SocketAddr, (CancellationToken, tokio::task::JoinHandle<()>)> =
+        HashMap::new();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shared.shutdown.cancelled() => break,
+        }
+        let addrs = match shared.options.resolver.0.resolve(&host, port).await {
+            Ok(addrs) => addrs,
+            Err(e) => {
+                // Keep the registrations we have: a DNS hiccup is no reason to
+                // leave routers that still work.
+                warn!(%host, error = %e, "router name did not resolve; keeping current routers");
+                continue;
+            }
+        };
+        let wanted: std::collections::HashSet<SocketAddr> = addrs.into_iter().collect();
+        sessions.retain(|addr, (stop, _)| {
+            let keep = wanted.contains(addr);
+            if !keep {
+                info!(%addr, "router address gone from DNS; draining its registration");
+                stop.cancel();
+            }
+            keep
+        });
+        for addr in wanted {
+            sessions.entry(addr).or_insert_with(|| {
+                let stop = shared.shutdown.child_token();
+                let task = tokio::spawn(run_endpoint(
+                    shared.clone(),
+                    service.clone(),
+                    format!("{scheme}://{addr}"),
+                    stop.clone(),
+                ));
+                (stop, task)
+            });
+        }
+    }
+    for (_, (_, task)) in sessions {
+        let _ = task.await;
+    }
+}
+
+/// Splits `http://host:port` into its scheme, host and port.
+fn split_endpoint(endpoint: &str) -> Option<(String, String, u16)> {
+    let uri: http::Uri = endpoint.parse().ok()?;
+    let scheme = uri.scheme_str().unwrap_or("http").to_owned();
+    let host = uri
+        .host()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    Some((scheme, host, port))
 }
