@@ -96,10 +96,12 @@ where
     }
 }
 
-/// Frames are small and many are written together: start small and batch up to
-/// 64 KiB before yielding to the transport.
+/// A register stream lives as long as its instance and most are idle: start
+/// with a small buffer (tonic allocates it up front for every stream and grows
+/// it on demand), and batch up to 64 KiB of ready frames before yielding to
+/// the transport.
 fn frame_buffer_settings() -> BufferSettings {
-    BufferSettings::new(8 * 1024, 64 * 1024)
+    BufferSettings::new(512, 64 * 1024)
 }
 
 impl<E: EncodeFrame> Encoder for FrameCoder<E> {

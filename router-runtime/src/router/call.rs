@@ -142,11 +142,7 @@ fn start_call(
 ) -> Result<(Arc<Instance>, ReplyStream), Status> {
     let mut attempt = 0;
     let (instance, opened) = loop {
-        let snapshot = core.registry.snapshot();
-        let instance = core
-            .balancer
-            .pick(&snapshot, selection)
-            .map_err(|e| pick_status(core, e))?;
+        let instance = pick(core, selection).map_err(|e| pick_status(core, e))?;
         if instance.begin_start() {
             let opened = instance.open_call();
             let start = pb::CallStart {
@@ -233,6 +229,38 @@ fn start_call(
         done: false,
     };
     Ok((instance, reply))
+}
+
+/// Picks an instance for `selection`, narrowing by pin or labels through the
+/// snapshot's indexes first.
+fn pick(core: &RouterCore, selection: &Selection<'_>) -> Result<Arc<Instance>, PickError> {
+    let snapshot = core.registry.snapshot();
+    if snapshot.is_empty() {
+        return Err(PickError::NoInstances);
+    }
+    if let Some(id) = selection.pinned {
+        let instance = snapshot
+            .by_id(id)
+            .filter(|i| Some(i.registration) != selection.exclude)
+            .ok_or_else(|| PickError::PinnedNotFound(id.to_owned()))?;
+        return if instance.is_available() {
+            Ok(instance.clone())
+        } else {
+            Err(PickError::NoneAvailable)
+        };
+    }
+    if selection.labels.is_empty() {
+        return core.balancer.pick(&snapshot, selection);
+    }
+    let candidates = snapshot.with_labels(&selection.labels);
+    if candidates.is_empty() {
+        return Err(PickError::NoLabelMatch);
+    }
+    let narrowed = Selection {
+        labels: Vec::new(),
+        ..selection.clone()
+    };
+    core.balancer.pick(&candidates, &narrowed)
 }
 
 fn parse_selector(text: &str) -> Vec<(&str, &str)> {

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -316,11 +316,88 @@ impl Instance {
     }
 }
 
+/// An immutable view of the live instances, with indexes by id and by label
+/// built on first use (once per change of the registry), so pinned and
+/// label-selected picks stay cheap with thousands of instances.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    instances: Vec<Arc<Instance>>,
+    index: OnceLock<Index>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    by_id: HashMap<String, usize>,
+    by_label: HashMap<String, HashMap<String, Vec<usize>>>,
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = [Arc<Instance>];
+
+    fn deref(&self) -> &[Arc<Instance>] {
+        &self.instances
+    }
+}
+
+impl Snapshot {
+    fn new(instances: Vec<Arc<Instance>>) -> Self {
+        Snapshot {
+            instances,
+            index: OnceLock::new(),
+        }
+    }
+
+    fn index(&self) -> &Index {
+        self.index.get_or_init(|| {
+            let mut index = Index::default();
+            for (i, instance) in self.instances.iter().enumerate() {
+                index.by_id.insert(instance.id().to_owned(), i);
+                for (k, v) in &instance.info().labels {
+                    index
+                        .by_label
+                        .entry(k.clone())
+                        .or_default()
+                        .entry(v.clone())
+                        .or_default()
+                        .push(i);
+                }
+            }
+            index
+        })
+    }
+
+    /// The instance registered as `id`.
+    pub fn by_id(&self, id: &str) -> Option<&Arc<Instance>> {
+        self.index().by_id.get(id).map(|&i| &self.instances[i])
+    }
+
+    /// The instances carrying every label pair of `labels`.
+    pub fn with_labels(&self, labels: &[(&str, &str)]) -> Vec<Arc<Instance>> {
+        let index = self.index();
+        let mut lists = Vec::with_capacity(labels.len());
+        for (k, v) in labels {
+            match index.by_label.get(*k).and_then(|values| values.get(*v)) {
+                Some(list) => lists.push(list),
+                None => return Vec::new(),
+            }
+        }
+        lists.sort_by_key(|l| l.len());
+        let Some((smallest, rest)) = lists.split_first() else {
+            return self.instances.clone();
+        };
+        smallest
+            .iter()
+            .filter(|i| rest.iter().all(|l| l.binary_search(i).is_ok()))
+            .map(|&i| self.instances[i].clone())
+            .collect()
+    }
+}
+
 /// The live instances of one service.
 #[derive(Debug)]
 pub struct Registry {
     service: &'static str,
-    instances: ArcSwap<Vec<Arc<Instance>>>,
+    instances: ArcSwap<Snapshot>,
     write: Mutex<()>,
     changed: watch::Sender<usize>,
     next_registration: AtomicU64,
@@ -331,7 +408,7 @@ impl Registry {
     pub fn new(service: &'static str) -> Self {
         Registry {
             service,
-            instances: ArcSwap::from_pointee(Vec::new()),
+            instances: ArcSwap::from_pointee(Snapshot::default()),
             write: Mutex::new(()),
             changed: watch::Sender::new(0),
             next_registration: AtomicU64::new(1),
@@ -344,7 +421,7 @@ impl Registry {
     }
 
     /// A snapshot of the live instances.
-    pub fn snapshot(&self) -> Arc<Vec<Arc<Instance>>> {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
         self.instances.load_full()
     }
 
@@ -388,7 +465,7 @@ impl Registry {
         }
         next.push(instance);
         let len = next.len();
-        self.instances.store(Arc::new(next));
+        self.instances.store(Arc::new(Snapshot::new(next)));
         self.changed.send_replace(len);
         replaced
     }
@@ -406,7 +483,7 @@ impl Registry {
             .cloned()
             .collect();
         let len = next.len();
-        self.instances.store(Arc::new(next));
+        self.instances.store(Arc::new(Snapshot::new(next)));
         self.changed.send_replace(len);
     }
 }
