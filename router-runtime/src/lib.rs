@@ -21,5 +21,6 @@ pub mod descriptor;
 pub mod flow;
 pub mod metadata;
 pub mod pb;
+pub mod queue;
 pub mod router;
 pub mod wire;

@@ -6,11 +6,11 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body::Frame;
-use tokio::sync::mpsc;
 use tonic::Status;
 
 use crate::flow::CreditReturn;
 use crate::pb;
+use crate::queue::{QueueReceiver, QueueSender};
 use crate::wire::BridgeFrame;
 
 /// What the session reader hands to one call's request body.
@@ -28,8 +28,8 @@ pub(crate) enum Inbound {
 /// router as the user's server consumes messages.
 pub(crate) struct RequestBody {
     pub(crate) call_id: u64,
-    pub(crate) rx: mpsc::UnboundedReceiver<Inbound>,
-    pub(crate) out: mpsc::UnboundedSender<BridgeFrame>,
+    pub(crate) rx: QueueReceiver<Inbound>,
+    pub(crate) out: QueueSender<BridgeFrame>,
     pub(crate) credit: CreditReturn,
     pub(crate) assembling: BytesMut,
     pub(crate) max_message: usize,

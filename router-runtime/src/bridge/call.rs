@@ -6,7 +6,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method, Request, Version};
 use http_body_util::BodyExt;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 use tower::ServiceExt;
@@ -17,11 +16,12 @@ use super::session::{CallEntry, Calls};
 use crate::flow::{CreditReturn, SendCredit};
 use crate::metadata;
 use crate::pb;
+use crate::queue::{QueueSender, queue};
 use crate::wire::{BridgeFrame, Payload};
 
 /// What every call of one registration shares.
 pub(crate) struct CallContext {
-    pub(crate) out: mpsc::UnboundedSender<BridgeFrame>,
+    pub(crate) out: QueueSender<BridgeFrame>,
     pub(crate) calls: Arc<Calls>,
     /// Credit the router grants per call for responses.
     pub(crate) reply_window: u32,
@@ -40,7 +40,7 @@ pub(crate) fn start<T: BridgedService>(
     start: pb::CallStart,
 ) {
     let call_id = start.call_id;
-    let (inbound, rx) = mpsc::unbounded_channel();
+    let (inbound, rx) = queue();
     let reply_credit = Arc::new(SendCredit::new(context.reply_window));
     let cancel = CancellationToken::new();
     context.calls.insert(

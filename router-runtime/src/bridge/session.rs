@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
-use tokio::sync::{Notify, mpsc, watch};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
@@ -19,6 +18,7 @@ use super::{BridgeOptions, BridgeState, BridgedService};
 use crate::codec::FrameCodec;
 use crate::flow::SendCredit;
 use crate::pb;
+use crate::queue::{QueueSender, queue};
 use crate::router::frame_limit;
 use crate::wire::{BridgeFrame, RouterFrame};
 
@@ -36,7 +36,7 @@ pub(crate) struct Shared {
 
 /// One call in flight, as the session reader sees it.
 pub(crate) struct CallEntry {
-    pub(crate) inbound: mpsc::UnboundedSender<Inbound>,
+    pub(crate) inbound: QueueSender<Inbound>,
     pub(crate) reply_credit: Arc<SendCredit>,
     pub(crate) cancel: CancellationToken,
 }
@@ -186,7 +186,7 @@ async fn run_session<T: BridgedService>(
         },
         _ = stop.cancelled() => return SessionEnd::Stopped,
     };
-    let (out, out_rx) = mpsc::unbounded_channel::<BridgeFrame>();
+    let (out, out_rx) = queue::<BridgeFrame>();
     let hello = pb::Hello {
         protocol_version: pb::ProtocolVersion::ProtocolVersion1 as i32,
         instance_id: options.instance_id.clone(),
@@ -208,7 +208,7 @@ async fn run_session<T: BridgedService>(
     if let Err(e) = grpc.ready().await {
         return SessionEnd::Lost(format!("router not ready: {e}"));
     }
-    let request = tonic::Request::new(UnboundedReceiverStream::new(out_rx));
+    let request = tonic::Request::new(out_rx);
     let codec = FrameCodec::<BridgeFrame, RouterFrame>::default();
     let response = tokio::select! {
         response = grpc.streaming(request, path, codec) => response,
@@ -322,7 +322,7 @@ async fn run_session<T: BridgedService>(
     end
 }
 
-fn send_heartbeat(out: &mpsc::UnboundedSender<BridgeFrame>, calls: &Calls, serving: bool) {
+fn send_heartbeat(out: &QueueSender<BridgeFrame>, calls: &Calls, serving: bool) {
     let status = if serving {
         pb::ServingStatus::Serving
     } else {

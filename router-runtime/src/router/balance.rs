@@ -272,7 +272,7 @@ mod tests {
         weight: u32,
         labels: &[(&str, &str)],
     ) -> Arc<Instance> {
-        let (out, _) = tokio::sync::mpsc::unbounded_channel();
+        let (out, _) = crate::queue::queue();
         Arc::new(Instance::new(
             registration,
             InstanceInfo {

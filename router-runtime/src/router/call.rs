@@ -9,7 +9,6 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use futures_util::future::BoxFuture;
 use http::HeaderMap;
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, Sleep};
 use tonic::metadata::MetadataMap;
@@ -22,6 +21,7 @@ use crate::descriptor::MethodDescriptor;
 use crate::flow::{CreditReturn, SendCredit};
 use crate::metadata;
 use crate::pb;
+use crate::queue::QueueReceiver;
 use crate::wire::{Payload, RouterFrame};
 
 /// The handler of one routed method.
@@ -432,7 +432,7 @@ enum First {
 
 /// The response messages of one call, handed to tonic for the client.
 pub(crate) struct ReplyStream {
-    events: mpsc::UnboundedReceiver<CallEvent>,
+    events: QueueReceiver<CallEvent>,
     buffered: Arc<AtomicUsize>,
     guard: CallGuard,
     deadline: Option<Pin<Box<Sleep>>>,

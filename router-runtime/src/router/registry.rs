@@ -11,12 +11,13 @@ use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::flow::SendCredit;
 use crate::pb;
+use crate::queue::{QueueReceiver, QueueSender, queue};
 use crate::wire::RouterFrame;
 
 /// What the register stream's writer sends: a frame, or the end of the stream.
@@ -46,7 +47,7 @@ pub(crate) enum CallEvent {
 /// The router's side of one call in flight on a registration.
 #[derive(Debug)]
 pub(crate) struct CallSlot {
-    pub(crate) events: mpsc::UnboundedSender<CallEvent>,
+    pub(crate) events: QueueSender<CallEvent>,
     pub(crate) request_credit: Arc<SendCredit>,
     /// Response bytes received from the bridge and not yet taken by the
     /// client's side: bounded by the credit window plus one frame.
@@ -56,7 +57,7 @@ pub(crate) struct CallSlot {
 /// A call just registered on an instance.
 pub(crate) struct OpenedCall {
     pub(crate) call_id: u64,
-    pub(crate) events: mpsc::UnboundedReceiver<CallEvent>,
+    pub(crate) events: QueueReceiver<CallEvent>,
     pub(crate) request_credit: Arc<SendCredit>,
     pub(crate) buffered: Arc<AtomicUsize>,
 }
@@ -92,7 +93,7 @@ pub struct Instance {
     pub(crate) closed: CancellationToken,
     last_seen: AtomicU64,
     epoch: Instant,
-    pub(crate) out: mpsc::UnboundedSender<Outbound>,
+    pub(crate) out: QueueSender<Outbound>,
     calls: Mutex<HashMap<u64, CallSlot>>,
     next_call_id: AtomicU64,
     /// Credit the bridge grants for each call's requests.
@@ -108,7 +109,7 @@ impl Instance {
     pub(crate) fn new(
         registration: u64,
         info: InstanceInfo,
-        out: mpsc::UnboundedSender<Outbound>,
+        out: QueueSender<Outbound>,
         request_window: u32,
         max_frame: usize,
         response_limit: usize,
@@ -261,7 +262,7 @@ impl Instance {
     /// credit.
     pub(crate) fn open_call(&self) -> OpenedCall {
         let call_id = self.next_call_id.fetch_add(1, Ordering::Relaxed);
-        let (events, rx) = mpsc::unbounded_channel();
+        let (events, rx) = queue();
         let request_credit = Arc::new(SendCredit::new(self.request_window));
         let buffered = Arc::new(AtomicUsize::new(0));
         self.calls().insert(

@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use futures_util::future::BoxFuture;
-use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info};
 
 use super::RouterCore;
 use super::registry::{CallEvent, Instance, InstanceInfo, Outbound};
 use crate::pb;
+use crate::queue::{QueueReceiver, queue};
 use crate::wire::{BridgeFrame, RouterFrame};
 
 /// The protocol versions this router speaks.
@@ -31,7 +31,7 @@ pub(crate) struct Register {
 
 /// The router's frames to one bridge, ending when the registration closes.
 pub(crate) struct OutboundStream {
-    rx: mpsc::UnboundedReceiver<Outbound>,
+    rx: QueueReceiver<Outbound>,
     done: bool,
 }
 
@@ -101,7 +101,7 @@ async fn accept(
         ));
     }
 
-    let (out, rx) = mpsc::unbounded_channel();
+    let (out, rx) = queue();
     let info = InstanceInfo {
         id: hello.instance_id.clone(),
         labels: hello.labels.into_iter().collect(),

@@ -1,0 +1,213 @@
+//! An unbounded multi-producer, single-consumer queue whose memory follows its
+//! use.
+//!
+//! The runtime keeps one queue per register stream and one per call. tokio's
+//! unbounded channel allocates a block of 32 slots up front, which costs a few
+//! KiB for every idle registration and every short call. This queue starts
+//! empty, grows with the items in flight (which flow control bounds) and
+//! shrinks back when it drains.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+struct State<T> {
+    items: VecDeque<T>,
+    waker: Option<Waker>,
+    receiver_alive: bool,
+}
+
+struct Shared<T> {
+    state: Mutex<State<T>>,
+    senders: AtomicUsize,
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // Every critical section is a push, a pop or a flag: a panic cannot
+        // leave the state half-updated.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Creates a queue.
+pub fn queue<T>() -> (QueueSender<T>, QueueReceiver<T>) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            items: VecDeque::new(),
+            waker: None,
+            receiver_alive: true,
+        }),
+        senders: AtomicUsize::new(1),
+    });
+    (
+        QueueSender {
+            shared: shared.clone(),
+        },
+        QueueReceiver { shared },
+    )
+}
+
+/// The sending side; cheap to clone.
+pub struct QueueSender<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> std::fmt::Debug for QueueSender<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueueSender")
+    }
+}
+
+impl<T> QueueSender<T> {
+    /// Queues `item`; gives it back when the receiver is gone.
+    pub fn send(&self, item: T) -> Result<(), T> {
+        let waker = {
+            let mut state = self.shared.lock();
+            if !state.receiver_alive {
+                return Err(item);
+            }
+            state.items.push_back(item);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+}
+
+impl<T> Clone for QueueSender<T> {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        QueueSender {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T> Drop for QueueSender<T> {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let waker = self.shared.lock().waker.take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// The receiving side.
+pub struct QueueReceiver<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> std::fmt::Debug for QueueReceiver<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueueReceiver")
+    }
+}
+
+impl<T> QueueReceiver<T> {
+    /// The next item; `None` once every sender is gone and the queue is empty.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut state = self.shared.lock();
+        if let Some(item) = state.items.pop_front() {
+            if state.items.is_empty() && state.items.capacity() > 32 {
+                state.items.shrink_to(8);
+            }
+            return Poll::Ready(Some(item));
+        }
+        if self.shared.senders.load(Ordering::Acquire) == 0 {
+            return Poll::Ready(None);
+        }
+        match &mut state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Waits for the next item.
+    pub async fn recv(&mut self) -> Option<T> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+}
+
+impl<T> futures_util::Stream for QueueReceiver<T> {
+    type Item = T;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+impl<T> Drop for QueueReceiver<T> {
+    fn drop(&mut self) {
+        let items = {
+            let mut state = self.shared.lock();
+            state.receiver_alive = false;
+            state.waker = None;
+            std::mem::take(&mut state.items)
+        };
+        drop(items);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn items_arrive_in_order_and_the_end_is_seen() {
+        let (tx, mut rx) = queue();
+        let tx2 = tx.clone();
+        tx.send(1).expect("open");
+        tx2.send(2).expect("open");
+        assert_eq!(rx.recv().await, Some(1));
+        assert_eq!(rx.recv().await, Some(2));
+        drop(tx);
+        let waiter = tokio::spawn(async move { rx.recv().await });
+        drop(tx2);
+        let end = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .expect("joined");
+        assert_eq!(end, None);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_is_woken_by_send() {
+        let (tx, mut rx) = queue();
+        let waiter = tokio::spawn(async move { rx.recv().await });
+        tokio::task::yield_now().await;
+        tx.send("x").expect("open");
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .expect("joined");
+        assert_eq!(got, Some("x"));
+    }
+
+    #[test]
+    fn sending_to_a_dropped_receiver_gives_the_item_back() {
+        let (tx, rx) = queue();
+        drop(rx);
+        assert_eq!(tx.send(5), Err(5));
+    }
+
+    #[test]
+    fn capacity_shrinks_after_a_burst() {
+        let (tx, mut rx) = queue();
+        for i in 0..1000 {
+            tx.send(i).expect("open");
+        }
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        while let Poll::Ready(Some(_)) = rx.poll_recv(&mut cx) {}
+        assert!(rx.shared.lock().items.capacity() <= 32);
+    }
+}
