@@ -12,7 +12,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .include("proto")
         .compile(&["proto/myservice/v1/myservice.proto"])?;
 
-    let descriptors = protox::compile(["myservice/v1/myservice.proto"], ["proto", "../../proto"])?;
+    // One descriptor set for reflection: the Greeter and the router's admin
+    // service, with every import (a file registered twice would clash).
+    let descriptors = protox::compile(
+        ["myservice/v1/myservice.proto", "router/v1/admin.proto"],
+        ["proto", "../../proto"],
+    )?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(
         out_dir.join("myservice_descriptor.bin"),

@@ -135,7 +135,6 @@ fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(router_runtime::pb::FILE_DESCRIPTOR_SET)
 }
 
 /// Serves `router` on `listener` until `shutdown` completes: the Greeter's own

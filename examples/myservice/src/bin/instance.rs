@@ -27,6 +27,10 @@ struct Args {
     /// Weight for the weighted strategy.
     #[arg(long, default_value_t = 1)]
     weight: u32,
+    /// Re-resolve each router's host name this often (seconds) and register
+    /// with every address it resolves to (a router fleet behind one DNS name).
+    #[arg(long)]
+    resolve_every_secs: Option<u64>,
 }
 
 fn parse_label(label: &str) -> Result<(String, String), String> {
@@ -52,7 +56,10 @@ async fn main() -> ExitCode {
     for (key, value) in args.labels {
         options = options.label(key, value);
     }
-    let options = options.weight(args.weight);
+    let mut options = options.weight(args.weight);
+    if let Some(secs) = args.resolve_every_secs {
+        options = options.resolve_every(std::time::Duration::from_secs(secs.max(1)));
+    }
     let id = options.instance_id.clone();
 
     let handle = demo::start_instance(options);

@@ -29,6 +29,16 @@ struct Args {
     /// Largest request or response message, in bytes [default: 4194304].
     #[arg(long)]
     max_message_size: Option<usize>,
+    /// Metadata header whose value is the routing key for consistent-hash
+    /// when a method has no `route_key` field (for example x-tenant).
+    #[arg(long)]
+    route_key_header: Option<String>,
+    /// How often to ping each instance, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    heartbeat_interval_ms: u64,
+    /// After how many milliseconds of silence an instance is dropped.
+    #[arg(long, default_value_t = 30_000)]
+    heartbeat_timeout_ms: u64,
 }
 
 #[tokio::main]
@@ -46,6 +56,9 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), Error> {
     let mut config = RouterConfig {
         strategy: args.strategy,
+        route_key_header: args.route_key_header,
+        heartbeat_interval: std::time::Duration::from_millis(args.heartbeat_interval_ms),
+        heartbeat_timeout: std::time::Duration::from_millis(args.heartbeat_timeout_ms),
         ..RouterConfig::default()
     };
     if let Some(limit) = args.max_message_size {
