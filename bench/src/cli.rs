@@ -1,0 +1,338 @@
+//! Command-line flags, and the settings they resolve to (with `--quick`
+//! defaults applied).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Measures grpc-router's routed path side by side with a direct tonic server,
+/// in one process, with real tonic clients.
+#[derive(Debug, Parser)]
+#[command(name = "router-bench", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// Internal subcommands (the registrations scenario re-executes the binary).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Scenarios to run, comma separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    pub scenario: Vec<Scenario>,
+
+    /// Time measured per target and round, for example `3s` or `500ms`
+    /// [default: 3s; 250ms with --quick].
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Rounds per measurement; the first is a warm-up and is discarded
+    /// [default: 5; 2 with --quick].
+    #[arg(long)]
+    pub rounds: Option<u32>,
+
+    /// Tiny durations, 2 rounds and few instances: a smoke run of every
+    /// scenario in well under 30 seconds (CI). Explicit flags still win.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Output format of the result tables.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+
+    /// Client connections (tonic channels) per target; workers share them
+    /// round robin.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+
+    /// Concurrent callers of the unary scenario, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub concurrency: Vec<usize>,
+
+    /// Bytes of payload in each unary request (echoed in the reply).
+    #[arg(long, default_value_t = 100)]
+    pub payload_size: usize,
+
+    /// Concurrent server-streaming calls of the stream scenario, comma
+    /// separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    pub stream_concurrency: Vec<usize>,
+
+    /// Messages per server-streaming call [default: 256; 32 with --quick].
+    #[arg(long)]
+    pub stream_count: Option<u32>,
+
+    /// Payload bytes of each streamed message.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub stream_message_size: u32,
+
+    /// Concurrent bidi streams of the ping-pong scenario (one message in
+    /// flight on each), comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub pingpong_concurrency: Vec<usize>,
+
+    /// Idle instances the registrations scenario registers
+    /// [default: 10000; 1000 with --quick].
+    #[arg(long)]
+    pub instances: Option<usize>,
+
+    /// HTTP/2 connections that carry the idle registrations of the
+    /// registrations scenario (each registration is one stream).
+    #[arg(long, default_value_t = 16)]
+    pub register_connections: usize,
+
+    /// Concurrent unary callers while the registrations scenario measures
+    /// latency.
+    #[arg(long, default_value_t = 16)]
+    pub registrations_concurrency: usize,
+
+    /// An extra address to run the unary scenario against with the same
+    /// clients, as `NAME=HOST:PORT` (for example an nginx `grpc_pass` in front
+    /// of the direct server). Repeatable.
+    #[arg(long, value_parser = parse_extra_target)]
+    pub extra_target: Vec<ExtraTarget>,
+
+    /// Address the direct server listens on (so a proxy can be pointed at it).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub direct_listen: SocketAddr,
+
+    /// Run only these targets (`direct`, `routed` or an extra target's name),
+    /// comma separated; for profiling one path.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+
+    /// Tokio worker threads [default: the number of CPUs].
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// Internal subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serves a Greeter router, prints its bound address on stdout and exits
+    /// when stdin closes (used by the registrations scenario, so the router's
+    /// memory is measured in a process of its own).
+    #[command(hide = true)]
+    ServeRouter {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+}
+
+/// A benchmark scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Every scenario below.
+    All,
+    /// SayHello with a small payload at several concurrencies.
+    Unary,
+    /// StreamGreetings of large messages.
+    Stream,
+    /// Chat with one message in flight per stream.
+    Pingpong,
+    /// Latency and router memory with many registered instances.
+    Registrations,
+}
+
+/// How result tables are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned plain text.
+    Table,
+    /// Markdown tables, ready to paste into the README.
+    Markdown,
+}
+
+/// An extra unary target: a name and an address.
+#[derive(Debug, Clone)]
+pub struct ExtraTarget {
+    /// The column name.
+    pub name: String,
+    /// Where to connect.
+    pub addr: SocketAddr,
+}
+
+fn parse_extra_target(text: &str) -> Result<ExtraTarget, String> {
+    let (name, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=HOST:PORT, got {text:?}"))?;
+    let name = name.trim();
+    if name.is_empty() || name == "direct" || name == "routed" {
+        return Err(format!(
+            "extra target name must be non-empty and not `direct` or `routed`, got {name:?}"
+        ));
+    }
+    let addr = addr
+        .trim()
+        .parse()
+        .map_err(|e| format!("bad address {addr:?}: {e}"))?;
+    Ok(ExtraTarget {
+        name: name.to_owned(),
+        addr,
+    })
+}
+
+/// Parses `3s`, `500ms`, `2m` or a plain number of seconds (`1.5`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix("us") {
+        (n, 1e-6)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad duration {text:?} (try 3s or 500ms)"))?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err(format!("duration must be positive, got {text:?}"));
+    }
+    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("bad duration {text:?}: {e}"))
+}
+
+/// The flags with defaults resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Scenarios to run, in order, without duplicates.
+    pub scenarios: Vec<Scenario>,
+    /// Measured time per target and round.
+    pub duration: Duration,
+    /// Rounds, the first being a warm-up.
+    pub rounds: u32,
+    /// Whether `--quick` was given.
+    pub quick: bool,
+    /// Output format.
+    pub format: Format,
+    /// Client connections per target.
+    pub connections: usize,
+    /// Unary concurrencies.
+    pub concurrency: Vec<usize>,
+    /// Unary payload size.
+    pub payload_size: usize,
+    /// Stream concurrencies.
+    pub stream_concurrency: Vec<usize>,
+    /// Messages per streaming call.
+    pub stream_count: u32,
+    /// Bytes per streamed message.
+    pub stream_message_size: u32,
+    /// Ping-pong concurrencies.
+    pub pingpong_concurrency: Vec<usize>,
+    /// Idle registrations.
+    pub instances: usize,
+    /// Connections carrying the idle registrations.
+    pub register_connections: usize,
+    /// Unary callers in the registrations scenario.
+    pub registrations_concurrency: usize,
+    /// Extra unary targets.
+    pub extra_targets: Vec<ExtraTarget>,
+    /// Direct server address.
+    pub direct_listen: SocketAddr,
+    /// Targets to run; empty runs all.
+    pub only: Vec<String>,
+}
+
+impl Settings {
+    /// Resolves `cli` (everything but the subcommand and thread count).
+    pub fn from_cli(cli: &Cli) -> Result<Settings, String> {
+        let quick = cli.quick;
+        let mut scenarios = Vec::new();
+        for scenario in &cli.scenario {
+            let expanded: &[Scenario] = match scenario {
+                Scenario::All => &[
+                    Scenario::Unary,
+                    Scenario::Stream,
+                    Scenario::Pingpong,
+                    Scenario::Registrations,
+                ],
+                other => std::slice::from_ref(other),
+            };
+            for s in expanded {
+                if !scenarios.contains(s) {
+                    scenarios.push(*s);
+                }
+            }
+        }
+        let rounds = cli.rounds.unwrap_or(if quick { 2 } else { 5 });
+        if rounds < 2 {
+            return Err("--rounds must be at least 2 (the first round is a warm-up)".into());
+        }
+        let positive = |name: &str, values: &[usize]| {
+            if values.is_empty() || values.contains(&0) {
+                Err(format!("--{name} needs positive values"))
+            } else {
+                Ok(values.to_vec())
+            }
+        };
+        if cli.connections == 0 || cli.register_connections == 0 {
+            return Err("--connections and --register-connections must be positive".into());
+        }
+        if cli.registrations_concurrency == 0 {
+            return Err("--registrations-concurrency must be positive".into());
+        }
+        Ok(Settings {
+            scenarios,
+            duration: cli.duration.unwrap_or(if quick {
+                Duration::from_millis(250)
+            } else {
+                Duration::from_secs(3)
+            }),
+            rounds,
+            quick,
+            format: cli.format,
+            connections: cli.connections,
+            concurrency: positive("concurrency", &cli.concurrency)?,
+            payload_size: cli.payload_size,
+            stream_concurrency: positive("stream-concurrency", &cli.stream_concurrency)?,
+            stream_count: cli.stream_count.unwrap_or(if quick { 32 } else { 256 }),
+            stream_message_size: cli.stream_message_size,
+            pingpong_concurrency: positive("pingpong-concurrency", &cli.pingpong_concurrency)?,
+            instances: cli.instances.unwrap_or(if quick { 1000 } else { 10_000 }),
+            register_connections: cli.register_connections,
+            registrations_concurrency: cli.registrations_concurrency,
+            extra_targets: cli.extra_target.clone(),
+            direct_listen: cli.direct_listen,
+            only: cli.only.clone(),
+        })
+    }
+
+    /// Whether the target named `name` runs.
+    pub fn runs_target(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn extra_targets_parse() {
+        let t = parse_extra_target("nginx=127.0.0.1:8080");
+        assert!(matches!(t, Ok(ExtraTarget { ref name, .. }) if name == "nginx"));
+        assert!(parse_extra_target("routed=127.0.0.1:1").is_err());
+        assert!(parse_extra_target("127.0.0.1:1").is_err());
+    }
+
+    #[test]
+    fn quick_defaults() {
+        let cli = Cli::parse_from(["router-bench", "--quick"]);
+        let s = Settings::from_cli(&cli).expect("settings");
+        assert_eq!(s.rounds, 2);
+        assert_eq!(s.instances, 1000);
+        assert_eq!(s.scenarios.len(), 4);
+    }
+}

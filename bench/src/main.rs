@@ -1,0 +1,216 @@
+//! `router-bench`: measures grpc-router's routed path side by side with a
+//! direct tonic server, in one process, with real tonic clients.
+//!
+//! - a direct tonic server (`GreeterServer<GreeterImpl>`) on 127.0.0.1:0;
+//! - a router on 127.0.0.1:0 with one bridge instance running the same
+//!   `GreeterImpl`;
+//! - scenarios `unary`, `stream` and `pingpong` alternate direct and routed in
+//!   interleaved rounds (first round discarded), so machine noise hits both;
+//! - scenario `registrations` runs the router in a child process (this binary's
+//!   hidden `serve-router` subcommand) and reports its memory per registration
+//!   and the latency with many registered instances.
+//!
+//! Run `router-bench --help` for the flags; `--quick` is a smoke run.
+
+mod cli;
+mod load;
+mod machine;
+mod registrations;
+mod report;
+mod scenarios;
+mod servers;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, Scenario, Settings};
+use crate::load::Workload;
+use crate::machine::Machine;
+use crate::scenarios::{Row, Timing, Unit, interleaved};
+use crate::servers::Target;
+
+/// Errors of the benchmark: reported and turned into a failing exit code.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let threads = cli
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(1);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("router-bench: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match &cli.command {
+        Some(Command::ServeRouter { listen }) => {
+            runtime.block_on(servers::serve_router_child(*listen))
+        }
+        None => match Settings::from_cli(&cli) {
+            Ok(settings) => runtime.block_on(run(settings, threads)),
+            Err(e) => Err(e.into()),
+        },
+    };
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("router-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings, threads: usize) -> Result<(), BoxError> {
+    let format = settings.format;
+    let machine = Machine::detect();
+    print!("{}", report::machine(format, &machine, &settings, threads));
+
+    let side_by_side = settings
+        .scenarios
+        .iter()
+        .any(|s| matches!(s, Scenario::Unary | Scenario::Stream | Scenario::Pingpong));
+    if side_by_side {
+        let rows = run_side_by_side(&settings).await?;
+        print!("{}", report::heading(format, "Routed vs direct"));
+        let extras: Vec<String> = settings
+            .extra_targets
+            .iter()
+            .filter(|e| settings.runs_target(&e.name))
+            .map(|e| e.name.clone())
+            .collect();
+        print!("{}", report::summary(format, &rows, &extras));
+        print!(
+            "{}",
+            report::heading(format, "Details (all measured rounds together)")
+        );
+        print!("{}", report::details(format, &rows));
+    }
+    if settings.scenarios.contains(&Scenario::Registrations) {
+        eprint!("registrations ({} idle instances) ", settings.instances);
+        let measured = registrations::run(&settings).await?;
+        eprintln!();
+        print!(
+            "{}",
+            report::heading(
+                format,
+                &format!(
+                    "Many registrations (router in a child process, calls select `kind=real`, {}-byte unary payload)",
+                    settings.payload_size
+                )
+            )
+        );
+        print!("{}", report::registrations(format, &measured));
+    }
+    let bullet = if format == cli::Format::Markdown {
+        "\n- "
+    } else {
+        "\n"
+    };
+    if let Some(load) = machine::load_average() {
+        println!("{bullet}1-minute load average at end: {load:.2}");
+    }
+    Ok(())
+}
+
+/// Runs the unary, stream and ping-pong scenarios that were asked for.
+async fn run_side_by_side(settings: &Settings) -> Result<Vec<Row>, BoxError> {
+    let direct_addr = servers::start_direct(settings.direct_listen).await?;
+    let routed_server = servers::start_routed().await?;
+    let mut all: Vec<Target> = vec![
+        Target::connect("direct", direct_addr, settings.connections).await?,
+        Target::connect("routed", routed_server.addr, settings.connections).await?,
+    ];
+    for extra in &settings.extra_targets {
+        all.push(Target::connect(extra.name.clone(), extra.addr, settings.connections).await?);
+    }
+    let pick = |include_extras: bool| -> Vec<&Target> {
+        all.iter()
+            .filter(|t| include_extras || t.name == "direct" || t.name == "routed")
+            .filter(|t| settings.runs_target(&t.name))
+            .collect()
+    };
+    let timing = Timing {
+        rounds: settings.rounds,
+        duration: settings.duration,
+    };
+    let mut rows = Vec::new();
+    for scenario in &settings.scenarios {
+        match scenario {
+            Scenario::Unary => {
+                let workload = Workload::Unary {
+                    payload: vec![0x5a; settings.payload_size],
+                };
+                for &c in &settings.concurrency {
+                    eprint!("unary c={c} ");
+                    let row = interleaved(
+                        "unary",
+                        Unit::Calls,
+                        &pick(true),
+                        &workload,
+                        c,
+                        timing,
+                        None,
+                    )
+                    .await?;
+                    eprintln!();
+                    rows.push(row);
+                }
+            }
+            Scenario::Stream => {
+                let workload = Workload::Stream {
+                    count: settings.stream_count,
+                    size: settings.stream_message_size,
+                };
+                let name = format!(
+                    "stream {}x{} KiB",
+                    settings.stream_count,
+                    settings.stream_message_size / 1024
+                );
+                for &c in &settings.stream_concurrency {
+                    eprint!("stream c={c} ");
+                    let row =
+                        interleaved(&name, Unit::MiB, &pick(false), &workload, c, timing, None)
+                            .await?;
+                    eprintln!();
+                    rows.push(row);
+                }
+            }
+            Scenario::Pingpong => {
+                for &c in &settings.pingpong_concurrency {
+                    eprint!("pingpong c={c} ");
+                    let row = interleaved(
+                        "pingpong",
+                        Unit::RoundTrips,
+                        &pick(false),
+                        &Workload::PingPong,
+                        c,
+                        timing,
+                        None,
+                    )
+                    .await?;
+                    eprintln!();
+                    rows.push(row);
+                }
+            }
+            Scenario::Registrations | Scenario::All => {}
+        }
+    }
+    let stats = routed_server.router.stats();
+    eprintln!(
+        "router: {} calls started, {} retried",
+        stats.calls_started(),
+        stats.calls_retried()
+    );
+    routed_server.bridge.abort().await;
+    Ok(rows)
+}

@@ -1,0 +1,341 @@
+//! The result tables, as aligned text or Markdown.
+
+use std::fmt::Write;
+
+use crate::cli::{Format, Settings};
+use crate::machine::Machine;
+use crate::registrations::Registrations;
+use crate::scenarios::{Measured, Row, Unit};
+
+/// A table of text cells.
+#[derive(Debug, Default)]
+pub struct Table {
+    headers: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column headers.
+    pub fn new<S: Into<String>>(headers: impl IntoIterator<Item = S>) -> Table {
+        Table {
+            headers: headers.into_iter().map(Into::into).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row (missing cells are blank).
+    pub fn push(&mut self, row: Vec<String>) {
+        self.rows.push(row);
+    }
+
+    /// Renders the table; the first column is left aligned, the others right
+    /// aligned.
+    pub fn render(&self, format: Format) -> String {
+        let columns = self.headers.len();
+        let cell = |row: &[String], c: usize| row.get(c).cloned().unwrap_or_default();
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (c, width) in widths.iter_mut().enumerate() {
+                *width = (*width).max(cell(row, c).chars().count());
+            }
+        }
+        let pad = |text: &str, c: usize| {
+            let fill = widths[c].saturating_sub(text.chars().count());
+            if c == 0 {
+                format!("{text}{}", " ".repeat(fill))
+            } else {
+                format!("{}{text}", " ".repeat(fill))
+            }
+        };
+        let mut out = String::new();
+        match format {
+            Format::Markdown => {
+                let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
+                out.push_str(&line(
+                    (0..columns).map(|c| pad(&self.headers[c], c)).collect(),
+                ));
+                out.push_str(&line(
+                    (0..columns)
+                        .map(|c| {
+                            let dashes = "-".repeat(widths[c].max(3) - 1);
+                            if c == 0 {
+                                format!("{dashes}-")
+                            } else {
+                                format!("{dashes}:")
+                            }
+                        })
+                        .collect(),
+                ));
+                for row in &self.rows {
+                    out.push_str(&line((0..columns).map(|c| pad(&cell(row, c), c)).collect()));
+                }
+            }
+            Format::Table => {
+                let line = |cells: Vec<String>| format!("{}\n", cells.join("  ").trim_end());
+                out.push_str(&line(
+                    (0..columns).map(|c| pad(&self.headers[c], c)).collect(),
+                ));
+                let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+                out.push_str(&line(rule));
+                for row in &self.rows {
+                    out.push_str(&line((0..columns).map(|c| pad(&cell(row, c), c)).collect()));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A heading in `format`.
+pub fn heading(format: Format, text: &str) -> String {
+    match format {
+        Format::Markdown => format!("\n### {text}\n\n"),
+        Format::Table => format!("\n== {text} ==\n"),
+    }
+}
+
+/// The machine and run description.
+pub fn machine(format: Format, machine: &Machine, settings: &Settings, threads: usize) -> String {
+    let mut out = heading(format, "Machine");
+    let bullet = if format == Format::Markdown { "- " } else { "" };
+    let load = machine
+        .load_at_start
+        .map_or_else(|| "unknown".to_owned(), |l| format!("{l:.2}"));
+    let _ = writeln!(
+        out,
+        "{bullet}CPU: {} ({} CPUs)",
+        machine.cpu_model, machine.cpus
+    );
+    let _ = writeln!(
+        out,
+        "{bullet}tokio worker threads: {threads}; client connections per target: {}",
+        settings.connections
+    );
+    let _ = writeln!(
+        out,
+        "{bullet}rounds: {} x {:?} per target (first round is a warm-up, discarded; targets interleaved, order rotated each round){}",
+        settings.rounds,
+        settings.duration,
+        if settings.quick { "; --quick" } else { "" }
+    );
+    let _ = writeln!(out, "{bullet}1-minute load average at start: {load}");
+    out
+}
+
+/// A throughput in `unit`, human readable.
+pub fn throughput(value: f64, unit: Unit) -> String {
+    match unit {
+        Unit::MiB => format!("{value:.1} {}", unit.label()),
+        Unit::Calls | Unit::RoundTrips => format!("{} {}", thousands(value), unit.label()),
+    }
+}
+
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Microseconds, human readable.
+pub fn micros(us: f64) -> String {
+    if us.abs() < 100.0 {
+        format!("{us:.1} µs")
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+fn signed_micros(us: f64) -> String {
+    if us >= 0.0 {
+        format!("+{}", micros(us))
+    } else {
+        micros(us)
+    }
+}
+
+fn ratio(num: f64, den: f64) -> String {
+    if den > 0.0 {
+        format!("{:.2}", num / den)
+    } else {
+        "n/a".to_owned()
+    }
+}
+
+/// The summary table: per row, direct vs routed (and extra targets).
+pub fn summary(format: Format, rows: &[Row], extras: &[String]) -> String {
+    let mut headers: Vec<String> = [
+        "scenario",
+        "concurrency",
+        "direct",
+        "routed",
+        "routed/direct",
+        "added p50",
+        "added p99",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    for extra in extras {
+        headers.push(extra.clone());
+        headers.push(format!("{extra}/direct"));
+        headers.push(format!("{extra} added p50"));
+    }
+    let mut table = Table::new(headers);
+    for row in rows {
+        let direct = row.target("direct");
+        let routed = row.target("routed");
+        let value = |m: Option<&Measured>| {
+            m.map_or_else(
+                || "-".to_owned(),
+                |m| throughput(m.throughput(row.unit), row.unit),
+            )
+        };
+        let compare = |other: Option<&Measured>| -> [String; 3] {
+            match (direct, other) {
+                (Some(d), Some(o)) => [
+                    ratio(o.throughput(row.unit), d.throughput(row.unit)),
+                    signed_micros(o.total.latency_us(0.5) - d.total.latency_us(0.5)),
+                    signed_micros(o.total.latency_us(0.99) - d.total.latency_us(0.99)),
+                ],
+                _ => ["-".to_owned(), "-".to_owned(), "-".to_owned()],
+            }
+        };
+        let [r, p50, p99] = compare(routed);
+        let mut cells = vec![
+            row.scenario.clone(),
+            row.concurrency.to_string(),
+            value(direct),
+            value(routed),
+            r,
+            p50,
+            p99,
+        ];
+        for extra in extras {
+            let other = row.target(extra);
+            let [r, p50, _] = compare(other);
+            cells.push(value(other));
+            cells.push(r);
+            cells.push(p50);
+        }
+        table.push(cells);
+    }
+    table.render(format)
+}
+
+/// Every target of every row: throughput, its spread across rounds, and
+/// latency percentiles.
+pub fn details(format: Format, rows: &[Row]) -> String {
+    let mut table = Table::new([
+        "scenario",
+        "concurrency",
+        "target",
+        "throughput",
+        "round spread",
+        "p50",
+        "p90",
+        "p99",
+        "calls",
+        "errors",
+    ]);
+    for row in rows {
+        for m in &row.targets {
+            table.push(vec![
+                row.scenario.clone(),
+                row.concurrency.to_string(),
+                m.target.clone(),
+                throughput(m.throughput(row.unit), row.unit),
+                format!("±{:.0}%", 50.0 * m.spread(row.unit)),
+                micros(m.total.latency_us(0.5)),
+                micros(m.total.latency_us(0.9)),
+                micros(m.total.latency_us(0.99)),
+                m.total.ops.to_string(),
+                m.total.errors.to_string(),
+            ]);
+        }
+    }
+    table.render(format)
+}
+
+/// The registrations scenario's table and memory figures.
+pub fn registrations(format: Format, r: &Registrations) -> String {
+    let mut table = Table::new([
+        "registered instances",
+        "concurrency",
+        "routed unary",
+        "p50",
+        "p99",
+        "router RSS",
+    ]);
+    let row = |instances: String, m: &Measured, rss: u64| {
+        vec![
+            instances,
+            r.concurrency.to_string(),
+            throughput(m.throughput(Unit::Calls), Unit::Calls),
+            micros(m.total.latency_us(0.5)),
+            micros(m.total.latency_us(0.99)),
+            format!("{:.1} MiB", rss as f64 / 1024.0),
+        ]
+    };
+    table.push(row("2".to_owned(), &r.before, r.rss_before_kib));
+    table.push(row(
+        format!("{} (2 + {} idle)", r.instances + 2, r.instances),
+        &r.after,
+        r.rss_after_kib,
+    ));
+    let mut out = table.render(format);
+    let bullet = if format == Format::Markdown { "- " } else { "" };
+    if format == Format::Markdown {
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "{bullet}router RSS per idle registration: {:.2} KiB ({} registrations over {} HTTP/2 connections, registered in {:.2} s = {} registrations/s)",
+        r.kib_per_registration(),
+        r.instances,
+        r.connections,
+        r.register_time.as_secs_f64(),
+        thousands(r.instances as f64 / r.register_time.as_secs_f64().max(1e-9)),
+    );
+    let _ = writeln!(
+        out,
+        "{bullet}added latency with {} idle instances: p50 {}, p99 {}; throughput ratio {}",
+        r.instances,
+        signed_micros(r.after.total.latency_us(0.5) - r.before.total.latency_us(0.5)),
+        signed_micros(r.after.total.latency_us(0.99) - r.before.total.latency_us(0.99)),
+        ratio(
+            r.after.throughput(Unit::Calls),
+            r.before.throughput(Unit::Calls)
+        ),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1234.0), "1,234");
+        assert_eq!(thousands(1234567.0), "1,234,567");
+    }
+
+    #[test]
+    fn markdown_table_shape() {
+        let mut t = Table::new(["a", "bb"]);
+        t.push(vec!["x".into(), "1".into()]);
+        let text = t.render(Format::Markdown);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines.iter().all(|l| l.starts_with('|') && l.ends_with('|')));
+        assert!(lines[1].contains("--:"));
+    }
+}

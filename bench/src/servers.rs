@@ -1,0 +1,220 @@
+//! What the benchmark measures: a direct tonic server, a router with one bridge
+//! instance (both in this process), and a router in a child process (for the
+//! registrations scenario, so its memory can be read on its own).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, Stdio};
+use std::time::Duration;
+
+use myservice_example::greeter::GreeterImpl;
+use myservice_example::pb::greeter_client::GreeterClient;
+use myservice_example::pb::greeter_server::GreeterServer;
+use myservice_example::pb::{GreeterBridge, GreeterRouter};
+use router_runtime::bridge::{BridgeHandle, BridgeOptions};
+use router_runtime::router::RouterConfig;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Endpoint, Server};
+
+use crate::BoxError;
+
+/// How long to wait for a connection, a registration or a child's address.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A named address with its client connections.
+#[derive(Clone)]
+pub struct Target {
+    /// `direct`, `routed` or an extra target's name.
+    pub name: String,
+    /// One client per connection; workers share them round robin.
+    pub clients: Vec<GreeterClient<Channel>>,
+}
+
+impl Target {
+    /// Opens `connections` separate HTTP/2 connections to `addr`.
+    pub async fn connect(
+        name: impl Into<String>,
+        addr: SocketAddr,
+        connections: usize,
+    ) -> Result<Target, BoxError> {
+        let name = name.into();
+        let mut clients = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            let channel = tokio::time::timeout(
+                SETUP_TIMEOUT,
+                Endpoint::from_shared(format!("http://{addr}"))?
+                    .tcp_nodelay(true)
+                    .connect(),
+            )
+            .await
+            .map_err(|_| format!("timed out connecting to {name} at {addr}"))?
+            .map_err(|e| format!("cannot connect to {name} at {addr}: {e}"))?;
+            clients.push(GreeterClient::new(channel));
+        }
+        Ok(Target { name, clients })
+    }
+
+    /// The client worker `worker` uses.
+    pub fn client(&self, worker: usize) -> GreeterClient<Channel> {
+        self.clients[worker % self.clients.len()].clone()
+    }
+}
+
+/// Accepted connections of `listener`, with Nagle's algorithm off (as tonic's
+/// own `serve` and the example's router do): without it small gRPC frames
+/// wait for delayed ACKs and the tail latency jumps to ~40 ms.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// Serves `GreeterImpl` directly with tonic on `listen`.
+pub async fn start_direct(listen: SocketAddr) -> Result<SocketAddr, BoxError> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("direct server cannot bind {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let served = Server::builder()
+            .add_service(GreeterServer::new(GreeterImpl::new("direct")))
+            .serve_with_incoming(incoming(listener))
+            .await;
+        if let Err(e) = served {
+            eprintln!("direct server stopped: {e}");
+        }
+    });
+    Ok(addr)
+}
+
+/// A router in this process with one bridge instance running `GreeterImpl`.
+pub struct InProcessRouter {
+    /// Where clients call the router.
+    pub addr: SocketAddr,
+    /// The router (kept for its stats).
+    pub router: GreeterRouter,
+    /// The bridge instance.
+    pub bridge: BridgeHandle,
+}
+
+/// Starts a router on 127.0.0.1:0 and connects one bridge instance to it.
+pub async fn start_routed() -> Result<InProcessRouter, BoxError> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let router = GreeterRouter::new(RouterConfig::default());
+    let server = router.add_to(Server::builder());
+    tokio::spawn(async move {
+        if let Err(e) = server.serve_with_incoming(incoming(listener)).await {
+            eprintln!("router stopped: {e}");
+        }
+    });
+    let bridge = connect_bridge(addr, "bench-instance", None);
+    tokio::time::timeout(SETUP_TIMEOUT, bridge.registered())
+        .await
+        .map_err(|_| "the bridge did not register with the in-process router")?;
+    Ok(InProcessRouter {
+        addr,
+        router,
+        bridge,
+    })
+}
+
+/// Connects a bridge running `GreeterImpl` as `id` to the router at `addr`,
+/// optionally with one label.
+pub fn connect_bridge(addr: SocketAddr, id: &str, label: Option<(&str, &str)>) -> BridgeHandle {
+    let mut options = BridgeOptions::new(format!("http://{addr}")).instance_id(id);
+    if let Some((key, value)) = label {
+        options = options.label(key, value);
+    }
+    GreeterBridge::new(GreeterImpl::new(id)).connect(options)
+}
+
+/// The `serve-router` subcommand: serves a router whose HTTP/2 connections
+/// take many concurrent streams, prints the bound address on stdout, and
+/// returns when stdin reaches end of file (the parent went away).
+pub async fn serve_router_child(listen: SocketAddr) -> Result<(), BoxError> {
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{addr}")?;
+        stdout.flush()?;
+    }
+    let router = GreeterRouter::new(RouterConfig::default());
+    let server = router.add_to(Server::builder().max_concurrent_streams(Some(100_000)));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+        let _ = stop.send(());
+    });
+    tokio::select! {
+        served = server.serve_with_incoming(incoming(listener)) => served?,
+        _ = stopped => {}
+    }
+    Ok(())
+}
+
+/// A router running in a child process (this binary's `serve-router`).
+pub struct RouterChild {
+    child: Child,
+    /// Closing it tells the child to exit.
+    _stdin: Option<ChildStdin>,
+    /// Where the child's router listens.
+    pub addr: SocketAddr,
+}
+
+impl RouterChild {
+    /// Re-executes this binary as `serve-router` and reads its address.
+    pub async fn spawn() -> Result<RouterChild, BoxError> {
+        let exe = std::env::current_exe()?;
+        let mut child = std::process::Command::new(exe)
+            .args(["serve-router", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start the router child process: {e}"))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().ok_or("child has no stdout")?;
+        let line = tokio::time::timeout(
+            SETUP_TIMEOUT,
+            tokio::task::spawn_blocking(move || {
+                let mut line = String::new();
+                BufReader::new(stdout).read_line(&mut line).map(|_| line)
+            }),
+        )
+        .await;
+        let addr = match line {
+            Ok(Ok(Ok(line))) => line.trim().parse::<SocketAddr>().ok(),
+            _ => None,
+        };
+        match addr {
+            Some(addr) => Ok(RouterChild {
+                child,
+                _stdin: stdin,
+                addr,
+            }),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err("the router child process did not print its address".into())
+            }
+        }
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The child's resident set size in KiB (`VmRSS` of `/proc/<pid>/status`).
+    pub fn rss_kib(&self) -> Result<u64, BoxError> {
+        crate::machine::vm_rss_kib(self.pid())
+    }
+}
+
+impl Drop for RouterChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
