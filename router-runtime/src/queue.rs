@@ -79,6 +79,26 @@ impl<T> QueueSender<T> {
     }
 }
 
+impl<T> QueueSender<T> {
+    /// Queues every item of `items` at once, waking the receiver once: frames
+    /// that belong together reach the transport in one write. Returns false
+    /// (dropping the items) when the receiver is gone.
+    pub fn send_all(&self, items: impl IntoIterator<Item = T>) -> bool {
+        let waker = {
+            let mut state = self.shared.lock();
+            if !state.receiver_alive {
+                return false;
+            }
+            state.items.extend(items);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+}
+
 impl<T> Clone for QueueSender<T> {
     fn clone(&self) -> Self {
         self.shared.senders.fetch_add(1, Ordering::Relaxed);

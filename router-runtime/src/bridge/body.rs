@@ -112,9 +112,14 @@ impl http_body::Body for RequestBody {
 }
 
 /// Splits a gRPC-framed byte stream (the user's server's response body) into
-/// messages.
+/// messages. Messages that arrive whole in one data chunk (the usual case) are
+/// sliced out of it without copying; only messages split across chunks are
+/// gathered into a buffer.
 #[derive(Debug, Default)]
 pub(crate) struct FrameReader {
+    /// The latest chunk, while nothing is buffered.
+    whole: Bytes,
+    /// Bytes of a message that spans chunks.
     buf: BytesMut,
 }
 
@@ -126,20 +131,50 @@ pub(crate) enum FrameError {
     Compressed,
 }
 
+/// The compressed flag and length of the gRPC message prefix at the start of
+/// `bytes`, if all five bytes are there.
+fn prefix(bytes: &[u8]) -> Option<(u8, usize)> {
+    let head: &[u8; 5] = bytes.get(..5)?.try_into().ok()?;
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+    Some((head[0], usize::try_from(len).unwrap_or(usize::MAX)))
+}
+
 impl FrameReader {
     /// Adds bytes read from the body.
     pub(crate) fn push(&mut self, data: Bytes) {
-        self.buf.extend_from_slice(&data);
+        if self.buf.is_empty() && self.whole.is_empty() {
+            self.whole = data;
+        } else {
+            self.spill();
+            self.buf.extend_from_slice(&data);
+        }
+    }
+
+    fn spill(&mut self) {
+        if !self.whole.is_empty() {
+            self.buf.extend_from_slice(&self.whole);
+            self.whole = Bytes::new();
+        }
     }
 
     /// The next whole message, if buffered.
     pub(crate) fn next_message(&mut self) -> Result<Option<Bytes>, FrameError> {
-        if self.buf.len() < 5 {
-            return Ok(None);
+        if !self.whole.is_empty() {
+            if let Some((compressed, len)) = prefix(&self.whole) {
+                if self.whole.len() - 5 >= len {
+                    if compressed != 0 {
+                        return Err(FrameError::Compressed);
+                    }
+                    let message = self.whole.slice(5..5 + len);
+                    self.whole.advance(5 + len);
+                    return Ok(Some(message));
+                }
+            }
+            self.spill();
         }
-        let compressed = self.buf[0];
-        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
-        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        let Some((compressed, len)) = prefix(&self.buf) else {
+            return Ok(None);
+        };
         if self.buf.len() - 5 < len {
             self.buf.reserve(len + 5 - self.buf.len());
             return Ok(None);
@@ -167,5 +202,18 @@ mod tests {
         assert_eq!(reader.next_message(), Ok(None));
         reader.push(Bytes::from_static(&[1, 0, 0, 0, 1, 9]));
         assert_eq!(reader.next_message(), Err(FrameError::Compressed));
+    }
+
+    #[test]
+    fn whole_messages_in_one_chunk_are_sliced_and_split_ones_gathered() {
+        let mut reader = FrameReader::default();
+        reader.push(Bytes::from_static(&[
+            0, 0, 0, 0, 2, b'h', b'i', 0, 0, 0, 0, 3, b'a',
+        ]));
+        assert_eq!(reader.next_message(), Ok(Some(Bytes::from_static(b"hi"))));
+        assert_eq!(reader.next_message(), Ok(None));
+        reader.push(Bytes::from_static(b"bc"));
+        assert_eq!(reader.next_message(), Ok(Some(Bytes::from_static(b"abc"))));
+        assert_eq!(reader.next_message(), Ok(None));
     }
 }

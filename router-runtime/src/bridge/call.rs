@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use http::{HeaderValue, Method, Request, Version};
 use http_body_util::BodyExt;
 use tokio_util::sync::CancellationToken;
@@ -108,20 +109,35 @@ async fn run<T: BridgedService>(
         let _ = context.out.send(BridgeFrame::Trailers(trailers));
         return Ok(());
     }
-    let _ = context.out.send(BridgeFrame::Headers(pb::Headers {
+    // Frames that are ready together (for a unary call: headers, the reply and
+    // the trailers) go to the router in one batch: one write, one wake-up.
+    let mut batch = vec![BridgeFrame::Headers(pb::Headers {
         call_id,
         metadata: Some(metadata::from_headers(&parts.headers)),
-    }));
-
+    })];
     let tag = start.method_tag;
     let mut reader = FrameReader::default();
     loop {
-        let Some(frame) = body.frame().await else {
+        let next = match body.frame().now_or_never() {
+            Some(next) => next,
+            None => {
+                flush(context, &mut batch);
+                body.frame().await
+            }
+        };
+        let Some(frame) = next else {
+            flush(context, &mut batch);
             return Err(Status::internal(
                 "the service's response ended without a gRPC status",
             ));
         };
-        let frame = frame?;
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(status) => {
+                flush(context, &mut batch);
+                return Err(status);
+            }
+        };
         let frame = match frame.into_data() {
             Ok(data) => {
                 reader.push(data);
@@ -130,7 +146,17 @@ async fn run<T: BridgedService>(
                         "the service compressed a response the bridge did not ask to be compressed",
                     ),
                 })? {
-                    send_reply(context, call_id, tag, reply_credit, message).await?;
+                    if message.len() <= context.max_frame && reply_credit.available() > 0 {
+                        reply_credit.consume(message.len());
+                        batch.push(BridgeFrame::Reply(Payload {
+                            call_id,
+                            tag,
+                            message,
+                        }));
+                    } else {
+                        flush(context, &mut batch);
+                        send_reply(context, call_id, tag, reply_credit, message).await?;
+                    }
                 }
                 continue;
             }
@@ -145,9 +171,17 @@ async fn run<T: BridgedService>(
                     details: Bytes::new(),
                     metadata: Some(metadata::from_headers(&trailers)),
                 });
-            let _ = context.out.send(BridgeFrame::Trailers(trailers));
+            batch.push(BridgeFrame::Trailers(trailers));
+            flush(context, &mut batch);
             return Ok(());
         }
+    }
+}
+
+/// Sends the frames gathered so far in one batch.
+fn flush(context: &CallContext, batch: &mut Vec<BridgeFrame>) {
+    if !batch.is_empty() {
+        context.out.send_all(batch.drain(..));
     }
 }
 

@@ -125,7 +125,7 @@ impl BridgeOptions {
             max_concurrent_calls: 0,
             routing_keys: Vec::new(),
             initial_window: 256 * 1024,
-            max_frame_size: 64 * 1024,
+            max_frame_size: 128 * 1024,
             max_message_size: 4 * 1024 * 1024,
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(10),

@@ -141,12 +141,13 @@ fn start_call(
     requests: Requests,
 ) -> Result<(Arc<Instance>, ReplyStream), Status> {
     let mut attempt = 0;
-    let (instance, opened) = loop {
+    let (instance, opened, inline) = loop {
         let instance = pick(core, selection).map_err(|e| pick_status(core, e))?;
         if instance.begin_start() {
             let opened = instance.open_call();
+            let call_id = opened.call_id;
             let start = pb::CallStart {
-                call_id: opened.call_id,
+                call_id,
                 method_tag: method.tag,
                 path: method.path.to_owned(),
                 metadata: Some(request_metadata.clone()),
@@ -159,12 +160,40 @@ fn start_call(
                     .unwrap_or(0),
                 kind: method.kind.wire() as i32,
             };
-            let sent = instance.send(RouterFrame::Start(start));
+            // The common case, one small request message, goes out with its
+            // Start and HalfClose in one batch: one write, no extra task.
+            let (call, half_close) = match &requests {
+                Requests::Single(message)
+                    if message
+                        .as_ref()
+                        .is_none_or(|m| m.len() <= instance.max_frame) =>
+                {
+                    let call = message.clone().map(|message| {
+                        opened.request_credit.consume(message.len());
+                        RouterFrame::Call(Payload {
+                            call_id,
+                            tag: method.tag,
+                            message,
+                        })
+                    });
+                    (
+                        call,
+                        Some(RouterFrame::HalfClose(pb::HalfClose { call_id })),
+                    )
+                }
+                _ => (None, None),
+            };
+            let inline = half_close.is_some();
+            let sent = instance.send_all(
+                [Some(RouterFrame::Start(start)), call, half_close]
+                    .into_iter()
+                    .flatten(),
+            );
             instance.end_start();
             if sent {
-                break (instance, opened);
+                break (instance, opened, inline);
             }
-            instance.close_call(opened.call_id);
+            instance.close_call(call_id);
         }
         attempt += 1;
         if attempt > 2 {
@@ -187,35 +216,15 @@ fn start_call(
         finished: false,
         pump: None,
     };
-    let inline = match &requests {
-        Requests::Single(message) => message
-            .as_ref()
-            .is_none_or(|m| m.len() <= instance.max_frame),
-        Requests::Stream(_) => false,
-    };
-    match requests {
-        // The common case: one small message goes out with its Start, no task.
-        Requests::Single(message) if inline => {
-            if let Some(message) = message {
-                credit.consume(message.len());
-                instance.send(RouterFrame::Call(Payload {
-                    call_id,
-                    tag: method.tag,
-                    message,
-                }));
-            }
-            instance.send(RouterFrame::HalfClose(pb::HalfClose { call_id }));
-        }
-        requests => {
-            let pump = tokio::spawn(send_requests(
-                instance.clone(),
-                call_id,
-                method.tag,
-                credit,
-                requests,
-            ));
-            guard.pump = Some(pump.abort_handle());
-        }
+    if !inline {
+        let pump = tokio::spawn(send_requests(
+            instance.clone(),
+            call_id,
+            method.tag,
+            credit,
+            requests,
+        ));
+        guard.pump = Some(pump.abort_handle());
     }
 
     let reply = ReplyStream {

@@ -84,7 +84,7 @@ impl Default for RouterConfig {
             strategy: None,
             rng_seed: None,
             initial_window: 256 * 1024,
-            max_frame_size: 64 * 1024,
+            max_frame_size: 128 * 1024,
             max_message_size: 4 * 1024 * 1024,
             heartbeat_interval: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(30),

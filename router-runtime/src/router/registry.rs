@@ -258,6 +258,12 @@ impl Instance {
         !self.is_closed() && self.out.send(Outbound::Frame(frame)).is_ok()
     }
 
+    /// Sends several frames in one batch (one wake of the writer, one write);
+    /// false when the register stream is gone.
+    pub(crate) fn send_all(&self, frames: impl IntoIterator<Item = RouterFrame>) -> bool {
+        !self.is_closed() && self.out.send_all(frames.into_iter().map(Outbound::Frame))
+    }
+
     /// Registers a new call and returns its id, its events and its request
     /// credit.
     pub(crate) fn open_call(&self) -> OpenedCall {
