@@ -160,15 +160,15 @@ impl FrameReader {
     /// The next whole message, if buffered.
     pub(crate) fn next_message(&mut self) -> Result<Option<Bytes>, FrameError> {
         if !self.whole.is_empty() {
-            if let Some((compressed, len)) = prefix(&self.whole) {
-                if self.whole.len() - 5 >= len {
-                    if compressed != 0 {
-                        return Err(FrameError::Compressed);
-                    }
-                    let message = self.whole.slice(5..5 + len);
-                    self.whole.advance(5 + len);
-                    return Ok(Some(message));
+            if let Some((compressed, len)) = prefix(&self.whole)
+                && self.whole.len() - 5 >= len
+            {
+                if compressed != 0 {
+                    return Err(FrameError::Compressed);
                 }
+                let message = self.whole.slice(5..5 + len);
+                self.whole.advance(5 + len);
+                return Ok(Some(message));
             }
             self.spill();
         }
