@@ -91,7 +91,9 @@ fn status(core: &RouterCore) -> pb::ServiceStatus {
         .collect();
     pb::ServiceStatus {
         name: core.descriptor.name.to_owned(),
-        strategy: wire_strategy(core.balancer.strategy()) as i32,
+        strategy: wire_strategy(core.balancer.strategy())
+            .as_str_name()
+            .to_owned(),
         active_calls: core.stats.calls_active(),
         calls_started: core.stats.calls_started(),
         instances,

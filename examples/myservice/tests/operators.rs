@@ -67,7 +67,7 @@ async fn health_follows_registrations_and_admin_lists_instances() {
     assert_eq!(listing.services.len(), 1);
     let service = &listing.services[0];
     assert_eq!(service.name, "myservice.v1.Greeter");
-    assert_eq!(service.strategy, Strategy::PowerOfTwoChoices as i32);
+    assert_eq!(service.strategy, Strategy::PowerOfTwoChoices.as_str_name());
     assert_eq!(service.instances.len(), 1);
     let a = &service.instances[0];
     assert_eq!(a.id, "a");

@@ -152,6 +152,9 @@ pub(crate) struct RouterCore {
     pub(crate) registry: Registry,
     pub(crate) balancer: Balancer,
     pub(crate) stats: RouterStats,
+    /// Whether the heartbeat sweeper runs (started with the first
+    /// registration, inside the server's runtime).
+    pub(crate) sweeper_started: std::sync::atomic::AtomicBool,
 }
 
 /// A router for the service `S`. Cheap to clone; clones share state.
@@ -203,6 +206,7 @@ impl<S: ServiceSpec> Router<S> {
                 registry: Registry::new(descriptor.name),
                 balancer,
                 stats: RouterStats::default(),
+                sweeper_started: std::sync::atomic::AtomicBool::new(false),
             }),
             _service: PhantomData,
         }

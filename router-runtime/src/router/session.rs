@@ -150,6 +150,9 @@ async fn accept(
         instance = instance.id(),
         "instance registered"
     );
+    if !core.sweeper_started.swap(true, Ordering::AcqRel) {
+        start_sweeper(&core);
+    }
     tokio::spawn(read_frames(core, instance, frames));
     Ok(Response::new(OutboundStream { rx, done: false }))
 }
@@ -165,11 +168,6 @@ async fn read_frames(
     instance: Arc<Instance>,
     mut frames: Streaming<BridgeFrame>,
 ) {
-    let mut heartbeat = tokio::time::interval(core.config.heartbeat_interval);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    heartbeat.reset();
-    let timeout_ms = u64::from(millis(core.config.heartbeat_timeout));
-    let mut nonce = 0u64;
     let reason = loop {
         tokio::select! {
             frame = frames.message() => match frame {
@@ -183,13 +181,6 @@ async fn read_frames(
                 Err(status) => break format!("register stream failed: {}", status.message()),
             },
             _ = instance.closed.cancelled() => break "registration closed".to_owned(),
-            _ = heartbeat.tick() => {
-                if instance.silent_for_ms() > timeout_ms {
-                    break format!("no frame for {timeout_ms} ms");
-                }
-                nonce += 1;
-                instance.send(RouterFrame::Ping(pb::Ping { nonce }));
-            }
         }
     };
     debug!(instance = instance.id(), %reason, "registration ending");
@@ -199,6 +190,39 @@ async fn read_frames(
         instance.id(),
         core.descriptor.name
     )));
+}
+
+/// One task per router pings every instance each heartbeat interval and
+/// closes registrations silent for longer than the heartbeat timeout. (One
+/// sweeper instead of a timer per registration keeps idle registrations
+/// small.) It ends when the router is dropped.
+pub(crate) fn start_sweeper(core: &Arc<RouterCore>) {
+    let weak = Arc::downgrade(core);
+    let interval = core.config.heartbeat_interval;
+    let timeout_ms = u64::from(millis(core.config.heartbeat_timeout));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.reset();
+        let mut nonce = 0u64;
+        loop {
+            tick.tick().await;
+            let Some(core) = weak.upgrade() else { return };
+            nonce += 1;
+            for instance in core.registry.snapshot().iter() {
+                if instance.silent_for_ms() > timeout_ms {
+                    core.registry.remove(instance.registration);
+                    instance.shut(&Status::unavailable(format!(
+                        "instance `{}` of `{}` went away: no frame for {timeout_ms} ms",
+                        instance.id(),
+                        core.descriptor.name
+                    )));
+                } else {
+                    instance.send(RouterFrame::Ping(pb::Ping { nonce }));
+                }
+            }
+        }
+    });
 }
 
 /// Dispatches one frame; an error ends the registration.
