@@ -153,3 +153,122 @@ mod tests {
         assert_eq!(ret.consumed(100), Some(100));
     }
 }
+
+/// One piece of an outgoing message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// The whole message, in one frame.
+    Whole(bytes::Bytes),
+    /// A chunk of a message larger than the peer's frame limit.
+    Chunk {
+        /// The chunk's bytes.
+        data: bytes::Bytes,
+        /// Whether it is the message's last chunk.
+        last: bool,
+    },
+}
+
+/// Why a message could not be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The call ended while waiting for credit.
+    Closed,
+    /// The register stream is gone.
+    Gone,
+}
+
+/// Sends `message` as credit allows: in one frame when it fits in
+/// `max_frame`, otherwise in chunks of at most `max_frame` bytes, each sent
+/// once the credit is positive. `emit` writes one piece and returns false
+/// when the stream is gone.
+pub async fn send_with_credit(
+    credit: &SendCredit,
+    max_frame: usize,
+    message: bytes::Bytes,
+    mut emit: impl FnMut(Piece) -> bool,
+) -> Result<(), SendError> {
+    let max_frame = max_frame.max(1);
+    if message.len() <= max_frame {
+        credit.ready().await.map_err(|_| SendError::Closed)?;
+        credit.consume(message.len());
+        return if emit(Piece::Whole(message)) {
+            Ok(())
+        } else {
+            Err(SendError::Gone)
+        };
+    }
+    let mut rest = message;
+    while !rest.is_empty() {
+        credit.ready().await.map_err(|_| SendError::Closed)?;
+        let data = rest.split_to(rest.len().min(max_frame));
+        credit.consume(data.len());
+        if !emit(Piece::Chunk {
+            data,
+            last: rest.is_empty(),
+        }) {
+            return Err(SendError::Gone);
+        }
+    }
+    Ok(())
+}
+
+/// Reassembles a chunked message, refusing to hold more than a limit.
+#[derive(Debug)]
+pub struct Assembler {
+    buf: bytes::BytesMut,
+    limit: usize,
+}
+
+impl Assembler {
+    /// An assembler for messages of at most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Assembler {
+            buf: bytes::BytesMut::new(),
+            limit,
+        }
+    }
+
+    /// Adds a chunk; returns the whole message after its last chunk, and
+    /// OUT_OF_RANGE (tonic's code and wording for its own limit) once the
+    /// message outgrows the limit.
+    pub fn push(&mut self, data: &[u8], last: bool) -> Result<Option<bytes::Bytes>, tonic::Status> {
+        if self.buf.len() + data.len() > self.limit {
+            return Err(tonic::Status::out_of_range(format!(
+                "Error, decoded message length too large: found more than {} bytes, the limit is: {} bytes",
+                self.limit, self.limit
+            )));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(last.then(|| std::mem::take(&mut self.buf).freeze()))
+    }
+}
+
+#[cfg(test)]
+mod piece_tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[tokio::test]
+    async fn large_messages_go_in_chunks_and_come_back_whole() {
+        let credit = SendCredit::new(1 << 20);
+        let message = Bytes::from((0..250u8).collect::<Vec<_>>());
+        let mut pieces = Vec::new();
+        send_with_credit(&credit, 100, message.clone(), |p| {
+            pieces.push(p);
+            true
+        })
+        .await
+        .expect("sent");
+        assert_eq!(pieces.len(), 3);
+        let mut assembler = Assembler::new(1000);
+        let mut whole = None;
+        for piece in pieces {
+            let Piece::Chunk { data, last } = piece else {
+                panic!("expected chunks");
+            };
+            whole = assembler.push(&data, last).expect("within limit");
+        }
+        assert_eq!(whole, Some(message));
+        assert!(Assembler::new(10).push(&[0; 11], false).is_err());
+    }
+}

@@ -8,7 +8,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body::Frame;
 use tonic::Status;
 
-use crate::flow::CreditReturn;
+use crate::flow::{Assembler, CreditReturn};
 use crate::pb;
 use crate::queue::{QueueReceiver, QueueSender};
 use crate::wire::BridgeFrame;
@@ -31,8 +31,7 @@ pub(crate) struct RequestBody {
     pub(crate) rx: QueueReceiver<Inbound>,
     pub(crate) out: QueueSender<BridgeFrame>,
     pub(crate) credit: CreditReturn,
-    pub(crate) assembling: BytesMut,
-    pub(crate) max_message: usize,
+    pub(crate) assembling: Assembler,
     /// The message whose 5-byte prefix was just yielded.
     pub(crate) pending: Option<Bytes>,
     pub(crate) ended: bool,
@@ -84,19 +83,17 @@ impl http_body::Body for RequestBody {
                     return this.frame_message(message);
                 }
                 Poll::Ready(Some(Inbound::Chunk(chunk))) => {
-                    if this.assembling.len() + chunk.data.len() > this.max_message {
-                        this.ended = true;
-                        // The wording and code of tonic's own decoding limit.
-                        return Poll::Ready(Some(Err(Status::out_of_range(format!(
-                            "Error, decoded message length too large: found more than {} bytes, the limit is: {} bytes",
-                            this.max_message, this.max_message
-                        )))));
-                    }
-                    this.assembling.extend_from_slice(&chunk.data);
-                    this.return_credit(chunk.data.len());
-                    if chunk.last {
-                        let message = std::mem::take(&mut this.assembling).freeze();
-                        return this.frame_message(message);
+                    match this.assembling.push(&chunk.data, chunk.last) {
+                        Ok(whole) => {
+                            this.return_credit(chunk.data.len());
+                            if let Some(message) = whole {
+                                return this.frame_message(message);
+                            }
+                        }
+                        Err(status) => {
+                            this.ended = true;
+                            return Poll::Ready(Some(Err(status)));
+                        }
                     }
                 }
                 Poll::Ready(Some(Inbound::End)) | Poll::Ready(None) => {

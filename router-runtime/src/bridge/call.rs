@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{HeaderValue, Method, Request, Version};
 use http_body_util::BodyExt;
@@ -14,7 +14,7 @@ use tower::ServiceExt;
 use super::BridgedService;
 use super::body::{FrameError, FrameReader, RequestBody};
 use super::session::{CallEntry, Calls};
-use crate::flow::{CreditReturn, SendCredit};
+use crate::flow::{Assembler, CreditReturn, Piece, SendCredit, send_with_credit};
 use crate::metadata;
 use crate::pb;
 use crate::queue::{QueueSender, queue};
@@ -57,8 +57,7 @@ pub(crate) fn start<T: BridgedService>(
         rx,
         out: context.out.clone(),
         credit: CreditReturn::new(context.request_window),
-        assembling: BytesMut::new(),
-        max_message: context.max_message,
+        assembling: Assembler::new(context.max_message),
         pending: None,
         ended: false,
     };
@@ -212,8 +211,8 @@ fn build_request(
     Ok(request)
 }
 
-/// Sends one response message once credit allows, in chunks when it is larger
-/// than the router's frame limit.
+/// Sends one response message once credit allows, in chunks when it is
+/// larger than the router's frame limit.
 async fn send_reply(
     context: &CallContext,
     call_id: u64,
@@ -221,27 +220,23 @@ async fn send_reply(
     credit: &SendCredit,
     message: Bytes,
 ) -> Result<(), Status> {
-    let closed = |_| Status::cancelled("call ended");
-    if message.len() <= context.max_frame {
-        credit.ready().await.map_err(closed)?;
-        credit.consume(message.len());
-        let _ = context.out.send(BridgeFrame::Reply(Payload {
-            call_id,
-            tag,
-            message,
-        }));
-        return Ok(());
-    }
-    let mut rest = message;
-    while !rest.is_empty() {
-        credit.ready().await.map_err(closed)?;
-        let piece = rest.split_to(rest.len().min(context.max_frame));
-        credit.consume(piece.len());
-        let _ = context.out.send(BridgeFrame::Chunk(pb::MessageChunk {
-            call_id,
-            data: piece,
-            last: rest.is_empty(),
-        }));
-    }
-    Ok(())
+    send_with_credit(credit, context.max_frame, message, |piece| {
+        context
+            .out
+            .send(match piece {
+                Piece::Whole(message) => BridgeFrame::Reply(Payload {
+                    call_id,
+                    tag,
+                    message,
+                }),
+                Piece::Chunk { data, last } => BridgeFrame::Chunk(pb::MessageChunk {
+                    call_id,
+                    data,
+                    last,
+                }),
+            })
+            .is_ok()
+    })
+    .await
+    .map_err(|_| Status::cancelled("call ended"))
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::Stream;
 use futures_util::future::BoxFuture;
 use http::HeaderMap;
@@ -18,7 +18,7 @@ use super::balance::{PickError, Selection};
 use super::registry::{CallEvent, Instance};
 use super::{PIN_HEADER, RouterCore, SELECT_HEADER, route_key};
 use crate::descriptor::MethodDescriptor;
-use crate::flow::{CreditReturn, SendCredit};
+use crate::flow::{Assembler, CreditReturn, Piece, SendCredit, SendError, send_with_credit};
 use crate::metadata;
 use crate::pb;
 use crate::queue::QueueReceiver;
@@ -233,8 +233,7 @@ fn start_call(
         guard,
         deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         credit: CreditReturn::new(core.config.initial_window),
-        assembling: BytesMut::new(),
-        max_message: core.config.max_message_size,
+        assembling: Assembler::new(core.config.max_message_size),
         done: false,
     };
     Ok((instance, reply))
@@ -365,35 +364,22 @@ async fn send_message(
     tag: u32,
     credit: &SendCredit,
     message: Bytes,
-) -> Result<(), ()> {
-    if message.len() <= instance.max_frame {
-        credit.ready().await.map_err(|_| ())?;
-        credit.consume(message.len());
-        return if instance.send(RouterFrame::Call(Payload {
-            call_id,
-            tag,
-            message,
-        })) {
-            Ok(())
-        } else {
-            Err(())
-        };
-    }
-    let mut rest = message;
-    while !rest.is_empty() {
-        credit.ready().await.map_err(|_| ())?;
-        let piece = rest.split_to(rest.len().min(instance.max_frame));
-        credit.consume(piece.len());
-        let chunk = pb::MessageChunk {
-            call_id,
-            data: piece,
-            last: rest.is_empty(),
-        };
-        if !instance.send(RouterFrame::Chunk(chunk)) {
-            return Err(());
-        }
-    }
-    Ok(())
+) -> Result<(), SendError> {
+    send_with_credit(credit, instance.max_frame, message, |piece| {
+        instance.send(match piece {
+            Piece::Whole(message) => RouterFrame::Call(Payload {
+                call_id,
+                tag,
+                message,
+            }),
+            Piece::Chunk { data, last } => RouterFrame::Chunk(pb::MessageChunk {
+                call_id,
+                data,
+                last,
+            }),
+        })
+    })
+    .await
 }
 
 /// Cleans up a call whatever way it ends: forgets it on the registration and,
@@ -446,8 +432,7 @@ pub(crate) struct ReplyStream {
     guard: CallGuard,
     deadline: Option<Pin<Box<Sleep>>>,
     credit: CreditReturn,
-    assembling: BytesMut,
-    max_message: usize,
+    assembling: Assembler,
     done: bool,
 }
 
@@ -531,20 +516,18 @@ impl Stream for ReplyStream {
                     return Poll::Ready(Some(Ok(message)));
                 }
                 Some(CallEvent::Chunk(chunk)) => {
-                    if this.assembling.len() + chunk.data.len() > this.max_message {
-                        this.guard
-                            .cancel(Code::OutOfRange, "response message too large");
-                        // The wording and code of tonic's own decoding limit.
-                        return this.fail(Status::out_of_range(format!(
-                            "Error, decoded message length too large: found more than {} bytes, the limit is: {} bytes",
-                            this.max_message, this.max_message
-                        )));
-                    }
-                    this.assembling.extend_from_slice(&chunk.data);
-                    this.return_credit(chunk.data.len());
-                    if chunk.last {
-                        let message = std::mem::take(&mut this.assembling).freeze();
-                        return Poll::Ready(Some(Ok(message)));
+                    match this.assembling.push(&chunk.data, chunk.last) {
+                        Ok(whole) => {
+                            this.return_credit(chunk.data.len());
+                            if let Some(message) = whole {
+                                return Poll::Ready(Some(Ok(message)));
+                            }
+                        }
+                        Err(status) => {
+                            this.guard
+                                .cancel(Code::OutOfRange, "response message too large");
+                            return this.fail(status);
+                        }
                     }
                 }
                 Some(CallEvent::Headers(_)) => {}
