@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::test_greeter::{Event, TestGreeter};
 use common::{TestRouter, start_instance, within};
-use myservice_example::pb::{HelloRequest, StreamRequest};
+use myservice_example::pb::HelloRequest;
 use router_runtime::router::RouterConfig;
 use tonic::Code;
 
@@ -40,18 +40,7 @@ async fn instance_dying_mid_call_fails_the_call_with_unavailable_promptly() {
     let (greeter, mut events) = TestGreeter::new("a");
     let instance = start_instance(&router, "a", greeter).await;
     let mut client = router.client().await;
-    let mut stream = within(
-        5,
-        "stream",
-        client.stream_greetings(StreamRequest {
-            name: "endless".into(),
-            count: 0,
-            payload_size: 10,
-        }),
-    )
-    .await
-    .expect("stream starts")
-    .into_inner();
+    let mut stream = common::open_endless_stream(&mut client, 10).await;
     within(5, "first message", stream.message())
         .await
         .expect("ok")
@@ -110,18 +99,7 @@ async fn a_stalled_stream_does_not_delay_other_calls_and_stays_within_its_window
     let mut client = router.client().await;
 
     // A stream of 32 KiB messages whose client reads one message, then stops.
-    let mut stalled = within(
-        5,
-        "stalled stream",
-        client.stream_greetings(StreamRequest {
-            name: "endless".into(),
-            count: 0,
-            payload_size: 32 * 1024,
-        }),
-    )
-    .await
-    .expect("stream starts")
-    .into_inner();
+    let mut stalled = common::open_endless_stream(&mut client, 32 * 1024).await;
     within(5, "first message", stalled.message())
         .await
         .expect("ok")

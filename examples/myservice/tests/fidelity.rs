@@ -277,18 +277,7 @@ async fn client_dropping_a_server_stream_closes_the_handler_stream_and_router_st
     let (greeter, mut events) = TestGreeter::new("a");
     let _instance = start_instance(&router, "a", greeter).await;
     let mut client = router.client().await;
-    let mut stream = within(
-        5,
-        "endless stream",
-        client.stream_greetings(StreamRequest {
-            name: "endless".into(),
-            count: 0,
-            payload_size: 10,
-        }),
-    )
-    .await
-    .expect("stream starts")
-    .into_inner();
+    let mut stream = common::open_endless_stream(&mut client, 10).await;
     for _ in 0..10 {
         within(5, "message", stream.message())
             .await

@@ -217,3 +217,23 @@ impl RawRegistration {
         }
     }
 }
+
+/// Opens a server stream that never ends on its own (the test greeter's
+/// `endless`), with `payload_size` bytes in each message.
+pub async fn open_endless_stream(
+    client: &mut GreeterClient<Channel>,
+    payload_size: u32,
+) -> tonic::Streaming<myservice_example::pb::HelloReply> {
+    within(
+        5,
+        "endless stream",
+        client.stream_greetings(myservice_example::pb::StreamRequest {
+            name: "endless".into(),
+            count: 0,
+            payload_size,
+        }),
+    )
+    .await
+    .expect("stream starts")
+    .into_inner()
+}
