@@ -195,20 +195,24 @@ async fn read_frames(
 /// One task per router pings every instance each heartbeat interval and
 /// closes registrations silent for longer than the heartbeat timeout. (One
 /// sweeper instead of a timer per registration keeps idle registrations
-/// small.) It ends when the router is dropped.
+/// small.) The pings are spread over the interval in slices, so ten thousand
+/// instances do not all wake at once. It ends when the router is dropped.
 pub(crate) fn start_sweeper(core: &Arc<RouterCore>) {
+    const SLICES: u64 = 10;
     let weak = Arc::downgrade(core);
     let interval = core.config.heartbeat_interval;
     let timeout_ms = u64::from(millis(core.config.heartbeat_timeout));
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
+        let period = (interval / SLICES as u32).max(std::time::Duration::from_millis(1));
+        let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.reset();
-        let mut nonce = 0u64;
+        let mut round = 0u64;
         loop {
             tick.tick().await;
             let Some(core) = weak.upgrade() else { return };
-            nonce += 1;
+            round += 1;
+            let slice = round % SLICES;
             for instance in core.registry.snapshot().iter() {
                 if instance.silent_for_ms() > timeout_ms {
                     core.registry.remove(instance.registration);
@@ -217,8 +221,8 @@ pub(crate) fn start_sweeper(core: &Arc<RouterCore>) {
                         instance.id(),
                         core.descriptor.name
                     )));
-                } else {
-                    instance.send(RouterFrame::Ping(pb::Ping { nonce }));
+                } else if instance.registration % SLICES == slice {
+                    instance.send(RouterFrame::Ping(pb::Ping { nonce: round }));
                 }
             }
         }
