@@ -306,3 +306,22 @@ async fn client_dropping_a_server_stream_closes_the_handler_stream_and_router_st
     assert_eq!(instances[0].calls_in_flight(), 0);
     assert_eq!(instances[0].outstanding(), 0);
 }
+
+#[tokio::test]
+async fn the_handler_sees_the_client_address_as_in_a_direct_call() {
+    let router = TestRouter::start(RouterConfig::default()).await;
+    let (greeter, _events) = TestGreeter::new("a");
+    let _instance = start_instance(&router, "a", greeter).await;
+    let mut client = router.client().await;
+    let reply = within(5, "peer call", client.say_hello(hello("peer")))
+        .await
+        .expect("call succeeds")
+        .into_inner()
+        .message;
+    let (remote, local) = reply.split_once('|').expect("two addresses");
+    // The router's address the client dialled, and the client's own address:
+    // not the bridge's in-memory request, not the bridge's connection.
+    assert_eq!(local, format!("{:?}", Some(router.addr)));
+    assert!(remote.starts_with("Some(127.0.0.1:"), "{remote}");
+    assert_ne!(remote, format!("{:?}", Some(router.addr)));
+}

@@ -196,6 +196,16 @@ fn build_request(
         .uri(start.path.as_str())
         .body(tonic::body::Body::new(body))
         .map_err(|e| Status::internal(format!("invalid call path `{}`: {e}", start.path)))?;
+    // The client's connection as the router saw it: the handler's
+    // `remote_addr()` and `local_addr()` are what a direct call would give.
+    if !start.peer.is_empty() || !start.local.is_empty() {
+        request
+            .extensions_mut()
+            .insert(tonic::transport::server::TcpConnectInfo {
+                local_addr: start.local.parse().ok(),
+                remote_addr: start.peer.parse().ok(),
+            });
+    }
     let headers = request.headers_mut();
     if let Some(metadata) = &start.metadata {
         metadata::append_to_headers(metadata, headers);

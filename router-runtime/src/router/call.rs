@@ -40,6 +40,12 @@ impl tonic::server::StreamingService<Bytes> for Forward {
     }
 }
 
+/// The client connection's addresses, passed on so the handler sees them.
+struct Addresses {
+    peer: String,
+    local: String,
+}
+
 /// Where a call's request messages come from.
 enum Requests {
     /// Unary and server-streaming: the one message, already read.
@@ -57,7 +63,18 @@ async fn forward(
     method: &'static MethodDescriptor,
     request: Request<Streaming<Bytes>>,
 ) -> Result<Response<ReplyStream>, Status> {
-    let (metadata_map, _extensions, mut stream) = request.into_parts();
+    let (metadata_map, extensions, mut stream) = request.into_parts();
+    let connection = extensions.get::<tonic::transport::server::TcpConnectInfo>();
+    let addresses = Addresses {
+        peer: connection
+            .and_then(|c| c.remote_addr())
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        local: connection
+            .and_then(|c| c.local_addr())
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+    };
     let headers = metadata_map.into_headers();
     let timeout = metadata::timeout_from_headers(&headers);
     let deadline = timeout.map(|t| Instant::now() + t);
@@ -104,6 +121,7 @@ async fn forward(
             method,
             &mut selection,
             &request_metadata,
+            &addresses,
             deadline,
             requests,
         )?;
@@ -137,6 +155,7 @@ fn start_call(
     method: &'static MethodDescriptor,
     selection: &mut Selection<'_>,
     request_metadata: &pb::Metadata,
+    addresses: &Addresses,
     deadline: Option<Instant>,
     requests: Requests,
 ) -> Result<(Arc<Instance>, ReplyStream), Status> {
@@ -159,6 +178,8 @@ fn start_call(
                     })
                     .unwrap_or(0),
                 kind: method.kind.wire() as i32,
+                peer: addresses.peer.clone(),
+                local: addresses.local.clone(),
             };
             // The common case, one small request message, goes out with its
             // Start and HalfClose in one batch: one write, no extra task.

@@ -101,9 +101,16 @@ impl Greeter for TestGreeter {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
+        let addresses = format!("{:?}|{:?}", request.remote_addr(), request.local_addr());
         let (metadata, _, message) = request.into_parts();
         let name = message.name.clone();
-        let result = if name == "echo" {
+        let result = if name == "peer" {
+            Ok(Response::new(HelloReply {
+                message: addresses,
+                instance_id: self.id.clone(),
+                payload: vec![],
+            }))
+        } else if name == "echo" {
             let _ = self.events.send(Event::Metadata(metadata.clone()));
             let mut response = Response::new(HelloReply {
                 message: "echo".into(),
