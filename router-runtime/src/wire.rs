@@ -364,6 +364,8 @@ mod tests {
             }),
             timeout_micros: 200_000,
             kind: pb::MethodKind::Unary as i32,
+            peer: "127.0.0.1:5000".into(),
+            local: String::new(),
         }));
         roundtrip_router(RouterFrame::Ping(pb::Ping { nonce: 1 }));
         roundtrip_bridge(BridgeFrame::Trailers(pb::Trailers {
