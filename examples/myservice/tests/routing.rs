@@ -350,3 +350,41 @@ async fn a_non_idempotent_call_that_reached_a_dying_instance_is_not_replayed() {
         .expect_err("not replayed");
     assert_eq!(status.code(), Code::Unavailable);
 }
+
+#[tokio::test]
+async fn registrations_with_another_protocol_version_or_service_are_refused_clearly() {
+    let router = TestRouter::start(RouterConfig::default()).await;
+    let channel = tonic::transport::Endpoint::from_shared(router.endpoint())
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connects");
+
+    let mut future_version = RawRegistration::hello("v99", &[]);
+    future_version.protocol_version = 99;
+    let status = RawRegistration::open_with(channel.clone(), future_version)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("version 99") && status.message().contains("version 1"),
+        "{}",
+        status.message()
+    );
+
+    let mut other_service = RawRegistration::hello("other", &[]);
+    other_service.service = "other.v1.Thing".into();
+    let status = RawRegistration::open_with(channel, other_service)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("myservice.v1.Greeter")
+            && status.message().contains("other.v1.Thing"),
+        "{}",
+        status.message()
+    );
+    assert!(router.router.registry().is_empty());
+}

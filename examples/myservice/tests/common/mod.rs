@@ -179,11 +179,13 @@ impl RawRegistration {
         id: &str,
         labels: &[(&str, &str)],
     ) -> Result<RawRegistration, tonic::Status> {
-        use router_runtime::codec::FrameCodec;
+        Self::open_with(channel, Self::hello(id, labels)).await
+    }
+
+    /// The Hello a well-behaved bridge sends.
+    pub fn hello(id: &str, labels: &[(&str, &str)]) -> router_runtime::pb::Hello {
         use router_runtime::pb;
-        use router_runtime::wire::{BridgeFrame, RouterFrame};
-        let (out, rx) = tokio::sync::mpsc::unbounded_channel();
-        let hello = pb::Hello {
+        pb::Hello {
             protocol_version: pb::ProtocolVersion::ProtocolVersion1 as i32,
             instance_id: id.to_owned(),
             service: "myservice.v1.Greeter".into(),
@@ -195,7 +197,17 @@ impl RawRegistration {
             initial_window: 64 * 1024,
             max_frame_size: 64 * 1024,
             ..Default::default()
-        };
+        }
+    }
+
+    /// Registers with an arbitrary Hello.
+    pub async fn open_with(
+        channel: Channel,
+        hello: router_runtime::pb::Hello,
+    ) -> Result<RawRegistration, tonic::Status> {
+        use router_runtime::codec::FrameCodec;
+        use router_runtime::wire::{BridgeFrame, RouterFrame};
+        let (out, rx) = tokio::sync::mpsc::unbounded_channel();
         let _ = out.send(BridgeFrame::Hello(hello));
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready()
