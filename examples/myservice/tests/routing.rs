@@ -388,3 +388,44 @@ async fn registrations_with_another_protocol_version_or_service_are_refused_clea
     );
     assert!(router.router.registry().is_empty());
 }
+
+#[tokio::test]
+async fn an_instance_that_claims_a_routing_key_receives_its_calls() {
+    let router = TestRouter::start(config(Strategy::RoundRobin)).await;
+    let mut handles = Vec::new();
+    for (id, claims) in [
+        ("a", vec![]),
+        ("b", vec!["user-7", "user-9"]),
+        ("c", vec![]),
+    ] {
+        let options = claims.into_iter().fold(
+            BridgeOptions::new(router.endpoint()).instance_id(id),
+            |o, k| o.routing_key(k),
+        );
+        handles.push(
+            start_instance_with(&router, options, GreeterServer::new(TestGreeter::new(id).0)).await,
+        );
+    }
+    let mut client = router.client().await;
+    // SayHello's route_key is `name`: the claimed keys go to b every time, the
+    // others follow round robin.
+    let mut others = std::collections::HashSet::new();
+    for i in 0..12 {
+        assert_eq!(
+            served_by(&mut client, Request::new(hello("user-7"))).await,
+            "b"
+        );
+        assert_eq!(
+            served_by(&mut client, Request::new(hello("user-9"))).await,
+            "b"
+        );
+        others.insert(
+            served_by(
+                &mut client,
+                Request::new(hello(&format!("user-{}", 100 + i))),
+            )
+            .await,
+        );
+    }
+    assert_eq!(others.len(), 3, "{others:?}");
+}

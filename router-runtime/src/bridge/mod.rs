@@ -49,7 +49,10 @@ pub struct BridgeOptions {
     pub weight: u32,
     /// The most calls the instance takes at once; 0 for no limit.
     pub max_concurrent_calls: u32,
-    /// Routing keys this instance claims.
+    /// Routing keys this instance claims: a call whose routing key (the
+    /// method's `route_key` field, or the router's routing-key header) equals
+    /// one of them goes to this instance while it is available, whatever the
+    /// strategy.
     pub routing_keys: Vec<String>,
     /// Credit, in bytes, granted to the router for each call's requests.
     pub initial_window: u32,
@@ -170,6 +173,12 @@ impl BridgeOptions {
     /// Sets the weight.
     pub fn weight(mut self, weight: u32) -> Self {
         self.weight = weight;
+        self
+    }
+
+    /// Claims a routing key (see [`BridgeOptions::routing_keys`]).
+    pub fn routing_key(mut self, key: impl Into<String>) -> Self {
+        self.routing_keys.push(key.into());
         self
     }
 

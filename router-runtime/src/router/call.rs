@@ -278,6 +278,23 @@ fn pick(core: &RouterCore, selection: &Selection<'_>) -> Result<Arc<Instance>, P
             Err(PickError::NoneAvailable)
         };
     }
+    // An instance that claimed the call's routing key takes it, whatever the
+    // strategy, while it can.
+    if let Some(owner) = selection
+        .key
+        .and_then(|key| std::str::from_utf8(key).ok())
+        .and_then(|key| snapshot.by_routing_key(key))
+        .filter(|owner| {
+            Some(owner.registration) != selection.exclude
+                && owner.is_available()
+                && selection
+                    .labels
+                    .iter()
+                    .all(|(k, v)| owner.info().labels.get(*k).map(String::as_str) == Some(*v))
+        })
+    {
+        return Ok(owner.clone());
+    }
     if selection.labels.is_empty() {
         return core.balancer.pick(&snapshot, selection);
     }

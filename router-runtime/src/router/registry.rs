@@ -335,6 +335,7 @@ pub struct Snapshot {
 #[derive(Debug, Default)]
 struct Index {
     by_id: HashMap<String, usize>,
+    by_routing_key: HashMap<String, usize>,
     by_label: HashMap<String, HashMap<String, Vec<usize>>>,
 }
 
@@ -359,6 +360,9 @@ impl Snapshot {
             let mut index = Index::default();
             for (i, instance) in self.instances.iter().enumerate() {
                 index.by_id.insert(instance.id().to_owned(), i);
+                for key in &instance.info().routing_keys {
+                    index.by_routing_key.insert(key.clone(), i);
+                }
                 for (k, v) in &instance.info().labels {
                     index
                         .by_label
@@ -376,6 +380,15 @@ impl Snapshot {
     /// The instance registered as `id`.
     pub fn by_id(&self, id: &str) -> Option<&Arc<Instance>> {
         self.index().by_id.get(id).map(|&i| &self.instances[i])
+    }
+
+    /// The instance that claimed the routing key `key` in its `Hello` (the
+    /// latest registration wins when several claim it).
+    pub fn by_routing_key(&self, key: &str) -> Option<&Arc<Instance>> {
+        self.index()
+            .by_routing_key
+            .get(key)
+            .map(|&i| &self.instances[i])
     }
 
     /// The instances carrying every label pair of `labels`.
