@@ -96,12 +96,12 @@ where
     }
 }
 
-/// A register stream lives as long as its instance and most are idle: start
-/// with a small buffer (tonic allocates it up front for every stream and grows
-/// it on demand), and batch up to 64 KiB of ready frames before yielding to
-/// the transport.
+/// A register stream lives as long as its instance and most are idle: tonic
+/// allocates `buffer_size` up front for every stream and grows the buffer to
+/// each message anyway, so start with none; batch up to 64 KiB of ready
+/// frames before yielding to the transport.
 fn frame_buffer_settings() -> BufferSettings {
-    BufferSettings::new(512, 64 * 1024)
+    BufferSettings::new(0, 64 * 1024)
 }
 
 impl<E: EncodeFrame> Encoder for FrameCoder<E> {

@@ -22,6 +22,8 @@ struct State<T> {
 struct Shared<T> {
     state: Mutex<State<T>>,
     senders: AtomicUsize,
+    /// Free the item buffer whenever the queue drains.
+    compact: bool,
 }
 
 impl<T> Shared<T> {
@@ -34,6 +36,16 @@ impl<T> Shared<T> {
 
 /// Creates a queue.
 pub fn queue<T>() -> (QueueSender<T>, QueueReceiver<T>) {
+    new_queue(false)
+}
+
+/// Creates a queue that frees its buffer whenever it drains: for long-lived,
+/// mostly idle queues, at the price of an allocation when a burst starts.
+pub fn queue_compact<T>() -> (QueueSender<T>, QueueReceiver<T>) {
+    new_queue(true)
+}
+
+fn new_queue<T>(compact: bool) -> (QueueSender<T>, QueueReceiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
@@ -41,6 +53,7 @@ pub fn queue<T>() -> (QueueSender<T>, QueueReceiver<T>) {
             receiver_alive: true,
         }),
         senders: AtomicUsize::new(1),
+        compact,
     });
     (
         QueueSender {
@@ -135,8 +148,12 @@ impl<T> QueueReceiver<T> {
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let mut state = self.shared.lock();
         if let Some(item) = state.items.pop_front() {
-            if state.items.is_empty() && state.items.capacity() > 32 {
-                state.items.shrink_to(8);
+            if state.items.is_empty() {
+                if self.shared.compact {
+                    state.items = VecDeque::new();
+                } else if state.items.capacity() > 32 {
+                    state.items.shrink_to(8);
+                }
             }
             return Poll::Ready(Some(item));
         }

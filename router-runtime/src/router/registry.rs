@@ -12,7 +12,6 @@ use std::time::{Instant, SystemTime};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::flow::SendCredit;
@@ -90,7 +89,8 @@ pub struct Instance {
     starting: AtomicUsize,
     /// Whether the drain acknowledgement went out.
     drain_acked: AtomicBool,
-    pub(crate) closed: CancellationToken,
+    closed: AtomicBool,
+    closed_notify: tokio::sync::Notify,
     last_seen: AtomicU64,
     epoch: Instant,
     pub(crate) out: QueueSender<Outbound>,
@@ -123,7 +123,8 @@ impl Instance {
             draining: AtomicBool::new(false),
             starting: AtomicUsize::new(0),
             drain_acked: AtomicBool::new(false),
-            closed: CancellationToken::new(),
+            closed: AtomicBool::new(false),
+            closed_notify: tokio::sync::Notify::new(),
             last_seen: AtomicU64::new(0),
             epoch: Instant::now(),
             out,
@@ -167,7 +168,18 @@ impl Instance {
 
     /// Whether the registration is over.
     pub fn is_closed(&self) -> bool {
-        self.closed.is_cancelled()
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Waits until the registration is over.
+    pub(crate) async fn wait_closed(&self) {
+        loop {
+            let closed = self.closed_notify.notified();
+            if self.is_closed() {
+                return;
+            }
+            closed.await;
+        }
     }
 
     /// Whether it can take a new call now.
@@ -312,7 +324,8 @@ impl Instance {
 
     /// Ends the registration: every call in flight fails with `status`.
     pub(crate) fn shut(&self, status: &Status) {
-        self.closed.cancel();
+        self.closed.store(true, Ordering::Release);
+        self.closed_notify.notify_waiters();
         let calls: Vec<(u64, CallSlot)> = self.calls().drain().collect();
         for (_, slot) in calls {
             slot.request_credit.close();

@@ -18,7 +18,7 @@ use tracing::{debug, info};
 use super::RouterCore;
 use super::registry::{CallEvent, Instance, InstanceInfo, Outbound};
 use crate::pb;
-use crate::queue::{QueueReceiver, queue};
+use crate::queue::{QueueReceiver, queue_compact};
 use crate::wire::{BridgeFrame, RouterFrame};
 
 /// The protocol versions this router speaks.
@@ -101,7 +101,9 @@ async fn accept(
         ));
     }
 
-    let (out, rx) = queue();
+    // Register streams sit idle most of the time: their queue frees its
+    // memory whenever it drains.
+    let (out, rx) = queue_compact();
     let info = InstanceInfo {
         id: hello.instance_id.clone(),
         labels: hello.labels.into_iter().collect(),
@@ -180,7 +182,7 @@ async fn read_frames(
                 Ok(None) => break "register stream closed".to_owned(),
                 Err(status) => break format!("register stream failed: {}", status.message()),
             },
-            _ = instance.closed.cancelled() => break "registration closed".to_owned(),
+            _ = instance.wait_closed() => break "registration closed".to_owned(),
         }
     };
     debug!(instance = instance.id(), %reason, "registration ending");
