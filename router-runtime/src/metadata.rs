@@ -50,7 +50,8 @@ fn is_reserved(name: &str) -> bool {
 /// Collects the application metadata of `headers`, in order, keeping repeated
 /// keys and decoding `-bin` values.
 pub fn from_headers(headers: &HeaderMap) -> pb::Metadata {
-    let mut entries = Vec::with_capacity(headers.len());
+    // Most header maps hold only reserved headers: allocate for what is kept.
+    let mut entries = Vec::new();
     for (name, value) in headers {
         let key = name.as_str();
         if is_reserved(key) {

@@ -24,6 +24,8 @@ use crate::wire::{BridgeFrame, Payload};
 pub(crate) struct CallContext {
     pub(crate) out: QueueSender<BridgeFrame>,
     pub(crate) calls: Arc<Calls>,
+    /// The service's methods.
+    pub(crate) descriptor: &'static crate::descriptor::ServiceDescriptor,
     /// Credit the router grants per call for responses.
     pub(crate) reply_window: u32,
     /// Credit this bridge grants per call for requests.
@@ -99,7 +101,7 @@ async fn run<T: BridgedService>(
     timeout: Option<Duration>,
 ) -> Result<(), Status> {
     let call_id = start.call_id;
-    let request = build_request(&start, body, timeout)?;
+    let request = build_request(context.descriptor, &start, body, timeout)?;
     let Ok(response) = service.oneshot(request).await;
     let (parts, mut body) = response.into_parts();
 
@@ -186,14 +188,25 @@ fn flush(context: &CallContext, batch: &mut Vec<BridgeFrame>) {
 
 /// Builds the HTTP/2 request tonic's generated server expects.
 fn build_request(
+    descriptor: &'static crate::descriptor::ServiceDescriptor,
     start: &pb::CallStart,
     body: RequestBody,
     timeout: Option<Duration>,
 ) -> Result<Request<tonic::body::Body>, Status> {
+    // A method this build knows: its static path, without copying. Otherwise
+    // the router's path as sent (a newer router), which the service answers
+    // with UNIMPLEMENTED if it does not know it either.
+    let uri = match descriptor.method_by_tag(start.method_tag) {
+        Some(method) if start.path.is_empty() || start.path == method.path => {
+            http::Uri::from_maybe_shared(Bytes::from_static(method.path.as_bytes()))
+        }
+        _ => http::Uri::try_from(start.path.as_str()),
+    }
+    .map_err(|e| Status::internal(format!("invalid call path `{}`: {e}", start.path)))?;
     let mut request = Request::builder()
         .method(Method::POST)
         .version(Version::HTTP_2)
-        .uri(start.path.as_str())
+        .uri(uri)
         .body(tonic::body::Body::new(body))
         .map_err(|e| Status::internal(format!("invalid call path `{}`: {e}", start.path)))?;
     // The client's connection as the router saw it: the handler's

@@ -266,6 +266,7 @@ impl<S: ServiceSpec, T: BridgedService> Bridge<S, T> {
         let (state, state_rx) = watch::channel(BridgeState::default());
         let shared = Arc::new(session::Shared {
             service_name: S::NAME,
+            descriptor: S::DESCRIPTOR,
             register_path: format!("/{}/Register", S::REGISTER_NAME),
             options,
             shutdown: shutdown.clone(),

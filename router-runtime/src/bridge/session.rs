@@ -25,6 +25,8 @@ use crate::wire::{BridgeFrame, RouterFrame};
 /// What every registration of one bridge shares.
 pub(crate) struct Shared {
     pub(crate) service_name: &'static str,
+    /// The service's methods, to resolve each call's path.
+    pub(crate) descriptor: &'static crate::descriptor::ServiceDescriptor,
     pub(crate) register_path: String,
     pub(crate) options: BridgeOptions,
     pub(crate) shutdown: CancellationToken,
@@ -247,6 +249,7 @@ async fn run_session<T: BridgedService>(
     let context = Arc::new(CallContext {
         out: out.clone(),
         calls: calls.clone(),
+        descriptor: shared.descriptor,
         reply_window: welcome.initial_window.max(1),
         request_window: options.initial_window,
         max_frame: usize::try_from(welcome.max_frame_size.max(1024)).unwrap_or(usize::MAX),
