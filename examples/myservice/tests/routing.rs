@@ -429,3 +429,63 @@ async fn an_instance_that_claims_a_routing_key_receives_its_calls() {
     }
     assert_eq!(others.len(), 3, "{others:?}");
 }
+
+#[tokio::test]
+async fn a_router_with_an_authorize_hook_accepts_only_bridges_that_pass_it() {
+    let config = RouterConfig {
+        authorize: Some(std::sync::Arc::new(|metadata, hello| {
+            match metadata.get("authorization").and_then(|v| v.to_str().ok()) {
+                Some("Bearer good") => Ok(()),
+                _ => Err(tonic::Status::unauthenticated(format!(
+                    "instance `{}` gave no valid token",
+                    hello.instance_id
+                ))),
+            }
+        })),
+        ..RouterConfig::default()
+    };
+    let router = TestRouter::start(config).await;
+
+    let intruder = myservice_example::pb::GreeterBridge::new(TestGreeter::new("intruder").0)
+        .connect(
+            BridgeOptions::new(router.endpoint())
+                .instance_id("intruder")
+                .register_header("authorization", "Bearer bad")
+                .expect("ascii"),
+        );
+    let mut state = intruder.registrations();
+    let refusal = within(10, "the refusal", async {
+        loop {
+            if let Some(error) = state.borrow_and_update().last_error.clone() {
+                return error;
+            }
+            if state.changed().await.is_err() {
+                return String::new();
+            }
+        }
+    })
+    .await;
+    assert!(
+        refusal.contains("no valid token") && refusal.contains("refused"),
+        "{refusal}"
+    );
+    assert!(router.router.registry().is_empty());
+
+    let options = BridgeOptions::new(router.endpoint())
+        .instance_id("trusted")
+        .register_header("authorization", "Bearer good")
+        .expect("ascii");
+    let _trusted = start_instance_with(
+        &router,
+        options,
+        GreeterServer::new(TestGreeter::new("trusted").0),
+    )
+    .await;
+    assert_eq!(router.router.registry().len(), 1);
+    let mut client = router.client().await;
+    assert_eq!(
+        served_by(&mut client, Request::new(hello("x"))).await,
+        "trusted"
+    );
+    intruder.abort().await;
+}

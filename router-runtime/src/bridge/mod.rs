@@ -74,6 +74,9 @@ pub struct BridgeOptions {
     pub resolve_interval: Option<Duration>,
     /// How names are resolved when `resolve_interval` is set.
     pub resolver: Resolver,
+    /// Metadata sent with every `Register` call, for the router's
+    /// `RouterConfig::authorize` (for example `authorization: Bearer ...`).
+    pub register_metadata: tonic::metadata::MetadataMap,
 }
 
 /// Resolves a router host name to the addresses of every router replica.
@@ -136,6 +139,7 @@ impl BridgeOptions {
             drain_timeout: Duration::from_secs(30),
             resolve_interval: None,
             resolver: Resolver::default(),
+            register_metadata: tonic::metadata::MetadataMap::new(),
         }
     }
 
@@ -180,6 +184,18 @@ impl BridgeOptions {
     pub fn routing_key(mut self, key: impl Into<String>) -> Self {
         self.routing_keys.push(key.into());
         self
+    }
+
+    /// Adds metadata to the `Register` call (see
+    /// [`BridgeOptions::register_metadata`]). Keys that are not valid ASCII
+    /// metadata keys or values are refused.
+    pub fn register_header(
+        mut self,
+        key: &'static str,
+        value: &str,
+    ) -> Result<Self, tonic::metadata::errors::InvalidMetadataValue> {
+        self.register_metadata.insert(key, value.parse()?);
+        Ok(self)
     }
 
     /// Sets the concurrency limit.

@@ -210,7 +210,8 @@ async fn run_session<T: BridgedService>(
     if let Err(e) = grpc.ready().await {
         return SessionEnd::Lost(format!("router not ready: {e}"));
     }
-    let request = tonic::Request::new(out_rx);
+    let mut request = tonic::Request::new(out_rx);
+    *request.metadata_mut() = options.register_metadata.clone();
     let codec = FrameCodec::<BridgeFrame, RouterFrame>::default();
     let response = tokio::select! {
         response = grpc.streaming(request, path, codec) => response,
@@ -218,7 +219,7 @@ async fn run_session<T: BridgedService>(
     };
     let mut frames = match response {
         Ok(response) => response.into_inner(),
-        Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+        Err(status) if refused(&status) => {
             return SessionEnd::Refused(format!(
                 "router refused registration: {}",
                 status.message()
@@ -230,7 +231,7 @@ async fn run_session<T: BridgedService>(
         Ok(Some(RouterFrame::Welcome(welcome))) => welcome,
         Ok(Some(_)) => return SessionEnd::Lost("router's first frame was not Welcome".into()),
         Ok(None) => return SessionEnd::Lost("router closed the stream before Welcome".into()),
-        Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+        Err(status) if refused(&status) => {
             return SessionEnd::Refused(format!(
                 "router refused registration: {}",
                 status.message()
@@ -445,4 +446,16 @@ fn split_endpoint(endpoint: &str) -> Option<(String, String, u16)> {
         .port_u16()
         .unwrap_or(if scheme == "https" { 443 } else { 80 });
     Some((scheme, host, port))
+}
+
+/// Statuses by which a router refuses a registration: retrying at once would
+/// only be refused again.
+fn refused(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::FailedPrecondition
+            | tonic::Code::Unauthenticated
+            | tonic::Code::PermissionDenied
+            | tonic::Code::InvalidArgument
+    )
 }

@@ -44,8 +44,17 @@ pub const PIN_HEADER: &str = "x-router-instance";
 /// with all these labels take the call.
 pub const SELECT_HEADER: &str = "x-router-select";
 
+/// Decides whether a bridge may register: it sees the `Register` call's
+/// metadata (for example an `authorization` header) and the bridge's `Hello`,
+/// and refuses with a status (UNAUTHENTICATED, PERMISSION_DENIED ...).
+pub type Authorize = Arc<
+    dyn Fn(&tonic::metadata::MetadataMap, &crate::pb::Hello) -> Result<(), tonic::Status>
+        + Send
+        + Sync,
+>;
+
 /// How a router behaves. `Default` gives production defaults.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RouterConfig {
     /// An identifier for logs and the `Welcome` frame.
     pub router_id: String,
@@ -75,6 +84,25 @@ pub struct RouterConfig {
     pub send_gzip: bool,
     /// How long a bridge has to send its `Hello`.
     pub hello_timeout: Duration,
+    /// Checks every registration before it is accepted; `None` accepts any
+    /// bridge that speaks the protocol (only for trusted networks).
+    pub authorize: Option<Authorize>,
+}
+
+impl std::fmt::Debug for RouterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterConfig")
+            .field("router_id", &self.router_id)
+            .field("strategy", &self.strategy)
+            .field("initial_window", &self.initial_window)
+            .field("max_frame_size", &self.max_frame_size)
+            .field("max_message_size", &self.max_message_size)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("heartbeat_timeout", &self.heartbeat_timeout)
+            .field("route_key_header", &self.route_key_header)
+            .field("authorize", &self.authorize.as_ref().map(|_| "<fn>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for RouterConfig {
@@ -92,6 +120,7 @@ impl Default for RouterConfig {
             accept_gzip: true,
             send_gzip: false,
             hello_timeout: Duration::from_secs(10),
+            authorize: None,
         }
     }
 }

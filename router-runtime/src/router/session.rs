@@ -61,7 +61,10 @@ impl tonic::server::StreamingService<BridgeFrame> for Register {
 
     fn call(&mut self, request: Request<Streaming<BridgeFrame>>) -> Self::Future {
         let core = self.core.clone();
-        Box::pin(async move { accept(core, request.into_inner()).await })
+        Box::pin(async move {
+            let (metadata, _, frames) = request.into_parts();
+            accept(core, metadata, frames).await
+        })
     }
 }
 
@@ -69,6 +72,7 @@ impl tonic::server::StreamingService<BridgeFrame> for Register {
 /// reader.
 async fn accept(
     core: Arc<RouterCore>,
+    metadata: tonic::metadata::MetadataMap,
     mut frames: Streaming<BridgeFrame>,
 ) -> Result<Response<OutboundStream>, Status> {
     let first = tokio::time::timeout(core.config.hello_timeout, frames.message())
@@ -99,6 +103,9 @@ async fn accept(
         return Err(Status::invalid_argument(
             "Hello.instance_id must not be empty",
         ));
+    }
+    if let Some(authorize) = &core.config.authorize {
+        authorize(&metadata, &hello)?;
     }
 
     // Register streams sit idle most of the time: their queue frees its
