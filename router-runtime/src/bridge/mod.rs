@@ -74,6 +74,9 @@ pub struct BridgeOptions {
     pub resolve_interval: Option<Duration>,
     /// How names are resolved when `resolve_interval` is set.
     pub resolver: Resolver,
+    /// TLS for the connections to routers (`https://` endpoints): the CA to
+    /// trust, the server name, a client identity for mutual TLS.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
     /// Metadata sent with every `Register` call, for the router's
     /// `RouterConfig::authorize` (for example `authorization: Bearer ...`).
     pub register_metadata: tonic::metadata::MetadataMap,
@@ -140,6 +143,7 @@ impl BridgeOptions {
             resolve_interval: None,
             resolver: Resolver::default(),
             register_metadata: tonic::metadata::MetadataMap::new(),
+            tls: None,
         }
     }
 
@@ -196,6 +200,12 @@ impl BridgeOptions {
     ) -> Result<Self, tonic::metadata::errors::InvalidMetadataValue> {
         self.register_metadata.insert(key, value.parse()?);
         Ok(self)
+    }
+
+    /// Connects to routers over TLS (see [`BridgeOptions::tls`]).
+    pub fn tls(mut self, config: tonic::transport::ClientTlsConfig) -> Self {
+        self.tls = Some(config);
+        self
     }
 
     /// Sets the concurrency limit.

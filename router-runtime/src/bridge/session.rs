@@ -159,6 +159,7 @@ fn jitter(delay: Duration) -> Duration {
 }
 
 async fn connect(options: &BridgeOptions, endpoint: &str) -> Result<Channel, String> {
+    let endpoint_text = endpoint;
     let endpoint = Endpoint::from_shared(endpoint.to_owned())
         .map_err(|e| format!("invalid router endpoint `{endpoint}`: {e}"))?
         .connect_timeout(options.connect_timeout)
@@ -167,6 +168,12 @@ async fn connect(options: &BridgeOptions, endpoint: &str) -> Result<Channel, Str
         .initial_connection_window_size(Some(32 * 1024 * 1024))
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20));
+    let endpoint = match &options.tls {
+        Some(tls) => endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| format!("invalid TLS settings for `{endpoint_text}`: {e}"))?,
+        None => endpoint,
+    };
     endpoint
         .connect()
         .await

@@ -64,7 +64,12 @@ async fn forward(
     request: Request<Streaming<Bytes>>,
 ) -> Result<Response<ReplyStream>, Status> {
     let (metadata_map, extensions, mut stream) = request.into_parts();
-    let connection = extensions.get::<tonic::transport::server::TcpConnectInfo>();
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let connection = extensions.get::<TcpConnectInfo>().or_else(|| {
+        extensions
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .map(TlsConnectInfo::get_ref)
+    });
     let addresses = Addresses {
         peer: connection
             .and_then(|c| c.remote_addr())
