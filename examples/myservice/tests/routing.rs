@@ -247,11 +247,7 @@ async fn a_bridge_that_stops_reading_is_removed_within_twice_the_heartbeat_timeo
         ..RouterConfig::default()
     };
     let router = TestRouter::start(config).await;
-    let channel = tonic::transport::Endpoint::from_shared(router.endpoint())
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connects");
+    let channel = router.channel().await;
     // Registers, then never reads, never answers a ping, never sends again.
     let silent = within(
         5,
@@ -272,11 +268,7 @@ async fn a_bridge_that_stops_reading_is_removed_within_twice_the_heartbeat_timeo
 #[tokio::test]
 async fn a_reregistering_instance_replaces_its_stale_registration_at_once() {
     let router = TestRouter::start(RouterConfig::default()).await;
-    let channel = tonic::transport::Endpoint::from_shared(router.endpoint())
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connects");
+    let channel = router.channel().await;
     let _stale = RawRegistration::open(channel, "same-id", &[])
         .await
         .expect("registered");
@@ -300,11 +292,7 @@ async fn a_reregistering_instance_replaces_its_stale_registration_at_once() {
 async fn call_lost_on_first_instance(idempotent: bool) -> Result<String, tonic::Status> {
     use router_runtime::wire::RouterFrame;
     let router = TestRouter::start(config(Strategy::RoundRobin)).await;
-    let channel = tonic::transport::Endpoint::from_shared(router.endpoint())
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connects");
+    let channel = router.channel().await;
     let mut swallower = RawRegistration::open(channel, "a", &[])
         .await
         .expect("registered");
@@ -354,11 +342,7 @@ async fn a_non_idempotent_call_that_reached_a_dying_instance_is_not_replayed() {
 #[tokio::test]
 async fn registrations_with_another_protocol_version_or_service_are_refused_clearly() {
     let router = TestRouter::start(RouterConfig::default()).await;
-    let channel = tonic::transport::Endpoint::from_shared(router.endpoint())
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connects");
+    let channel = router.channel().await;
 
     let mut future_version = RawRegistration::hello("v99", &[]);
     future_version.protocol_version = 99;

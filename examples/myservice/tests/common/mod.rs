@@ -72,7 +72,12 @@ impl TestRouter {
     }
 
     pub async fn client(&self) -> GreeterClient<Channel> {
-        connect(self.addr).await
+        GreeterClient::new(self.channel().await)
+    }
+
+    /// A connection to the router, for clients of any of its services.
+    pub async fn channel(&self) -> Channel {
+        connect_channel(self.addr).await
     }
 
     /// Waits until `n` instances are registered.
@@ -99,7 +104,12 @@ impl TestRouter {
 
 /// A tonic client for `addr`.
 pub async fn connect(addr: SocketAddr) -> GreeterClient<Channel> {
-    let channel = within(
+    GreeterClient::new(connect_channel(addr).await)
+}
+
+/// A connection to `addr`.
+pub async fn connect_channel(addr: SocketAddr) -> Channel {
+    within(
         10,
         "client connection",
         tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -107,8 +117,7 @@ pub async fn connect(addr: SocketAddr) -> GreeterClient<Channel> {
             .connect(),
     )
     .await
-    .expect("client connects");
-    GreeterClient::new(channel)
+    .expect("client connects")
 }
 
 /// Starts a bridge for `service` registered as `id` and waits until it is.
