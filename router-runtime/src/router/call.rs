@@ -46,6 +46,24 @@ struct Addresses {
     local: String,
 }
 
+impl Addresses {
+    /// The addresses tonic recorded for the connection, plain or TLS.
+    fn of(extensions: &tonic::Extensions) -> Self {
+        use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+        let connection = extensions.get::<TcpConnectInfo>().or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .map(TlsConnectInfo::get_ref)
+        });
+        let text =
+            |addr: Option<std::net::SocketAddr>| addr.map(|a| a.to_string()).unwrap_or_default();
+        Addresses {
+            peer: text(connection.and_then(TcpConnectInfo::remote_addr)),
+            local: text(connection.and_then(TcpConnectInfo::local_addr)),
+        }
+    }
+}
+
 /// Where a call's request messages come from.
 enum Requests {
     /// Unary and server-streaming: the one message, already read.
@@ -64,22 +82,7 @@ async fn forward(
     request: Request<Streaming<Bytes>>,
 ) -> Result<Response<ReplyStream>, Status> {
     let (metadata_map, extensions, mut stream) = request.into_parts();
-    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-    let connection = extensions.get::<TcpConnectInfo>().or_else(|| {
-        extensions
-            .get::<TlsConnectInfo<TcpConnectInfo>>()
-            .map(TlsConnectInfo::get_ref)
-    });
-    let addresses = Addresses {
-        peer: connection
-            .and_then(|c| c.remote_addr())
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
-        local: connection
-            .and_then(|c| c.local_addr())
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
-    };
+    let addresses = Addresses::of(&extensions);
     let headers = metadata_map.into_headers();
     let timeout = metadata::timeout_from_headers(&headers);
     let deadline = timeout.map(|t| Instant::now() + t);
