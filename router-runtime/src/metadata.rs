@@ -179,6 +179,7 @@ pub fn trailers_from_headers(call_id: u64, headers: &HeaderMap) -> Option<pb::Tr
         message,
         details,
         metadata: Some(from_headers(headers)),
+        not_started: false,
     })
 }
 
@@ -204,6 +205,7 @@ pub fn trailers_from_status(call_id: u64, status: &Status) -> pb::Trailers {
         message: status.message().to_owned(),
         details: status.details().to_vec().into(),
         metadata: Some(from_headers(status.metadata().as_ref())),
+        not_started: false,
     }
 }
 

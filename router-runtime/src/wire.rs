@@ -374,6 +374,7 @@ mod tests {
             message: "gone".into(),
             details: Bytes::from_static(b"\x08\x05"),
             metadata: None,
+            not_started: true,
         }));
         roundtrip_bridge(BridgeFrame::Pong(pb::Pong { nonce: 2 }));
     }

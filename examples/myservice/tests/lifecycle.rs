@@ -277,3 +277,50 @@ async fn a_bridge_registers_with_every_address_a_router_name_resolves_to() {
     within(10, "shutdown", handle.shutdown()).await;
     second.wait_for_instances(0).await;
 }
+
+#[tokio::test]
+async fn an_instance_at_its_limit_refuses_a_call_from_another_router_which_sends_it_elsewhere() {
+    use common::test_greeter::Event;
+    use router_runtime::codegen::Strategy;
+    let first = TestRouter::start(RouterConfig::default()).await;
+    let second = TestRouter::start(RouterConfig {
+        strategy: Some(Strategy::RoundRobin),
+        ..RouterConfig::default()
+    })
+    .await;
+    // "busy" takes one call at a time and registers with both routers;
+    // "spare" only with the second, after "busy" (round robin starts there).
+    let (greeter, mut events) = TestGreeter::new("busy");
+    let busy = myservice_example::pb::GreeterBridge::new(greeter).connect(
+        BridgeOptions::new(first.endpoint())
+            .endpoint(second.endpoint())
+            .instance_id("busy")
+            .max_concurrent_calls(1),
+    );
+    within(10, "busy registered twice", busy.registered_with(2)).await;
+    second.wait_for_instances(1).await;
+    let _spare = instance(&second, "spare").await;
+
+    // The first router fills busy's only slot.
+    let mut through_first = first.client().await;
+    let slow = tokio::spawn(async move { through_first.say_hello(hello("slow:60000")).await });
+    loop {
+        match within(5, "the slow call to start", events.recv()).await {
+            Some(Event::SlowStarted) => break,
+            Some(_) => continue,
+            None => panic!("events closed"),
+        }
+    }
+
+    // The second router does not know busy is full: busy refuses without
+    // running the call, and the router sends it to spare.
+    let mut through_second = second.client().await;
+    let reply = within(5, "refused call", through_second.say_hello(hello("x")))
+        .await
+        .expect("served elsewhere")
+        .into_inner();
+    assert_eq!(reply.instance_id, "spare");
+    assert!(second.router.stats().calls_retried() >= 1);
+    slow.abort();
+    busy.abort().await;
+}

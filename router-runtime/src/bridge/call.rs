@@ -1,6 +1,7 @@
 //! Running one forwarded call through the user's tonic server.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,6 +35,12 @@ pub(crate) struct CallContext {
     pub(crate) max_frame: usize,
     /// The largest request message this bridge reassembles.
     pub(crate) max_message: usize,
+    /// Calls this instance runs now, through every router.
+    pub(crate) active: Arc<std::sync::atomic::AtomicUsize>,
+    /// The most calls it runs at once; 0 for no limit.
+    pub(crate) limit: u32,
+    /// The instance id, for messages.
+    pub(crate) instance_id: String,
 }
 
 /// Registers the call and runs it on its own task.
@@ -43,6 +50,24 @@ pub(crate) fn start<T: BridgedService>(
     start: pb::CallStart,
 ) {
     let call_id = start.call_id;
+    // Each router counts only its own calls: with several routers the limit
+    // is enforced here, and a call refused before it ran may go elsewhere.
+    let running = context.active.fetch_add(1, Ordering::AcqRel);
+    if context.limit > 0 && running >= context.limit as usize {
+        context.active.fetch_sub(1, Ordering::AcqRel);
+        let _ = context.out.send(BridgeFrame::Trailers(pb::Trailers {
+            call_id,
+            code: Code::ResourceExhausted as i32,
+            message: format!(
+                "instance `{}` is at its limit of {} concurrent calls",
+                context.instance_id, context.limit
+            ),
+            details: Bytes::new(),
+            metadata: None,
+            not_started: true,
+        }));
+        return;
+    }
     let (inbound, rx) = queue();
     let reply_credit = Arc::new(SendCredit::new(context.reply_window));
     let cancel = CancellationToken::new();
@@ -87,6 +112,7 @@ pub(crate) fn start<T: BridgedService>(
             )));
         }
         context.calls.remove(call_id);
+        context.active.fetch_sub(1, Ordering::AcqRel);
     });
 }
 
@@ -171,6 +197,7 @@ async fn run<T: BridgedService>(
                     message: "the service's trailers carry no grpc-status".into(),
                     details: Bytes::new(),
                     metadata: Some(metadata::from_headers(&trailers)),
+                    not_started: false,
                 });
             batch.push(BridgeFrame::Trailers(trailers));
             flush(context, &mut batch);

@@ -299,6 +299,7 @@ impl<S: ServiceSpec, T: BridgedService> Bridge<S, T> {
             abort: abort.clone(),
             state,
             serving: watch::Sender::new(true),
+            active: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         });
         let tasks = shared
             .options

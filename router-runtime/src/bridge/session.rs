@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     pub(crate) abort: CancellationToken,
     pub(crate) state: watch::Sender<BridgeState>,
+    /// Calls the instance runs now, through every router.
+    pub(crate) active: Arc<AtomicUsize>,
     /// Whether the instance takes new calls (`grpc.health.v1` semantics).
     pub(crate) serving: watch::Sender<bool>,
 }
@@ -258,6 +260,9 @@ async fn run_session<T: BridgedService>(
         out: out.clone(),
         calls: calls.clone(),
         descriptor: shared.descriptor,
+        active: shared.active.clone(),
+        limit: options.max_concurrent_calls,
+        instance_id: options.instance_id.clone(),
         reply_window: welcome.initial_window.max(1),
         request_window: options.initial_window,
         max_frame: usize::try_from(welcome.max_frame_size.max(1024)).unwrap_or(usize::MAX),

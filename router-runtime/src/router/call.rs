@@ -114,11 +114,18 @@ async fn forward(
     };
 
     // An idempotent single-request call that lost its instance before any
-    // answer is replayed once on another instance; others never are.
+    // answer is replayed once on another instance; others never are. A
+    // single-request call an instance refused without running it (at its
+    // concurrency limit) is resent elsewhere, up to twice.
     let mut replay = match (&requests, method.idempotent) {
         (Requests::Single(message), true) => Some(message.clone()),
         _ => None,
     };
+    let resend = match &requests {
+        Requests::Single(message) => Some(message.clone()),
+        Requests::Stream(_) => None,
+    };
+    let mut resends_left = 2;
     let mut next = Some(requests);
     loop {
         let Some(requests) = next.take() else {
@@ -148,6 +155,15 @@ async fn forward(
                     next = Some(Requests::Single(message));
                 }
                 None => return Err(status),
+            },
+            First::Refused(status) => match &resend {
+                Some(message) if resends_left > 0 => {
+                    resends_left -= 1;
+                    core.stats.calls_retried.fetch_add(1, Ordering::Relaxed);
+                    selection.exclude = Some(instance.registration);
+                    next = Some(Requests::Single(message.clone()));
+                }
+                _ => return Err(status),
             },
             First::Failed(status) => return Err(status),
         }
@@ -467,6 +483,8 @@ enum First {
     Headers(pb::Metadata),
     /// The instance went away before answering.
     Lost(Status),
+    /// The instance refused the call without running it (at capacity).
+    Refused(Status),
     /// The call ended before any response (trailers-only, deadline, ...).
     Failed(Status),
 }
@@ -502,7 +520,11 @@ impl ReplyStream {
             Some(CallEvent::Headers(md)) => First::Headers(md),
             Some(CallEvent::Trailers(trailers)) => {
                 self.guard.finished = true;
-                First::Failed(metadata::status_from_trailers(trailers))
+                if trailers.not_started {
+                    First::Refused(metadata::status_from_trailers(trailers))
+                } else {
+                    First::Failed(metadata::status_from_trailers(trailers))
+                }
             }
             Some(CallEvent::Lost(status)) => {
                 self.guard.finished = true;
