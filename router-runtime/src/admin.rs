@@ -96,6 +96,7 @@ fn status(core: &RouterCore) -> pb::ServiceStatus {
             .to_owned(),
         active_calls: core.stats.calls_active(),
         calls_started: core.stats.calls_started(),
+        calls_retried: core.stats.calls_retried(),
         instances,
     }
 }

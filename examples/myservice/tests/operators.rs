@@ -69,6 +69,7 @@ async fn health_follows_registrations_and_admin_lists_instances() {
     assert_eq!(service.name, "myservice.v1.Greeter");
     assert_eq!(service.strategy, Strategy::PowerOfTwoChoices.as_str_name());
     assert_eq!(service.instances.len(), 1);
+    assert_eq!((service.calls_started, service.calls_retried), (0, 0));
     let a = &service.instances[0];
     assert_eq!(a.id, "a");
     assert_eq!(a.labels.get("zone").map(String::as_str), Some("z1"));
