@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use base64::Engine as _;
+use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::{DecodePaddingMode, general_purpose};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::percent_decode;
@@ -207,11 +207,6 @@ pub fn trailers_from_status(call_id: u64, status: &Status) -> pb::Trailers {
         metadata: Some(from_headers(status.metadata().as_ref())),
         not_started: false,
     }
-}
-
-/// Encodes raw bytes as a `-bin` header value.
-pub fn encode_binary(raw: &[u8]) -> String {
-    general_purpose::STANDARD_NO_PAD.encode(raw)
 }
 
 #[cfg(test)]
