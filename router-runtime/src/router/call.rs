@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -28,6 +29,8 @@ use crate::wire::{Payload, RouterFrame};
 pub(crate) struct Forward {
     pub(crate) core: Arc<RouterCore>,
     pub(crate) method: &'static MethodDescriptor,
+    /// When the request reached the router's service.
+    pub(crate) received: Instant,
 }
 
 impl tonic::server::StreamingService<Bytes> for Forward {
@@ -36,7 +39,12 @@ impl tonic::server::StreamingService<Bytes> for Forward {
     type Future = BoxFuture<'static, Result<Response<ReplyStream>, Status>>;
 
     fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
-        Box::pin(forward(self.core.clone(), self.method, request))
+        Box::pin(forward(
+            self.core.clone(),
+            self.method,
+            self.received,
+            request,
+        ))
     }
 }
 
@@ -79,13 +87,19 @@ fn deadline_exceeded() -> Status {
 async fn forward(
     core: Arc<RouterCore>,
     method: &'static MethodDescriptor,
+    received: Instant,
     request: Request<Streaming<Bytes>>,
 ) -> Result<Response<ReplyStream>, Status> {
     let (metadata_map, extensions, mut stream) = request.into_parts();
     let addresses = Addresses::of(&extensions);
     let headers = metadata_map.into_headers();
     let timeout = metadata::timeout_from_headers(&headers);
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // tonic's transport server also times the call from `grpc-timeout`, until
+    // the response headers, and then fails it as CANCELLED ("Timeout
+    // expired"). The router's deadline counts from the request's arrival and
+    // fires one timer tick (1 ms) earlier, so the client reliably gets
+    // DEADLINE_EXCEEDED as gRPC specifies.
+    let deadline = timeout.map(|t| received + t.saturating_sub(Duration::from_millis(1)));
     let request_metadata = metadata::from_headers(&headers);
 
     let requests = if method.kind.single_request() {

@@ -387,6 +387,7 @@ impl<S: ServiceSpec> tower::Service<Request<Body>> for RoutedService<S> {
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let core = self.core.clone();
+        let received = tokio::time::Instant::now();
         Box::pin(async move {
             let Some(method) = core.descriptor.method_by_path(req.uri().path()) else {
                 return Ok(unimplemented_response());
@@ -402,6 +403,7 @@ impl<S: ServiceSpec> tower::Service<Request<Body>> for RoutedService<S> {
             let handler = call::Forward {
                 core: core.clone(),
                 method,
+                received,
             };
             Ok(grpc.streaming(handler, req).await)
         })
