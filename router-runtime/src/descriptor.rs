@@ -24,6 +24,11 @@ impl MethodKind {
         matches!(self, MethodKind::Unary | MethodKind::ServerStreaming)
     }
 
+    /// Whether the server answers with exactly one response message.
+    pub const fn single_response(self) -> bool {
+        matches!(self, MethodKind::Unary | MethodKind::ClientStreaming)
+    }
+
     /// The wire value of this kind in `router.v1.CallStart.kind`.
     pub const fn wire(self) -> crate::pb::MethodKind {
         match self {

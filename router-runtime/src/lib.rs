@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod bridge;
+mod clock;
 pub mod codec;
 pub mod codegen;
 pub mod descriptor;

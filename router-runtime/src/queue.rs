@@ -112,6 +112,48 @@ impl<T> QueueSender<T> {
     }
 }
 
+impl<T> QueueSender<T> {
+    /// Queues `item` ahead of everything already queued (for liveness probes
+    /// that must not wait behind a backlog of data); gives it back when the
+    /// receiver is gone.
+    pub fn send_front(&self, item: T) -> Result<(), T> {
+        let waker = {
+            let mut state = self.shared.lock();
+            if !state.receiver_alive {
+                return Err(item);
+            }
+            state.items.push_front(item);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    /// Keeps only the queued items for which `keep` returns true, in order.
+    /// The dropped items are freed at once, whether or not the receiver ever
+    /// reads again.
+    pub fn retain(&self, keep: impl FnMut(&T) -> bool) {
+        let dropped: VecDeque<T> = {
+            let mut state = self.shared.lock();
+            if state.items.is_empty() {
+                return;
+            }
+            let (kept, dropped): (VecDeque<T>, VecDeque<T>) =
+                std::mem::take(&mut state.items).into_iter().partition(keep);
+            state.items = kept;
+            dropped
+        };
+        drop(dropped);
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.shared.lock().items.is_empty()
+    }
+}
+
 impl<T> Clone for QueueSender<T> {
     fn clone(&self) -> Self {
         self.shared.senders.fetch_add(1, Ordering::Relaxed);
@@ -234,6 +276,24 @@ mod tests {
         let (tx, rx) = queue();
         drop(rx);
         assert_eq!(tx.send(5), Err(5));
+    }
+
+    #[test]
+    fn send_front_jumps_the_queue_and_retain_drops_in_place() {
+        let (tx, mut rx) = queue();
+        for i in 0..5 {
+            tx.send(i).expect("open");
+        }
+        tx.send_front(99).expect("open");
+        tx.retain(|i| i % 2 == 1 || *i == 99);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut got = Vec::new();
+        while let Poll::Ready(Some(i)) = rx.poll_recv(&mut cx) {
+            got.push(i);
+        }
+        assert_eq!(got, vec![99, 1, 3]);
+        assert!(tx.is_empty());
     }
 
     #[test]

@@ -301,7 +301,11 @@ async fn run_session<T: BridgedService>(
                     }
                 }
                 Ok(None) => break SessionEnd::Lost("router closed the register stream".into()),
-                Err(status) => break SessionEnd::Lost(format!("register stream failed: {}", status.message())),
+                Err(status) => break SessionEnd::Lost(format!(
+                    "router ended the registration ({:?}): {}",
+                    status.code(),
+                    status.message()
+                )),
             },
             // Keep serving the calls in flight (their frames, credit and
             // half-closes still arrive above) until none is left.
@@ -369,9 +373,10 @@ fn dispatch<T: BridgedService>(frame: RouterFrame, service: &T, context: &Arc<Ca
             }
         }
         RouterFrame::Ping(ping) => {
+            // Ahead of queued replies: the router times liveness by pongs.
             let _ = context
                 .out
-                .send(BridgeFrame::Pong(pb::Pong { nonce: ping.nonce }));
+                .send_front(BridgeFrame::Pong(pb::Pong { nonce: ping.nonce }));
         }
         RouterFrame::Welcome(_) | RouterFrame::GoAway(_) => {}
     }

@@ -41,6 +41,29 @@ pub enum PickError {
     NoLabelMatch,
 }
 
+/// What power of two choices compares: the load of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoadMeasure {
+    /// Calls answered with one message (unary and client-streaming) in
+    /// flight. Server and bidi streams are left out: they are often
+    /// long-lived and idle, and counting them would starve an instance that
+    /// holds a few open streams of every other call.
+    #[default]
+    UnaryOutstanding,
+    /// Every call in flight, streams included.
+    Outstanding,
+}
+
+impl LoadMeasure {
+    /// The load of `instance` by this measure.
+    pub fn of(self, instance: &Instance) -> u32 {
+        match self {
+            LoadMeasure::UnaryOutstanding => instance.unary_outstanding(),
+            LoadMeasure::Outstanding => instance.outstanding(),
+        }
+    }
+}
+
 enum RngSource {
     Thread,
     Seeded(Mutex<SmallRng>),
@@ -49,6 +72,7 @@ enum RngSource {
 /// Picks instances with one strategy.
 pub struct Balancer {
     strategy: Strategy,
+    load: LoadMeasure,
     next: AtomicUsize,
     rng: RngSource,
 }
@@ -66,15 +90,23 @@ impl Balancer {
     pub fn new(strategy: Strategy) -> Self {
         Balancer {
             strategy,
+            load: LoadMeasure::default(),
             next: AtomicUsize::new(0),
             rng: RngSource::Thread,
         }
+    }
+
+    /// The same balancer comparing loads by `load` (power of two choices).
+    pub fn with_load(mut self, load: LoadMeasure) -> Self {
+        self.load = load;
+        self
     }
 
     /// A balancer with a seeded generator, for deterministic tests.
     pub fn seeded(strategy: Strategy, seed: u64) -> Self {
         Balancer {
             strategy,
+            load: LoadMeasure::default(),
             next: AtomicUsize::new(0),
             rng: RngSource::Seeded(Mutex::new(SmallRng::seed_from_u64(seed))),
         }
@@ -204,7 +236,8 @@ impl Balancer {
                 None => first = Some(candidate),
                 Some(f) if f.registration == candidate.registration && n > 1 => continue,
                 Some(f) => {
-                    return Some(if candidate.outstanding() < f.outstanding() {
+                    let load = |i: &Instance| self.load.of(i);
+                    return Some(if load(candidate) < load(f) {
                         candidate.clone()
                     } else {
                         f.clone()
@@ -223,7 +256,7 @@ impl Balancer {
         (0..n)
             .map(|k| &instances[(start + k) % n])
             .filter(|i| ok(i))
-            .min_by_key(|i| i.outstanding())
+            .min_by_key(|i| self.load.of(i))
             .cloned()
     }
 }
@@ -272,7 +305,7 @@ mod tests {
         weight: u32,
         labels: &[(&str, &str)],
     ) -> Arc<Instance> {
-        let (out, _) = crate::queue::queue();
+        let (out, _) = super::super::outbound::Outbox::new(1 << 20);
         Arc::new(Instance::new(
             registration,
             InstanceInfo {
@@ -337,6 +370,7 @@ mod tests {
     fn power_of_two_choices_avoids_the_busiest_instance() {
         let instances = fleet(3);
         instances[0].outstanding.store(50, Ordering::Relaxed);
+        instances[0].unary_outstanding.store(50, Ordering::Relaxed);
         let counts = counts(
             &Balancer::seeded(Strategy::PowerOfTwoChoices, 3),
             &instances,

@@ -80,6 +80,11 @@ enum Requests {
     Stream(Streaming<Bytes>),
 }
 
+/// Whether `deadline` has passed.
+fn expired(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| d <= Instant::now())
+}
+
 fn deadline_exceeded() -> Status {
     Status::deadline_exceeded("deadline exceeded while the router forwarded the call")
 }
@@ -100,6 +105,11 @@ async fn forward(
     // fires one timer tick (1 ms) earlier, so the client reliably gets
     // DEADLINE_EXCEEDED as gRPC specifies.
     let deadline = timeout.map(|t| received + t.saturating_sub(Duration::from_millis(1)));
+    // A deadline already over (`grpc-timeout: 0n`, `1u` ...) fails at once:
+    // the call is not forwarded.
+    if expired(deadline) {
+        return Err(deadline_exceeded());
+    }
     let request_metadata = metadata::from_headers(&headers);
 
     let requests = if method.kind.single_request() {
@@ -114,6 +124,9 @@ async fn forward(
         Requests::Stream(stream)
     };
 
+    if expired(deadline) {
+        return Err(deadline_exceeded());
+    }
     let key = routing_key(&core, method, &requests, &headers);
     let selector = headers
         .get(SELECT_HEADER)
@@ -201,7 +214,7 @@ fn start_call(
     let (instance, opened, inline) = loop {
         let instance = pick(core, selection).map_err(|e| pick_status(core, e))?;
         if instance.begin_start() {
-            let opened = instance.open_call();
+            let opened = instance.open_call(method.kind.single_response());
             let call_id = opened.call_id;
             let start = pb::CallStart {
                 call_id,
@@ -289,6 +302,8 @@ fn start_call(
     let reply = ReplyStream {
         events: opened.events,
         buffered: opened.buffered,
+        method,
+        messages: 0,
         guard,
         deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         credit: CreditReturn::new(core.config.initial_window),
@@ -380,7 +395,7 @@ fn pick_status(core: &RouterCore, error: PickError) -> Status {
             Status::unavailable(format!("no instance of `{service}` is registered"))
         }
         PickError::NoneAvailable => Status::unavailable(format!(
-            "no instance of `{service}` can take a call now (all draining, not serving or at their limit)"
+            "no instance of `{service}` can take a call now (all draining, not serving, at their concurrency limit or congested)"
         )),
         PickError::PinnedNotFound(id) => Status::unavailable(format!(
             "instance `{id}` (from `{PIN_HEADER}`) of `{service}` is not registered"
@@ -401,6 +416,7 @@ async fn send_requests(
 ) {
     match requests {
         Requests::Single(message) => {
+            instance.writable().await;
             if let Some(message) = message
                 && send_message(&instance, call_id, tag, &credit, message)
                     .await
@@ -413,6 +429,7 @@ async fn send_requests(
             if credit.ready().await.is_err() {
                 return;
             }
+            instance.writable().await;
             match stream.message().await {
                 Ok(Some(message)) => {
                     if send_message(&instance, call_id, tag, &credit, message)
@@ -469,14 +486,12 @@ struct CallGuard {
 }
 
 impl CallGuard {
+    /// Tells the bridge the call is over (once), dropping its frames still
+    /// queued for the bridge.
     fn cancel(&mut self, code: Code, reason: &str) {
         if !self.finished {
             self.finished = true;
-            self.instance.send(RouterFrame::Cancel(pb::Cancel {
-                call_id: self.call_id,
-                code: code as i32,
-                reason: reason.to_owned(),
-            }));
+            self.instance.cancel_call(self.call_id, code, reason);
         }
     }
 }
@@ -507,6 +522,9 @@ enum First {
 pub(crate) struct ReplyStream {
     events: QueueReceiver<CallEvent>,
     buffered: Arc<AtomicUsize>,
+    method: &'static MethodDescriptor,
+    /// Response messages passed to the client so far.
+    messages: u32,
     guard: CallGuard,
     deadline: Option<Pin<Box<Sleep>>>,
     credit: CreditReturn,
@@ -530,6 +548,9 @@ impl ReplyStream {
                 None => self.events.recv().await,
             }
         };
+        if let Some(event) = &event {
+            self.release(event.size());
+        }
         match event {
             Some(CallEvent::Headers(md)) => First::Headers(md),
             Some(CallEvent::Trailers(trailers)) => {
@@ -537,7 +558,7 @@ impl ReplyStream {
                 if trailers.not_started {
                     First::Refused(metadata::status_from_trailers(trailers))
                 } else {
-                    First::Failed(metadata::status_from_trailers(trailers))
+                    First::Failed(self.final_status(trailers))
                 }
             }
             Some(CallEvent::Lost(status)) => {
@@ -557,8 +578,45 @@ impl ReplyStream {
         }
     }
 
+    /// Forgets `size` buffered bytes the client's side has taken.
+    fn release(&self, size: usize) {
+        self.buffered.fetch_sub(size, Ordering::AcqRel);
+    }
+
+    /// The call's status from its trailers, or INTERNAL when a method that
+    /// answers with one message ended OK without it.
+    fn final_status(&self, trailers: pb::Trailers) -> Status {
+        let status = metadata::status_from_trailers(trailers);
+        if status.code() == Code::Ok && self.messages == 0 && self.method.kind.single_response() {
+            return Status::internal(format!(
+                "instance `{}` ended `{}` with OK but sent no response message",
+                self.guard.instance.id(),
+                self.method.path
+            ));
+        }
+        status
+    }
+
+    /// Passes one whole response message on, unless the method answers with
+    /// one message and this is a second.
+    fn deliver(&mut self, message: Bytes) -> Poll<Option<Result<Bytes, Status>>> {
+        self.messages += 1;
+        if self.messages > 1 && self.method.kind.single_response() {
+            self.guard.cancel(
+                Code::Internal,
+                "a second response message for a unary method",
+            );
+            return self.fail(Status::internal(format!(
+                "instance `{}` sent more than one response message for `{}`",
+                self.guard.instance.id(),
+                self.method.path
+            )));
+        }
+        Poll::Ready(Some(Ok(message)))
+    }
+
     fn return_credit(&mut self, len: usize) {
-        self.buffered.fetch_sub(len, Ordering::AcqRel);
+        self.release(len);
         if let Some(increment) = self.credit.consumed(len) {
             self.guard
                 .instance
@@ -595,14 +653,14 @@ impl Stream for ReplyStream {
             match event {
                 Some(CallEvent::Message(message)) => {
                     this.return_credit(message.len());
-                    return Poll::Ready(Some(Ok(message)));
+                    return this.deliver(message);
                 }
                 Some(CallEvent::Chunk(chunk)) => {
                     match this.assembling.push(&chunk.data, chunk.last) {
                         Ok(whole) => {
                             this.return_credit(chunk.data.len());
                             if let Some(message) = whole {
-                                return Poll::Ready(Some(Ok(message)));
+                                return this.deliver(message);
                             }
                         }
                         Err(status) => {
@@ -612,12 +670,18 @@ impl Stream for ReplyStream {
                         }
                     }
                 }
-                Some(CallEvent::Headers(_)) => {}
+                Some(CallEvent::Headers(md)) => {
+                    // The session lets one Headers frame through per call;
+                    // only its accounting is left to undo.
+                    this.release(CallEvent::Headers(md).size());
+                }
                 Some(CallEvent::Trailers(trailers)) => {
                     this.guard.finished = true;
+                    this.release(trailers_size(&trailers));
                     // tonic writes an `Err` as the trailers; an OK status with
                     // metadata becomes `grpc-status: 0` plus that metadata.
-                    return this.fail(metadata::status_from_trailers(trailers));
+                    let status = this.final_status(trailers);
+                    return this.fail(status);
                 }
                 Some(CallEvent::Lost(status)) => {
                     this.guard.finished = true;
@@ -630,4 +694,10 @@ impl Stream for ReplyStream {
             }
         }
     }
+}
+
+/// The bytes a call's trailers were counted as while buffered.
+fn trailers_size(trailers: &pb::Trailers) -> usize {
+    use prost::Message as _;
+    trailers.encoded_len()
 }

@@ -13,6 +13,7 @@
 
 mod balance;
 mod call;
+mod outbound;
 mod registry;
 mod route_key;
 mod session;
@@ -30,7 +31,7 @@ use tonic::body::Body;
 use tonic::codec::CompressionEncoding;
 use tonic::server::{Grpc, NamedService};
 
-pub use balance::{Balancer, PickError, Selection};
+pub use balance::{Balancer, LoadMeasure, PickError, Selection};
 pub use registry::{Instance, InstanceInfo, Registry};
 pub use route_key::extract as extract_route_key;
 
@@ -61,6 +62,8 @@ pub struct RouterConfig {
     /// The balancing strategy; `None` uses the service's default from
     /// `(router.v1.default_strategy)`.
     pub strategy: Option<Strategy>,
+    /// What power of two choices compares between two instances.
+    pub load_measure: LoadMeasure,
     /// Seed for the balancer's random choices, for deterministic tests.
     pub rng_seed: Option<u64>,
     /// Credit, in bytes, granted to a bridge for each call's responses.
@@ -84,6 +87,12 @@ pub struct RouterConfig {
     pub send_gzip: bool,
     /// How long a bridge has to send its `Hello`.
     pub hello_timeout: Duration,
+    /// The bytes the router queues for one registration's register stream
+    /// before it counts the instance congested: a congested instance takes
+    /// no new calls and its request senders wait, so a bridge that stops
+    /// reading cannot grow the router's memory. (It is evicted once it
+    /// misses pings for `heartbeat_timeout`.)
+    pub max_queued_bytes: usize,
     /// Checks every registration before it is accepted; `None` accepts any
     /// bridge that speaks the protocol (only for trusted networks).
     pub authorize: Option<Authorize>,
@@ -110,6 +119,7 @@ impl Default for RouterConfig {
         RouterConfig {
             router_id: format!("router-{}", std::process::id()),
             strategy: None,
+            load_measure: LoadMeasure::default(),
             rng_seed: None,
             initial_window: 256 * 1024,
             max_frame_size: 128 * 1024,
@@ -120,6 +130,7 @@ impl Default for RouterConfig {
             accept_gzip: true,
             send_gzip: false,
             hello_timeout: Duration::from_secs(10),
+            max_queued_bytes: 8 * 1024 * 1024,
             authorize: None,
         }
     }
@@ -227,7 +238,8 @@ impl<S: ServiceSpec> Router<S> {
         let balancer = match config.rng_seed {
             Some(seed) => Balancer::seeded(strategy, seed),
             None => Balancer::new(strategy),
-        };
+        }
+        .with_load(config.load_measure);
         Router {
             core: Arc::new(RouterCore {
                 config,
@@ -309,10 +321,13 @@ impl<S: ServiceSpec> Router<S> {
                 refused: false,
             }));
             self.core.registry.remove(instance.registration);
-            instance.shut(&tonic::Status::unavailable(format!(
-                "router closed the registration of `{}`: {reason}",
-                instance.id()
-            )));
+            instance.shut(
+                &tonic::Status::unavailable(format!(
+                    "router closed the registration of `{}`: {reason}",
+                    instance.id()
+                )),
+                None,
+            );
         }
     }
 

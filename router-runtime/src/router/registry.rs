@@ -7,26 +7,19 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tokio::sync::watch;
 use tonic::Status;
 
+use super::outbound::Outbox;
+use crate::clock::Millis;
 use crate::flow::SendCredit;
 use crate::pb;
-use crate::queue::{QueueReceiver, QueueSender, queue};
+use crate::queue::{QueueReceiver, queue};
 use crate::wire::RouterFrame;
-
-/// What the register stream's writer sends: a frame, or the end of the stream.
-#[derive(Debug)]
-pub(crate) enum Outbound {
-    /// A frame for the bridge.
-    Frame(RouterFrame),
-    /// End the register stream, with an error status or cleanly.
-    Close(Option<Status>),
-}
 
 /// What a call's response side receives from the reader.
 #[derive(Debug)]
@@ -43,14 +36,47 @@ pub(crate) enum CallEvent {
     Lost(Status),
 }
 
+impl CallEvent {
+    /// The bytes this event holds while it waits for the client's side, as
+    /// counted against the call's buffer limit.
+    pub(crate) fn size(&self) -> usize {
+        use prost::Message as _;
+        match self {
+            CallEvent::Headers(metadata) => metadata.encoded_len(),
+            CallEvent::Message(message) => message.len(),
+            CallEvent::Chunk(chunk) => chunk.data.len(),
+            CallEvent::Trailers(trailers) => trailers.encoded_len(),
+            CallEvent::Lost(_) => 0,
+        }
+    }
+}
+
+/// Where a call's response stands, as the bridge's frames move it: headers
+/// once, then messages, then trailers once. A frame out of this order is a
+/// protocol violation that fails the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResponsePhase {
+    /// Nothing received yet: headers or trailers (trailers-only) may come.
+    AwaitingHeaders,
+    /// Headers received: messages and then trailers may come.
+    Streaming,
+    /// Trailers received: nothing more may come.
+    Ended,
+}
+
 /// The router's side of one call in flight on a registration.
 #[derive(Debug)]
 pub(crate) struct CallSlot {
-    pub(crate) events: QueueSender<CallEvent>,
+    pub(crate) events: crate::queue::QueueSender<CallEvent>,
     pub(crate) request_credit: Arc<SendCredit>,
-    /// Response bytes received from the bridge and not yet taken by the
-    /// client's side: bounded by the credit window plus one frame.
+    /// Response bytes (messages, headers and trailers) received from the
+    /// bridge and not yet taken by the client's side: bounded by the credit
+    /// window plus one frame.
     pub(crate) buffered: Arc<AtomicUsize>,
+    /// Which frames the bridge may send next for this call.
+    pub(crate) phase: ResponsePhase,
+    /// Whether the call counts in `unary_outstanding`.
+    pub(crate) unary: bool,
 }
 
 /// A call just registered on an instance.
@@ -83,6 +109,8 @@ pub struct Instance {
     info: InstanceInfo,
     connected_at: SystemTime,
     pub(crate) outstanding: AtomicU32,
+    /// The calls of `outstanding` answered with one message.
+    pub(crate) unary_outstanding: AtomicU32,
     serving: AtomicBool,
     draining: AtomicBool,
     /// Calls between their availability check and their `Start` frame.
@@ -91,9 +119,12 @@ pub struct Instance {
     drain_acked: AtomicBool,
     closed: AtomicBool,
     closed_notify: tokio::sync::Notify,
-    last_seen: AtomicU64,
-    epoch: Instant,
-    pub(crate) out: QueueSender<Outbound>,
+    /// When the bridge last answered a ping (or registered).
+    last_pong: Millis,
+    /// The nonce of the latest ping; only its pong counts.
+    ping_nonce: AtomicU64,
+    /// The register stream's outbound queue.
+    pub(crate) out: Outbox,
     calls: Mutex<HashMap<u64, CallSlot>>,
     next_call_id: AtomicU64,
     /// Credit the bridge grants for each call's requests.
@@ -109,7 +140,7 @@ impl Instance {
     pub(crate) fn new(
         registration: u64,
         info: InstanceInfo,
-        out: QueueSender<Outbound>,
+        out: Outbox,
         request_window: u32,
         max_frame: usize,
         response_limit: usize,
@@ -119,14 +150,15 @@ impl Instance {
             info,
             connected_at: SystemTime::now(),
             outstanding: AtomicU32::new(0),
+            unary_outstanding: AtomicU32::new(0),
             serving: AtomicBool::new(true),
             draining: AtomicBool::new(false),
             starting: AtomicUsize::new(0),
             drain_acked: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             closed_notify: tokio::sync::Notify::new(),
-            last_seen: AtomicU64::new(0),
-            epoch: Instant::now(),
+            last_pong: Millis::now(),
+            ping_nonce: AtomicU64::new(0),
             out,
             calls: Mutex::new(HashMap::new()),
             next_call_id: AtomicU64::new(1),
@@ -156,6 +188,12 @@ impl Instance {
         self.outstanding.load(Ordering::Relaxed)
     }
 
+    /// Calls answered with one message (unary, client-streaming) routed to it
+    /// and not finished: the load power of two choices compares by default.
+    pub fn unary_outstanding(&self) -> u32 {
+        self.unary_outstanding.load(Ordering::Relaxed)
+    }
+
     /// Whether it reports itself serving.
     pub fn is_serving(&self) -> bool {
         self.serving.load(Ordering::Relaxed)
@@ -182,13 +220,29 @@ impl Instance {
         }
     }
 
-    /// Whether it can take a new call now.
+    /// Whether it can take a new call now: open, serving, not draining, under
+    /// its concurrency limit and not congested (its register stream's
+    /// outbound queue under its byte limit).
     pub fn is_available(&self) -> bool {
         !self.is_closed()
             && self.is_serving()
             && !self.is_draining()
             && (self.info.max_concurrent_calls == 0
                 || self.outstanding() < self.info.max_concurrent_calls)
+            && !self.out.is_congested()
+    }
+
+    /// Bytes queued for this instance's register stream and not yet written:
+    /// at most about the router's `max_queued_bytes` while the bridge reads.
+    pub fn queued_bytes(&self) -> usize {
+        self.out.queued()
+    }
+
+    /// Whether the register stream's outbound queue is over its byte limit
+    /// (the bridge is not reading fast enough); a congested instance is not
+    /// picked for new calls.
+    pub fn is_congested(&self) -> bool {
+        self.out.is_congested()
     }
 
     pub(crate) fn set_serving(&self, serving: bool) {
@@ -242,16 +296,27 @@ impl Instance {
         }
     }
 
-    /// Records that a frame arrived now.
-    pub(crate) fn touch(&self) {
-        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_seen.store(ms, Ordering::Relaxed);
+    /// Sends a liveness ping ahead of any queued data, with a fresh nonce:
+    /// only the pong that echoes it proves the bridge reads its stream.
+    pub(crate) fn ping(&self) {
+        let nonce = rand::random::<u64>();
+        self.ping_nonce.store(nonce, Ordering::Relaxed);
+        if !self.is_closed() {
+            let _ = self.out.send_urgent(RouterFrame::Ping(pb::Ping { nonce }));
+        }
     }
 
-    /// Milliseconds since the last frame from the bridge.
-    pub(crate) fn silent_for_ms(&self) -> u64 {
-        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        now.saturating_sub(self.last_seen.load(Ordering::Relaxed))
+    /// Records a pong; it proves liveness only when it echoes the latest ping.
+    pub(crate) fn pong(&self, nonce: u64) {
+        if nonce == self.ping_nonce.load(Ordering::Relaxed) {
+            self.last_pong.touch();
+        }
+    }
+
+    /// Milliseconds since the bridge last proved it reads its stream (a pong
+    /// to the latest ping, or its registration).
+    pub(crate) fn unanswered_for_ms(&self) -> u64 {
+        self.last_pong.elapsed_ms()
     }
 
     pub(crate) fn calls(&self) -> MutexGuard<'_, HashMap<u64, CallSlot>> {
@@ -267,18 +332,39 @@ impl Instance {
 
     /// Sends a frame to the bridge; false when the register stream is gone.
     pub(crate) fn send(&self, frame: RouterFrame) -> bool {
-        !self.is_closed() && self.out.send(Outbound::Frame(frame)).is_ok()
+        !self.is_closed() && self.out.send(frame).is_ok()
     }
 
     /// Sends several frames in one batch (one wake of the writer, one write);
     /// false when the register stream is gone.
     pub(crate) fn send_all(&self, frames: impl IntoIterator<Item = RouterFrame>) -> bool {
-        !self.is_closed() && self.out.send_all(frames.into_iter().map(Outbound::Frame))
+        !self.is_closed() && self.out.send_all(frames)
+    }
+
+    /// Waits until the register stream's queue is under its limit (or the
+    /// registration closes): request pumps call it before each message, so
+    /// one registration's queue stays bounded whatever windows the bridge
+    /// declared.
+    pub(crate) async fn writable(&self) {
+        self.out.space(self.wait_closed()).await;
+    }
+
+    /// Tells the bridge a call is over: drops the call's frames still queued
+    /// and sends `Cancel`, unless the call's `Start` had not left yet (then
+    /// the bridge never hears of it).
+    pub(crate) fn cancel_call(&self, call_id: u64, code: tonic::Code, reason: &str) {
+        if !self.out.purge_call(call_id) {
+            self.send(RouterFrame::Cancel(pb::Cancel {
+                call_id,
+                code: code as i32,
+                reason: reason.to_owned(),
+            }));
+        }
     }
 
     /// Registers a new call and returns its id, its events and its request
     /// credit.
-    pub(crate) fn open_call(&self) -> OpenedCall {
+    pub(crate) fn open_call(&self, unary: bool) -> OpenedCall {
         let call_id = self.next_call_id.fetch_add(1, Ordering::Relaxed);
         let (events, rx) = queue();
         let request_credit = Arc::new(SendCredit::new(self.request_window));
@@ -289,9 +375,14 @@ impl Instance {
                 events,
                 request_credit: request_credit.clone(),
                 buffered: buffered.clone(),
+                phase: ResponsePhase::AwaitingHeaders,
+                unary,
             },
         );
         self.outstanding.fetch_add(1, Ordering::Relaxed);
+        if unary {
+            self.unary_outstanding.fetch_add(1, Ordering::Relaxed);
+        }
         OpenedCall {
             call_id,
             events: rx,
@@ -314,25 +405,36 @@ impl Instance {
         let slot = self.calls().remove(&call_id);
         match slot {
             Some(slot) => {
-                slot.request_credit.close();
-                self.outstanding.fetch_sub(1, Ordering::Relaxed);
+                self.forget(&slot);
                 true
             }
             None => false,
         }
     }
 
-    /// Ends the registration: every call in flight fails with `status`.
-    pub(crate) fn shut(&self, status: &Status) {
-        self.closed.store(true, Ordering::Release);
+    /// Undoes a call's accounting once its slot is removed.
+    fn forget(&self, slot: &CallSlot) {
+        slot.request_credit.close();
+        self.outstanding.fetch_sub(1, Ordering::Relaxed);
+        if slot.unary {
+            self.unary_outstanding.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Ends the registration: every call in flight fails with `status`, the
+    /// frames still queued are freed and the register stream ends with
+    /// `stream_status` (`None`: cleanly), which tells the bridge why.
+    pub(crate) fn shut(&self, status: &Status, stream_status: Option<Status>) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
         self.closed_notify.notify_waiters();
         let calls: Vec<(u64, CallSlot)> = self.calls().drain().collect();
         for (_, slot) in calls {
-            slot.request_credit.close();
-            self.outstanding.fetch_sub(1, Ordering::Relaxed);
+            self.forget(&slot);
             let _ = slot.events.send(CallEvent::Lost(status.clone()));
         }
-        let _ = self.out.send(Outbound::Close(None));
+        self.out.close(stream_status);
     }
 }
 

@@ -1,57 +1,40 @@
 //! One registration on the router: the `Register` stream of one bridge.
 //!
 //! The reader never waits on a call: every frame is handed to its call's
-//! unbounded queue (bounded in practice by the call's credit window), so one
-//! slow client never stalls the other calls on the same instance.
+//! queue (bounded by the call's credit window, which the reader enforces), so
+//! one slow client never stalls the other calls on the same instance. Every
+//! frame a bridge sends for a call counts against that call's buffer limit,
+//! and frames out of order (a second `Headers`, a message before `Headers`,
+//! anything after `Trailers`) fail the call as a protocol violation.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::Stream;
 use futures_util::future::BoxFuture;
-use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, info};
+use tonic::{Code, Request, Response, Status, Streaming};
+use tracing::{debug, info, warn};
 
 use super::RouterCore;
-use super::registry::{CallEvent, Instance, InstanceInfo, Outbound};
+use super::outbound::{OutboundStream, Outbox};
+use super::registry::{CallEvent, Instance, InstanceInfo, ResponsePhase};
 use crate::pb;
-use crate::queue::{QueueReceiver, queue_compact};
 use crate::wire::{BridgeFrame, RouterFrame};
 
 /// The protocol versions this router speaks.
 pub(crate) const PROTOCOL_VERSION: i32 = pb::ProtocolVersion::ProtocolVersion1 as i32;
 
+/// The largest per-call request window the router honours, whatever a bridge
+/// declares in its `Hello`: a bridge cannot make the router queue more than
+/// this for one call.
+const MAX_REQUEST_WINDOW: u32 = 16 * 1024 * 1024;
+
+/// Room for a call's response headers and trailers beyond its message window.
+const METADATA_ALLOWANCE: usize = 64 * 1024;
+
 /// Handles `Register` calls.
 pub(crate) struct Register {
     pub(crate) core: Arc<RouterCore>,
-}
-
-/// The router's frames to one bridge, ending when the registration closes.
-pub(crate) struct OutboundStream {
-    rx: QueueReceiver<Outbound>,
-    done: bool,
-}
-
-impl Stream for OutboundStream {
-    type Item = Result<RouterFrame, Status>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(Outbound::Frame(frame))) => Poll::Ready(Some(Ok(frame))),
-            Poll::Ready(Some(Outbound::Close(status))) => {
-                self.done = true;
-                Poll::Ready(status.map(Err))
-            }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
 }
 
 impl tonic::server::StreamingService<BridgeFrame> for Register {
@@ -108,9 +91,7 @@ async fn accept(
         authorize(&metadata, &hello)?;
     }
 
-    // Register streams sit idle most of the time: their queue frees its
-    // memory whenever it drains.
-    let (out, rx) = queue_compact();
+    let (out, stream) = Outbox::new(core.config.max_queued_bytes);
     let info = InstanceInfo {
         id: hello.instance_id.clone(),
         labels: hello.labels.into_iter().collect(),
@@ -121,7 +102,7 @@ async fn accept(
     let request_window = if hello.initial_window == 0 {
         64 * 1024
     } else {
-        hello.initial_window
+        hello.initial_window.min(MAX_REQUEST_WINDOW)
     };
     let max_frame = usize::try_from(hello.max_frame_size.max(1024)).unwrap_or(usize::MAX);
     let instance = Arc::new(Instance::new(
@@ -132,9 +113,9 @@ async fn accept(
         max_frame,
         usize::try_from(core.config.initial_window)
             .unwrap_or(usize::MAX)
-            .saturating_add(usize::try_from(core.config.max_frame_size).unwrap_or(usize::MAX)),
+            .saturating_add(usize::try_from(core.config.max_frame_size).unwrap_or(usize::MAX))
+            .saturating_add(METADATA_ALLOWANCE),
     ));
-    instance.touch();
     let welcome = pb::Welcome {
         protocol_version: PROTOCOL_VERSION,
         router_id: core.config.router_id.clone(),
@@ -149,10 +130,14 @@ async fn accept(
             instance = stale.id(),
             "instance re-registered; closing its stale registration"
         );
-        stale.shut(&Status::unavailable(format!(
+        let replaced = format!(
             "instance `{}` re-registered; its previous registration is closed",
             stale.id()
-        )));
+        );
+        stale.shut(
+            &Status::unavailable(replaced.clone()),
+            Some(Status::aborted(replaced)),
+        );
     }
     info!(
         service = core.descriptor.name,
@@ -163,49 +148,62 @@ async fn accept(
         start_sweeper(&core);
     }
     tokio::spawn(read_frames(core, instance, frames));
-    Ok(Response::new(OutboundStream { rx, done: false }))
+    Ok(Response::new(stream))
 }
 
 fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
-/// Reads the bridge's frames until the stream ends, the bridge goes silent, or
-/// the registration is replaced.
+/// Reads the bridge's frames until the stream ends, the bridge breaks the
+/// protocol, or the registration is closed elsewhere (replaced, evicted).
 async fn read_frames(
     core: Arc<RouterCore>,
     instance: Arc<Instance>,
     mut frames: Streaming<BridgeFrame>,
 ) {
-    let reason = loop {
+    // Why it ended, and the status the bridge gets for its register call.
+    let (reason, stream_status) = loop {
         tokio::select! {
             frame = frames.message() => match frame {
                 Ok(Some(frame)) => {
-                    instance.touch();
-                    if let Err(reason) = handle(&instance, frame) {
-                        break reason;
+                    if let Err(status) = handle(&instance, frame) {
+                        break (status.message().to_owned(), Some(status));
                     }
                 }
-                Ok(None) => break "register stream closed".to_owned(),
-                Err(status) => break format!("register stream failed: {}", status.message()),
+                Ok(None) => break ("register stream closed by the bridge".to_owned(), None),
+                Err(status) => {
+                    let reason = format!("register stream failed: {}", status.message());
+                    break (reason.clone(), Some(Status::new(status.code(), reason)));
+                }
             },
-            _ = instance.wait_closed() => break "registration closed".to_owned(),
+            _ = instance.wait_closed() => return,
         }
     };
-    debug!(instance = instance.id(), %reason, "registration ending");
+    if stream_status.is_some() {
+        warn!(service = core.descriptor.name, instance = instance.id(), %reason, "registration ended");
+    } else {
+        info!(service = core.descriptor.name, instance = instance.id(), %reason, "registration ended");
+    }
     core.registry.remove(instance.registration);
-    instance.shut(&Status::unavailable(format!(
-        "instance `{}` of `{}` went away: {reason}",
-        instance.id(),
-        core.descriptor.name
-    )));
+    instance.shut(
+        &Status::unavailable(format!(
+            "instance `{}` of `{}` went away: {reason}",
+            instance.id(),
+            core.descriptor.name
+        )),
+        stream_status,
+    );
 }
 
 /// One task per router pings every instance each heartbeat interval and
-/// closes registrations silent for longer than the heartbeat timeout. (One
-/// sweeper instead of a timer per registration keeps idle registrations
-/// small.) The pings are spread over the interval in slices, so ten thousand
-/// instances do not all wake at once. It ends when the router is dropped.
+/// closes registrations whose bridge answered no ping for longer than the
+/// heartbeat timeout. Liveness is a pong echoing the latest ping, not any
+/// frame: a bridge that heartbeats but stops reading its stream is evicted
+/// too. (One sweeper instead of a timer per registration keeps idle
+/// registrations small.) The pings are spread over the interval in slices, so
+/// ten thousand instances do not all wake at once. It ends when the router is
+/// dropped.
 pub(crate) fn start_sweeper(core: &Arc<RouterCore>) {
     const SLICES: u64 = 10;
     let weak = Arc::downgrade(core);
@@ -223,56 +221,73 @@ pub(crate) fn start_sweeper(core: &Arc<RouterCore>) {
             round += 1;
             let slice = round % SLICES;
             for instance in core.registry.snapshot().iter() {
-                if instance.silent_for_ms() > timeout_ms {
-                    core.registry.remove(instance.registration);
-                    instance.shut(&Status::unavailable(format!(
-                        "instance `{}` of `{}` went away: no frame for {timeout_ms} ms",
-                        instance.id(),
-                        core.descriptor.name
-                    )));
+                if instance.unanswered_for_ms() > timeout_ms {
+                    evict(&core, instance, timeout_ms);
                 } else if instance.registration % SLICES == slice {
-                    instance.send(RouterFrame::Ping(pb::Ping { nonce: round }));
+                    instance.ping();
                 }
             }
         }
     });
 }
 
-/// Dispatches one frame; an error ends the registration.
-fn handle(instance: &Instance, frame: BridgeFrame) -> Result<(), String> {
+/// Closes a registration whose bridge stopped answering pings.
+fn evict(core: &RouterCore, instance: &Instance, timeout_ms: u64) {
+    let queued = instance.queued_bytes();
+    let stalled_ms = instance.out.write_idle_ms();
+    let reason = if queued > 0 && stalled_ms > timeout_ms {
+        format!(
+            "its register stream is stalled: nothing written for {stalled_ms} ms with {queued} bytes queued (limit {})",
+            instance.out.limit()
+        )
+    } else {
+        format!("no answer to a ping for {timeout_ms} ms")
+    };
+    warn!(service = core.descriptor.name, instance = instance.id(), %reason, "evicting instance");
+    core.registry.remove(instance.registration);
+    instance.shut(
+        &Status::unavailable(format!(
+            "instance `{}` of `{}` went away: {reason}",
+            instance.id(),
+            core.descriptor.name
+        )),
+        Some(Status::unavailable(format!(
+            "registration of `{}` evicted: {reason}",
+            instance.id()
+        ))),
+    );
+}
+
+/// Dispatches one frame; an error ends the registration with that status.
+fn handle(instance: &Instance, frame: BridgeFrame) -> Result<(), Status> {
     match frame {
         BridgeFrame::Headers(headers) => {
-            deliver(
+            let metadata = headers.metadata.unwrap_or_default();
+            respond(
                 instance,
                 headers.call_id,
-                CallEvent::Headers(headers.metadata.unwrap_or_default()),
+                ResponseFrame::Headers,
+                CallEvent::Headers(metadata),
             );
         }
-        BridgeFrame::Reply(payload) => {
-            let len = payload.message.len();
-            deliver_data(
-                instance,
-                payload.call_id,
-                len,
-                CallEvent::Message(payload.message),
-            );
-        }
-        BridgeFrame::Chunk(chunk) => {
-            deliver_data(
-                instance,
-                chunk.call_id,
-                chunk.data.len(),
-                CallEvent::Chunk(chunk),
-            );
-        }
-        BridgeFrame::Trailers(trailers) => {
-            // The response side forgets the call once it has passed the
-            // trailers on; a request sender waiting for credit must stop now.
-            if let Some(slot) = instance.calls().get(&trailers.call_id) {
-                slot.request_credit.close();
-                let _ = slot.events.send(CallEvent::Trailers(trailers));
-            }
-        }
+        BridgeFrame::Reply(payload) => respond(
+            instance,
+            payload.call_id,
+            ResponseFrame::Message,
+            CallEvent::Message(payload.message),
+        ),
+        BridgeFrame::Chunk(chunk) => respond(
+            instance,
+            chunk.call_id,
+            ResponseFrame::Message,
+            CallEvent::Chunk(chunk),
+        ),
+        BridgeFrame::Trailers(trailers) => respond(
+            instance,
+            trailers.call_id,
+            ResponseFrame::Trailers,
+            CallEvent::Trailers(trailers),
+        ),
         BridgeFrame::WindowUpdate(update) => {
             if let Some(slot) = instance.calls().get(&update.call_id) {
                 slot.request_credit.grant(update.increment);
@@ -287,55 +302,101 @@ fn handle(instance: &Instance, frame: BridgeFrame) -> Result<(), String> {
             // way, so the bridge knows no new call will come after it.
             instance.begin_drain();
         }
-        BridgeFrame::Pong(_) => {}
-        BridgeFrame::Hello(_) => return Err("second Hello on one register stream".into()),
+        BridgeFrame::Pong(pong) => instance.pong(pong.nonce),
+        BridgeFrame::Hello(_) => {
+            return Err(Status::invalid_argument(
+                "protocol violation: a second Hello on one register stream",
+            ));
+        }
     }
     Ok(())
 }
 
-/// Hands response data to its call, enforcing the call's window: a bridge that
-/// sends beyond the credit it was given fails the call instead of growing the
-/// router's memory.
-fn deliver_data(instance: &Instance, call_id: u64, len: usize, event: CallEvent) {
-    let violated = match instance.calls().get(&call_id) {
-        Some(slot) => {
-            let buffered = slot.buffered.fetch_add(len, Ordering::AcqRel) + len;
-            if buffered > instance.response_limit {
-                let _ = slot.events.send(CallEvent::Lost(Status::internal(format!(
-                    "instance `{}` sent {buffered} response bytes beyond its flow-control window",
-                    instance.id()
-                ))));
-                true
-            } else {
-                let _ = slot.events.send(event);
-                false
-            }
-        }
-        None => {
-            debug!(call_id, "data for a call that is no longer active; dropped");
-            false
-        }
-    };
-    if violated {
-        instance.send(RouterFrame::Cancel(pb::Cancel {
-            call_id,
-            code: tonic::Code::Internal as i32,
-            reason: "flow-control window exceeded".into(),
-        }));
-        instance.close_call(call_id);
+/// The kinds of response frame, for the order check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResponseFrame {
+    Headers,
+    Message,
+    Trailers,
+}
+
+/// The phase a response frame of `kind` moves a call to, or what is wrong
+/// with it arriving now.
+fn next_phase(phase: ResponsePhase, kind: ResponseFrame) -> Result<ResponsePhase, &'static str> {
+    use ResponsePhase::{AwaitingHeaders, Ended, Streaming};
+    match (phase, kind) {
+        (AwaitingHeaders, ResponseFrame::Headers) => Ok(Streaming),
+        (AwaitingHeaders, ResponseFrame::Message) => Err("a response message before its headers"),
+        (AwaitingHeaders | Streaming, ResponseFrame::Trailers) => Ok(Ended),
+        (Streaming, ResponseFrame::Headers) => Err("a second Headers frame"),
+        (Streaming, ResponseFrame::Message) => Ok(Streaming),
+        (Ended, _) => Err("a frame after the call's trailers"),
     }
 }
 
-fn deliver(instance: &Instance, call_id: u64, event: CallEvent) {
-    match instance.calls().get(&call_id) {
-        Some(slot) => {
-            let _ = slot.events.send(event);
+/// Hands a response frame to its call, enforcing the frame order and the
+/// call's buffer limit (its window plus one frame and room for metadata): a
+/// bridge that breaks either fails the call instead of growing the router's
+/// memory.
+fn respond(instance: &Instance, call_id: u64, kind: ResponseFrame, event: CallEvent) {
+    let size = event.size();
+    let violation = {
+        let mut calls = instance.calls();
+        let Some(slot) = calls.get_mut(&call_id) else {
+            // The call already ended on the router's side (cancelled,
+            // deadline): late frames are dropped.
+            debug!(
+                call_id,
+                "frame for a call that is no longer active; dropped"
+            );
+            return;
+        };
+        match next_phase(slot.phase, kind) {
+            Err(what) => Some(what.to_owned()),
+            Ok(phase) => {
+                let buffered = slot.buffered.fetch_add(size, Ordering::AcqRel) + size;
+                if buffered > instance.response_limit {
+                    Some(format!(
+                        "{buffered} response bytes beyond its flow-control window"
+                    ))
+                } else {
+                    slot.phase = phase;
+                    if kind == ResponseFrame::Trailers {
+                        // The response side forgets the call once it has
+                        // passed the trailers on; a request sender waiting
+                        // for credit must stop now.
+                        slot.request_credit.close();
+                    }
+                    let _ = slot.events.send(event);
+                    None
+                }
+            }
         }
-        // The call already ended on the router's side (cancelled, deadline):
-        // late frames are dropped.
-        None => debug!(
-            call_id,
-            "frame for a call that is no longer active; dropped"
-        ),
+    };
+    if let Some(what) = violation {
+        fail_call(instance, call_id, &what);
     }
+}
+
+/// Fails a call whose bridge broke the protocol: the client gets INTERNAL
+/// naming the instance, the bridge a `Cancel`.
+fn fail_call(instance: &Instance, call_id: u64, what: &str) {
+    warn!(
+        instance = instance.id(),
+        call_id,
+        violation = what,
+        "instance broke the call protocol"
+    );
+    if let Some(slot) = instance.calls().get(&call_id) {
+        let _ = slot.events.send(CallEvent::Lost(Status::internal(format!(
+            "instance `{}` broke the protocol: {what}",
+            instance.id()
+        ))));
+    }
+    instance.cancel_call(
+        call_id,
+        Code::Internal,
+        &format!("protocol violation: {what}"),
+    );
+    instance.close_call(call_id);
 }
