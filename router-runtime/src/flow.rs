@@ -179,17 +179,21 @@ pub enum SendError {
 
 /// Sends `message` as credit allows: in one frame when it fits in
 /// `max_frame`, otherwise in chunks of at most `max_frame` bytes, each sent
-/// once the credit is positive. `emit` writes one piece and returns false
-/// when the stream is gone.
-pub async fn send_with_credit(
+/// once the credit is positive and `gate` has resolved (the router waits there
+/// for room in the registration's outbound queue; the bridge passes a gate
+/// that is always open). `emit` writes one piece and returns false when the
+/// stream is gone.
+pub async fn send_with_credit<G: std::future::Future<Output = ()>>(
     credit: &SendCredit,
     max_frame: usize,
     message: bytes::Bytes,
+    gate: impl Fn() -> G,
     mut emit: impl FnMut(Piece) -> bool,
 ) -> Result<(), SendError> {
     let max_frame = max_frame.max(1);
     if message.len() <= max_frame {
         credit.ready().await.map_err(|_| SendError::Closed)?;
+        gate().await;
         credit.consume(message.len());
         return if emit(Piece::Whole(message)) {
             Ok(())
@@ -200,6 +204,7 @@ pub async fn send_with_credit(
     let mut rest = message;
     while !rest.is_empty() {
         credit.ready().await.map_err(|_| SendError::Closed)?;
+        gate().await;
         let data = rest.split_to(rest.len().min(max_frame));
         credit.consume(data.len());
         if !emit(Piece::Chunk {
@@ -253,10 +258,16 @@ mod piece_tests {
         let credit = SendCredit::new(1 << 20);
         let message = Bytes::from((0..250u8).collect::<Vec<_>>());
         let mut pieces = Vec::new();
-        send_with_credit(&credit, 100, message.clone(), |p| {
-            pieces.push(p);
-            true
-        })
+        send_with_credit(
+            &credit,
+            100,
+            message.clone(),
+            || std::future::ready(()),
+            |p| {
+                pieces.push(p);
+                true
+            },
+        )
         .await
         .expect("sent");
         assert_eq!(pieces.len(), 3);

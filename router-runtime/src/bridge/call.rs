@@ -270,23 +270,29 @@ async fn send_reply(
     credit: &SendCredit,
     message: Bytes,
 ) -> Result<(), Status> {
-    send_with_credit(credit, context.max_frame, message, |piece| {
-        context
-            .out
-            .send(match piece {
-                Piece::Whole(message) => BridgeFrame::Reply(Payload {
-                    call_id,
-                    tag,
-                    message,
-                }),
-                Piece::Chunk { data, last } => BridgeFrame::Chunk(pb::MessageChunk {
-                    call_id,
-                    data,
-                    last,
-                }),
-            })
-            .is_ok()
-    })
+    send_with_credit(
+        credit,
+        context.max_frame,
+        message,
+        || std::future::ready(()),
+        |piece| {
+            context
+                .out
+                .send(match piece {
+                    Piece::Whole(message) => BridgeFrame::Reply(Payload {
+                        call_id,
+                        tag,
+                        message,
+                    }),
+                    Piece::Chunk { data, last } => BridgeFrame::Chunk(pb::MessageChunk {
+                        call_id,
+                        data,
+                        last,
+                    }),
+                })
+                .is_ok()
+        },
+    )
     .await
     .map_err(|_| Status::cancelled("call ended"))
 }

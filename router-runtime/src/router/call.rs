@@ -416,7 +416,6 @@ async fn send_requests(
 ) {
     match requests {
         Requests::Single(message) => {
-            instance.writable().await;
             if let Some(message) = message
                 && send_message(&instance, call_id, tag, &credit, message)
                     .await
@@ -429,7 +428,6 @@ async fn send_requests(
             if credit.ready().await.is_err() {
                 return;
             }
-            instance.writable().await;
             match stream.message().await {
                 Ok(Some(message)) => {
                     if send_message(&instance, call_id, tag, &credit, message)
@@ -458,7 +456,8 @@ async fn send_message(
     credit: &SendCredit,
     message: Bytes,
 ) -> Result<(), SendError> {
-    send_with_credit(credit, instance.max_frame, message, |piece| {
+    let gate = || instance.writable();
+    send_with_credit(credit, instance.max_frame, message, gate, |piece| {
         instance.send(match piece {
             Piece::Whole(message) => RouterFrame::Call(Payload {
                 call_id,

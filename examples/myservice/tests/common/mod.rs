@@ -258,3 +258,71 @@ pub async fn open_endless_stream(
     .expect("stream starts")
     .into_inner()
 }
+
+/// A SayHello request for `name`, with no payload.
+pub fn hello(name: &str) -> myservice_example::pb::HelloRequest {
+    myservice_example::pb::HelloRequest {
+        name: name.into(),
+        payload: vec![],
+    }
+}
+
+/// Calls SayHello and returns the id of the instance that answered.
+pub async fn served_by(
+    client: &mut GreeterClient<Channel>,
+    request: tonic::Request<myservice_example::pb::HelloRequest>,
+) -> String {
+    within(5, "call", client.say_hello(request))
+        .await
+        .expect("call succeeds")
+        .into_inner()
+        .instance_id
+}
+
+/// Waits until `condition` holds, checking it every few milliseconds; fails
+/// the test after `secs` seconds. For states that no event announces (byte
+/// counters, flags).
+pub async fn eventually(secs: u64, what: &str, mut condition: impl FnMut() -> bool) {
+    within(secs, what, async {
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        while !condition() {
+            tick.tick().await;
+        }
+    })
+    .await;
+}
+
+impl RawRegistration {
+    /// Reads frames until the next call `Start` (skipping pings and window
+    /// updates), failing the test after five seconds.
+    pub async fn next_start(&mut self) -> router_runtime::pb::CallStart {
+        use router_runtime::wire::RouterFrame;
+        loop {
+            match within(5, "a call start", self.frames.message()).await {
+                Ok(Some(RouterFrame::Start(start))) => return start,
+                Ok(Some(_)) => continue,
+                other => panic!("expected a call start, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads frames until the register stream ends, returning its status
+    /// (`None` for a clean end), failing the test after `secs` seconds.
+    pub async fn end_status(&mut self, secs: u64) -> Option<tonic::Status> {
+        within(secs, "the register stream to end", async {
+            loop {
+                match self.frames.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return None,
+                    Err(status) => return Some(status),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Sends a frame as the bridge.
+    pub fn send(&self, frame: router_runtime::wire::BridgeFrame) {
+        self.out.send(frame).expect("register stream open");
+    }
+}
