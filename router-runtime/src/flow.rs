@@ -177,12 +177,15 @@ pub enum SendError {
     Gone,
 }
 
-/// Sends `message` as credit allows: in one frame when it fits in
-/// `max_frame`, otherwise in chunks of at most `max_frame` bytes, each sent
-/// once the credit is positive and `gate` has resolved (the router waits there
-/// for room in the registration's outbound queue; the bridge passes a gate
-/// that is always open). `emit` writes one piece and returns false when the
-/// stream is gone.
+/// Sends `message` as credit allows, never past it: in one frame when it fits
+/// in both `max_frame` and the credit left, otherwise in chunks of at most
+/// that much, each sent once the credit is positive and `gate` has resolved
+/// (the router waits there for room in the registration's outbound queue; the
+/// bridge passes a gate that is always open). `emit` writes one piece and
+/// returns false when the stream is gone.
+///
+/// The protocol lets a sender overshoot its credit by one frame; this sender
+/// does not, so a receiver that stops reading holds at most its window.
 pub async fn send_with_credit<G: std::future::Future<Output = ()>>(
     credit: &SendCredit,
     max_frame: usize,
@@ -191,9 +194,14 @@ pub async fn send_with_credit<G: std::future::Future<Output = ()>>(
     mut emit: impl FnMut(Piece) -> bool,
 ) -> Result<(), SendError> {
     let max_frame = max_frame.max(1);
-    if message.len() <= max_frame {
-        credit.ready().await.map_err(|_| SendError::Closed)?;
-        gate().await;
+    let room = |credit: &SendCredit| {
+        usize::try_from(credit.available())
+            .unwrap_or(0)
+            .clamp(1, max_frame)
+    };
+    credit.ready().await.map_err(|_| SendError::Closed)?;
+    gate().await;
+    if message.len() <= room(credit) {
         credit.consume(message.len());
         return if emit(Piece::Whole(message)) {
             Ok(())
@@ -202,10 +210,14 @@ pub async fn send_with_credit<G: std::future::Future<Output = ()>>(
         };
     }
     let mut rest = message;
+    let mut first = true;
     while !rest.is_empty() {
-        credit.ready().await.map_err(|_| SendError::Closed)?;
-        gate().await;
-        let data = rest.split_to(rest.len().min(max_frame));
+        if !first {
+            credit.ready().await.map_err(|_| SendError::Closed)?;
+            gate().await;
+        }
+        first = false;
+        let data = rest.split_to(rest.len().min(room(credit)));
         credit.consume(data.len());
         if !emit(Piece::Chunk {
             data,
@@ -252,6 +264,50 @@ impl Assembler {
 mod piece_tests {
     use super::*;
     use bytes::Bytes;
+
+    #[tokio::test]
+    async fn a_sender_never_goes_past_its_credit() {
+        let credit = std::sync::Arc::new(SendCredit::new(100));
+        let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task = {
+            let (credit, sent) = (credit.clone(), sent.clone());
+            tokio::spawn(async move {
+                send_with_credit(
+                    &credit,
+                    64,
+                    Bytes::from(vec![9; 250]),
+                    || std::future::ready(()),
+                    |piece| {
+                        sent.lock().expect("lock").push(piece);
+                        true
+                    },
+                )
+                .await
+            })
+        };
+        // 100 bytes of credit: 64 + 36, then it waits.
+        while credit.available() > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(credit.available(), 0);
+        credit.grant(150);
+        let result = tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .expect("finished")
+            .expect("joined");
+        assert_eq!(result, Ok(()));
+        let sizes: Vec<usize> = sent
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|p| match p {
+                Piece::Whole(m) => m.len(),
+                Piece::Chunk { data, .. } => data.len(),
+            })
+            .collect();
+        assert_eq!(sizes, vec![64, 36, 64, 64, 22]);
+        assert_eq!(credit.available(), 0);
+    }
 
     #[tokio::test]
     async fn large_messages_go_in_chunks_and_come_back_whole() {

@@ -236,9 +236,9 @@ fn start_call(
             // Start and HalfClose in one batch: one write, no extra task.
             let (call, half_close) = match &requests {
                 Requests::Single(message)
-                    if message
-                        .as_ref()
-                        .is_none_or(|m| m.len() <= instance.max_frame) =>
+                    if message.as_ref().is_none_or(|m| {
+                        m.len() <= instance.max_frame.min(instance.request_window as usize)
+                    }) =>
                 {
                     let call = message.clone().map(|message| {
                         opened.request_credit.consume(message.len());
