@@ -134,3 +134,12 @@ impl<D: DecodeFrame> Decoder for FrameCoder<D> {
         frame_buffer_settings()
     }
 }
+
+/// The largest register-stream message for frames of at most `max_frame`
+/// payload bytes: the payload plus envelope overhead (a protocol fact both
+/// sides use to size their decoders).
+pub(crate) fn frame_limit(max_frame: u32) -> usize {
+    usize::try_from(max_frame)
+        .unwrap_or(usize::MAX)
+        .saturating_add(64 * 1024)
+}

@@ -19,7 +19,7 @@ mod clock;
 pub mod codec;
 pub mod codegen;
 pub mod descriptor;
-pub mod flow;
+pub(crate) mod flow;
 pub mod metadata;
 pub mod pb;
 pub mod queue;

@@ -577,3 +577,73 @@ async fn stalled_streams_hold_at_most_their_window_each_and_free_it_when_reset()
     .await;
     assert_eq!(instance.calls_in_flight(), 0);
 }
+
+#[tokio::test]
+async fn a_router_that_sends_past_the_bridges_request_window_fails_the_call() {
+    use myservice_example::pb::ChatMessage;
+    use myservice_example::pb::greeter_server::GreeterServer;
+    use router_runtime::bridge::BridgeOptions;
+
+    const CHAT: u32 = 13;
+    let mut raw = common::RawRouter::start().await;
+    let bridge = myservice_example::pb::GreeterBridge::from_server(GreeterServer::new(
+        TestGreeter::new("victim").0,
+    ))
+    .connect(BridgeOptions::new(raw.endpoint()).instance_id("victim"));
+    // A router granting almost no reply credit: the chat handler soon waits
+    // to answer and stops reading requests, which then pile up in the bridge.
+    let mut session = raw
+        .accept(pb::Welcome {
+            protocol_version: pb::ProtocolVersion::ProtocolVersion1 as i32,
+            router_id: "raw".into(),
+            initial_window: 1024,
+            max_frame_size: 128 * 1024,
+            heartbeat_interval_ms: 10_000,
+            heartbeat_timeout_ms: 30_000,
+        })
+        .await;
+    let call_id = 1;
+    session
+        .out
+        .send(RouterFrame::Start(pb::CallStart {
+            call_id,
+            method_tag: CHAT,
+            path: "/myservice.v1.Greeter/Chat".into(),
+            kind: pb::MethodKind::BidiStreaming as i32,
+            ..Default::default()
+        }))
+        .expect("open");
+    // 20 messages of 64 KiB, never waiting for the bridge's WindowUpdates:
+    // 1.25 MiB against a 256 KiB request window.
+    for seq in 0..20 {
+        let message = ChatMessage {
+            text: "x".repeat(64 * 1024),
+            seq,
+        };
+        session
+            .out
+            .send(RouterFrame::Call(Payload {
+                call_id,
+                tag: CHAT,
+                message: message.encode_to_vec().into(),
+            }))
+            .expect("open");
+    }
+    let trailers = within(10, "the bridge to fail the call", async {
+        loop {
+            match session.frames.message().await {
+                Ok(Some(BridgeFrame::Trailers(trailers))) => return trailers,
+                Ok(Some(_)) => continue,
+                other => panic!("expected trailers, got {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(trailers.call_id, call_id);
+    assert_eq!(trailers.code, Code::Internal as i32, "{trailers:?}");
+    assert!(
+        trailers.message.contains("victim") && trailers.message.contains("flow-control window"),
+        "{trailers:?}"
+    );
+    within(5, "bridge abort", bridge.abort()).await;
+}

@@ -8,14 +8,14 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body::Frame;
 use tonic::Status;
 
-use crate::flow::{Assembler, CreditReturn};
+use crate::flow::Intake;
 use crate::pb;
 use crate::queue::{QueueReceiver, QueueSender};
 use crate::wire::BridgeFrame;
 
 /// What the session reader hands to one call's request body.
 #[derive(Debug)]
-pub(crate) enum Inbound {
+pub(crate) enum RequestEvent {
     /// One whole request message.
     Message(Bytes),
     /// A piece of a large request message.
@@ -24,22 +24,34 @@ pub(crate) enum Inbound {
     End,
 }
 
+impl RequestEvent {
+    /// The bytes this event holds while it waits for the user's server.
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            RequestEvent::Message(message) => message.len(),
+            RequestEvent::Chunk(chunk) => chunk.data.len(),
+            RequestEvent::End => 0,
+        }
+    }
+}
+
 /// A call's request stream as a gRPC-framed HTTP body, returning credit to the
 /// router as the user's server consumes messages.
 pub(crate) struct RequestBody {
     pub(crate) call_id: u64,
-    pub(crate) rx: QueueReceiver<Inbound>,
+    pub(crate) rx: QueueReceiver<RequestEvent>,
     pub(crate) out: QueueSender<BridgeFrame>,
-    pub(crate) credit: CreditReturn,
-    pub(crate) assembling: Assembler,
+    /// Takes request frames: releases their bytes from the call's window,
+    /// returns credit, reassembles chunks.
+    pub(crate) intake: Intake,
     /// The message whose 5-byte prefix was just yielded.
     pub(crate) pending: Option<Bytes>,
     pub(crate) ended: bool,
 }
 
 impl RequestBody {
-    fn return_credit(&mut self, len: usize) {
-        if let Some(increment) = self.credit.consumed(len) {
+    fn return_credit(&self, increment: Option<u32>) {
+        if let Some(increment) = increment {
             let _ = self.out.send(BridgeFrame::WindowUpdate(pb::WindowUpdate {
                 call_id: self.call_id,
                 increment,
@@ -78,14 +90,15 @@ impl http_body::Body for RequestBody {
             }
             match this.rx.poll_recv(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Inbound::Message(message))) => {
-                    this.return_credit(message.len());
+                Poll::Ready(Some(RequestEvent::Message(message))) => {
+                    let credit = this.intake.message(message.len());
+                    this.return_credit(credit);
                     return this.frame_message(message);
                 }
-                Poll::Ready(Some(Inbound::Chunk(chunk))) => {
-                    match this.assembling.push(&chunk.data, chunk.last) {
-                        Ok(whole) => {
-                            this.return_credit(chunk.data.len());
+                Poll::Ready(Some(RequestEvent::Chunk(chunk))) => {
+                    match this.intake.chunk(&chunk.data, chunk.last) {
+                        Ok((whole, credit)) => {
+                            this.return_credit(credit);
                             if let Some(message) = whole {
                                 return this.frame_message(message);
                             }
@@ -96,7 +109,7 @@ impl http_body::Body for RequestBody {
                         }
                     }
                 }
-                Poll::Ready(Some(Inbound::End)) | Poll::Ready(None) => {
+                Poll::Ready(Some(RequestEvent::End)) | Poll::Ready(None) => {
                     this.ended = true;
                 }
             }

@@ -1,7 +1,7 @@
 //! Running one forwarded call through the user's tonic server.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,9 +13,13 @@ use tonic::{Code, Status};
 use tower::ServiceExt;
 
 use super::BridgedService;
-use super::body::{FrameError, FrameReader, RequestBody};
-use super::session::{CallEntry, Calls};
-use crate::flow::{Assembler, CreditReturn, Piece, SendCredit, send_with_credit};
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use super::body::{FrameError, FrameReader, RequestBody, RequestEvent};
+use crate::flow::{Intake, Piece, RecvWindow, SendCredit, send_with_credit};
 use crate::metadata;
 use crate::pb;
 use crate::queue::{QueueSender, queue};
@@ -31,6 +35,8 @@ pub(crate) struct CallContext {
     pub(crate) reply_window: u32,
     /// Credit this bridge grants per call for requests.
     pub(crate) request_window: u32,
+    /// The largest request frame this bridge accepts (its `Hello`).
+    pub(crate) request_frame: usize,
     /// The largest frame payload the router accepts.
     pub(crate) max_frame: usize,
     /// The largest request message this bridge reassembles.
@@ -41,6 +47,74 @@ pub(crate) struct CallContext {
     pub(crate) limit: u32,
     /// The instance id, for messages.
     pub(crate) instance_id: String,
+}
+
+/// One call in flight, as the session reader sees it.
+pub(crate) struct CallEntry {
+    pub(crate) inbound: QueueSender<RequestEvent>,
+    /// Request bytes delivered and not yet taken by the user's server.
+    pub(crate) window: Arc<RecvWindow>,
+    pub(crate) reply_credit: Arc<SendCredit>,
+    pub(crate) cancel: CancellationToken,
+}
+
+/// The calls of one registration.
+#[derive(Default)]
+pub(crate) struct Calls {
+    map: Mutex<HashMap<u64, CallEntry>>,
+    active: AtomicUsize,
+    idle: Notify,
+}
+
+impl Calls {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<u64, CallEntry>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn insert(&self, call_id: u64, entry: CallEntry) {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        if let Some(old) = self.lock().insert(call_id, entry) {
+            old.cancel.cancel();
+            self.finish_one();
+        }
+    }
+
+    /// Forgets a finished call.
+    pub(crate) fn remove(&self, call_id: u64) {
+        if let Some(entry) = self.lock().remove(&call_id) {
+            entry.reply_credit.close();
+            self.finish_one();
+        }
+    }
+
+    fn finish_one(&self) {
+        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    pub(crate) fn active(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    pub(crate) async fn wait_idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.active() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    pub(crate) fn cancel_all(&self) {
+        for (_, entry) in self.lock().drain() {
+            entry.cancel.cancel();
+            entry.reply_credit.close();
+        }
+        self.active.store(0, Ordering::Release);
+        self.idle.notify_waiters();
+    }
 }
 
 /// Registers the call and runs it on its own task.
@@ -70,11 +144,16 @@ pub(crate) fn start<T: BridgedService>(
     }
     let (inbound, rx) = queue();
     let reply_credit = Arc::new(SendCredit::new(context.reply_window));
+    let window = Arc::new(RecvWindow::new(RecvWindow::limit_for(
+        context.request_window,
+        context.request_frame,
+    )));
     let cancel = CancellationToken::new();
     context.calls.insert(
         call_id,
         CallEntry {
             inbound,
+            window: window.clone(),
             reply_credit: reply_credit.clone(),
             cancel: cancel.clone(),
         },
@@ -83,8 +162,7 @@ pub(crate) fn start<T: BridgedService>(
         call_id,
         rx,
         out: context.out.clone(),
-        credit: CreditReturn::new(context.request_window),
-        assembling: Assembler::new(context.max_message),
+        intake: Intake::new(window, context.request_window, context.max_message),
         pending: None,
         ended: false,
     };
@@ -173,8 +251,8 @@ async fn run<T: BridgedService>(
                         "the service compressed a response the bridge did not ask to be compressed",
                     ),
                 })? {
-                    if message.len() <= context.max_frame && reply_credit.available() > 0 {
-                        reply_credit.consume(message.len());
+                    if message.len() <= context.max_frame && reply_credit.try_consume(message.len())
+                    {
                         batch.push(BridgeFrame::Reply(Payload {
                             call_id,
                             tag,

@@ -2,24 +2,23 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
-use super::body::Inbound;
-use super::call::{self, CallContext};
+use super::body::RequestEvent;
+use super::call::{self, CallContext, Calls};
 use super::{BridgeOptions, BridgeState, BridgedService};
 use crate::codec::FrameCodec;
-use crate::flow::SendCredit;
+use crate::codec::frame_limit;
 use crate::pb;
 use crate::queue::{QueueSender, queue};
-use crate::router::frame_limit;
 use crate::wire::{BridgeFrame, RouterFrame};
 
 /// What every registration of one bridge shares.
@@ -36,72 +35,6 @@ pub(crate) struct Shared {
     pub(crate) active: Arc<AtomicUsize>,
     /// Whether the instance takes new calls (`grpc.health.v1` semantics).
     pub(crate) serving: watch::Sender<bool>,
-}
-
-/// One call in flight, as the session reader sees it.
-pub(crate) struct CallEntry {
-    pub(crate) inbound: QueueSender<Inbound>,
-    pub(crate) reply_credit: Arc<SendCredit>,
-    pub(crate) cancel: CancellationToken,
-}
-
-/// The calls of one registration.
-#[derive(Default)]
-pub(crate) struct Calls {
-    map: Mutex<HashMap<u64, CallEntry>>,
-    active: AtomicUsize,
-    idle: Notify,
-}
-
-impl Calls {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<u64, CallEntry>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn insert(&self, call_id: u64, entry: CallEntry) {
-        self.active.fetch_add(1, Ordering::AcqRel);
-        if let Some(old) = self.lock().insert(call_id, entry) {
-            old.cancel.cancel();
-            self.finish_one();
-        }
-    }
-
-    /// Forgets a finished call.
-    pub(crate) fn remove(&self, call_id: u64) {
-        if let Some(entry) = self.lock().remove(&call_id) {
-            entry.reply_credit.close();
-            self.finish_one();
-        }
-    }
-
-    fn finish_one(&self) {
-        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle.notify_waiters();
-        }
-    }
-
-    pub(crate) fn active(&self) -> usize {
-        self.active.load(Ordering::Acquire)
-    }
-
-    async fn wait_idle(&self) {
-        loop {
-            let idle = self.idle.notified();
-            if self.active() == 0 {
-                return;
-            }
-            idle.await;
-        }
-    }
-
-    fn cancel_all(&self) {
-        for (_, entry) in self.lock().drain() {
-            entry.cancel.cancel();
-            entry.reply_credit.close();
-        }
-        self.active.store(0, Ordering::Release);
-        self.idle.notify_waiters();
-    }
 }
 
 /// How a session ended.
@@ -265,6 +198,7 @@ async fn run_session<T: BridgedService>(
         instance_id: options.instance_id.clone(),
         reply_window: welcome.initial_window.max(1),
         request_window: options.initial_window,
+        request_frame: usize::try_from(options.max_frame_size).unwrap_or(usize::MAX),
         max_frame: usize::try_from(welcome.max_frame_size.max(1024)).unwrap_or(usize::MAX),
         max_message: options.max_message_size,
     });
@@ -357,11 +291,13 @@ fn send_heartbeat(out: &QueueSender<BridgeFrame>, calls: &Calls, serving: bool) 
 fn dispatch<T: BridgedService>(frame: RouterFrame, service: &T, context: &Arc<CallContext>) {
     match frame {
         RouterFrame::Start(start) => call::start(service.clone(), context.clone(), start),
-        RouterFrame::Call(payload) => {
-            to_call(context, payload.call_id, Inbound::Message(payload.message))
-        }
-        RouterFrame::Chunk(chunk) => to_call(context, chunk.call_id, Inbound::Chunk(chunk)),
-        RouterFrame::HalfClose(half) => to_call(context, half.call_id, Inbound::End),
+        RouterFrame::Call(payload) => to_call(
+            context,
+            payload.call_id,
+            RequestEvent::Message(payload.message),
+        ),
+        RouterFrame::Chunk(chunk) => to_call(context, chunk.call_id, RequestEvent::Chunk(chunk)),
+        RouterFrame::HalfClose(half) => to_call(context, half.call_id, RequestEvent::End),
         RouterFrame::Cancel(cancel) => {
             if let Some(entry) = context.calls.lock().get(&cancel.call_id) {
                 entry.cancel.cancel();
@@ -382,9 +318,32 @@ fn dispatch<T: BridgedService>(frame: RouterFrame, service: &T, context: &Arc<Ca
     }
 }
 
-fn to_call(context: &CallContext, call_id: u64, inbound: Inbound) {
-    if let Some(entry) = context.calls.lock().get(&call_id) {
-        let _ = entry.inbound.send(inbound);
+/// Hands a request frame to its call, enforcing the call's window: a router
+/// that sends past the credit this bridge granted fails the call (INTERNAL,
+/// to the router and the handler) instead of growing the bridge's memory.
+fn to_call(context: &CallContext, call_id: u64, event: RequestEvent) {
+    let size = event.size();
+    let calls = context.calls.lock();
+    let Some(entry) = calls.get(&call_id) else {
+        return;
+    };
+    match entry.window.receive(size) {
+        Ok(()) => {
+            let _ = entry.inbound.send(event);
+        }
+        Err(overrun) => {
+            warn!(call_id, %overrun, "router broke the request flow control; failing the call");
+            entry.cancel.cancel();
+            let _ = context.out.send(BridgeFrame::Trailers(pb::Trailers {
+                call_id,
+                code: tonic::Code::Internal as i32,
+                message: format!(
+                    "instance `{}` refused the call: the router sent request {overrun}",
+                    context.instance_id
+                ),
+                ..Default::default()
+            }));
+        }
     }
 }
 

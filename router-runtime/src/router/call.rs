@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use super::balance::{PickError, Selection};
 use super::registry::{CallEvent, Instance};
 use super::{PIN_HEADER, RouterCore, SELECT_HEADER, route_key};
 use crate::descriptor::MethodDescriptor;
-use crate::flow::{Assembler, CreditReturn, Piece, SendCredit, SendError, send_with_credit};
+use crate::flow::{Intake, Piece, SendCredit, SendError, send_with_credit};
 use crate::metadata;
 use crate::pb;
 use crate::queue::QueueReceiver;
@@ -237,11 +237,10 @@ fn start_call(
             let (call, half_close) = match &requests {
                 Requests::Single(message)
                     if message.as_ref().is_none_or(|m| {
-                        m.len() <= instance.max_frame.min(instance.request_window as usize)
+                        m.len() <= instance.max_frame && opened.request_credit.try_consume(m.len())
                     }) =>
                 {
                     let call = message.clone().map(|message| {
-                        opened.request_credit.consume(message.len());
                         RouterFrame::Call(Payload {
                             call_id,
                             tag: method.tag,
@@ -301,13 +300,15 @@ fn start_call(
 
     let reply = ReplyStream {
         events: opened.events,
-        buffered: opened.buffered,
+        intake: Intake::new(
+            opened.window,
+            core.config.initial_window,
+            core.config.max_message_size,
+        ),
         method,
         messages: 0,
         guard,
         deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
-        credit: CreditReturn::new(core.config.initial_window),
-        assembling: Assembler::new(core.config.max_message_size),
         done: false,
     };
     Ok((instance, reply))
@@ -520,14 +521,14 @@ enum First {
 /// The response messages of one call, handed to tonic for the client.
 pub(crate) struct ReplyStream {
     events: QueueReceiver<CallEvent>,
-    buffered: Arc<AtomicUsize>,
+    /// Takes response frames: releases their bytes, returns credit,
+    /// reassembles chunks.
+    intake: Intake,
     method: &'static MethodDescriptor,
     /// Response messages passed to the client so far.
     messages: u32,
     guard: CallGuard,
     deadline: Option<Pin<Box<Sleep>>>,
-    credit: CreditReturn,
-    assembling: Assembler,
     done: bool,
 }
 
@@ -577,9 +578,9 @@ impl ReplyStream {
         }
     }
 
-    /// Forgets `size` buffered bytes the client's side has taken.
+    /// Forgets `size` buffered bytes of metadata the client's side has taken.
     fn release(&self, size: usize) {
-        self.buffered.fetch_sub(size, Ordering::AcqRel);
+        self.intake.metadata(size);
     }
 
     /// The call's status from its trailers, or INTERNAL when a method that
@@ -614,9 +615,9 @@ impl ReplyStream {
         Poll::Ready(Some(Ok(message)))
     }
 
-    fn return_credit(&mut self, len: usize) {
-        self.release(len);
-        if let Some(increment) = self.credit.consumed(len) {
+    /// Sends the bridge credit the client's side has made room for.
+    fn return_credit(&self, increment: Option<u32>) {
+        if let Some(increment) = increment {
             self.guard
                 .instance
                 .send(RouterFrame::WindowUpdate(pb::WindowUpdate {
@@ -651,24 +652,23 @@ impl Stream for ReplyStream {
             let event = ready!(this.events.poll_recv(cx));
             match event {
                 Some(CallEvent::Message(message)) => {
-                    this.return_credit(message.len());
+                    let credit = this.intake.message(message.len());
+                    this.return_credit(credit);
                     return this.deliver(message);
                 }
-                Some(CallEvent::Chunk(chunk)) => {
-                    match this.assembling.push(&chunk.data, chunk.last) {
-                        Ok(whole) => {
-                            this.return_credit(chunk.data.len());
-                            if let Some(message) = whole {
-                                return this.deliver(message);
-                            }
-                        }
-                        Err(status) => {
-                            this.guard
-                                .cancel(Code::OutOfRange, "response message too large");
-                            return this.fail(status);
+                Some(CallEvent::Chunk(chunk)) => match this.intake.chunk(&chunk.data, chunk.last) {
+                    Ok((whole, credit)) => {
+                        this.return_credit(credit);
+                        if let Some(message) = whole {
+                            return this.deliver(message);
                         }
                     }
-                }
+                    Err(status) => {
+                        this.guard
+                            .cancel(Code::OutOfRange, "response message too large");
+                        return this.fail(status);
+                    }
+                },
                 Some(CallEvent::Headers(md)) => {
                     // The session lets one Headers frame through per call;
                     // only its accounting is left to undo.

@@ -35,7 +35,7 @@ pub use balance::{Balancer, LoadMeasure, PickError, Selection};
 pub use registry::{Instance, InstanceInfo, Registry};
 pub use route_key::extract as extract_route_key;
 
-use crate::codec::{FrameCodec, RawCodec};
+use crate::codec::{FrameCodec, RawCodec, frame_limit};
 use crate::descriptor::{ServiceDescriptor, ServiceSpec, Strategy};
 use crate::wire::{BridgeFrame, RouterFrame};
 
@@ -470,12 +470,4 @@ impl<S: ServiceSpec> tower::Service<Request<Body>> for RegisterService<S> {
             Ok(grpc.streaming(handler, req).await)
         })
     }
-}
-
-/// The largest register-stream message for frames of at most `max_frame`
-/// payload bytes: the payload plus envelope overhead.
-pub(crate) fn frame_limit(max_frame: u32) -> usize {
-    usize::try_from(max_frame)
-        .unwrap_or(usize::MAX)
-        .saturating_add(64 * 1024)
 }

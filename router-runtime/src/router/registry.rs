@@ -16,7 +16,7 @@ use tonic::Status;
 
 use super::outbound::Outbox;
 use crate::clock::Millis;
-use crate::flow::SendCredit;
+use crate::flow::{RecvWindow, SendCredit};
 use crate::pb;
 use crate::queue::{QueueReceiver, queue};
 use crate::wire::RouterFrame;
@@ -70,9 +70,8 @@ pub(crate) struct CallSlot {
     pub(crate) events: crate::queue::QueueSender<CallEvent>,
     pub(crate) request_credit: Arc<SendCredit>,
     /// Response bytes (messages, headers and trailers) received from the
-    /// bridge and not yet taken by the client's side: bounded by the credit
-    /// window plus one frame.
-    pub(crate) buffered: Arc<AtomicUsize>,
+    /// bridge and not yet taken by the client's side, against the window.
+    pub(crate) window: Arc<RecvWindow>,
     /// Which frames the bridge may send next for this call.
     pub(crate) phase: ResponsePhase,
     /// Whether the call counts in `unary_outstanding`.
@@ -84,7 +83,7 @@ pub(crate) struct OpenedCall {
     pub(crate) call_id: u64,
     pub(crate) events: QueueReceiver<CallEvent>,
     pub(crate) request_credit: Arc<SendCredit>,
-    pub(crate) buffered: Arc<AtomicUsize>,
+    pub(crate) window: Arc<RecvWindow>,
 }
 
 /// What a bridge declared about itself in its `Hello`.
@@ -132,7 +131,8 @@ pub struct Instance {
     /// The largest frame payload the bridge accepts.
     pub(crate) max_frame: usize,
     /// The most response bytes one call may have buffered here: the router's
-    /// window plus one frame. A bridge exceeding it breaks flow control.
+    /// window plus one frame plus room for metadata. A bridge exceeding it
+    /// breaks flow control.
     pub(crate) response_limit: usize,
 }
 
@@ -368,13 +368,13 @@ impl Instance {
         let call_id = self.next_call_id.fetch_add(1, Ordering::Relaxed);
         let (events, rx) = queue();
         let request_credit = Arc::new(SendCredit::new(self.request_window));
-        let buffered = Arc::new(AtomicUsize::new(0));
+        let window = Arc::new(RecvWindow::new(self.response_limit));
         self.calls().insert(
             call_id,
             CallSlot {
                 events,
                 request_credit: request_credit.clone(),
-                buffered: buffered.clone(),
+                window: window.clone(),
                 phase: ResponsePhase::AwaitingHeaders,
                 unary,
             },
@@ -387,7 +387,7 @@ impl Instance {
             call_id,
             events: rx,
             request_credit,
-            buffered,
+            window,
         }
     }
 
@@ -396,7 +396,7 @@ impl Instance {
     pub fn buffered_response_bytes(&self) -> Vec<usize> {
         self.calls()
             .values()
-            .map(|slot| slot.buffered.load(Ordering::Relaxed))
+            .map(|slot| slot.window.buffered())
             .collect()
     }
 

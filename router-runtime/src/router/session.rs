@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use super::RouterCore;
 use super::outbound::{OutboundStream, Outbox};
 use super::registry::{CallEvent, Instance, InstanceInfo, ResponsePhase};
+use crate::flow::RecvWindow;
 use crate::pb;
 use crate::wire::{BridgeFrame, RouterFrame};
 
@@ -28,9 +29,6 @@ pub(crate) const PROTOCOL_VERSION: i32 = pb::ProtocolVersion::ProtocolVersion1 a
 /// declares in its `Hello`: a bridge cannot make the router queue more than
 /// this for one call.
 const MAX_REQUEST_WINDOW: u32 = 16 * 1024 * 1024;
-
-/// Room for a call's response headers and trailers beyond its message window.
-const METADATA_ALLOWANCE: usize = 64 * 1024;
 
 /// Handles `Register` calls.
 pub(crate) struct Register {
@@ -111,10 +109,10 @@ async fn accept(
         out,
         request_window,
         max_frame,
-        usize::try_from(core.config.initial_window)
-            .unwrap_or(usize::MAX)
-            .saturating_add(usize::try_from(core.config.max_frame_size).unwrap_or(usize::MAX))
-            .saturating_add(METADATA_ALLOWANCE),
+        RecvWindow::limit_for(
+            core.config.initial_window,
+            usize::try_from(core.config.max_frame_size).unwrap_or(usize::MAX),
+        ),
     ));
     let welcome = pb::Welcome {
         protocol_version: PROTOCOL_VERSION,
@@ -354,11 +352,8 @@ fn respond(instance: &Instance, call_id: u64, kind: ResponseFrame, event: CallEv
         match next_phase(slot.phase, kind) {
             Err(what) => Some(what.to_owned()),
             Ok(phase) => {
-                let buffered = slot.buffered.fetch_add(size, Ordering::AcqRel) + size;
-                if buffered > instance.response_limit {
-                    Some(format!(
-                        "{buffered} response bytes beyond its flow-control window"
-                    ))
+                if let Err(overrun) = slot.window.receive(size) {
+                    Some(format!("response {overrun}"))
                 } else {
                     slot.phase = phase;
                     if kind == ResponseFrame::Trailers {

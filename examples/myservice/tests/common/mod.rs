@@ -326,3 +326,128 @@ impl RawRegistration {
         self.out.send(frame).expect("register stream open");
     }
 }
+
+/// A router written frame by frame: serves `GreeterRouter/Register` on a
+/// loopback port and hands each bridge's register stream to the test, which
+/// answers it by hand. For tests of how a bridge treats a misbehaving router.
+pub struct RawRouter {
+    pub addr: SocketAddr,
+    sessions: tokio::sync::mpsc::UnboundedReceiver<RawRouterSession>,
+}
+
+/// One bridge's register stream on a [`RawRouter`].
+pub struct RawRouterSession {
+    /// Frames to the bridge.
+    pub out: tokio::sync::mpsc::UnboundedSender<router_runtime::wire::RouterFrame>,
+    /// Frames from the bridge.
+    pub frames: tonic::Streaming<router_runtime::wire::BridgeFrame>,
+}
+
+#[derive(Clone)]
+struct RawRegister {
+    sessions: tokio::sync::mpsc::UnboundedSender<RawRouterSession>,
+}
+
+impl tonic::server::NamedService for RawRegister {
+    const NAME: &'static str = "myservice.v1.GreeterRouter";
+}
+
+impl tonic::server::StreamingService<router_runtime::wire::BridgeFrame> for RawRegister {
+    type Response = router_runtime::wire::RouterFrame;
+    type ResponseStream = tokio_stream::wrappers::UnboundedReceiverStream<
+        Result<router_runtime::wire::RouterFrame, tonic::Status>,
+    >;
+    type Future = std::future::Ready<Result<tonic::Response<Self::ResponseStream>, tonic::Status>>;
+
+    fn call(
+        &mut self,
+        request: tonic::Request<tonic::Streaming<router_runtime::wire::BridgeFrame>>,
+    ) -> Self::Future {
+        let (out, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (to_stream, stream_rx) = tokio::sync::mpsc::unbounded_channel();
+        // Forward the test's frames as `Ok` items of the response stream.
+        tokio::spawn(async move {
+            let mut rx = rx;
+            while let Some(frame) = rx.recv().await {
+                if to_stream.send(Ok(frame)).is_err() {
+                    return;
+                }
+            }
+        });
+        let _ = self.sessions.send(RawRouterSession {
+            out,
+            frames: request.into_inner(),
+        });
+        std::future::ready(Ok(tonic::Response::new(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(stream_rx),
+        )))
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for RawRegister {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let handler = self.clone();
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(router_runtime::codec::FrameCodec::<
+                router_runtime::wire::RouterFrame,
+                router_runtime::wire::BridgeFrame,
+            >::default());
+            Ok(grpc.streaming(handler, request).await)
+        })
+    }
+}
+
+impl RawRouter {
+    /// Starts serving on a loopback port.
+    pub async fn start() -> RawRouter {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (sessions_tx, sessions) = tokio::sync::mpsc::unbounded_channel();
+        let service = RawRegister {
+            sessions: sessions_tx,
+        };
+        tokio::spawn(async move {
+            let _ = Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpListenerStream::new(listener))
+                .await;
+        });
+        RawRouter { addr, sessions }
+    }
+
+    /// The endpoint bridges dial.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The next bridge's register stream, after its Hello, answered with
+    /// `welcome`.
+    pub async fn accept(&mut self, welcome: router_runtime::pb::Welcome) -> RawRouterSession {
+        use router_runtime::wire::{BridgeFrame, RouterFrame};
+        let mut session = within(10, "a bridge to register", self.sessions.recv())
+            .await
+            .expect("router running");
+        match within(5, "Hello", session.frames.message()).await {
+            Ok(Some(BridgeFrame::Hello(_))) => {}
+            other => panic!("expected Hello, got {other:?}"),
+        }
+        session
+            .out
+            .send(RouterFrame::Welcome(welcome))
+            .expect("stream open");
+        session
+    }
+}
