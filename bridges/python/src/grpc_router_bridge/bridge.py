@@ -169,15 +169,22 @@ class Bridge:
     async def registered(self, n: int = 1, timeout: Optional[float] = None) -> None:
         """Waits until the bridge is registered with ``n`` routers; raises
         ``asyncio.TimeoutError`` after ``timeout`` seconds."""
+        await self.wait_for(lambda state: state.registered >= n, timeout)
+
+    async def wait_for(self, predicate: Callable[[BridgeState], bool], timeout: Optional[float] = None) -> BridgeState:
+        """Waits until ``predicate(state)`` holds for the registration state
+        (for example ``lambda s: s.registered == 0``); raises
+        ``asyncio.TimeoutError`` after ``timeout`` seconds."""
         if self._changed is None:
-            raise RuntimeError("Bridge.registered() before start()")
+            raise RuntimeError("Bridge.wait_for() before start()")
         changed = self._changed
 
         async def wait() -> None:
             async with changed:
-                await changed.wait_for(lambda: self._state.registered >= n)
+                await changed.wait_for(lambda: predicate(self.state))
 
         await asyncio.wait_for(wait(), timeout)
+        return self.state
 
     def set_serving(self, serving: bool) -> None:
         """Reports the instance serving or not serving to every router
