@@ -111,6 +111,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--weight", type=int, default=1, help="weight for the weighted strategy")
     parser.add_argument("--max-message-size", type=int, default=4 * 1024 * 1024,
                         help="largest request message in bytes")
+    parser.add_argument("--direct", metavar="ADDR",
+                        help="serve the same servicer with an ordinary grpc.aio server on ADDR "
+                             "instead of registering (for comparison); prints `listening on ADDR`")
     args = parser.parse_args(argv)
     for label in args.label:
         if "=" not in label:
@@ -118,9 +121,29 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     return args
 
 
+async def serve_direct(address: str, instance_id: str) -> None:
+    """Serves the servicer as grpcio would without a router, until SIGINT/SIGTERM."""
+    import signal
+
+    server = grpc.aio.server()
+    myservice_pb2_grpc.add_GreeterServicer_to_server(GreeterServicer(instance_id), server)
+    port = server.add_insecure_port(address)
+    await server.start()
+    print(f"listening on {address.rsplit(':', 1)[0]}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(5)
+
+
 def main(argv: List[str]) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if args.direct:
+        asyncio.run(serve_direct(args.direct, args.id))
+        return 0
     options = grpc_router_bridge.BridgeOptions(
         endpoints=args.routers or ["http://127.0.0.1:50051"],
         instance_id=args.id,
