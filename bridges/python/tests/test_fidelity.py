@@ -173,3 +173,22 @@ def test_a_stalled_stream_does_not_block_other_calls(router: str) -> None:
             stalled.cancel()
 
     run(scenario())
+
+
+def test_methods_the_servicer_leaves_to_the_generated_base_answer_unimplemented(router: str) -> None:
+    from google.protobuf import empty_pb2
+    from myservice.v1 import myservice_pb2_grpc as pb_grpc
+
+    class Partial(pb_grpc.GreeterServicer):
+        """Implements nothing: grpcio's generated base class answers."""
+
+    async def scenario() -> None:
+        async with python_instance([router], Partial(), "py"), client(router) as stub:
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await stub.WhoAmI(empty_pb2.Empty(), timeout=TIMEOUT)
+            assert (failure.value.code(), failure.value.details()) == (
+                grpc.StatusCode.UNIMPLEMENTED,
+                "Method not implemented!",
+            )
+
+    run(scenario())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 from concurrent.futures import Executor
@@ -74,11 +75,27 @@ class Call:
         )
         self._timer: Optional[asyncio.TimerHandle] = None
         self.task: Optional["asyncio.Task[None]"] = None
-        self.serialize: Callable[[Any], bytes] = _identity
-        self.deserialize: Callable[[bytes], Any] = _identity
+        self._serializer: Callable[[Any], bytes] = _identity
+        self._deserializer: Callable[[bytes], Any] = _identity
         if handler is not None:
-            self.serialize = handler.response_serializer or _identity
-            self.deserialize = handler.request_deserializer or _identity
+            self._serializer = handler.response_serializer or _identity
+            self._deserializer = handler.request_deserializer or _identity
+
+    def serialize(self, response: Any) -> bytes:
+        """The servicer's encoding of ``response`` (INTERNAL if it fails, as in grpcio)."""
+        try:
+            return self._serializer(response)
+        except Exception:  # noqa: BLE001 - the user's serializer
+            _LOGGER.exception("call %d: failed to serialize the response", self.id)
+            raise _Internal("Failed to serialize response!") from None
+
+    def deserialize(self, raw: bytes) -> Any:
+        """The servicer's decoding of a request (INTERNAL if it fails, as in grpcio)."""
+        try:
+            return self._deserializer(raw)
+        except Exception:  # noqa: BLE001 - the user's deserializer
+            _LOGGER.exception("call %d: failed to deserialize the request", self.id)
+            raise _Internal("Exception deserializing request!") from None
 
     # --- driven by the session ---------------------------------------------
 
@@ -237,9 +254,16 @@ class Call:
             return
         elif isinstance(error, AbortError) or context._aborted:
             self._finish_from(context)
+        elif isinstance(error, _Internal):
+            self.finish(_INTERNAL, str(error), b"", [])
         else:
+            # As grpcio does: a code and details the handler set before raising
+            # win (the generated base servicer's UNIMPLEMENTED), else UNKNOWN.
             _LOGGER.error("call %d (%s): %s", self.id, self.start.path, message)
-            self.finish(_UNKNOWN, message, b"", [])
+            code, details, status_details, trailers = context.status()
+            if context._code in (None, _OK):
+                code = _UNKNOWN
+            self.finish(code, context._details if context._details is not None else message, status_details, trailers)
 
     async def _run_async(self, handler: grpc.RpcMethodHandler, behavior: Any) -> None:
         context = AioServicerContext(self)
@@ -281,8 +305,20 @@ class Call:
             yield self.deserialize(raw)
 
     def _block(self, coroutine: Any) -> Any:
-        """Runs ``coroutine`` on the loop from a handler thread and waits."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+        """Runs ``coroutine`` on the loop from a handler thread and waits; a
+        handler whose bridge stopped gets :class:`CallEnded` instead of hanging."""
+        try:
+            future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        except RuntimeError:  # the loop is closed
+            coroutine.close()
+            raise CallEnded() from None
+        while True:
+            try:
+                return future.result(timeout=1.0)
+            except concurrent.futures.TimeoutError:
+                if self.loop.is_closed() or not self.loop.is_running():
+                    future.cancel()
+                    raise CallEnded() from None
 
     def _sync_requests(self) -> Iterator[Any]:
         while True:
@@ -320,7 +356,7 @@ class Call:
 
 
 class _Internal(Exception):
-    pass
+    """Ends the call with INTERNAL and this message."""
 
 
 def _identity(value: Any) -> Any:
