@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The Python bridge (bridges/python) behind the Rust router.
 #
-# Installs grpcio, grpcio-tools, grpcio-status, pytest and the bridge itself
-# (editable, from bridges/python) into the venv .ci/interop.sh also uses,
-# .ci/.cache/venv (once: a second run only checks the imports), builds the
-# example binaries, and runs pytest over bridges/python/tests: Python
-# instances behind the example `router` on free loopback ports through every
+# Installs grpcio, grpcio-tools, grpcio-status, pytest, mypy and the bridge
+# itself (editable, from bridges/python) into the venv .ci/interop.sh also
+# uses, .ci/.cache/venv (once: a second run only checks the imports),
+# type-checks the package (mypy --strict), builds the example binaries and
+# runs pytest over bridges/python/tests: Python instances behind the example `router` on free loopback ports through every
 # method kind, metadata, statuses with details, deadline, cancel, a 16 MiB
 # message, a stalled stream, drain, and a mixed fleet with the Rust
 # `instance`. Then the latency script (bench/python_bridge_latency.py) runs a
@@ -26,7 +26,7 @@ step() { echo "==> python-bridge: $*"; }
 installed() {
   "$py" - "$root/bridges/python/src" >/dev/null 2>&1 <<'PY'
 import sys, pathlib
-import grpc, grpc_tools, grpc_status, pytest, grpc_router_bridge
+import grpc, grpc_tools, grpc_status, pytest, mypy, grpc_router_bridge
 src = pathlib.Path(sys.argv[1]).resolve()
 sys.exit(0 if src in pathlib.Path(grpc_router_bridge.__file__).resolve().parents else 1)
 PY
@@ -48,10 +48,10 @@ if ! installed; then
     mkdir -p "$root/.ci/.cache"
     python3 -m venv "$venv"
   fi
-  step "installing grpcio, grpcio-tools, grpcio-status, pytest and bridges/python"
+  step "installing grpcio, grpcio-tools, grpcio-status, pytest, mypy and bridges/python"
   log="$root/.ci/.cache/pip-python-bridge.log"
   if ! "$venv/bin/pip" install --quiet --retries 1 --timeout 30 \
-      grpcio grpcio-tools grpcio-status pytest -e "$root/bridges/python" >"$log" 2>&1; then
+      grpcio grpcio-tools grpcio-status pytest mypy -e "$root/bridges/python" >"$log" 2>&1; then
     if ! "$venv/bin/pip" index versions grpcio --retries 0 --timeout 15 >/dev/null 2>&1; then
       echo "SKIPPED: PyPI unreachable (pip could not install grpcio; see $log)"
       exit 0
@@ -66,6 +66,10 @@ if ! installed; then
   fi
 fi
 "$py" -c 'import grpc; print("==> python-bridge: grpcio", grpc.__version__)'
+
+# --- types ----------------------------------------------------------------------
+step "mypy --strict bridges/python/src"
+(cd "$root/bridges/python" && "$venv/bin/mypy" --no-incremental src/grpc_router_bridge)
 
 # --- the example binaries -------------------------------------------------------
 step "building the example binaries"

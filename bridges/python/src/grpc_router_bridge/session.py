@@ -7,7 +7,8 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, Optional, Tuple
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
 import grpc
 import grpc.aio
@@ -68,7 +69,7 @@ class Session:
         self.bridge = bridge
         self.endpoint = endpoint
         self.loop = asyncio.get_running_loop()
-        self.executor = bridge.executor
+        self.executor: Executor = bridge.executor
         options = bridge.options
         self.request_window = options.initial_window
         self.max_message = options.max_message_size
@@ -118,7 +119,7 @@ class Session:
             target, tls = split_endpoint(self.endpoint)
         except ValueError as e:
             return SessionEnd("refused", str(e))
-        channel_options = [
+        channel_options: List[Tuple[str, Any]] = [
             ("grpc.max_receive_message_length", options.max_frame_size + 64 * 1024),
             ("grpc.max_send_message_length", -1),
             ("grpc.keepalive_time_ms", 20_000),
@@ -149,12 +150,13 @@ class Session:
                 call.cancel()
             await channel.close(grace=None)
 
-    async def _until_stopped(self, awaitable: "asyncio.Future[object]") -> bool:
+    async def _until_stopped(self, awaitable: "asyncio.Future[Any]") -> bool:
         """Waits for ``awaitable``; False (and it is cancelled) if the bridge
         stops first."""
         stop = asyncio.ensure_future(self.bridge._stopping.wait())
         try:
-            done, _ = await asyncio.wait({awaitable, stop}, return_when=asyncio.FIRST_COMPLETED)
+            waiting: Set["asyncio.Future[Any]"] = {awaitable, stop}
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
         if awaitable in done:
@@ -246,7 +248,8 @@ class Session:
         stop = self.loop.create_task(bridge._stopping.wait())
         abort = self.loop.create_task(bridge._aborting.wait())
         try:
-            await asyncio.wait({self._ended, stop}, return_when=asyncio.FIRST_COMPLETED)
+            first: Set["asyncio.Future[Any]"] = {self._ended, stop}
+            await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
             if self._ended.done() or bridge._aborting.is_set():
                 return self._ended.result() if self._ended.done() else SessionEnd("stopped")
             # Drain: the router stops routing here and answers with GoAway,
@@ -254,8 +257,9 @@ class Session:
             self._draining = True
             self.send(wire.encode_drain("bridge shutting down"))
             drained = self.loop.create_task(self._drained.wait())
+            draining: Set["asyncio.Future[Any]"] = {self._ended, drained, abort}
             done, _ = await asyncio.wait(
-                {self._ended, drained, abort},
+                draining,
                 timeout=bridge.options.drain_timeout,
                 return_when=asyncio.FIRST_COMPLETED,
             )
