@@ -16,7 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PROTO = ROOT / "examples" / "myservice" / "proto"
 GEN = ROOT / "examples" / "myservice" / "gen"
-FILES = ("myservice/v1/myservice.proto", "router/v1/options.proto")
+# admin.proto: the router's admin service, for tools (and the bridge's tests).
+FILES = ("myservice/v1/myservice.proto", "router/v1/options.proto", "router/v1/admin.proto")
 
 
 def generate(out: Path) -> None:
@@ -42,7 +43,7 @@ def generate(out: Path) -> None:
 def install() -> None:
     """Generates the stubs if needed and puts them and ``gen`` on ``sys.path``."""
     out = Path(os.environ.get("GREETER_STUBS_DIR", Path(__file__).parent / ".stubs"))
-    if not (out / "myservice" / "v1" / "myservice_pb2_grpc.py").exists():
+    if not all((out / f.replace(".proto", "_pb2.py")).exists() for f in FILES):
         generate(out)
     for path in (str(out), str(GEN)):
         if path not in sys.path:

@@ -177,6 +177,19 @@ async def who_answers(stub: pb_grpc.GreeterStub, calls: int) -> Dict[str, int]:
     return counts
 
 
+async def admin_instances(router: str) -> Dict[str, Any]:
+    """The router's view of the Greeter (``router.v1.RouterAdmin``): its
+    ``ServiceStatus`` and the instances by id."""
+    from router.v1 import admin_pb2, admin_pb2_grpc
+
+    async with grpc.aio.insecure_channel(router) as channel:
+        response = await admin_pb2_grpc.RouterAdminStub(channel).ListServices(
+            admin_pb2.ListServicesRequest(service="myservice.v1.Greeter"), timeout=TIMEOUT
+        )
+    (service,) = response.services
+    return {"service": service, "instances": {i.id: i for i in service.instances}}
+
+
 def run(coroutine: Any) -> Any:
     """Runs one scenario in a fresh event loop."""
     return asyncio.run(asyncio.wait_for(coroutine, 120))

@@ -12,7 +12,7 @@ from typing import Dict, List
 import grpc
 import grpc.aio
 from google.protobuf import empty_pb2
-from harness import TIMEOUT, HookedGreeter, client, python_instance, run, who_answers
+from harness import TIMEOUT, HookedGreeter, admin_instances, client, python_instance, run, who_answers
 from myservice.v1 import myservice_pb2 as pb
 from myservice.v1 import myservice_pb2_grpc as pb_grpc
 from myservice.v1 import myservice_router_bridge
@@ -73,7 +73,10 @@ def test_calls_spread_over_rust_and_python_instances_of_one_service(fleet) -> No
     assert rust.first_line == "registered as rust-a"
 
     async def scenario() -> None:
-        async with python_instance([router], HookedGreeter("py-a"), "py-a"), client(router) as stub:
+        async with python_instance([router], HookedGreeter("py-a"), "py-a", labels={"lang": "python"}), client(router) as stub:
+            view = await admin_instances(router)
+            assert sorted(view["instances"]) == ["py-a", "rust-a"]
+            assert dict(view["instances"]["py-a"].labels) == {"lang": "python"}
             counts = await who_answers(stub, 40)
             assert counts == {"rust-a": 20, "py-a": 20}
             # The same answers from both stacks, for every kind.
@@ -108,11 +111,15 @@ def test_a_not_serving_instance_gets_no_new_calls_until_it_serves_again(fleet) -
         ), client(router) as stub:
             a.set_serving(False)
             deadline = time.monotonic() + TIMEOUT
-            while (await who_answers(stub, 10)) != {"py-b": 10}:
-                assert time.monotonic() < deadline, "py-a kept getting calls while not serving"
+            # The heartbeat reporting NOT_SERVING goes out at once; wait
+            # until the router has applied it, then no call may reach py-a.
+            while (await admin_instances(router))["instances"]["py-a"].serving:
+                assert time.monotonic() < deadline, "the router never saw py-a not serving"
+            assert await who_answers(stub, 20) == {"py-b": 20}
             a.set_serving(True)
-            while "py-a" not in await who_answers(stub, 10):
-                assert time.monotonic() < deadline, "py-a got no calls after serving again"
+            while not (await admin_instances(router))["instances"]["py-a"].serving:
+                assert time.monotonic() < deadline, "the router never saw py-a serving again"
+            assert await who_answers(stub, 20) == {"py-a": 10, "py-b": 10}
 
     run(scenario())
 
@@ -198,6 +205,9 @@ def test_the_concurrency_limit_holds_across_routers_and_refused_calls_go_elsewhe
             # bridge refuses what it sends py (not started) and it retries.
             counts = await who_answers(two, 20)
             assert counts == {"rust-a": 20}
+            # Some of those picked py first and were refused without running.
+            assert (await admin_instances(second))["service"].calls_retried > 0
+            assert (await admin_instances(first))["instances"]["py"].outstanding_calls == 1
             held.cancel()
 
     run(scenario())
