@@ -162,15 +162,35 @@ def test_a_message_over_the_bridge_limit_fails_with_out_of_range(router: str) ->
 def test_a_stalled_stream_does_not_block_other_calls(router: str) -> None:
     async def scenario() -> None:
         async with python_instance([router], HookedGreeter("py"), "py"), client(router) as stub:
-            # 2000 x 64 KiB greetings that the client never reads: the call's
-            # credit window fills and its sender waits, alone.
-            stalled = stub.StreamGreetings(pb.StreamRequest(name="flood", count=2000, payload_size=64 * 1024), timeout=60)
+            # 200 x 64 KiB greetings (12.5 MiB) that the client does not read
+            # yet: the call's credit window fills and its sender waits, alone.
+            stalled = stub.StreamGreetings(pb.StreamRequest(name="flood", count=200, payload_size=64 * 1024), timeout=60)
             first = await stalled.read()
             assert first.message == "Hello #0, flood!"
             for i in range(20):
                 reply = await stub.SayHello(pb.HelloRequest(name=f"n{i}"), timeout=5)
                 assert reply.message == f"Hello, n{i}!"
-            stalled.cancel()
+            # Reading again returns credit; the stream resumes and completes,
+            # never beyond the router's window (it would fail the call).
+            rest = 0
+            while (reply := await stalled.read()) is not grpc.aio.EOF:
+                assert reply.message == f"Hello #{rest + 1}, flood!" and len(reply.payload) == 64 * 1024
+                rest += 1
+            assert rest == 199
+            assert await stalled.code() == grpc.StatusCode.OK
+
+
+def test_large_messages_in_a_bidi_stream_are_chunked_both_ways(router: str) -> None:
+    async def scenario() -> None:
+        async with python_instance([router], HookedGreeter("py"), "py"), client(router) as stub:
+            chat = stub.Chat(timeout=60)
+            for seq in range(4):
+                text = chr(ord("a") + seq) * (3 * MiB)
+                await chat.write(pb.ChatMessage(text=text, seq=seq))
+                answer = await chat.read()
+                assert answer.seq == seq and answer.text == f"{text} (from py)"
+            await chat.done_writing()
+            assert await chat.read() is grpc.aio.EOF
 
     run(scenario())
 

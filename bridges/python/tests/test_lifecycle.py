@@ -211,3 +211,24 @@ def test_the_concurrency_limit_holds_across_routers_and_refused_calls_go_elsewhe
             held.cancel()
 
     run(scenario())
+
+
+def test_a_silent_router_is_left_and_registered_with_again_when_it_answers(fleet) -> None:
+    import signal
+
+    router = fleet.router("--heartbeat-interval-ms", "100", "--heartbeat-timeout-ms", "500")
+    process = fleet.processes[-1].proc
+
+    async def scenario() -> None:
+        async with python_instance([router], HookedGreeter("py"), "py", connect_timeout=1.0) as bridge:
+            process.send_signal(signal.SIGSTOP)
+            try:
+                state = await bridge.wait_for(lambda s: s.registered == 0 and s.last_error is not None, TIMEOUT)
+                assert "silent" in state.last_error
+            finally:
+                process.send_signal(signal.SIGCONT)
+            await bridge.registered(timeout=TIMEOUT)
+            async with client(router) as stub:
+                assert await who_answers(stub, 2) == {"py": 2}
+
+    run(scenario())
