@@ -108,7 +108,7 @@ def main() -> int:
         print(f"{name:<40} {stats[name][0]:>9.0f} {stats[name][1]:>9.0f} {statistics.fmean(values):>9.0f}")
     rust_p50, rust_p99 = stats["router -> Rust instance"]
     py_p50, py_p99 = stats["router -> Python instance"]
-    print(f"Python bridge over Rust bridge: p50 +{py_p50 - rust_p50:.0f} us, p99 +{py_p99 - rust_p99:.0f} us")
+    print(f"Python bridge over Rust bridge: p50 {py_p50 - rust_p50:+.0f} us, p99 {py_p99 - rust_p99:+.0f} us")
     return 0
 
 

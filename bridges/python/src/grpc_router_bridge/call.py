@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
+import threading
 from concurrent.futures import Executor
 from typing import Any, AsyncIterator, Callable, Iterator, List, Optional, Protocol, Union
 
@@ -67,6 +68,8 @@ class Call:
         self._inbound: "asyncio.Queue[_Item]" = asyncio.Queue()
         self._request_done = False
         self._headers_sent = False
+        # Sync handlers add callbacks from their threads.
+        self._callbacks_lock = threading.Lock()
         self._callbacks: List[Callable[[], None]] = []
         self.cancelled = False
         self.over = False
@@ -123,8 +126,8 @@ class Call:
         """The deadline passed: DEADLINE_EXCEEDED, and the handler is cancelled."""
         if self.over:
             return
-        self.finish(_DEADLINE_EXCEEDED, "deadline exceeded", b"", [])
         self.cancelled = True
+        self.finish(_DEADLINE_EXCEEDED, "deadline exceeded", b"", [])
         if self.task is not None:
             self.task.cancel()
 
@@ -136,10 +139,11 @@ class Call:
 
     def add_callback(self, callback: Callable[[], None]) -> bool:
         """Runs ``callback`` when the call ends; False if it already has."""
-        if self.over:
-            return False
-        self._callbacks.append(callback)
-        return True
+        with self._callbacks_lock:
+            if self.over:
+                return False
+            self._callbacks.append(callback)
+            return True
 
     # --- used by handlers (on the loop) ---------------------------------------
 
@@ -206,14 +210,15 @@ class Call:
             self.link.send(wire.encode_window_update(self.id, increment))
 
     def _end(self) -> None:
-        self.over = True
+        with self._callbacks_lock:
+            self.over = True
+            callbacks, self._callbacks = self._callbacks, []
         self.reply_credit.close()
         if self._timer is not None:
             self._timer.cancel()
         # Wake a reader waiting for a request.
         self._inbound.put_nowait(_END)
         self.link.forget(self)
-        callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             try:
                 callback()
