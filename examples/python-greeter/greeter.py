@@ -111,6 +111,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--weight", type=int, default=1, help="weight for the weighted strategy")
     parser.add_argument("--max-message-size", type=int, default=4 * 1024 * 1024,
                         help="largest request message in bytes")
+    parser.add_argument("--resolve-every-secs", type=float, metavar="SECS",
+                        help="resolve each router's host name to all its addresses every SECS "
+                             "seconds and register with each (a router fleet behind one name)")
     parser.add_argument("--direct", metavar="ADDR",
                         help="serve the same servicer with an ordinary grpc.aio server on ADDR "
                              "instead of registering (for comparison); prints `listening on ADDR`")
@@ -150,6 +153,7 @@ def main(argv: List[str]) -> int:
         labels=dict(label.split("=", 1) for label in args.label),
         weight=args.weight,
         max_message_size=args.max_message_size,
+        resolve_interval=args.resolve_every_secs,
     )
     asyncio.run(
         grpc_router_bridge.serve(

@@ -232,3 +232,45 @@ def test_a_silent_router_is_left_and_registered_with_again_when_it_answers(fleet
                 assert await who_answers(stub, 2) == {"py": 2}
 
     run(scenario())
+
+
+def test_a_router_fleet_behind_one_name_is_followed_as_dns_changes(fleet) -> None:
+    first, second = fleet.router(), fleet.router()
+
+    def address(router: str) -> tuple:
+        host, port = router.rsplit(":", 1)
+        return (host, int(port))
+
+    answers = {"addresses": [address(first), address(second)], "fail": False}
+    asked = []
+    failures = []
+    failed_thrice = asyncio.Event()
+
+    async def resolver(host: str, port: int) -> list:
+        asked.append((host, port))
+        if answers["fail"]:
+            failures.append(host)
+            if len(failures) == 3:
+                failed_thrice.set()
+            raise OSError("name server down")
+        return list(answers["addresses"])
+
+    async def scenario() -> None:
+        async with python_instance(
+            ["routers.test:50051"], HookedGreeter("py"), "py", resolve_interval=0.05, resolver=resolver
+        ) as bridge:
+            await bridge.registered(2, timeout=TIMEOUT)
+            assert asked[0] == ("routers.test", 50051)
+            # A resolver failure keeps the routers that work.
+            answers["fail"] = True
+            await asyncio.wait_for(failed_thrice.wait(), TIMEOUT)
+            assert bridge.state.registered == 2
+            answers["fail"] = False
+            # The second router leaves DNS: its registration drains and closes.
+            answers["addresses"] = [address(first)]
+            await bridge.wait_for(lambda s: s.registered == 1, TIMEOUT)
+            assert (await admin_instances(second))["instances"] == {}
+            async with client(first) as stub:
+                assert await who_answers(stub, 2) == {"py": 2}
+
+    run(scenario())

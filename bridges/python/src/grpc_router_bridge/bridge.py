@@ -8,11 +8,11 @@ import signal
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from .descriptor import ServiceDescriptor
 from .handlers import HandlerRecorder, record
-from .session import Session, run_endpoint, split_endpoint
+from .session import Session, run_endpoint, run_resolved, split_endpoint, split_host_port
 
 
 @dataclass
@@ -66,6 +66,14 @@ class BridgeOptions:
     register_metadata: List[Tuple[str, str]] = field(default_factory=list)
     #: TLS settings for ``https://`` endpoints.
     tls: Optional[TlsOptions] = None
+    #: When set, each endpoint's host name is resolved to all its addresses
+    #: and re-resolved this often (seconds); the bridge registers with every
+    #: address and drains the registration of an address that leaves DNS
+    #: (a router fleet behind one name).
+    resolve_interval: Optional[float] = None
+    #: How names are resolved when ``resolve_interval`` is set:
+    #: ``async (host, port) -> [(ip, port), ...]``; ``getaddrinfo`` by default.
+    resolver: Optional[Callable[[str, int], Awaitable[Sequence[Tuple[str, int]]]]] = None
     #: Threads running synchronous (non-``async``) handlers.
     max_workers: int = field(default_factory=lambda: min(32, (os.cpu_count() or 1) + 4))
 
@@ -82,6 +90,11 @@ class BridgeOptions:
                 raise ValueError(f"BridgeOptions.{name} must be positive, got {getattr(self, name)}")
         if self.max_frame_size < 1024:
             raise ValueError(f"BridgeOptions.max_frame_size must be at least 1024, got {self.max_frame_size}")
+        if self.resolve_interval is not None and self.resolve_interval <= 0:
+            raise ValueError(f"BridgeOptions.resolve_interval must be positive, got {self.resolve_interval}")
+        if self.resolve_interval is not None:
+            for endpoint in self.endpoints:
+                split_host_port(endpoint)
         if self.reconnect_initial <= 0 or self.reconnect_max < self.reconnect_initial:
             raise ValueError("BridgeOptions needs 0 < reconnect_initial <= reconnect_max")
         for key, _ in self.register_metadata:
@@ -164,7 +177,13 @@ class Bridge:
             raise RuntimeError("Bridge.start() called twice")
         self._changed = asyncio.Condition()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(run_endpoint(self, e)) for e in self.options.endpoints]
+        interval = self.options.resolve_interval
+        self._tasks = [
+            loop.create_task(
+                run_endpoint(self, e, self._stopping) if interval is None else run_resolved(self, e, interval)
+            )
+            for e in self.options.endpoints
+        ]
 
     async def registered(self, n: int = 1, timeout: Optional[float] = None) -> None:
         """Waits until the bridge is registered with ``n`` routers; raises

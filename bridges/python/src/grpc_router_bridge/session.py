@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 from dataclasses import dataclass
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
@@ -65,9 +66,14 @@ def jitter(delay: float) -> float:
 class Session:
     """The register stream of one bridge with one router."""
 
-    def __init__(self, bridge: "Bridge", endpoint: str) -> None:
+    def __init__(self, bridge: "Bridge", endpoint: str, stop: asyncio.Event, server_name: Optional[str]) -> None:
         self.bridge = bridge
         self.endpoint = endpoint
+        # Set to drain and leave: the bridge's shutdown, or the router's
+        # address gone from DNS.
+        self.stop = stop
+        # The host name TLS checks when the endpoint is a resolved address.
+        self.server_name = server_name
         self.loop = asyncio.get_running_loop()
         self.executor: Executor = bridge.executor
         options = bridge.options
@@ -138,8 +144,9 @@ class Session:
                     private_key=tls_options.private_key,
                     certificate_chain=tls_options.certificate_chain,
                 )
-                if tls_options.server_name:
-                    channel_options.append(("grpc.ssl_target_name_override", tls_options.server_name))
+            server_name = (tls_options.server_name if tls_options else None) or self.server_name
+            if server_name:
+                channel_options.append(("grpc.ssl_target_name_override", server_name))
             channel = grpc.aio.secure_channel(target, credentials, options=channel_options)
         else:
             channel = grpc.aio.insecure_channel(target, options=channel_options)
@@ -153,7 +160,7 @@ class Session:
     async def _until_stopped(self, awaitable: "asyncio.Future[Any]") -> bool:
         """Waits for ``awaitable``; False (and it is cancelled) if the bridge
         stops first."""
-        stop = asyncio.ensure_future(self.bridge._stopping.wait())
+        stop = asyncio.ensure_future(self.stop.wait())
         try:
             waiting: Set["asyncio.Future[Any]"] = {awaitable, stop}
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -245,7 +252,7 @@ class Session:
                 max(welcome.heartbeat_timeout_ms, 300) / 1000,
             )
         )
-        stop = self.loop.create_task(bridge._stopping.wait())
+        stop = self.loop.create_task(self.stop.wait())
         abort = self.loop.create_task(bridge._aborting.wait())
         try:
             first: Set["asyncio.Future[Any]"] = {self._ended, stop}
@@ -376,13 +383,15 @@ class Session:
         call.begin()
 
 
-async def run_endpoint(bridge: "Bridge", endpoint: str) -> None:
-    """Keeps one endpoint's registration alive until the bridge stops,
+async def run_endpoint(
+    bridge: "Bridge", endpoint: str, stop: asyncio.Event, server_name: Optional[str] = None
+) -> None:
+    """Keeps one endpoint's registration alive until ``stop`` is set,
     reconnecting with exponential, jittered, capped backoff."""
     options = bridge.options
     delay = options.reconnect_initial
-    while not bridge._stopping.is_set():
-        session = Session(bridge, endpoint)
+    while not stop.is_set():
+        session = Session(bridge, endpoint, stop, server_name)
         try:
             end = await session.run()
         except asyncio.CancelledError:
@@ -400,8 +409,69 @@ async def run_endpoint(bridge: "Bridge", endpoint: str) -> None:
         wait = jitter(delay)
         _LOGGER.warning("registration with %s lost: %s; retrying in %.2fs", endpoint, end.reason, wait)
         try:
-            await asyncio.wait_for(bridge._stopping.wait(), wait)
+            await asyncio.wait_for(stop.wait(), wait)
             return
         except asyncio.TimeoutError:
             pass
         delay = min(delay * 2, options.reconnect_max)
+
+
+def split_host_port(endpoint: str) -> Tuple[str, str, int]:
+    """``https://host:port`` into its scheme, host and port (80/443 by default)."""
+    target, tls = split_endpoint(endpoint)
+    scheme = "https" if tls else "http"
+    if target.startswith("["):
+        host, _, rest = target[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif target.count(":") == 1:
+        host, port = target.split(":")
+    else:
+        host, port = target, ""
+    if not port:
+        return scheme, host, 443 if tls else 80
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"invalid router endpoint `{endpoint}`: bad port `{port}`")
+    return scheme, host, int(port)
+
+
+async def system_resolver(host: str, port: int) -> List[Tuple[str, int]]:
+    """Every address ``host`` resolves to (``getaddrinfo``), with ``port``."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({(str(info[4][0]), int(info[4][1])) for info in infos})
+
+
+async def run_resolved(bridge: "Bridge", endpoint: str, interval: float) -> None:
+    """Registers with every address ``endpoint``'s host resolves to,
+    re-resolving every ``interval`` seconds: a new address gets a
+    registration, a vanished one is drained and closed. For a router fleet
+    behind one DNS name (for example a Kubernetes headless service)."""
+    scheme, host, port = split_host_port(endpoint)
+    resolver = bridge.options.resolver or system_resolver
+    sessions: Dict[Tuple[str, int], Tuple[asyncio.Event, "asyncio.Task[None]"]] = {}
+    try:
+        while not bridge._stopping.is_set():
+            try:
+                wanted = set(await resolver(host, port))
+            except Exception as e:  # noqa: BLE001 - a DNS hiccup keeps what works
+                _LOGGER.warning("router name %s did not resolve (%s); keeping current routers", host, e)
+                wanted = set(sessions)
+            for address in [a for a in sessions if a not in wanted]:
+                _LOGGER.info("router address %s gone from DNS; draining its registration", address)
+                sessions.pop(address)[0].set()
+            for address in sorted(wanted - set(sessions)):
+                ip, address_port = address
+                target = f"[{ip}]:{address_port}" if ":" in ip else f"{ip}:{address_port}"
+                stop = asyncio.Event()
+                task = asyncio.get_running_loop().create_task(
+                    run_endpoint(bridge, f"{scheme}://{target}", stop, server_name=host)
+                )
+                sessions[address] = (stop, task)
+            try:
+                await asyncio.wait_for(bridge._stopping.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        for stop, _ in sessions.values():
+            stop.set()
+        if sessions:
+            await asyncio.gather(*(task for _, task in sessions.values()), return_exceptions=True)
