@@ -271,6 +271,8 @@ class Session:
                 return_when=asyncio.FIRST_COMPLETED,
             )
             drained.cancel()
+            if bridge._aborting.is_set():
+                return SessionEnd("stopped")
             if not done:
                 _LOGGER.warning("drain timed out with %d calls in flight; dropping them", len(self.calls))
             elif self._ended.done() and not self._drained.is_set():
