@@ -4,7 +4,8 @@
 //! (`<file>_router.proto`: per service the typed `<S>Call`/`<S>Reply` oneofs,
 //! the register stream frames and the `<S>Router` register service) and,
 //! optionally, Rust glue (`<S>_DESCRIPTOR`, `<S>Spec`, `<S>Router`,
-//! `<S>Bridge`) for the `router_runtime` crate.
+//! `<S>Bridge`) for the `router_runtime` crate and a Python module of service
+//! descriptors (`<file>_router_bridge.py`) for the Python bridge.
 //!
 //! Two entry points share one pipeline ([`ir`] model, then emitters), so their
 //! outputs are byte-identical:
@@ -26,6 +27,7 @@ mod error;
 pub mod ident;
 pub mod ir;
 mod params;
+mod python;
 mod router_proto;
 mod router_rs;
 mod rust;
@@ -59,7 +61,8 @@ pub struct GeneratedFile {
 /// their imports) are in `pool`.
 ///
 /// Per file with services: `<file>_router.proto`, and with
-/// [`Params::rust`] also `<file>_router.rs`. Files without services produce
+/// [`Params::rust`] also `<file>_router.rs`, with [`Params::python`] also
+/// `<file>_router_bridge.py`. Files without services produce
 /// nothing.
 pub fn generate(
     pool: &DescriptorPool,
@@ -79,6 +82,12 @@ pub fn generate(
                 content: rust::generate(file, params)?,
             });
         }
+        if params.python {
+            out.push(GeneratedFile {
+                name: python::module_name(file),
+                content: python::generate(file)?,
+            });
+        }
     }
     Ok(out)
 }
@@ -93,6 +102,12 @@ pub fn router_proto(file: &ir::File) -> String {
 /// `<file>_router.rs` with `rust=true`).
 pub fn router_rs(file: &ir::File, params: &Params) -> Result<String, Error> {
     rust::generate(file, params)
+}
+
+/// The Python bridge module of one model file (the file [`generate`] names
+/// `<file>_router_bridge.py` with `python=true`).
+pub fn router_bridge_py(file: &ir::File) -> Result<String, Error> {
+    python::generate(file)
 }
 
 /// A decoded plugin request.

@@ -22,6 +22,9 @@ pub struct Params {
     /// `rust=true|false`: also emit `<file>_router.rs` Rust glue per input
     /// file. Default `false`.
     pub rust: bool,
+    /// `python=true|false`: also emit `<file>_router_bridge.py`, the service
+    /// descriptors of the Python bridge (`bridges/python`). Default `false`.
+    pub python: bool,
     /// `runtime_crate=<path>`: the Rust path of the runtime crate in generated
     /// code. Default `::router_runtime`.
     pub runtime_crate: String,
@@ -31,6 +34,7 @@ impl Default for Params {
     fn default() -> Self {
         Params {
             rust: false,
+            python: false,
             runtime_crate: DEFAULT_RUNTIME_CRATE.to_owned(),
         }
     }
@@ -52,17 +56,12 @@ impl FromStr for Params {
             };
             let Some((key, value)) = item.split_once('=') else {
                 return Err(bad(
-                    "expected `key=value` (known keys: rust, runtime_crate)",
+                    "expected `key=value` (known keys: rust, python, runtime_crate)",
                 ));
             };
             match key.trim() {
-                "rust" => {
-                    params.rust = match value.trim() {
-                        "true" => true,
-                        "false" => false,
-                        _ => return Err(bad("expected `true` or `false`")),
-                    }
-                }
+                "rust" => params.rust = parse_bool(value).ok_or_else(|| bad(BOOL))?,
+                "python" => params.python = parse_bool(value).ok_or_else(|| bad(BOOL))?,
                 "runtime_crate" => {
                     let value = value.trim();
                     if syn::parse_str::<syn::Path>(value).is_err() {
@@ -70,10 +69,24 @@ impl FromStr for Params {
                     }
                     params.runtime_crate = value.to_owned();
                 }
-                _ => return Err(bad("unknown parameter (known keys: rust, runtime_crate)")),
+                _ => {
+                    return Err(bad(
+                        "unknown parameter (known keys: rust, python, runtime_crate)",
+                    ));
+                }
             }
         }
         Ok(params)
+    }
+}
+
+const BOOL: &str = "expected `true` or `false`";
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
     }
 }
 
@@ -86,8 +99,13 @@ mod tests {
         assert_eq!("".parse::<Params>().ok(), Some(Params::default()));
         let p: Result<Params, _> = "rust=true, runtime_crate=crate::rt".parse();
         assert!(
-            matches!(p, Ok(Params { rust: true, ref runtime_crate }) if runtime_crate == "crate::rt")
+            matches!(p, Ok(Params { rust: true, python: false, ref runtime_crate }) if runtime_crate == "crate::rt")
         );
+        assert!(matches!(
+            "python=true".parse::<Params>(),
+            Ok(Params { python: true, .. })
+        ));
+        assert!("python=1".parse::<Params>().is_err());
         assert!("rust=yes".parse::<Params>().is_err());
         assert!("colour=blue".parse::<Params>().is_err());
         assert!("rust".parse::<Params>().is_err());

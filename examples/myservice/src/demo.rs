@@ -147,6 +147,17 @@ pub async fn serve_router(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    serve_router_with(router, listener, shutdown, None).await
+}
+
+/// [`serve_router`], over TLS when `tls` is given (clients and bridges then
+/// dial `https://`).
+pub async fn serve_router_with(
+    router: GreeterRouter,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> Result<(), Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let admin = router_runtime::admin::AdminService::new(router.config_router_id())
         .with_router(&router)
@@ -177,7 +188,13 @@ pub async fn serve_router(
     // the graceful shutdown can finish.
     let shutdown = router.shutdown_signal(shutdown, std::time::Duration::from_secs(10));
     let health_task = tokio::spawn(track_health(router, reporter));
-    let served = Server::builder()
+    let mut server = Server::builder();
+    if let Some(tls) = tls {
+        server = server
+            .tls_config(tls)
+            .map_err(|e| format!("invalid TLS settings: {}", error_chain(&e)))?;
+    }
+    let served = server
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

@@ -39,6 +39,16 @@ struct Args {
     /// After how many milliseconds of silence an instance is dropped.
     #[arg(long, default_value_t = 30_000)]
     heartbeat_timeout_ms: u64,
+    /// Serve TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Accept only registrations whose `Register` call carries
+    /// `authorization: Bearer TOKEN` (others get UNAUTHENTICATED).
+    #[arg(long)]
+    register_token: Option<String>,
 }
 
 #[tokio::main]
@@ -64,6 +74,31 @@ async fn run(args: Args) -> Result<(), Error> {
     if let Some(limit) = args.max_message_size {
         config.max_message_size = limit;
     }
+    if let Some(token) = args.register_token {
+        let expected = format!("Bearer {token}");
+        config.authorize = Some(std::sync::Arc::new(move |metadata, _hello| match metadata
+            .get("authorization")
+            .map(|v| v.as_bytes())
+        {
+            Some(value) if value == expected.as_bytes() => Ok(()),
+            Some(_) => Err(tonic::Status::unauthenticated(
+                "the register token in `authorization` is wrong",
+            )),
+            None => Err(tonic::Status::unauthenticated(
+                "registering needs `authorization: Bearer <token>`",
+            )),
+        }));
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |path: &std::path::Path| {
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+            };
+            let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+            Some(tonic::transport::ServerTlsConfig::new().identity(identity))
+        }
+        _ => None,
+    };
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -74,5 +109,5 @@ async fn run(args: Args) -> Result<(), Error> {
         "routing {}",
         demo::SERVICE_NAME
     );
-    demo::serve_router(router, listener, demo::shutdown_signal()).await
+    demo::serve_router_with(router, listener, demo::shutdown_signal(), tls).await
 }
