@@ -1,8 +1,11 @@
-//! Choosing an instance for a call.
+//! Choosing an instance for a call: every rule in one place.
 //!
-//! A [`Selection`] narrows the candidates (a pinned instance id, a label
-//! selector); the [`Strategy`] then picks among the available ones. Every
-//! strategy walks the snapshot without allocating, so a pick stays cheap with
+//! [`Balancer::pick`] applies, in order: a pinned instance id (the pin
+//! header), an instance that claimed the call's routing key, the label
+//! selector (through the snapshot's label index), then the [`Strategy`] among
+//! the available candidates, comparing loads by the [`LoadMeasure`].
+//! Instances a call already tried are excluded throughout. Every strategy
+//! walks its candidates without allocating, so a pick stays cheap with
 //! thousands of instances.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +15,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng as _, SeedableRng};
 
 use crate::descriptor::Strategy;
-use crate::router::registry::Instance;
+use crate::router::registry::{Instance, Snapshot};
 
 /// Which instances a call may go to, from its metadata and request.
 #[derive(Debug, Default, Clone)]
@@ -21,10 +24,22 @@ pub struct Selection<'a> {
     pub pinned: Option<&'a str>,
     /// Only instances whose labels contain all these pairs.
     pub labels: Vec<(&'a str, &'a str)>,
-    /// The routing key for consistent hashing.
+    /// The routing key: claimed keys and consistent hashing.
     pub key: Option<&'a [u8]>,
-    /// A registration to avoid (a retry after it failed).
-    pub exclude: Option<u64>,
+    /// Registrations the call already tried (a retry never returns to one).
+    pub exclude: &'a [u64],
+}
+
+impl Selection<'_> {
+    fn excludes(&self, instance: &Instance) -> bool {
+        self.exclude.contains(&instance.registration)
+    }
+
+    fn labels_match(&self, instance: &Instance) -> bool {
+        self.labels
+            .iter()
+            .all(|(k, v)| instance.info().labels.get(*k).map(String::as_str) == Some(*v))
+    }
 }
 
 /// Why no instance was chosen.
@@ -134,19 +149,22 @@ impl Balancer {
         }
     }
 
-    /// Picks an instance for a call.
+    /// Picks an instance of `snapshot` for a call: the pinned instance, else
+    /// the one that claimed the routing key (while available and matching the
+    /// labels), else the strategy's choice among the available instances that
+    /// match the labels. Instances in `selection.exclude` are never picked.
     pub fn pick(
         &self,
-        instances: &[Arc<Instance>],
+        snapshot: &Snapshot,
         selection: &Selection<'_>,
     ) -> Result<Arc<Instance>, PickError> {
-        if instances.is_empty() {
+        if snapshot.is_empty() {
             return Err(PickError::NoInstances);
         }
         if let Some(id) = selection.pinned {
-            let instance = instances
-                .iter()
-                .find(|i| i.id() == id && Some(i.registration) != selection.exclude)
+            let instance = snapshot
+                .by_id(id)
+                .filter(|i| !selection.excludes(i))
                 .ok_or_else(|| PickError::PinnedNotFound(id.to_owned()))?;
             return if instance.is_available() {
                 Ok(instance.clone())
@@ -154,31 +172,43 @@ impl Balancer {
                 Err(PickError::NoneAvailable)
             };
         }
-        let matches_labels = |i: &Instance| {
-            selection
-                .labels
-                .iter()
-                .all(|(k, v)| i.info().labels.get(*k).map(String::as_str) == Some(*v))
-        };
-        let eligible =
-            |i: &Instance| Some(i.registration) != selection.exclude && matches_labels(i);
-        let available = |i: &Instance| eligible(i) && i.is_available();
+        if let Some(owner) = selection
+            .key
+            .and_then(|key| std::str::from_utf8(key).ok())
+            .and_then(|key| snapshot.by_routing_key(key))
+            .filter(|owner| {
+                !selection.excludes(owner) && owner.is_available() && selection.labels_match(owner)
+            })
+        {
+            return Ok(owner.clone());
+        }
+        if selection.labels.is_empty() {
+            return self.choose(snapshot, selection);
+        }
+        let candidates = snapshot.with_labels(&selection.labels);
+        if candidates.is_empty() {
+            return Err(PickError::NoLabelMatch);
+        }
+        self.choose(&candidates, selection)
+    }
 
+    /// The strategy's choice among `candidates` (already narrowed to the
+    /// call's labels) that are available and not excluded.
+    fn choose(
+        &self,
+        candidates: &[Arc<Instance>],
+        selection: &Selection<'_>,
+    ) -> Result<Arc<Instance>, PickError> {
+        let available = |i: &Instance| !selection.excludes(i) && i.is_available();
         let picked = match (self.strategy, selection.key) {
-            (Strategy::RoundRobin, _) => self.round_robin(instances, &available),
-            (Strategy::Weighted, _) => self.weighted(instances, &available),
-            (Strategy::ConsistentHash, Some(key)) => rendezvous(instances, key, &available),
+            (Strategy::RoundRobin, _) => self.round_robin(candidates, &available),
+            (Strategy::Weighted, _) => self.weighted(candidates, &available),
+            (Strategy::ConsistentHash, Some(key)) => rendezvous(candidates, key, &available),
             (Strategy::PowerOfTwoChoices, _) | (Strategy::ConsistentHash, None) => {
-                self.power_of_two(instances, &available)
+                self.power_of_two(candidates, &available)
             }
         };
-        picked.ok_or_else(|| {
-            if !selection.labels.is_empty() && !instances.iter().any(|i| matches_labels(i)) {
-                PickError::NoLabelMatch
-            } else {
-                PickError::NoneAvailable
-            }
-        })
+        picked.ok_or(PickError::NoneAvailable)
     }
 
     fn round_robin(
@@ -331,15 +361,20 @@ mod tests {
             .collect()
     }
 
+    fn snap(instances: &[Arc<Instance>]) -> Snapshot {
+        Snapshot::new(instances.to_vec())
+    }
+
     fn counts(
         balancer: &Balancer,
         instances: &[Arc<Instance>],
         calls: usize,
     ) -> HashMap<String, usize> {
+        let snapshot = snap(instances);
         let mut counts = HashMap::new();
         for _ in 0..calls {
             let picked = balancer
-                .pick(instances, &Selection::default())
+                .pick(&snapshot, &Selection::default())
                 .expect("an instance");
             *counts.entry(picked.id().to_owned()).or_default() += 1;
         }
@@ -390,7 +425,7 @@ mod tests {
                 ..Selection::default()
             };
             balancer
-                .pick(instances, &selection)
+                .pick(&snap(instances), &selection)
                 .expect("an instance")
                 .id()
                 .to_owned()
@@ -430,6 +465,7 @@ mod tests {
             instance(3, "c", 1, &[("tenant", "y")]),
         ];
         let balancer = Balancer::seeded(Strategy::RoundRobin, 0);
+        let instances = snap(&instances);
         for _ in 0..10 {
             let pinned = Selection {
                 pinned: Some("c"),
@@ -481,9 +517,161 @@ mod tests {
         instances[2].set_draining();
         assert_eq!(
             Balancer::new(Strategy::RoundRobin)
-                .pick(&instances, &Selection::default())
+                .pick(&snap(&instances), &Selection::default())
                 .map(|i| i.id().to_owned()),
             Err(PickError::NoneAvailable)
         );
+    }
+
+    fn claiming(registration: u64, id: &str, key: &str, labels: &[(&str, &str)]) -> Arc<Instance> {
+        let (out, _) = super::super::outbound::Outbox::new(1 << 20);
+        Arc::new(Instance::new(
+            registration,
+            InstanceInfo {
+                id: id.to_owned(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                weight: 1,
+                max_concurrent_calls: 0,
+                routing_keys: vec![key.to_owned()],
+            },
+            out,
+            1024,
+            1024,
+            2048,
+        ))
+    }
+
+    #[test]
+    fn a_claimed_routing_key_wins_over_the_strategy_until_its_owner_is_excluded() {
+        let instances = vec![
+            instance(1, "a", 1, &[]),
+            claiming(2, "owner", "tenant-7", &[("zone", "eu")]),
+            instance(3, "c", 1, &[]),
+        ];
+        let snapshot = snap(&instances);
+        let balancer = Balancer::seeded(Strategy::RoundRobin, 0);
+        let keyed = Selection {
+            key: Some(b"tenant-7"),
+            ..Selection::default()
+        };
+        for _ in 0..5 {
+            assert_eq!(
+                balancer.pick(&snapshot, &keyed).expect("owner").id(),
+                "owner"
+            );
+        }
+        // A selector the owner does not match, or a retry after it failed,
+        // falls through to the strategy.
+        let elsewhere = Selection {
+            labels: vec![("zone", "us")],
+            ..keyed.clone()
+        };
+        assert_eq!(
+            balancer
+                .pick(&snapshot, &elsewhere)
+                .map(|i| i.id().to_owned()),
+            Err(PickError::NoLabelMatch)
+        );
+        let retried = Selection {
+            exclude: &[2],
+            ..keyed.clone()
+        };
+        for _ in 0..5 {
+            assert_ne!(
+                balancer.pick(&snapshot, &retried).expect("another").id(),
+                "owner"
+            );
+        }
+    }
+
+    #[test]
+    fn a_retry_never_returns_to_any_instance_it_tried() {
+        let instances = fleet(3);
+        let snapshot = snap(&instances);
+        for strategy in [
+            Strategy::RoundRobin,
+            Strategy::PowerOfTwoChoices,
+            Strategy::Weighted,
+            Strategy::ConsistentHash,
+        ] {
+            let balancer = Balancer::seeded(strategy, 11);
+            let third = Selection {
+                key: Some(b"k"),
+                exclude: &[1, 2],
+                ..Selection::default()
+            };
+            for _ in 0..20 {
+                assert_eq!(
+                    balancer.pick(&snapshot, &third).expect("the last one").id(),
+                    "i2",
+                    "{strategy:?}"
+                );
+            }
+            let none_left = Selection {
+                exclude: &[1, 2, 3],
+                ..Selection::default()
+            };
+            assert_eq!(
+                balancer
+                    .pick(&snapshot, &none_left)
+                    .map(|i| i.id().to_owned()),
+                Err(PickError::NoneAvailable),
+                "{strategy:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pinned_instance_that_was_tried_or_is_unavailable_is_not_picked() {
+        let instances = fleet(2);
+        let snapshot = snap(&instances);
+        let balancer = Balancer::seeded(Strategy::RoundRobin, 0);
+        let pinned = Selection {
+            pinned: Some("i0"),
+            exclude: &[1],
+            ..Selection::default()
+        };
+        assert_eq!(
+            balancer.pick(&snapshot, &pinned).map(|i| i.id().to_owned()),
+            Err(PickError::PinnedNotFound("i0".into()))
+        );
+        instances[1].set_draining();
+        let draining = Selection {
+            pinned: Some("i1"),
+            ..Selection::default()
+        };
+        assert_eq!(
+            balancer
+                .pick(&snapshot, &draining)
+                .map(|i| i.id().to_owned()),
+            Err(PickError::NoneAvailable)
+        );
+    }
+
+    #[test]
+    fn labels_narrow_through_the_index_then_the_strategy_spreads() {
+        let instances = vec![
+            instance(1, "a", 1, &[("zone", "eu")]),
+            instance(2, "b", 1, &[("zone", "us")]),
+            instance(3, "c", 1, &[("zone", "eu")]),
+        ];
+        let snapshot = snap(&instances);
+        let balancer = Balancer::seeded(Strategy::RoundRobin, 0);
+        let eu = Selection {
+            labels: vec![("zone", "eu")],
+            ..Selection::default()
+        };
+        let mut seen = HashMap::new();
+        for _ in 0..100 {
+            *seen
+                .entry(balancer.pick(&snapshot, &eu).expect("eu").id().to_owned())
+                .or_insert(0) += 1;
+        }
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen["a"], 50);
+        assert_eq!(seen["c"], 50);
     }
 }

@@ -1,29 +1,30 @@
-//! Forwarding one client call to an instance and streaming the answer back.
+//! Forwarding one client call: read its request, pick an instance, start the
+//! call there (retrying on another while it is known not to have run), and
+//! hand the response stream to tonic.
+//!
+//! The pieces: [`super::balance`] picks, [`super::start`] writes the `Start`,
+//! [`super::pump`] sends the requests, [`super::reply`] streams the response.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::Stream;
 use futures_util::future::BoxFuture;
 use http::HeaderMap;
-use tokio::task::AbortHandle;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::balance::{PickError, Selection};
-use super::registry::{CallEvent, Instance};
+use super::pump::{Requests, send_requests};
+use super::registry::Instance;
+use super::reply::{CallGuard, First, ReplyStream, deadline_exceeded};
+use super::start::{CallTemplate, Started, try_start};
 use super::{PIN_HEADER, RouterCore, SELECT_HEADER, route_key};
 use crate::descriptor::MethodDescriptor;
-use crate::flow::{Intake, Piece, SendCredit, SendError, send_with_credit};
+use crate::flow::Intake;
 use crate::metadata;
-use crate::pb;
-use crate::queue::QueueReceiver;
-use crate::wire::{Payload, RouterFrame};
 
 /// The handler of one routed method.
 pub(crate) struct Forward {
@@ -72,21 +73,42 @@ impl Addresses {
     }
 }
 
-/// Where a call's request messages come from.
-enum Requests {
-    /// Unary and server-streaming: the one message, already read.
-    Single(Option<Bytes>),
-    /// Client-streaming and bidi: the client's stream.
-    Stream(Streaming<Bytes>),
-}
-
 /// Whether `deadline` has passed.
 fn expired(deadline: Option<Instant>) -> bool {
     deadline.is_some_and(|d| d <= Instant::now())
 }
 
-fn deadline_exceeded() -> Status {
-    Status::deadline_exceeded("deadline exceeded while the router forwarded the call")
+/// The most attempts one call makes (the first and two retries).
+const MAX_ATTEMPTS: usize = 3;
+
+/// The retry policy of one call: the instances it tried (never tried again)
+/// and the attempts left. A call is tried again only when it is known not to
+/// have run: its `Start` was never written, the instance refused it before
+/// running it, or (once, for an idempotent single-request method) the
+/// instance died before answering.
+#[derive(Debug, Default)]
+struct Attempts {
+    tried: Vec<u64>,
+    replayed: bool,
+}
+
+impl Attempts {
+    /// Records that the attempt on `registration` failed; true when the call
+    /// may try another instance.
+    fn retry(&mut self, core: &RouterCore, registration: u64) -> bool {
+        self.tried.push(registration);
+        let again = self.tried.len() < MAX_ATTEMPTS;
+        if again {
+            core.stats.calls_retried.fetch_add(1, Ordering::Relaxed);
+        }
+        again
+    }
+
+    /// Like [`Attempts::retry`], for a call that reached an instance which
+    /// died before answering: at most one such replay per call.
+    fn replay(&mut self, core: &RouterCore, registration: u64) -> bool {
+        !std::mem::replace(&mut self.replayed, true) && self.retry(core, registration)
+    }
 }
 
 async fn forward(
@@ -110,7 +132,13 @@ async fn forward(
     if expired(deadline) {
         return Err(deadline_exceeded());
     }
-    let request_metadata = metadata::from_headers(&headers);
+    let template = CallTemplate {
+        method,
+        metadata: metadata::from_headers(&headers),
+        peer: addresses.peer,
+        local: addresses.local,
+        deadline,
+    };
 
     let requests = if method.kind.single_request() {
         let message = match deadline {
@@ -123,50 +151,55 @@ async fn forward(
     } else {
         Requests::Stream(stream)
     };
-
     if expired(deadline) {
         return Err(deadline_exceeded());
     }
-    let key = routing_key(&core, method, &requests, &headers);
-    let selector = headers
-        .get(SELECT_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(parse_selector)
-        .unwrap_or_default();
-    let mut selection = Selection {
-        pinned: headers.get(PIN_HEADER).and_then(|v| v.to_str().ok()),
-        labels: selector,
-        key: key.as_deref(),
-        exclude: None,
-    };
 
-    // An idempotent single-request call that lost its instance before any
-    // answer is replayed once on another instance; others never are. A
-    // single-request call an instance refused without running it (at its
-    // concurrency limit) is resent elsewhere, up to twice.
-    let mut replay = match (&requests, method.idempotent) {
-        (Requests::Single(message), true) => Some(message.clone()),
-        _ => None,
+    let key = routing_key(&core, method, &requests, &headers);
+    let base = Selection {
+        pinned: headers.get(PIN_HEADER).and_then(|v| v.to_str().ok()),
+        labels: headers
+            .get(SELECT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(parse_selector)
+            .unwrap_or_default(),
+        key: key.as_deref(),
+        exclude: &[],
     };
+    // A single request can be sent again; a client stream cannot.
     let resend = match &requests {
         Requests::Single(message) => Some(message.clone()),
         Requests::Stream(_) => None,
     };
-    let mut resends_left = 2;
-    let mut next = Some(requests);
+    let mut requests = Some(requests);
+    let mut attempts = Attempts::default();
     loop {
-        let Some(requests) = next.take() else {
+        let selection = Selection {
+            exclude: &attempts.tried,
+            ..base.clone()
+        };
+        let instance = core
+            .balancer
+            .pick(&core.registry.snapshot(), &selection)
+            .map_err(|e| pick_status(&core, e))?;
+        let Some(pending) = requests
+            .take()
+            .or_else(|| resend.clone().map(Requests::Single))
+        else {
             return Err(Status::internal("router lost the call's requests"));
         };
-        let (instance, mut reply) = start_call(
-            &core,
-            method,
-            &mut selection,
-            &request_metadata,
-            &addresses,
-            deadline,
-            requests,
-        )?;
+        let Some(started) = try_start(&instance, &template, &pending) else {
+            // It never reached the instance: safe to try another.
+            requests = Some(pending);
+            if attempts.retry(&core, instance.registration) {
+                continue;
+            }
+            return Err(Status::unavailable(format!(
+                "no instance of `{}` could take the call",
+                core.descriptor.name
+            )));
+        };
+        let mut reply = respond(&core, method, &instance, started, pending, deadline);
         match reply.first_event().await {
             First::Headers(md) => {
                 return Ok(Response::from_parts(
@@ -175,130 +208,54 @@ async fn forward(
                     Default::default(),
                 ));
             }
-            First::Lost(status) => match replay.take() {
-                Some(message) => {
-                    core.stats.calls_retried.fetch_add(1, Ordering::Relaxed);
-                    selection.exclude = Some(instance.registration);
-                    next = Some(Requests::Single(message));
+            First::Lost(status) => {
+                if !(method.idempotent
+                    && resend.is_some()
+                    && attempts.replay(&core, instance.registration))
+                {
+                    return Err(status);
                 }
-                None => return Err(status),
-            },
-            First::Refused(status) => match &resend {
-                Some(message) if resends_left > 0 => {
-                    resends_left -= 1;
-                    core.stats.calls_retried.fetch_add(1, Ordering::Relaxed);
-                    selection.exclude = Some(instance.registration);
-                    next = Some(Requests::Single(message.clone()));
+            }
+            First::Refused(status) => {
+                if !(resend.is_some() && attempts.retry(&core, instance.registration)) {
+                    return Err(status);
                 }
-                _ => return Err(status),
-            },
+            }
             First::Failed(status) => return Err(status),
         }
     }
 }
 
-/// Picks an instance, writes the call's `Start` and starts sending its
-/// requests. A call whose `Start` could not be written (the registration
-/// closed, or began draining, between the pick and the write) never reached
-/// the instance: it is safe to try again on another.
-fn start_call(
+/// Sets up a started call's response side and, unless the request went with
+/// the `Start`, its request pump.
+fn respond(
     core: &Arc<RouterCore>,
     method: &'static MethodDescriptor,
-    selection: &mut Selection<'_>,
-    request_metadata: &pb::Metadata,
-    addresses: &Addresses,
-    deadline: Option<Instant>,
+    instance: &Arc<Instance>,
+    started: Started,
     requests: Requests,
-) -> Result<(Arc<Instance>, ReplyStream), Status> {
-    let mut attempt = 0;
-    let (instance, opened, inline) = loop {
-        let instance = pick(core, selection).map_err(|e| pick_status(core, e))?;
-        if instance.begin_start() {
-            let opened = instance.open_call(method.kind.single_response());
-            let call_id = opened.call_id;
-            let start = pb::CallStart {
-                call_id,
-                method_tag: method.tag,
-                path: method.path.to_owned(),
-                metadata: Some(request_metadata.clone()),
-                timeout_micros: deadline
-                    .map(|d| {
-                        u64::try_from(d.saturating_duration_since(Instant::now()).as_micros())
-                            .unwrap_or(u64::MAX)
-                            .max(1)
-                    })
-                    .unwrap_or(0),
-                kind: method.kind.wire() as i32,
-                peer: addresses.peer.clone(),
-                local: addresses.local.clone(),
-            };
-            // The common case, one small request message, goes out with its
-            // Start and HalfClose in one batch: one write, no extra task.
-            let (call, half_close) = match &requests {
-                Requests::Single(message)
-                    if message.as_ref().is_none_or(|m| {
-                        m.len() <= instance.max_frame && opened.request_credit.try_consume(m.len())
-                    }) =>
-                {
-                    let call = message.clone().map(|message| {
-                        RouterFrame::Call(Payload {
-                            call_id,
-                            tag: method.tag,
-                            message,
-                        })
-                    });
-                    (
-                        call,
-                        Some(RouterFrame::HalfClose(pb::HalfClose { call_id })),
-                    )
-                }
-                _ => (None, None),
-            };
-            let inline = half_close.is_some();
-            let sent = instance.send_all(
-                [Some(RouterFrame::Start(start)), call, half_close]
-                    .into_iter()
-                    .flatten(),
-            );
-            instance.end_start();
-            if sent {
-                break (instance, opened, inline);
-            }
-            instance.close_call(call_id);
-        }
-        attempt += 1;
-        if attempt > 2 {
-            return Err(Status::unavailable(format!(
-                "no instance of `{}` could take the call",
-                core.descriptor.name
-            )));
-        }
-        core.stats.calls_retried.fetch_add(1, Ordering::Relaxed);
-        selection.exclude = Some(instance.registration);
-    };
-
-    let call_id = opened.call_id;
-    let credit = opened.request_credit;
+    deadline: Option<Instant>,
+) -> ReplyStream {
+    let Started { opened, inline } = started;
     core.stats.call_started();
     let mut guard = CallGuard {
         core: core.clone(),
         instance: instance.clone(),
-        call_id,
+        call_id: opened.call_id,
         finished: false,
         pump: None,
     };
     if !inline {
         let pump = tokio::spawn(send_requests(
             instance.clone(),
-            call_id,
+            opened.call_id,
             method.tag,
-            credit,
+            opened.request_credit,
             requests,
         ));
         guard.pump = Some(pump.abort_handle());
     }
-
-    let reply = ReplyStream {
+    ReplyStream {
         events: opened.events,
         intake: Intake::new(
             opened.window,
@@ -310,57 +267,7 @@ fn start_call(
         guard,
         deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         done: false,
-    };
-    Ok((instance, reply))
-}
-
-/// Picks an instance for `selection`, narrowing by pin or labels through the
-/// snapshot's indexes first.
-fn pick(core: &RouterCore, selection: &Selection<'_>) -> Result<Arc<Instance>, PickError> {
-    let snapshot = core.registry.snapshot();
-    if snapshot.is_empty() {
-        return Err(PickError::NoInstances);
     }
-    if let Some(id) = selection.pinned {
-        let instance = snapshot
-            .by_id(id)
-            .filter(|i| Some(i.registration) != selection.exclude)
-            .ok_or_else(|| PickError::PinnedNotFound(id.to_owned()))?;
-        return if instance.is_available() {
-            Ok(instance.clone())
-        } else {
-            Err(PickError::NoneAvailable)
-        };
-    }
-    // An instance that claimed the call's routing key takes it, whatever the
-    // strategy, while it can.
-    if let Some(owner) = selection
-        .key
-        .and_then(|key| std::str::from_utf8(key).ok())
-        .and_then(|key| snapshot.by_routing_key(key))
-        .filter(|owner| {
-            Some(owner.registration) != selection.exclude
-                && owner.is_available()
-                && selection
-                    .labels
-                    .iter()
-                    .all(|(k, v)| owner.info().labels.get(*k).map(String::as_str) == Some(*v))
-        })
-    {
-        return Ok(owner.clone());
-    }
-    if selection.labels.is_empty() {
-        return core.balancer.pick(&snapshot, selection);
-    }
-    let candidates = snapshot.with_labels(&selection.labels);
-    if candidates.is_empty() {
-        return Err(PickError::NoLabelMatch);
-    }
-    let narrowed = Selection {
-        labels: Vec::new(),
-        ..selection.clone()
-    };
-    core.balancer.pick(&candidates, &narrowed)
 }
 
 fn parse_selector(text: &str) -> Vec<(&str, &str)> {
@@ -405,298 +312,4 @@ fn pick_status(core: &RouterCore, error: PickError) -> Status {
             "no instance of `{service}` matches the `{SELECT_HEADER}` selector"
         )),
     }
-}
-
-/// Sends a call's request messages as credit allows, then half-closes.
-async fn send_requests(
-    instance: Arc<Instance>,
-    call_id: u64,
-    tag: u32,
-    credit: Arc<SendCredit>,
-    requests: Requests,
-) {
-    match requests {
-        Requests::Single(message) => {
-            if let Some(message) = message
-                && send_message(&instance, call_id, tag, &credit, message)
-                    .await
-                    .is_err()
-            {
-                return;
-            }
-        }
-        Requests::Stream(mut stream) => loop {
-            if credit.ready().await.is_err() {
-                return;
-            }
-            match stream.message().await {
-                Ok(Some(message)) => {
-                    if send_message(&instance, call_id, tag, &credit, message)
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                // The client's stream broke (reset, bad frame): the response side
-                // sees the same and cancels the call.
-                Err(_) => return,
-            }
-        },
-    }
-    instance.send(RouterFrame::HalfClose(pb::HalfClose { call_id }));
-}
-
-/// Sends one message, in chunks when it is larger than the bridge's frame
-/// limit, each once credit allows.
-async fn send_message(
-    instance: &Instance,
-    call_id: u64,
-    tag: u32,
-    credit: &SendCredit,
-    message: Bytes,
-) -> Result<(), SendError> {
-    let gate = || instance.writable();
-    send_with_credit(credit, instance.max_frame, message, gate, |piece| {
-        instance.send(match piece {
-            Piece::Whole(message) => RouterFrame::Call(Payload {
-                call_id,
-                tag,
-                message,
-            }),
-            Piece::Chunk { data, last } => RouterFrame::Chunk(pb::MessageChunk {
-                call_id,
-                data,
-                last,
-            }),
-        })
-    })
-    .await
-}
-
-/// Cleans up a call whatever way it ends: forgets it on the registration and,
-/// when the client went away first, tells the bridge to cancel it.
-struct CallGuard {
-    core: Arc<RouterCore>,
-    instance: Arc<Instance>,
-    call_id: u64,
-    finished: bool,
-    pump: Option<AbortHandle>,
-}
-
-impl CallGuard {
-    /// Tells the bridge the call is over (once), dropping its frames still
-    /// queued for the bridge.
-    fn cancel(&mut self, code: Code, reason: &str) {
-        if !self.finished {
-            self.finished = true;
-            self.instance.cancel_call(self.call_id, code, reason);
-        }
-    }
-}
-
-impl Drop for CallGuard {
-    fn drop(&mut self) {
-        self.cancel(Code::Cancelled, "client cancelled");
-        if let Some(pump) = &self.pump {
-            pump.abort();
-        }
-        self.instance.close_call(self.call_id);
-        self.core.stats.call_ended();
-    }
-}
-
-enum First {
-    /// The response headers: the call is answered.
-    Headers(pb::Metadata),
-    /// The instance went away before answering.
-    Lost(Status),
-    /// The instance refused the call without running it (at capacity).
-    Refused(Status),
-    /// The call ended before any response (trailers-only, deadline, ...).
-    Failed(Status),
-}
-
-/// The response messages of one call, handed to tonic for the client.
-pub(crate) struct ReplyStream {
-    events: QueueReceiver<CallEvent>,
-    /// Takes response frames: releases their bytes, returns credit,
-    /// reassembles chunks.
-    intake: Intake,
-    method: &'static MethodDescriptor,
-    /// Response messages passed to the client so far.
-    messages: u32,
-    guard: CallGuard,
-    deadline: Option<Pin<Box<Sleep>>>,
-    done: bool,
-}
-
-impl ReplyStream {
-    /// Waits for the response headers, or the call's early end.
-    async fn first_event(&mut self) -> First {
-        let event = {
-            let deadline = self.deadline.as_mut();
-            match deadline {
-                Some(sleep) => tokio::select! {
-                    event = self.events.recv() => event,
-                    _ = sleep => {
-                        self.guard.cancel(Code::DeadlineExceeded, "deadline exceeded");
-                        return First::Failed(deadline_exceeded());
-                    }
-                },
-                None => self.events.recv().await,
-            }
-        };
-        if let Some(event) = &event {
-            self.release(event.size());
-        }
-        match event {
-            Some(CallEvent::Headers(md)) => First::Headers(md),
-            Some(CallEvent::Trailers(trailers)) => {
-                self.guard.finished = true;
-                if trailers.not_started {
-                    First::Refused(metadata::status_from_trailers(trailers))
-                } else {
-                    First::Failed(self.final_status(trailers))
-                }
-            }
-            Some(CallEvent::Lost(status)) => {
-                self.guard.finished = true;
-                First::Lost(status)
-            }
-            Some(CallEvent::Message(_) | CallEvent::Chunk(_)) => {
-                self.guard.cancel(Code::Internal, "message before headers");
-                First::Failed(Status::internal(
-                    "instance sent a message before response headers",
-                ))
-            }
-            None => {
-                self.guard.finished = true;
-                First::Lost(Status::unavailable("instance went away"))
-            }
-        }
-    }
-
-    /// Forgets `size` buffered bytes of metadata the client's side has taken.
-    fn release(&self, size: usize) {
-        self.intake.metadata(size);
-    }
-
-    /// The call's status from its trailers, or INTERNAL when a method that
-    /// answers with one message ended OK without it.
-    fn final_status(&self, trailers: pb::Trailers) -> Status {
-        let status = metadata::status_from_trailers(trailers);
-        if status.code() == Code::Ok && self.messages == 0 && self.method.kind.single_response() {
-            return Status::internal(format!(
-                "instance `{}` ended `{}` with OK but sent no response message",
-                self.guard.instance.id(),
-                self.method.path
-            ));
-        }
-        status
-    }
-
-    /// Passes one whole response message on, unless the method answers with
-    /// one message and this is a second.
-    fn deliver(&mut self, message: Bytes) -> Poll<Option<Result<Bytes, Status>>> {
-        self.messages += 1;
-        if self.messages > 1 && self.method.kind.single_response() {
-            self.guard.cancel(
-                Code::Internal,
-                "a second response message for a unary method",
-            );
-            return self.fail(Status::internal(format!(
-                "instance `{}` sent more than one response message for `{}`",
-                self.guard.instance.id(),
-                self.method.path
-            )));
-        }
-        Poll::Ready(Some(Ok(message)))
-    }
-
-    /// Sends the bridge credit the client's side has made room for.
-    fn return_credit(&self, increment: Option<u32>) {
-        if let Some(increment) = increment {
-            self.guard
-                .instance
-                .send(RouterFrame::WindowUpdate(pb::WindowUpdate {
-                    call_id: self.guard.call_id,
-                    increment,
-                }));
-        }
-    }
-
-    fn fail(&mut self, status: Status) -> Poll<Option<Result<Bytes, Status>>> {
-        self.done = true;
-        Poll::Ready(Some(Err(status)))
-    }
-}
-
-impl Stream for ReplyStream {
-    type Item = Result<Bytes, Status>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if this.done {
-            return Poll::Ready(None);
-        }
-        loop {
-            if let Some(sleep) = this.deadline.as_mut()
-                && sleep.as_mut().poll(cx).is_ready()
-            {
-                this.guard
-                    .cancel(Code::DeadlineExceeded, "deadline exceeded");
-                return this.fail(deadline_exceeded());
-            }
-            let event = ready!(this.events.poll_recv(cx));
-            match event {
-                Some(CallEvent::Message(message)) => {
-                    let credit = this.intake.message(message.len());
-                    this.return_credit(credit);
-                    return this.deliver(message);
-                }
-                Some(CallEvent::Chunk(chunk)) => match this.intake.chunk(&chunk.data, chunk.last) {
-                    Ok((whole, credit)) => {
-                        this.return_credit(credit);
-                        if let Some(message) = whole {
-                            return this.deliver(message);
-                        }
-                    }
-                    Err(status) => {
-                        this.guard
-                            .cancel(Code::OutOfRange, "response message too large");
-                        return this.fail(status);
-                    }
-                },
-                Some(CallEvent::Headers(md)) => {
-                    // The session lets one Headers frame through per call;
-                    // only its accounting is left to undo.
-                    this.release(CallEvent::Headers(md).size());
-                }
-                Some(CallEvent::Trailers(trailers)) => {
-                    this.guard.finished = true;
-                    this.release(trailers_size(&trailers));
-                    // tonic writes an `Err` as the trailers; an OK status with
-                    // metadata becomes `grpc-status: 0` plus that metadata.
-                    let status = this.final_status(trailers);
-                    return this.fail(status);
-                }
-                Some(CallEvent::Lost(status)) => {
-                    this.guard.finished = true;
-                    return this.fail(status);
-                }
-                None => {
-                    this.guard.finished = true;
-                    return this.fail(Status::unavailable("instance went away"));
-                }
-            }
-        }
-    }
-}
-
-/// The bytes a call's trailers were counted as while buffered.
-fn trailers_size(trailers: &pb::Trailers) -> usize {
-    use prost::Message as _;
-    trailers.encoded_len()
 }

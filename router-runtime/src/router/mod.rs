@@ -14,9 +14,12 @@
 mod balance;
 mod call;
 mod outbound;
+mod pump;
 mod registry;
+mod reply;
 mod route_key;
 mod session;
+mod start;
 
 use std::convert::Infallible;
 use std::marker::PhantomData;

@@ -463,7 +463,8 @@ impl std::ops::Deref for Snapshot {
 }
 
 impl Snapshot {
-    fn new(instances: Vec<Arc<Instance>>) -> Self {
+    /// A snapshot of `instances`, indexed on first use.
+    pub(crate) fn new(instances: Vec<Arc<Instance>>) -> Self {
         Snapshot {
             instances,
             index: OnceLock::new(),

@@ -1,0 +1,88 @@
+//! A call's request side: the client's messages sent to the bridge as the
+//! call's credit and the registration's queue allow, then the half-close.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tonic::Streaming;
+
+use super::registry::Instance;
+use crate::flow::{Piece, SendCredit, SendError, send_with_credit};
+use crate::pb;
+use crate::wire::{Payload, RouterFrame};
+
+/// Where a call's request messages come from.
+pub(crate) enum Requests {
+    /// Unary and server-streaming: the one message, already read.
+    Single(Option<Bytes>),
+    /// Client-streaming and bidi: the client's stream.
+    Stream(Streaming<Bytes>),
+}
+
+/// Sends a call's request messages as credit allows, then half-closes.
+pub(crate) async fn send_requests(
+    instance: Arc<Instance>,
+    call_id: u64,
+    tag: u32,
+    credit: Arc<SendCredit>,
+    requests: Requests,
+) {
+    match requests {
+        Requests::Single(message) => {
+            if let Some(message) = message
+                && send_message(&instance, call_id, tag, &credit, message)
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+        Requests::Stream(mut stream) => loop {
+            if credit.ready().await.is_err() {
+                return;
+            }
+            match stream.message().await {
+                Ok(Some(message)) => {
+                    if send_message(&instance, call_id, tag, &credit, message)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                // The client's stream broke (reset, bad frame): the response side
+                // sees the same and cancels the call.
+                Err(_) => return,
+            }
+        },
+    }
+    instance.send(RouterFrame::HalfClose(pb::HalfClose { call_id }));
+}
+
+/// Sends one message, in chunks when it is larger than the bridge's frame
+/// limit, each once credit allows.
+async fn send_message(
+    instance: &Instance,
+    call_id: u64,
+    tag: u32,
+    credit: &SendCredit,
+    message: Bytes,
+) -> Result<(), SendError> {
+    let gate = || instance.writable();
+    send_with_credit(credit, instance.max_frame, message, gate, |piece| {
+        instance.send(match piece {
+            Piece::Whole(message) => RouterFrame::Call(Payload {
+                call_id,
+                tag,
+                message,
+            }),
+            Piece::Chunk { data, last } => RouterFrame::Chunk(pb::MessageChunk {
+                call_id,
+                data,
+                last,
+            }),
+        })
+    })
+    .await
+}

@@ -1,0 +1,254 @@
+//! A call's response side: the bridge's frames turned into the client's
+//! response stream, and the guard that cleans the call up however it ends.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::task::AbortHandle;
+use tokio::time::Sleep;
+use tonic::{Code, Status};
+
+use super::RouterCore;
+use super::registry::{CallEvent, Instance};
+use crate::descriptor::MethodDescriptor;
+use crate::flow::Intake;
+use crate::metadata;
+use crate::pb;
+use crate::queue::QueueReceiver;
+use crate::wire::RouterFrame;
+
+/// The status of a call whose deadline passed in the router.
+pub(crate) fn deadline_exceeded() -> Status {
+    Status::deadline_exceeded("deadline exceeded while the router forwarded the call")
+}
+
+/// Cleans up a call whatever way it ends: forgets it on the registration and,
+/// when the client went away first, tells the bridge to cancel it.
+pub(crate) struct CallGuard {
+    pub(crate) core: Arc<RouterCore>,
+    pub(crate) instance: Arc<Instance>,
+    pub(crate) call_id: u64,
+    /// Whether the bridge knows the call is over (no `Cancel` needed).
+    pub(crate) finished: bool,
+    /// The request pump, stopped with the call.
+    pub(crate) pump: Option<AbortHandle>,
+}
+
+impl CallGuard {
+    /// Tells the bridge the call is over (once), dropping its frames still
+    /// queued for the bridge.
+    fn cancel(&mut self, code: Code, reason: &str) {
+        if !self.finished {
+            self.finished = true;
+            self.instance.cancel_call(self.call_id, code, reason);
+        }
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        self.cancel(Code::Cancelled, "client cancelled");
+        if let Some(pump) = &self.pump {
+            pump.abort();
+        }
+        self.instance.close_call(self.call_id);
+        self.core.stats.call_ended();
+    }
+}
+
+pub(crate) enum First {
+    /// The response headers: the call is answered.
+    Headers(pb::Metadata),
+    /// The instance went away before answering.
+    Lost(Status),
+    /// The instance refused the call without running it (at capacity).
+    Refused(Status),
+    /// The call ended before any response (trailers-only, deadline, ...).
+    Failed(Status),
+}
+
+/// The response messages of one call, handed to tonic for the client.
+pub(crate) struct ReplyStream {
+    pub(crate) events: QueueReceiver<CallEvent>,
+    /// Takes response frames: releases their bytes, returns credit,
+    /// reassembles chunks.
+    pub(crate) intake: Intake,
+    pub(crate) method: &'static MethodDescriptor,
+    /// Response messages passed to the client so far.
+    pub(crate) messages: u32,
+    pub(crate) guard: CallGuard,
+    pub(crate) deadline: Option<Pin<Box<Sleep>>>,
+    pub(crate) done: bool,
+}
+
+impl ReplyStream {
+    /// Waits for the response headers, or the call's early end.
+    pub(crate) async fn first_event(&mut self) -> First {
+        let event = {
+            let deadline = self.deadline.as_mut();
+            match deadline {
+                Some(sleep) => tokio::select! {
+                    event = self.events.recv() => event,
+                    _ = sleep => {
+                        self.guard.cancel(Code::DeadlineExceeded, "deadline exceeded");
+                        return First::Failed(deadline_exceeded());
+                    }
+                },
+                None => self.events.recv().await,
+            }
+        };
+        if let Some(event) = &event {
+            self.release(event.size());
+        }
+        match event {
+            Some(CallEvent::Headers(md)) => First::Headers(md),
+            Some(CallEvent::Trailers(trailers)) => {
+                self.guard.finished = true;
+                if trailers.not_started {
+                    First::Refused(metadata::status_from_trailers(trailers))
+                } else {
+                    First::Failed(self.final_status(trailers))
+                }
+            }
+            Some(CallEvent::Lost(status)) => {
+                self.guard.finished = true;
+                First::Lost(status)
+            }
+            Some(CallEvent::Message(_) | CallEvent::Chunk(_)) => {
+                self.guard.cancel(Code::Internal, "message before headers");
+                First::Failed(Status::internal(
+                    "instance sent a message before response headers",
+                ))
+            }
+            None => {
+                self.guard.finished = true;
+                First::Lost(Status::unavailable("instance went away"))
+            }
+        }
+    }
+
+    /// Forgets `size` buffered bytes of metadata the client's side has taken.
+    fn release(&self, size: usize) {
+        self.intake.metadata(size);
+    }
+
+    /// The call's status from its trailers, or INTERNAL when a method that
+    /// answers with one message ended OK without it.
+    fn final_status(&self, trailers: pb::Trailers) -> Status {
+        let status = metadata::status_from_trailers(trailers);
+        if status.code() == Code::Ok && self.messages == 0 && self.method.kind.single_response() {
+            return Status::internal(format!(
+                "instance `{}` ended `{}` with OK but sent no response message",
+                self.guard.instance.id(),
+                self.method.path
+            ));
+        }
+        status
+    }
+
+    /// Passes one whole response message on, unless the method answers with
+    /// one message and this is a second.
+    fn deliver(&mut self, message: Bytes) -> Poll<Option<Result<Bytes, Status>>> {
+        self.messages += 1;
+        if self.messages > 1 && self.method.kind.single_response() {
+            self.guard.cancel(
+                Code::Internal,
+                "a second response message for a unary method",
+            );
+            return self.fail(Status::internal(format!(
+                "instance `{}` sent more than one response message for `{}`",
+                self.guard.instance.id(),
+                self.method.path
+            )));
+        }
+        Poll::Ready(Some(Ok(message)))
+    }
+
+    /// Sends the bridge credit the client's side has made room for.
+    fn return_credit(&self, increment: Option<u32>) {
+        if let Some(increment) = increment {
+            self.guard
+                .instance
+                .send(RouterFrame::WindowUpdate(pb::WindowUpdate {
+                    call_id: self.guard.call_id,
+                    increment,
+                }));
+        }
+    }
+
+    fn fail(&mut self, status: Status) -> Poll<Option<Result<Bytes, Status>>> {
+        self.done = true;
+        Poll::Ready(Some(Err(status)))
+    }
+}
+
+impl Stream for ReplyStream {
+    type Item = Result<Bytes, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            if let Some(sleep) = this.deadline.as_mut()
+                && sleep.as_mut().poll(cx).is_ready()
+            {
+                this.guard
+                    .cancel(Code::DeadlineExceeded, "deadline exceeded");
+                return this.fail(deadline_exceeded());
+            }
+            let event = ready!(this.events.poll_recv(cx));
+            match event {
+                Some(CallEvent::Message(message)) => {
+                    let credit = this.intake.message(message.len());
+                    this.return_credit(credit);
+                    return this.deliver(message);
+                }
+                Some(CallEvent::Chunk(chunk)) => match this.intake.chunk(&chunk.data, chunk.last) {
+                    Ok((whole, credit)) => {
+                        this.return_credit(credit);
+                        if let Some(message) = whole {
+                            return this.deliver(message);
+                        }
+                    }
+                    Err(status) => {
+                        this.guard
+                            .cancel(Code::OutOfRange, "response message too large");
+                        return this.fail(status);
+                    }
+                },
+                Some(CallEvent::Headers(md)) => {
+                    // The session lets one Headers frame through per call;
+                    // only its accounting is left to undo.
+                    this.release(CallEvent::Headers(md).size());
+                }
+                Some(CallEvent::Trailers(trailers)) => {
+                    this.guard.finished = true;
+                    this.release(trailers_size(&trailers));
+                    // tonic writes an `Err` as the trailers; an OK status with
+                    // metadata becomes `grpc-status: 0` plus that metadata.
+                    let status = this.final_status(trailers);
+                    return this.fail(status);
+                }
+                Some(CallEvent::Lost(status)) => {
+                    this.guard.finished = true;
+                    return this.fail(status);
+                }
+                None => {
+                    this.guard.finished = true;
+                    return this.fail(Status::unavailable("instance went away"));
+                }
+            }
+        }
+    }
+}
+
+/// The bytes a call's trailers were counted as while buffered.
+fn trailers_size(trailers: &pb::Trailers) -> usize {
+    use prost::Message as _;
+    trailers.encoded_len()
+}
