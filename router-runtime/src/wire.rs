@@ -16,6 +16,62 @@ use prost::encoding::{
 
 use crate::pb;
 
+/// The field numbers of the register stream, in one place: the arms of the
+/// generated `<Service>RouterFrame.frame` and `<Service>BridgeFrame.frame`
+/// oneofs and the `call_id` of `<Service>Call` / `<Service>Reply`.
+/// `protoc-gen-router` emits the same numbers; the example's `wire` test
+/// encodes every frame with the generated prost types and decodes it with
+/// this codec, and back, so the two cannot drift apart.
+pub mod field {
+    /// `call_id` in `<Service>Call` and `<Service>Reply`; the method arms use
+    /// the methods' tags, from 10 up.
+    pub const CALL_ID: u32 = 1;
+
+    /// The arms of `<Service>RouterFrame.frame`.
+    pub mod router {
+        /// `Welcome`.
+        pub const WELCOME: u32 = 1;
+        /// `CallStart`.
+        pub const START: u32 = 2;
+        /// `<Service>Call`.
+        pub const CALL: u32 = 3;
+        /// `HalfClose`.
+        pub const HALF_CLOSE: u32 = 4;
+        /// `Cancel`.
+        pub const CANCEL: u32 = 5;
+        /// `WindowUpdate`.
+        pub const WINDOW_UPDATE: u32 = 6;
+        /// `Ping`.
+        pub const PING: u32 = 7;
+        /// `GoAway`.
+        pub const GO_AWAY: u32 = 8;
+        /// `MessageChunk`.
+        pub const CHUNK: u32 = 9;
+    }
+
+    /// The arms of `<Service>BridgeFrame.frame`.
+    pub mod bridge {
+        /// `Hello`.
+        pub const HELLO: u32 = 1;
+        /// `Headers`.
+        pub const HEADERS: u32 = 2;
+        /// `<Service>Reply`.
+        pub const REPLY: u32 = 3;
+        /// `Trailers`.
+        pub const TRAILERS: u32 = 4;
+        /// `WindowUpdate`.
+        pub const WINDOW_UPDATE: u32 = 5;
+        /// `Heartbeat`.
+        pub const HEARTBEAT: u32 = 6;
+        /// `Drain`.
+        pub const DRAIN: u32 = 7;
+        /// `MessageChunk`.
+        pub const CHUNK: u32 = 8;
+        /// `Pong`.
+        pub const PONG: u32 = 9;
+    }
+}
+
 /// A frame could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
@@ -111,7 +167,7 @@ pub trait DecodeFrame: Sized {
 const LEN: WireType = WireType::LengthDelimited;
 
 fn payload_inner_len(p: &Payload) -> usize {
-    key_len(1)
+    key_len(field::CALL_ID)
         + encoded_len_varint(p.call_id)
         + key_len(p.tag)
         + encoded_len_varint(p.message.len() as u64)
@@ -126,7 +182,7 @@ fn payload_len(field: u32, p: &Payload) -> usize {
 fn encode_payload(field: u32, p: &Payload, buf: &mut impl BufMut) {
     encode_key(field, LEN, buf);
     encode_varint(payload_inner_len(p) as u64, buf);
-    encode_key(1, WireType::Varint, buf);
+    encode_key(field::CALL_ID, WireType::Varint, buf);
     encode_varint(p.call_id, buf);
     encode_key(p.tag, LEN, buf);
     encode_varint(p.message.len() as u64, buf);
@@ -176,8 +232,10 @@ fn decode_payload(mut body: Bytes) -> Result<Payload, WireError> {
     while body.has_remaining() {
         let (field, wire_type) = decode_key(&mut body)?;
         match (field, wire_type) {
-            (1, WireType::Varint) => call_id = decode_varint(&mut body)?,
-            (tag, LEN) if tag != 1 => arm = Some((tag, read_len_delimited(&mut body)?)),
+            (field::CALL_ID, WireType::Varint) => call_id = decode_varint(&mut body)?,
+            (tag, LEN) if tag != field::CALL_ID => {
+                arm = Some((tag, read_len_delimited(&mut body)?))
+            }
             _ => skip(wire_type, &mut body)?,
         }
     }
@@ -219,29 +277,29 @@ macro_rules! message_encode {
 impl EncodeFrame for RouterFrame {
     fn encoded_len(&self) -> usize {
         match self {
-            RouterFrame::Welcome(m) => message_len!(1, m),
-            RouterFrame::Start(m) => message_len!(2, m),
-            RouterFrame::Call(p) => payload_len(3, p),
-            RouterFrame::HalfClose(m) => message_len!(4, m),
-            RouterFrame::Cancel(m) => message_len!(5, m),
-            RouterFrame::WindowUpdate(m) => message_len!(6, m),
-            RouterFrame::Ping(m) => message_len!(7, m),
-            RouterFrame::GoAway(m) => message_len!(8, m),
-            RouterFrame::Chunk(m) => message_len!(9, m),
+            RouterFrame::Welcome(m) => message_len!(field::router::WELCOME, m),
+            RouterFrame::Start(m) => message_len!(field::router::START, m),
+            RouterFrame::Call(p) => payload_len(field::router::CALL, p),
+            RouterFrame::HalfClose(m) => message_len!(field::router::HALF_CLOSE, m),
+            RouterFrame::Cancel(m) => message_len!(field::router::CANCEL, m),
+            RouterFrame::WindowUpdate(m) => message_len!(field::router::WINDOW_UPDATE, m),
+            RouterFrame::Ping(m) => message_len!(field::router::PING, m),
+            RouterFrame::GoAway(m) => message_len!(field::router::GO_AWAY, m),
+            RouterFrame::Chunk(m) => message_len!(field::router::CHUNK, m),
         }
     }
 
     fn encode(&self, buf: &mut impl BufMut) {
         match self {
-            RouterFrame::Welcome(m) => message_encode!(1, m, buf),
-            RouterFrame::Start(m) => message_encode!(2, m, buf),
-            RouterFrame::Call(p) => encode_payload(3, p, buf),
-            RouterFrame::HalfClose(m) => message_encode!(4, m, buf),
-            RouterFrame::Cancel(m) => message_encode!(5, m, buf),
-            RouterFrame::WindowUpdate(m) => message_encode!(6, m, buf),
-            RouterFrame::Ping(m) => message_encode!(7, m, buf),
-            RouterFrame::GoAway(m) => message_encode!(8, m, buf),
-            RouterFrame::Chunk(m) => message_encode!(9, m, buf),
+            RouterFrame::Welcome(m) => message_encode!(field::router::WELCOME, m, buf),
+            RouterFrame::Start(m) => message_encode!(field::router::START, m, buf),
+            RouterFrame::Call(p) => encode_payload(field::router::CALL, p, buf),
+            RouterFrame::HalfClose(m) => message_encode!(field::router::HALF_CLOSE, m, buf),
+            RouterFrame::Cancel(m) => message_encode!(field::router::CANCEL, m, buf),
+            RouterFrame::WindowUpdate(m) => message_encode!(field::router::WINDOW_UPDATE, m, buf),
+            RouterFrame::Ping(m) => message_encode!(field::router::PING, m, buf),
+            RouterFrame::GoAway(m) => message_encode!(field::router::GO_AWAY, m, buf),
+            RouterFrame::Chunk(m) => message_encode!(field::router::CHUNK, m, buf),
         }
     }
 }
@@ -250,15 +308,17 @@ impl DecodeFrame for RouterFrame {
     fn decode(buf: Bytes) -> Result<Self, WireError> {
         let (field, body) = decode_arm(buf)?;
         Ok(match field {
-            1 => RouterFrame::Welcome(pb::Welcome::decode(body)?),
-            2 => RouterFrame::Start(pb::CallStart::decode(body)?),
-            3 => RouterFrame::Call(decode_payload(body)?),
-            4 => RouterFrame::HalfClose(pb::HalfClose::decode(body)?),
-            5 => RouterFrame::Cancel(pb::Cancel::decode(body)?),
-            6 => RouterFrame::WindowUpdate(pb::WindowUpdate::decode(body)?),
-            7 => RouterFrame::Ping(pb::Ping::decode(body)?),
-            8 => RouterFrame::GoAway(pb::GoAway::decode(body)?),
-            9 => RouterFrame::Chunk(pb::MessageChunk::decode(body)?),
+            field::router::WELCOME => RouterFrame::Welcome(pb::Welcome::decode(body)?),
+            field::router::START => RouterFrame::Start(pb::CallStart::decode(body)?),
+            field::router::CALL => RouterFrame::Call(decode_payload(body)?),
+            field::router::HALF_CLOSE => RouterFrame::HalfClose(pb::HalfClose::decode(body)?),
+            field::router::CANCEL => RouterFrame::Cancel(pb::Cancel::decode(body)?),
+            field::router::WINDOW_UPDATE => {
+                RouterFrame::WindowUpdate(pb::WindowUpdate::decode(body)?)
+            }
+            field::router::PING => RouterFrame::Ping(pb::Ping::decode(body)?),
+            field::router::GO_AWAY => RouterFrame::GoAway(pb::GoAway::decode(body)?),
+            field::router::CHUNK => RouterFrame::Chunk(pb::MessageChunk::decode(body)?),
             other => return Err(WireError::UnknownFrame(other)),
         })
     }
@@ -267,29 +327,29 @@ impl DecodeFrame for RouterFrame {
 impl EncodeFrame for BridgeFrame {
     fn encoded_len(&self) -> usize {
         match self {
-            BridgeFrame::Hello(m) => message_len!(1, m),
-            BridgeFrame::Headers(m) => message_len!(2, m),
-            BridgeFrame::Reply(p) => payload_len(3, p),
-            BridgeFrame::Trailers(m) => message_len!(4, m),
-            BridgeFrame::WindowUpdate(m) => message_len!(5, m),
-            BridgeFrame::Heartbeat(m) => message_len!(6, m),
-            BridgeFrame::Drain(m) => message_len!(7, m),
-            BridgeFrame::Chunk(m) => message_len!(8, m),
-            BridgeFrame::Pong(m) => message_len!(9, m),
+            BridgeFrame::Hello(m) => message_len!(field::bridge::HELLO, m),
+            BridgeFrame::Headers(m) => message_len!(field::bridge::HEADERS, m),
+            BridgeFrame::Reply(p) => payload_len(field::bridge::REPLY, p),
+            BridgeFrame::Trailers(m) => message_len!(field::bridge::TRAILERS, m),
+            BridgeFrame::WindowUpdate(m) => message_len!(field::bridge::WINDOW_UPDATE, m),
+            BridgeFrame::Heartbeat(m) => message_len!(field::bridge::HEARTBEAT, m),
+            BridgeFrame::Drain(m) => message_len!(field::bridge::DRAIN, m),
+            BridgeFrame::Chunk(m) => message_len!(field::bridge::CHUNK, m),
+            BridgeFrame::Pong(m) => message_len!(field::bridge::PONG, m),
         }
     }
 
     fn encode(&self, buf: &mut impl BufMut) {
         match self {
-            BridgeFrame::Hello(m) => message_encode!(1, m, buf),
-            BridgeFrame::Headers(m) => message_encode!(2, m, buf),
-            BridgeFrame::Reply(p) => encode_payload(3, p, buf),
-            BridgeFrame::Trailers(m) => message_encode!(4, m, buf),
-            BridgeFrame::WindowUpdate(m) => message_encode!(5, m, buf),
-            BridgeFrame::Heartbeat(m) => message_encode!(6, m, buf),
-            BridgeFrame::Drain(m) => message_encode!(7, m, buf),
-            BridgeFrame::Chunk(m) => message_encode!(8, m, buf),
-            BridgeFrame::Pong(m) => message_encode!(9, m, buf),
+            BridgeFrame::Hello(m) => message_encode!(field::bridge::HELLO, m, buf),
+            BridgeFrame::Headers(m) => message_encode!(field::bridge::HEADERS, m, buf),
+            BridgeFrame::Reply(p) => encode_payload(field::bridge::REPLY, p, buf),
+            BridgeFrame::Trailers(m) => message_encode!(field::bridge::TRAILERS, m, buf),
+            BridgeFrame::WindowUpdate(m) => message_encode!(field::bridge::WINDOW_UPDATE, m, buf),
+            BridgeFrame::Heartbeat(m) => message_encode!(field::bridge::HEARTBEAT, m, buf),
+            BridgeFrame::Drain(m) => message_encode!(field::bridge::DRAIN, m, buf),
+            BridgeFrame::Chunk(m) => message_encode!(field::bridge::CHUNK, m, buf),
+            BridgeFrame::Pong(m) => message_encode!(field::bridge::PONG, m, buf),
         }
     }
 }
@@ -298,15 +358,17 @@ impl DecodeFrame for BridgeFrame {
     fn decode(buf: Bytes) -> Result<Self, WireError> {
         let (field, body) = decode_arm(buf)?;
         Ok(match field {
-            1 => BridgeFrame::Hello(pb::Hello::decode(body)?),
-            2 => BridgeFrame::Headers(pb::Headers::decode(body)?),
-            3 => BridgeFrame::Reply(decode_payload(body)?),
-            4 => BridgeFrame::Trailers(pb::Trailers::decode(body)?),
-            5 => BridgeFrame::WindowUpdate(pb::WindowUpdate::decode(body)?),
-            6 => BridgeFrame::Heartbeat(pb::Heartbeat::decode(body)?),
-            7 => BridgeFrame::Drain(pb::Drain::decode(body)?),
-            8 => BridgeFrame::Chunk(pb::MessageChunk::decode(body)?),
-            9 => BridgeFrame::Pong(pb::Pong::decode(body)?),
+            field::bridge::HELLO => BridgeFrame::Hello(pb::Hello::decode(body)?),
+            field::bridge::HEADERS => BridgeFrame::Headers(pb::Headers::decode(body)?),
+            field::bridge::REPLY => BridgeFrame::Reply(decode_payload(body)?),
+            field::bridge::TRAILERS => BridgeFrame::Trailers(pb::Trailers::decode(body)?),
+            field::bridge::WINDOW_UPDATE => {
+                BridgeFrame::WindowUpdate(pb::WindowUpdate::decode(body)?)
+            }
+            field::bridge::HEARTBEAT => BridgeFrame::Heartbeat(pb::Heartbeat::decode(body)?),
+            field::bridge::DRAIN => BridgeFrame::Drain(pb::Drain::decode(body)?),
+            field::bridge::CHUNK => BridgeFrame::Chunk(pb::MessageChunk::decode(body)?),
+            field::bridge::PONG => BridgeFrame::Pong(pb::Pong::decode(body)?),
             other => return Err(WireError::UnknownFrame(other)),
         })
     }
