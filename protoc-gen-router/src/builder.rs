@@ -202,7 +202,7 @@ impl Builder {
         let mut generated = Vec::new();
         for file in &files {
             let name = file.router_proto_name();
-            let text = crate::router_proto(file);
+            let text = crate::checked_router_proto(&pool, file)?;
             if let Some(dir) = &self.router_proto_out {
                 write(&dir.join(&name), &text)?;
             }

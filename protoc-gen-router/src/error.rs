@@ -114,6 +114,21 @@ pub enum Error {
         existing: String,
     },
 
+    /// A generated router proto did not compile: a bug of the generator that
+    /// its own check caught before answering.
+    #[error(
+        "{site}: generated {generated} does not compile: {reason} \
+         (a bug in protoc-gen-router, please report it with the input proto)"
+    )]
+    GeneratedProto {
+        /// The file, service and (when the compiler points at an arm) method.
+        site: Box<Site>,
+        /// The generated file's name.
+        generated: String,
+        /// The compiler's complaint.
+        reason: String,
+    },
+
     /// Generated Rust code did not parse (a name the generator cannot express).
     #[error("{site}: cannot generate Rust code: {reason}")]
     RustCodegen {

@@ -157,7 +157,10 @@ impl MethodKind {
 pub struct Method {
     /// The proto name, for example `SayHello`.
     pub name: String,
-    /// The oneof arm name, for example `say_hello`.
+    /// The oneof arm name, for example `say_hello`: the method's snake_case
+    /// name, with an `_` appended when it would be `method`, the name of the
+    /// oneof itself (a method named `Method` gets the arm `method_`, whose
+    /// prost variant is still `Method`).
     pub snake_name: String,
     /// The request type, fully qualified with a leading dot.
     pub input_type: String,
@@ -177,6 +180,21 @@ pub struct Method {
     pub idempotent: bool,
     /// The leading comment lines of the method, without `//`.
     pub comments: Vec<String>,
+}
+
+/// The name of the oneof holding the arms in `<S>Call` and `<S>Reply`.
+pub const ONEOF_NAME: &str = "method";
+
+/// The oneof arm of method `name`: its snake_case form, renamed (an `_`
+/// appended) when that is [`ONEOF_NAME`], because a field may not share its
+/// message's scope with the oneof's name.
+pub fn arm_name(name: &str) -> String {
+    let snake = ident::proto_snake(name);
+    if snake == ONEOF_NAME {
+        format!("{snake}_")
+    } else {
+        snake
+    }
 }
 
 /// A routing key field path, resolved against the request message.
@@ -218,7 +236,8 @@ fn get_ext(options: &DynamicMessage, ext: Option<&ExtensionDescriptor>) -> Optio
 /// Builds and validates the model of every service in `files_to_generate`.
 ///
 /// Files without services yield no [`File`]. With `rust`, the names of the
-/// generated Rust items are checked for collisions too.
+/// generated Rust items are checked for collisions too, across all files of
+/// each package.
 pub fn build(
     pool: &DescriptorPool,
     files_to_generate: &[String],
@@ -238,12 +257,15 @@ pub fn build(
         if services.is_empty() {
             continue;
         }
-        check_generated_names(pool, &services, rust)?;
+        check_generated_names(pool, &services)?;
         out.push(File {
             name: file.name().to_owned(),
             package: file.package_name().to_owned(),
             services,
         });
+    }
+    if rust {
+        check_rust_names(pool, &out)?;
     }
     Ok(out)
 }
@@ -447,7 +469,7 @@ fn build_method(
     let output = method.output();
     Ok(Method {
         name: method.name().to_owned(),
-        snake_name: ident::proto_snake(method.name()),
+        snake_name: arm_name(method.name()),
         input_type: format!(".{}", input.full_name()),
         output_type: format!(".{}", output.full_name()),
         input_file: input.parent_file().name().to_owned(),
@@ -520,74 +542,37 @@ fn resolve_route_key(message: &MessageDescriptor, path: &str) -> Result<RouteKey
     })
 }
 
-/// Checks the generated names of `services` (one file) against the package's
-/// existing top-level names and against each other.
-fn check_generated_names(
-    pool: &DescriptorPool,
-    services: &[Service],
-    rust: bool,
-) -> Result<(), Error> {
+/// Checks the generated proto names of `services` (one file) against the
+/// package's existing top-level names and against each other.
+fn check_generated_names(pool: &DescriptorPool, services: &[Service]) -> Result<(), Error> {
     let Some(first) = services.first() else {
         return Ok(());
     };
     let package = first.package.as_str();
-    let in_package = |full: &str, parent_none: bool| {
-        parent_none
-            && match full.rsplit_once('.') {
-                Some((p, _)) => p == package,
-                None => package.is_empty(),
-            }
-    };
     // Existing proto names: name -> description.
     let mut existing: BTreeMap<String, String> = BTreeMap::new();
     for m in pool.all_messages() {
-        if in_package(m.full_name(), m.parent_message().is_none()) {
+        if top_level_in(package, m.full_name(), m.parent_message().is_none()) {
             existing.entry(m.name().to_owned()).or_insert_with(|| {
                 format!("message `{}` in {}", m.full_name(), m.parent_file().name())
             });
         }
     }
     for e in pool.all_enums() {
-        if in_package(e.full_name(), e.parent_message().is_none()) {
+        if top_level_in(package, e.full_name(), e.parent_message().is_none()) {
             existing.entry(e.name().to_owned()).or_insert_with(|| {
                 format!("enum `{}` in {}", e.full_name(), e.parent_file().name())
             });
         }
     }
     for s in pool.services() {
-        if in_package(s.full_name(), true) {
+        if top_level_in(package, s.full_name(), true) {
             existing.entry(s.name().to_owned()).or_insert_with(|| {
                 format!("service `{}` in {}", s.full_name(), s.parent_file().name())
             });
         }
     }
 
-    // Rust names: prost's struct names of existing messages and enums.
-    let mut rust_existing: BTreeMap<String, String> = BTreeMap::new();
-    if rust {
-        for m in pool.all_messages() {
-            if in_package(m.full_name(), m.parent_message().is_none()) {
-                rust_existing
-                    .entry(ident::upper_camel(m.name()))
-                    .or_insert_with(|| format!("the Rust type of message `{}`", m.full_name()));
-            }
-        }
-        for e in pool.all_enums() {
-            if in_package(e.full_name(), e.parent_message().is_none()) {
-                rust_existing
-                    .entry(ident::upper_camel(e.name()))
-                    .or_insert_with(|| format!("the Rust type of enum `{}`", e.full_name()));
-            }
-        }
-    }
-
-    let collision =
-        |service: &Service, kind: &'static str, name: &str, existing: &str| Error::NameCollision {
-            site: Site::service(&service.file, &service.full_name),
-            kind,
-            name: name.to_owned(),
-            existing: existing.to_owned(),
-        };
     for service in services {
         for (kind, name) in service.generated_proto_names() {
             if let Some(what) = existing.get(&name) {
@@ -606,34 +591,151 @@ fn check_generated_names(
             if let Some(prev) = generated.insert(name.clone(), what) {
                 return Err(collision(service, kind, &name, &prev));
             }
-            if rust && kind == "message" {
-                rust_existing.insert(
-                    ident::upper_camel(&name),
-                    format!("the Rust type of generated message `{name}`"),
-                );
-            }
         }
     }
-    if rust {
-        for service in services {
-            for name in service.generated_rust_names() {
-                if let Some(what) = rust_existing.get(&name) {
-                    return Err(collision(service, "Rust item", &name, what));
+    Ok(())
+}
+
+/// Whether `full` names a top-level element (`parent_none`) of `package`.
+fn top_level_in(package: &str, full: &str, parent_none: bool) -> bool {
+    parent_none
+        && match full.rsplit_once('.') {
+            Some((p, _)) => p == package,
+            None => package.is_empty(),
+        }
+}
+
+fn collision(service: &Service, kind: &'static str, name: &str, existing: &str) -> Error {
+    Error::NameCollision {
+        site: Site::service(&service.file, &service.full_name),
+        kind,
+        name: name.to_owned(),
+        existing: existing.to_owned(),
+    }
+}
+
+/// Checks the Rust items of every package that `files` generate into, across
+/// all of the package's files: tonic-prost-build writes one `<package>.rs`
+/// per package (and the plugin's `<file>_router.rs` files are included into
+/// one module), so two files of a package share one Rust scope.
+///
+/// The scope holds prost's types of the package's messages and enums (existing
+/// and generated), prost's modules of messages with nested types or oneofs,
+/// tonic's `<service>_client`/`<service>_server` modules and the glue items
+/// (`<S>_DESCRIPTOR`, `<S>Spec`, `<S>Router`, `<S>Bridge`). A generated item
+/// that meets any other item of the same name is an error; clashes among the
+/// user's own items are prost's to report.
+fn check_rust_names(pool: &DescriptorPool, files: &[File]) -> Result<(), Error> {
+    let mut packages: BTreeMap<&str, Vec<&Service>> = BTreeMap::new();
+    for service in files.iter().flat_map(|f| &f.services) {
+        packages.entry(&service.package).or_default().push(service);
+    }
+    for (package, services) in packages {
+        // Existing items of the package, from every file of the pool.
+        let mut scope: BTreeMap<String, String> = BTreeMap::new();
+        for m in pool.all_messages() {
+            if !top_level_in(package, m.full_name(), m.parent_message().is_none()) {
+                continue;
+            }
+            let file = m.parent_file();
+            scope
+                .entry(ident::sanitize(&ident::upper_camel(m.name())))
+                .or_insert_with(|| {
+                    format!(
+                        "the Rust type of message `{}` in {}",
+                        m.full_name(),
+                        file.name()
+                    )
+                });
+            let nested = m.child_messages().any(|c| !c.is_map_entry())
+                || m.child_enums().next().is_some()
+                || m.oneofs().next().is_some();
+            if nested {
+                scope
+                    .entry(ident::sanitize(&ident::proto_snake(m.name())))
+                    .or_insert_with(|| {
+                        format!(
+                            "the Rust module of message `{}` in {}",
+                            m.full_name(),
+                            file.name()
+                        )
+                    });
+            }
+        }
+        for e in pool.all_enums() {
+            if top_level_in(package, e.full_name(), e.parent_message().is_none()) {
+                scope
+                    .entry(ident::sanitize(&ident::upper_camel(e.name())))
+                    .or_insert_with(|| {
+                        format!(
+                            "the Rust type of enum `{}` in {}",
+                            e.full_name(),
+                            e.parent_file().name()
+                        )
+                    });
+            }
+        }
+        for s in pool.services() {
+            if top_level_in(package, s.full_name(), true) {
+                for module in [
+                    ident::tonic_server_module(s.name()),
+                    ident::tonic_client_module(s.name()),
+                ] {
+                    scope.entry(module).or_insert_with(|| {
+                        format!(
+                            "a tonic module of service `{}` in {}",
+                            s.full_name(),
+                            s.parent_file().name()
+                        )
+                    });
                 }
             }
         }
-        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        // The generated items, each against everything seen so far.
         for service in services {
-            for name in service.generated_rust_names() {
+            for (item, name) in generated_rust_items(service) {
                 let what = format!(
-                    "generated Rust item `{name}` of service `{}`",
-                    service.full_name
+                    "{item} `{name}` generated for service `{}` in {}",
+                    service.full_name, service.file
                 );
-                if let Some(prev) = seen.insert(name.clone(), what) {
+                if let Some(prev) = scope.insert(name.clone(), what) {
                     return Err(collision(service, "Rust item", &name, &prev));
                 }
             }
         }
     }
     Ok(())
+}
+
+/// The Rust items generated for `service` in its package's module: the prost
+/// types and modules of the generated messages, the tonic modules of the
+/// generated `<S>Router` service and the glue items.
+fn generated_rust_items(service: &Service) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for (kind, name) in service.generated_proto_names() {
+        if kind == "message" {
+            out.push((
+                "the Rust type of message",
+                ident::sanitize(&ident::upper_camel(&name)),
+            ));
+            // Every generated message has a oneof, except an empty service's
+            // `<S>Call`/`<S>Reply`.
+            let has_oneof = !service.methods.is_empty()
+                || name.ends_with("RouterFrame")
+                || name.ends_with("BridgeFrame");
+            if has_oneof {
+                out.push((
+                    "the Rust module of message",
+                    ident::sanitize(&ident::proto_snake(&name)),
+                ));
+            }
+        } else {
+            out.push(("a tonic module of service", ident::tonic_server_module(&name)));
+            out.push(("a tonic module of service", ident::tonic_client_module(&name)));
+        }
+    }
+    for name in service.generated_rust_names() {
+        out.push(("the glue item", name));
+    }
+    out
 }

@@ -29,6 +29,7 @@ mod params;
 mod router_proto;
 mod router_rs;
 mod rust;
+mod verify;
 
 use prost::Message;
 use prost::bytes::Buf;
@@ -71,7 +72,7 @@ pub fn generate(
     for file in &files {
         out.push(GeneratedFile {
             name: file.router_proto_name(),
-            content: router_proto::generate(file),
+            content: checked_router_proto(pool, file)?,
         });
         if params.rust {
             out.push(GeneratedFile {
@@ -81,6 +82,15 @@ pub fn generate(
         }
     }
     Ok(out)
+}
+
+/// The router `.proto` text of `file`, compiled once against `pool` (the
+/// descriptors it was built from) so a proto that does not compile is an
+/// error naming its service and method rather than an output.
+pub(crate) fn checked_router_proto(pool: &DescriptorPool, file: &ir::File) -> Result<String, Error> {
+    let (text, origins) = router_proto::generate_with_origins(file);
+    verify::check(pool, file, &text, &origins)?;
+    Ok(text)
 }
 
 /// The router `.proto` text of one model file (the file [`generate`] names

@@ -202,3 +202,25 @@ fn builder_refuses_invalid_protos() {
     assert_eq!(format!("{err}\n"), expected);
     assert!(!Path::new(&out.path().join("err.v1.rs")).exists());
 }
+
+#[test]
+fn builder_renames_the_arm_of_a_method_named_method() {
+    build_case("method_named_method");
+}
+
+#[test]
+fn builder_refuses_rust_names_that_collide_across_two_files_of_a_package() {
+    let input = common::root().join("tests/golden/rust_collision_two_files/input");
+    let out = tempfile::tempdir().expect("a temp dir");
+    let err = Builder::new()
+        .include(&input)
+        .out_dir(out.path())
+        .emit_rerun_if_changed(false)
+        .compile(&[input.join("err/v1/a.proto"), input.join("err/v1/b.proto")])
+        .expect_err("the two files' Rust names collide");
+    let expected = std::fs::read_to_string(
+        common::root().join("tests/golden/rust_collision_two_files/expected/error.txt"),
+    )
+    .expect("golden error");
+    assert_eq!(format!("{err}\n"), expected);
+}
