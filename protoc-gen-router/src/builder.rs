@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use prost_reflect::DescriptorPool;
 use protox::file::{
@@ -93,6 +94,20 @@ pub struct Builder {
     runtime_crate: String,
     emit_rerun_if_changed: bool,
     build_client: bool,
+    configure: Vec<Configure>,
+    file_descriptor_set_path: Option<PathBuf>,
+}
+
+/// A user function applied to tonic-prost-build's builder.
+#[derive(Clone)]
+struct Configure(
+    Arc<dyn Fn(tonic_prost_build::Builder) -> tonic_prost_build::Builder + Send + Sync>,
+);
+
+impl std::fmt::Debug for Configure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Configure(..)")
+    }
 }
 
 impl Default for Builder {
@@ -111,7 +126,52 @@ impl Builder {
             runtime_crate: crate::DEFAULT_RUNTIME_CRATE.to_owned(),
             emit_rerun_if_changed: true,
             build_client: true,
+            configure: Vec::new(),
+            file_descriptor_set_path: None,
         }
+    }
+
+    /// Passes settings to tonic-prost-build's builder (and through it to
+    /// prost-build), for everything this builder does not set itself:
+    /// `bytes`, `btree_map`, `type_attribute`, `field_attribute`, `boxed`,
+    /// `extern_path`, `compile_well_known_types`, `build_server`,
+    /// `server_attribute` ... Repeatable; applied in order.
+    ///
+    /// ```no_run
+    /// // build.rs
+    /// protoc_gen_router::Builder::new()
+    ///     .include("proto")
+    ///     .configure(|b| {
+    ///         b.bytes(".")
+    ///             .type_attribute(".myservice.v1.HelloRequest", "#[derive(Eq, Hash)]")
+    ///     })
+    ///     .compile(&["proto/myservice/v1/myservice.proto"])?;
+    /// # Ok::<(), protoc_gen_router::Error>(())
+    /// ```
+    ///
+    /// The router forwards payloads as encoded bytes, so prost settings of
+    /// the user's messages never change what is routed. Four settings stay
+    /// this builder's: the output directory ([`Builder::out_dir`]), the
+    /// extern path of `.router.v1` (the runtime crate's types),
+    /// `emit_rerun_if_changed` ([`Builder::emit_rerun_if_changed`]) and the
+    /// file descriptor set ([`Builder::file_descriptor_set_path`]); they are
+    /// applied after this function. Keep `build_server` on: the bridge wraps
+    /// tonic's server.
+    pub fn configure(
+        mut self,
+        f: impl Fn(tonic_prost_build::Builder) -> tonic_prost_build::Builder + Send + Sync + 'static,
+    ) -> Self {
+        self.configure.push(Configure(Arc::new(f)));
+        self
+    }
+
+    /// Also writes the encoded `google.protobuf.FileDescriptorSet` of the
+    /// compiled protos, their imports and the generated router protos to
+    /// `path` (for gRPC server reflection, `tonic_reflection`'s
+    /// `register_encoded_file_descriptor_set`).
+    pub fn file_descriptor_set_path(mut self, path: impl AsRef<Path>) -> Self {
+        self.file_descriptor_set_path = Some(path.as_ref().to_owned());
+        self
     }
 
     /// Adds an include directory (repeatable). `router/v1/*.proto` and the
@@ -228,8 +288,24 @@ impl Builder {
                     )
                 })?,
         };
-        tonic_prost_build::configure()
-            .build_client(self.build_client)
+        if let Some(path) = &self.file_descriptor_set_path {
+            let bytes = compiler.encode_file_descriptor_set();
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+                    path: parent.to_owned(),
+                    source,
+                })?;
+            }
+            std::fs::write(path, bytes).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let mut tonic = tonic_prost_build::configure().build_client(self.build_client);
+        for configure in &self.configure {
+            tonic = (configure.0)(tonic);
+        }
+        tonic
             .emit_rerun_if_changed(false)
             .out_dir(&out_dir)
             .extern_path(".router.v1", format!("{}::pb", self.runtime_crate))

@@ -44,6 +44,9 @@ pub use builder::{
     ROUTER_PROTO_NAME, compile_pool,
 };
 pub use error::{Error, Site};
+/// tonic-prost-build, whose builder [`Builder::configure`] hands out, so a
+/// build script needs no dependency of its own on it.
+pub use tonic_prost_build;
 pub use params::{DEFAULT_RUNTIME_CRATE, Params};
 
 /// One generated file.

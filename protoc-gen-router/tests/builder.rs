@@ -224,3 +224,60 @@ fn builder_refuses_rust_names_that_collide_across_two_files_of_a_package() {
     .expect("golden error");
     assert_eq!(format!("{err}\n"), expected);
 }
+
+#[test]
+fn builder_passes_prost_settings_through_and_writes_the_descriptor_set() {
+    let input = common::root().join("tests/golden/rust_output/input");
+    let out = tempfile::tempdir().expect("a temp dir");
+    let fds_path = out.path().join("descriptors/set.bin");
+    let files = common::proto_files(&input);
+    Builder::new()
+        .include(&input)
+        .out_dir(out.path())
+        .emit_rerun_if_changed(false)
+        .configure(|b| {
+            b.bytes(".")
+                .type_attribute(".", "#[doc = \"configured by the test\"]")
+        })
+        .file_descriptor_set_path(&fds_path)
+        .compile(&files.iter().map(|f| input.join(f)).collect::<Vec<_>>())
+        .expect("the builder compiles the case");
+
+    let (pool, names) = compile_pool(
+        &[&input],
+        &files.iter().map(|f| input.join(f)).collect::<Vec<_>>(),
+    )
+    .expect("compiles");
+    let model = protoc_gen_router::ir::build(&pool, &names, true).expect("valid");
+    let file = model
+        .iter()
+        .find(|f| f.package == "myservice.v1")
+        .expect("the myservice file");
+    let text = std::fs::read_to_string(out.path().join(format!("{}.rs", file.package)))
+        .expect("the package module exists");
+    assert!(
+        text.contains("configured by the test"),
+        "type_attribute reached prost"
+    );
+    assert!(
+        text.contains("::prost::bytes::Bytes"),
+        "bytes(\".\") reached prost"
+    );
+
+    let encoded = std::fs::read(&fds_path).expect("the descriptor set is written");
+    let set = prost_reflect::DescriptorPool::decode(encoded.as_slice())
+        .expect("the descriptor set decodes");
+    for name in names.iter().chain([&file.router_proto_name()]) {
+        assert!(
+            set.get_file_by_name(name).is_some(),
+            "{name} is in the descriptor set"
+        );
+    }
+    for service in &file.services {
+        assert!(set.get_service_by_name(&service.full_name).is_some());
+        assert!(
+            set.get_service_by_name(&service.qualified("Router"))
+                .is_some()
+        );
+    }
+}

@@ -177,6 +177,48 @@ async fn gzip_requested_by_the_client_works_both_ways() {
     assert_eq!(reply.into_inner().payload, payload);
 }
 
+/// build.rs configures `HelloReply.payload` as `bytes::Bytes` and gives
+/// `InstanceInfo` an `Ord` derive (`Builder::configure`): the router forwards
+/// encoded bytes, so such prost settings change nothing on the route.
+#[tokio::test]
+async fn a_reply_configured_with_bytes_routes_like_a_direct_call() {
+    let router = TestRouter::start(RouterConfig::default()).await;
+    let (greeter, _events) = TestGreeter::new("a");
+    let _instance = start_instance(&router, "a", greeter).await;
+    let (direct_greeter, _direct_events) = TestGreeter::new("a");
+    let direct = common::start_direct(direct_greeter).await;
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let request = HelloRequest {
+        name: "echo".into(),
+        payload: payload.clone(),
+    };
+    let mut routed_client = router.client().await;
+    let routed = within(5, "routed call", routed_client.say_hello(request.clone()))
+        .await
+        .expect("routed call succeeds")
+        .into_inner();
+    let mut direct_client = common::connect(direct).await;
+    let direct = within(5, "direct call", direct_client.say_hello(request))
+        .await
+        .expect("direct call succeeds")
+        .into_inner();
+    let routed_payload: &bytes::Bytes = &routed.payload;
+    assert!(routed_payload == &payload[..], "the Bytes payload came back intact");
+    assert_eq!(routed, direct);
+
+    let mut who = Vec::new();
+    for _ in 0..2 {
+        who.push(
+            within(5, "who am i", routed_client.who_am_i(()))
+                .await
+                .expect("who am i")
+                .into_inner(),
+        );
+    }
+    who.sort();
+    assert_eq!(who[0].instance_id, "a");
+}
+
 const SIXTEEN_MIB: usize = 16 * 1024 * 1024;
 
 #[tokio::test]

@@ -108,14 +108,14 @@ impl Greeter for TestGreeter {
             Ok(Response::new(HelloReply {
                 message: addresses,
                 instance_id: self.id.clone(),
-                payload: vec![],
+                payload: Default::default(),
             }))
         } else if name == "echo" {
             let _ = self.events.send(Event::Metadata(metadata.clone()));
             let mut response = Response::new(HelloReply {
                 message: "echo".into(),
                 instance_id: self.id.clone(),
-                payload: message.payload,
+                payload: message.payload.into(),
             });
             response.metadata_mut().insert(
                 "x-response-header",
@@ -133,13 +133,13 @@ impl Greeter for TestGreeter {
             Ok(Response::new(HelloReply {
                 message: "slow".into(),
                 instance_id: self.id.clone(),
-                payload: vec![],
+                payload: Default::default(),
             }))
         } else {
             Ok(Response::new(HelloReply {
                 message: format!("Hello, {name}!"),
                 instance_id: self.id.clone(),
-                payload: message.payload,
+                payload: message.payload.into(),
             }))
         };
         guard.finished = true;
@@ -163,7 +163,7 @@ impl Greeter for TestGreeter {
                 let reply = HelloReply {
                     message: format!("{i}"),
                     instance_id: id.clone(),
-                    payload: vec![7; request.payload_size as usize],
+                    payload: vec![7; request.payload_size as usize].into(),
                 };
                 let reply = match tx.try_send(Ok(reply)) {
                     Ok(()) => {
