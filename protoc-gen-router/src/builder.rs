@@ -10,7 +10,8 @@ use protox::file::{
     ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver,
 };
 
-use crate::{Error, Params, ir};
+use crate::ir::Strategy;
+use crate::{Error, Params, RouterOptions, ir};
 
 /// The import name of the envelope types.
 pub const ROUTER_PROTO_NAME: &str = "router/v1/router.proto";
@@ -96,6 +97,8 @@ pub struct Builder {
     build_client: bool,
     configure: Vec<Configure>,
     file_descriptor_set_path: Option<PathBuf>,
+    router_config_files: Vec<PathBuf>,
+    router_options: RouterOptions,
 }
 
 /// A user function applied to tonic-prost-build's builder.
@@ -128,7 +131,52 @@ impl Builder {
             build_client: true,
             configure: Vec::new(),
             file_descriptor_set_path: None,
+            router_config_files: Vec::new(),
+            router_options: RouterOptions::new(),
         }
+    }
+
+    /// Reads router options from a sidecar file (`router.v1.RouterOptionsFile`
+    /// in protobuf text format, see `router/v1/options.proto`), so the service
+    /// protos need not import `router/v1/options.proto`. Repeatable; later
+    /// files and the methods below win over earlier ones, and all of them
+    /// over options in the protos.
+    pub fn router_config(mut self, path: impl AsRef<Path>) -> Self {
+        self.router_config_files.push(path.as_ref().to_owned());
+        self
+    }
+
+    /// Router options built in code (see [`RouterOptions`]), merged over
+    /// the sidecar files.
+    pub fn router_options(mut self, options: &RouterOptions) -> Self {
+        self.router_options.merge(options);
+        self
+    }
+
+    /// As `option (router.v1.default_strategy)` on service `service`
+    /// (fully qualified: `myservice.v1.Greeter`).
+    pub fn default_strategy(mut self, service: &str, strategy: Strategy) -> Self {
+        self.router_options.service_mut(service).default_strategy = Some(strategy);
+        self
+    }
+
+    /// As `option (router.v1.tag)` on `method` of `service`.
+    pub fn tag(mut self, service: &str, method: &str, tag: u32) -> Self {
+        self.router_options.method_mut(service, method).tag = Some(tag);
+        self
+    }
+
+    /// As `option (router.v1.route_key)` on `method` of `service`: the
+    /// request field path (`user.id`) hashed by consistent hashing.
+    pub fn route_key(mut self, service: &str, method: &str, path: &str) -> Self {
+        self.router_options.method_mut(service, method).route_key = Some(path.to_owned());
+        self
+    }
+
+    /// As `option (router.v1.idempotent)` on `method` of `service`.
+    pub fn idempotent(mut self, service: &str, method: &str, idempotent: bool) -> Self {
+        self.router_options.method_mut(service, method).idempotent = Some(idempotent);
+        self
     }
 
     /// Passes settings to tonic-prost-build's builder (and through it to
@@ -232,6 +280,7 @@ impl Builder {
                 .iter()
                 .map(AsRef::as_ref)
                 .chain(self.includes.iter().map(PathBuf::as_path))
+                .chain(self.router_config_files.iter().map(PathBuf::as_path))
             {
                 println!("cargo:rerun-if-changed={}", path.display());
             }
@@ -257,7 +306,12 @@ impl Builder {
         let pool = compiler.descriptor_pool();
 
         // 2. The model and the router protos.
-        let files = ir::build(&pool, &names, true)?;
+        let mut options = RouterOptions::new();
+        for path in &self.router_config_files {
+            options.merge(&RouterOptions::load(path)?);
+        }
+        options.merge(&self.router_options);
+        let files = ir::build_with(&pool, &names, true, &options)?;
         let mut resolver = EmbeddedFileResolver::new();
         let mut generated = Vec::new();
         for file in &files {

@@ -64,10 +64,13 @@ pub enum Error {
     },
 
     /// A method's `(router.v1.route_key)` does not name a usable field.
-    #[error("{site}: option (router.v1.route_key) = \"{path}\": {reason}")]
+    #[error("{site}: {origin} \"{path}\": {reason}")]
     RouteKey {
         /// The file, service and method.
         site: Box<Site>,
+        /// Where the key came from: `option (router.v1.route_key) =` or
+        /// `route_key in the router options:`.
+        origin: &'static str,
         /// The option's value.
         path: String,
         /// Why it is refused.
@@ -99,6 +102,16 @@ pub enum Error {
         second: String,
         /// The colliding arm name.
         arm: String,
+    },
+
+    /// A router options file (or the `Builder`'s router options) is
+    /// malformed or names a service or method that does not exist.
+    #[error("router options {origin}: {reason}")]
+    RouterOptions {
+        /// The file, or the service the options are for.
+        origin: String,
+        /// What is wrong.
+        reason: String,
     },
 
     /// A name the generator would emit is already taken.

@@ -12,6 +12,7 @@ use prost_reflect::{
 };
 
 use crate::error::Site;
+use crate::sidecar::{MethodOptions, RouterOptions, ServiceOptions};
 use crate::{Error, ident};
 
 /// Full name of the method option pinning a method's oneof tag.
@@ -125,6 +126,20 @@ pub enum Strategy {
     Weighted,
     /// Rendezvous hashing of the routing key.
     ConsistentHash,
+}
+
+impl Strategy {
+    /// The strategy of a `router.v1.Strategy` enum number (0, unset, is the
+    /// default), or `None` for an unknown number.
+    pub fn from_number(number: i32) -> Option<Strategy> {
+        match number {
+            0 | 2 => Some(Strategy::PowerOfTwoChoices),
+            1 => Some(Strategy::RoundRobin),
+            3 => Some(Strategy::Weighted),
+            4 => Some(Strategy::ConsistentHash),
+            _ => None,
+        }
+    }
 }
 
 /// The streaming shape of a method.
@@ -243,6 +258,18 @@ pub fn build(
     files_to_generate: &[String],
     rust: bool,
 ) -> Result<Vec<File>, Error> {
+    build_with(pool, files_to_generate, rust, &RouterOptions::new())
+}
+
+/// [`build`], with router options from outside the protos (a sidecar file,
+/// `Builder` methods) that win over the `(router.v1.*)` options in them.
+pub fn build_with(
+    pool: &DescriptorPool,
+    files_to_generate: &[String],
+    rust: bool,
+    router_options: &RouterOptions,
+) -> Result<Vec<File>, Error> {
+    router_options.check(pool, files_to_generate)?;
     let extensions = Extensions::new(pool);
     let mut out = Vec::new();
     for name in files_to_generate {
@@ -252,7 +279,14 @@ pub fn build(
         let comments = Comments::new(&file);
         let services = file
             .services()
-            .map(|s| build_service(&s, &extensions, &comments))
+            .map(|s| {
+                build_service(
+                    &s,
+                    &extensions,
+                    router_options.service(s.full_name()),
+                    &comments,
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if services.is_empty() {
             continue;
@@ -316,17 +350,19 @@ fn comment_lines(text: &str) -> Vec<String> {
 fn build_service(
     service: &ProtoService,
     extensions: &Extensions,
+    sidecar: Option<&ServiceOptions>,
     comments: &Comments,
 ) -> Result<Service, Error> {
     let file = service.parent_file().name().to_owned();
     let full_name = service.full_name().to_owned();
-    let default_strategy = match get_ext(&service.options(), extensions.default_strategy.as_ref()) {
-        None => Strategy::default(),
-        Some(Value::EnumNumber(0 | 2)) => Strategy::PowerOfTwoChoices,
-        Some(Value::EnumNumber(1)) => Strategy::RoundRobin,
-        Some(Value::EnumNumber(3)) => Strategy::Weighted,
-        Some(Value::EnumNumber(4)) => Strategy::ConsistentHash,
-        Some(other) => {
+    let from_proto = get_ext(&service.options(), extensions.default_strategy.as_ref());
+    let default_strategy = match (sidecar.and_then(|s| s.default_strategy), from_proto) {
+        (Some(strategy), _) => strategy,
+        (None, None) => Strategy::default(),
+        (None, Some(Value::EnumNumber(n))) if Strategy::from_number(n).is_some() => {
+            Strategy::from_number(n).unwrap_or_default()
+        }
+        (None, Some(other)) => {
             return Err(Error::InvalidOption {
                 site: Site::service(&file, &full_name),
                 option: DEFAULT_STRATEGY_OPTION,
@@ -337,7 +373,8 @@ fn build_service(
 
     let mut methods: Vec<Method> = Vec::new();
     for (index, method) in service.methods().enumerate() {
-        let m = build_method(service, &method, index, extensions, comments)?;
+        let sidecar = sidecar.and_then(|s| s.methods.get(method.name()));
+        let m = build_method(service, &method, index, extensions, sidecar, comments)?;
         if let Some(prev) = methods.iter().find(|p| p.tag == m.tag) {
             return Err(Error::DuplicateTag {
                 site: Site::service(&file, &full_name),
@@ -382,6 +419,7 @@ fn build_method(
     method: &ProtoMethod,
     index: usize,
     extensions: &Extensions,
+    sidecar: Option<&MethodOptions>,
     comments: &Comments,
 ) -> Result<Method, Error> {
     let file = service.parent_file().name().to_owned();
@@ -393,8 +431,15 @@ fn build_method(
         reason,
     };
 
-    let (tag, origin) = match get_ext(&options, extensions.tag.as_ref()) {
-        Some(Value::U32(tag)) => (u64::from(tag), "option (router.v1.tag) ="),
+    let sidecar = sidecar.cloned().unwrap_or_default();
+    let sidecar_tag = sidecar.tag.map(Value::U32);
+    let tag_origin = if sidecar_tag.is_some() {
+        "tag in the router options:"
+    } else {
+        "option (router.v1.tag) ="
+    };
+    let (tag, origin) = match sidecar_tag.or_else(|| get_ext(&options, extensions.tag.as_ref())) {
+        Some(Value::U32(tag)) => (u64::from(tag), tag_origin),
         Some(other) => {
             return Err(option_error(
                 TAG_OPTION,
@@ -431,11 +476,19 @@ fn build_method(
         t => u32::try_from(t).map_err(|_| invalid("out of range"))?,
     };
 
-    let route_key = match get_ext(&options, extensions.route_key.as_ref()) {
+    let sidecar_key = sidecar.route_key.clone().map(Value::String);
+    let key_origin = if sidecar_key.is_some() {
+        "route_key in the router options:"
+    } else {
+        "option (router.v1.route_key) ="
+    };
+    let route_key = match sidecar_key.or_else(|| get_ext(&options, extensions.route_key.as_ref()))
+    {
         None => None,
         Some(Value::String(path)) => Some(resolve_route_key(&method.input(), &path).map_err(
             |reason| Error::RouteKey {
                 site: site(),
+                origin: key_origin,
                 path: path.clone(),
                 reason,
             },
@@ -448,7 +501,11 @@ fn build_method(
         }
     };
 
-    let idempotent = match get_ext(&options, extensions.idempotent.as_ref()) {
+    let idempotent = match sidecar
+        .idempotent
+        .map(Value::Bool)
+        .or_else(|| get_ext(&options, extensions.idempotent.as_ref()))
+    {
         None => false,
         Some(Value::Bool(b)) => b,
         Some(other) => {

@@ -29,6 +29,7 @@ mod params;
 mod router_proto;
 mod router_rs;
 mod rust;
+mod sidecar;
 mod verify;
 
 use prost::Message;
@@ -44,10 +45,12 @@ pub use builder::{
     ROUTER_PROTO_NAME, compile_pool,
 };
 pub use error::{Error, Site};
+pub use ir::Strategy;
 /// tonic-prost-build, whose builder [`Builder::configure`] hands out, so a
 /// build script needs no dependency of its own on it.
 pub use tonic_prost_build;
 pub use params::{DEFAULT_RUNTIME_CRATE, Params};
+pub use sidecar::{MethodOptions, OPTIONS_FILE_MESSAGE, RouterOptions, ServiceOptions};
 
 /// One generated file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,7 +73,7 @@ pub fn generate(
     files_to_generate: &[String],
     params: &Params,
 ) -> Result<Vec<GeneratedFile>, Error> {
-    let files = ir::build(pool, files_to_generate, params.rust)?;
+    let files = model(pool, files_to_generate, params)?;
     let mut out = Vec::new();
     for file in &files {
         out.push(GeneratedFile {
@@ -85,6 +88,20 @@ pub fn generate(
         }
     }
     Ok(out)
+}
+
+/// The validated model of `files_to_generate`, with the router options of
+/// [`Params::router_config`] (when set) over those in the protos.
+pub fn model(
+    pool: &DescriptorPool,
+    files_to_generate: &[String],
+    params: &Params,
+) -> Result<Vec<ir::File>, Error> {
+    let options = match &params.router_config {
+        Some(path) => RouterOptions::load(path)?,
+        None => RouterOptions::new(),
+    };
+    ir::build_with(pool, files_to_generate, params.rust, &options)
 }
 
 /// The router `.proto` text of `file`, compiled once against `pool` (the

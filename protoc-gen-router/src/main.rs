@@ -20,6 +20,8 @@ Usage:
 Parameters (comma-separated key=value):
   rust=true|false         also write the Rust glue (default false)
   runtime_crate=PATH      Rust path of the runtime crate (default ::router_runtime)
+  router_config=FILE      router options from a sidecar file (router.v1.RouterOptionsFile
+                          in text format) instead of (router.v1.*) options in the protos
 ";
 
 fn main() -> ExitCode {

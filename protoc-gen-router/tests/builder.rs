@@ -281,3 +281,37 @@ fn builder_passes_prost_settings_through_and_writes_the_descriptor_set() {
         );
     }
 }
+
+/// Runs the builder over the `sidecar_options` case with `configure_options`
+/// and returns the package module it writes.
+fn sidecar_case_module(configure_options: impl FnOnce(Builder, &Path) -> Builder) -> String {
+    let input = common::root().join("tests/golden/sidecar_options/input");
+    let out = tempfile::tempdir().expect("a temp dir");
+    let builder = Builder::new()
+        .include(&input)
+        .out_dir(out.path())
+        .emit_rerun_if_changed(false);
+    configure_options(builder, &input)
+        .compile(&[input.join("plain/v1/shop.proto")])
+        .expect("the builder compiles the case");
+    std::fs::read_to_string(out.path().join("plain.v1.rs")).expect("the package module")
+}
+
+#[test]
+fn builder_takes_router_options_from_a_sidecar_file_or_from_its_methods() {
+    let expected = std::fs::read_to_string(
+        common::root().join("tests/golden/sidecar_options/expected/plain/v1/shop_router.rs"),
+    )
+    .expect("golden glue");
+    let from_file = sidecar_case_module(|b, input| b.router_config(input.join("router.txtpb")));
+    assert!(from_file.ends_with(&expected), "sidecar file glue");
+    let from_methods = sidecar_case_module(|b, _| {
+        b.default_strategy("plain.v1.Shop", protoc_gen_router::Strategy::ConsistentHash)
+            .tag("plain.v1.Shop", "GetOrder", 20)
+            .route_key("plain.v1.Shop", "GetOrder", "customer.id")
+            .idempotent("plain.v1.Shop", "GetOrder", true)
+            .tag("plain.v1.Shop", "WatchOrder", 21)
+            .route_key("plain.v1.Shop", "WatchOrder", "customer.id")
+    });
+    assert_eq!(from_methods, from_file);
+}

@@ -51,7 +51,11 @@ fn golden() {
 fn run_case(case: &Path, update: bool) -> Result<(), String> {
     let input = case.join("input");
     let read_opt = |name: &str| std::fs::read_to_string(input.join(name)).ok();
-    let parameter = read_opt("params.txt").map(|s| s.trim().to_owned());
+    // `$INPUT` in params.txt stands for the input directory (sidecar files).
+    let parameter = read_opt("params.txt").map(|s| {
+        s.trim()
+            .replace("$INPUT", &input.display().to_string())
+    });
     let files: Vec<String> = match read_opt("files.txt") {
         Some(list) => list.split_whitespace().map(str::to_owned).collect(),
         None => common::proto_files(&input),
@@ -138,7 +142,8 @@ fn run_case(case: &Path, update: bool) -> Result<(), String> {
             .unwrap_or("")
             .parse()
             .map_err(|e| format!("{e}"))?;
-        let model = ir::build(&pool, &files, params.rust).map_err(|e| e.to_string())?;
+        let model =
+            protoc_gen_router::model(&pool, &files, &params).map_err(|e| e.to_string())?;
         common::check_generated(&[&input], &generated, &model)?;
         // The library API gives the same bytes as the plugin.
         let direct =
