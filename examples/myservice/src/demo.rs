@@ -93,25 +93,12 @@ pub async fn shutdown_signal() {
 /// Parses a balancing strategy as the `--strategy` flag spells it:
 /// `round-robin`, `p2c`, `weighted` or `consistent-hash`.
 pub fn parse_strategy(name: &str) -> Result<Strategy, String> {
-    match name {
-        "round-robin" => Ok(Strategy::RoundRobin),
-        "p2c" | "power-of-two-choices" => Ok(Strategy::PowerOfTwoChoices),
-        "weighted" => Ok(Strategy::Weighted),
-        "consistent-hash" => Ok(Strategy::ConsistentHash),
-        other => Err(format!(
-            "unknown strategy {other:?}: use round-robin, p2c, weighted or consistent-hash"
-        )),
-    }
+    name.parse().map_err(|e: router_runtime::router::UnknownStrategy| e.to_string())
 }
 
 /// The `--strategy` spelling of `strategy`.
 pub fn strategy_name(strategy: Strategy) -> &'static str {
-    match strategy {
-        Strategy::RoundRobin => "round-robin",
-        Strategy::PowerOfTwoChoices => "p2c",
-        Strategy::Weighted => "weighted",
-        Strategy::ConsistentHash => "consistent-hash",
-    }
+    strategy.name()
 }
 
 /// Keeps the health status of [`SERVICE_NAME`] in step with the registry:

@@ -292,7 +292,7 @@ fn start_call(
         guard,
         deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         credit: CreditReturn::new(core.config.initial_window),
-        assembling: Assembler::new(core.config.max_message_size),
+        assembling: Assembler::new(core.config.max_response_message_size.unwrap_or(usize::MAX)),
         done: false,
     };
     Ok((instance, reply))
