@@ -482,8 +482,7 @@ fn build_method(
     } else {
         "option (router.v1.route_key) ="
     };
-    let route_key = match sidecar_key.or_else(|| get_ext(&options, extensions.route_key.as_ref()))
-    {
+    let route_key = match sidecar_key.or_else(|| get_ext(&options, extensions.route_key.as_ref())) {
         None => None,
         Some(Value::String(path)) => Some(resolve_route_key(&method.input(), &path).map_err(
             |reason| Error::RouteKey {
@@ -787,8 +786,14 @@ fn generated_rust_items(service: &Service) -> Vec<(&'static str, String)> {
                 ));
             }
         } else {
-            out.push(("a tonic module of service", ident::tonic_server_module(&name)));
-            out.push(("a tonic module of service", ident::tonic_client_module(&name)));
+            out.push((
+                "a tonic module of service",
+                ident::tonic_server_module(&name),
+            ));
+            out.push((
+                "a tonic module of service",
+                ident::tonic_client_module(&name),
+            ));
         }
     }
     for name in service.generated_rust_names() {

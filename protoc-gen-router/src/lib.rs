@@ -46,11 +46,11 @@ pub use builder::{
 };
 pub use error::{Error, Site};
 pub use ir::Strategy;
+pub use params::{DEFAULT_RUNTIME_CRATE, Params};
+pub use sidecar::{MethodOptions, OPTIONS_FILE_MESSAGE, RouterOptions, ServiceOptions};
 /// tonic-prost-build, whose builder [`Builder::configure`] hands out, so a
 /// build script needs no dependency of its own on it.
 pub use tonic_prost_build;
-pub use params::{DEFAULT_RUNTIME_CRATE, Params};
-pub use sidecar::{MethodOptions, OPTIONS_FILE_MESSAGE, RouterOptions, ServiceOptions};
 
 /// One generated file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,7 +107,10 @@ pub fn model(
 /// The router `.proto` text of `file`, compiled once against `pool` (the
 /// descriptors it was built from) so a proto that does not compile is an
 /// error naming its service and method rather than an output.
-pub(crate) fn checked_router_proto(pool: &DescriptorPool, file: &ir::File) -> Result<String, Error> {
+pub(crate) fn checked_router_proto(
+    pool: &DescriptorPool,
+    file: &ir::File,
+) -> Result<String, Error> {
     let (text, origins) = router_proto::generate_with_origins(file);
     verify::check(pool, file, &text, &origins)?;
     Ok(text)

@@ -83,7 +83,11 @@ impl FromStr for Params {
                     }
                     params.router_config = Some(value.into());
                 }
-                _ => return Err(bad("unknown parameter (known keys: rust, runtime_crate, router_config)")),
+                _ => {
+                    return Err(bad(
+                        "unknown parameter (known keys: rust, runtime_crate, router_config)",
+                    ));
+                }
             }
         }
         Ok(params)

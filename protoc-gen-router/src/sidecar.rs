@@ -106,9 +106,7 @@ impl RouterOptions {
             let mut entry = ServiceOptions::default();
             if let Some(Value::EnumNumber(n)) = field(service, "default_strategy") {
                 entry.default_strategy = Some(Strategy::from_number(n).ok_or_else(|| {
-                    bad(format!(
-                        "service `{name}`: unknown default_strategy {n}"
-                    ))
+                    bad(format!("service `{name}`: unknown default_strategy {n}"))
                 })?);
             }
             for method in list(service, "methods") {
@@ -229,7 +227,8 @@ impl RouterOptions {
 
 /// The embedded `router/v1/options.proto`, compiled.
 fn options_pool() -> Result<DescriptorPool, Error> {
-    let mut compiler = protox::Compiler::with_file_resolver(EmbeddedFileResolver::new().chain::<&Path>(&[]));
+    let mut compiler =
+        protox::Compiler::with_file_resolver(EmbeddedFileResolver::new().chain::<&Path>(&[]));
     compiler
         .open_file(OPTIONS_PROTO_NAME)
         .map_err(|e| Error::Internal(format!("the embedded {OPTIONS_PROTO_NAME}: {e}")))?;
@@ -292,8 +291,14 @@ mod tests {
     #[test]
     fn bad_files_are_refused_naming_the_file() {
         for (text, expected) in [
-            ("services { nam: \"x\" }", "router options t: not a router.v1.RouterOptionsFile"),
-            ("services { }", "router options t: a `services` entry has no `name`"),
+            (
+                "services { nam: \"x\" }",
+                "router options t: not a router.v1.RouterOptionsFile",
+            ),
+            (
+                "services { }",
+                "router options t: a `services` entry has no `name`",
+            ),
             (
                 "services { name: \"a.S\" } services { name: \"a.S\" }",
                 "router options t: service `a.S` is listed twice",
@@ -303,9 +308,7 @@ mod tests {
                 "router options t: service `a.S`: method `M` is listed twice",
             ),
         ] {
-            let error = RouterOptions::parse(text, "t")
-                .expect_err(text)
-                .to_string();
+            let error = RouterOptions::parse(text, "t").expect_err(text).to_string();
             assert!(error.starts_with(expected), "{text}: {error}");
         }
     }

@@ -52,10 +52,8 @@ fn run_case(case: &Path, update: bool) -> Result<(), String> {
     let input = case.join("input");
     let read_opt = |name: &str| std::fs::read_to_string(input.join(name)).ok();
     // `$INPUT` in params.txt stands for the input directory (sidecar files).
-    let parameter = read_opt("params.txt").map(|s| {
-        s.trim()
-            .replace("$INPUT", &input.display().to_string())
-    });
+    let parameter =
+        read_opt("params.txt").map(|s| s.trim().replace("$INPUT", &input.display().to_string()));
     let files: Vec<String> = match read_opt("files.txt") {
         Some(list) => list.split_whitespace().map(str::to_owned).collect(),
         None => common::proto_files(&input),
@@ -142,8 +140,7 @@ fn run_case(case: &Path, update: bool) -> Result<(), String> {
             .unwrap_or("")
             .parse()
             .map_err(|e| format!("{e}"))?;
-        let model =
-            protoc_gen_router::model(&pool, &files, &params).map_err(|e| e.to_string())?;
+        let model = protoc_gen_router::model(&pool, &files, &params).map_err(|e| e.to_string())?;
         common::check_generated(&[&input], &generated, &model)?;
         // The library API gives the same bytes as the plugin.
         let direct =

@@ -71,9 +71,7 @@ impl std::fmt::Display for Strategy {
 
 /// A strategy name [`Strategy::from_str`](std::str::FromStr::from_str) does not know.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unknown strategy `{0}` (expected round-robin, p2c, weighted or consistent-hash)"
-)]
+#[error("unknown strategy `{0}` (expected round-robin, p2c, weighted or consistent-hash)")]
 pub struct UnknownStrategy(pub String);
 
 impl std::str::FromStr for Strategy {

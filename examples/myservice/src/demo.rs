@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Status};
 use tonic_health::ServingStatus;
@@ -93,7 +94,28 @@ pub async fn shutdown_signal() {
 /// Parses a balancing strategy as the `--strategy` flag spells it:
 /// `round-robin`, `p2c`, `weighted` or `consistent-hash`.
 pub fn parse_strategy(name: &str) -> Result<Strategy, String> {
-    name.parse().map_err(|e: router_runtime::router::UnknownStrategy| e.to_string())
+    name.parse()
+        .map_err(|e: router_runtime::router::UnknownStrategy| e.to_string())
+}
+
+/// Every compression encoding the router and the examples support.
+pub const ALL_COMPRESSION: [CompressionEncoding; 3] = [
+    CompressionEncoding::Gzip,
+    CompressionEncoding::Deflate,
+    CompressionEncoding::Zstd,
+];
+
+/// Parses a compression encoding as the binaries' flags spell it: `gzip`,
+/// `deflate` or `zstd`.
+pub fn parse_compression(name: &str) -> Result<CompressionEncoding, String> {
+    match name.trim() {
+        "gzip" => Ok(CompressionEncoding::Gzip),
+        "deflate" => Ok(CompressionEncoding::Deflate),
+        "zstd" => Ok(CompressionEncoding::Zstd),
+        other => Err(format!(
+            "unknown compression {other:?}: use gzip, deflate or zstd"
+        )),
+    }
 }
 
 /// The `--strategy` spelling of `strategy`.

@@ -203,7 +203,10 @@ async fn a_reply_configured_with_bytes_routes_like_a_direct_call() {
         .expect("direct call succeeds")
         .into_inner();
     let routed_payload: &bytes::Bytes = &routed.payload;
-    assert!(routed_payload == &payload[..], "the Bytes payload came back intact");
+    assert!(
+        routed_payload == &payload[..],
+        "the Bytes payload came back intact"
+    );
     assert_eq!(routed, direct);
 
     let mut who = Vec::new();
@@ -277,7 +280,11 @@ async fn zstd_and_deflate_pass_both_ways_as_with_a_direct_server() {
     ] {
         let routed = compressed_call(router.addr, encoding, &payload).await;
         let direct = compressed_call(direct, encoding, &payload).await;
-        assert_eq!(routed.0.as_deref(), Some(name), "the router answered in {name}");
+        assert_eq!(
+            routed.0.as_deref(),
+            Some(name),
+            "the router answered in {name}"
+        );
         assert_eq!(routed, direct, "{name}: routed and direct agree");
         assert!(routed.1 == payload, "{name}: the payload came back intact");
     }
@@ -294,7 +301,10 @@ async fn the_router_accepts_every_encoding_by_default_and_answers_uncompressed()
         CompressionEncoding::Zstd,
     ] {
         let (header, payload) = compressed_call(router.addr, encoding, b"abc").await;
-        assert_eq!(header, None, "{encoding:?}: responses are not compressed by default");
+        assert_eq!(
+            header, None,
+            "{encoding:?}: responses are not compressed by default"
+        );
         assert_eq!(payload, b"abc");
     }
 }
