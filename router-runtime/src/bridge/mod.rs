@@ -35,6 +35,40 @@ use tokio_util::sync::CancellationToken;
 
 use crate::descriptor::ServiceSpec;
 
+/// The certificates a client presented to the router over TLS (DER, the
+/// client's own first), in the request extensions of a routed call.
+///
+/// tonic's `Request::peer_certs()` reads connection info only tonic can
+/// build, so it is `None` in a routed call; [`peer_certificates`] reads
+/// either, so one handler works routed and direct.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerCertificates(pub Arc<Vec<bytes::Bytes>>);
+
+/// The client's TLS certificates (DER, its own first) in a handler: those
+/// the router saw for a routed call, tonic's `peer_certs()` for a direct one;
+/// `None` for plain connections or clients without a certificate.
+///
+/// ```
+/// # fn handler(request: &tonic::Request<()>) {
+/// if let Some(certs) = router_runtime::bridge::peer_certificates(request) {
+///     println!("the client presented {} certificates", certs.len());
+/// }
+/// # }
+/// ```
+pub fn peer_certificates<T>(request: &tonic::Request<T>) -> Option<Arc<Vec<bytes::Bytes>>> {
+    if let Some(routed) = request.extensions().get::<PeerCertificates>() {
+        return Some(routed.0.clone());
+    }
+    request.peer_certs().map(|certs| {
+        Arc::new(
+            certs
+                .iter()
+                .map(|c| bytes::Bytes::copy_from_slice(c.as_ref()))
+                .collect(),
+        )
+    })
+}
+
 /// How a bridge registers and behaves.
 #[derive(Debug, Clone)]
 pub struct BridgeOptions {

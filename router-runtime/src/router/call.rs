@@ -52,6 +52,8 @@ impl tonic::server::StreamingService<Bytes> for Forward {
 struct Addresses {
     peer: String,
     local: String,
+    /// The client's TLS certificates (DER), when it presented any.
+    peer_certificates: Vec<Bytes>,
 }
 
 impl Addresses {
@@ -65,9 +67,20 @@ impl Addresses {
         });
         let text =
             |addr: Option<std::net::SocketAddr>| addr.map(|a| a.to_string()).unwrap_or_default();
+        let peer_certificates = extensions
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(TlsConnectInfo::peer_certs)
+            .map(|certs| {
+                certs
+                    .iter()
+                    .map(|c| Bytes::copy_from_slice(c.as_ref()))
+                    .collect()
+            })
+            .unwrap_or_default();
         Addresses {
             peer: text(connection.and_then(TcpConnectInfo::remote_addr)),
             local: text(connection.and_then(TcpConnectInfo::local_addr)),
+            peer_certificates,
         }
     }
 }
@@ -218,6 +231,7 @@ fn start_call(
                 kind: method.kind.wire() as i32,
                 peer: addresses.peer.clone(),
                 local: addresses.local.clone(),
+                peer_certificates: addresses.peer_certificates.clone(),
             };
             // The common case, one small request message, goes out with its
             // Start and HalfClose in one batch: one write, no extra task.

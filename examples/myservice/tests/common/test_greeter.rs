@@ -102,9 +102,18 @@ impl Greeter for TestGreeter {
             tokio::time::sleep(self.delay).await;
         }
         let addresses = format!("{:?}|{:?}", request.remote_addr(), request.local_addr());
+        let certificates = router_runtime::bridge::peer_certificates(&request);
         let (metadata, _, message) = request.into_parts();
         let name = message.name.clone();
-        let result = if name == "peer" {
+        let result = if name == "certs" {
+            // The client's TLS certificates: how many, and the first as payload.
+            let certificates = certificates.unwrap_or_default();
+            Ok(Response::new(HelloReply {
+                message: certificates.len().to_string(),
+                instance_id: self.id.clone(),
+                payload: certificates.first().cloned().unwrap_or_default(),
+            }))
+        } else if name == "peer" {
             Ok(Response::new(HelloReply {
                 message: addresses,
                 instance_id: self.id.clone(),
