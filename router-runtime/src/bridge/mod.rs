@@ -21,7 +21,10 @@
 
 pub(crate) mod body;
 mod call;
+mod endpoint;
 mod session;
+
+pub use endpoint::EndpointError;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -158,6 +161,27 @@ impl std::fmt::Debug for Resolver {
 }
 
 impl BridgeOptions {
+    /// Checks every endpoint: `http://host:port`, or `https://host:port`
+    /// with [`BridgeOptions::tls`]. [`Bridge::connect`] makes the same check
+    /// and does not dial (or retry) an endpoint that fails it, reporting the
+    /// error in [`BridgeHandle::registrations`]; call this first to fail at
+    /// once.
+    ///
+    /// ```
+    /// use router_runtime::bridge::{BridgeOptions, EndpointError};
+    ///
+    /// assert!(BridgeOptions::new("http://127.0.0.1:50051").validate().is_ok());
+    /// assert!(matches!(
+    ///     BridgeOptions::new("127.0.0.1:50051").validate(),
+    ///     Err(EndpointError::MissingScheme { .. })
+    /// ));
+    /// ```
+    pub fn validate(&self) -> Result<(), EndpointError> {
+        self.endpoints
+            .iter()
+            .try_for_each(|e| endpoint::check(e, self.tls.is_some()))
+    }
+
     /// Options registering with one router at `endpoint`.
     pub fn new(endpoint: impl Into<String>) -> Self {
         BridgeOptions {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::Stream;
 use futures_util::future::BoxFuture;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::RouterCore;
 use super::registry::{CallEvent, Instance, InstanceInfo, Outbound};
@@ -192,7 +192,13 @@ async fn read_frames(
             _ = instance.wait_closed() => break "registration closed".to_owned(),
         }
     };
-    debug!(instance = instance.id(), %reason, "registration ending");
+    if instance.is_draining() || instance.is_closed() {
+        // Drained, or closed by the router (replaced, timed out, shut down).
+        debug!(instance = instance.id(), %reason, "registration ending");
+    } else {
+        // The stream broke without a drain: the instance's calls fail.
+        warn!(instance = instance.id(), %reason, "instance lost without draining");
+    }
     core.registry.remove(instance.registration);
     instance.shut(&Status::unavailable(format!(
         "instance `{}` of `{}` went away: {reason}",
@@ -224,6 +230,7 @@ pub(crate) fn start_sweeper(core: &Arc<RouterCore>) {
             let slice = round % SLICES;
             for instance in core.registry.snapshot().iter() {
                 if instance.silent_for_ms() > timeout_ms {
+                    warn!(instance = instance.id(), timeout_ms, "instance lost: silent too long");
                     core.registry.remove(instance.registration);
                     instance.shut(&Status::unavailable(format!(
                         "instance `{}` of `{}` went away: no frame for {timeout_ms} ms",
