@@ -105,3 +105,82 @@ fn a_new_crate_builds_from_the_readme_quick_start() {
     );
     assert!(Path::new(&target).join("debug").is_dir());
 }
+
+/// The buf layout of the README: prost and tonic code of the package (here
+/// from tonic-prost-build, which the buf community plugins wrap) and the
+/// checked-in glue of `examples/buf-user/gen`, included into one module,
+/// build together.
+#[test]
+fn the_buf_glue_builds_included_beside_prost_and_tonic_code() {
+    let root = common::root()
+        .canonicalize()
+        .expect("the workspace root");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let dependencies = block_after(&readme, "**Cargo.toml**")
+        .replace("../../router-runtime", &root.join("router-runtime").display().to_string())
+        .replace(
+            "../../protoc-gen-router",
+            &root.join("protoc-gen-router").display().to_string(),
+        );
+    let krate = Path::new(env!("CARGO_TARGET_TMPDIR")).join("buf-user");
+    let _ = std::fs::remove_dir_all(krate.join("src"));
+    let write = |path: &str, text: &str| {
+        let path = krate.join(path);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(&path, text).expect("write");
+    };
+    let module = root.join("examples/buf-user");
+    write(
+        "Cargo.toml",
+        &format!(
+            "[package]\nname = \"buf-user\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\
+             publish = false\n\n[workspace]\n\n{dependencies}protox = \"0.10\"\n"
+        ),
+    );
+    write(
+        "build.rs",
+        &format!(
+            "fn main() -> Result<(), Box<dyn std::error::Error>> {{\n    \
+                 let fds = protox::compile([\"shop/v1/shop.proto\", \"shop/v1/types.proto\"], [{include:?}])?;\n    \
+                 protoc_gen_router::tonic_prost_build::configure().compile_fds(fds)?;\n    \
+                 Ok(())\n\
+             }}\n",
+            include = module.join("proto").display().to_string()
+        ),
+    );
+    write(
+        "src/lib.rs",
+        &format!(
+            "pub mod pb {{\n    \
+                 include!(concat!(env!(\"OUT_DIR\"), \"/shop.v1.rs\"));\n    \
+                 include!({glue:?});\n\
+             }}\n\n\
+             /// The router of the buf-generated glue.\n\
+             pub fn router() -> pb::OrderServiceRouter {{\n    \
+                 pb::OrderServiceRouter::new(router_runtime::router::RouterConfig::default())\n\
+             }}\n\n\
+             /// Its bridge, around any implementation.\n\
+             pub fn bridge<T: pb::order_service_server::OrderService>(service: T) -> impl Sized {{\n    \
+                 pb::OrderServiceBridge::new(service)\n\
+             }}\n",
+            glue = module.join("gen/shop/v1/shop_router.rs").display().to_string()
+        ),
+    );
+    std::fs::copy(root.join("Cargo.lock"), krate.join("Cargo.lock")).expect("Cargo.lock");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args(["build", "--quiet", "--lib"])
+        .current_dir(&krate)
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("cargo runs");
+    assert!(
+        output.status.success(),
+        "the buf-style crate does not build:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
