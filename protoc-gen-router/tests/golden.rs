@@ -11,7 +11,7 @@ use std::path::Path;
 
 use prost::Message;
 use prost_types::compiler::CodeGeneratorResponse;
-use protoc_gen_router::{GeneratedFile, Params, compile_pool, execute, ir};
+use protoc_gen_router::{GeneratedFile, Params, compile_pool, execute};
 
 const UPDATE_HINT: &str = "run `UPDATE_GOLDEN=1 cargo test -p protoc-gen-router` to update";
 

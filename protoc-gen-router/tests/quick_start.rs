@@ -30,12 +30,13 @@ fn block_after<'a>(readme: &'a str, marker: &str) -> &'a str {
 
 #[test]
 fn a_new_crate_builds_from_the_readme_quick_start() {
-    let root = common::root()
-        .canonicalize()
-        .expect("the workspace root");
+    let root = common::root().canonicalize().expect("the workspace root");
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
     let dependencies = block_after(&readme, "**Cargo.toml**")
-        .replace("../../router-runtime", &root.join("router-runtime").display().to_string())
+        .replace(
+            "../../router-runtime",
+            &root.join("router-runtime").display().to_string(),
+        )
         .replace(
             "../../protoc-gen-router",
             &root.join("protoc-gen-router").display().to_string(),
@@ -112,12 +113,13 @@ fn a_new_crate_builds_from_the_readme_quick_start() {
 /// build together.
 #[test]
 fn the_buf_glue_builds_included_beside_prost_and_tonic_code() {
-    let root = common::root()
-        .canonicalize()
-        .expect("the workspace root");
+    let root = common::root().canonicalize().expect("the workspace root");
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
     let dependencies = block_after(&readme, "**Cargo.toml**")
-        .replace("../../router-runtime", &root.join("router-runtime").display().to_string())
+        .replace(
+            "../../router-runtime",
+            &root.join("router-runtime").display().to_string(),
+        )
         .replace(
             "../../protoc-gen-router",
             &root.join("protoc-gen-router").display().to_string(),
@@ -163,7 +165,10 @@ fn the_buf_glue_builds_included_beside_prost_and_tonic_code() {
              pub fn bridge<T: pb::order_service_server::OrderService>(service: T) -> impl Sized {{\n    \
                  pb::OrderServiceBridge::new(service)\n\
              }}\n",
-            glue = module.join("gen/shop/v1/shop_router.rs").display().to_string()
+            glue = module
+                .join("gen/shop/v1/shop_router.rs")
+                .display()
+                .to_string()
         ),
     );
     std::fs::copy(root.join("Cargo.lock"), krate.join("Cargo.lock")).expect("Cargo.lock");

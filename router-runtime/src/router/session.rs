@@ -230,7 +230,10 @@ pub(crate) fn start_sweeper(core: &Arc<RouterCore>) {
             let slice = round % SLICES;
             for instance in core.registry.snapshot().iter() {
                 if instance.silent_for_ms() > timeout_ms {
-                    warn!(instance = instance.id(), timeout_ms, "instance lost: silent too long");
+                    warn!(
+                        instance = instance.id(),
+                        timeout_ms, "instance lost: silent too long"
+                    );
                     core.registry.remove(instance.registration);
                     instance.shut(&Status::unavailable(format!(
                         "instance `{}` of `{}` went away: no frame for {timeout_ms} ms",
