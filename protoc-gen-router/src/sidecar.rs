@@ -38,6 +38,8 @@ pub const OPTIONS_FILE_MESSAGE: &str = "router.v1.RouterOptionsFile";
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RouterOptions {
     services: BTreeMap<String, ServiceOptions>,
+    /// Where each service's options came from (a file, or `Builder`), for errors.
+    origins: BTreeMap<String, String>,
 }
 
 /// The router options of one service (its `(router.v1.*)` service option and
@@ -137,6 +139,7 @@ impl RouterOptions {
                     )));
                 }
             }
+            options.origins.insert(name.clone(), origin.to_owned());
             options.services.insert(name, entry);
         }
         Ok(options)
@@ -149,9 +152,11 @@ impl RouterOptions {
 
     /// The options of service `full_name`, created empty when absent.
     pub fn service_mut(&mut self, full_name: &str) -> &mut ServiceOptions {
-        self.services
-            .entry(full_name.trim_start_matches('.').to_owned())
-            .or_default()
+        let name = full_name.trim_start_matches('.').to_owned();
+        self.origins
+            .entry(name.clone())
+            .or_insert_with(|| "set in code".to_owned());
+        self.services.entry(name).or_default()
     }
 
     /// The options of method `method` of service `service`, created empty
@@ -166,6 +171,9 @@ impl RouterOptions {
     /// Adds `other`'s settings, which win where both set one.
     pub fn merge(&mut self, other: &RouterOptions) {
         for (name, service) in &other.services {
+            if let Some(origin) = other.origins.get(name) {
+                self.origins.insert(name.clone(), origin.clone());
+            }
             let mine = self.service_mut(name);
             if service.default_strategy.is_some() {
                 mine.default_strategy = service.default_strategy;
@@ -194,8 +202,9 @@ impl RouterOptions {
             .map(|f| f.package_name().to_owned())
             .collect();
         for (name, options) in &self.services {
+            let origin = self.origins.get(name).map_or("set in code", String::as_str);
             let bad = |reason: String| Error::RouterOptions {
-                origin: format!("for service `{name}`"),
+                origin: format!("{origin}: service `{name}`"),
                 reason,
             };
             match pool.get_service_by_name(name) {

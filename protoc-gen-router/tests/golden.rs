@@ -76,6 +76,8 @@ fn run_case(case: &Path, update: bool) -> Result<(), String> {
     let mut generated = Vec::new();
     match &response.error {
         Some(error) => {
+            // Paths under the input directory read as `$INPUT`, as in params.txt.
+            let error = error.replace(&input.display().to_string(), "$INPUT");
             actual.insert("error.txt".to_owned(), format!("{error}\n"));
         }
         None => {
