@@ -90,9 +90,10 @@ pub struct RouterConfig {
     /// A metadata header whose value is the routing key for consistent
     /// hashing, used when the method has no `route_key` field or it is empty.
     pub route_key_header: Option<String>,
-    /// The encodings of compressed client requests the router accepts, and
-    /// advertises in `grpc-accept-encoding` (default gzip, deflate and zstd).
-    /// A request in another encoding fails with UNIMPLEMENTED, as in tonic.
+    /// The encodings of compressed client requests the router accepts
+    /// (default gzip, deflate and zstd). A request in another encoding fails
+    /// with UNIMPLEMENTED listing these in `grpc-accept-encoding`, as a tonic
+    /// server answers it.
     pub accept_compression: Vec<CompressionEncoding>,
     /// The encodings the router may compress responses with (default none);
     /// it compresses only for a client that lists one of them in its
