@@ -5,8 +5,9 @@
 # generates Python stubs for myservice.proto, starts the example `router` on
 # a free loopback port and two `instance`s registered with it, runs
 # examples/myservice/interop/interop_test.py (every method kind, metadata
-# including a -bin value, statuses, health, gzip, large messages), then stops
-# everything. Prints `N passed, N failed` at the end of the Python run.
+# including a -bin value, statuses, health, gzip and deflate, large messages,
+# the same calls against the `direct` binary, which serves the Greeter without
+# a router, for routed-equals-direct checks), then stops everything. Prints `N passed, N failed` at the end of the Python run.
 #
 # When PyPI cannot be reached (and nothing is cached) it prints
 # `SKIPPED: PyPI unreachable` and exits 0; any other failure exits non-zero.
@@ -86,10 +87,15 @@ start() {
   fi
 }
 
-start router "$bin/router" --listen 127.0.0.1:0
+start router "$bin/router" --listen 127.0.0.1:0 --compress-responses gzip,deflate
 router_pid=$started_pid
 addr="${started_line#listening on }"
 step "router listening on $addr"
+
+start direct "$bin/direct" --listen 127.0.0.1:0 --compress-responses gzip,deflate
+direct_pid=$started_pid
+direct_addr="${started_line#listening on }"
+step "direct Greeter listening on $direct_addr"
 
 instances=(instance-a instance-b)
 instance_pids=()
@@ -103,7 +109,7 @@ done
 step "running interop_test.py"
 status=0
 "$py" "$root/examples/myservice/interop/interop_test.py" \
-  --router "$addr" --stubs "$tmp/stubs" \
+  --router "$addr" --direct "$direct_addr" --stubs "$tmp/stubs" \
   --instances "$(IFS=,; echo "${instances[*]}")" || status=$?
 
 # --- shutdown: instances drain on SIGINT, the router stops on SIGTERM -------
@@ -126,6 +132,7 @@ for i in "${!instances[@]}"; do
   stop "${instances[$i]}" "${instance_pids[$i]}" INT
 done
 stop router "$router_pid" TERM
+stop direct "$direct_pid" TERM
 
 if [[ "$status" != 0 ]]; then
   for log in "$tmp"/*.log; do

@@ -1,5 +1,6 @@
 //! Generates the Greeter messages, tonic server/client, router protos and the
 //! Rust router and bridge with protoc-gen-router's builder: no protoc needed.
+//! `Builder::configure` passes prost settings through.
 //!
 //! Also writes `OUT_DIR/myservice_descriptor.bin`, the encoded
 //! `FileDescriptorSet` of `myservice.proto` and its imports, which the router
@@ -10,6 +11,13 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     protoc_gen_router::Builder::new()
         .include("proto")
+        // prost settings pass through: replies carry their padding as
+        // `bytes::Bytes`, and `InstanceInfo` sorts. Neither
+        // changes what the router forwards (tests/method_kinds.rs).
+        .configure(|b| {
+            b.bytes(".myservice.v1.HelloReply.payload")
+                .type_attribute(".myservice.v1.InstanceInfo", "#[derive(PartialOrd, Ord)]")
+        })
         .compile(&["proto/myservice/v1/myservice.proto"])?;
 
     // One descriptor set for reflection: the Greeter and the router's admin

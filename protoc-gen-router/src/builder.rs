@@ -3,13 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use prost_reflect::DescriptorPool;
 use protox::file::{
     ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver,
 };
 
-use crate::{Error, Params, ir};
+use crate::ir::Strategy;
+use crate::{Error, Params, RouterOptions, ir};
 
 /// The import name of the envelope types.
 pub const ROUTER_PROTO_NAME: &str = "router/v1/router.proto";
@@ -93,6 +95,22 @@ pub struct Builder {
     runtime_crate: String,
     emit_rerun_if_changed: bool,
     build_client: bool,
+    configure: Vec<Configure>,
+    file_descriptor_set_path: Option<PathBuf>,
+    router_config_files: Vec<PathBuf>,
+    router_options: RouterOptions,
+}
+
+/// A user function applied to tonic-prost-build's builder.
+#[derive(Clone)]
+struct Configure(
+    Arc<dyn Fn(tonic_prost_build::Builder) -> tonic_prost_build::Builder + Send + Sync>,
+);
+
+impl std::fmt::Debug for Configure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Configure(..)")
+    }
 }
 
 impl Default for Builder {
@@ -111,7 +129,97 @@ impl Builder {
             runtime_crate: crate::DEFAULT_RUNTIME_CRATE.to_owned(),
             emit_rerun_if_changed: true,
             build_client: true,
+            configure: Vec::new(),
+            file_descriptor_set_path: None,
+            router_config_files: Vec::new(),
+            router_options: RouterOptions::new(),
         }
+    }
+
+    /// Reads router options from a sidecar file (`router.v1.RouterOptionsFile`
+    /// in protobuf text format, see `router/v1/options.proto`), so the service
+    /// protos need not import `router/v1/options.proto`. Repeatable; later
+    /// files and the methods below win over earlier ones, and all of them
+    /// over options in the protos.
+    pub fn router_config(mut self, path: impl AsRef<Path>) -> Self {
+        self.router_config_files.push(path.as_ref().to_owned());
+        self
+    }
+
+    /// Router options built in code (see [`RouterOptions`]), merged over
+    /// the sidecar files.
+    pub fn router_options(mut self, options: &RouterOptions) -> Self {
+        self.router_options.merge(options);
+        self
+    }
+
+    /// As `option (router.v1.default_strategy)` on service `service`
+    /// (fully qualified: `myservice.v1.Greeter`).
+    pub fn default_strategy(mut self, service: &str, strategy: Strategy) -> Self {
+        self.router_options.service_mut(service).default_strategy = Some(strategy);
+        self
+    }
+
+    /// As `option (router.v1.tag)` on `method` of `service`.
+    pub fn tag(mut self, service: &str, method: &str, tag: u32) -> Self {
+        self.router_options.method_mut(service, method).tag = Some(tag);
+        self
+    }
+
+    /// As `option (router.v1.route_key)` on `method` of `service`: the
+    /// request field path (`user.id`) hashed by consistent hashing.
+    pub fn route_key(mut self, service: &str, method: &str, path: &str) -> Self {
+        self.router_options.method_mut(service, method).route_key = Some(path.to_owned());
+        self
+    }
+
+    /// As `option (router.v1.idempotent)` on `method` of `service`.
+    pub fn idempotent(mut self, service: &str, method: &str, idempotent: bool) -> Self {
+        self.router_options.method_mut(service, method).idempotent = Some(idempotent);
+        self
+    }
+
+    /// Passes settings to tonic-prost-build's builder (and through it to
+    /// prost-build), for everything this builder does not set itself:
+    /// `bytes`, `btree_map`, `type_attribute`, `field_attribute`, `boxed`,
+    /// `extern_path`, `compile_well_known_types`, `build_server`,
+    /// `server_attribute` ... Repeatable; applied in order.
+    ///
+    /// ```no_run
+    /// // build.rs
+    /// protoc_gen_router::Builder::new()
+    ///     .include("proto")
+    ///     .configure(|b| {
+    ///         b.bytes(".")
+    ///             .type_attribute(".myservice.v1.HelloRequest", "#[derive(Eq, Hash)]")
+    ///     })
+    ///     .compile(&["proto/myservice/v1/myservice.proto"])?;
+    /// # Ok::<(), protoc_gen_router::Error>(())
+    /// ```
+    ///
+    /// The router forwards payloads as encoded bytes, so prost settings of
+    /// the user's messages never change what is routed. Four settings stay
+    /// this builder's: the output directory ([`Builder::out_dir`]), the
+    /// extern path of `.router.v1` (the runtime crate's types),
+    /// `emit_rerun_if_changed` ([`Builder::emit_rerun_if_changed`]) and the
+    /// file descriptor set ([`Builder::file_descriptor_set_path`]); they are
+    /// applied after this function. Keep `build_server` on: the bridge wraps
+    /// tonic's server.
+    pub fn configure(
+        mut self,
+        f: impl Fn(tonic_prost_build::Builder) -> tonic_prost_build::Builder + Send + Sync + 'static,
+    ) -> Self {
+        self.configure.push(Configure(Arc::new(f)));
+        self
+    }
+
+    /// Also writes the encoded `google.protobuf.FileDescriptorSet` of the
+    /// compiled protos, their imports and the generated router protos to
+    /// `path` (for gRPC server reflection, `tonic_reflection`'s
+    /// `register_encoded_file_descriptor_set`).
+    pub fn file_descriptor_set_path(mut self, path: impl AsRef<Path>) -> Self {
+        self.file_descriptor_set_path = Some(path.as_ref().to_owned());
+        self
     }
 
     /// Adds an include directory (repeatable). `router/v1/*.proto` and the
@@ -172,6 +280,7 @@ impl Builder {
                 .iter()
                 .map(AsRef::as_ref)
                 .chain(self.includes.iter().map(PathBuf::as_path))
+                .chain(self.router_config_files.iter().map(PathBuf::as_path))
             {
                 println!("cargo:rerun-if-changed={}", path.display());
             }
@@ -197,12 +306,17 @@ impl Builder {
         let pool = compiler.descriptor_pool();
 
         // 2. The model and the router protos.
-        let files = ir::build(&pool, &names, true)?;
+        let mut options = RouterOptions::new();
+        for path in &self.router_config_files {
+            options.merge(&RouterOptions::load(path)?);
+        }
+        options.merge(&self.router_options);
+        let files = ir::build_with(&pool, &names, true, &options)?;
         let mut resolver = EmbeddedFileResolver::new();
         let mut generated = Vec::new();
         for file in &files {
             let name = file.router_proto_name();
-            let text = crate::router_proto(file);
+            let text = crate::checked_router_proto(&pool, file)?;
             if let Some(dir) = &self.router_proto_out {
                 write(&dir.join(&name), &text)?;
             }
@@ -228,8 +342,24 @@ impl Builder {
                     )
                 })?,
         };
-        tonic_prost_build::configure()
-            .build_client(self.build_client)
+        if let Some(path) = &self.file_descriptor_set_path {
+            let bytes = compiler.encode_file_descriptor_set();
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+                    path: parent.to_owned(),
+                    source,
+                })?;
+            }
+            std::fs::write(path, bytes).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let mut tonic = tonic_prost_build::configure().build_client(self.build_client);
+        for configure in &self.configure {
+            tonic = (configure.0)(tonic);
+        }
+        tonic
             .emit_rerun_if_changed(false)
             .out_dir(&out_dir)
             .extern_path(".router.v1", format!("{}::pb", self.runtime_crate))

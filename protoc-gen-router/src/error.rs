@@ -64,10 +64,13 @@ pub enum Error {
     },
 
     /// A method's `(router.v1.route_key)` does not name a usable field.
-    #[error("{site}: option (router.v1.route_key) = \"{path}\": {reason}")]
+    #[error("{site}: {origin} \"{path}\": {reason}")]
     RouteKey {
         /// The file, service and method.
         site: Box<Site>,
+        /// Where the key came from: `option (router.v1.route_key) =` or
+        /// `route_key in the router options:`.
+        origin: &'static str,
         /// The option's value.
         path: String,
         /// Why it is refused.
@@ -101,6 +104,16 @@ pub enum Error {
         arm: String,
     },
 
+    /// A router options file (or the `Builder`'s router options) is
+    /// malformed or names a service or method that does not exist.
+    #[error("router options {origin}: {reason}")]
+    RouterOptions {
+        /// The file, or the service the options are for.
+        origin: String,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A name the generator would emit is already taken.
     #[error("{site}: generated {kind} `{name}` collides with {existing}")]
     NameCollision {
@@ -112,6 +125,21 @@ pub enum Error {
         name: String,
         /// What it collides with.
         existing: String,
+    },
+
+    /// A generated router proto did not compile: a bug of the generator that
+    /// its own check caught before answering.
+    #[error(
+        "{site}: generated {generated} does not compile: {reason} \
+         (a bug in protoc-gen-router, please report it with the input proto)"
+    )]
+    GeneratedProto {
+        /// The file, service and (when the compiler points at an arm) method.
+        site: Box<Site>,
+        /// The generated file's name.
+        generated: String,
+        /// The compiler's complaint.
+        reason: String,
     },
 
     /// Generated Rust code did not parse (a name the generator cannot express).

@@ -58,6 +58,15 @@ pub fn tonic_server_module(service: &str) -> String {
     out
 }
 
+/// The name of tonic's client module for a proto service (`greeter_client`).
+pub fn tonic_client_module(service: &str) -> String {
+    let server = tonic_server_module(service);
+    match server.strip_suffix("_server") {
+        Some(stem) => format!("{stem}_client"),
+        None => server,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +85,7 @@ mod tests {
     fn tonic_names() {
         assert_eq!(tonic_server_trait("Greeter"), "Greeter");
         assert_eq!(tonic_server_module("Greeter"), "greeter_server");
+        assert_eq!(tonic_client_module("Greeter"), "greeter_client");
         assert_eq!(tonic_server_module("HTTPService"), "http_service_server");
         assert_eq!(tonic_server_trait("Self"), "Self_");
         assert_eq!(tonic_server_module("Self"), "self__server");

@@ -12,6 +12,7 @@ use prost_reflect::{
 };
 
 use crate::error::Site;
+use crate::sidecar::{MethodOptions, RouterOptions, ServiceOptions};
 use crate::{Error, ident};
 
 /// Full name of the method option pinning a method's oneof tag.
@@ -127,6 +128,20 @@ pub enum Strategy {
     ConsistentHash,
 }
 
+impl Strategy {
+    /// The strategy of a `router.v1.Strategy` enum number (0, unset, is the
+    /// default), or `None` for an unknown number.
+    pub fn from_number(number: i32) -> Option<Strategy> {
+        match number {
+            0 | 2 => Some(Strategy::PowerOfTwoChoices),
+            1 => Some(Strategy::RoundRobin),
+            3 => Some(Strategy::Weighted),
+            4 => Some(Strategy::ConsistentHash),
+            _ => None,
+        }
+    }
+}
+
 /// The streaming shape of a method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MethodKind {
@@ -157,7 +172,10 @@ impl MethodKind {
 pub struct Method {
     /// The proto name, for example `SayHello`.
     pub name: String,
-    /// The oneof arm name, for example `say_hello`.
+    /// The oneof arm name, for example `say_hello`: the method's snake_case
+    /// name, with an `_` appended when it would be `method`, the name of the
+    /// oneof itself (a method named `Method` gets the arm `method_`, whose
+    /// prost variant is still `Method`).
     pub snake_name: String,
     /// The request type, fully qualified with a leading dot.
     pub input_type: String,
@@ -177,6 +195,21 @@ pub struct Method {
     pub idempotent: bool,
     /// The leading comment lines of the method, without `//`.
     pub comments: Vec<String>,
+}
+
+/// The name of the oneof holding the arms in `<S>Call` and `<S>Reply`.
+pub const ONEOF_NAME: &str = "method";
+
+/// The oneof arm of method `name`: its snake_case form, renamed (an `_`
+/// appended) when that is [`ONEOF_NAME`], because a field may not share its
+/// message's scope with the oneof's name.
+pub fn arm_name(name: &str) -> String {
+    let snake = ident::proto_snake(name);
+    if snake == ONEOF_NAME {
+        format!("{snake}_")
+    } else {
+        snake
+    }
 }
 
 /// A routing key field path, resolved against the request message.
@@ -218,12 +251,25 @@ fn get_ext(options: &DynamicMessage, ext: Option<&ExtensionDescriptor>) -> Optio
 /// Builds and validates the model of every service in `files_to_generate`.
 ///
 /// Files without services yield no [`File`]. With `rust`, the names of the
-/// generated Rust items are checked for collisions too.
+/// generated Rust items are checked for collisions too, across all files of
+/// each package.
 pub fn build(
     pool: &DescriptorPool,
     files_to_generate: &[String],
     rust: bool,
 ) -> Result<Vec<File>, Error> {
+    build_with(pool, files_to_generate, rust, &RouterOptions::new())
+}
+
+/// [`build`], with router options from outside the protos (a sidecar file,
+/// `Builder` methods) that win over the `(router.v1.*)` options in them.
+pub fn build_with(
+    pool: &DescriptorPool,
+    files_to_generate: &[String],
+    rust: bool,
+    router_options: &RouterOptions,
+) -> Result<Vec<File>, Error> {
+    router_options.check(pool, files_to_generate)?;
     let extensions = Extensions::new(pool);
     let mut out = Vec::new();
     for name in files_to_generate {
@@ -233,17 +279,27 @@ pub fn build(
         let comments = Comments::new(&file);
         let services = file
             .services()
-            .map(|s| build_service(&s, &extensions, &comments))
+            .map(|s| {
+                build_service(
+                    &s,
+                    &extensions,
+                    router_options.service(s.full_name()),
+                    &comments,
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if services.is_empty() {
             continue;
         }
-        check_generated_names(pool, &services, rust)?;
+        check_generated_names(pool, &services)?;
         out.push(File {
             name: file.name().to_owned(),
             package: file.package_name().to_owned(),
             services,
         });
+    }
+    if rust {
+        check_rust_names(pool, &out)?;
     }
     Ok(out)
 }
@@ -294,17 +350,19 @@ fn comment_lines(text: &str) -> Vec<String> {
 fn build_service(
     service: &ProtoService,
     extensions: &Extensions,
+    sidecar: Option<&ServiceOptions>,
     comments: &Comments,
 ) -> Result<Service, Error> {
     let file = service.parent_file().name().to_owned();
     let full_name = service.full_name().to_owned();
-    let default_strategy = match get_ext(&service.options(), extensions.default_strategy.as_ref()) {
-        None => Strategy::default(),
-        Some(Value::EnumNumber(0 | 2)) => Strategy::PowerOfTwoChoices,
-        Some(Value::EnumNumber(1)) => Strategy::RoundRobin,
-        Some(Value::EnumNumber(3)) => Strategy::Weighted,
-        Some(Value::EnumNumber(4)) => Strategy::ConsistentHash,
-        Some(other) => {
+    let from_proto = get_ext(&service.options(), extensions.default_strategy.as_ref());
+    let default_strategy = match (sidecar.and_then(|s| s.default_strategy), from_proto) {
+        (Some(strategy), _) => strategy,
+        (None, None) => Strategy::default(),
+        (None, Some(Value::EnumNumber(n))) if Strategy::from_number(n).is_some() => {
+            Strategy::from_number(n).unwrap_or_default()
+        }
+        (None, Some(other)) => {
             return Err(Error::InvalidOption {
                 site: Site::service(&file, &full_name),
                 option: DEFAULT_STRATEGY_OPTION,
@@ -315,7 +373,8 @@ fn build_service(
 
     let mut methods: Vec<Method> = Vec::new();
     for (index, method) in service.methods().enumerate() {
-        let m = build_method(service, &method, index, extensions, comments)?;
+        let sidecar = sidecar.and_then(|s| s.methods.get(method.name()));
+        let m = build_method(service, &method, index, extensions, sidecar, comments)?;
         if let Some(prev) = methods.iter().find(|p| p.tag == m.tag) {
             return Err(Error::DuplicateTag {
                 site: Site::service(&file, &full_name),
@@ -360,6 +419,7 @@ fn build_method(
     method: &ProtoMethod,
     index: usize,
     extensions: &Extensions,
+    sidecar: Option<&MethodOptions>,
     comments: &Comments,
 ) -> Result<Method, Error> {
     let file = service.parent_file().name().to_owned();
@@ -371,8 +431,15 @@ fn build_method(
         reason,
     };
 
-    let (tag, origin) = match get_ext(&options, extensions.tag.as_ref()) {
-        Some(Value::U32(tag)) => (u64::from(tag), "option (router.v1.tag) ="),
+    let sidecar = sidecar.cloned().unwrap_or_default();
+    let sidecar_tag = sidecar.tag.map(Value::U32);
+    let tag_origin = if sidecar_tag.is_some() {
+        "tag in the router options:"
+    } else {
+        "option (router.v1.tag) ="
+    };
+    let (tag, origin) = match sidecar_tag.or_else(|| get_ext(&options, extensions.tag.as_ref())) {
+        Some(Value::U32(tag)) => (u64::from(tag), tag_origin),
         Some(other) => {
             return Err(option_error(
                 TAG_OPTION,
@@ -409,11 +476,18 @@ fn build_method(
         t => u32::try_from(t).map_err(|_| invalid("out of range"))?,
     };
 
-    let route_key = match get_ext(&options, extensions.route_key.as_ref()) {
+    let sidecar_key = sidecar.route_key.clone().map(Value::String);
+    let key_origin = if sidecar_key.is_some() {
+        "route_key in the router options:"
+    } else {
+        "option (router.v1.route_key) ="
+    };
+    let route_key = match sidecar_key.or_else(|| get_ext(&options, extensions.route_key.as_ref())) {
         None => None,
         Some(Value::String(path)) => Some(resolve_route_key(&method.input(), &path).map_err(
             |reason| Error::RouteKey {
                 site: site(),
+                origin: key_origin,
                 path: path.clone(),
                 reason,
             },
@@ -426,7 +500,11 @@ fn build_method(
         }
     };
 
-    let idempotent = match get_ext(&options, extensions.idempotent.as_ref()) {
+    let idempotent = match sidecar
+        .idempotent
+        .map(Value::Bool)
+        .or_else(|| get_ext(&options, extensions.idempotent.as_ref()))
+    {
         None => false,
         Some(Value::Bool(b)) => b,
         Some(other) => {
@@ -447,7 +525,7 @@ fn build_method(
     let output = method.output();
     Ok(Method {
         name: method.name().to_owned(),
-        snake_name: ident::proto_snake(method.name()),
+        snake_name: arm_name(method.name()),
         input_type: format!(".{}", input.full_name()),
         output_type: format!(".{}", output.full_name()),
         input_file: input.parent_file().name().to_owned(),
@@ -520,74 +598,37 @@ fn resolve_route_key(message: &MessageDescriptor, path: &str) -> Result<RouteKey
     })
 }
 
-/// Checks the generated names of `services` (one file) against the package's
-/// existing top-level names and against each other.
-fn check_generated_names(
-    pool: &DescriptorPool,
-    services: &[Service],
-    rust: bool,
-) -> Result<(), Error> {
+/// Checks the generated proto names of `services` (one file) against the
+/// package's existing top-level names and against each other.
+fn check_generated_names(pool: &DescriptorPool, services: &[Service]) -> Result<(), Error> {
     let Some(first) = services.first() else {
         return Ok(());
     };
     let package = first.package.as_str();
-    let in_package = |full: &str, parent_none: bool| {
-        parent_none
-            && match full.rsplit_once('.') {
-                Some((p, _)) => p == package,
-                None => package.is_empty(),
-            }
-    };
     // Existing proto names: name -> description.
     let mut existing: BTreeMap<String, String> = BTreeMap::new();
     for m in pool.all_messages() {
-        if in_package(m.full_name(), m.parent_message().is_none()) {
+        if top_level_in(package, m.full_name(), m.parent_message().is_none()) {
             existing.entry(m.name().to_owned()).or_insert_with(|| {
                 format!("message `{}` in {}", m.full_name(), m.parent_file().name())
             });
         }
     }
     for e in pool.all_enums() {
-        if in_package(e.full_name(), e.parent_message().is_none()) {
+        if top_level_in(package, e.full_name(), e.parent_message().is_none()) {
             existing.entry(e.name().to_owned()).or_insert_with(|| {
                 format!("enum `{}` in {}", e.full_name(), e.parent_file().name())
             });
         }
     }
     for s in pool.services() {
-        if in_package(s.full_name(), true) {
+        if top_level_in(package, s.full_name(), true) {
             existing.entry(s.name().to_owned()).or_insert_with(|| {
                 format!("service `{}` in {}", s.full_name(), s.parent_file().name())
             });
         }
     }
 
-    // Rust names: prost's struct names of existing messages and enums.
-    let mut rust_existing: BTreeMap<String, String> = BTreeMap::new();
-    if rust {
-        for m in pool.all_messages() {
-            if in_package(m.full_name(), m.parent_message().is_none()) {
-                rust_existing
-                    .entry(ident::upper_camel(m.name()))
-                    .or_insert_with(|| format!("the Rust type of message `{}`", m.full_name()));
-            }
-        }
-        for e in pool.all_enums() {
-            if in_package(e.full_name(), e.parent_message().is_none()) {
-                rust_existing
-                    .entry(ident::upper_camel(e.name()))
-                    .or_insert_with(|| format!("the Rust type of enum `{}`", e.full_name()));
-            }
-        }
-    }
-
-    let collision =
-        |service: &Service, kind: &'static str, name: &str, existing: &str| Error::NameCollision {
-            site: Site::service(&service.file, &service.full_name),
-            kind,
-            name: name.to_owned(),
-            existing: existing.to_owned(),
-        };
     for service in services {
         for (kind, name) in service.generated_proto_names() {
             if let Some(what) = existing.get(&name) {
@@ -606,34 +647,157 @@ fn check_generated_names(
             if let Some(prev) = generated.insert(name.clone(), what) {
                 return Err(collision(service, kind, &name, &prev));
             }
-            if rust && kind == "message" {
-                rust_existing.insert(
-                    ident::upper_camel(&name),
-                    format!("the Rust type of generated message `{name}`"),
-                );
-            }
         }
     }
-    if rust {
-        for service in services {
-            for name in service.generated_rust_names() {
-                if let Some(what) = rust_existing.get(&name) {
-                    return Err(collision(service, "Rust item", &name, what));
+    Ok(())
+}
+
+/// Whether `full` names a top-level element (`parent_none`) of `package`.
+fn top_level_in(package: &str, full: &str, parent_none: bool) -> bool {
+    parent_none
+        && match full.rsplit_once('.') {
+            Some((p, _)) => p == package,
+            None => package.is_empty(),
+        }
+}
+
+fn collision(service: &Service, kind: &'static str, name: &str, existing: &str) -> Error {
+    Error::NameCollision {
+        site: Site::service(&service.file, &service.full_name),
+        kind,
+        name: name.to_owned(),
+        existing: existing.to_owned(),
+    }
+}
+
+/// Checks the Rust items of every package that `files` generate into, across
+/// all of the package's files: tonic-prost-build writes one `<package>.rs`
+/// per package (and the plugin's `<file>_router.rs` files are included into
+/// one module), so two files of a package share one Rust scope.
+///
+/// The scope holds prost's types of the package's messages and enums (existing
+/// and generated), prost's modules of messages with nested types or oneofs,
+/// tonic's `<service>_client`/`<service>_server` modules and the glue items
+/// (`<S>_DESCRIPTOR`, `<S>Spec`, `<S>Router`, `<S>Bridge`). A generated item
+/// that meets any other item of the same name is an error; clashes among the
+/// user's own items are prost's to report.
+fn check_rust_names(pool: &DescriptorPool, files: &[File]) -> Result<(), Error> {
+    let mut packages: BTreeMap<&str, Vec<&Service>> = BTreeMap::new();
+    for service in files.iter().flat_map(|f| &f.services) {
+        packages.entry(&service.package).or_default().push(service);
+    }
+    for (package, services) in packages {
+        // Existing items of the package, from every file of the pool.
+        let mut scope: BTreeMap<String, String> = BTreeMap::new();
+        for m in pool.all_messages() {
+            if !top_level_in(package, m.full_name(), m.parent_message().is_none()) {
+                continue;
+            }
+            let file = m.parent_file();
+            scope
+                .entry(ident::sanitize(&ident::upper_camel(m.name())))
+                .or_insert_with(|| {
+                    format!(
+                        "the Rust type of message `{}` in {}",
+                        m.full_name(),
+                        file.name()
+                    )
+                });
+            let nested = m.child_messages().any(|c| !c.is_map_entry())
+                || m.child_enums().next().is_some()
+                || m.oneofs().next().is_some();
+            if nested {
+                scope
+                    .entry(ident::sanitize(&ident::proto_snake(m.name())))
+                    .or_insert_with(|| {
+                        format!(
+                            "the Rust module of message `{}` in {}",
+                            m.full_name(),
+                            file.name()
+                        )
+                    });
+            }
+        }
+        for e in pool.all_enums() {
+            if top_level_in(package, e.full_name(), e.parent_message().is_none()) {
+                scope
+                    .entry(ident::sanitize(&ident::upper_camel(e.name())))
+                    .or_insert_with(|| {
+                        format!(
+                            "the Rust type of enum `{}` in {}",
+                            e.full_name(),
+                            e.parent_file().name()
+                        )
+                    });
+            }
+        }
+        for s in pool.services() {
+            if top_level_in(package, s.full_name(), true) {
+                for module in [
+                    ident::tonic_server_module(s.name()),
+                    ident::tonic_client_module(s.name()),
+                ] {
+                    scope.entry(module).or_insert_with(|| {
+                        format!(
+                            "a tonic module of service `{}` in {}",
+                            s.full_name(),
+                            s.parent_file().name()
+                        )
+                    });
                 }
             }
         }
-        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        // The generated items, each against everything seen so far.
         for service in services {
-            for name in service.generated_rust_names() {
+            for (item, name) in generated_rust_items(service) {
                 let what = format!(
-                    "generated Rust item `{name}` of service `{}`",
-                    service.full_name
+                    "{item} `{name}` generated for service `{}` in {}",
+                    service.full_name, service.file
                 );
-                if let Some(prev) = seen.insert(name.clone(), what) {
+                if let Some(prev) = scope.insert(name.clone(), what) {
                     return Err(collision(service, "Rust item", &name, &prev));
                 }
             }
         }
     }
     Ok(())
+}
+
+/// The Rust items generated for `service` in its package's module: the prost
+/// types and modules of the generated messages, the tonic modules of the
+/// generated `<S>Router` service and the glue items.
+fn generated_rust_items(service: &Service) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for (kind, name) in service.generated_proto_names() {
+        if kind == "message" {
+            out.push((
+                "the Rust type of message",
+                ident::sanitize(&ident::upper_camel(&name)),
+            ));
+            // Every generated message has a oneof, except an empty service's
+            // `<S>Call`/`<S>Reply`.
+            let has_oneof = !service.methods.is_empty()
+                || name.ends_with("RouterFrame")
+                || name.ends_with("BridgeFrame");
+            if has_oneof {
+                out.push((
+                    "the Rust module of message",
+                    ident::sanitize(&ident::proto_snake(&name)),
+                ));
+            }
+        } else {
+            out.push((
+                "a tonic module of service",
+                ident::tonic_server_module(&name),
+            ));
+            out.push((
+                "a tonic module of service",
+                ident::tonic_client_module(&name),
+            ));
+        }
+    }
+    for name in service.generated_rust_names() {
+        out.push(("the glue item", name));
+    }
+    out
 }

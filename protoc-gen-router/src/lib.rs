@@ -31,6 +31,8 @@ mod python;
 mod router_proto;
 mod router_rs;
 mod rust;
+mod sidecar;
+mod verify;
 
 use prost::Message;
 use prost::bytes::Buf;
@@ -45,7 +47,12 @@ pub use builder::{
     ROUTER_PROTO_NAME, compile_pool,
 };
 pub use error::{Error, Site};
+pub use ir::Strategy;
 pub use params::{DEFAULT_RUNTIME_CRATE, Params};
+pub use sidecar::{MethodOptions, OPTIONS_FILE_MESSAGE, RouterOptions, ServiceOptions};
+/// tonic-prost-build, whose builder [`Builder::configure`] hands out, so a
+/// build script needs no dependency of its own on it.
+pub use tonic_prost_build;
 
 /// One generated file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,12 +76,12 @@ pub fn generate(
     files_to_generate: &[String],
     params: &Params,
 ) -> Result<Vec<GeneratedFile>, Error> {
-    let files = ir::build(pool, files_to_generate, params.rust)?;
+    let files = model(pool, files_to_generate, params)?;
     let mut out = Vec::new();
     for file in &files {
         out.push(GeneratedFile {
             name: file.router_proto_name(),
-            content: router_proto::generate(file),
+            content: checked_router_proto(pool, file)?,
         });
         if params.rust {
             out.push(GeneratedFile {
@@ -90,6 +97,32 @@ pub fn generate(
         }
     }
     Ok(out)
+}
+
+/// The validated model of `files_to_generate`, with the router options of
+/// [`Params::router_config`] (when set) over those in the protos.
+pub fn model(
+    pool: &DescriptorPool,
+    files_to_generate: &[String],
+    params: &Params,
+) -> Result<Vec<ir::File>, Error> {
+    let options = match &params.router_config {
+        Some(path) => RouterOptions::load(path)?,
+        None => RouterOptions::new(),
+    };
+    ir::build_with(pool, files_to_generate, params.rust, &options)
+}
+
+/// The router `.proto` text of `file`, compiled once against `pool` (the
+/// descriptors it was built from) so a proto that does not compile is an
+/// error naming its service and method rather than an output.
+pub(crate) fn checked_router_proto(
+    pool: &DescriptorPool,
+    file: &ir::File,
+) -> Result<String, Error> {
+    let (text, origins) = router_proto::generate_with_origins(file);
+    verify::check(pool, file, &text, &origins)?;
+    Ok(text)
 }
 
 /// The router `.proto` text of one model file (the file [`generate`] names

@@ -28,6 +28,11 @@ pub struct Params {
     /// `runtime_crate=<path>`: the Rust path of the runtime crate in generated
     /// code. Default `::router_runtime`.
     pub runtime_crate: String,
+    /// `router_config=<file>`: router options from a sidecar file
+    /// (`router.v1.RouterOptionsFile` in text format), relative to the
+    /// directory protoc or buf runs in. They win over `(router.v1.*)` options
+    /// in the protos, which then need not import `router/v1/options.proto`.
+    pub router_config: Option<std::path::PathBuf>,
 }
 
 impl Default for Params {
@@ -36,6 +41,7 @@ impl Default for Params {
             rust: false,
             python: false,
             runtime_crate: DEFAULT_RUNTIME_CRATE.to_owned(),
+            router_config: None,
         }
     }
 }
@@ -56,7 +62,7 @@ impl FromStr for Params {
             };
             let Some((key, value)) = item.split_once('=') else {
                 return Err(bad(
-                    "expected `key=value` (known keys: rust, python, runtime_crate)",
+                    "expected `key=value` (known keys: rust, python, runtime_crate, router_config)",
                 ));
             };
             match key.trim() {
@@ -69,9 +75,16 @@ impl FromStr for Params {
                     }
                     params.runtime_crate = value.to_owned();
                 }
+                "router_config" => {
+                    let value = value.trim();
+                    if value.is_empty() {
+                        return Err(bad("expected the path of a router options file"));
+                    }
+                    params.router_config = Some(value.into());
+                }
                 _ => {
                     return Err(bad(
-                        "unknown parameter (known keys: rust, python, runtime_crate)",
+                        "unknown parameter (known keys: rust, python, runtime_crate, router_config)",
                     ));
                 }
             }
@@ -99,7 +112,7 @@ mod tests {
         assert_eq!("".parse::<Params>().ok(), Some(Params::default()));
         let p: Result<Params, _> = "rust=true, runtime_crate=crate::rt".parse();
         assert!(
-            matches!(p, Ok(Params { rust: true, python: false, ref runtime_crate }) if runtime_crate == "crate::rt")
+            matches!(p, Ok(Params { rust: true, python: false, ref runtime_crate, router_config: None }) if runtime_crate == "crate::rt")
         );
         assert!(matches!(
             "python=true".parse::<Params>(),

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use prost::Message;
 use prost_types::compiler::CodeGeneratorResponse;
-use protoc_gen_router::{GeneratedFile, Params, compile_pool, execute, ir};
+use protoc_gen_router::{GeneratedFile, Params, compile_pool, execute};
 
 const UPDATE_HINT: &str = "run `UPDATE_GOLDEN=1 cargo test -p protoc-gen-router` to update";
 
@@ -51,7 +51,9 @@ fn golden() {
 fn run_case(case: &Path, update: bool) -> Result<(), String> {
     let input = case.join("input");
     let read_opt = |name: &str| std::fs::read_to_string(input.join(name)).ok();
-    let parameter = read_opt("params.txt").map(|s| s.trim().to_owned());
+    // `$INPUT` in params.txt stands for the input directory (sidecar files).
+    let parameter =
+        read_opt("params.txt").map(|s| s.trim().replace("$INPUT", &input.display().to_string()));
     let files: Vec<String> = match read_opt("files.txt") {
         Some(list) => list.split_whitespace().map(str::to_owned).collect(),
         None => common::proto_files(&input),
@@ -74,6 +76,8 @@ fn run_case(case: &Path, update: bool) -> Result<(), String> {
     let mut generated = Vec::new();
     match &response.error {
         Some(error) => {
+            // Paths under the input directory read as `$INPUT`, as in params.txt.
+            let error = error.replace(&input.display().to_string(), "$INPUT");
             actual.insert("error.txt".to_owned(), format!("{error}\n"));
         }
         None => {
@@ -138,7 +142,7 @@ fn run_case(case: &Path, update: bool) -> Result<(), String> {
             .unwrap_or("")
             .parse()
             .map_err(|e| format!("{e}"))?;
-        let model = ir::build(&pool, &files, params.rust).map_err(|e| e.to_string())?;
+        let model = protoc_gen_router::model(&pool, &files, &params).map_err(|e| e.to_string())?;
         common::check_generated(&[&input], &generated, &model)?;
         // The library API gives the same bytes as the plugin.
         let direct =

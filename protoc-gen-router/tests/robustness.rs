@@ -124,3 +124,43 @@ fn binary_answers_a_valid_request() {
     assert_eq!(response.error, None);
     assert_eq!(response.file.len(), 1);
 }
+
+/// Runs the binary with `args` and an open stdin that never sends anything,
+/// so a binary that waited for a request would hang (the test's timeout).
+fn run_with_args(args: &[&str]) -> std::process::Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_protoc-gen-router"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the plugin binary runs");
+    // stdin stays open (piped, never closed) until the child exits.
+    child.wait_with_output().expect("the plugin exits")
+}
+
+#[test]
+fn help_prints_usage_instead_of_waiting_for_a_request() {
+    let output = run_with_args(&["--help"]);
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("protoc-gen-router"), "{text}");
+    assert!(text.contains("rust=true"), "{text}");
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let output = run_with_args(&["--version"]);
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("protoc-gen-router {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn an_unknown_argument_is_refused() {
+    let output = run_with_args(&["--frobnicate"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--frobnicate"));
+}

@@ -54,6 +54,57 @@ pub enum Strategy {
     ConsistentHash,
 }
 
+impl Strategy {
+    /// The strategy's name as [`FromStr`](std::str::FromStr) reads it and
+    /// the example router's `--strategy` takes it (`round-robin`, `p2c`,
+    /// `weighted`, `consistent-hash`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round-robin",
+            Strategy::PowerOfTwoChoices => "p2c",
+            Strategy::Weighted => "weighted",
+            Strategy::ConsistentHash => "consistent-hash",
+        }
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A strategy name [`Strategy::from_str`](std::str::FromStr::from_str) does not know.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown strategy `{0}` (expected round-robin, p2c, weighted or consistent-hash)")]
+pub struct UnknownStrategy(pub String);
+
+impl std::str::FromStr for Strategy {
+    type Err = UnknownStrategy;
+
+    /// Reads `round-robin`, `p2c` (or `power-of-two-choices`), `weighted`
+    /// and `consistent-hash`, ignoring case, `_` for `-` and the
+    /// `STRATEGY_` prefix of the proto enum's value names.
+    ///
+    /// ```
+    /// use router_runtime::router::Strategy;
+    ///
+    /// assert_eq!("round-robin".parse(), Ok(Strategy::RoundRobin));
+    /// assert_eq!("STRATEGY_CONSISTENT_HASH".parse(), Ok(Strategy::ConsistentHash));
+    /// assert!("fastest".parse::<Strategy>().is_err());
+    /// ```
+    fn from_str(name: &str) -> Result<Self, UnknownStrategy> {
+        let normal = name.trim().to_ascii_lowercase().replace('_', "-");
+        match normal.strip_prefix("strategy-").unwrap_or(&normal) {
+            "round-robin" => Ok(Strategy::RoundRobin),
+            "p2c" | "power-of-two-choices" => Ok(Strategy::PowerOfTwoChoices),
+            "weighted" => Ok(Strategy::Weighted),
+            "consistent-hash" => Ok(Strategy::ConsistentHash),
+            _ => Err(UnknownStrategy(name.to_owned())),
+        }
+    }
+}
+
 /// One method of a routed service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MethodDescriptor {

@@ -428,6 +428,7 @@ mod tests {
             kind: pb::MethodKind::Unary as i32,
             peer: "127.0.0.1:5000".into(),
             local: String::new(),
+            peer_certificates: vec![Bytes::from_static(b"\x30\x03der")],
         }));
         roundtrip_router(RouterFrame::Ping(pb::Ping { nonce: 1 }));
         roundtrip_bridge(BridgeFrame::Trailers(pb::Trailers {

@@ -7,9 +7,13 @@
 use myservice_example::pb::GreeterRouter;
 use router_runtime::router::RouterConfig;
 use tonic::transport::Server;
+use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Logs (registrations, lost instances) on stderr; RUST_LOG overrides `info`.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
     let router = GreeterRouter::new(RouterConfig::default());
     router
         .add_to(Server::builder())

@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Status};
 use tonic_health::ServingStatus;
@@ -93,25 +94,33 @@ pub async fn shutdown_signal() {
 /// Parses a balancing strategy as the `--strategy` flag spells it:
 /// `round-robin`, `p2c`, `weighted` or `consistent-hash`.
 pub fn parse_strategy(name: &str) -> Result<Strategy, String> {
-    match name {
-        "round-robin" => Ok(Strategy::RoundRobin),
-        "p2c" | "power-of-two-choices" => Ok(Strategy::PowerOfTwoChoices),
-        "weighted" => Ok(Strategy::Weighted),
-        "consistent-hash" => Ok(Strategy::ConsistentHash),
+    name.parse()
+        .map_err(|e: router_runtime::router::UnknownStrategy| e.to_string())
+}
+
+/// Every compression encoding the router and the examples support.
+pub const ALL_COMPRESSION: [CompressionEncoding; 3] = [
+    CompressionEncoding::Gzip,
+    CompressionEncoding::Deflate,
+    CompressionEncoding::Zstd,
+];
+
+/// Parses a compression encoding as the binaries' flags spell it: `gzip`,
+/// `deflate` or `zstd`.
+pub fn parse_compression(name: &str) -> Result<CompressionEncoding, String> {
+    match name.trim() {
+        "gzip" => Ok(CompressionEncoding::Gzip),
+        "deflate" => Ok(CompressionEncoding::Deflate),
+        "zstd" => Ok(CompressionEncoding::Zstd),
         other => Err(format!(
-            "unknown strategy {other:?}: use round-robin, p2c, weighted or consistent-hash"
+            "unknown compression {other:?}: use gzip, deflate or zstd"
         )),
     }
 }
 
 /// The `--strategy` spelling of `strategy`.
 pub fn strategy_name(strategy: Strategy) -> &'static str {
-    match strategy {
-        Strategy::RoundRobin => "round-robin",
-        Strategy::PowerOfTwoChoices => "p2c",
-        Strategy::Weighted => "weighted",
-        Strategy::ConsistentHash => "consistent-hash",
-    }
+    strategy.name()
 }
 
 /// Keeps the health status of [`SERVICE_NAME`] in step with the registry:

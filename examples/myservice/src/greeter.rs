@@ -110,7 +110,7 @@ impl Greeter for GreeterImpl {
             HelloReply {
                 message: format!("Hello, {}!", request.name),
                 instance_id: self.instance_id.clone(),
-                payload: request.payload,
+                payload: request.payload.into(),
             },
         ))
     }
@@ -133,7 +133,7 @@ impl Greeter for GreeterImpl {
                 let reply = HelloReply {
                     message: format!("Hello #{i}, {}!", request.name),
                     instance_id: instance_id.clone(),
-                    payload: vec![0; request.payload_size as usize],
+                    payload: vec![0; request.payload_size as usize].into(),
                 };
                 if tx.send(Ok(reply)).await.is_err() {
                     return;

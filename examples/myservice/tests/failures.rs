@@ -153,3 +153,56 @@ async fn a_stalled_stream_does_not_delay_other_calls_and_stays_within_its_window
     );
     drop(stalled);
 }
+
+/// Waits until the bridge reports an error and returns it.
+async fn first_error(handle: &router_runtime::bridge::BridgeHandle) -> String {
+    let mut state = handle.registrations();
+    within(10, "the bridge to report an error", async {
+        loop {
+            if let Some(error) = state.borrow_and_update().last_error.clone() {
+                return error;
+            }
+            if state.changed().await.is_err() {
+                return "the bridge's state closed without an error".to_owned();
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_endpoint_without_a_scheme_is_refused_at_once_with_the_fix() {
+    use router_runtime::bridge::{BridgeOptions, EndpointError};
+    let options = BridgeOptions::new("127.0.0.1:50051").instance_id("a");
+    assert!(matches!(
+        options.validate(),
+        Err(EndpointError::MissingScheme { .. })
+    ));
+    let (greeter, _events) = TestGreeter::new("a");
+    let handle = myservice_example::pb::GreeterBridge::new(greeter).connect(options);
+    let error = first_error(&handle).await;
+    assert!(
+        error.contains("has no scheme") && error.contains("http://127.0.0.1:50051"),
+        "{error}"
+    );
+    handle.abort().await;
+}
+
+#[tokio::test]
+async fn a_connection_failure_reports_its_underlying_cause() {
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let options = router_runtime::bridge::BridgeOptions::new(format!("http://127.0.0.1:{port}"))
+        .instance_id("a");
+    let (greeter, _events) = TestGreeter::new("a");
+    let handle = myservice_example::pb::GreeterBridge::new(greeter).connect(options);
+    let error = first_error(&handle).await;
+    assert!(
+        error.contains("refused"),
+        "the cause, not only `transport error`: {error}"
+    );
+    handle.abort().await;
+}

@@ -67,7 +67,7 @@ fn greeting(instance: &str) -> HelloReply {
     HelloReply {
         message: "hi".into(),
         instance_id: instance.into(),
-        payload: vec![],
+        payload: Default::default(),
     }
 }
 
@@ -209,7 +209,7 @@ async fn a_second_headers_frame_fails_the_call_and_later_frames_are_dropped() {
     let id = start.call_id;
     flood.send(headers(id, metadata("x-first", "1".into())));
     let big = HelloReply {
-        payload: vec![3; 64 * 1024],
+        payload: vec![3; 64 * 1024].into(),
         ..greeting("flood")
     };
     flood.send(reply(id, STREAM_GREETINGS, &big));

@@ -147,7 +147,7 @@ async fn a_thousand_concurrent_unary_calls_get_their_own_answers() {
 #[tokio::test]
 async fn gzip_requested_by_the_client_works_both_ways() {
     let config = RouterConfig {
-        send_gzip: true,
+        send_compression: vec![CompressionEncoding::Gzip],
         ..RouterConfig::default()
     };
     let router = TestRouter::start(config).await;
@@ -175,6 +175,138 @@ async fn gzip_requested_by_the_client_works_both_ways() {
         "the router compressed its response"
     );
     assert_eq!(reply.into_inner().payload, payload);
+}
+
+/// build.rs configures `HelloReply.payload` as `bytes::Bytes` and gives
+/// `InstanceInfo` an `Ord` derive (`Builder::configure`): the router forwards
+/// encoded bytes, so such prost settings change nothing on the route.
+#[tokio::test]
+async fn a_reply_configured_with_bytes_routes_like_a_direct_call() {
+    let router = TestRouter::start(RouterConfig::default()).await;
+    let (greeter, _events) = TestGreeter::new("a");
+    let _instance = start_instance(&router, "a", greeter).await;
+    let (direct_greeter, _direct_events) = TestGreeter::new("a");
+    let direct = common::start_direct(direct_greeter).await;
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let request = HelloRequest {
+        name: "echo".into(),
+        payload: payload.clone(),
+    };
+    let mut routed_client = router.client().await;
+    let routed = within(5, "routed call", routed_client.say_hello(request.clone()))
+        .await
+        .expect("routed call succeeds")
+        .into_inner();
+    let mut direct_client = common::connect(direct).await;
+    let direct = within(5, "direct call", direct_client.say_hello(request))
+        .await
+        .expect("direct call succeeds")
+        .into_inner();
+    let routed_payload: &bytes::Bytes = &routed.payload;
+    assert!(
+        routed_payload == &payload[..],
+        "the Bytes payload came back intact"
+    );
+    assert_eq!(routed, direct);
+
+    let mut who = Vec::new();
+    for _ in 0..2 {
+        who.push(
+            within(5, "who am i", routed_client.who_am_i(()))
+                .await
+                .expect("who am i")
+                .into_inner(),
+        );
+    }
+    who.sort();
+    assert_eq!(who[0].instance_id, "a");
+}
+
+/// Sends one compressed call with `encoding` both ways and returns the
+/// response's `grpc-encoding` and payload.
+async fn compressed_call(
+    addr: std::net::SocketAddr,
+    encoding: CompressionEncoding,
+    payload: &[u8],
+) -> (Option<String>, Vec<u8>) {
+    let mut client = common::connect(addr)
+        .await
+        .send_compressed(encoding)
+        .accept_compressed(encoding);
+    let reply = within(
+        5,
+        "compressed call",
+        client.say_hello(HelloRequest {
+            name: "zip".into(),
+            payload: payload.to_vec(),
+        }),
+    )
+    .await
+    .unwrap_or_else(|status| panic!("{encoding:?} call fails: {status}"));
+    let header = reply
+        .metadata()
+        .get("grpc-encoding")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (header, reply.into_inner().payload.to_vec())
+}
+
+#[tokio::test]
+async fn zstd_and_deflate_pass_both_ways_as_with_a_direct_server() {
+    let all = [
+        CompressionEncoding::Zstd,
+        CompressionEncoding::Deflate,
+        CompressionEncoding::Gzip,
+    ];
+    let config = RouterConfig {
+        send_compression: all.to_vec(),
+        ..RouterConfig::default()
+    };
+    let router = TestRouter::start(config).await;
+    let (greeter, _events) = TestGreeter::new("a");
+    let _instance = start_instance(&router, "a", greeter.clone()).await;
+    let mut direct_server = GreeterServer::new(greeter);
+    for encoding in all {
+        direct_server = direct_server
+            .accept_compressed(encoding)
+            .send_compressed(encoding);
+    }
+    let direct = common::start_direct_server(direct_server).await;
+
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 7) as u8).collect();
+    for (encoding, name) in [
+        (CompressionEncoding::Zstd, "zstd"),
+        (CompressionEncoding::Deflate, "deflate"),
+    ] {
+        let routed = compressed_call(router.addr, encoding, &payload).await;
+        let direct = compressed_call(direct, encoding, &payload).await;
+        assert_eq!(
+            routed.0.as_deref(),
+            Some(name),
+            "the router answered in {name}"
+        );
+        assert_eq!(routed, direct, "{name}: routed and direct agree");
+        assert!(routed.1 == payload, "{name}: the payload came back intact");
+    }
+}
+
+#[tokio::test]
+async fn the_router_accepts_every_encoding_by_default_and_answers_uncompressed() {
+    let router = TestRouter::start(RouterConfig::default()).await;
+    let (greeter, _events) = TestGreeter::new("a");
+    let _instance = start_instance(&router, "a", greeter).await;
+    for encoding in [
+        CompressionEncoding::Gzip,
+        CompressionEncoding::Deflate,
+        CompressionEncoding::Zstd,
+    ] {
+        let (header, payload) = compressed_call(router.addr, encoding, b"abc").await;
+        assert_eq!(
+            header, None,
+            "{encoding:?}: responses are not compressed by default"
+        );
+        assert_eq!(payload, b"abc");
+    }
 }
 
 const SIXTEEN_MIB: usize = 16 * 1024 * 1024;
@@ -213,6 +345,57 @@ async fn sixteen_mib_messages_pass_both_ways_when_limits_allow() {
     .expect("large call succeeds")
     .into_inner();
     assert!(reply.payload == payload, "payload came back intact");
+}
+
+/// Asks `addr` for one 5 MiB streamed response with a client that accepts
+/// 8 MiB; returns the payload length or the status code.
+async fn five_mib_response(addr: std::net::SocketAddr) -> Result<usize, Code> {
+    let mut client = common::connect(addr)
+        .await
+        .max_decoding_message_size(8 * 1024 * 1024);
+    let mut stream = within(
+        10,
+        "stream start",
+        client.stream_greetings(StreamRequest {
+            name: "n".into(),
+            count: 1,
+            payload_size: 5 * 1024 * 1024,
+        }),
+    )
+    .await
+    .map_err(|s| s.code())?
+    .into_inner();
+    let reply = within(10, "the large message", stream.message())
+        .await
+        .map_err(|s| s.code())?
+        .expect("one message");
+    Ok(reply.payload.len())
+}
+
+#[tokio::test]
+async fn response_size_is_limited_by_the_client_as_direct_unless_the_router_is_configured() {
+    let (greeter, _events) = TestGreeter::new("a");
+    let direct = common::start_direct(greeter.clone()).await;
+    let router = TestRouter::start(RouterConfig::default()).await;
+    let _instance = start_instance(&router, "a", greeter.clone()).await;
+    assert_eq!(five_mib_response(direct).await, Ok(5 * 1024 * 1024));
+    assert_eq!(
+        five_mib_response(router.addr).await,
+        Ok(5 * 1024 * 1024),
+        "the router's 4 MiB request limit does not cap responses"
+    );
+
+    let limited = TestRouter::start(RouterConfig {
+        max_response_message_size: 1024 * 1024,
+        ..RouterConfig::default()
+    })
+    .await;
+    let _limited_instance = start_instance(&limited, "a", greeter).await;
+    assert_eq!(
+        five_mib_response(limited.addr).await,
+        Err(Code::OutOfRange),
+        "a configured response limit applies at the router"
+    );
 }
 
 /// Calls with a 5 MiB request and asks for a 5 MiB response; returns both codes.
@@ -260,6 +443,8 @@ async fn messages_over_the_default_limit_fail_exactly_as_with_tonic_directly() {
     let routed = oversized_codes(router.addr).await;
     let direct = oversized_codes(direct).await;
     assert_eq!(routed, direct, "routed and direct limits fail alike");
-    // tonic 0.14 reports a message over its 4 MiB default as OUT_OF_RANGE.
+    // tonic 0.14 reports a message over its 4 MiB default as OUT_OF_RANGE:
+    // the request at the router (its `max_message_size`, as the direct
+    // server), the response at the client (the router sets no limit of its own).
     assert_eq!(routed, (Code::OutOfRange, Code::OutOfRange));
 }

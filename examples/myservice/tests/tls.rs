@@ -89,3 +89,117 @@ async fn bridges_and_clients_use_tls_to_the_router() {
     bridge.shutdown().await;
     task.abort();
 }
+
+/// A CA, a server certificate for `localhost` and a client certificate, both
+/// signed by the CA: (CA PEM, server identity, client identity, client DER).
+fn mutual_tls_material() -> (String, Identity, Identity, Vec<u8>) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
+        .expect("CA certificate");
+    let leaf = |name: &str| {
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = CertificateParams::new(vec![name.to_owned()])
+            .expect("leaf params")
+            .signed_by(&key, &ca)
+            .expect("leaf certificate");
+        (cert, key)
+    };
+    let (server_cert, server_key) = leaf("localhost");
+    let (client_cert, client_key) = leaf("client");
+    (
+        ca.pem(),
+        Identity::from_pem(server_cert.pem(), server_key.serialize_pem()),
+        Identity::from_pem(client_cert.pem(), client_key.serialize_pem()),
+        client_cert.der().to_vec(),
+    )
+}
+
+/// Serves `routes` over TLS that asks clients for a certificate signed by `ca`.
+async fn serve_mutual_tls(
+    ca_pem: &str,
+    identity: Identity,
+    build: impl FnOnce(Server) -> tonic::transport::server::Router,
+) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = Server::builder()
+        .tls_config(
+            ServerTlsConfig::new()
+                .identity(identity)
+                .client_ca_root(Certificate::from_pem(ca_pem))
+                .client_auth_optional(true),
+        )
+        .expect("server TLS");
+    let routes = build(server);
+    tokio::spawn(async move {
+        routes
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+    });
+    addr
+}
+
+/// Calls `certs` over mutual TLS; returns the handler's count and first certificate.
+async fn certificates_seen(addr: std::net::SocketAddr, tls: ClientTlsConfig) -> (String, Vec<u8>) {
+    let channel = Endpoint::from_shared(format!("https://{addr}"))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("client TLS")
+        .connect()
+        .await
+        .expect("client connects over TLS");
+    let reply = within(
+        5,
+        "certs call",
+        GreeterClient::new(channel).say_hello(HelloRequest {
+            name: "certs".into(),
+            payload: vec![],
+        }),
+    )
+    .await
+    .expect("call succeeds")
+    .into_inner();
+    (reply.message, reply.payload.to_vec())
+}
+
+#[tokio::test]
+async fn the_handler_sees_the_client_certificate_the_router_received() {
+    let (ca_pem, server_identity, client_identity, client_der) = mutual_tls_material();
+    let router = GreeterRouter::new(RouterConfig::default());
+    let router_addr = {
+        let router = router.clone();
+        serve_mutual_tls(&ca_pem, server_identity.clone(), move |server| {
+            router.add_to(server)
+        })
+        .await
+    };
+    let direct_addr = serve_mutual_tls(&ca_pem, server_identity, |mut server| {
+        server.add_service(myservice_example::pb::greeter_server::GreeterServer::new(
+            TestGreeter::new("direct").0,
+        ))
+    })
+    .await;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&ca_pem))
+        .domain_name("localhost");
+    // The bridge presents no certificate (optional client auth).
+    let bridge = GreeterBridge::new(TestGreeter::new("secure").0).connect(
+        BridgeOptions::new(format!("https://{router_addr}"))
+            .instance_id("secure")
+            .tls(tls.clone()),
+    );
+    within(10, "registration over TLS", bridge.registered()).await;
+
+    let with_identity = tls.clone().identity(client_identity);
+    let routed = certificates_seen(router_addr, with_identity.clone()).await;
+    let direct = certificates_seen(direct_addr, with_identity).await;
+    assert_eq!(routed.0, "1", "one client certificate reached the handler");
+    assert!(routed.1 == client_der, "it is the client's certificate");
+    assert_eq!(routed, direct, "routed and direct handlers see the same");
+
+    let anonymous = certificates_seen(router_addr, tls).await;
+    assert_eq!(anonymous, ("0".to_owned(), Vec::new()));
+    bridge.shutdown().await;
+}

@@ -162,7 +162,7 @@ fn every_bridge_frame_encodes_the_same_with_generated_types_and_the_hand_codec()
     let reply = HelloReply {
         message: "m".into(),
         instance_id: "i".into(),
-        payload: vec![],
+        payload: Default::default(),
     };
     bridge_frame_agrees(
         Frame::Reply(GreeterReply {

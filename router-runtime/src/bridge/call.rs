@@ -324,6 +324,15 @@ fn build_request(
                 remote_addr: start.peer.parse().ok(),
             });
     }
+    // tonic's `peer_certs()` reads a `TlsConnectInfo` nobody outside tonic
+    // can build, so the client's certificates travel as `PeerCertificates`.
+    if !start.peer_certificates.is_empty() {
+        request
+            .extensions_mut()
+            .insert(super::PeerCertificates(std::sync::Arc::new(
+                start.peer_certificates.clone(),
+            )));
+    }
     let headers = request.headers_mut();
     if let Some(metadata) = &start.metadata {
         metadata::append_to_headers(metadata, headers);

@@ -21,7 +21,10 @@
 
 pub(crate) mod body;
 mod call;
+mod endpoint;
 mod session;
+
+pub use endpoint::EndpointError;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -34,6 +37,40 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::descriptor::ServiceSpec;
+
+/// The certificates a client presented to the router over TLS (DER, the
+/// client's own first), in the request extensions of a routed call.
+///
+/// tonic's `Request::peer_certs()` reads connection info only tonic can
+/// build, so it is `None` in a routed call; [`peer_certificates`] reads
+/// either, so one handler works routed and direct.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerCertificates(pub Arc<Vec<bytes::Bytes>>);
+
+/// The client's TLS certificates (DER, its own first) in a handler: those
+/// the router saw for a routed call, tonic's `peer_certs()` for a direct one;
+/// `None` for plain connections or clients without a certificate.
+///
+/// ```
+/// # fn handler(request: &tonic::Request<()>) {
+/// if let Some(certs) = router_runtime::bridge::peer_certificates(request) {
+///     println!("the client presented {} certificates", certs.len());
+/// }
+/// # }
+/// ```
+pub fn peer_certificates<T>(request: &tonic::Request<T>) -> Option<Arc<Vec<bytes::Bytes>>> {
+    if let Some(routed) = request.extensions().get::<PeerCertificates>() {
+        return Some(routed.0.clone());
+    }
+    request.peer_certs().map(|certs| {
+        Arc::new(
+            certs
+                .iter()
+                .map(|c| bytes::Bytes::copy_from_slice(c.as_ref()))
+                .collect(),
+        )
+    })
+}
 
 /// How a bridge registers and behaves.
 #[derive(Debug, Clone)]
@@ -124,6 +161,27 @@ impl std::fmt::Debug for Resolver {
 }
 
 impl BridgeOptions {
+    /// Checks every endpoint: `http://host:port`, or `https://host:port`
+    /// with [`BridgeOptions::tls`]. [`Bridge::connect`] makes the same check
+    /// and does not dial (or retry) an endpoint that fails it, reporting the
+    /// error in [`BridgeHandle::registrations`]; call this first to fail at
+    /// once.
+    ///
+    /// ```
+    /// use router_runtime::bridge::{BridgeOptions, EndpointError};
+    ///
+    /// assert!(BridgeOptions::new("http://127.0.0.1:50051").validate().is_ok());
+    /// assert!(matches!(
+    ///     BridgeOptions::new("127.0.0.1:50051").validate(),
+    ///     Err(EndpointError::MissingScheme { .. })
+    /// ));
+    /// ```
+    pub fn validate(&self) -> Result<(), EndpointError> {
+        self.endpoints
+            .iter()
+            .try_for_each(|e| endpoint::check(e, self.tls.is_some()))
+    }
+
     /// Options registering with one router at `endpoint`.
     pub fn new(endpoint: impl Into<String>) -> Self {
         BridgeOptions {

@@ -10,7 +10,7 @@ use http::uri::PathAndQuery;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::body::RequestEvent;
 use super::call::{self, CallContext, Calls};
@@ -54,6 +54,10 @@ pub(crate) async fn run_endpoint<T: BridgedService>(
     endpoint: String,
     stop: CancellationToken,
 ) {
+    if let Err(error) = super::endpoint::check(&endpoint, shared.options.tls.is_some()) {
+        refuse_endpoint(&shared, &error);
+        return;
+    }
     let mut delay = shared.options.reconnect_initial;
     loop {
         if stop.is_cancelled() {
@@ -86,6 +90,30 @@ pub(crate) async fn run_endpoint<T: BridgedService>(
     }
 }
 
+/// Reports an endpoint that can never work: logged as an error and kept in
+/// the state's `last_error`; the endpoint is not dialled.
+fn refuse_endpoint(shared: &Shared, error: &super::EndpointError) {
+    error!(%error, "not registering: invalid router endpoint");
+    let reason = error.to_string();
+    shared.state.send_modify(|s| s.last_error = Some(reason));
+}
+
+/// The error and its chain of sources, `outer: inner: ...`, so a
+/// connection failure names its cause rather than only `transport error`.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// A delay between 50% and 100% of `delay` ("equal jitter"), so bridges that
 /// lost the same router do not reconnect in lockstep.
 fn jitter(delay: Duration) -> Duration {
@@ -112,7 +140,7 @@ async fn connect(options: &BridgeOptions, endpoint: &str) -> Result<Channel, Str
     endpoint
         .connect()
         .await
-        .map_err(|e| format!("cannot connect: {e}"))
+        .map_err(|e| format!("cannot connect to `{endpoint_text}`: {}", error_chain(&e)))
 }
 
 async fn run_session<T: BridgedService>(
@@ -357,6 +385,10 @@ pub(crate) async fn run_resolved<T: BridgedService>(
     endpoint: String,
     interval: Duration,
 ) {
+    if let Err(error) = super::endpoint::check(&endpoint, shared.options.tls.is_some()) {
+        refuse_endpoint(&shared, &error);
+        return;
+    }
     let Some((scheme, host, port)) = split_endpoint(&endpoint) else {
         warn!(%endpoint, "cannot resolve endpoint: expected scheme://host:port");
         shared

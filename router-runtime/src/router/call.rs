@@ -53,6 +53,8 @@ impl tonic::server::StreamingService<Bytes> for Forward {
 struct Addresses {
     peer: String,
     local: String,
+    /// The client's TLS certificates (DER), when it presented any.
+    peer_certificates: Vec<Bytes>,
 }
 
 impl Addresses {
@@ -66,9 +68,20 @@ impl Addresses {
         });
         let text =
             |addr: Option<std::net::SocketAddr>| addr.map(|a| a.to_string()).unwrap_or_default();
+        let peer_certificates = extensions
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(TlsConnectInfo::peer_certs)
+            .map(|certs| {
+                certs
+                    .iter()
+                    .map(|c| Bytes::copy_from_slice(c.as_ref()))
+                    .collect()
+            })
+            .unwrap_or_default();
         Addresses {
             peer: text(connection.and_then(TcpConnectInfo::remote_addr)),
             local: text(connection.and_then(TcpConnectInfo::local_addr)),
+            peer_certificates,
         }
     }
 }
@@ -137,6 +150,7 @@ async fn forward(
         metadata: metadata::from_headers(&headers),
         peer: addresses.peer,
         local: addresses.local,
+        peer_certificates: addresses.peer_certificates,
         deadline,
     };
 
@@ -260,7 +274,7 @@ fn respond(
         intake: Intake::new(
             opened.window,
             core.config.initial_window,
-            core.config.max_message_size,
+            core.config.max_response_message_size,
         ),
         method,
         messages: 0,

@@ -39,7 +39,10 @@ pub use registry::{Instance, InstanceInfo, Registry};
 pub use route_key::extract as extract_route_key;
 
 use crate::codec::{FrameCodec, RawCodec, frame_limit};
-use crate::descriptor::{ServiceDescriptor, ServiceSpec, Strategy};
+use crate::descriptor::{ServiceDescriptor, ServiceSpec};
+/// The balancing strategies (`RouterConfig::strategy`), readable from text
+/// with `FromStr`.
+pub use crate::descriptor::{Strategy, UnknownStrategy};
 use crate::wire::{BridgeFrame, RouterFrame};
 
 /// Header naming the instance a call must go to (pinned routing).
@@ -74,9 +77,19 @@ pub struct RouterConfig {
     /// The largest frame payload the router accepts from a bridge; larger
     /// messages arrive in chunks.
     pub max_frame_size: u32,
-    /// The largest request or response message, in bytes. Larger ones fail with
-    /// RESOURCE_EXHAUSTED, as tonic's default limit of 4 MiB does.
+    /// The largest request message, in bytes, the router takes from a client
+    /// (tonic's server default, 4 MiB). A larger one fails with OUT_OF_RANGE,
+    /// as a tonic server with the same limit answers it. Set it to the
+    /// instances' `max_decoding_message_size` when they take larger requests.
     pub max_message_size: usize,
+    /// The largest response message, in bytes, the router forwards to a
+    /// client: 64 MiB by default, far above common client receive limits, so
+    /// the client's own limit applies exactly as in a direct call (tonic:
+    /// OUT_OF_RANGE, grpcio: RESOURCE_EXHAUSTED), while a bridge still cannot
+    /// make the router reassemble an unbounded message. A larger response
+    /// fails with OUT_OF_RANGE at the router. The instance's own
+    /// `max_encoding_message_size` applies on its side.
+    pub max_response_message_size: usize,
     /// How often the router pings each bridge.
     pub heartbeat_interval: Duration,
     /// A bridge silent for this long is dropped and its calls fail.
@@ -84,10 +97,15 @@ pub struct RouterConfig {
     /// A metadata header whose value is the routing key for consistent
     /// hashing, used when the method has no `route_key` field or it is empty.
     pub route_key_header: Option<String>,
-    /// Accept gzip-compressed requests from clients.
-    pub accept_gzip: bool,
-    /// Compress responses with gzip for clients that accept it.
-    pub send_gzip: bool,
+    /// The encodings of compressed client requests the router accepts
+    /// (default gzip, deflate and zstd). A request in another encoding fails
+    /// with UNIMPLEMENTED listing these in `grpc-accept-encoding`, as a tonic
+    /// server answers it.
+    pub accept_compression: Vec<CompressionEncoding>,
+    /// The encodings the router may compress responses with (default none);
+    /// it compresses only for a client that lists one of them in its
+    /// `grpc-accept-encoding`, as a tonic server with `send_compressed` does.
+    pub send_compression: Vec<CompressionEncoding>,
     /// How long a bridge has to send its `Hello`.
     pub hello_timeout: Duration,
     /// The bytes the router queues for one registration's register stream
@@ -109,6 +127,9 @@ impl std::fmt::Debug for RouterConfig {
             .field("initial_window", &self.initial_window)
             .field("max_frame_size", &self.max_frame_size)
             .field("max_message_size", &self.max_message_size)
+            .field("max_response_message_size", &self.max_response_message_size)
+            .field("accept_compression", &self.accept_compression)
+            .field("send_compression", &self.send_compression)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("heartbeat_timeout", &self.heartbeat_timeout)
             .field("route_key_header", &self.route_key_header)
@@ -127,11 +148,16 @@ impl Default for RouterConfig {
             initial_window: 256 * 1024,
             max_frame_size: 128 * 1024,
             max_message_size: 4 * 1024 * 1024,
+            max_response_message_size: 64 * 1024 * 1024,
             heartbeat_interval: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(30),
             route_key_header: None,
-            accept_gzip: true,
-            send_gzip: false,
+            accept_compression: vec![
+                CompressionEncoding::Gzip,
+                CompressionEncoding::Deflate,
+                CompressionEncoding::Zstd,
+            ],
+            send_compression: Vec::new(),
             hello_timeout: Duration::from_secs(10),
             max_queued_bytes: 8 * 1024 * 1024,
             authorize: None,
@@ -412,11 +438,11 @@ impl<S: ServiceSpec> tower::Service<Request<Body>> for RoutedService<S> {
             };
             let config = &core.config;
             let mut grpc = Grpc::new(RawCodec).max_decoding_message_size(config.max_message_size);
-            if config.accept_gzip {
-                grpc = grpc.accept_compressed(CompressionEncoding::Gzip);
+            for encoding in &config.accept_compression {
+                grpc = grpc.accept_compressed(*encoding);
             }
-            if config.send_gzip {
-                grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+            for encoding in &config.send_compression {
+                grpc = grpc.send_compressed(*encoding);
             }
             let handler = call::Forward {
                 core: core.clone(),

@@ -178,8 +178,10 @@ async fn read_frames(
             _ = instance.wait_closed() => return,
         }
     };
-    if stream_status.is_some() {
-        warn!(service = core.descriptor.name, instance = instance.id(), %reason, "registration ended");
+    if stream_status.is_some() || !instance.is_draining() {
+        // Broken protocol, a failed stream, or a stream that ended without a
+        // drain: the instance's calls fail.
+        warn!(service = core.descriptor.name, instance = instance.id(), %reason, "instance lost without draining");
     } else {
         info!(service = core.descriptor.name, instance = instance.id(), %reason, "registration ended");
     }

@@ -22,6 +22,8 @@ pub(crate) struct CallTemplate {
     pub(crate) peer: String,
     /// The router's address the client connected to.
     pub(crate) local: String,
+    /// The client's TLS certificates (DER), when it presented any.
+    pub(crate) peer_certificates: Vec<bytes::Bytes>,
     /// When the call's deadline passes, if it has one.
     pub(crate) deadline: Option<Instant>,
 }
@@ -45,6 +47,7 @@ impl CallTemplate {
             kind: self.method.kind.wire() as i32,
             peer: self.peer.clone(),
             local: self.local.clone(),
+            peer_certificates: self.peer_certificates.clone(),
         }
     }
 }

@@ -61,6 +61,10 @@ async fn main() -> ExitCode {
         options = options.resolve_every(std::time::Duration::from_secs(secs.max(1)));
     }
     let id = options.instance_id.clone();
+    if let Err(e) = options.validate() {
+        eprintln!("instance: {e}");
+        return ExitCode::FAILURE;
+    }
 
     let handle = demo::start_instance(options);
     let shutdown = demo::shutdown_signal();

@@ -26,9 +26,19 @@ struct Args {
     /// [default: the service's, p2c].
     #[arg(long, value_parser = demo::parse_strategy)]
     strategy: Option<Strategy>,
-    /// Largest request or response message, in bytes [default: 4194304].
+    /// Largest request message, in bytes [default: 4194304].
     #[arg(long)]
     max_message_size: Option<usize>,
+    /// Largest response message, in bytes, the router reassembles and
+    /// forwards [default: 64 MiB; below it the client's receive limit
+    /// applies, as in a direct call].
+    #[arg(long)]
+    max_response_message_size: Option<usize>,
+    /// Compress responses with these encodings for clients that accept one
+    /// (comma-separated: gzip, deflate, zstd) [default: none]. Compressed
+    /// requests in any of the three are always accepted.
+    #[arg(long, value_delimiter = ',', value_parser = demo::parse_compression)]
+    compress_responses: Vec<tonic::codec::CompressionEncoding>,
     /// Metadata header whose value is the routing key for consistent-hash
     /// when a method has no `route_key` field (for example x-tenant).
     #[arg(long)]
@@ -69,8 +79,12 @@ async fn run(args: Args) -> Result<(), Error> {
         route_key_header: args.route_key_header,
         heartbeat_interval: std::time::Duration::from_millis(args.heartbeat_interval_ms),
         heartbeat_timeout: std::time::Duration::from_millis(args.heartbeat_timeout_ms),
+        send_compression: args.compress_responses,
         ..RouterConfig::default()
     };
+    if let Some(limit) = args.max_response_message_size {
+        config.max_response_message_size = limit;
+    }
     if let Some(limit) = args.max_message_size {
         config.max_message_size = limit;
     }

@@ -145,11 +145,16 @@ pub async fn start_instance_with<T: Greeter>(
 /// Serves `service` directly (no router) on a loopback port, for side-by-side
 /// comparisons.
 pub async fn start_direct<T: Greeter>(service: T) -> SocketAddr {
+    start_direct_server(GreeterServer::new(service)).await
+}
+
+/// Serves an already configured server (compression, limits) directly.
+pub async fn start_direct_server<T: Greeter>(server: GreeterServer<T>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let _ = Server::builder()
-            .add_service(GreeterServer::new(service))
+            .add_service(server)
             .serve_with_incoming(TcpListenerStream::new(listener))
             .await;
     });

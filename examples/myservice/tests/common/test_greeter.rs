@@ -102,20 +102,29 @@ impl Greeter for TestGreeter {
             tokio::time::sleep(self.delay).await;
         }
         let addresses = format!("{:?}|{:?}", request.remote_addr(), request.local_addr());
+        let certificates = router_runtime::bridge::peer_certificates(&request);
         let (metadata, _, message) = request.into_parts();
         let name = message.name.clone();
-        let result = if name == "peer" {
+        let result = if name == "certs" {
+            // The client's TLS certificates: how many, and the first as payload.
+            let certificates = certificates.unwrap_or_default();
+            Ok(Response::new(HelloReply {
+                message: certificates.len().to_string(),
+                instance_id: self.id.clone(),
+                payload: certificates.first().cloned().unwrap_or_default(),
+            }))
+        } else if name == "peer" {
             Ok(Response::new(HelloReply {
                 message: addresses,
                 instance_id: self.id.clone(),
-                payload: vec![],
+                payload: Default::default(),
             }))
         } else if name == "echo" {
             let _ = self.events.send(Event::Metadata(metadata.clone()));
             let mut response = Response::new(HelloReply {
                 message: "echo".into(),
                 instance_id: self.id.clone(),
-                payload: message.payload,
+                payload: message.payload.into(),
             });
             response.metadata_mut().insert(
                 "x-response-header",
@@ -133,13 +142,13 @@ impl Greeter for TestGreeter {
             Ok(Response::new(HelloReply {
                 message: "slow".into(),
                 instance_id: self.id.clone(),
-                payload: vec![],
+                payload: Default::default(),
             }))
         } else {
             Ok(Response::new(HelloReply {
                 message: format!("Hello, {name}!"),
                 instance_id: self.id.clone(),
-                payload: message.payload,
+                payload: message.payload.into(),
             }))
         };
         guard.finished = true;
@@ -163,7 +172,7 @@ impl Greeter for TestGreeter {
                 let reply = HelloReply {
                     message: format!("{i}"),
                     instance_id: id.clone(),
-                    payload: vec![7; request.payload_size as usize],
+                    payload: vec![7; request.payload_size as usize].into(),
                 };
                 let reply = match tx.try_send(Ok(reply)) {
                     Ok(()) => {
