@@ -11,7 +11,7 @@ use myservice_example::greeter::GreeterImpl;
 use myservice_example::pb::greeter_client::GreeterClient;
 use myservice_example::pb::greeter_server::GreeterServer;
 use myservice_example::pb::{GreeterBridge, GreeterRouter};
-use router_runtime::bridge::{BridgeHandle, BridgeOptions};
+use router_runtime::bridge::{BridgeConfig, BridgeHandle};
 use router_runtime::router::RouterConfig;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -121,7 +121,7 @@ pub async fn start_routed() -> Result<InProcessRouter, BoxError> {
 /// Connects a bridge running `GreeterImpl` as `id` to the router at `addr`,
 /// optionally with one label.
 pub fn connect_bridge(addr: SocketAddr, id: &str, label: Option<(&str, &str)>) -> BridgeHandle {
-    let mut options = BridgeOptions::new(format!("http://{addr}")).instance_id(id);
+    let mut options = BridgeConfig::new(format!("http://{addr}")).instance_id(id);
     if let Some((key, value)) = label {
         options = options.label(key, value);
     }

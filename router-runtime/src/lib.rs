@@ -6,22 +6,26 @@
 //!   forwards each call to a registered instance ([`router::Router`]).
 //! - [`bridge`]: connects a user's ordinary tonic service to routers
 //!   ([`bridge::Bridge`]).
-//! - [`wire`], [`codec`], [`flow`], [`metadata`]: the register-stream protocol
-//!   (`proto/router/v1/router.proto`): frames, per-call credit windows,
-//!   metadata, deadlines and statuses.
+//! - [`wire`], [`codec`]: the register-stream protocol
+//!   (`proto/router/v1/router.proto`): its frames and their codecs, public
+//!   for tools and tests that speak the protocol by hand. Flow control,
+//!   metadata translation and the queues are internal (see ARCHITECTURE.md).
 //! - [`admin`]: the `router.v1.RouterAdmin` service for operators.
 //! - [`codegen`]: the re-exports generated code uses, so a user's crate has one
 //!   version of tonic and prost.
+
+#![warn(unreachable_pub)]
 
 pub mod admin;
 pub mod bridge;
 mod clock;
 pub mod codec;
 pub mod codegen;
+pub mod defaults;
 pub mod descriptor;
 pub(crate) mod flow;
-pub mod metadata;
+pub(crate) mod metadata;
 pub mod pb;
-pub mod queue;
+pub(crate) mod queue;
 pub mod router;
 pub mod wire;

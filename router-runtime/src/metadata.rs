@@ -49,7 +49,7 @@ fn is_reserved(name: &str) -> bool {
 
 /// Collects the application metadata of `headers`, in order, keeping repeated
 /// keys and decoding `-bin` values.
-pub fn from_headers(headers: &HeaderMap) -> pb::Metadata {
+pub(crate) fn from_headers(headers: &HeaderMap) -> pb::Metadata {
     // Most header maps hold only reserved headers: allocate for what is kept.
     let mut entries = Vec::new();
     for (name, value) in headers {
@@ -77,7 +77,7 @@ pub fn from_headers(headers: &HeaderMap) -> pb::Metadata {
 /// Appends `metadata` to `headers`, encoding `-bin` values. Entries that are
 /// not valid header names or values, or that name reserved headers, are
 /// skipped: a peer cannot smuggle framing headers through metadata.
-pub fn append_to_headers(metadata: &pb::Metadata, headers: &mut HeaderMap) {
+pub(crate) fn append_to_headers(metadata: &pb::Metadata, headers: &mut HeaderMap) {
     for entry in &metadata.entries {
         if is_reserved(&entry.key) {
             continue;
@@ -97,7 +97,7 @@ pub fn append_to_headers(metadata: &pb::Metadata, headers: &mut HeaderMap) {
 }
 
 /// Builds a header map from `metadata`.
-pub fn to_headers(metadata: Option<&pb::Metadata>) -> HeaderMap {
+pub(crate) fn to_headers(metadata: Option<&pb::Metadata>) -> HeaderMap {
     let mut headers = HeaderMap::new();
     if let Some(metadata) = metadata {
         append_to_headers(metadata, &mut headers);
@@ -107,7 +107,7 @@ pub fn to_headers(metadata: Option<&pb::Metadata>) -> HeaderMap {
 
 /// Parses a `grpc-timeout` header value (`1*8DIGIT` and a unit of `H`, `M`,
 /// `S`, `m`, `u` or `n`).
-pub fn parse_timeout(value: &[u8]) -> Option<Duration> {
+pub(crate) fn parse_timeout(value: &[u8]) -> Option<Duration> {
     let (&unit, digits) = value.split_last()?;
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
@@ -126,7 +126,7 @@ pub fn parse_timeout(value: &[u8]) -> Option<Duration> {
 
 /// Formats a `grpc-timeout` header value in the finest unit whose amount fits
 /// in eight digits, rounded up to that unit.
-pub fn format_timeout(timeout: Duration) -> HeaderValue {
+pub(crate) fn format_timeout(timeout: Duration) -> HeaderValue {
     const MAX: u128 = 99_999_999;
     let nanos = timeout.as_nanos();
     let units: [(u128, char); 6] = [
@@ -148,13 +148,13 @@ pub fn format_timeout(timeout: Duration) -> HeaderValue {
 }
 
 /// Reads the deadline a client asked for in `headers`, if any.
-pub fn timeout_from_headers(headers: &HeaderMap) -> Option<Duration> {
+pub(crate) fn timeout_from_headers(headers: &HeaderMap) -> Option<Duration> {
     parse_timeout(headers.get("grpc-timeout")?.as_bytes())
 }
 
 /// Reads a gRPC status out of trailers (or trailers-only response headers):
 /// `None` when there is no `grpc-status`. Never panics on bad input.
-pub fn trailers_from_headers(call_id: u64, headers: &HeaderMap) -> Option<pb::Trailers> {
+pub(crate) fn trailers_from_headers(call_id: u64, headers: &HeaderMap) -> Option<pb::Trailers> {
     let code = headers.get("grpc-status")?;
     let code = std::str::from_utf8(code.as_bytes())
         .ok()
@@ -185,7 +185,7 @@ pub fn trailers_from_headers(call_id: u64, headers: &HeaderMap) -> Option<pb::Tr
 
 /// Turns trailers into the tonic status a client sees, with details and
 /// trailing metadata. An OK status carries trailing metadata too.
-pub fn status_from_trailers(trailers: pb::Trailers) -> Status {
+pub(crate) fn status_from_trailers(trailers: pb::Trailers) -> Status {
     let metadata =
         tonic::metadata::MetadataMap::from_headers(to_headers(trailers.metadata.as_ref()));
     Status::with_details_and_metadata(
@@ -198,7 +198,7 @@ pub fn status_from_trailers(trailers: pb::Trailers) -> Status {
 
 /// Turns a tonic status (for example a transport error on the instance) into
 /// trailers.
-pub fn trailers_from_status(call_id: u64, status: &Status) -> pb::Trailers {
+pub(crate) fn trailers_from_status(call_id: u64, status: &Status) -> pb::Trailers {
     pb::Trailers {
         call_id,
         code: status.code() as i32,

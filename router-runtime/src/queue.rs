@@ -35,13 +35,13 @@ impl<T> Shared<T> {
 }
 
 /// Creates a queue.
-pub fn queue<T>() -> (QueueSender<T>, QueueReceiver<T>) {
+pub(crate) fn queue<T>() -> (QueueSender<T>, QueueReceiver<T>) {
     new_queue(false)
 }
 
 /// Creates a queue that frees its buffer whenever it drains: for long-lived,
 /// mostly idle queues, at the price of an allocation when a burst starts.
-pub fn queue_compact<T>() -> (QueueSender<T>, QueueReceiver<T>) {
+pub(crate) fn queue_compact<T>() -> (QueueSender<T>, QueueReceiver<T>) {
     new_queue(true)
 }
 
@@ -64,7 +64,7 @@ fn new_queue<T>(compact: bool) -> (QueueSender<T>, QueueReceiver<T>) {
 }
 
 /// The sending side; cheap to clone.
-pub struct QueueSender<T> {
+pub(crate) struct QueueSender<T> {
     shared: Arc<Shared<T>>,
 }
 
@@ -76,7 +76,7 @@ impl<T> std::fmt::Debug for QueueSender<T> {
 
 impl<T> QueueSender<T> {
     /// Queues `item`; gives it back when the receiver is gone.
-    pub fn send(&self, item: T) -> Result<(), T> {
+    pub(crate) fn send(&self, item: T) -> Result<(), T> {
         let waker = {
             let mut state = self.shared.lock();
             if !state.receiver_alive {
@@ -96,7 +96,7 @@ impl<T> QueueSender<T> {
     /// Queues every item of `items` at once, waking the receiver once: frames
     /// that belong together reach the transport in one write. Returns false
     /// (dropping the items) when the receiver is gone.
-    pub fn send_all(&self, items: impl IntoIterator<Item = T>) -> bool {
+    pub(crate) fn send_all(&self, items: impl IntoIterator<Item = T>) -> bool {
         let waker = {
             let mut state = self.shared.lock();
             if !state.receiver_alive {
@@ -116,7 +116,7 @@ impl<T> QueueSender<T> {
     /// Queues `item` ahead of everything already queued (for liveness probes
     /// that must not wait behind a backlog of data); gives it back when the
     /// receiver is gone.
-    pub fn send_front(&self, item: T) -> Result<(), T> {
+    pub(crate) fn send_front(&self, item: T) -> Result<(), T> {
         let waker = {
             let mut state = self.shared.lock();
             if !state.receiver_alive {
@@ -134,7 +134,7 @@ impl<T> QueueSender<T> {
     /// Keeps only the queued items for which `keep` returns true, in order.
     /// The dropped items are freed at once, whether or not the receiver ever
     /// reads again.
-    pub fn retain(&self, keep: impl FnMut(&T) -> bool) {
+    pub(crate) fn retain(&self, keep: impl FnMut(&T) -> bool) {
         let dropped: VecDeque<T> = {
             let mut state = self.shared.lock();
             if state.items.is_empty() {
@@ -146,11 +146,6 @@ impl<T> QueueSender<T> {
             dropped
         };
         drop(dropped);
-    }
-
-    /// Whether nothing is queued.
-    pub fn is_empty(&self) -> bool {
-        self.shared.lock().items.is_empty()
     }
 }
 
@@ -175,7 +170,7 @@ impl<T> Drop for QueueSender<T> {
 }
 
 /// The receiving side.
-pub struct QueueReceiver<T> {
+pub(crate) struct QueueReceiver<T> {
     shared: Arc<Shared<T>>,
 }
 
@@ -187,7 +182,7 @@ impl<T> std::fmt::Debug for QueueReceiver<T> {
 
 impl<T> QueueReceiver<T> {
     /// The next item; `None` once every sender is gone and the queue is empty.
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let mut state = self.shared.lock();
         if let Some(item) = state.items.pop_front() {
             if state.items.is_empty() {
@@ -210,7 +205,7 @@ impl<T> QueueReceiver<T> {
     }
 
     /// Waits for the next item.
-    pub async fn recv(&mut self) -> Option<T> {
+    pub(crate) async fn recv(&mut self) -> Option<T> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 }
@@ -293,7 +288,6 @@ mod tests {
             got.push(i);
         }
         assert_eq!(got, vec![99, 1, 3]);
-        assert!(tx.is_empty());
     }
 
     #[test]

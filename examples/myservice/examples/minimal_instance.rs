@@ -5,7 +5,7 @@
 
 use myservice_example::greeter::GreeterImpl;
 use myservice_example::pb::GreeterBridge;
-use router_runtime::bridge::BridgeOptions;
+use router_runtime::bridge::BridgeConfig;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -13,7 +13,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Logs (connection failures and their causes) on stderr; RUST_LOG overrides `info`.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).init();
-    let options = BridgeOptions::new("http://127.0.0.1:50051").instance_id("instance-a");
+    let options = BridgeConfig::new("http://127.0.0.1:50051").instance_id("instance-a");
     options.validate()?; // a bad endpoint (no `http://`) fails here, at once
     let handle = GreeterBridge::new(GreeterImpl::new("instance-a")).connect(options);
     handle.registered().await;

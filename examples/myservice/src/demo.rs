@@ -14,7 +14,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use router_runtime::bridge::{BridgeHandle, BridgeOptions};
+use router_runtime::bridge::{BridgeConfig, BridgeHandle};
 use router_runtime::codegen::{ServiceSpec, Strategy};
 use router_runtime::router::RouterConfig;
 use tokio::net::TcpListener;
@@ -266,7 +266,7 @@ impl RunningRouter {
 
 /// Runs a [`GreeterImpl`] named after `options.instance_id` as an instance
 /// registered with every router of `options`.
-pub fn start_instance(options: BridgeOptions) -> BridgeHandle {
+pub fn start_instance(options: BridgeConfig) -> BridgeHandle {
     GreeterBridge::new(GreeterImpl::new(options.instance_id.clone())).connect(options)
 }
 
@@ -628,12 +628,19 @@ pub async fn run_demo(unary_calls: usize) -> Result<(), Error> {
     let ids = ["instance-a", "instance-b"];
     let instances: Vec<BridgeHandle> = ids
         .iter()
-        .map(|id| start_instance(BridgeOptions::new(router.endpoint()).instance_id(*id)))
+        .map(|id| start_instance(BridgeConfig::new(router.endpoint()).instance_id(*id)))
         .collect();
     if let Err(e) = wait_for_instances(&router, ids.len(), "registration").await {
         let errors: Vec<String> = instances
             .iter()
-            .filter_map(|handle| handle.registrations().borrow().last_error.clone())
+            .filter_map(|handle| {
+                handle
+                    .registrations()
+                    .borrow()
+                    .last_error
+                    .as_ref()
+                    .map(ToString::to_string)
+            })
             .collect();
         return Err(format!("{e}; bridge errors: {}", errors.join("; ")).into());
     }

@@ -159,7 +159,12 @@ async fn first_error(handle: &router_runtime::bridge::BridgeHandle) -> String {
     let mut state = handle.registrations();
     within(10, "the bridge to report an error", async {
         loop {
-            if let Some(error) = state.borrow_and_update().last_error.clone() {
+            if let Some(error) = state
+                .borrow_and_update()
+                .last_error
+                .as_ref()
+                .map(ToString::to_string)
+            {
                 return error;
             }
             if state.changed().await.is_err() {
@@ -172,8 +177,8 @@ async fn first_error(handle: &router_runtime::bridge::BridgeHandle) -> String {
 
 #[tokio::test]
 async fn an_endpoint_without_a_scheme_is_refused_at_once_with_the_fix() {
-    use router_runtime::bridge::{BridgeOptions, EndpointError};
-    let options = BridgeOptions::new("127.0.0.1:50051").instance_id("a");
+    use router_runtime::bridge::{BridgeConfig, EndpointError};
+    let options = BridgeConfig::new("127.0.0.1:50051").instance_id("a");
     assert!(matches!(
         options.validate(),
         Err(EndpointError::MissingScheme { .. })
@@ -195,7 +200,7 @@ async fn a_connection_failure_reports_its_underlying_cause() {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let options = router_runtime::bridge::BridgeOptions::new(format!("http://127.0.0.1:{port}"))
+    let options = router_runtime::bridge::BridgeConfig::new(format!("http://127.0.0.1:{port}"))
         .instance_id("a");
     let (greeter, _events) = TestGreeter::new("a");
     let handle = myservice_example::pb::GreeterBridge::new(greeter).connect(options);

@@ -390,7 +390,8 @@ async fn a_replaced_registration_ends_with_aborted_and_the_bridge_reports_why() 
     .await
     .expect("bridge alive")
     .last_error
-    .clone()
+    .as_ref()
+    .map(ToString::to_string)
     .unwrap_or_default();
     assert!(
         error.contains("Aborted") && error.contains("re-registered"),
@@ -582,14 +583,14 @@ async fn stalled_streams_hold_at_most_their_window_each_and_free_it_when_reset()
 async fn a_router_that_sends_past_the_bridges_request_window_fails_the_call() {
     use myservice_example::pb::ChatMessage;
     use myservice_example::pb::greeter_server::GreeterServer;
-    use router_runtime::bridge::BridgeOptions;
+    use router_runtime::bridge::BridgeConfig;
 
     const CHAT: u32 = 13;
     let mut raw = common::RawRouter::start().await;
     let bridge = myservice_example::pb::GreeterBridge::from_server(GreeterServer::new(
         TestGreeter::new("victim").0,
     ))
-    .connect(BridgeOptions::new(raw.endpoint()).instance_id("victim"));
+    .connect(BridgeConfig::new(raw.endpoint()).instance_id("victim"));
     // A router granting almost no reply credit: the chat handler soon waits
     // to answer and stops reading requests, which then pile up in the bridge.
     let mut session = raw

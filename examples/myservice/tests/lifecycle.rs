@@ -9,7 +9,7 @@ use common::test_greeter::TestGreeter;
 use common::{TestRouter, start_instance_with, within};
 use myservice_example::pb::greeter_server::GreeterServer;
 use myservice_example::pb::{HelloRequest, StreamRequest};
-use router_runtime::bridge::{BridgeHandle, BridgeOptions};
+use router_runtime::bridge::{BridgeConfig, BridgeHandle};
 use router_runtime::router::RouterConfig;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -22,7 +22,7 @@ fn hello(name: &str) -> HelloRequest {
 }
 
 async fn instance(router: &TestRouter, id: &str) -> BridgeHandle {
-    let options = BridgeOptions::new(router.endpoint()).instance_id(id);
+    let options = BridgeConfig::new(router.endpoint()).instance_id(id);
     start_instance_with(router, options, GreeterServer::new(TestGreeter::new(id).0)).await
 }
 
@@ -176,7 +176,7 @@ async fn two_routers_serve_both_instances_and_survive_one_stopping() {
     let second = TestRouter::start(RouterConfig::default()).await;
     let mut handles = Vec::new();
     for id in ["a", "b"] {
-        let options = BridgeOptions::new(first.endpoint())
+        let options = BridgeConfig::new(first.endpoint())
             .endpoint(second.endpoint())
             .instance_id(id);
         let handle = GreeterBridgeFor::connect(options, id);
@@ -216,7 +216,7 @@ async fn two_routers_serve_both_instances_and_survive_one_stopping() {
 struct GreeterBridgeFor;
 
 impl GreeterBridgeFor {
-    fn connect(options: BridgeOptions, id: &str) -> BridgeHandle {
+    fn connect(options: BridgeConfig, id: &str) -> BridgeHandle {
         myservice_example::pb::GreeterBridge::new(TestGreeter::new(id).0).connect(options)
     }
 }
@@ -249,7 +249,7 @@ async fn a_bridge_registers_with_every_address_a_router_name_resolves_to() {
     let second = TestRouter::start(RouterConfig::default()).await;
     let dns = FakeDns::default();
     dns.set(&[first.addr]);
-    let options = BridgeOptions::new("http://routers.test:50051")
+    let options = BridgeConfig::new("http://routers.test:50051")
         .instance_id("a")
         .resolve_every(std::time::Duration::from_millis(50))
         .resolver(dns.clone());
@@ -292,7 +292,7 @@ async fn an_instance_at_its_limit_refuses_a_call_from_another_router_which_sends
     // "spare" only with the second, after "busy" (round robin starts there).
     let (greeter, mut events) = TestGreeter::new("busy");
     let busy = myservice_example::pb::GreeterBridge::new(greeter).connect(
-        BridgeOptions::new(first.endpoint())
+        BridgeConfig::new(first.endpoint())
             .endpoint(second.endpoint())
             .instance_id("busy")
             .max_concurrent_calls(1),

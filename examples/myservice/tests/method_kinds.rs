@@ -6,7 +6,7 @@ use common::test_greeter::TestGreeter;
 use common::{TestRouter, start_instance, start_instance_with, within};
 use myservice_example::pb::greeter_server::GreeterServer;
 use myservice_example::pb::{ChatMessage, HelloRequest, Number, StreamRequest};
-use router_runtime::bridge::BridgeOptions;
+use router_runtime::bridge::BridgeConfig;
 use router_runtime::router::RouterConfig;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -323,7 +323,7 @@ async fn sixteen_mib_messages_pass_both_ways_when_limits_allow() {
     let server = GreeterServer::new(greeter)
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
-    let options = BridgeOptions::new(router.endpoint())
+    let options = BridgeConfig::new(router.endpoint())
         .instance_id("a")
         .max_message_size(limit);
     let _instance = start_instance_with(&router, options, server).await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::within;
 use myservice_example::demo::{RunningRouter, connect_channel, start_instance};
-use router_runtime::bridge::BridgeOptions;
+use router_runtime::bridge::BridgeConfig;
 use router_runtime::pb::router_admin_client::RouterAdminClient;
 use router_runtime::pb::{ListServicesRequest, Strategy};
 use router_runtime::router::RouterConfig;
@@ -40,7 +40,7 @@ async fn health_follows_registrations_and_admin_lists_instances() {
     assert_eq!(check(&mut health).await, ServingStatus::NotServing as i32);
 
     let instance = start_instance(
-        BridgeOptions::new(router.endpoint())
+        BridgeConfig::new(router.endpoint())
             .instance_id("a")
             .label("zone", "z1")
             .weight(3),

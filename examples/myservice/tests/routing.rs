@@ -10,7 +10,7 @@ use common::{RawRegistration, TestRouter, start_instance, start_instance_with, w
 use myservice_example::pb::HelloRequest;
 use myservice_example::pb::greeter_client::GreeterClient;
 use myservice_example::pb::greeter_server::GreeterServer;
-use router_runtime::bridge::BridgeOptions;
+use router_runtime::bridge::BridgeConfig;
 use router_runtime::codegen::Strategy;
 use router_runtime::router::{PIN_HEADER, RouterConfig, SELECT_HEADER};
 use tonic::transport::Channel;
@@ -158,7 +158,7 @@ async fn pinned_and_label_selected_calls_reach_exactly_the_requested_instances()
     let router = TestRouter::start(RouterConfig::default()).await;
     let mut handles = Vec::new();
     for (id, tenant, canary) in [("a", "x", "false"), ("b", "y", "true"), ("c", "y", "false")] {
-        let options = BridgeOptions::new(router.endpoint())
+        let options = BridgeConfig::new(router.endpoint())
             .instance_id(id)
             .label("tenant", tenant)
             .label("canary", canary);
@@ -383,7 +383,7 @@ async fn an_instance_that_claims_a_routing_key_receives_its_calls() {
         ("c", vec![]),
     ] {
         let options = claims.into_iter().fold(
-            BridgeOptions::new(router.endpoint()).instance_id(id),
+            BridgeConfig::new(router.endpoint()).instance_id(id),
             |o, k| o.routing_key(k),
         );
         handles.push(
@@ -432,7 +432,7 @@ async fn a_router_with_an_authorize_hook_accepts_only_bridges_that_pass_it() {
 
     let intruder = myservice_example::pb::GreeterBridge::new(TestGreeter::new("intruder").0)
         .connect(
-            BridgeOptions::new(router.endpoint())
+            BridgeConfig::new(router.endpoint())
                 .instance_id("intruder")
                 .register_header("authorization", "Bearer bad")
                 .expect("ascii"),
@@ -440,7 +440,12 @@ async fn a_router_with_an_authorize_hook_accepts_only_bridges_that_pass_it() {
     let mut state = intruder.registrations();
     let refusal = within(10, "the refusal", async {
         loop {
-            if let Some(error) = state.borrow_and_update().last_error.clone() {
+            if let Some(error) = state
+                .borrow_and_update()
+                .last_error
+                .as_ref()
+                .map(ToString::to_string)
+            {
                 return error;
             }
             if state.changed().await.is_err() {
@@ -455,7 +460,7 @@ async fn a_router_with_an_authorize_hook_accepts_only_bridges_that_pass_it() {
     );
     assert!(router.router.registry().is_empty());
 
-    let options = BridgeOptions::new(router.endpoint())
+    let options = BridgeConfig::new(router.endpoint())
         .instance_id("trusted")
         .register_header("authorization", "Bearer good")
         .expect("ascii");

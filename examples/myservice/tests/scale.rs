@@ -8,7 +8,7 @@ use common::test_greeter::TestGreeter;
 use common::{RawRegistration, TestRouter, start_instance_with, within};
 use myservice_example::pb::HelloRequest;
 use myservice_example::pb::greeter_server::GreeterServer;
-use router_runtime::bridge::BridgeOptions;
+use router_runtime::bridge::BridgeConfig;
 use router_runtime::router::{RouterConfig, SELECT_HEADER};
 use tonic::Request;
 
@@ -54,7 +54,7 @@ async fn ten_thousand_registrations_stay_cheap_and_routable() {
     .await;
     let mut real = Vec::new();
     for id in ["real-1", "real-2"] {
-        let options = BridgeOptions::new(router.endpoint())
+        let options = BridgeConfig::new(router.endpoint())
             .instance_id(id)
             .label("kind", "real");
         real.push(

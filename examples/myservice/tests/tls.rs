@@ -6,7 +6,7 @@ use common::test_greeter::TestGreeter;
 use common::within;
 use myservice_example::pb::greeter_client::GreeterClient;
 use myservice_example::pb::{GreeterBridge, GreeterRouter, HelloRequest};
-use router_runtime::bridge::BridgeOptions;
+use router_runtime::bridge::BridgeConfig;
 use router_runtime::router::RouterConfig;
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
@@ -36,7 +36,7 @@ async fn bridges_and_clients_use_tls_to_the_router() {
         .domain_name("localhost");
     let endpoint = format!("https://{addr}");
     let bridge = GreeterBridge::new(TestGreeter::new("secure").0).connect(
-        BridgeOptions::new(endpoint.clone())
+        BridgeConfig::new(endpoint.clone())
             .instance_id("secure")
             .tls(tls.clone()),
     );
@@ -71,7 +71,7 @@ async fn bridges_and_clients_use_tls_to_the_router() {
 
     // A bridge that does not trust the router's certificate never registers.
     let untrusting = GreeterBridge::new(TestGreeter::new("untrusting").0).connect(
-        BridgeOptions::new(format!("https://{addr}"))
+        BridgeConfig::new(format!("https://{addr}"))
             .instance_id("untrusting")
             .tls(ClientTlsConfig::new().domain_name("localhost")),
     );
@@ -186,7 +186,7 @@ async fn the_handler_sees_the_client_certificate_the_router_received() {
         .domain_name("localhost");
     // The bridge presents no certificate (optional client auth).
     let bridge = GreeterBridge::new(TestGreeter::new("secure").0).connect(
-        BridgeOptions::new(format!("https://{router_addr}"))
+        BridgeConfig::new(format!("https://{router_addr}"))
             .instance_id("secure")
             .tls(tls.clone()),
     );

@@ -9,7 +9,7 @@ pub enum EndpointError {
     /// The endpoint has no `http://` or `https://` scheme.
     #[error(
         "router endpoint `{endpoint}` has no scheme: write `http://{endpoint}` \
-         (or `https://{endpoint}` with BridgeOptions::tls)"
+         (or `https://{endpoint}` with BridgeConfig::tls)"
     )]
     MissingScheme {
         /// The endpoint as given.
@@ -26,7 +26,7 @@ pub enum EndpointError {
     /// An `https://` endpoint without TLS settings.
     #[error(
         "router endpoint `{endpoint}` is https but the bridge has no TLS settings: \
-         set BridgeOptions::tls"
+         set BridgeConfig::tls"
     )]
     HttpsWithoutTls {
         /// The endpoint as given.
@@ -44,7 +44,7 @@ pub enum EndpointError {
 
 /// Checks that `endpoint` is `http://host:port` or `https://host:port`
 /// (`https` only when `tls` is set).
-pub fn check(endpoint: &str, tls: bool) -> Result<(), EndpointError> {
+pub(super) fn check(endpoint: &str, tls: bool) -> Result<(), EndpointError> {
     let owned = || endpoint.to_owned();
     let uri: http::Uri = endpoint.parse().map_err(|e: http::uri::InvalidUri| {
         if endpoint.contains("://") {

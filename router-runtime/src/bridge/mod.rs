@@ -12,7 +12,7 @@
 //! # async fn demo<S: ServiceSpec, T>(bridge: Bridge<S, T>)
 //! # where T: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>, Error = std::convert::Infallible> + Clone + Send + Sync + 'static, T::Future: Send {
 //! // `GreeterBridge::new(MyGreeter)` is generated and returns a `Bridge`.
-//! let handle = bridge.connect(BridgeOptions::new("http://127.0.0.1:50051").instance_id("a"));
+//! let handle = bridge.connect(BridgeConfig::new("http://127.0.0.1:50051").instance_id("a"));
 //! handle.registered().await;
 //! // ... later, finish calls in flight and leave:
 //! handle.shutdown().await;
@@ -22,9 +22,11 @@
 pub(crate) mod body;
 mod call;
 mod endpoint;
+mod error;
 mod session;
 
 pub use endpoint::EndpointError;
+pub use error::RegistrationError;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -72,9 +74,14 @@ pub fn peer_certificates<T>(request: &tonic::Request<T>) -> Option<Arc<Vec<bytes
     })
 }
 
-/// How a bridge registers and behaves.
+/// The bridge's former name for [`BridgeConfig`], kept so existing code
+/// builds.
+pub type BridgeOptions = BridgeConfig;
+
+/// How a bridge registers and behaves (the bridge's counterpart of
+/// [`crate::router::RouterConfig`]).
 #[derive(Debug, Clone)]
-pub struct BridgeOptions {
+pub struct BridgeConfig {
     /// Router endpoints (`http://host:port`); the bridge registers with every
     /// one of them.
     pub endpoints: Vec<String>,
@@ -160,19 +167,19 @@ impl std::fmt::Debug for Resolver {
     }
 }
 
-impl BridgeOptions {
+impl BridgeConfig {
     /// Checks every endpoint: `http://host:port`, or `https://host:port`
-    /// with [`BridgeOptions::tls`]. [`Bridge::connect`] makes the same check
+    /// with [`BridgeConfig::tls`]. [`Bridge::connect`] makes the same check
     /// and does not dial (or retry) an endpoint that fails it, reporting the
     /// error in [`BridgeHandle::registrations`]; call this first to fail at
     /// once.
     ///
     /// ```
-    /// use router_runtime::bridge::{BridgeOptions, EndpointError};
+    /// use router_runtime::bridge::{BridgeConfig, EndpointError};
     ///
-    /// assert!(BridgeOptions::new("http://127.0.0.1:50051").validate().is_ok());
+    /// assert!(BridgeConfig::new("http://127.0.0.1:50051").validate().is_ok());
     /// assert!(matches!(
-    ///     BridgeOptions::new("127.0.0.1:50051").validate(),
+    ///     BridgeConfig::new("127.0.0.1:50051").validate(),
     ///     Err(EndpointError::MissingScheme { .. })
     /// ));
     /// ```
@@ -184,16 +191,16 @@ impl BridgeOptions {
 
     /// Options registering with one router at `endpoint`.
     pub fn new(endpoint: impl Into<String>) -> Self {
-        BridgeOptions {
+        BridgeConfig {
             endpoints: vec![endpoint.into()],
             instance_id: format!("instance-{:016x}", rand::random::<u64>()),
             labels: HashMap::new(),
             weight: 1,
             max_concurrent_calls: 0,
             routing_keys: Vec::new(),
-            initial_window: 256 * 1024,
-            max_frame_size: 128 * 1024,
-            max_message_size: 4 * 1024 * 1024,
+            initial_window: crate::defaults::WINDOW,
+            max_frame_size: crate::defaults::MAX_FRAME,
+            max_message_size: crate::defaults::MAX_MESSAGE,
             reconnect_initial: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
@@ -206,13 +213,13 @@ impl BridgeOptions {
     }
 
     /// Resolves each endpoint's host to all its addresses every `interval` and
-    /// registers with each (see [`BridgeOptions::resolve_interval`]).
+    /// registers with each (see [`BridgeConfig::resolve_interval`]).
     pub fn resolve_every(mut self, interval: Duration) -> Self {
         self.resolve_interval = Some(interval);
         self
     }
 
-    /// Uses `resolver` for [`BridgeOptions::resolve_every`].
+    /// Uses `resolver` for [`BridgeConfig::resolve_every`].
     pub fn resolver(mut self, resolver: impl Resolve) -> Self {
         self.resolver = Resolver(Arc::new(resolver));
         self
@@ -242,14 +249,14 @@ impl BridgeOptions {
         self
     }
 
-    /// Claims a routing key (see [`BridgeOptions::routing_keys`]).
+    /// Claims a routing key (see [`BridgeConfig::routing_keys`]).
     pub fn routing_key(mut self, key: impl Into<String>) -> Self {
         self.routing_keys.push(key.into());
         self
     }
 
     /// Adds metadata to the `Register` call (see
-    /// [`BridgeOptions::register_metadata`]). Keys that are not valid ASCII
+    /// [`BridgeConfig::register_metadata`]). Keys that are not valid ASCII
     /// metadata keys or values are refused.
     pub fn register_header(
         mut self,
@@ -260,7 +267,7 @@ impl BridgeOptions {
         Ok(self)
     }
 
-    /// Connects to routers over TLS (see [`BridgeOptions::tls`]).
+    /// Connects to routers over TLS (see [`BridgeConfig::tls`]).
     pub fn tls(mut self, config: tonic::transport::ClientTlsConfig) -> Self {
         self.tls = Some(config);
         self
@@ -286,7 +293,7 @@ pub struct BridgeState {
     /// How many routers the bridge is registered with now.
     pub registered: usize,
     /// The last registration error, if any.
-    pub last_error: Option<String>,
+    pub last_error: Option<RegistrationError>,
 }
 
 /// A service the bridge can run calls through: what tonic generates for a
@@ -344,7 +351,7 @@ impl<S: ServiceSpec, T: BridgedService> Bridge<S, T> {
     /// Registers with every endpoint of `options` in the background, keeping
     /// each registration alive and reconnecting with backoff. Must be called
     /// inside a tokio runtime.
-    pub fn connect(self, options: BridgeOptions) -> BridgeHandle {
+    pub fn connect(self, options: BridgeConfig) -> BridgeHandle {
         let shutdown = CancellationToken::new();
         let abort = CancellationToken::new();
         let (state, state_rx) = watch::channel(BridgeState::default());

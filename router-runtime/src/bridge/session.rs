@@ -14,7 +14,8 @@ use tracing::{debug, error, info, warn};
 
 use super::body::RequestEvent;
 use super::call::{self, CallContext, Calls};
-use super::{BridgeOptions, BridgeState, BridgedService};
+use super::error::RegistrationError;
+use super::{BridgeConfig, BridgeState, BridgedService};
 use crate::codec::FrameCodec;
 use crate::codec::frame_limit;
 use crate::pb;
@@ -27,7 +28,7 @@ pub(crate) struct Shared {
     /// The service's methods, to resolve each call's path.
     pub(crate) descriptor: &'static crate::descriptor::ServiceDescriptor,
     pub(crate) register_path: String,
-    pub(crate) options: BridgeOptions,
+    pub(crate) options: BridgeConfig,
     pub(crate) shutdown: CancellationToken,
     pub(crate) abort: CancellationToken,
     pub(crate) state: watch::Sender<BridgeState>,
@@ -41,10 +42,9 @@ pub(crate) struct Shared {
 enum SessionEnd {
     /// Shutdown or abort requested: stop for good.
     Stopped,
-    /// The router went away or failed: reconnect.
-    Lost(String),
-    /// The router refused the registration: reconnect after a long pause.
-    Refused(String),
+    /// The registration failed or ended: reconnect, after the longest
+    /// backoff when the router refused it.
+    Lost(RegistrationError),
 }
 
 /// Keeps one endpoint's registration alive until shutdown.
@@ -68,11 +68,10 @@ pub(crate) async fn run_endpoint<T: BridgedService>(
         let reason = match end {
             SessionEnd::Stopped => return,
             SessionEnd::Lost(reason) => reason,
-            SessionEnd::Refused(reason) => {
-                delay = shared.options.reconnect_max;
-                reason
-            }
         };
+        if reason.is_refusal() {
+            delay = shared.options.reconnect_max;
+        }
         if registered {
             // A registration that worked resets the backoff.
             delay = shared.options.reconnect_initial;
@@ -94,7 +93,7 @@ pub(crate) async fn run_endpoint<T: BridgedService>(
 /// the state's `last_error`; the endpoint is not dialled.
 fn refuse_endpoint(shared: &Shared, error: &super::EndpointError) {
     error!(%error, "not registering: invalid router endpoint");
-    let reason = error.to_string();
+    let reason = RegistrationError::Endpoint(error.clone());
     shared.state.send_modify(|s| s.last_error = Some(reason));
 }
 
@@ -121,10 +120,13 @@ fn jitter(delay: Duration) -> Duration {
     half + half.mul_f64(rand::random::<f64>())
 }
 
-async fn connect(options: &BridgeOptions, endpoint: &str) -> Result<Channel, String> {
+async fn connect(options: &BridgeConfig, endpoint: &str) -> Result<Channel, RegistrationError> {
     let endpoint_text = endpoint;
     let endpoint = Endpoint::from_shared(endpoint.to_owned())
-        .map_err(|e| format!("invalid router endpoint `{endpoint}`: {e}"))?
+        .map_err(|e| RegistrationError::Connect {
+            endpoint: endpoint.to_owned(),
+            cause: error_chain(&e),
+        })?
         .connect_timeout(options.connect_timeout)
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(16 * 1024 * 1024))
@@ -134,13 +136,19 @@ async fn connect(options: &BridgeOptions, endpoint: &str) -> Result<Channel, Str
     let endpoint = match &options.tls {
         Some(tls) => endpoint
             .tls_config(tls.clone())
-            .map_err(|e| format!("invalid TLS settings for `{endpoint_text}`: {e}"))?,
+            .map_err(|e| RegistrationError::Tls {
+                endpoint: endpoint_text.to_owned(),
+                reason: error_chain(&e),
+            })?,
         None => endpoint,
     };
     endpoint
         .connect()
         .await
-        .map_err(|e| format!("cannot connect to `{endpoint_text}`: {}", error_chain(&e)))
+        .map_err(|e| RegistrationError::Connect {
+            endpoint: endpoint_text.to_owned(),
+            cause: error_chain(&e),
+        })
 }
 
 async fn run_session<T: BridgedService>(
@@ -173,12 +181,17 @@ async fn run_session<T: BridgedService>(
     };
     let _ = out.send(BridgeFrame::Hello(hello));
     let Ok(path) = PathAndQuery::try_from(shared.register_path.as_str()) else {
-        return SessionEnd::Refused(format!("invalid register path {}", shared.register_path));
+        return SessionEnd::Lost(RegistrationError::Protocol(
+            "the generated register path is not a valid HTTP path",
+        ));
     };
     let mut grpc = tonic::client::Grpc::new(channel)
         .max_decoding_message_size(frame_limit(options.max_frame_size));
     if let Err(e) = grpc.ready().await {
-        return SessionEnd::Lost(format!("router not ready: {e}"));
+        return SessionEnd::Lost(RegistrationError::Connect {
+            endpoint: endpoint.to_owned(),
+            cause: error_chain(&e),
+        });
     }
     let mut request = tonic::Request::new(out_rx);
     *request.metadata_mut() = options.register_metadata.clone();
@@ -189,25 +202,17 @@ async fn run_session<T: BridgedService>(
     };
     let mut frames = match response {
         Ok(response) => response.into_inner(),
-        Err(status) if refused(&status) => {
-            return SessionEnd::Refused(format!(
-                "router refused registration: {}",
-                status.message()
-            ));
-        }
-        Err(status) => return SessionEnd::Lost(format!("register call failed: {status}")),
+        Err(status) => return SessionEnd::Lost(RegistrationError::from_status(&status)),
     };
     let welcome = match frames.message().await {
         Ok(Some(RouterFrame::Welcome(welcome))) => welcome,
-        Ok(Some(_)) => return SessionEnd::Lost("router's first frame was not Welcome".into()),
-        Ok(None) => return SessionEnd::Lost("router closed the stream before Welcome".into()),
-        Err(status) if refused(&status) => {
-            return SessionEnd::Refused(format!(
-                "router refused registration: {}",
-                status.message()
+        Ok(Some(_)) => {
+            return SessionEnd::Lost(RegistrationError::Protocol(
+                "its first frame was not Welcome",
             ));
         }
-        Err(status) => return SessionEnd::Lost(format!("register stream failed: {status}")),
+        Ok(None) => return SessionEnd::Lost(RegistrationError::Closed),
+        Err(status) => return SessionEnd::Lost(RegistrationError::from_status(&status)),
     };
     *registered = true;
     info!(%endpoint, router = %welcome.router_id, "registered");
@@ -254,20 +259,19 @@ async fn run_session<T: BridgedService>(
                         }
                         RouterFrame::GoAway(go_away) => {
                             break if go_away.refused {
-                                SessionEnd::Refused(go_away.reason)
+                                SessionEnd::Lost(RegistrationError::Refused {
+                                    code: tonic::Code::PermissionDenied,
+                                    message: go_away.reason,
+                                })
                             } else {
-                                SessionEnd::Lost(format!("router going away: {}", go_away.reason))
+                                SessionEnd::Lost(RegistrationError::GoingAway(go_away.reason))
                             };
                         }
                         frame => dispatch(frame, service, &context),
                     }
                 }
-                Ok(None) => break SessionEnd::Lost("router closed the register stream".into()),
-                Err(status) => break SessionEnd::Lost(format!(
-                    "router ended the registration ({:?}): {}",
-                    status.code(),
-                    status.message()
-                )),
+                Ok(None) => break SessionEnd::Lost(RegistrationError::Closed),
+                Err(status) => break SessionEnd::Lost(RegistrationError::from_status(&status)),
             },
             // Keep serving the calls in flight (their frames, credit and
             // half-closes still arrive above) until none is left.
@@ -291,7 +295,7 @@ async fn run_session<T: BridgedService>(
             }
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() > timeout {
-                    break SessionEnd::Lost(format!("router silent for {timeout:?}"));
+                    break SessionEnd::Lost(RegistrationError::Silent(timeout));
                 }
                 send_heartbeat(&out, &calls, *serving.borrow());
             }
@@ -391,9 +395,9 @@ pub(crate) async fn run_resolved<T: BridgedService>(
     }
     let Some((scheme, host, port)) = split_endpoint(&endpoint) else {
         warn!(%endpoint, "cannot resolve endpoint: expected scheme://host:port");
-        shared
-            .state
-            .send_modify(|s| s.last_error = Some(format!("bad endpoint `{endpoint}`")));
+        shared.state.send_modify(|s| {
+            s.last_error = Some(RegistrationError::Unresolvable(endpoint.clone()));
+        });
         return;
     };
     let mut sessions: HashMap<SocketAddr, (CancellationToken, tokio::task::JoinHandle<()>)> =
@@ -454,16 +458,4 @@ fn split_endpoint(endpoint: &str) -> Option<(String, String, u16)> {
         .port_u16()
         .unwrap_or(if scheme == "https" { 443 } else { 80 });
     Some((scheme, host, port))
-}
-
-/// Statuses by which a router refuses a registration: retrying at once would
-/// only be refused again.
-fn refused(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        tonic::Code::FailedPrecondition
-            | tonic::Code::Unauthenticated
-            | tonic::Code::PermissionDenied
-            | tonic::Code::InvalidArgument
-    )
 }

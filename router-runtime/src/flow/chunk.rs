@@ -6,7 +6,7 @@ use super::credit::SendCredit;
 
 /// One piece of an outgoing message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Piece {
+pub(crate) enum Piece {
     /// The whole message, in one frame.
     Whole(bytes::Bytes),
     /// A chunk of a message larger than the peer's frame limit.
@@ -20,7 +20,7 @@ pub enum Piece {
 
 /// Why a message could not be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendError {
+pub(crate) enum SendError {
     /// The call ended while waiting for credit.
     Closed,
     /// The register stream is gone.
@@ -36,7 +36,7 @@ pub enum SendError {
 ///
 /// The protocol lets a sender overshoot its credit by one frame; this sender
 /// does not, so a receiver that stops reading holds at most its window.
-pub async fn send_with_credit<G: std::future::Future<Output = ()>>(
+pub(crate) async fn send_with_credit<G: std::future::Future<Output = ()>>(
     credit: &SendCredit,
     max_frame: usize,
     message: bytes::Bytes,
@@ -80,14 +80,14 @@ pub async fn send_with_credit<G: std::future::Future<Output = ()>>(
 
 /// Reassembles a chunked message, refusing to hold more than a limit.
 #[derive(Debug)]
-pub struct Assembler {
+pub(crate) struct Assembler {
     buf: bytes::BytesMut,
     limit: usize,
 }
 
 impl Assembler {
     /// An assembler for messages of at most `limit` bytes.
-    pub fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Assembler {
             buf: bytes::BytesMut::new(),
             limit,
@@ -97,7 +97,11 @@ impl Assembler {
     /// Adds a chunk; returns the whole message after its last chunk, and
     /// OUT_OF_RANGE (tonic's code and wording for its own limit) once the
     /// message outgrows the limit.
-    pub fn push(&mut self, data: &[u8], last: bool) -> Result<Option<bytes::Bytes>, tonic::Status> {
+    pub(crate) fn push(
+        &mut self,
+        data: &[u8],
+        last: bool,
+    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
         if self.buf.len() + data.len() > self.limit {
             return Err(tonic::Status::out_of_range(format!(
                 "Error, decoded message length too large: found more than {} bytes, the limit is: {} bytes",

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 /// The sending side's credit for one call and direction.
 #[derive(Debug)]
-pub struct SendCredit {
+pub(crate) struct SendCredit {
     available: AtomicI64,
     closed: AtomicBool,
     notify: Notify,
@@ -20,11 +20,11 @@ pub struct SendCredit {
 
 /// The call ended while a sender waited for credit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CreditClosed;
+pub(crate) struct CreditClosed;
 
 impl SendCredit {
     /// Credit of `initial` bytes.
-    pub fn new(initial: u32) -> Self {
+    pub(crate) fn new(initial: u32) -> Self {
         SendCredit {
             available: AtomicI64::new(i64::from(initial)),
             closed: AtomicBool::new(false),
@@ -33,7 +33,7 @@ impl SendCredit {
     }
 
     /// Adds credit returned by the receiver and wakes a waiting sender.
-    pub fn grant(&self, increment: u32) {
+    pub(crate) fn grant(&self, increment: u32) {
         self.available
             .fetch_add(i64::from(increment), Ordering::AcqRel);
         self.notify.notify_one();
@@ -51,24 +51,24 @@ impl SendCredit {
     }
 
     /// Takes `len` bytes of credit; the caller has checked it is positive.
-    pub fn consume(&self, len: usize) {
+    pub(crate) fn consume(&self, len: usize) {
         let len = i64::try_from(len).unwrap_or(i64::MAX);
         self.available.fetch_sub(len, Ordering::AcqRel);
     }
 
     /// The credit left now (may be negative by up to one frame).
-    pub fn available(&self) -> i64 {
+    pub(crate) fn available(&self) -> i64 {
         self.available.load(Ordering::Acquire)
     }
 
     /// Wakes any waiter for good: the call is over.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.notify.notify_one();
     }
 
     /// Waits until there is credit to send one frame.
-    pub async fn ready(&self) -> Result<(), CreditClosed> {
+    pub(crate) async fn ready(&self) -> Result<(), CreditClosed> {
         loop {
             let notified = self.notify.notified();
             if self.closed.load(Ordering::Acquire) {
@@ -85,7 +85,7 @@ impl SendCredit {
 /// The receiving side's bookkeeping of consumed bytes for one call and
 /// direction.
 #[derive(Debug)]
-pub struct CreditReturn {
+pub(crate) struct CreditReturn {
     pending: u32,
     threshold: u32,
 }
@@ -94,7 +94,7 @@ impl CreditReturn {
     /// For a window of `window` bytes: credit goes back once a quarter of the
     /// window has been consumed, so a sender never waits on a round trip while
     /// the receiver keeps up.
-    pub fn new(window: u32) -> Self {
+    pub(crate) fn new(window: u32) -> Self {
         CreditReturn {
             pending: 0,
             threshold: (window / 4).max(1),
@@ -103,7 +103,7 @@ impl CreditReturn {
 
     /// Records `len` consumed bytes; returns the increment to send back now, if
     /// any.
-    pub fn consumed(&mut self, len: usize) -> Option<u32> {
+    pub(crate) fn consumed(&mut self, len: usize) -> Option<u32> {
         let len = u32::try_from(len).unwrap_or(u32::MAX);
         self.pending = self.pending.saturating_add(len);
         if self.pending >= self.threshold {

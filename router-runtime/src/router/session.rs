@@ -98,7 +98,7 @@ async fn accept(
         routing_keys: hello.routing_keys,
     };
     let request_window = if hello.initial_window == 0 {
-        64 * 1024
+        crate::defaults::UNDECLARED_WINDOW
     } else {
         hello.initial_window.min(MAX_REQUEST_WINDOW)
     };

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use myservice_example::demo;
-use router_runtime::bridge::BridgeOptions;
+use router_runtime::bridge::BridgeConfig;
 
 /// Serves myservice.v1.Greeter through routers it dials out to.
 #[derive(Debug, Parser)]
@@ -49,7 +49,7 @@ async fn main() -> ExitCode {
         eprintln!("instance: give at least one --router");
         return ExitCode::FAILURE;
     };
-    let mut options = routers.fold(BridgeOptions::new(first), BridgeOptions::endpoint);
+    let mut options = routers.fold(BridgeConfig::new(first), BridgeConfig::endpoint);
     if let Some(id) = args.id {
         options = options.instance_id(id);
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use myservice_example::pb::greeter_client::GreeterClient;
 use myservice_example::pb::greeter_server::{Greeter, GreeterServer};
 use myservice_example::pb::{GreeterBridge, GreeterRouter};
-use router_runtime::bridge::{BridgeHandle, BridgeOptions};
+use router_runtime::bridge::{BridgeConfig, BridgeHandle};
 use router_runtime::router::RouterConfig;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -124,7 +124,7 @@ pub async fn connect_channel(addr: SocketAddr) -> Channel {
 pub async fn start_instance<T: Greeter>(router: &TestRouter, id: &str, service: T) -> BridgeHandle {
     start_instance_with(
         router,
-        BridgeOptions::new(router.endpoint()).instance_id(id),
+        BridgeConfig::new(router.endpoint()).instance_id(id),
         GreeterServer::new(service),
     )
     .await
@@ -134,7 +134,7 @@ pub async fn start_instance<T: Greeter>(router: &TestRouter, id: &str, service: 
 /// registration.
 pub async fn start_instance_with<T: Greeter>(
     _router: &TestRouter,
-    options: BridgeOptions,
+    options: BridgeConfig,
     server: GreeterServer<T>,
 ) -> BridgeHandle {
     let handle = GreeterBridge::from_server(server).connect(options);

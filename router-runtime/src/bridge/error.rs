@@ -1,0 +1,117 @@
+//! Why a bridge's registration with a router failed or ended, as a type: the
+//! bridge logs it, keeps the latest in [`super::BridgeState::last_error`] and
+//! decides from it how long to wait before trying again.
+
+use std::time::Duration;
+
+use super::EndpointError;
+
+/// Why a registration failed or ended.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistrationError {
+    /// The endpoint can never be dialled (no scheme, https without TLS ...).
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// The TLS settings do not apply to the endpoint.
+    #[error("invalid TLS settings for `{endpoint}`: {reason}")]
+    Tls {
+        /// The router endpoint.
+        endpoint: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The router could not be reached; `cause` is the error's whole chain.
+    #[error("cannot connect to `{endpoint}`: {cause}")]
+    Connect {
+        /// The router endpoint.
+        endpoint: String,
+        /// The transport error and its sources.
+        cause: String,
+    },
+    /// The router refused the registration (authorization, protocol version,
+    /// service name ...): trying again at once would be refused again.
+    #[error("router refused registration ({code:?}): {message}")]
+    Refused {
+        /// The status code the router answered with.
+        code: tonic::Code,
+        /// Its message.
+        message: String,
+    },
+    /// The register call or stream failed with a status.
+    #[error("router ended the registration ({code:?}): {message}")]
+    Ended {
+        /// The status code.
+        code: tonic::Code,
+        /// Its message: the router's reason.
+        message: String,
+    },
+    /// The router closed the register stream without a status.
+    #[error("router closed the register stream")]
+    Closed,
+    /// The router sent `GoAway` (it is shutting down or moving the bridge).
+    #[error("router going away: {0}")]
+    GoingAway(String),
+    /// Nothing arrived from the router for longer than its heartbeat timeout.
+    #[error("router silent for {0:?}")]
+    Silent(Duration),
+    /// An endpoint to resolve (`BridgeConfig::resolve_every`) has no host and
+    /// port to look up.
+    #[error("cannot resolve router endpoint `{0}`: expected scheme://host:port")]
+    Unresolvable(String),
+    /// The router broke the register protocol.
+    #[error("router broke the register protocol: {0}")]
+    Protocol(&'static str),
+}
+
+impl RegistrationError {
+    /// The error for a failed register call or stream: a refusal when the
+    /// code says the router will refuse again, otherwise an end.
+    pub(crate) fn from_status(status: &tonic::Status) -> Self {
+        let (code, message) = (status.code(), status.message().to_owned());
+        if refused(code) {
+            RegistrationError::Refused { code, message }
+        } else {
+            RegistrationError::Ended { code, message }
+        }
+    }
+
+    /// Whether the bridge should wait its longest backoff before trying
+    /// again.
+    pub(crate) fn is_refusal(&self) -> bool {
+        matches!(self, RegistrationError::Refused { .. })
+    }
+}
+
+/// Codes by which a router refuses a registration: retrying at once would
+/// only be refused again.
+fn refused(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::FailedPrecondition
+            | tonic::Code::Unauthenticated
+            | tonic::Code::PermissionDenied
+            | tonic::Code::InvalidArgument
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_refusals_or_ends_with_their_message() {
+        let refused = RegistrationError::from_status(&tonic::Status::permission_denied("no"));
+        assert!(refused.is_refusal());
+        assert_eq!(
+            refused.to_string(),
+            "router refused registration (PermissionDenied): no"
+        );
+        let ended = RegistrationError::from_status(&tonic::Status::aborted("re-registered"));
+        assert!(!ended.is_refusal());
+        assert_eq!(
+            ended.to_string(),
+            "router ended the registration (Aborted): re-registered"
+        );
+    }
+}

@@ -1,0 +1,24 @@
+//! The protocol's default sizes, shared by the router's [`RouterConfig`] and
+//! the bridge's [`BridgeConfig`] so both sides start from the same numbers.
+//!
+//! [`RouterConfig`]: crate::router::RouterConfig
+//! [`BridgeConfig`]: crate::bridge::BridgeConfig
+
+/// Credit, in bytes, each side grants per call and direction.
+pub const WINDOW: u32 = 256 * 1024;
+
+/// The largest frame payload each side accepts; larger messages travel in
+/// chunks.
+pub const MAX_FRAME: u32 = 128 * 1024;
+
+/// The largest request message (tonic's default decoding limit).
+pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+
+/// The largest response message the router reassembles: far above common
+/// client receive limits, so a client's own limit applies as in a direct
+/// call, while a bridge cannot make the router hold an unbounded message.
+pub const MAX_RESPONSE_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// The request window a router assumes for a bridge whose `Hello` declares
+/// none (`initial_window = 0`).
+pub const UNDECLARED_WINDOW: u32 = 64 * 1024;
