@@ -141,5 +141,5 @@ impl<D: DecodeFrame> Decoder for FrameCoder<D> {
 pub(crate) fn frame_limit(max_frame: u32) -> usize {
     usize::try_from(max_frame)
         .unwrap_or(usize::MAX)
-        .saturating_add(64 * 1024)
+        .saturating_add(crate::defaults::FRAME_OVERHEAD)
 }

@@ -19,6 +19,16 @@ pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 /// call, while a bridge cannot make the router hold an unbounded message.
 pub const MAX_RESPONSE_MESSAGE: usize = 64 * 1024 * 1024;
 
+/// The smallest frame limit either side honours, whatever the peer declares.
+pub const MIN_FRAME: u32 = 1024;
+
+/// Envelope bytes a register-stream message may carry beyond its frame's
+/// payload (ids, tags, metadata of a `Start`).
+pub const FRAME_OVERHEAD: usize = 64 * 1024;
+
+/// Room for a call's headers and trailers beyond its message window.
+pub const METADATA_ALLOWANCE: usize = 64 * 1024;
+
 /// The request window a router assumes for a bridge whose `Hello` declares
 /// none (`initial_window = 0`).
 pub const UNDECLARED_WINDOW: u32 = 64 * 1024;

@@ -120,6 +120,12 @@ fn jitter(delay: Duration) -> Duration {
     half + half.mul_f64(rand::random::<f64>())
 }
 
+/// The HTTP/2 windows of a bridge's connection to a router: the register
+/// stream carries every call of the instance, so it gets far more than
+/// HTTP/2's 64 KiB default (the per-call windows inside bound each call).
+const REGISTER_STREAM_WINDOW: u32 = 16 * 1024 * 1024;
+const REGISTER_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
+
 async fn connect(options: &BridgeConfig, endpoint: &str) -> Result<Channel, RegistrationError> {
     let endpoint_text = endpoint;
     let endpoint = Endpoint::from_shared(endpoint.to_owned())
@@ -129,8 +135,8 @@ async fn connect(options: &BridgeConfig, endpoint: &str) -> Result<Channel, Regi
         })?
         .connect_timeout(options.connect_timeout)
         .tcp_nodelay(true)
-        .initial_stream_window_size(Some(16 * 1024 * 1024))
-        .initial_connection_window_size(Some(32 * 1024 * 1024))
+        .initial_stream_window_size(Some(REGISTER_STREAM_WINDOW))
+        .initial_connection_window_size(Some(REGISTER_CONNECTION_WINDOW))
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20));
     let endpoint = match &options.tls {
@@ -151,6 +157,9 @@ async fn connect(options: &BridgeConfig, endpoint: &str) -> Result<Channel, Regi
         })
 }
 
+/// One registration's life: register (connect, `Hello`, `Welcome`), then
+/// serve until it ends; `registered` tells the caller whether it got as far
+/// as a `Welcome` (which resets the reconnect backoff).
 async fn run_session<T: BridgedService>(
     shared: &Arc<Shared>,
     service: &T,
@@ -158,13 +167,64 @@ async fn run_session<T: BridgedService>(
     stop: &CancellationToken,
     registered: &mut bool,
 ) -> SessionEnd {
+    let Registration {
+        out,
+        mut frames,
+        welcome,
+    } = match register(shared, endpoint, stop).await {
+        Ok(registration) => registration,
+        Err(end) => return end,
+    };
+    *registered = true;
+    info!(%endpoint, router = %welcome.router_id, "registered");
+    shared.state.send_modify(|s| {
+        s.registered += 1;
+        s.last_error = None;
+    });
+
+    let options = &shared.options;
+    let calls = Arc::new(Calls::default());
+    let context = Arc::new(CallContext {
+        out,
+        calls: calls.clone(),
+        descriptor: shared.descriptor,
+        active: shared.active.clone(),
+        limit: options.max_concurrent_calls,
+        instance_id: options.instance_id.clone(),
+        reply_window: welcome.initial_window.max(1),
+        request_window: options.initial_window,
+        request_frame: usize::try_from(options.max_frame_size).unwrap_or(usize::MAX),
+        max_frame: usize::try_from(welcome.max_frame_size.max(crate::defaults::MIN_FRAME))
+            .unwrap_or(usize::MAX),
+        max_message: options.max_message_size,
+    });
+    let end = serve(shared, service, &context, &mut frames, &welcome, stop).await;
+    calls.cancel_all();
+    shared
+        .state
+        .send_modify(|s| s.registered = s.registered.saturating_sub(1));
+    end
+}
+
+/// An accepted registration: the queue of frames to the router, the router's
+/// frames, and its `Welcome`.
+struct Registration {
+    out: QueueSender<BridgeFrame>,
+    frames: tonic::Streaming<RouterFrame>,
+    welcome: pb::Welcome,
+}
+
+/// Connects to `endpoint`, opens the register stream with this bridge's
+/// `Hello` and waits for the router's `Welcome`.
+async fn register(
+    shared: &Shared,
+    endpoint: &str,
+    stop: &CancellationToken,
+) -> Result<Registration, SessionEnd> {
     let options = &shared.options;
     let channel = tokio::select! {
-        channel = connect(options, endpoint) => match channel {
-            Ok(channel) => channel,
-            Err(reason) => return SessionEnd::Lost(reason),
-        },
-        _ = stop.cancelled() => return SessionEnd::Stopped,
+        channel = connect(options, endpoint) => channel.map_err(SessionEnd::Lost)?,
+        _ = stop.cancelled() => return Err(SessionEnd::Stopped),
     };
     let (out, out_rx) = queue::<BridgeFrame>();
     let hello = pb::Hello {
@@ -180,132 +240,154 @@ async fn run_session<T: BridgedService>(
         max_message_size: u32::try_from(options.max_message_size).unwrap_or(u32::MAX),
     };
     let _ = out.send(BridgeFrame::Hello(hello));
-    let Ok(path) = PathAndQuery::try_from(shared.register_path.as_str()) else {
-        return SessionEnd::Lost(RegistrationError::Protocol(
+    let path = PathAndQuery::try_from(shared.register_path.as_str()).map_err(|_| {
+        SessionEnd::Lost(RegistrationError::Protocol(
             "the generated register path is not a valid HTTP path",
-        ));
-    };
+        ))
+    })?;
     let mut grpc = tonic::client::Grpc::new(channel)
         .max_decoding_message_size(frame_limit(options.max_frame_size));
-    if let Err(e) = grpc.ready().await {
-        return SessionEnd::Lost(RegistrationError::Connect {
+    grpc.ready().await.map_err(|e| {
+        SessionEnd::Lost(RegistrationError::Connect {
             endpoint: endpoint.to_owned(),
             cause: error_chain(&e),
-        });
-    }
+        })
+    })?;
     let mut request = tonic::Request::new(out_rx);
     *request.metadata_mut() = options.register_metadata.clone();
     let codec = FrameCodec::<BridgeFrame, RouterFrame>::default();
     let response = tokio::select! {
         response = grpc.streaming(request, path, codec) => response,
-        _ = stop.cancelled() => return SessionEnd::Stopped,
+        _ = stop.cancelled() => return Err(SessionEnd::Stopped),
     };
-    let mut frames = match response {
-        Ok(response) => response.into_inner(),
-        Err(status) => return SessionEnd::Lost(RegistrationError::from_status(&status)),
-    };
-    let welcome = match frames.message().await {
-        Ok(Some(RouterFrame::Welcome(welcome))) => welcome,
-        Ok(Some(_)) => {
-            return SessionEnd::Lost(RegistrationError::Protocol(
+    let lost = |status: tonic::Status| SessionEnd::Lost(RegistrationError::from_status(&status));
+    let mut frames = response.map_err(lost)?.into_inner();
+    let welcome = match frames.message().await.map_err(lost)? {
+        Some(RouterFrame::Welcome(welcome)) => welcome,
+        Some(_) => {
+            return Err(SessionEnd::Lost(RegistrationError::Protocol(
                 "its first frame was not Welcome",
-            ));
+            )));
         }
-        Ok(None) => return SessionEnd::Lost(RegistrationError::Closed),
-        Err(status) => return SessionEnd::Lost(RegistrationError::from_status(&status)),
+        None => return Err(SessionEnd::Lost(RegistrationError::Closed)),
     };
-    *registered = true;
-    info!(%endpoint, router = %welcome.router_id, "registered");
-    shared.state.send_modify(|s| {
-        s.registered += 1;
-        s.last_error = None;
-    });
+    Ok(Registration {
+        out,
+        frames,
+        welcome,
+    })
+}
 
-    let calls = Arc::new(Calls::default());
-    let context = Arc::new(CallContext {
-        out: out.clone(),
-        calls: calls.clone(),
-        descriptor: shared.descriptor,
-        active: shared.active.clone(),
-        limit: options.max_concurrent_calls,
-        instance_id: options.instance_id.clone(),
-        reply_window: welcome.initial_window.max(1),
-        request_window: options.initial_window,
-        request_frame: usize::try_from(options.max_frame_size).unwrap_or(usize::MAX),
-        max_frame: usize::try_from(welcome.max_frame_size.max(1024)).unwrap_or(usize::MAX),
-        max_message: options.max_message_size,
-    });
+/// Where a registration stands in its drain. A bridge asked to stop sends
+/// `Drain` and keeps serving until the router acknowledges with `GoAway`
+/// (after it, no new call can arrive: see the start gate in the router's
+/// registry), then until its calls in flight finish, or the drain timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DrainPhase {
+    /// No drain asked.
+    Serving,
+    /// `Drain` sent; new calls may still arrive until the acknowledgement.
+    Requested { deadline: tokio::time::Instant },
+    /// The router acknowledged: finish the calls in flight.
+    Acknowledged { deadline: tokio::time::Instant },
+}
+
+impl DrainPhase {
+    fn deadline(self) -> Option<tokio::time::Instant> {
+        match self {
+            DrainPhase::Serving => None,
+            DrainPhase::Requested { deadline } | DrainPhase::Acknowledged { deadline } => {
+                Some(deadline)
+            }
+        }
+    }
+}
+
+/// Resolves at `deadline`, or never without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves a registration: dispatches the router's frames to calls, sends
+/// heartbeats and serving changes, watches the router's liveness, and drains
+/// when asked to stop.
+async fn serve<T: BridgedService>(
+    shared: &Arc<Shared>,
+    service: &T,
+    context: &Arc<CallContext>,
+    frames: &mut tonic::Streaming<RouterFrame>,
+    welcome: &pb::Welcome,
+    stop: &CancellationToken,
+) -> SessionEnd {
+    let (out, calls) = (&context.out, &context.calls);
     let heartbeat_ms = u64::from(welcome.heartbeat_interval_ms.max(100));
     let timeout = Duration::from_millis(u64::from(welcome.heartbeat_timeout_ms.max(300)));
     let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms));
     heartbeat.reset();
     let mut last_seen = tokio::time::Instant::now();
-    // Draining: `Some(deadline)` once Drain was sent; `acked` once the router
-    // answered with GoAway (no new call can arrive after it).
-    let mut drain_deadline: Option<tokio::time::Instant> = None;
-    let mut acked = false;
+    let mut drain = DrainPhase::Serving;
     let mut serving = shared.serving.subscribe();
-    let far_future = tokio::time::Instant::now() + Duration::from_secs(365 * 24 * 3600);
-
-    let end = loop {
+    loop {
         tokio::select! {
             frame = frames.message() => match frame {
                 Ok(Some(frame)) => {
                     last_seen = tokio::time::Instant::now();
-                    match frame {
-                        RouterFrame::GoAway(go_away) if drain_deadline.is_some() => {
+                    match (frame, drain) {
+                        (RouterFrame::GoAway(go_away), DrainPhase::Requested { deadline }) => {
                             debug!(reason = %go_away.reason, "router acknowledged drain");
-                            acked = true;
+                            drain = DrainPhase::Acknowledged { deadline };
                         }
-                        RouterFrame::GoAway(go_away) => {
-                            break if go_away.refused {
-                                SessionEnd::Lost(RegistrationError::Refused {
+                        (RouterFrame::GoAway(go_away), _) => {
+                            return SessionEnd::Lost(if go_away.refused {
+                                RegistrationError::Refused {
                                     code: tonic::Code::PermissionDenied,
                                     message: go_away.reason,
-                                })
+                                }
                             } else {
-                                SessionEnd::Lost(RegistrationError::GoingAway(go_away.reason))
-                            };
+                                RegistrationError::GoingAway(go_away.reason)
+                            });
                         }
-                        frame => dispatch(frame, service, &context),
+                        (frame, _) => dispatch(frame, service, context),
                     }
                 }
-                Ok(None) => break SessionEnd::Lost(RegistrationError::Closed),
-                Err(status) => break SessionEnd::Lost(RegistrationError::from_status(&status)),
+                Ok(None) => return SessionEnd::Lost(RegistrationError::Closed),
+                Err(status) => return SessionEnd::Lost(RegistrationError::from_status(&status)),
             },
             // Keep serving the calls in flight (their frames, credit and
             // half-closes still arrive above) until none is left.
-            _ = calls.wait_idle(), if acked => break SessionEnd::Stopped,
-            _ = tokio::time::sleep_until(drain_deadline.unwrap_or(far_future)), if drain_deadline.is_some() => {
-                warn!(active = calls.active(), "drain timed out; dropping the calls in flight");
-                break SessionEnd::Stopped;
+            _ = calls.wait_idle(), if matches!(drain, DrainPhase::Acknowledged { .. }) => {
+                return SessionEnd::Stopped;
             }
-            _ = stop.cancelled(), if drain_deadline.is_none() => {
+            _ = until(drain.deadline()) => {
+                warn!(active = calls.active(), "drain timed out; dropping the calls in flight");
+                return SessionEnd::Stopped;
+            }
+            _ = stop.cancelled(), if drain == DrainPhase::Serving => {
                 if shared.abort.is_cancelled() {
-                    break SessionEnd::Stopped;
+                    return SessionEnd::Stopped;
                 }
-                drain_deadline = Some(tokio::time::Instant::now() + shared.options.drain_timeout);
+                drain = DrainPhase::Requested {
+                    deadline: tokio::time::Instant::now() + shared.options.drain_timeout,
+                };
                 let _ = out.send(BridgeFrame::Drain(pb::Drain { reason: "bridge shutting down".into() }));
             }
-            _ = shared.abort.cancelled() => break SessionEnd::Stopped,
+            _ = shared.abort.cancelled() => return SessionEnd::Stopped,
             changed = serving.changed() => {
                 if changed.is_ok() {
-                    send_heartbeat(&out, &calls, *serving.borrow_and_update());
+                    send_heartbeat(out, calls, *serving.borrow_and_update());
                 }
             }
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() > timeout {
-                    break SessionEnd::Lost(RegistrationError::Silent(timeout));
+                    return SessionEnd::Lost(RegistrationError::Silent(timeout));
                 }
-                send_heartbeat(&out, &calls, *serving.borrow());
+                send_heartbeat(out, calls, *serving.borrow());
             }
         }
-    };
-    calls.cancel_all();
-    shared
-        .state
-        .send_modify(|s| s.registered = s.registered.saturating_sub(1));
-    end
+    }
 }
 
 fn send_heartbeat(out: &QueueSender<BridgeFrame>, calls: &Calls, serving: bool) {

@@ -56,7 +56,8 @@ impl SendCredit {
         self.available.fetch_sub(len, Ordering::AcqRel);
     }
 
-    /// The credit left now (may be negative by up to one frame).
+    /// The credit left now (negative after a `consume` past it, which the
+    /// runtime's own senders never do).
     pub(crate) fn available(&self) -> i64 {
         self.available.load(Ordering::Acquire)
     }

@@ -18,8 +18,7 @@ use bytes::Bytes;
 use super::chunk::Assembler;
 use super::credit::CreditReturn;
 
-/// Room for a call's headers and trailers beyond its message window.
-pub(crate) const METADATA_ALLOWANCE: usize = 64 * 1024;
+use crate::defaults::METADATA_ALLOWANCE;
 
 /// Bytes a peer delivered for one call and direction that the consumer has
 /// not taken yet, against a limit.

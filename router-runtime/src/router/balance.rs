@@ -19,7 +19,7 @@ use crate::router::registry::{Instance, Snapshot};
 
 /// Which instances a call may go to, from its metadata and request.
 #[derive(Debug, Default, Clone)]
-pub struct Selection<'a> {
+pub(crate) struct Selection<'a> {
     /// Only this instance id (the pin header).
     pub pinned: Option<&'a str>,
     /// Only instances whose labels contain all these pairs.
@@ -44,12 +44,15 @@ impl Selection<'_> {
 
 /// Why no instance was chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PickError {
+pub(crate) enum PickError {
     /// No instance of the service is registered.
     NoInstances,
     /// Instances are registered but none can take a call now (draining, not
-    /// serving, or at their concurrency limit).
+    /// serving, at their concurrency limit or congested).
     NoneAvailable,
+    /// The pinned instance is registered but cannot take this call: it is
+    /// draining, not serving, at its limit, congested, or already failed it.
+    PinnedUnavailable(String),
     /// The pinned instance is not registered.
     PinnedNotFound(String),
     /// No registered instance matches the label selector.
@@ -85,7 +88,7 @@ enum RngSource {
 }
 
 /// Picks instances with one strategy.
-pub struct Balancer {
+pub(crate) struct Balancer {
     strategy: Strategy,
     load: LoadMeasure,
     next: AtomicUsize,
@@ -102,7 +105,7 @@ impl std::fmt::Debug for Balancer {
 
 impl Balancer {
     /// A balancer using the thread-local random generator.
-    pub fn new(strategy: Strategy) -> Self {
+    pub(crate) fn new(strategy: Strategy) -> Self {
         Balancer {
             strategy,
             load: LoadMeasure::default(),
@@ -112,13 +115,13 @@ impl Balancer {
     }
 
     /// The same balancer comparing loads by `load` (power of two choices).
-    pub fn with_load(mut self, load: LoadMeasure) -> Self {
+    pub(crate) fn with_load(mut self, load: LoadMeasure) -> Self {
         self.load = load;
         self
     }
 
     /// A balancer with a seeded generator, for deterministic tests.
-    pub fn seeded(strategy: Strategy, seed: u64) -> Self {
+    pub(crate) fn seeded(strategy: Strategy, seed: u64) -> Self {
         Balancer {
             strategy,
             load: LoadMeasure::default(),
@@ -128,7 +131,7 @@ impl Balancer {
     }
 
     /// The strategy.
-    pub fn strategy(&self) -> Strategy {
+    pub(crate) fn strategy(&self) -> Strategy {
         self.strategy
     }
 
@@ -153,7 +156,7 @@ impl Balancer {
     /// the one that claimed the routing key (while available and matching the
     /// labels), else the strategy's choice among the available instances that
     /// match the labels. Instances in `selection.exclude` are never picked.
-    pub fn pick(
+    pub(crate) fn pick(
         &self,
         snapshot: &Snapshot,
         selection: &Selection<'_>,
@@ -164,12 +167,11 @@ impl Balancer {
         if let Some(id) = selection.pinned {
             let instance = snapshot
                 .by_id(id)
-                .filter(|i| !selection.excludes(i))
                 .ok_or_else(|| PickError::PinnedNotFound(id.to_owned()))?;
-            return if instance.is_available() {
+            return if instance.is_available() && !selection.excludes(instance) {
                 Ok(instance.clone())
             } else {
-                Err(PickError::NoneAvailable)
+                Err(PickError::PinnedUnavailable(id.to_owned()))
             };
         }
         if let Some(owner) = selection
@@ -636,7 +638,7 @@ mod tests {
         };
         assert_eq!(
             balancer.pick(&snapshot, &pinned).map(|i| i.id().to_owned()),
-            Err(PickError::PinnedNotFound("i0".into()))
+            Err(PickError::PinnedUnavailable("i0".into()))
         );
         instances[1].set_draining();
         let draining = Selection {
@@ -647,7 +649,7 @@ mod tests {
             balancer
                 .pick(&snapshot, &draining)
                 .map(|i| i.id().to_owned()),
-            Err(PickError::NoneAvailable)
+            Err(PickError::PinnedUnavailable("i1".into()))
         );
     }
 

@@ -322,6 +322,9 @@ fn pick_status(core: &RouterCore, error: PickError) -> Status {
         PickError::PinnedNotFound(id) => Status::unavailable(format!(
             "instance `{id}` (from `{PIN_HEADER}`) of `{service}` is not registered"
         )),
+        PickError::PinnedUnavailable(id) => Status::unavailable(format!(
+            "instance `{id}` (from `{PIN_HEADER}`) of `{service}` cannot take the call now (draining, not serving, at its limit, congested, or it already failed this call)"
+        )),
         PickError::NoLabelMatch => Status::unavailable(format!(
             "no instance of `{service}` matches the `{SELECT_HEADER}` selector"
         )),

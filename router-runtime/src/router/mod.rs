@@ -34,8 +34,9 @@ use tonic::body::Body;
 use tonic::codec::CompressionEncoding;
 use tonic::server::{Grpc, NamedService};
 
-pub use balance::{Balancer, LoadMeasure, PickError, Selection};
-pub use registry::{Instance, InstanceInfo, Registry};
+pub(crate) use balance::Balancer;
+pub use balance::LoadMeasure;
+pub use registry::{Instance, InstanceInfo, Registry, Snapshot};
 pub use route_key::extract as extract_route_key;
 
 use crate::codec::{FrameCodec, RawCodec, frame_limit};

@@ -34,6 +34,9 @@ pub(crate) enum CallEvent {
     Trailers(pb::Trailers),
     /// The instance went away: the call failed with this status.
     Lost(Status),
+    /// The instance broke the call's protocol: the call failed with this
+    /// status (never retried elsewhere, unlike a loss).
+    Violation(Status),
 }
 
 impl CallEvent {
@@ -46,7 +49,7 @@ impl CallEvent {
             CallEvent::Message(message) => message.len(),
             CallEvent::Chunk(chunk) => chunk.data.len(),
             CallEvent::Trailers(trailers) => trailers.encoded_len(),
-            CallEvent::Lost(_) => 0,
+            CallEvent::Lost(_) | CallEvent::Violation(_) => 0,
         }
     }
 }

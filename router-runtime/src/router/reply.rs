@@ -117,6 +117,10 @@ impl ReplyStream {
                 self.guard.finished = true;
                 First::Lost(status)
             }
+            Some(CallEvent::Violation(status)) => {
+                self.guard.finished = true;
+                First::Failed(status)
+            }
             Some(CallEvent::Message(_) | CallEvent::Chunk(_)) => {
                 self.guard.cancel(Code::Internal, "message before headers");
                 First::Failed(Status::internal(
@@ -234,7 +238,7 @@ impl Stream for ReplyStream {
                     let status = this.final_status(trailers);
                     return this.fail(status);
                 }
-                Some(CallEvent::Lost(status)) => {
+                Some(CallEvent::Lost(status) | CallEvent::Violation(status)) => {
                     this.guard.finished = true;
                     return this.fail(status);
                 }

@@ -102,7 +102,8 @@ async fn accept(
     } else {
         hello.initial_window.min(MAX_REQUEST_WINDOW)
     };
-    let max_frame = usize::try_from(hello.max_frame_size.max(1024)).unwrap_or(usize::MAX);
+    let max_frame =
+        usize::try_from(hello.max_frame_size.max(crate::defaults::MIN_FRAME)).unwrap_or(usize::MAX);
     let instance = Arc::new(Instance::new(
         core.registry.next_registration(),
         info,
@@ -385,10 +386,12 @@ fn fail_call(instance: &Instance, call_id: u64, what: &str) {
         "instance broke the call protocol"
     );
     if let Some(slot) = instance.calls().get(&call_id) {
-        let _ = slot.events.send(CallEvent::Lost(Status::internal(format!(
-            "instance `{}` broke the protocol: {what}",
-            instance.id()
-        ))));
+        let _ = slot
+            .events
+            .send(CallEvent::Violation(Status::internal(format!(
+                "instance `{}` broke the protocol: {what}",
+                instance.id()
+            ))));
     }
     instance.cancel_call(
         call_id,
