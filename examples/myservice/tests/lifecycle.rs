@@ -324,3 +324,65 @@ async fn an_instance_at_its_limit_refuses_a_call_from_another_router_which_sends
     slow.abort();
     busy.abort().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_instance_whose_process_exits_at_once_loses_no_answer() {
+    use myservice_example::pb::GreeterBridge;
+    use std::time::Duration;
+    use tokio::sync::oneshot;
+
+    let router = TestRouter::start(RouterConfig::default()).await;
+    let endpoint = router.endpoint();
+    let (registered_tx, registered_rx) = oneshot::channel::<()>();
+    let (drain_tx, drain_rx) = oneshot::channel::<()>();
+    // The instance runs on a runtime of its own, dropped the moment its drain
+    // returns, as a process that exits after `shutdown()`: nothing still
+    // queued is written after that.
+    let process = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let (mut greeter, _events) = TestGreeter::new("exiting");
+            greeter.delay = Duration::from_millis(200);
+            let handle = GreeterBridge::from_server(GreeterServer::new(greeter))
+                .connect(BridgeConfig::new(endpoint).instance_id("exiting"));
+            handle.registered().await;
+            let _ = registered_tx.send(());
+            let _ = drain_rx.await;
+            handle.shutdown().await;
+        });
+        runtime.shutdown_background();
+    });
+    within(10, "the instance to register", registered_rx)
+        .await
+        .expect("registered");
+    router.wait_for_instances(1).await;
+    let instance = router.router.registry().snapshot()[0].clone();
+
+    let mut calls = Vec::new();
+    for i in 0..20 {
+        let mut client = router.client().await;
+        calls.push(tokio::spawn(async move {
+            client.say_hello(hello(&format!("c{i}"))).await
+        }));
+    }
+    common::eventually(5, "20 calls in flight", || instance.calls_in_flight() == 20).await;
+    drain_tx.send(()).expect("instance waiting");
+    for call in calls {
+        within(10, "a call", call)
+            .await
+            .expect("task")
+            .expect("answered before the instance exited");
+    }
+    within(
+        10,
+        "the instance process",
+        tokio::task::spawn_blocking(move || process.join()),
+    )
+    .await
+    .expect("joined")
+    .expect("the instance process ran to its end");
+}

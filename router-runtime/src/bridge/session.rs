@@ -200,10 +200,35 @@ async fn run_session<T: BridgedService>(
     });
     let end = serve(shared, service, &context, &mut frames, &welcome, stop).await;
     calls.cancel_all();
+    // The context holds this registration's queue to the router: once it and
+    // the calls' clones are gone, the register stream ends after what is
+    // queued.
+    drop(context);
+    if matches!(end, SessionEnd::Stopped) && !shared.abort.is_cancelled() {
+        flush(&mut frames).await;
+    }
     shared
         .state
         .send_modify(|s| s.registered = s.registered.saturating_sub(1));
     end
+}
+
+/// How long a drained registration waits for the router to take its last
+/// frames.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// After a drain, waits (up to [`FLUSH_TIMEOUT`]) until the router ends its
+/// side of the register stream, which it does once it has read the end of
+/// ours: so the last calls' trailers, still queued when the drain completed,
+/// have reached it before the bridge returns (and its process may exit).
+async fn flush(frames: &mut tonic::Streaming<RouterFrame>) {
+    let drained = tokio::time::timeout(FLUSH_TIMEOUT, async {
+        while let Ok(Some(_)) = frames.message().await {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!("router did not close the drained register stream in time");
+    }
 }
 
 /// An accepted registration: the queue of frames to the router, the router's
