@@ -1,10 +1,8 @@
-//! The process's global allocator, chosen by cargo feature: glibc's malloc
-//! by default, mimalloc with `--features mimalloc`, jemalloc (with background
-//! threads returning freed pages) with `--features jemalloc`. The router child
+//! The process's global allocator, chosen by cargo feature: jemalloc (the
+//! default feature `jemalloc`, with background threads returning freed pages
+//! after its decay time), mimalloc with `--features mimalloc` (it takes
+//! precedence), glibc's malloc with `--no-default-features`. The router child
 //! reports [`NAME`], so `router-bench memory` can label what it measured.
-
-#[cfg(all(feature = "mimalloc", feature = "jemalloc"))]
-compile_error!("features `mimalloc` and `jemalloc` both pick the global allocator: enable one");
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]

@@ -118,7 +118,7 @@ impl Fleet {
         };
         let live = self.live.len();
         self.log.update(|c| c.min_live = c.min_live.min(live));
-        if step % 2 == 0 {
+        if step.is_multiple_of(2) {
             let sent = Instant::now();
             let clean = oldest.drain(DRAIN_TIMEOUT).await?;
             let exited = Instant::now();

@@ -127,6 +127,10 @@ pub enum Command {
         /// The address to listen on.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Each call's response window (`RouterConfig::initial_window`), KiB
+        /// [default: the router's default].
+        #[arg(long)]
+        window_kib: Option<u32>,
     },
 }
 
@@ -160,6 +164,14 @@ pub struct MemoryArgs {
     /// Client connections per phase.
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
+    /// Each call's response window in the router child, KiB [default: the
+    /// router's default, 256].
+    #[arg(long)]
+    pub window_kib: Option<u32>,
+    /// Seconds after the last release at which the RSS is read once more
+    /// (allocators that return memory with a delay).
+    #[arg(long, default_value_t = 15.0)]
+    pub linger_secs: f64,
     /// Output format of the table.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
@@ -222,6 +234,9 @@ impl MemoryArgs {
             stalled: self.stalled,
             stalled_payload: self.stalled_payload,
             connections: self.connections,
+            window_kib: self.window_kib,
+            linger: Duration::try_from_secs_f64(self.linger_secs)
+                .map_err(|e| format!("bad --linger-secs {}: {e}", self.linger_secs))?,
             format: self.format,
         })
     }

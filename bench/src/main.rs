@@ -63,8 +63,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match &cli.command {
-        Some(Command::ServeRouter { listen }) => {
-            runtime.block_on(servers::serve_router_child(*listen))
+        Some(Command::ServeRouter { listen, window_kib }) => {
+            runtime.block_on(servers::serve_router_child(*listen, *window_kib))
         }
         Some(Command::Memory(args)) => match args.settings() {
             Ok(settings) => runtime.block_on(memory::run(&settings)),

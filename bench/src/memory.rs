@@ -57,6 +57,11 @@ pub struct MemorySettings {
     pub stalled_payload: u32,
     /// Client connections for each phase.
     pub connections: usize,
+    /// Each call's response window in the router, KiB; `None` is the
+    /// router's default.
+    pub window_kib: Option<u32>,
+    /// How long after the last release the final RSS is read.
+    pub linger: Duration,
     /// Output format.
     pub format: Format,
 }
@@ -80,6 +85,9 @@ pub struct MemoryRun {
     pub abandoned_release: Duration,
     /// How long it took to release the stalled streams.
     pub stalled_release: Duration,
+    /// RSS a while later (`linger`), once an allocator that returns memory
+    /// with a delay (jemalloc's decay) has done so.
+    pub lingered: Memory,
 }
 
 /// Runs the measurement once per router binary and prints the table.
@@ -104,7 +112,7 @@ async fn measure(
     router_exe: &std::path::Path,
     instance_exe: &std::path::Path,
 ) -> Result<MemoryRun, BoxError> {
-    let child = RouterChild::spawn_exe(router_exe).await?;
+    let child = RouterChild::spawn_exe(router_exe, settings.window_kib).await?;
     let instance = InstanceProcess::start(instance_exe, child.addr, "memory-instance").await?;
     let target = Target::connect("routed", child.addr, settings.connections).await?;
     warm_up(&target).await?;
@@ -140,8 +148,11 @@ async fn measure(
         "  {} stalled streams: peak {stalled_peak_kib} KiB, after {} KiB",
         settings.stalled, stalled_after.rss_kib
     );
+    tokio::time::sleep(settings.linger).await;
+    let lingered = child.memory()?;
     instance.kill().await?;
     Ok(MemoryRun {
+        lingered,
         allocator: child.allocator.clone(),
         idle,
         abandoned_peak_kib,
@@ -308,7 +319,9 @@ pub fn render(settings: &MemorySettings, runs: &[MemoryRun]) -> String {
         format,
         &format!(
             "Router memory after load (router child process, one instance process; RSS in MiB, change from idle in brackets; window {} KiB per call)",
-            RouterConfig::default().initial_window / 1024
+            settings
+                .window_kib
+                .unwrap_or(RouterConfig::default().initial_window / 1024)
         ),
     );
     let mut headers = vec!["phase".to_owned()];
@@ -346,9 +359,10 @@ pub fn render(settings: &MemorySettings, runs: &[MemoryRun]) -> String {
     table.push(row("  after reset and release".into(), &|r| {
         with_delta(r.stalled_after.rss_kib, r.idle.rss_kib)
     }));
-    table.push(row("high-water mark (VmHWM)".into(), &|r| {
-        mib(r.stalled_after.hwm_kib)
-    }));
+    table.push(row(
+        format!("  {} s later", settings.linger.as_secs_f64()),
+        &|r| with_delta(r.lingered.rss_kib, r.idle.rss_kib),
+    ));
     table.push(row("release time, abandoned / stalled (s)".into(), &|r| {
         format!(
             "{:.1} / {:.1}",
@@ -358,7 +372,7 @@ pub fn render(settings: &MemorySettings, runs: &[MemoryRun]) -> String {
     }));
     out.push_str(&table.render(format));
     out.push_str(
-        "\nPer stalled stream: (peak - RSS before the stalled streams) / streams, against the call window.\n",
+        "\nPer stalled stream: (peak - RSS before the stalled streams) / streams, against the call window. \"After\" is read once the admin service reports 0 calls, plus 2 s.\n",
     );
     out
 }

@@ -136,8 +136,12 @@ pub fn connect_bridge(addr: SocketAddr, id: &str, label: Option<(&str, &str)>) -
 /// The `serve-router` subcommand: serves a router (and its admin service)
 /// whose HTTP/2 connections take many concurrent streams, prints the bound
 /// address and the allocator's name on stdout, and returns when stdin reaches
-/// end of file (the parent went away).
-pub async fn serve_router_child(listen: SocketAddr) -> Result<(), BoxError> {
+/// end of file (the parent went away). `window_kib` sets each call's response
+/// window.
+pub async fn serve_router_child(
+    listen: SocketAddr,
+    window_kib: Option<u32>,
+) -> Result<(), BoxError> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     {
@@ -145,7 +149,11 @@ pub async fn serve_router_child(listen: SocketAddr) -> Result<(), BoxError> {
         writeln!(stdout, "{addr} {}", crate::alloc::NAME)?;
         stdout.flush()?;
     }
-    let router = GreeterRouter::new(RouterConfig::default());
+    let mut config = RouterConfig::default();
+    if let Some(kib) = window_kib {
+        config.initial_window = kib.saturating_mul(1024).max(1);
+    }
+    let router = GreeterRouter::new(config);
     let admin = AdminService::new(router.config_router_id())
         .with_router(&router)
         .into_server();
@@ -178,14 +186,19 @@ pub struct RouterChild {
 impl RouterChild {
     /// Re-executes this binary as `serve-router` and reads its address.
     pub async fn spawn() -> Result<RouterChild, BoxError> {
-        RouterChild::spawn_exe(&std::env::current_exe()?).await
+        RouterChild::spawn_exe(&std::env::current_exe()?, None).await
     }
 
     /// Runs `exe` (a `router-bench` binary, perhaps built with another
-    /// allocator) as `serve-router` and reads its address.
-    pub async fn spawn_exe(exe: &Path) -> Result<RouterChild, BoxError> {
-        let mut child = std::process::Command::new(exe)
-            .args(["serve-router", "--listen", "127.0.0.1:0"])
+    /// allocator) as `serve-router`, with each call's response window
+    /// `window_kib` if given, and reads its address.
+    pub async fn spawn_exe(exe: &Path, window_kib: Option<u32>) -> Result<RouterChild, BoxError> {
+        let mut command = std::process::Command::new(exe);
+        command.args(["serve-router", "--listen", "127.0.0.1:0"]);
+        if let Some(kib) = window_kib {
+            command.args(["--window-kib", &kib.to_string()]);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

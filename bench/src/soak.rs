@@ -188,7 +188,7 @@ impl SoakReport {
 pub async fn run(settings: &SoakSettings) -> Result<(), BoxError> {
     let instance = instance_exe(settings.instance_exe.as_deref())?;
     let child = match &settings.router_exe {
-        Some(exe) => RouterChild::spawn_exe(exe).await?,
+        Some(exe) => RouterChild::spawn_exe(exe, None).await?,
         None => RouterChild::spawn().await?,
     };
     let mut fleet = Fleet::start(instance, child.addr, settings.instances).await?;
@@ -481,7 +481,7 @@ mod tests {
     #[test]
     fn short_runs_still_churn_and_sample() {
         let (churn, sample) = SoakSettings::intervals(Duration::from_secs(20));
-        assert_eq!(churn, Duration::from_secs(3));
+        assert_eq!(churn, Duration::from_secs(20) / 6);
         assert_eq!(sample, Duration::from_secs(1));
         let (churn, sample) = SoakSettings::intervals(Duration::from_secs(1800));
         assert_eq!(churn, Duration::from_secs(30));

@@ -219,7 +219,7 @@ fn with_deadline<T>(message: T, deadline: Option<Duration>) -> Request<T> {
 /// deadline, some cancelled mid-call, some meant to run out of time.
 fn plan(i: u64, expiring: Duration) -> Plan {
     match i % 10 {
-        0 | 1 | 2 => Plan {
+        0..=2 => Plan {
             deadline: Some(Duration::from_secs(5)),
             cancel_after: None,
             expect_deadline: false,
@@ -483,12 +483,10 @@ async fn bidi_streams(
                 }
             }
             drop(tx);
-            loop {
-                match replies.message().await {
-                    Ok(Some(_)) => return Ended::Wrong("a reply after the last message".into()),
-                    Ok(None) => return Ended::Ok,
-                    Err(status) => return Ended::Status(status),
-                }
+            match replies.message().await {
+                Ok(Some(_)) => Ended::Wrong("a reply after the last message".into()),
+                Ok(None) => Ended::Ok,
+                Err(status) => Ended::Status(status),
             }
         })
         .await;
