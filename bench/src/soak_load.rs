@@ -407,7 +407,10 @@ async fn client_streams(
             let ended = match cancel_after {
                 Some(n) => {
                     tokio::select! {
-                        _ = call => Ended::Wrong("finished before the client cancelled it".into()),
+                        ended = call => match ended {
+                            Ok(_) => Ended::Wrong("finished before the client cancelled it".into()),
+                            Err(status) => Ended::Status(status),
+                        },
                         () = tokio::time::sleep(Duration::from_millis(10 * u64::from(n))) => Ended::ClientCancel,
                     }
                 }
