@@ -203,8 +203,8 @@ pub struct SoakArgs {
     /// Client connections.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
-    /// Router RSS growth after warm-up (least-squares trend) that fails the
-    /// run, in MiB.
+    /// Router RSS growth after warm-up (least-squares trend) that fails a
+    /// run of 5 minutes or more, in MiB.
     #[arg(long, default_value_t = 8.0)]
     pub max_growth_mib: f64,
     /// A `router-bench` binary to run as the router [default: this one].
