@@ -48,15 +48,36 @@ pub fn load_average() -> Option<f64> {
 /// The resident set size of process `pid` in KiB (`VmRSS` in
 /// `/proc/<pid>/status`).
 pub fn vm_rss_kib(pid: u32) -> Result<u64, BoxError> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|e| format!("cannot read /proc/{pid}/status: {e}"))?;
-    parse_vm_rss(&status).ok_or_else(|| format!("no VmRSS in /proc/{pid}/status").into())
+    Ok(memory(pid)?.rss_kib)
 }
 
-fn parse_vm_rss(status: &str) -> Option<u64> {
+/// A process's memory, from `/proc/<pid>/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    /// Resident set size now (`VmRSS`), KiB.
+    pub rss_kib: u64,
+    /// The highest resident set size so far (`VmHWM`), KiB.
+    pub hwm_kib: u64,
+}
+
+/// The memory of process `pid`.
+pub fn memory(pid: u32) -> Result<Memory, BoxError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("cannot read /proc/{pid}/status: {e}"))?;
+    let field = |name: &str| {
+        status_kib(&status, name).ok_or_else(|| format!("no {name} in /proc/{pid}/status"))
+    };
+    Ok(Memory {
+        rss_kib: field("VmRSS")?,
+        hwm_kib: field("VmHWM")?,
+    })
+}
+
+/// The value of the `name:` line of a `/proc/<pid>/status` text, in kB.
+fn status_kib(status: &str, name: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))?
         .split_whitespace()
         .next()?
         .parse()
@@ -69,14 +90,16 @@ mod tests {
 
     #[test]
     fn reads_vm_rss() {
-        let status = "Name:\tx\nVmPeak:\t  100 kB\nVmRSS:\t   4242 kB\nThreads:\t3\n";
-        assert_eq!(parse_vm_rss(status), Some(4242));
-        assert_eq!(parse_vm_rss("Name: x\n"), None);
+        let status = "Name:\tx\nVmHWM:\t  5000 kB\nVmRSS:\t   4242 kB\nThreads:\t3\n";
+        assert_eq!(status_kib(status, "VmRSS"), Some(4242));
+        assert_eq!(status_kib(status, "VmHWM"), Some(5000));
+        assert_eq!(status_kib("Name: x\n", "VmRSS"), None);
     }
 
     #[test]
     fn own_rss_is_positive() {
-        let rss = vm_rss_kib(std::process::id()).expect("own VmRSS");
-        assert!(rss > 0);
+        let own = memory(std::process::id()).expect("own VmRSS");
+        assert!(own.rss_kib > 0);
+        assert!(own.hwm_kib >= own.rss_kib);
     }
 }

@@ -9,16 +9,27 @@
 //! - scenario `registrations` runs the router in a child process (this binary's
 //!   hidden `serve-router` subcommand) and reports its memory per registration
 //!   and the latency with many registered instances.
+//! - subcommand `memory` measures the router child's memory after abandoned
+//!   and stalled streams, with a real instance process behind it;
+//! - subcommand `soak` runs mixed load for a long time (30 minutes by
+//!   default) while instance processes join, drain and are killed, and fails
+//!   on a hung call or router memory that keeps growing.
 //!
 //! Run `router-bench --help` for the flags; `--quick` is a smoke run.
 
+mod alloc;
+mod churn;
 mod cli;
+mod instances;
 mod load;
 mod machine;
+mod memory;
 mod registrations;
 mod report;
 mod scenarios;
 mod servers;
+mod soak;
+mod soak_load;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -52,9 +63,17 @@ fn main() -> ExitCode {
         }
     };
     let result = match &cli.command {
-        Some(Command::ServeRouter { listen }) => {
-            runtime.block_on(servers::serve_router_child(*listen))
+        Some(Command::ServeRouter { listen, window_kib }) => {
+            runtime.block_on(servers::serve_router_child(*listen, *window_kib))
         }
+        Some(Command::Memory(args)) => match args.settings() {
+            Ok(settings) => runtime.block_on(memory::run(&settings)),
+            Err(e) => Err(e.into()),
+        },
+        Some(Command::Soak(args)) => match args.settings() {
+            Ok(settings) => runtime.block_on(soak::run(&settings)),
+            Err(e) => Err(e.into()),
+        },
         None => match Settings::from_cli(&cli) {
             Ok(settings) => runtime.block_on(run(settings, threads)),
             Err(e) => Err(e.into()),

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, ChildStdin, Stdio};
 use std::time::Duration;
 
@@ -11,13 +12,17 @@ use myservice_example::greeter::GreeterImpl;
 use myservice_example::pb::greeter_client::GreeterClient;
 use myservice_example::pb::greeter_server::GreeterServer;
 use myservice_example::pb::{GreeterBridge, GreeterRouter};
+use router_runtime::admin::AdminService;
 use router_runtime::bridge::{BridgeConfig, BridgeHandle};
+use router_runtime::pb;
+use router_runtime::pb::router_admin_client::RouterAdminClient;
 use router_runtime::router::RouterConfig;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 
 use crate::BoxError;
+use crate::machine::Memory;
 
 /// How long to wait for a connection, a registration or a child's address.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -128,19 +133,33 @@ pub fn connect_bridge(addr: SocketAddr, id: &str, label: Option<(&str, &str)>) -
     GreeterBridge::new(GreeterImpl::new(id)).connect(options)
 }
 
-/// The `serve-router` subcommand: serves a router whose HTTP/2 connections
-/// take many concurrent streams, prints the bound address on stdout, and
-/// returns when stdin reaches end of file (the parent went away).
-pub async fn serve_router_child(listen: SocketAddr) -> Result<(), BoxError> {
+/// The `serve-router` subcommand: serves a router (and its admin service)
+/// whose HTTP/2 connections take many concurrent streams, prints the bound
+/// address and the allocator's name on stdout, and returns when stdin reaches
+/// end of file (the parent went away). `window_kib` sets each call's response
+/// window.
+pub async fn serve_router_child(
+    listen: SocketAddr,
+    window_kib: Option<u32>,
+) -> Result<(), BoxError> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     {
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{addr}")?;
+        writeln!(stdout, "{addr} {}", crate::alloc::NAME)?;
         stdout.flush()?;
     }
-    let router = GreeterRouter::new(RouterConfig::default());
-    let server = router.add_to(Server::builder().max_concurrent_streams(Some(100_000)));
+    let mut config = RouterConfig::default();
+    if let Some(kib) = window_kib {
+        config.initial_window = kib.saturating_mul(1024).max(1);
+    }
+    let router = GreeterRouter::new(config);
+    let admin = AdminService::new(router.config_router_id())
+        .with_router(&router)
+        .into_server();
+    let server = router
+        .add_to(Server::builder().max_concurrent_streams(Some(100_000)))
+        .add_service(admin);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     std::thread::spawn(move || {
         let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
@@ -160,19 +179,31 @@ pub struct RouterChild {
     _stdin: Option<ChildStdin>,
     /// Where the child's router listens.
     pub addr: SocketAddr,
+    /// The global allocator the child runs with (`glibc`, `mimalloc` ...).
+    pub allocator: String,
 }
 
 impl RouterChild {
     /// Re-executes this binary as `serve-router` and reads its address.
     pub async fn spawn() -> Result<RouterChild, BoxError> {
-        let exe = std::env::current_exe()?;
-        let mut child = std::process::Command::new(exe)
-            .args(["serve-router", "--listen", "127.0.0.1:0"])
+        RouterChild::spawn_exe(&std::env::current_exe()?, None).await
+    }
+
+    /// Runs `exe` (a `router-bench` binary, perhaps built with another
+    /// allocator) as `serve-router`, with each call's response window
+    /// `window_kib` if given, and reads its address.
+    pub async fn spawn_exe(exe: &Path, window_kib: Option<u32>) -> Result<RouterChild, BoxError> {
+        let mut command = std::process::Command::new(exe);
+        command.args(["serve-router", "--listen", "127.0.0.1:0"]);
+        if let Some(kib) = window_kib {
+            command.args(["--window-kib", &kib.to_string()]);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| format!("cannot start the router child process: {e}"))?;
+            .map_err(|e| format!("cannot start the router child {}: {e}", exe.display()))?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().ok_or("child has no stdout")?;
         let line = tokio::time::timeout(
@@ -183,15 +214,21 @@ impl RouterChild {
             }),
         )
         .await;
-        let addr = match line {
-            Ok(Ok(Ok(line))) => line.trim().parse::<SocketAddr>().ok(),
+        let parsed = match line {
+            Ok(Ok(Ok(line))) => {
+                let mut words = line.split_whitespace();
+                let addr = words.next().and_then(|a| a.parse::<SocketAddr>().ok());
+                let allocator = words.next().unwrap_or("unknown").to_owned();
+                addr.map(|addr| (addr, allocator))
+            }
             _ => None,
         };
-        match addr {
-            Some(addr) => Ok(RouterChild {
+        match parsed {
+            Some((addr, allocator)) => Ok(RouterChild {
                 child,
                 _stdin: stdin,
                 addr,
+                allocator,
             }),
             None => {
                 let _ = child.kill();
@@ -209,6 +246,42 @@ impl RouterChild {
     /// The child's resident set size in KiB (`VmRSS` of `/proc/<pid>/status`).
     pub fn rss_kib(&self) -> Result<u64, BoxError> {
         crate::machine::vm_rss_kib(self.pid())
+    }
+
+    /// The child's resident set size now and at its highest.
+    pub fn memory(&self) -> Result<Memory, BoxError> {
+        crate::machine::memory(self.pid())
+    }
+
+    /// Calls the child's router holds state for (from its admin service).
+    pub async fn active_calls(&self) -> Result<u64, BoxError> {
+        let mut admin = RouterAdminClient::connect(format!("http://{}", self.addr))
+            .await
+            .map_err(|e| format!("cannot reach the router child's admin service: {e}"))?;
+        let listed = admin
+            .list_services(pb::ListServicesRequest::default())
+            .await?
+            .into_inner();
+        Ok(listed.services.iter().map(|s| s.active_calls).sum())
+    }
+
+    /// Waits until the child's router holds no call, polling its admin
+    /// service, for at most `timeout`.
+    pub async fn wait_idle(&self, timeout: Duration) -> Result<(), BoxError> {
+        let give_up = tokio::time::Instant::now() + timeout;
+        loop {
+            let active = self.active_calls().await?;
+            if active == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= give_up {
+                return Err(format!(
+                    "the router child still holds {active} calls after {timeout:?}"
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

@@ -15,6 +15,12 @@ use router_runtime::codegen::Strategy;
 use router_runtime::router::RouterConfig;
 use tokio::net::TcpListener;
 
+/// jemalloc returns the memory of released calls to the system (after its
+/// decay time); glibc's malloc keeps most of it (`router-bench memory`).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Routes myservice.v1.Greeter calls to registered instances.
 #[derive(Debug, Parser)]
 #[command(version)]
