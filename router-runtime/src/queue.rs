@@ -149,6 +149,37 @@ impl<T> QueueSender<T> {
     }
 }
 
+impl<T> QueueSender<T> {
+    /// Queues `item`, first passing it through `detach` when items are
+    /// already waiting. Messages decoded from the register stream are slices
+    /// of a shared read buffer: a consumer that keeps up takes them at once,
+    /// but one that is behind would keep every such buffer alive, so what
+    /// waits behind another item is given a copy of its own.
+    pub(crate) fn send_detached_if_behind(
+        &self,
+        item: T,
+        detach: impl FnOnce(T) -> T,
+    ) -> Result<(), T> {
+        let waker = {
+            let mut state = self.shared.lock();
+            if !state.receiver_alive {
+                return Err(item);
+            }
+            let item = if state.items.is_empty() {
+                item
+            } else {
+                detach(item)
+            };
+            state.items.push_back(item);
+            state.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+}
+
 impl<T> Clone for QueueSender<T> {
     fn clone(&self) -> Self {
         self.shared.senders.fetch_add(1, Ordering::Relaxed);
@@ -288,6 +319,19 @@ mod tests {
             got.push(i);
         }
         assert_eq!(got, vec![99, 1, 3]);
+    }
+
+    #[test]
+    fn only_items_waiting_behind_another_are_detached() {
+        let (tx, mut rx) = queue();
+        tx.send_detached_if_behind(1, |i| i + 100).expect("open");
+        tx.send_detached_if_behind(2, |i| i + 100).expect("open");
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(1)));
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(102)));
+        tx.send_detached_if_behind(3, |i| i + 100).expect("open");
+        assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(Some(3)));
     }
 
     #[test]

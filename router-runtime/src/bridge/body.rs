@@ -25,6 +25,21 @@ pub(crate) enum RequestEvent {
 }
 
 impl RequestEvent {
+    /// The event with its payload in an allocation of its own (no longer a
+    /// slice of the register stream's read buffer).
+    pub(crate) fn detached(self) -> Self {
+        match self {
+            RequestEvent::Message(message) => {
+                RequestEvent::Message(Bytes::copy_from_slice(&message))
+            }
+            RequestEvent::Chunk(mut chunk) => {
+                chunk.data = Bytes::copy_from_slice(&chunk.data);
+                RequestEvent::Chunk(chunk)
+            }
+            RequestEvent::End => RequestEvent::End,
+        }
+    }
+
     /// The bytes this event holds while it waits for the user's server.
     pub(crate) fn size(&self) -> usize {
         match self {

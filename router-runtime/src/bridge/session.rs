@@ -468,7 +468,9 @@ fn to_call(context: &CallContext, call_id: u64, event: RequestEvent) {
     };
     match entry.window.receive(size) {
         Ok(()) => {
-            let _ = entry.inbound.send(event);
+            let _ = entry
+                .inbound
+                .send_detached_if_behind(event, RequestEvent::detached);
         }
         Err(overrun) => {
             warn!(call_id, %overrun, "router broke the request flow control; failing the call");

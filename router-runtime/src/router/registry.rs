@@ -40,6 +40,19 @@ pub(crate) enum CallEvent {
 }
 
 impl CallEvent {
+    /// The event with its payload in an allocation of its own (no longer a
+    /// slice of the register stream's read buffer).
+    pub(crate) fn detached(self) -> Self {
+        match self {
+            CallEvent::Message(message) => CallEvent::Message(Bytes::copy_from_slice(&message)),
+            CallEvent::Chunk(mut chunk) => {
+                chunk.data = Bytes::copy_from_slice(&chunk.data);
+                CallEvent::Chunk(chunk)
+            }
+            other => other,
+        }
+    }
+
     /// The bytes this event holds while it waits for the client's side, as
     /// counted against the call's buffer limit.
     pub(crate) fn size(&self) -> usize {

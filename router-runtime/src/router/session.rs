@@ -365,7 +365,9 @@ fn respond(instance: &Instance, call_id: u64, kind: ResponseFrame, event: CallEv
                         // for credit must stop now.
                         slot.request_credit.close();
                     }
-                    let _ = slot.events.send(event);
+                    let _ = slot
+                        .events
+                        .send_detached_if_behind(event, CallEvent::detached);
                     None
                 }
             }
