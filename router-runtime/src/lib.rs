@@ -24,6 +24,7 @@ pub mod codegen;
 pub mod defaults;
 pub mod descriptor;
 pub(crate) mod flow;
+mod gauge;
 pub(crate) mod metadata;
 pub mod pb;
 pub(crate) mod queue;

@@ -75,34 +75,15 @@ impl<T> std::fmt::Debug for QueueSender<T> {
 }
 
 impl<T> QueueSender<T> {
-    /// Queues `item`; gives it back when the receiver is gone.
-    pub(crate) fn send(&self, item: T) -> Result<(), T> {
-        let waker = {
-            let mut state = self.shared.lock();
-            if !state.receiver_alive {
-                return Err(item);
-            }
-            state.items.push_back(item);
-            state.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        Ok(())
-    }
-}
-
-impl<T> QueueSender<T> {
-    /// Queues every item of `items` at once, waking the receiver once: frames
-    /// that belong together reach the transport in one write. Returns false
-    /// (dropping the items) when the receiver is gone.
-    pub(crate) fn send_all(&self, items: impl IntoIterator<Item = T>) -> bool {
+    /// Runs `push` on the queued items and wakes the receiver; false, without
+    /// running it, when the receiver is gone.
+    fn enqueue(&self, push: impl FnOnce(&mut VecDeque<T>)) -> bool {
         let waker = {
             let mut state = self.shared.lock();
             if !state.receiver_alive {
                 return false;
             }
-            state.items.extend(items);
+            push(&mut state.items);
             state.waker.take()
         };
         if let Some(waker) = waker {
@@ -110,25 +91,51 @@ impl<T> QueueSender<T> {
         }
         true
     }
-}
 
-impl<T> QueueSender<T> {
+    /// Queues `item`; gives it back when the receiver is gone.
+    pub(crate) fn send(&self, item: T) -> Result<(), T> {
+        let mut slot = Some(item);
+        self.enqueue(|items| items.extend(slot.take()));
+        slot.map_or(Ok(()), Err)
+    }
+
+    /// Queues every item of `items` at once, waking the receiver once: frames
+    /// that belong together reach the transport in one write. Returns false
+    /// (dropping the items) when the receiver is gone.
+    pub(crate) fn send_all(&self, items: impl IntoIterator<Item = T>) -> bool {
+        self.enqueue(|queued| queued.extend(items))
+    }
+
     /// Queues `item` ahead of everything already queued (for liveness probes
     /// that must not wait behind a backlog of data); gives it back when the
     /// receiver is gone.
     pub(crate) fn send_front(&self, item: T) -> Result<(), T> {
-        let waker = {
-            let mut state = self.shared.lock();
-            if !state.receiver_alive {
-                return Err(item);
+        let mut slot = Some(item);
+        self.enqueue(|items| {
+            if let Some(item) = slot.take() {
+                items.push_front(item);
             }
-            state.items.push_front(item);
-            state.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        Ok(())
+        });
+        slot.map_or(Ok(()), Err)
+    }
+
+    /// Queues `item`, first passing it through `detach` when items are
+    /// already waiting. Messages decoded from the register stream are slices
+    /// of a shared read buffer: a consumer that keeps up takes them at once,
+    /// but one that is behind would keep every such buffer alive, so what
+    /// waits behind another item is given a copy of its own.
+    pub(crate) fn send_detached_if_behind(
+        &self,
+        item: T,
+        detach: impl FnOnce(T) -> T,
+    ) -> Result<(), T> {
+        let mut slot = Some(item);
+        self.enqueue(|items| {
+            if let Some(item) = slot.take() {
+                items.push_back(if items.is_empty() { item } else { detach(item) });
+            }
+        });
+        slot.map_or(Ok(()), Err)
     }
 
     /// Keeps only the queued items for which `keep` returns true, in order.
@@ -146,37 +153,6 @@ impl<T> QueueSender<T> {
             dropped
         };
         drop(dropped);
-    }
-}
-
-impl<T> QueueSender<T> {
-    /// Queues `item`, first passing it through `detach` when items are
-    /// already waiting. Messages decoded from the register stream are slices
-    /// of a shared read buffer: a consumer that keeps up takes them at once,
-    /// but one that is behind would keep every such buffer alive, so what
-    /// waits behind another item is given a copy of its own.
-    pub(crate) fn send_detached_if_behind(
-        &self,
-        item: T,
-        detach: impl FnOnce(T) -> T,
-    ) -> Result<(), T> {
-        let waker = {
-            let mut state = self.shared.lock();
-            if !state.receiver_alive {
-                return Err(item);
-            }
-            let item = if state.items.is_empty() {
-                item
-            } else {
-                detach(item)
-            };
-            state.items.push_back(item);
-            state.waker.take()
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-        Ok(())
     }
 }
 

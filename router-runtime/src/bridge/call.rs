@@ -1,7 +1,7 @@
 //! Running one forwarded call through the user's tonic server.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,10 +16,10 @@ use super::BridgedService;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use tokio::sync::Notify;
+use crate::gauge::Gauge;
 
 use super::body::{FrameError, FrameReader, RequestBody, RequestEvent};
-use crate::flow::{Intake, Piece, RecvWindow, SendCredit, send_with_credit};
+use crate::flow::{Intake, RecvWindow, SendCredit, send_with_credit};
 use crate::metadata;
 use crate::pb;
 use crate::queue::{QueueSender, queue};
@@ -62,8 +62,7 @@ pub(crate) struct CallEntry {
 #[derive(Default)]
 pub(crate) struct Calls {
     map: Mutex<HashMap<u64, CallEntry>>,
-    active: AtomicUsize,
-    idle: Notify,
+    active: Gauge,
 }
 
 impl Calls {
@@ -72,7 +71,7 @@ impl Calls {
     }
 
     pub(crate) fn insert(&self, call_id: u64, entry: CallEntry) {
-        self.active.fetch_add(1, Ordering::AcqRel);
+        self.active.inc();
         if let Some(old) = self.lock().insert(call_id, entry) {
             old.cancel.cancel();
             self.finish_one();
@@ -88,23 +87,15 @@ impl Calls {
     }
 
     fn finish_one(&self) {
-        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle.notify_waiters();
-        }
+        self.active.dec();
     }
 
     pub(crate) fn active(&self) -> usize {
-        self.active.load(Ordering::Acquire)
+        self.active.get()
     }
 
     pub(crate) async fn wait_idle(&self) {
-        loop {
-            let idle = self.idle.notified();
-            if self.active() == 0 {
-                return;
-            }
-            idle.await;
-        }
+        self.active.zero().await;
     }
 
     pub(crate) fn cancel_all(&self) {
@@ -112,8 +103,7 @@ impl Calls {
             entry.cancel.cancel();
             entry.reply_credit.close();
         }
-        self.active.store(0, Ordering::Release);
-        self.idle.notify_waiters();
+        self.active.clear();
     }
 }
 
@@ -365,18 +355,7 @@ async fn send_reply(
         |piece| {
             context
                 .out
-                .send(match piece {
-                    Piece::Whole(message) => BridgeFrame::Reply(Payload {
-                        call_id,
-                        tag,
-                        message,
-                    }),
-                    Piece::Chunk { data, last } => BridgeFrame::Chunk(pb::MessageChunk {
-                        call_id,
-                        data,
-                        last,
-                    }),
-                })
+                .send(piece.frame(call_id, tag, BridgeFrame::Reply, BridgeFrame::Chunk))
                 .is_ok()
         },
     )

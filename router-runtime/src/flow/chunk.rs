@@ -18,6 +18,32 @@ pub(crate) enum Piece {
     },
 }
 
+impl Piece {
+    /// The frame carrying this piece of call `call_id`'s message of method
+    /// `tag`: `whole` wraps a whole message, `chunk` a chunk (the router's
+    /// `Call`/`Chunk`, or the bridge's `Reply`/`Chunk`).
+    pub(crate) fn frame<F>(
+        self,
+        call_id: u64,
+        tag: u32,
+        whole: impl FnOnce(crate::wire::Payload) -> F,
+        chunk: impl FnOnce(crate::pb::MessageChunk) -> F,
+    ) -> F {
+        match self {
+            Piece::Whole(message) => whole(crate::wire::Payload {
+                call_id,
+                tag,
+                message,
+            }),
+            Piece::Chunk { data, last } => chunk(crate::pb::MessageChunk {
+                call_id,
+                data,
+                last,
+            }),
+        }
+    }
+}
+
 /// Why a message could not be sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SendError {

@@ -14,6 +14,6 @@ pub(crate) mod chunk;
 pub(crate) mod credit;
 pub(crate) mod window;
 
-pub(crate) use chunk::{Piece, SendError, send_with_credit};
+pub(crate) use chunk::{SendError, send_with_credit};
 pub(crate) use credit::SendCredit;
 pub(crate) use window::{Intake, RecvWindow};

@@ -337,6 +337,16 @@ mod tests {
         weight: u32,
         labels: &[(&str, &str)],
     ) -> Arc<Instance> {
+        registered(registration, id, weight, labels, vec![])
+    }
+
+    fn registered(
+        registration: u64,
+        id: &str,
+        weight: u32,
+        labels: &[(&str, &str)],
+        routing_keys: Vec<String>,
+    ) -> Arc<Instance> {
         let (out, _) = super::super::outbound::Outbox::new(1 << 20);
         Arc::new(Instance::new(
             registration,
@@ -348,7 +358,7 @@ mod tests {
                     .collect(),
                 weight,
                 max_concurrent_calls: 0,
-                routing_keys: vec![],
+                routing_keys,
             },
             out,
             1024,
@@ -526,24 +536,7 @@ mod tests {
     }
 
     fn claiming(registration: u64, id: &str, key: &str, labels: &[(&str, &str)]) -> Arc<Instance> {
-        let (out, _) = super::super::outbound::Outbox::new(1 << 20);
-        Arc::new(Instance::new(
-            registration,
-            InstanceInfo {
-                id: id.to_owned(),
-                labels: labels
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-                weight: 1,
-                max_concurrent_calls: 0,
-                routing_keys: vec![key.to_owned()],
-            },
-            out,
-            1024,
-            1024,
-            2048,
-        ))
+        registered(registration, id, 1, labels, vec![key.to_owned()])
     }
 
     #[test]

@@ -170,9 +170,8 @@ impl Default for RouterConfig {
 #[derive(Debug, Default)]
 pub struct RouterStats {
     calls_started: AtomicU64,
-    calls_active: AtomicU64,
+    calls_active: crate::gauge::Gauge,
     calls_retried: AtomicU64,
-    idle: tokio::sync::Notify,
 }
 
 impl RouterStats {
@@ -183,29 +182,21 @@ impl RouterStats {
 
     /// Calls the router holds state for right now.
     pub fn calls_active(&self) -> u64 {
-        self.calls_active.load(Ordering::Relaxed)
+        u64::try_from(self.calls_active.get()).unwrap_or(u64::MAX)
     }
 
     /// Waits until the router holds no call state at all.
     pub async fn wait_idle(&self) {
-        loop {
-            let idle = self.idle.notified();
-            if self.calls_active() == 0 {
-                return;
-            }
-            idle.await;
-        }
+        self.calls_active.zero().await;
     }
 
     pub(crate) fn call_started(&self) {
         self.calls_started.fetch_add(1, Ordering::Relaxed);
-        self.calls_active.fetch_add(1, Ordering::AcqRel);
+        self.calls_active.inc();
     }
 
     pub(crate) fn call_ended(&self) {
-        if self.calls_active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle.notify_waiters();
-        }
+        self.calls_active.dec();
     }
 
     /// Calls moved to another instance because the first never got them.
@@ -314,18 +305,12 @@ impl<S: ServiceSpec> Router<S> {
 
     /// The tonic service that serves `S`'s own paths to clients.
     pub fn client_service(&self) -> RoutedService<S> {
-        RoutedService {
-            core: self.core.clone(),
-            _service: PhantomData,
-        }
+        RouterService::new(self.core.clone())
     }
 
     /// The tonic service that instances register with.
     pub fn register_service(&self) -> RegisterService<S> {
-        RegisterService {
-            core: self.core.clone(),
-            _service: PhantomData,
-        }
+        RouterService::new(self.core.clone())
     }
 
     /// Adds both services to a tonic server.
@@ -386,23 +371,116 @@ impl<S: ServiceSpec> Router<S> {
     }
 }
 
-/// Serves a routed service's own paths (`/pkg.Service/Method`) to clients.
-pub struct RoutedService<S> {
+/// One of the two tower services a router serves, `K` saying which: the
+/// routed service's own paths ([`RoutedService`]) or its register endpoint
+/// ([`RegisterService`]). Cheap to clone; clones share the router's state.
+pub struct RouterService<S, K> {
     core: Arc<RouterCore>,
-    _service: PhantomData<fn() -> S>,
+    _role: PhantomData<fn() -> (S, K)>,
 }
 
-impl<S> Clone for RoutedService<S> {
-    fn clone(&self) -> Self {
-        RoutedService {
-            core: self.core.clone(),
-            _service: PhantomData,
+impl<S, K> RouterService<S, K> {
+    fn new(core: Arc<RouterCore>) -> Self {
+        RouterService {
+            core,
+            _role: PhantomData,
         }
     }
 }
 
-impl<S: ServiceSpec> NamedService for RoutedService<S> {
+impl<S, K> Clone for RouterService<S, K> {
+    fn clone(&self) -> Self {
+        RouterService::new(self.core.clone())
+    }
+}
+
+/// What one of a router's services serves (sealed: only [`Routed`] and
+/// [`Registering`]; its functions take the router's private core, which no
+/// caller outside the crate can name or call with).
+#[allow(private_interfaces)]
+mod role {
+    use super::*;
+
+    /// What one of a router's services serves.
+    pub trait Role<S: ServiceSpec> {
+        /// The gRPC service name it is served under.
+        const NAME: &'static str;
+
+        /// Handles one HTTP/2 request.
+        fn serve(
+            core: Arc<RouterCore>,
+            request: Request<Body>,
+        ) -> BoxFuture<'static, Response<Body>>;
+    }
+}
+use role::Role;
+
+/// The routed service's own paths (`/pkg.Service/Method`), for clients.
+#[derive(Debug)]
+pub enum Routed {}
+
+/// The register endpoint (`/pkg.ServiceRouter/Register`), for instances.
+#[derive(Debug)]
+pub enum Registering {}
+
+/// Serves a routed service's own paths (`/pkg.Service/Method`) to clients.
+pub type RoutedService<S> = RouterService<S, Routed>;
+
+/// Serves `/pkg.ServiceRouter/Register`, where instances register.
+pub type RegisterService<S> = RouterService<S, Registering>;
+
+#[allow(private_interfaces)]
+impl<S: ServiceSpec> Role<S> for Routed {
     const NAME: &'static str = S::NAME;
+
+    fn serve(core: Arc<RouterCore>, req: Request<Body>) -> BoxFuture<'static, Response<Body>> {
+        let received = tokio::time::Instant::now();
+        Box::pin(async move {
+            let Some(method) = core.descriptor.method_by_path(req.uri().path()) else {
+                return unimplemented_response();
+            };
+            let config = &core.config;
+            let mut grpc = Grpc::new(RawCodec).max_decoding_message_size(config.max_message_size);
+            for encoding in &config.accept_compression {
+                grpc = grpc.accept_compressed(*encoding);
+            }
+            for encoding in &config.send_compression {
+                grpc = grpc.send_compressed(*encoding);
+            }
+            let handler = call::Forward {
+                core: core.clone(),
+                method,
+                received,
+            };
+            grpc.streaming(handler, req).await
+        })
+    }
+}
+
+#[allow(private_interfaces)]
+impl<S: ServiceSpec> Role<S> for Registering {
+    const NAME: &'static str = S::REGISTER_NAME;
+
+    fn serve(core: Arc<RouterCore>, req: Request<Body>) -> BoxFuture<'static, Response<Body>> {
+        Box::pin(async move {
+            let path = req.uri().path();
+            if path
+                .strip_prefix('/')
+                .and_then(|p| p.strip_suffix("/Register"))
+                != Some(S::REGISTER_NAME)
+            {
+                return unimplemented_response();
+            }
+            let mut grpc = Grpc::new(FrameCodec::<RouterFrame, BridgeFrame>::default())
+                .max_decoding_message_size(frame_limit(core.config.max_frame_size));
+            let handler = session::Register { core };
+            grpc.streaming(handler, req).await
+        })
+    }
+}
+
+impl<S: ServiceSpec, K: Role<S>> NamedService for RouterService<S, K> {
+    const NAME: &'static str = K::NAME;
 }
 
 /// A gRPC response with `grpc-status: UNIMPLEMENTED`, as tonic answers an
@@ -421,7 +499,7 @@ fn unimplemented_response() -> Response<Body> {
     response
 }
 
-impl<S: ServiceSpec> tower::Service<Request<Body>> for RoutedService<S> {
+impl<S: ServiceSpec, K: Role<S>> tower::Service<Request<Body>> for RouterService<S, K> {
     type Response = Response<Body>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
@@ -431,73 +509,7 @@ impl<S: ServiceSpec> tower::Service<Request<Body>> for RoutedService<S> {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let core = self.core.clone();
-        let received = tokio::time::Instant::now();
-        Box::pin(async move {
-            let Some(method) = core.descriptor.method_by_path(req.uri().path()) else {
-                return Ok(unimplemented_response());
-            };
-            let config = &core.config;
-            let mut grpc = Grpc::new(RawCodec).max_decoding_message_size(config.max_message_size);
-            for encoding in &config.accept_compression {
-                grpc = grpc.accept_compressed(*encoding);
-            }
-            for encoding in &config.send_compression {
-                grpc = grpc.send_compressed(*encoding);
-            }
-            let handler = call::Forward {
-                core: core.clone(),
-                method,
-                received,
-            };
-            Ok(grpc.streaming(handler, req).await)
-        })
-    }
-}
-
-/// Serves `/pkg.ServiceRouter/Register`, where instances register.
-pub struct RegisterService<S> {
-    core: Arc<RouterCore>,
-    _service: PhantomData<fn() -> S>,
-}
-
-impl<S> Clone for RegisterService<S> {
-    fn clone(&self) -> Self {
-        RegisterService {
-            core: self.core.clone(),
-            _service: PhantomData,
-        }
-    }
-}
-
-impl<S: ServiceSpec> NamedService for RegisterService<S> {
-    const NAME: &'static str = S::REGISTER_NAME;
-}
-
-impl<S: ServiceSpec> tower::Service<Request<Body>> for RegisterService<S> {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let core = self.core.clone();
-        Box::pin(async move {
-            let path = req.uri().path();
-            if path
-                .strip_prefix('/')
-                .and_then(|p| p.strip_suffix("/Register"))
-                != Some(S::REGISTER_NAME)
-            {
-                return Ok(unimplemented_response());
-            }
-            let mut grpc = Grpc::new(FrameCodec::<RouterFrame, BridgeFrame>::default())
-                .max_decoding_message_size(frame_limit(core.config.max_frame_size));
-            let handler = session::Register { core };
-            Ok(grpc.streaming(handler, req).await)
-        })
+        let response = K::serve(self.core.clone(), req);
+        Box::pin(async move { Ok(response.await) })
     }
 }

@@ -129,12 +129,7 @@ impl Outbox {
 
     /// Queues a frame.
     pub(crate) fn send(&self, frame: RouterFrame) -> Result<(), Closed> {
-        let size = queued_size(&frame);
-        self.level.queued.fetch_add(size, Ordering::AcqRel);
-        self.tx.send(Outbound::Frame(frame)).map_err(|_| {
-            self.level.taken(size);
-            Closed
-        })
+        self.push(frame, QueueSender::send)
     }
 
     /// Queues several frames in one batch (one wake of the writer, one write).
@@ -151,9 +146,19 @@ impl Outbox {
 
     /// Queues a frame ahead of everything queued.
     pub(crate) fn send_urgent(&self, frame: RouterFrame) -> Result<(), Closed> {
+        self.push(frame, QueueSender::send_front)
+    }
+
+    /// Counts `frame` in and queues it with `push`, uncounting it when the
+    /// writer is gone.
+    fn push(
+        &self,
+        frame: RouterFrame,
+        push: impl FnOnce(&QueueSender<Outbound>, Outbound) -> Result<(), Outbound>,
+    ) -> Result<(), Closed> {
         let size = queued_size(&frame);
         self.level.queued.fetch_add(size, Ordering::AcqRel);
-        self.tx.send_front(Outbound::Frame(frame)).map_err(|_| {
+        push(&self.tx, Outbound::Frame(frame)).map_err(|_| {
             self.level.taken(size);
             Closed
         })

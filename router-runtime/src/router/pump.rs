@@ -7,9 +7,9 @@ use bytes::Bytes;
 use tonic::Streaming;
 
 use super::registry::Instance;
-use crate::flow::{Piece, SendCredit, SendError, send_with_credit};
+use crate::flow::{SendCredit, SendError, send_with_credit};
 use crate::pb;
-use crate::wire::{Payload, RouterFrame};
+use crate::wire::RouterFrame;
 
 /// Where a call's request messages come from.
 pub(crate) enum Requests {
@@ -71,18 +71,7 @@ async fn send_message(
 ) -> Result<(), SendError> {
     let gate = || instance.writable();
     send_with_credit(credit, instance.max_frame, message, gate, |piece| {
-        instance.send(match piece {
-            Piece::Whole(message) => RouterFrame::Call(Payload {
-                call_id,
-                tag,
-                message,
-            }),
-            Piece::Chunk { data, last } => RouterFrame::Chunk(pb::MessageChunk {
-                call_id,
-                data,
-                last,
-            }),
-        })
+        instance.send(piece.frame(call_id, tag, RouterFrame::Call, RouterFrame::Chunk))
     })
     .await
 }

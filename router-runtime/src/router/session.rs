@@ -186,6 +186,17 @@ async fn read_frames(
     } else {
         info!(service = core.descriptor.name, instance = instance.id(), %reason, "registration ended");
     }
+    end_registration(core.as_ref(), &instance, &reason, stream_status);
+}
+
+/// Removes a registration and ends it: its calls fail UNAVAILABLE with
+/// `reason`, its register stream ends with `stream_status`.
+fn end_registration(
+    core: &RouterCore,
+    instance: &Instance,
+    reason: &str,
+    stream_status: Option<Status>,
+) {
     core.registry.remove(instance.registration);
     instance.shut(
         &Status::unavailable(format!(
@@ -245,50 +256,26 @@ fn evict(core: &RouterCore, instance: &Instance, timeout_ms: u64) {
         format!("no answer to a ping for {timeout_ms} ms")
     };
     warn!(service = core.descriptor.name, instance = instance.id(), %reason, "evicting instance");
-    core.registry.remove(instance.registration);
-    instance.shut(
-        &Status::unavailable(format!(
-            "instance `{}` of `{}` went away: {reason}",
-            instance.id(),
-            core.descriptor.name
-        )),
-        Some(Status::unavailable(format!(
-            "registration of `{}` evicted: {reason}",
-            instance.id()
-        ))),
-    );
+    let status = Status::unavailable(format!(
+        "registration of `{}` evicted: {reason}",
+        instance.id()
+    ));
+    end_registration(core, instance, &reason, Some(status));
 }
 
 /// Dispatches one frame; an error ends the registration with that status.
 fn handle(instance: &Instance, frame: BridgeFrame) -> Result<(), Status> {
     match frame {
-        BridgeFrame::Headers(headers) => {
-            let metadata = headers.metadata.unwrap_or_default();
+        BridgeFrame::Headers(h) => {
             respond(
                 instance,
-                headers.call_id,
-                ResponseFrame::Headers,
-                CallEvent::Headers(metadata),
+                h.call_id,
+                CallEvent::Headers(h.metadata.unwrap_or_default()),
             );
         }
-        BridgeFrame::Reply(payload) => respond(
-            instance,
-            payload.call_id,
-            ResponseFrame::Message,
-            CallEvent::Message(payload.message),
-        ),
-        BridgeFrame::Chunk(chunk) => respond(
-            instance,
-            chunk.call_id,
-            ResponseFrame::Message,
-            CallEvent::Chunk(chunk),
-        ),
-        BridgeFrame::Trailers(trailers) => respond(
-            instance,
-            trailers.call_id,
-            ResponseFrame::Trailers,
-            CallEvent::Trailers(trailers),
-        ),
+        BridgeFrame::Reply(p) => respond(instance, p.call_id, CallEvent::Message(p.message)),
+        BridgeFrame::Chunk(c) => respond(instance, c.call_id, CallEvent::Chunk(c)),
+        BridgeFrame::Trailers(t) => respond(instance, t.call_id, CallEvent::Trailers(t)),
         BridgeFrame::WindowUpdate(update) => {
             if let Some(slot) = instance.calls().get(&update.call_id) {
                 slot.request_credit.grant(update.increment);
@@ -339,8 +326,13 @@ fn next_phase(phase: ResponsePhase, kind: ResponseFrame) -> Result<ResponsePhase
 /// call's buffer limit (its window plus one frame and room for metadata): a
 /// bridge that breaks either fails the call instead of growing the router's
 /// memory.
-fn respond(instance: &Instance, call_id: u64, kind: ResponseFrame, event: CallEvent) {
+fn respond(instance: &Instance, call_id: u64, event: CallEvent) {
     let size = event.size();
+    let kind = match &event {
+        CallEvent::Headers(_) => ResponseFrame::Headers,
+        CallEvent::Trailers(_) => ResponseFrame::Trailers,
+        _ => ResponseFrame::Message,
+    };
     let violation = {
         let mut calls = instance.calls();
         let Some(slot) = calls.get_mut(&call_id) else {
