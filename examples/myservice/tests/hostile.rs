@@ -137,6 +137,11 @@ async fn a_bridge_that_heartbeats_but_stops_reading_is_bounded_skipped_and_evict
     // (each sender checks for room before each frame).
     let frame = 64 * 1024 + 1024;
     let bound = limit + instance.calls_in_flight() * frame;
+    eprintln!(
+        "stuck instance: {} bytes queued with {} calls in flight (limit {limit}, bound {bound})",
+        instance.queued_bytes(),
+        instance.calls_in_flight()
+    );
     assert!(
         instance.queued_bytes() <= bound,
         "{} bytes queued, bound {bound}",
