@@ -639,3 +639,61 @@ impl Registry {
         self.changed.send_replace(len);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn instance() -> (Instance, super::super::outbound::OutboundStream) {
+        let (out, stream) = Outbox::new(1 << 20);
+        let info = InstanceInfo {
+            id: "i".into(),
+            labels: HashMap::new(),
+            weight: 1,
+            max_concurrent_calls: 0,
+            routing_keys: vec![],
+        };
+        (Instance::new(1, info, out, 1024, 1024, 2048), stream)
+    }
+
+    fn start(call_id: u64) -> RouterFrame {
+        RouterFrame::Start(pb::CallStart {
+            call_id,
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn the_drain_acknowledgement_follows_every_start_that_passed_the_gate() {
+        let (instance, mut stream) = instance();
+        // A call between its pick and its Start when the drain arrives.
+        assert!(instance.begin_start());
+        instance.begin_drain();
+        assert!(
+            !instance.begin_start(),
+            "no call passes the gate once draining"
+        );
+        assert!(instance.send(start(1)));
+        instance.end_start();
+        assert_eq!(stream.next().await.and_then(Result::ok), Some(start(1)));
+        assert!(matches!(
+            stream.next().await,
+            Some(Ok(RouterFrame::GoAway(_)))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_drain_with_no_call_starting_is_acknowledged_at_once_and_only_once() {
+        let (instance, mut stream) = instance();
+        instance.begin_drain();
+        instance.begin_drain();
+        assert!(!instance.begin_start());
+        assert!(matches!(
+            stream.next().await,
+            Some(Ok(RouterFrame::GoAway(_)))
+        ));
+        instance.shut(&Status::unavailable("test over"), None);
+        assert!(stream.next().await.is_none(), "one acknowledgement only");
+    }
+}
