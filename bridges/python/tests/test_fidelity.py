@@ -101,7 +101,10 @@ def test_the_deadline_reaches_the_handler_and_expiry_cancels_it(router: str) -> 
                 await stub.SayHello(pb.HelloRequest(name="sleep"), timeout=1.0)
             assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert time.monotonic() - started < 5
-            assert servicer.time_remaining is not None and 0.3 < servicer.time_remaining <= 1.0
+            # grpcio rounds the grpc-timeout it sends up to a compact value
+            # (1 s can go out as a little over 1000 ms), so the handler may
+            # see slightly more than the client's own 1.0 s.
+            assert servicer.time_remaining is not None and 0.3 < servicer.time_remaining <= 1.05
             await asyncio.wait_for(servicer.cancelled.wait(), TIMEOUT)
             await asyncio.wait_for(servicer.done_callbacks.wait(), TIMEOUT)
 
