@@ -35,8 +35,9 @@ use crate::wire::RouterFrame;
 /// What the register stream's writer sends: a frame, or the end of the stream.
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    /// A frame for the bridge.
-    Frame(RouterFrame),
+    /// A frame for the bridge, with the bytes it was counted as (computed once,
+    /// when it was queued).
+    Frame(RouterFrame, usize),
     /// End the register stream, with an error status or cleanly.
     Close(Option<Status>),
 }
@@ -133,11 +134,16 @@ impl Outbox {
     }
 
     /// Queues several frames in one batch (one wake of the writer, one write).
-    pub(crate) fn send_all(&self, frames: impl IntoIterator<Item = RouterFrame>) -> bool {
-        let frames: Vec<RouterFrame> = frames.into_iter().collect();
-        let size: usize = frames.iter().map(queued_size).sum();
+    pub(crate) fn send_all<const N: usize>(&self, frames: [Option<RouterFrame>; N]) -> bool {
+        let sized = frames.map(|frame| frame.map(|f| (queued_size(&f), f)));
+        let size: usize = sized.iter().flatten().map(|(size, _)| size).sum();
         self.level.queued.fetch_add(size, Ordering::AcqRel);
-        let sent = self.tx.send_all(frames.into_iter().map(Outbound::Frame));
+        let sent = self.tx.send_all(
+            sized
+                .into_iter()
+                .flatten()
+                .map(|(size, frame)| Outbound::Frame(frame, size)),
+        );
         if !sent {
             self.level.taken(size);
         }
@@ -158,7 +164,7 @@ impl Outbox {
     ) -> Result<(), Closed> {
         let size = queued_size(&frame);
         self.level.queued.fetch_add(size, Ordering::AcqRel);
-        push(&self.tx, Outbound::Frame(frame)).map_err(|_| {
+        push(&self.tx, Outbound::Frame(frame, size)).map_err(|_| {
             self.level.taken(size);
             Closed
         })
@@ -170,9 +176,9 @@ impl Outbox {
         let mut start_dropped = false;
         let mut freed = 0;
         self.tx.retain(|item| match item {
-            Outbound::Frame(frame) if droppable_call(frame) == Some(call_id) => {
+            Outbound::Frame(frame, size) if droppable_call(frame) == Some(call_id) => {
                 start_dropped |= matches!(frame, RouterFrame::Start(_));
-                freed += queued_size(frame);
+                freed += size;
                 false
             }
             _ => true,
@@ -188,8 +194,8 @@ impl Outbox {
     pub(crate) fn close(&self, status: Option<Status>) {
         let mut freed = 0;
         self.tx.retain(|item| {
-            if let Outbound::Frame(frame) = item {
-                freed += queued_size(frame);
+            if let Outbound::Frame(_, size) = item {
+                freed += size;
             }
             false
         });
@@ -254,8 +260,8 @@ impl Stream for OutboundStream {
             return Poll::Ready(None);
         }
         match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(Outbound::Frame(frame))) => {
-                self.level.taken(queued_size(&frame));
+            Poll::Ready(Some(Outbound::Frame(frame, size))) => {
+                self.level.taken(size);
                 self.level.last_write.touch();
                 Poll::Ready(Some(Ok(frame)))
             }

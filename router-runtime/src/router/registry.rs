@@ -353,7 +353,7 @@ impl Instance {
 
     /// Sends several frames in one batch (one wake of the writer, one write);
     /// false when the register stream is gone.
-    pub(crate) fn send_all(&self, frames: impl IntoIterator<Item = RouterFrame>) -> bool {
+    pub(crate) fn send_all<const N: usize>(&self, frames: [Option<RouterFrame>; N]) -> bool {
         !self.is_closed() && self.out.send_all(frames)
     }
 

@@ -97,15 +97,11 @@ pub(crate) fn try_start(
         _ => (None, None),
     };
     let inline = half_close.is_some();
-    let sent = instance.send_all(
-        [
-            Some(RouterFrame::Start(template.start(call_id))),
-            call,
-            half_close,
-        ]
-        .into_iter()
-        .flatten(),
-    );
+    let sent = instance.send_all([
+        Some(RouterFrame::Start(template.start(call_id))),
+        call,
+        half_close,
+    ]);
     instance.end_start();
     if sent {
         Some(Started { opened, inline })
