@@ -17,13 +17,14 @@ use tonic::{Request, Response, Status};
 use crate::descriptor::{ServiceSpec, Strategy};
 use crate::pb;
 use crate::pb::router_admin_server::{RouterAdmin, RouterAdminServer};
-use crate::router::{Router, RouterCore};
+use crate::router::{DynamicRouter, Router, RouterCore};
 
 /// Serves `router.v1.RouterAdmin` for a set of routers.
 #[derive(Debug, Clone)]
 pub struct AdminService {
     router_id: String,
     routers: Vec<Arc<RouterCore>>,
+    dynamic: Vec<DynamicRouter>,
 }
 
 impl AdminService {
@@ -32,12 +33,20 @@ impl AdminService {
         AdminService {
             router_id: router_id.into(),
             routers: Vec::new(),
+            dynamic: Vec::new(),
         }
     }
 
     /// Adds a router to describe.
     pub fn with_router<S: ServiceSpec>(mut self, router: &Router<S>) -> Self {
         self.routers.push(router.core().clone());
+        self
+    }
+
+    /// Adds every service of a dynamic router, as it knows them at each
+    /// request.
+    pub fn with_dynamic(mut self, router: &DynamicRouter) -> Self {
+        self.dynamic.push(router.clone());
         self
     }
 
@@ -48,12 +57,16 @@ impl AdminService {
 
     /// The status of every routed service (or only `service`).
     pub fn list(&self, service: &str) -> pb::ListServicesResponse {
-        let services = self
+        let learnt = self.dynamic.iter().flat_map(DynamicRouter::cores);
+        let mut services: Vec<pb::ServiceStatus> = self
             .routers
             .iter()
-            .filter(|core| service.is_empty() || core.descriptor.name == service)
-            .map(|core| status(core))
+            .cloned()
+            .chain(learnt)
+            .filter(|core| service.is_empty() || core.service.name() == service)
+            .map(|core| status(&core))
             .collect();
+        services.sort_by(|a, b| a.name.cmp(&b.name));
         pb::ListServicesResponse {
             services,
             router_id: self.router_id.clone(),
@@ -90,7 +103,7 @@ fn status(core: &RouterCore) -> pb::ServiceStatus {
         })
         .collect();
     pb::ServiceStatus {
-        name: core.descriptor.name.to_owned(),
+        name: core.service.name().to_owned(),
         strategy: wire_strategy(core.balancer.strategy())
             .as_str_name()
             .to_owned(),

@@ -161,4 +161,57 @@ pub trait ServiceSpec: Send + Sync + 'static {
     const REGISTER_NAME: &'static str;
     /// The full description of the service.
     const DESCRIPTOR: &'static ServiceDescriptor;
+    /// The encoded `google.protobuf.FileDescriptorSet` of the service's
+    /// `.proto` files and all their imports (for gRPC server reflection, here
+    /// and on routers that learn the service from its registrations); empty
+    /// for code generated before it was embedded.
+    const FILE_DESCRIPTOR_SET: &'static [u8] = &[];
+}
+
+impl ServiceDescriptor {
+    /// The service as a bridge describes it in its `Hello`, with the encoded
+    /// `file_descriptor_set` of its files.
+    pub fn describe(&self, file_descriptor_set: &'static [u8]) -> crate::pb::ServiceDescription {
+        crate::pb::ServiceDescription {
+            name: self.name.to_owned(),
+            methods: self
+                .methods
+                .iter()
+                .map(|m| crate::pb::MethodDescription {
+                    name: m.name.to_owned(),
+                    path: m.path.to_owned(),
+                    tag: m.tag,
+                    kind: m.kind.wire() as i32,
+                    route_key: m.route_key.to_vec(),
+                    idempotent: m.idempotent,
+                })
+                .collect(),
+            default_strategy: self.default_strategy.name().to_owned(),
+            file_descriptor_set: bytes::Bytes::from_static(file_descriptor_set),
+        }
+    }
+}
+
+impl MethodKind {
+    /// The kind of a `router.v1.MethodKind` wire value; `None` for
+    /// `METHOD_KIND_UNSPECIFIED` and unknown values.
+    pub fn from_wire(value: i32) -> Option<Self> {
+        match crate::pb::MethodKind::try_from(value).ok()? {
+            crate::pb::MethodKind::Unary => Some(MethodKind::Unary),
+            crate::pb::MethodKind::ServerStreaming => Some(MethodKind::ServerStreaming),
+            crate::pb::MethodKind::ClientStreaming => Some(MethodKind::ClientStreaming),
+            crate::pb::MethodKind::BidiStreaming => Some(MethodKind::BidiStreaming),
+            crate::pb::MethodKind::Unspecified => None,
+        }
+    }
+
+    /// How the kind reads in messages: `unary`, `server streaming` ...
+    pub const fn describe(self) -> &'static str {
+        match self {
+            MethodKind::Unary => "unary",
+            MethodKind::ServerStreaming => "server streaming",
+            MethodKind::ClientStreaming => "client streaming",
+            MethodKind::BidiStreaming => "bidirectional streaming",
+        }
+    }
 }

@@ -11,6 +11,8 @@
 //!   for tools and tests that speak the protocol by hand. Flow control,
 //!   metadata translation and the queues are internal (see ARCHITECTURE.md).
 //! - [`admin`]: the `router.v1.RouterAdmin` service for operators.
+//! - [`server`]: a router server with health, reflection ([`reflection`]),
+//!   admin and graceful shutdown in a few lines ([`server::RouterServer`]).
 //! - [`codegen`]: the re-exports generated code uses, so a user's crate has one
 //!   version of tonic and prost.
 
@@ -28,5 +30,7 @@ mod gauge;
 pub(crate) mod metadata;
 pub mod pb;
 pub(crate) mod queue;
+pub mod reflection;
 pub mod router;
+pub mod server;
 pub mod wire;

@@ -23,7 +23,7 @@ pub(crate) mod body;
 mod call;
 mod endpoint;
 mod error;
-mod session;
+pub(crate) mod session;
 
 pub use endpoint::EndpointError;
 pub use error::RegistrationError;
@@ -359,6 +359,7 @@ impl<S: ServiceSpec, T: BridgedService> Bridge<S, T> {
             service_name: S::NAME,
             descriptor: S::DESCRIPTOR,
             register_path: format!("/{}/Register", S::REGISTER_NAME),
+            description: S::DESCRIPTOR.describe(S::FILE_DESCRIPTOR_SET),
             options,
             shutdown: shutdown.clone(),
             abort: abort.clone(),

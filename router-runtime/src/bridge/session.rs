@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     /// The service's methods, to resolve each call's path.
     pub(crate) descriptor: &'static crate::descriptor::ServiceDescriptor,
     pub(crate) register_path: String,
+    /// What every `Hello` says the instance serves.
+    pub(crate) description: pb::ServiceDescription,
     pub(crate) options: BridgeConfig,
     pub(crate) shutdown: CancellationToken,
     pub(crate) abort: CancellationToken,
@@ -99,7 +101,7 @@ fn refuse_endpoint(shared: &Shared, error: &super::EndpointError) {
 
 /// The error and its chain of sources, `outer: inner: ...`, so a
 /// connection failure names its cause rather than only `transport error`.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -263,6 +265,7 @@ async fn register(
         initial_window: options.initial_window,
         max_frame_size: options.max_frame_size,
         max_message_size: u32::try_from(options.max_message_size).unwrap_or(u32::MAX),
+        description: Some(shared.description.clone()),
     };
     let _ = out.send(BridgeFrame::Hello(hello));
     let path = PathAndQuery::try_from(shared.register_path.as_str()).map_err(|_| {

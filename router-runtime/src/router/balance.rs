@@ -8,7 +8,7 @@
 //! walks its candidates without allocating, so a pick stays cheap with
 //! thousands of instances.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rand::rngs::SmallRng;
@@ -28,11 +28,13 @@ pub(crate) struct Selection<'a> {
     pub key: Option<&'a [u8]>,
     /// Registrations the call already tried (a retry never returns to one).
     pub exclude: &'a [u64],
+    /// The called method's tag: only instances that serve it take the call.
+    pub method: u32,
 }
 
 impl Selection<'_> {
     fn excludes(&self, instance: &Instance) -> bool {
-        self.exclude.contains(&instance.registration)
+        self.exclude.contains(&instance.registration) || !instance.serves(self.method)
     }
 
     fn labels_match(&self, instance: &Instance) -> bool {
@@ -87,9 +89,18 @@ enum RngSource {
     Seeded(Mutex<SmallRng>),
 }
 
+fn strategy_code(strategy: Strategy) -> u8 {
+    match strategy {
+        Strategy::RoundRobin => 0,
+        Strategy::PowerOfTwoChoices => 1,
+        Strategy::Weighted => 2,
+        Strategy::ConsistentHash => 3,
+    }
+}
+
 /// Picks instances with one strategy.
 pub(crate) struct Balancer {
-    strategy: Strategy,
+    strategy: AtomicU8,
     load: LoadMeasure,
     next: AtomicUsize,
     rng: RngSource,
@@ -98,7 +109,7 @@ pub(crate) struct Balancer {
 impl std::fmt::Debug for Balancer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Balancer")
-            .field("strategy", &self.strategy)
+            .field("strategy", &self.strategy())
             .finish_non_exhaustive()
     }
 }
@@ -107,7 +118,7 @@ impl Balancer {
     /// A balancer using the thread-local random generator.
     pub(crate) fn new(strategy: Strategy) -> Self {
         Balancer {
-            strategy,
+            strategy: AtomicU8::new(strategy_code(strategy)),
             load: LoadMeasure::default(),
             next: AtomicUsize::new(0),
             rng: RngSource::Thread,
@@ -123,7 +134,7 @@ impl Balancer {
     /// A balancer with a seeded generator, for deterministic tests.
     pub(crate) fn seeded(strategy: Strategy, seed: u64) -> Self {
         Balancer {
-            strategy,
+            strategy: AtomicU8::new(strategy_code(strategy)),
             load: LoadMeasure::default(),
             next: AtomicUsize::new(0),
             rng: RngSource::Seeded(Mutex::new(SmallRng::seed_from_u64(seed))),
@@ -132,7 +143,18 @@ impl Balancer {
 
     /// The strategy.
     pub(crate) fn strategy(&self) -> Strategy {
+        match self.strategy.load(Ordering::Relaxed) {
+            0 => Strategy::RoundRobin,
+            1 => Strategy::PowerOfTwoChoices,
+            2 => Strategy::Weighted,
+            _ => Strategy::ConsistentHash,
+        }
+    }
+
+    /// Switches the strategy; calls picked from now on use it.
+    pub(crate) fn set_strategy(&self, strategy: Strategy) {
         self.strategy
+            .store(strategy_code(strategy), Ordering::Relaxed);
     }
 
     fn random_below(&self, n: usize) -> usize {
@@ -202,7 +224,7 @@ impl Balancer {
         selection: &Selection<'_>,
     ) -> Result<Arc<Instance>, PickError> {
         let available = |i: &Instance| !selection.excludes(i) && i.is_available();
-        let picked = match (self.strategy, selection.key) {
+        let picked = match (self.strategy(), selection.key) {
             (Strategy::RoundRobin, _) => self.round_robin(candidates, &available),
             (Strategy::Weighted, _) => self.weighted(candidates, &available),
             (Strategy::ConsistentHash, Some(key)) => rendezvous(candidates, key, &available),

@@ -22,14 +22,14 @@ use super::registry::Instance;
 use super::reply::{CallGuard, First, ReplyStream, deadline_exceeded};
 use super::start::{CallTemplate, Started, try_start};
 use super::{PIN_HEADER, RouterCore, SELECT_HEADER, route_key};
-use crate::descriptor::MethodDescriptor;
+use super::service::Method;
 use crate::flow::Intake;
 use crate::metadata;
 
 /// The handler of one routed method.
 pub(crate) struct Forward {
     pub(crate) core: Arc<RouterCore>,
-    pub(crate) method: &'static MethodDescriptor,
+    pub(crate) method: Arc<Method>,
     /// When the request reached the router's service.
     pub(crate) received: Instant,
 }
@@ -42,7 +42,7 @@ impl tonic::server::StreamingService<Bytes> for Forward {
     fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
         Box::pin(forward(
             self.core.clone(),
-            self.method,
+            self.method.clone(),
             self.received,
             request,
         ))
@@ -126,7 +126,7 @@ impl Attempts {
 
 async fn forward(
     core: Arc<RouterCore>,
-    method: &'static MethodDescriptor,
+    method: Arc<Method>,
     received: Instant,
     request: Request<Streaming<Bytes>>,
 ) -> Result<Response<ReplyStream>, Status> {
@@ -146,7 +146,7 @@ async fn forward(
         return Err(deadline_exceeded());
     }
     let template = CallTemplate {
-        method,
+        method: method.clone(),
         metadata: metadata::from_headers(&headers),
         peer: addresses.peer,
         local: addresses.local,
@@ -169,7 +169,7 @@ async fn forward(
         return Err(deadline_exceeded());
     }
 
-    let key = routing_key(&core, method, &requests, &headers);
+    let key = routing_key(&core, &method, &requests, &headers);
     let base = Selection {
         pinned: headers.get(PIN_HEADER).and_then(|v| v.to_str().ok()),
         labels: headers
@@ -179,6 +179,7 @@ async fn forward(
             .unwrap_or_default(),
         key: key.as_deref(),
         exclude: &[],
+        method: method.tag,
     };
     // A single request can be sent again; a client stream cannot.
     let resend = match &requests {
@@ -195,7 +196,7 @@ async fn forward(
         let instance = core
             .balancer
             .pick(&core.registry.snapshot(), &selection)
-            .map_err(|e| pick_status(&core, e))?;
+            .map_err(|e| pick_status(&core, &method, e))?;
         let Some(pending) = requests
             .take()
             .or_else(|| resend.clone().map(Requests::Single))
@@ -210,10 +211,10 @@ async fn forward(
             }
             return Err(Status::unavailable(format!(
                 "no instance of `{}` could take the call",
-                core.descriptor.name
+                core.service.name()
             )));
         };
-        let mut reply = respond(&core, method, &instance, started, pending, deadline);
+        let mut reply = respond(&core, method.clone(), &instance, started, pending, deadline);
         match reply.first_event().await {
             First::Headers(md) => {
                 return Ok(Response::from_parts(
@@ -244,7 +245,7 @@ async fn forward(
 /// the `Start`, its request pump.
 fn respond(
     core: &Arc<RouterCore>,
-    method: &'static MethodDescriptor,
+    method: Arc<Method>,
     instance: &Arc<Instance>,
     started: Started,
     requests: Requests,
@@ -269,12 +270,13 @@ fn respond(
         ));
         guard.pump = Some(pump.abort_handle());
     }
+    let config = core.config();
     ReplyStream {
         events: opened.events,
         intake: Intake::new(
             opened.window,
-            core.config.initial_window,
-            core.config.max_response_message_size,
+            config.initial_window,
+            config.max_response_message_size,
         ),
         method,
         messages: 0,
@@ -295,24 +297,37 @@ fn parse_selector(text: &str) -> Vec<(&str, &str)> {
 /// configured header.
 fn routing_key(
     core: &RouterCore,
-    method: &MethodDescriptor,
+    method: &Method,
     requests: &Requests,
     headers: &HeaderMap,
 ) -> Option<Bytes> {
     if let (false, Requests::Single(Some(message))) = (method.route_key.is_empty(), requests)
-        && let Some(key) = route_key::extract(message, method.route_key)
+        && let Some(key) = route_key::extract(message, &method.route_key)
     {
         return Some(key);
     }
-    let header = core.config.route_key_header.as_deref()?;
+    let config = core.config();
+    let header = config.route_key_header.as_deref()?;
     headers
         .get(header)
         .map(|v| Bytes::copy_from_slice(v.as_bytes()))
 }
 
-fn pick_status(core: &RouterCore, error: PickError) -> Status {
-    let service = core.descriptor.name;
+fn pick_status(core: &RouterCore, method: &Method, error: PickError) -> Status {
+    let service = core.service.name();
     match error {
+        PickError::NoneAvailable
+            if !core
+                .registry
+                .snapshot()
+                .iter()
+                .any(|i| i.serves(method.tag)) =>
+        {
+            Status::unavailable(format!(
+                "no registered instance of `{service}` serves `{}`",
+                method.name
+            ))
+        }
         PickError::NoInstances => {
             Status::unavailable(format!("no instance of `{service}` is registered"))
         }

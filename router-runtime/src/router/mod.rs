@@ -13,18 +13,22 @@
 
 mod balance;
 mod call;
+mod dynamic;
 mod outbound;
 mod pump;
 mod registry;
 mod reply;
 mod route_key;
+mod service;
 mod session;
 mod start;
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,6 +39,9 @@ use tonic::codec::CompressionEncoding;
 use tonic::server::{Grpc, NamedService};
 
 pub(crate) use balance::Balancer;
+pub use dynamic::{
+    DEFAULT_MAX_SERVICES, DynamicRouter, DynamicSide, ServiceChange, ServiceHandle,
+};
 pub use balance::LoadMeasure;
 pub use registry::{Instance, InstanceInfo, Registry, Snapshot};
 pub use route_key::extract as extract_route_key;
@@ -45,6 +52,7 @@ use crate::descriptor::{ServiceDescriptor, ServiceSpec};
 /// with `FromStr`.
 pub use crate::descriptor::{Strategy, UnknownStrategy};
 use crate::wire::{BridgeFrame, RouterFrame};
+use service::ServiceTable;
 
 /// Header naming the instance a call must go to (pinned routing).
 pub const PIN_HEADER: &str = "x-router-instance";
@@ -205,17 +213,155 @@ impl RouterStats {
     }
 }
 
-/// Everything a router shares between its services and tasks.
-#[derive(Debug)]
+/// Everything a router shares between its services and tasks: one routed
+/// service, its registrations and its settings.
 pub(crate) struct RouterCore {
-    pub(crate) config: RouterConfig,
-    pub(crate) descriptor: &'static ServiceDescriptor,
+    config: ArcSwap<RouterConfig>,
+    pub(crate) service: ServiceTable,
     pub(crate) registry: Registry,
     pub(crate) balancer: Balancer,
     pub(crate) stats: RouterStats,
     /// Whether the heartbeat sweeper runs (started with the first
     /// registration, inside the server's runtime).
-    pub(crate) sweeper_started: std::sync::atomic::AtomicBool,
+    pub(crate) sweeper_started: AtomicBool,
+    /// Set when the router shuts down: new registrations are refused.
+    pub(crate) closing: AtomicBool,
+    /// Told when a registration defines or extends the service's methods.
+    listener: Option<ServiceListener>,
+    /// Whether a server keeps the service's health status (one tracker).
+    pub(crate) health_tracked: AtomicBool,
+}
+
+/// Told when a registration defines or extends a service's methods (the
+/// dynamic router updates reflection from it).
+/// Its flag says whether the registration (re)defined the methods (else it
+/// added some).
+pub(crate) type ServiceListener = Arc<dyn Fn(&RouterCore, bool) + Send + Sync>;
+
+impl std::fmt::Debug for RouterCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterCore")
+            .field("service", &self.service.name())
+            .field("instances", &self.registry.len())
+            .field("strategy", &self.balancer.strategy())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouterCore {
+    pub(crate) fn new(config: RouterConfig, service: ServiceTable) -> Self {
+        let strategy = config.strategy.unwrap_or(service.default_strategy());
+        let balancer = match config.rng_seed {
+            Some(seed) => Balancer::seeded(strategy, seed),
+            None => Balancer::new(strategy),
+        }
+        .with_load(config.load_measure);
+        RouterCore {
+            config: ArcSwap::from_pointee(config),
+            registry: Registry::new(service.name()),
+            service,
+            balancer,
+            stats: RouterStats::default(),
+            sweeper_started: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            listener: None,
+            health_tracked: AtomicBool::new(false),
+        }
+    }
+
+    /// The same core, telling `listener` of every change of its methods.
+    pub(crate) fn with_listener(mut self, listener: ServiceListener) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// Tells the listener the service's methods changed.
+    pub(crate) fn service_changed(&self, defined: bool) {
+        if let Some(listener) = &self.listener {
+            listener(self, defined);
+        }
+    }
+
+    /// The settings in force now.
+    pub(crate) fn config(&self) -> Arc<RouterConfig> {
+        self.config.load_full()
+    }
+
+    /// Replaces the settings: calls and registrations that start from now
+    /// on use them; those in flight keep the ones they started with.
+    pub(crate) fn reconfigure(&self, config: RouterConfig) {
+        self.config.store(Arc::new(config));
+        self.refresh_strategy();
+    }
+
+    /// Sets the balancer to the configured strategy, else the service's own.
+    pub(crate) fn refresh_strategy(&self) {
+        let strategy = self
+            .config
+            .load()
+            .strategy
+            .unwrap_or(self.service.default_strategy());
+        self.balancer.set_strategy(strategy);
+    }
+
+    /// Ends every registration: each bridge gets a GoAway (and reconnects,
+    /// here or to another router); calls still in flight fail with
+    /// UNAVAILABLE.
+    pub(crate) fn close_registrations(&self, reason: &str) {
+        for instance in self.registry.snapshot().iter() {
+            instance.send(RouterFrame::GoAway(crate::pb::GoAway {
+                reason: reason.to_owned(),
+                refused: false,
+            }));
+            self.registry.remove(instance.registration);
+            instance.shut(
+                &tonic::Status::unavailable(format!(
+                    "router closed the registration of `{}`: {reason}",
+                    instance.id()
+                )),
+                None,
+            );
+        }
+    }
+
+    /// Serves one client call of the routed service.
+    pub(crate) async fn serve_call(self: Arc<Self>, req: Request<Body>) -> Response<Body> {
+        let received = tokio::time::Instant::now();
+        let Some(method) = self.service.methods().by_path(req.uri().path()).cloned() else {
+            if !self.service.is_defined() {
+                // Known by name (configured) but never registered: as with
+                // no instance left, the service is unavailable, not unknown.
+                return tonic::Status::unavailable(format!(
+                    "no instance of `{}` is registered",
+                    self.service.name()
+                ))
+                .into_http();
+            }
+            return unimplemented_response();
+        };
+        let config = self.config();
+        let mut grpc = Grpc::new(RawCodec).max_decoding_message_size(config.max_message_size);
+        for encoding in &config.accept_compression {
+            grpc = grpc.accept_compressed(*encoding);
+        }
+        for encoding in &config.send_compression {
+            grpc = grpc.send_compressed(*encoding);
+        }
+        let handler = call::Forward {
+            core: self,
+            method,
+            received,
+        };
+        grpc.streaming(handler, req).await
+    }
+
+    /// Serves one `Register` call of a bridge.
+    pub(crate) async fn serve_register(self: Arc<Self>, req: Request<Body>) -> Response<Body> {
+        let mut grpc = Grpc::new(FrameCodec::<RouterFrame, BridgeFrame>::default())
+            .max_decoding_message_size(frame_limit(self.config.load().max_frame_size));
+        let handler = session::Register { core: self };
+        grpc.streaming(handler, req).await
+    }
 }
 
 /// A router for the service `S`. Cheap to clone; clones share state.
@@ -239,7 +385,7 @@ impl<S> Clone for Router<S> {
 impl<S> std::fmt::Debug for Router<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Router")
-            .field("service", &self.core.descriptor.name)
+            .field("service", &self.core.service.name())
             .field("instances", &self.core.registry.len())
             .finish()
     }
@@ -254,22 +400,9 @@ impl<S: ServiceSpec> Default for Router<S> {
 impl<S: ServiceSpec> Router<S> {
     /// A router with `config`.
     pub fn new(config: RouterConfig) -> Self {
-        let descriptor = S::DESCRIPTOR;
-        let strategy = config.strategy.unwrap_or(descriptor.default_strategy);
-        let balancer = match config.rng_seed {
-            Some(seed) => Balancer::seeded(strategy, seed),
-            None => Balancer::new(strategy),
-        }
-        .with_load(config.load_measure);
+        let service = ServiceTable::compiled(S::DESCRIPTOR, S::FILE_DESCRIPTOR_SET);
         Router {
-            core: Arc::new(RouterCore {
-                config,
-                descriptor,
-                registry: Registry::new(descriptor.name),
-                balancer,
-                stats: RouterStats::default(),
-                sweeper_started: std::sync::atomic::AtomicBool::new(false),
-            }),
+            core: Arc::new(RouterCore::new(config, service)),
             _service: PhantomData,
         }
     }
@@ -280,12 +413,24 @@ impl<S: ServiceSpec> Router<S> {
 
     /// The service this router serves.
     pub fn descriptor(&self) -> &'static ServiceDescriptor {
-        self.core.descriptor
+        S::DESCRIPTOR
     }
 
     /// The router's id (from its config), as sent to bridges in `Welcome`.
-    pub fn config_router_id(&self) -> &str {
-        &self.core.config.router_id
+    pub fn config_router_id(&self) -> String {
+        self.core.config().router_id.clone()
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> Arc<RouterConfig> {
+        self.core.config()
+    }
+
+    /// Replaces the router's settings (a hot reload): calls and
+    /// registrations that start from now on use them, those in flight keep
+    /// the settings they started with, and no registration is dropped.
+    pub fn reconfigure(&self, config: RouterConfig) {
+        self.core.reconfigure(config);
     }
 
     /// The strategy in use.
@@ -330,20 +475,7 @@ impl<S: ServiceSpec> Router<S> {
     /// here or to another router); calls still in flight fail with
     /// UNAVAILABLE.
     pub fn close_registrations(&self, reason: &str) {
-        for instance in self.core.registry.snapshot().iter() {
-            instance.send(RouterFrame::GoAway(crate::pb::GoAway {
-                reason: reason.to_owned(),
-                refused: false,
-            }));
-            self.core.registry.remove(instance.registration);
-            instance.shut(
-                &tonic::Status::unavailable(format!(
-                    "router closed the registration of `{}`: {reason}",
-                    instance.id()
-                )),
-                None,
-            );
-        }
+        self.core.close_registrations(reason);
     }
 
     /// A shutdown signal for tonic's `serve_with_shutdown`: once `signal`
@@ -434,26 +566,7 @@ impl<S: ServiceSpec> Role<S> for Routed {
     const NAME: &'static str = S::NAME;
 
     fn serve(core: Arc<RouterCore>, req: Request<Body>) -> BoxFuture<'static, Response<Body>> {
-        let received = tokio::time::Instant::now();
-        Box::pin(async move {
-            let Some(method) = core.descriptor.method_by_path(req.uri().path()) else {
-                return unimplemented_response();
-            };
-            let config = &core.config;
-            let mut grpc = Grpc::new(RawCodec).max_decoding_message_size(config.max_message_size);
-            for encoding in &config.accept_compression {
-                grpc = grpc.accept_compressed(*encoding);
-            }
-            for encoding in &config.send_compression {
-                grpc = grpc.send_compressed(*encoding);
-            }
-            let handler = call::Forward {
-                core: core.clone(),
-                method,
-                received,
-            };
-            grpc.streaming(handler, req).await
-        })
+        Box::pin(core.serve_call(req))
     }
 }
 
@@ -471,10 +584,7 @@ impl<S: ServiceSpec> Role<S> for Registering {
             {
                 return unimplemented_response();
             }
-            let mut grpc = Grpc::new(FrameCodec::<RouterFrame, BridgeFrame>::default())
-                .max_decoding_message_size(frame_limit(core.config.max_frame_size));
-            let handler = session::Register { core };
-            grpc.streaming(handler, req).await
+            core.serve_register(req).await
         })
     }
 }

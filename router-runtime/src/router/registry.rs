@@ -150,6 +150,8 @@ pub struct Instance {
     /// window plus one frame plus room for metadata. A bridge exceeding it
     /// breaks flow control.
     pub(crate) response_limit: usize,
+    /// The methods the instance serves (from its `Hello.description`).
+    served: super::service::Served,
 }
 
 impl Instance {
@@ -181,7 +183,19 @@ impl Instance {
             request_window,
             max_frame,
             response_limit,
+            served: None,
         }
+    }
+
+    /// The same instance, serving only the methods in `served`.
+    pub(crate) fn with_served(mut self, served: super::service::Served) -> Self {
+        self.served = served;
+        self
+    }
+
+    /// Whether the instance takes calls of the method with oneof tag `tag`.
+    pub fn serves(&self, tag: u32) -> bool {
+        super::service::serves(&self.served, tag)
     }
 
     /// What the instance declared about itself.
@@ -548,7 +562,7 @@ impl Snapshot {
 /// The live instances of one service.
 #[derive(Debug)]
 pub struct Registry {
-    service: &'static str,
+    service: Arc<str>,
     instances: ArcSwap<Snapshot>,
     write: Mutex<()>,
     changed: watch::Sender<usize>,
@@ -557,9 +571,9 @@ pub struct Registry {
 
 impl Registry {
     /// An empty registry for `service`.
-    pub fn new(service: &'static str) -> Self {
+    pub fn new(service: impl Into<Arc<str>>) -> Self {
         Registry {
-            service,
+            service: service.into(),
             instances: ArcSwap::from_pointee(Snapshot::default()),
             write: Mutex::new(()),
             changed: watch::Sender::new(0),
@@ -568,8 +582,8 @@ impl Registry {
     }
 
     /// The service's full name.
-    pub fn service(&self) -> &'static str {
-        self.service
+    pub fn service(&self) -> &str {
+        &self.service
     }
 
     /// A snapshot of the live instances.
@@ -591,6 +605,18 @@ impl Registry {
     pub async fn wait_until(&self, mut pred: impl FnMut(usize) -> bool) {
         let mut rx = self.changed.subscribe();
         let _ = rx.wait_for(|n| pred(*n)).await;
+    }
+
+    /// Wakes the watchers of [`Registry::changed`] without a change in the
+    /// set of instances (an instance's serving or draining state changed).
+    pub(crate) fn touch(&self) {
+        self.changed.send_modify(|_| {});
+    }
+
+    /// A receiver that sees every change of the instances or their serving
+    /// and draining states (the value is the number of instances).
+    pub fn changed(&self) -> watch::Receiver<usize> {
+        self.changed.subscribe()
     }
 
     pub(crate) fn next_registration(&self) -> u64 {

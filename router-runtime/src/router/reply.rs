@@ -13,7 +13,7 @@ use tonic::{Code, Status};
 
 use super::RouterCore;
 use super::registry::{CallEvent, Instance};
-use crate::descriptor::MethodDescriptor;
+use super::service::Method;
 use crate::flow::Intake;
 use crate::metadata;
 use crate::pb;
@@ -76,7 +76,7 @@ pub(crate) struct ReplyStream {
     /// Takes response frames: releases their bytes, returns credit,
     /// reassembles chunks.
     pub(crate) intake: Intake,
-    pub(crate) method: &'static MethodDescriptor,
+    pub(crate) method: Arc<Method>,
     /// Response messages passed to the client so far.
     pub(crate) messages: u32,
     pub(crate) guard: CallGuard,

@@ -56,10 +56,11 @@ async fn accept(
     metadata: tonic::metadata::MetadataMap,
     mut frames: Streaming<BridgeFrame>,
 ) -> Result<Response<OutboundStream>, Status> {
-    let first = tokio::time::timeout(core.config.hello_timeout, frames.message())
+    let config = core.config();
+    let first = tokio::time::timeout(config.hello_timeout, frames.message())
         .await
         .map_err(|_| Status::deadline_exceeded("no Hello frame within the hello timeout"))??;
-    let hello = match first {
+    let mut hello = match first {
         Some(BridgeFrame::Hello(hello)) => hello,
         Some(_) => {
             return Err(Status::invalid_argument(
@@ -74,10 +75,10 @@ async fn accept(
             hello.protocol_version, PROTOCOL_VERSION
         )));
     }
-    if hello.service != core.descriptor.name {
+    if hello.service != core.service.name() {
         return Err(Status::failed_precondition(format!(
             "this register endpoint serves `{}`, not `{}`",
-            core.descriptor.name, hello.service
+            core.service.name(), hello.service
         )));
     }
     if hello.instance_id.is_empty() {
@@ -85,11 +86,18 @@ async fn accept(
             "Hello.instance_id must not be empty",
         ));
     }
-    if let Some(authorize) = &core.config.authorize {
+    if let Some(authorize) = &config.authorize {
         authorize(&metadata, &hello)?;
     }
+    if core.closing.load(Ordering::Acquire) {
+        return Err(Status::unavailable(format!(
+            "router `{}` is shutting down; register with another router",
+            config.router_id
+        )));
+    }
+    let description = hello.description.take();
 
-    let (out, stream) = Outbox::new(core.config.max_queued_bytes);
+    let (out, stream) = Outbox::new(config.max_queued_bytes);
     let info = InstanceInfo {
         id: hello.instance_id.clone(),
         labels: hello.labels.into_iter().collect(),
@@ -104,27 +112,55 @@ async fn accept(
     };
     let max_frame =
         usize::try_from(hello.max_frame_size.max(crate::defaults::MIN_FRAME)).unwrap_or(usize::MAX);
-    let instance = Arc::new(Instance::new(
+    let instance = Instance::new(
         core.registry.next_registration(),
         info,
         out,
         request_window,
         max_frame,
         RecvWindow::limit_for(
-            core.config.initial_window,
-            usize::try_from(core.config.max_frame_size).unwrap_or(usize::MAX),
+            config.initial_window,
+            usize::try_from(config.max_frame_size).unwrap_or(usize::MAX),
         ),
-    ));
+    );
     let welcome = pb::Welcome {
         protocol_version: PROTOCOL_VERSION,
-        router_id: core.config.router_id.clone(),
-        initial_window: core.config.initial_window,
-        max_frame_size: core.config.max_frame_size,
-        heartbeat_interval_ms: millis(core.config.heartbeat_interval),
-        heartbeat_timeout_ms: millis(core.config.heartbeat_timeout),
+        router_id: config.router_id.clone(),
+        initial_window: config.initial_window,
+        max_frame_size: config.max_frame_size,
+        heartbeat_interval_ms: millis(config.heartbeat_interval),
+        heartbeat_timeout_ms: millis(config.heartbeat_timeout),
     };
-    instance.send(RouterFrame::Welcome(welcome));
-    if let Some(stale) = core.registry.insert(instance.clone()) {
+    let ((instance, stale), learnt) = core.service.admit(
+        description.as_ref(),
+        || !core.registry.is_empty(),
+        |served| {
+            let instance = Arc::new(instance.with_served(served));
+            instance.send(RouterFrame::Welcome(welcome));
+            let stale = core.registry.insert(instance.clone());
+            (instance, stale)
+        },
+    )?;
+    if learnt.defined {
+        core.refresh_strategy();
+        info!(
+            service = core.service.name(),
+            instance = instance.id(),
+            methods = core.service.methods().iter().count(),
+            "service defined by its registration"
+        );
+    } else if !learnt.added.is_empty() {
+        info!(
+            service = core.service.name(),
+            instance = instance.id(),
+            added = ?learnt.added,
+            "registration added methods"
+        );
+    }
+    if learnt.defined || !learnt.added.is_empty() {
+        core.service_changed(learnt.defined);
+    }
+    if let Some(stale) = stale {
         info!(
             instance = stale.id(),
             "instance re-registered; closing its stale registration"
@@ -139,7 +175,7 @@ async fn accept(
         );
     }
     info!(
-        service = core.descriptor.name,
+        service = core.service.name(),
         instance = instance.id(),
         "instance registered"
     );
@@ -166,7 +202,7 @@ async fn read_frames(
         tokio::select! {
             frame = frames.message() => match frame {
                 Ok(Some(frame)) => {
-                    if let Err(status) = handle(&instance, frame) {
+                    if let Err(status) = handle(&core, &instance, frame) {
                         break (status.message().to_owned(), Some(status));
                     }
                 }
@@ -182,9 +218,9 @@ async fn read_frames(
     if stream_status.is_some() || !instance.is_draining() {
         // Broken protocol, a failed stream, or a stream that ended without a
         // drain: the instance's calls fail.
-        warn!(service = core.descriptor.name, instance = instance.id(), %reason, "instance lost without draining");
+        warn!(service = core.service.name(), instance = instance.id(), %reason, "instance lost without draining");
     } else {
-        info!(service = core.descriptor.name, instance = instance.id(), %reason, "registration ended");
+        info!(service = core.service.name(), instance = instance.id(), %reason, "registration ended");
     }
     end_registration(core.as_ref(), &instance, &reason, stream_status);
 }
@@ -202,7 +238,7 @@ fn end_registration(
         &Status::unavailable(format!(
             "instance `{}` of `{}` went away: {reason}",
             instance.id(),
-            core.descriptor.name
+            core.service.name()
         )),
         stream_status,
     );
@@ -219,10 +255,9 @@ fn end_registration(
 pub(crate) fn start_sweeper(core: &Arc<RouterCore>) {
     const SLICES: u64 = 10;
     let weak = Arc::downgrade(core);
-    let interval = core.config.heartbeat_interval;
-    let timeout_ms = u64::from(millis(core.config.heartbeat_timeout));
+    let period_of = |interval: Duration| (interval / SLICES as u32).max(Duration::from_millis(1));
+    let mut period = period_of(core.config().heartbeat_interval);
     tokio::spawn(async move {
-        let period = (interval / SLICES as u32).max(std::time::Duration::from_millis(1));
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.reset();
@@ -230,6 +265,16 @@ pub(crate) fn start_sweeper(core: &Arc<RouterCore>) {
         loop {
             tick.tick().await;
             let Some(core) = weak.upgrade() else { return };
+            // Heartbeat timing may be reconfigured at any time.
+            let config = core.config();
+            let timeout_ms = u64::from(millis(config.heartbeat_timeout));
+            let current = period_of(config.heartbeat_interval);
+            if current != period {
+                period = current;
+                tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.reset();
+            }
             round += 1;
             let slice = round % SLICES;
             for instance in core.registry.snapshot().iter() {
@@ -255,7 +300,7 @@ fn evict(core: &RouterCore, instance: &Instance, timeout_ms: u64) {
     } else {
         format!("no answer to a ping for {timeout_ms} ms")
     };
-    warn!(service = core.descriptor.name, instance = instance.id(), %reason, "evicting instance");
+    warn!(service = core.service.name(), instance = instance.id(), %reason, "evicting instance");
     let status = Status::unavailable(format!(
         "registration of `{}` evicted: {reason}",
         instance.id()
@@ -264,7 +309,7 @@ fn evict(core: &RouterCore, instance: &Instance, timeout_ms: u64) {
 }
 
 /// Dispatches one frame; an error ends the registration with that status.
-fn handle(instance: &Instance, frame: BridgeFrame) -> Result<(), Status> {
+fn handle(core: &RouterCore, instance: &Instance, frame: BridgeFrame) -> Result<(), Status> {
     match frame {
         BridgeFrame::Headers(h) => {
             respond(
@@ -282,13 +327,18 @@ fn handle(instance: &Instance, frame: BridgeFrame) -> Result<(), Status> {
             }
         }
         BridgeFrame::Heartbeat(beat) => {
-            instance.set_serving(beat.status != pb::ServingStatus::NotServing as i32);
+            let serving = beat.status != pb::ServingStatus::NotServing as i32;
+            if serving != instance.is_serving() {
+                instance.set_serving(serving);
+                core.registry.touch();
+            }
         }
         BridgeFrame::Drain(drain) => {
             info!(instance = instance.id(), reason = %drain.reason, "instance draining");
             // The GoAway acknowledgement follows every Start already under
             // way, so the bridge knows no new call will come after it.
             instance.begin_drain();
+            core.registry.touch();
         }
         BridgeFrame::Pong(pong) => instance.pong(pong.nonce),
         BridgeFrame::Hello(_) => {

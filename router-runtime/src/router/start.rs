@@ -8,14 +8,14 @@ use tokio::time::Instant;
 
 use super::pump::Requests;
 use super::registry::{Instance, OpenedCall};
-use crate::descriptor::MethodDescriptor;
+use super::service::Method;
 use crate::pb;
 use crate::wire::{Payload, RouterFrame};
 
 /// What every attempt of one call sends in its `Start`.
 #[derive(Debug)]
 pub(crate) struct CallTemplate {
-    pub(crate) method: &'static MethodDescriptor,
+    pub(crate) method: Arc<Method>,
     /// The client's metadata, without the transport's own headers.
     pub(crate) metadata: pb::Metadata,
     /// The client's address, as the handler will see it.
@@ -34,7 +34,7 @@ impl CallTemplate {
         pb::CallStart {
             call_id,
             method_tag: self.method.tag,
-            path: self.method.path.to_owned(),
+            path: self.method.path.to_string(),
             metadata: Some(self.metadata.clone()),
             timeout_micros: self
                 .deadline
@@ -71,7 +71,7 @@ pub(crate) fn try_start(
     if !instance.begin_start() {
         return None;
     }
-    let method = template.method;
+    let method = &template.method;
     let opened = instance.open_call(method.kind.single_response());
     let call_id = opened.call_id;
     // The common case, one small request message, goes out with its Start

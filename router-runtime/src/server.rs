@@ -1,0 +1,517 @@
+//! A router server with everything an operator expects, in a few lines:
+//! the routed services, `grpc.health.v1` per service, gRPC server reflection
+//! (v1 and v1alpha) of every routed service, the `router.v1.RouterAdmin`
+//! service, TCP_NODELAY, optional TLS per listener, an optional separate
+//! listener for registrations, and a graceful shutdown.
+//!
+//! ```no_run
+//! # use router_runtime::codegen::*;
+//! # async fn demo<S: ServiceSpec>(router: Router<S>) -> Result<(), Box<dyn std::error::Error>> {
+//! use router_runtime::server::{Listener, RouterServer, shutdown_signal};
+//!
+//! let listener = Listener::bind("127.0.0.1:50051".parse()?).await?;
+//! RouterServer::new("router-1")
+//!     .route(&router)
+//!     .serve(listener, None, shutdown_signal())
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! On shutdown (`signal` resolving) the server: reports NOT_SERVING on
+//! health, refuses new registrations, stops accepting connections (clients
+//! get HTTP/2 GOAWAY and reconnect elsewhere), lets the calls in flight finish
+//! for up to the grace period ([`RouterServer::grace`], 30 s by default), then
+//! sends every instance `GoAway` so it registers with another router, and
+//! returns once every connection is closed. Calls still running after the
+//! grace period (an endless stream, say) fail with UNAVAILABLE.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tower::ServiceExt;
+use tracing::{info, warn};
+
+use crate::admin::AdminService;
+use crate::descriptor::ServiceSpec;
+use crate::reflection::DescriptorCatalog;
+use crate::router::{DynamicRouter, Router, RouterCore, ServiceChange};
+
+/// The default time calls in flight get to finish at shutdown.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
+/// Why a router server could not start or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The TLS settings of a listener were refused.
+    #[error("invalid TLS settings for the {listener} listener: {cause}")]
+    Tls {
+        /// `clients` or `registrations`.
+        listener: &'static str,
+        /// What tonic said.
+        cause: String,
+    },
+    /// A descriptor set could not be read for reflection.
+    #[error("invalid descriptor set for reflection: {0}")]
+    Reflection(String),
+    /// The HTTP/2 server failed.
+    #[error("the {listener} server failed: {cause}")]
+    Transport {
+        /// `clients` or `registrations`.
+        listener: &'static str,
+        /// What tonic said.
+        cause: String,
+    },
+}
+
+/// A bound TCP listener and its optional TLS settings.
+#[derive(Debug)]
+pub struct Listener {
+    listener: TcpListener,
+    tls: Option<ServerTlsConfig>,
+}
+
+impl Listener {
+    /// Binds `addr` (port 0 picks a free port), without TLS.
+    pub async fn bind(addr: SocketAddr) -> Result<Self, ServeError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        Ok(Listener::from_tcp(listener))
+    }
+
+    /// Serves on an already bound listener.
+    pub fn from_tcp(listener: TcpListener) -> Self {
+        Listener {
+            listener,
+            tls: None,
+        }
+    }
+
+    /// Serves TLS with `tls` (with a client CA for mutual TLS).
+    pub fn with_tls(mut self, tls: ServerTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The address it is bound to.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// Builds and runs a router server (see the module docs).
+pub struct RouterServer {
+    router_id: String,
+    grace: Duration,
+    catalog: DescriptorCatalog,
+    admin: AdminService,
+    typed: Vec<TypedRoutes>,
+    dynamic: Option<DynamicRouter>,
+    extra: tonic::service::RoutesBuilder,
+    reflection_error: Option<String>,
+}
+
+/// A compiled router's two services and its core.
+struct TypedRoutes {
+    core: Arc<RouterCore>,
+    add_clients: Box<dyn FnOnce(&mut tonic::service::RoutesBuilder) + Send>,
+    add_registrations: Box<dyn FnOnce(&mut tonic::service::RoutesBuilder) + Send>,
+}
+
+impl std::fmt::Debug for RouterServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterServer")
+            .field("router_id", &self.router_id)
+            .field("grace", &self.grace)
+            .field("services", &self.catalog.services())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RouterServer {
+    /// A server reporting `router_id` in the admin service, routing nothing
+    /// yet.
+    pub fn new(router_id: impl Into<String>) -> Self {
+        let router_id = router_id.into();
+        let catalog = DescriptorCatalog::new();
+        let mut reflection_error = None;
+        for (set, services) in [
+            (
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                &["grpc.health.v1.Health"][..],
+            ),
+            (crate::pb::FILE_DESCRIPTOR_SET, &["router.v1.RouterAdmin"][..]),
+        ] {
+            match catalog.add_encoded_set(set) {
+                Ok(()) => services.iter().for_each(|s| catalog.list_service(s)),
+                Err(e) => reflection_error = Some(e.to_string()),
+            }
+        }
+        if let Err(e) = catalog.include_reflection_services() {
+            reflection_error = Some(e.to_string());
+        }
+        RouterServer {
+            admin: AdminService::new(router_id.clone()),
+            router_id,
+            grace: DEFAULT_GRACE,
+            catalog,
+            typed: Vec::new(),
+            dynamic: None,
+            extra: tonic::service::RoutesBuilder::default(),
+            reflection_error,
+        }
+    }
+
+    /// How long calls in flight get to finish at shutdown before the
+    /// registrations close.
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Routes the compiled service of `router`, with reflection from its
+    /// generated descriptor set.
+    pub fn route<S: ServiceSpec>(mut self, router: &Router<S>) -> Self {
+        self.admin = self.admin.with_router(router);
+        if !S::FILE_DESCRIPTOR_SET.is_empty() {
+            if let Err(e) = self.catalog.add_encoded_set(S::FILE_DESCRIPTOR_SET) {
+                self.reflection_error = Some(format!("`{}`: {e}", S::NAME));
+            }
+            self.catalog.list_service(S::NAME);
+        }
+        let (clients, registrations) = (router.clone(), router.clone());
+        self.typed.push(TypedRoutes {
+            core: router.core().clone(),
+            add_clients: Box::new(move |routes| {
+                routes.add_service(clients.client_service());
+            }),
+            add_registrations: Box::new(move |routes| {
+                routes.add_service(registrations.register_service());
+            }),
+        });
+        self
+    }
+
+    /// Routes every service that registers with `router`, with reflection
+    /// from the descriptor sets its registrations send.
+    pub fn route_dynamic(mut self, router: &DynamicRouter) -> Self {
+        self.admin = self.admin.with_dynamic(router);
+        self.dynamic = Some(router.clone());
+        self
+    }
+
+    /// Serves another tonic service next to the routed ones (on the clients
+    /// listener), for example an embedder's own.
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.extra.add_service(service);
+        self
+    }
+
+    /// The reflection catalog (to add descriptor sets of added services).
+    pub fn catalog(&self) -> &DescriptorCatalog {
+        &self.catalog
+    }
+
+    /// Serves clients on `clients` and registrations on `registrations` (or
+    /// on `clients` too when `None`) until `signal` resolves, then shuts down
+    /// gracefully (see the module docs).
+    pub async fn serve(
+        self,
+        clients: Listener,
+        registrations: Option<Listener>,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        if let Some(e) = self.reflection_error {
+            return Err(ServeError::Reflection(e));
+        }
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("", ServingStatus::Serving)
+            .await;
+        let mut tracked = Vec::new();
+        for typed in &self.typed {
+            tracked.push(tokio::spawn(track_health(typed.core.clone(), reporter.clone())));
+        }
+        if let Some(dynamic) = &self.dynamic {
+            subscribe_dynamic(dynamic, &self.catalog, &reporter);
+        }
+
+        let separate = registrations.is_some();
+        let mut client_routes = self.extra;
+        client_routes
+            .add_service(health.clone())
+            .add_service(self.admin.into_server())
+            .add_service(self.catalog.v1_service())
+            .add_service(self.catalog.v1alpha_service());
+        let mut register_routes = tonic::service::RoutesBuilder::default();
+        register_routes.add_service(health);
+        let mut cores = Vec::new();
+        for typed in self.typed {
+            cores.push(typed.core);
+            (typed.add_clients)(&mut client_routes);
+            if separate {
+                (typed.add_registrations)(&mut register_routes);
+            } else {
+                (typed.add_registrations)(&mut client_routes);
+            }
+        }
+        let mut client_routes = client_routes.routes();
+        let mut register_routes = register_routes.routes();
+        if let Some(dynamic) = &self.dynamic {
+            client_routes = with_fallback(
+                client_routes,
+                if separate {
+                    tower::util::BoxCloneSyncService::new(dynamic.client_side())
+                } else {
+                    tower::util::BoxCloneSyncService::new(dynamic.clone())
+                },
+            );
+            register_routes = with_fallback(
+                register_routes,
+                tower::util::BoxCloneSyncService::new(dynamic.register_side()),
+            );
+        }
+
+        let drain = Drain {
+            cores,
+            dynamic: self.dynamic.clone(),
+            reporter: reporter.clone(),
+            grace: self.grace,
+            router_id: self.router_id.clone(),
+        };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let drained = tokio::spawn(async move {
+            signal.await;
+            let _ = stop_tx.send(true);
+            drain.run().await;
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+
+        let clients_server = run_listener("clients", clients, client_routes, stopped(stop_rx.clone()));
+        let result = match registrations {
+            Some(registrations) => {
+                let registrations_server = run_listener(
+                    "registrations",
+                    registrations,
+                    register_routes,
+                    stopped(stop_rx),
+                );
+                let (a, b) = tokio::join!(clients_server, registrations_server);
+                a.and(b)
+            }
+            None => clients_server.await,
+        };
+        drained.abort();
+        for task in tracked {
+            task.abort();
+        }
+        result
+    }
+}
+
+/// Adds `fallback` for every path no named service serves.
+fn with_fallback(
+    routes: tonic::service::Routes,
+    fallback: tower::util::BoxCloneSyncService<
+        http::Request<tonic::body::Body>,
+        http::Response<tonic::body::Body>,
+        std::convert::Infallible,
+    >,
+) -> tonic::service::Routes {
+    let fallback = fallback.map_request(|req: http::Request<axum::body::Body>| {
+        req.map(tonic::body::Body::new)
+    });
+    tonic::service::Routes::from(routes.into_axum_router().fallback_service(fallback))
+}
+
+async fn run_listener(
+    name: &'static str,
+    listener: Listener,
+    routes: tonic::service::Routes,
+    stopped: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let incoming = TcpListenerStream::new(listener.listener).map(|stream| {
+        if let Ok(stream) = &stream {
+            // Small frames must not wait for Nagle's algorithm.
+            let _ = stream.set_nodelay(true);
+        }
+        stream
+    });
+    let mut server = Server::builder();
+    if let Some(tls) = listener.tls {
+        server = server.tls_config(tls).map_err(|e| ServeError::Tls {
+            listener: name,
+            cause: crate::bridge::session::error_chain(&e),
+        })?;
+    }
+    server
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, stopped)
+        .await
+        .map_err(|e| ServeError::Transport {
+            listener: name,
+            cause: crate::bridge::session::error_chain(&e),
+        })
+}
+
+/// The shutdown sequence after the signal.
+struct Drain {
+    cores: Vec<Arc<RouterCore>>,
+    dynamic: Option<DynamicRouter>,
+    reporter: HealthReporter,
+    grace: Duration,
+    router_id: String,
+}
+
+impl Drain {
+    async fn run(self) {
+        info!(grace = ?self.grace, "shutting down: draining calls in flight");
+        self.reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        let mut cores = self.cores.clone();
+        if let Some(dynamic) = &self.dynamic {
+            dynamic.refuse_registrations();
+            cores.extend(dynamic.services().iter().map(|s| s.core().clone()));
+        }
+        for core in &cores {
+            core.closing
+                .store(true, std::sync::atomic::Ordering::Release);
+            self.reporter
+                .set_service_status(core.service.name(), ServingStatus::NotServing)
+                .await;
+        }
+        let idle = async {
+            for core in &cores {
+                core.stats.wait_idle().await;
+            }
+            if let Some(dynamic) = &self.dynamic {
+                dynamic.wait_idle().await;
+            }
+        };
+        if tokio::time::timeout(self.grace, idle).await.is_err() {
+            let left: u64 = cores.iter().map(|c| c.stats.calls_active()).sum();
+            warn!(calls = left, "grace period over; closing registrations with calls in flight");
+        }
+        let reason = format!("router `{}` shutting down", self.router_id);
+        for core in &cores {
+            core.close_registrations(&reason);
+        }
+    }
+}
+
+/// Keeps `core`'s health status in step with its instances: SERVING while
+/// one can take calls.
+async fn track_health(core: Arc<RouterCore>, reporter: HealthReporter) {
+    let mut changed = core.registry.changed();
+    loop {
+        let serving = core
+            .registry
+            .snapshot()
+            .iter()
+            .any(|i| i.is_serving() && !i.is_draining() && !i.is_closed());
+        let closing = core.closing.load(std::sync::atomic::Ordering::Acquire);
+        let status = if serving && !closing {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        reporter
+            .set_service_status(core.service.name(), status)
+            .await;
+        if changed.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Keeps reflection and health in step with a dynamic router's services.
+fn subscribe_dynamic(router: &DynamicRouter, catalog: &DescriptorCatalog, reporter: &HealthReporter) {
+    let catalog = catalog.clone();
+    let reporter = reporter.clone();
+    let runtime = tokio::runtime::Handle::current();
+    router.subscribe(move |service, change| {
+        let set = service.file_descriptor_set();
+        if !set.is_empty() {
+            match catalog.add_encoded_set(&set) {
+                Ok(()) => catalog.list_service(service.name()),
+                Err(e) => warn!(
+                    service = service.name(),
+                    error = %e,
+                    "the registration's descriptor set is invalid; reflection does not describe the service"
+                ),
+            }
+        }
+        if matches!(change, ServiceChange::Defined | ServiceChange::Configured) {
+            // One tracker per service for the router's life (a service stays
+            // known once defined).
+            let core = service.core().clone();
+            if !core
+                .health_tracked
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                runtime.spawn(track_health(core, reporter.clone()));
+            }
+        }
+    });
+}
+
+/// Resolves on Ctrl-C or SIGTERM (or never, if neither can be listened
+/// for).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            warn!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
