@@ -75,6 +75,10 @@ pub struct Service {
     pub methods: Vec<Method>,
     /// The `(router.v1.default_strategy)` option.
     pub default_strategy: Strategy,
+    /// The encoded `google.protobuf.FileDescriptorSet` of the service's file
+    /// and all its imports, without source info and custom options, for
+    /// gRPC server reflection on routers that learn the service.
+    pub file_descriptor_set: Vec<u8>,
 }
 
 impl Service {
@@ -411,7 +415,43 @@ fn build_service(
         file,
         methods,
         default_strategy,
+        file_descriptor_set: descriptor_set(&service.parent_file()),
     })
+}
+
+/// The encoded descriptor set of `file` and its transitive imports, imports
+/// first. Source info is left out (it would make every registration's
+/// `Hello` several times larger) and so are custom options, which
+/// `prost_types` does not keep; reflection clients need neither.
+fn descriptor_set(file: &prost_reflect::FileDescriptor) -> Vec<u8> {
+    fn visit(
+        file: &prost_reflect::FileDescriptor,
+        seen: &mut std::collections::HashSet<String>,
+        out: &mut Vec<prost_types::FileDescriptorProto>,
+    ) {
+        if !seen.insert(file.name().to_owned()) {
+            return;
+        }
+        for dependency in file.dependencies() {
+            visit(&dependency, seen, out);
+        }
+        let mut proto = file.file_descriptor_proto().clone();
+        proto.source_code_info = None;
+        // protoc fills `json_name` in plugin requests, protox does not:
+        // cleared, the plugin and the builder embed the same bytes (clients
+        // derive it from the field name).
+        proto.extension.iter_mut().for_each(|f| f.json_name = None);
+        proto.message_type.iter_mut().for_each(clear_json_names);
+        out.push(proto);
+    }
+    fn clear_json_names(message: &mut prost_types::DescriptorProto) {
+        message.field.iter_mut().for_each(|f| f.json_name = None);
+        message.extension.iter_mut().for_each(|f| f.json_name = None);
+        message.nested_type.iter_mut().for_each(clear_json_names);
+    }
+    let mut files = Vec::new();
+    visit(file, &mut std::collections::HashSet::new(), &mut files);
+    prost::Message::encode_to_vec(&prost_types::FileDescriptorSet { file: files })
 }
 
 fn build_method(

@@ -75,6 +75,7 @@ pub fn generate(service: &Service, krate: &TokenStream) -> Result<TokenStream, E
     }
     let descriptor_doc = doc_attrs(&descriptor_doc);
     let spec_doc = format!(" Names `{full}` for [`{router}`] and [`{bridge}`].");
+    let file_descriptor_set = Literal::byte_string(&service.file_descriptor_set);
 
     let mut router_doc = service.comments.clone();
     if !router_doc.is_empty() {
@@ -101,6 +102,8 @@ pub fn generate(service: &Service, krate: &TokenStream) -> Result<TokenStream, E
             const NAME: &'static str = #full;
             const REGISTER_NAME: &'static str = #register;
             const DESCRIPTOR: &'static #krate::codegen::ServiceDescriptor = &#descriptor;
+            /// The encoded `FileDescriptorSet` of the service's files and imports.
+            const FILE_DESCRIPTOR_SET: &'static [u8] = #file_descriptor_set;
         }
         #router_doc
         pub type #router = #krate::codegen::Router<#spec>;

@@ -13,6 +13,8 @@ impl ::router_runtime::codegen::ServiceSpec for NothingSpec {
     const NAME: &'static str = "empty.v1.Nothing";
     const REGISTER_NAME: &'static str = "empty.v1.NothingRouter";
     const DESCRIPTOR: &'static ::router_runtime::codegen::ServiceDescriptor = &NOTHING_DESCRIPTOR;
+    /// The encoded `FileDescriptorSet` of the service's files and imports.
+    const FILE_DESCRIPTOR_SET: &'static [u8] = b"\n3\n\x14empty/v1/empty.proto\x12\x08empty.v12\t\n\x07Nothingb\x06proto3";
 }
 /// A service without methods (googleapis has a few): the generated messages
 /// have no oneof, since protobuf refuses an empty one.

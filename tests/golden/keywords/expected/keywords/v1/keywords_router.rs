@@ -90,6 +90,8 @@ impl ::router_runtime::codegen::ServiceSpec for SelfSpec {
     const NAME: &'static str = "keywords.v1.Self";
     const REGISTER_NAME: &'static str = "keywords.v1.SelfRouter";
     const DESCRIPTOR: &'static ::router_runtime::codegen::ServiceDescriptor = &SELF_DESCRIPTOR;
+    /// The encoded `FileDescriptorSet` of the service's files and imports.
+    const FILE_DESCRIPTOR_SET: &'static [u8] = b"\n\xA9\x04\n\x1Akeywords/v1/keywords.proto\x12\x0Bkeywords.v1\"\x16\n\x05Self_\x12\r\n\x05crate\x18\x01 \x01(\t\"\x15\n\x05Match\x12\x0C\n\x04type\x18\x01 \x01(\t2\x8D\x03\n\x04Self\x12.\n\x04Type\x12\x12.keywords.v1.Self_\x1A\x12.keywords.v1.Match\x12/\n\x05Match\x12\x12.keywords.v1.Match\x1A\x12.keywords.v1.Self_\x120\n\x06Option\x12\x12.keywords.v1.Self_\x1A\x12.keywords.v1.Self_\x121\n\x07Message\x12\x12.keywords.v1.Self_\x1A\x12.keywords.v1.Self_\x12-\n\x03Rpc\x12\x12.keywords.v1.Self_\x1A\x12.keywords.v1.Self_\x12/\n\x05Oneof\x12\x12.keywords.v1.Self_\x1A\x12.keywords.v1.Self_\x120\n\x06Syntax\x12\x12.keywords.v1.Self_\x1A\x12.keywords.v1.Self_\x12-\n\x03Gen\x12\x12.keywords.v1.Self_\x1A\x12.keywords.v1.Self_27\n\x04type\x12/\n\x05async\x12\x12.keywords.v1.Self_\x1A\x12.keywords.v1.Self_b\x06proto3";
 }
 /// A service named like a Rust keyword that has no raw form.
 ///
@@ -139,6 +141,8 @@ impl ::router_runtime::codegen::ServiceSpec for TypeSpec {
     const NAME: &'static str = "keywords.v1.type";
     const REGISTER_NAME: &'static str = "keywords.v1.typeRouter";
     const DESCRIPTOR: &'static ::router_runtime::codegen::ServiceDescriptor = &TYPE_DESCRIPTOR;
+    /// The encoded `FileDescriptorSet` of the service's files and imports.
+    const FILE_DESCRIPTOR_SET: &'static [u8] = b"\n\xA9\x04\n\x1Akeywords/v1/keywords.proto\x12\x0Bkeywords.v1\"\x16\n\x05Self_\x12\r\n\x05crate\x18\x01 \x01(\t\"\x15\n\x05Match\x12\x0C\n\x04type\x18\x01 \x01(\t2\x8D\x03\n\x04Self\x12.\n\x04Type\x12\x12.keywords.v1.Self_\x1A\x12.keywords.v1.Match\x12/\n\x05Match\x12\x12.keywords.v1.Match\x1A\x12.keywords.v1.Self_\x120\n\x06Option\x12\x12.keywords.v1.Self_\x1A\x12.keywords.v1.Self_\x121\n\x07Message\x12\x12.keywords.v1.Self_\x1A\x12.keywords.v1.Self_\x12-\n\x03Rpc\x12\x12.keywords.v1.Self_\x1A\x12.keywords.v1.Self_\x12/\n\x05Oneof\x12\x12.keywords.v1.Self_\x1A\x12.keywords.v1.Self_\x120\n\x06Syntax\x12\x12.keywords.v1.Self_\x1A\x12.keywords.v1.Self_\x12-\n\x03Gen\x12\x12.keywords.v1.Self_\x1A\x12.keywords.v1.Self_27\n\x04type\x12/\n\x05async\x12\x12.keywords.v1.Self_\x1A\x12.keywords.v1.Self_b\x06proto3";
 }
 /// A service named like a Rust keyword, in lower case.
 ///

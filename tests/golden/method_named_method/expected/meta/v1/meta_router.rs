@@ -53,6 +53,8 @@ impl ::router_runtime::codegen::ServiceSpec for MetaSpec {
     const NAME: &'static str = "meta.v1.Meta";
     const REGISTER_NAME: &'static str = "meta.v1.MetaRouter";
     const DESCRIPTOR: &'static ::router_runtime::codegen::ServiceDescriptor = &META_DESCRIPTOR;
+    /// The encoded `FileDescriptorSet` of the service's files and imports.
+    const FILE_DESCRIPTOR_SET: &'static [u8] = b"\n\xB7\x01\n\x12meta/v1/meta.proto\x12\x07meta.v1\"\x03\n\x01M2\x8A\x01\n\x04Meta\x12 \n\x06Method\x12\n.meta.v1.M\x1A\n.meta.v1.M\x12\x1F\n\x05Oneof\x12\n.meta.v1.M\x1A\n.meta.v1.M\x12\x1F\n\x05Frame\x12\n.meta.v1.M\x1A\n.meta.v1.M\x12\x1E\n\x04Call\x12\n.meta.v1.M\x1A\n.meta.v1.Mb\x06proto3";
 }
 /// A method named `Method` would be the arm `method` inside `oneof method`;
 /// the generator renames the arm to `method_` (prost's variant stays `Method`).

@@ -35,6 +35,8 @@ impl ::router_runtime::codegen::ServiceSpec for ShopSpec {
     const NAME: &'static str = "plain.v1.Shop";
     const REGISTER_NAME: &'static str = "plain.v1.ShopRouter";
     const DESCRIPTOR: &'static ::router_runtime::codegen::ServiceDescriptor = &SHOP_DESCRIPTOR;
+    /// The encoded `FileDescriptorSet` of the service's files and imports.
+    const FILE_DESCRIPTOR_SET: &'static [u8] = b"\n\xA1\x02\n\x13plain/v1/shop.proto\x12\x08plain.v1\"\x16\n\x08Customer\x12\n\n\x02id\x18\x01 \x01(\t\"I\n\x0FGetOrderRequest\x12$\n\x08customer\x18\x01 \x01(\x0B2\x12.plain.v1.Customer\x12\x10\n\x08order_id\x18\x02 \x01(\t\"\x19\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t2z\n\x04Shop\x126\n\x08GetOrder\x12\x19.plain.v1.GetOrderRequest\x1A\x0F.plain.v1.Order\x12:\n\nWatchOrder\x12\x19.plain.v1.GetOrderRequest\x1A\x0F.plain.v1.Order0\x01b\x06proto3";
 }
 /// A service proto that imports nothing of the router: its router options
 /// come from router.txtpb (the plugin parameter `router_config`).
