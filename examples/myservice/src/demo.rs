@@ -17,19 +17,17 @@ use std::time::Duration;
 use router_runtime::bridge::{BridgeConfig, BridgeHandle};
 use router_runtime::codegen::{ServiceSpec, Strategy};
 use router_runtime::router::RouterConfig;
+use router_runtime::server::{Listener, RouterServer};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
-use tonic_health::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus as WireServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::server::HealthReporter;
 use tracing_subscriber::EnvFilter;
 
 use crate::greeter::GreeterImpl;
@@ -123,29 +121,6 @@ pub fn strategy_name(strategy: Strategy) -> &'static str {
     strategy.name()
 }
 
-/// Keeps the health status of [`SERVICE_NAME`] in step with the registry:
-/// SERVING while at least one instance is registered, NOT_SERVING otherwise.
-async fn track_health(router: GreeterRouter, reporter: HealthReporter) {
-    loop {
-        router.registry().wait_until(|n| n > 0).await;
-        reporter
-            .set_service_status(SERVICE_NAME, ServingStatus::Serving)
-            .await;
-        router.registry().wait_until(|n| n == 0).await;
-        reporter
-            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-            .await;
-    }
-}
-
-/// The gRPC server reflection services (v1, and v1alpha for older tools) for
-/// the Greeter and health services.
-fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-}
-
 /// Serves `router` on `listener` until `shutdown` completes: the Greeter's own
 /// paths for clients, the register endpoint for instances, `grpc.health.v1`
 /// (`myservice.v1.Greeter` is SERVING while at least one instance is
@@ -167,48 +142,16 @@ pub async fn serve_router_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> Result<(), Error> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let admin = router_runtime::admin::AdminService::new(router.config_router_id())
-        .with_router(&router)
-        .into_server();
-    reporter
-        .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-        .await;
-    let reflection_v1 = reflection_builder().build_v1()?;
-    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
-
-    let mut routes = tonic::service::RoutesBuilder::default();
-    router.add_to_routes(&mut routes);
-    routes
-        .add_service(health)
-        .add_service(admin)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
-
-    let incoming = TcpListenerStream::new(listener).map(|stream| {
-        if let Ok(stream) = &stream {
-            // Small frames must not wait for Nagle's algorithm.
-            let _ = stream.set_nodelay(true);
-        }
-        stream
-    });
-    // Register streams live as long as their instances: once the signal comes,
-    // calls in flight get a grace period, then every registration is closed so
-    // the graceful shutdown can finish.
-    let shutdown = router.shutdown_signal(shutdown, std::time::Duration::from_secs(10));
-    let health_task = tokio::spawn(track_health(router, reporter));
-    let mut server = Server::builder();
+    let mut listener = Listener::from_tcp(listener);
     if let Some(tls) = tls {
-        server = server
-            .tls_config(tls)
-            .map_err(|e| format!("invalid TLS settings: {}", error_chain(&e)))?;
+        listener = listener.with_tls(tls);
     }
-    let served = server
-        .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
-    health_task.abort();
-    served.map_err(|e| format!("router server failed: {}", error_chain(&e)).into())
+    RouterServer::new(router.config_router_id())
+        .route(&router)
+        .grace(Duration::from_secs(10))
+        .serve(listener, None, shutdown)
+        .await
+        .map_err(|e| format!("router server failed: {e}").into())
 }
 
 /// A router serving in the background of this process.
