@@ -28,5 +28,6 @@ mod gauge;
 pub(crate) mod metadata;
 pub mod pb;
 pub(crate) mod queue;
+pub mod reflection;
 pub mod router;
 pub mod wire;
