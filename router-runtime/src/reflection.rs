@@ -86,18 +86,24 @@ impl DescriptorCatalog {
     /// newest registration wins). Each file is served as the bytes it has in
     /// the set, custom options included.
     pub fn add_encoded_set(&self, bytes: &[u8]) -> Result<(), CatalogError> {
-        let files = EncodedSet::decode(bytes)
-            .map_err(CatalogError::Set)?
-            .file
-            .into_iter()
-            .enumerate()
-            .map(|(index, raw)| {
-                let proto = FileDescriptorProto::decode(raw.as_slice())
-                    .map_err(|source| CatalogError::File { index, source })?;
-                FileEntry::new(index, &proto, Arc::from(raw))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        self.write().add(files);
+        let set = EncodedSet::decode(bytes).map_err(CatalogError::Set)?;
+        let mut files = Vec::with_capacity(set.file.len());
+        for (index, raw) in set.file.into_iter().enumerate() {
+            // Instances of one service register the same files again and
+            // again: recognise those by name and bytes, without decoding them.
+            let name = FileName::decode(raw.as_slice())
+                .map_err(|source| CatalogError::File { index, source })?
+                .name;
+            if self.read().is_known(name.as_deref(), &raw) {
+                continue;
+            }
+            let proto = FileDescriptorProto::decode(raw.as_slice())
+                .map_err(|source| CatalogError::File { index, source })?;
+            files.push(FileEntry::new(index, &proto, Arc::from(raw))?);
+        }
+        if !files.is_empty() {
+            self.write().add(files);
+        }
         Ok(())
     }
 
@@ -204,12 +210,11 @@ impl fmt::Debug for Catalog {
 impl Catalog {
     fn add(&mut self, files: Vec<FileEntry>) {
         for file in files {
-            match self.files.get(&*file.name) {
-                // The same file again (another instance of a service): keep it.
-                Some(known) if known.raw == file.raw => continue,
-                Some(_) => self.remove(&file.name),
-                None => {}
+            // The same file again (another instance of a service): keep it.
+            if self.is_known(Some(&file.name), &file.raw) {
+                continue;
             }
+            self.remove(&file.name);
             for symbol in &file.symbols {
                 self.symbols
                     .entry(symbol.clone())
@@ -255,6 +260,12 @@ impl Catalog {
                 self.extensions.remove(extendee);
             }
         }
+    }
+
+    /// Whether the file `name` is known with exactly these bytes.
+    fn is_known(&self, name: Option<&str>, raw: &[u8]) -> bool {
+        name.and_then(|name| self.files.get(name))
+            .is_some_and(|known| *known.raw == *raw)
     }
 
     /// The file declaring `symbol`.
@@ -418,6 +429,14 @@ impl Declarations {
 struct EncodedSet {
     #[prost(bytes = "vec", repeated, tag = "1")]
     file: Vec<Vec<u8>>,
+}
+
+/// Only the name of an encoded `FileDescriptorProto`: decoding it skips
+/// the rest without parsing it.
+#[derive(Clone, PartialEq, Message)]
+struct FileName {
+    #[prost(string, optional, tag = "1")]
+    name: Option<String>,
 }
 
 /// One reflection stream: the catalog and the files it has sent.
@@ -652,6 +671,20 @@ mod tests {
             symbol_file(&catalog, "t.Shared").as_deref(),
             Some("a.proto")
         );
+        Ok(())
+    }
+
+    #[test]
+    fn an_encoded_file_is_replaced_only_when_its_bytes_change() -> Result<(), CatalogError> {
+        let catalog = DescriptorCatalog::new();
+        let old = set(vec![file("a.proto", &[], "Old")]).encode_to_vec();
+        catalog.add_encoded_set(&old)?;
+        catalog.add_encoded_set(&old)?;
+        assert_eq!(symbol_file(&catalog, "t.Old").as_deref(), Some("a.proto"));
+        catalog.add_encoded_set(&set(vec![file("a.proto", &[], "New")]).encode_to_vec())?;
+        assert_eq!(symbol_file(&catalog, "t.Old"), None);
+        assert_eq!(symbol_file(&catalog, "t.New").as_deref(), Some("a.proto"));
+        assert_eq!(catalog.files(), ["a.proto"]);
         Ok(())
     }
 
