@@ -1,0 +1,977 @@
+//! The daemon's configuration: a TOML file (unknown keys are errors), every
+//! setting also settable by an environment variable
+//! `GRPC_ROUTER_<SECTION>__<KEY>` (double underscore between levels, for
+//! example `GRPC_ROUTER_LOG__LEVEL=debug` or
+//! `GRPC_ROUTER_SERVICES__myservice.v1.Greeter__STRATEGY=round-robin`).
+//!
+//! Errors name the file, line and column, and the setting's path
+//! (`defaults.strategy`), or the environment variable that set it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use router_runtime::router::{RouterConfig, Strategy};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The prefix of the environment variables that override settings.
+pub const ENV_PREFIX: &str = "GRPC_ROUTER_";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// An identifier for logs, the admin service and the bridges' `Welcome`
+    /// (default: the host name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_id: Option<String>,
+    /// The listener ordinary gRPC clients call.
+    #[serde(default)]
+    pub clients: ClientsListener,
+    /// Where instances register.
+    #[serde(default)]
+    pub registrations: Registrations,
+    /// Settings of every service, unless `services` says otherwise.
+    #[serde(default)]
+    pub defaults: ServiceSettings,
+    /// Per-service settings, by full service name; these services are
+    /// always known (UNAVAILABLE, not UNIMPLEMENTED, with no instance).
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceSettings>,
+    /// Limits on what registrations may make the router hold.
+    #[serde(default)]
+    pub limits: Limits,
+    /// What happens on SIGTERM.
+    #[serde(default)]
+    pub shutdown: Shutdown,
+    /// Logging.
+    #[serde(default)]
+    pub log: Log,
+}
+
+/// The clients' listener.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientsListener {
+    /// The address to listen on (port 0: any free port).
+    #[serde(default = "default_clients_address")]
+    pub address: SocketAddr,
+    /// TLS for this listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+}
+
+impl Default for ClientsListener {
+    fn default() -> Self {
+        ClientsListener {
+            address: default_clients_address(),
+            tls: None,
+        }
+    }
+}
+
+fn default_clients_address() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 50051))
+}
+
+/// The registrations' listener and credentials.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registrations {
+    /// A separate address for registrations (so the two can be firewalled
+    /// apart); without it instances register on the clients' listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<SocketAddr>,
+    /// TLS for this listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+    /// Registration credentials: SHA-256 (hex) of the bearer tokens a
+    /// bridge may present as `authorization: Bearer <token>`. Empty: any
+    /// bridge may register (trusted networks only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens_sha256: Vec<TokenHash>,
+}
+
+/// TLS settings of a listener.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA bundle: when set, peers must present a certificate it signed
+    /// (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Settings of a service (in `[defaults]` or `[services."<name>"]`); a
+/// per-service value wins over the default.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSettings {
+    /// round-robin, p2c, weighted or consistent-hash (default: the
+    /// service's own `(router.v1.default_strategy)`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strategy",
+        serialize_with = "strategy_name"
+    )]
+    pub strategy: Option<Strategy>,
+    /// A metadata header whose value is the routing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_key_header: Option<String>,
+    /// The largest request message, in bytes (default 4 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_message_bytes: Option<usize>,
+    /// The largest response message, in bytes (default 64 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_response_message_bytes: Option<usize>,
+    /// How often the router pings each instance (default 10s).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "duration_option"
+    )]
+    pub heartbeat_interval: Option<Duration>,
+    /// An instance that answers no ping for this long is dropped (default
+    /// 30s; more than `heartbeat_interval`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "duration_option"
+    )]
+    pub heartbeat_timeout: Option<Duration>,
+    /// Registration credentials for this service only (SHA-256 hex of bearer
+    /// tokens), in place of `registrations.tokens_sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_sha256: Option<Vec<TokenHash>>,
+}
+
+impl ServiceSettings {
+    /// `self` over `base`: each setting of `self`, else `base`'s.
+    pub fn over(&self, base: &ServiceSettings) -> ServiceSettings {
+        ServiceSettings {
+            strategy: self.strategy.or(base.strategy),
+            route_key_header: self
+                .route_key_header
+                .clone()
+                .or_else(|| base.route_key_header.clone()),
+            max_request_message_bytes: self
+                .max_request_message_bytes
+                .or(base.max_request_message_bytes),
+            max_response_message_bytes: self
+                .max_response_message_bytes
+                .or(base.max_response_message_bytes),
+            heartbeat_interval: self.heartbeat_interval.or(base.heartbeat_interval),
+            heartbeat_timeout: self.heartbeat_timeout.or(base.heartbeat_timeout),
+            tokens_sha256: self
+                .tokens_sha256
+                .clone()
+                .or_else(|| base.tokens_sha256.clone()),
+        }
+    }
+}
+
+/// Limits on what registrations may make the router hold.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// The most services the router learns from registrations.
+    #[serde(default = "default_max_services")]
+    pub max_services: usize,
+    /// Bytes queued for one registration's stream before the instance
+    /// counts as congested (default 8 MiB).
+    #[serde(default = "default_max_queued_bytes")]
+    pub max_queued_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_services: default_max_services(),
+            max_queued_bytes: default_max_queued_bytes(),
+        }
+    }
+}
+
+fn default_max_services() -> usize {
+    router_runtime::router::DEFAULT_MAX_SERVICES
+}
+
+fn default_max_queued_bytes() -> usize {
+    RouterConfig::default().max_queued_bytes
+}
+
+/// What happens on SIGTERM.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shutdown {
+    /// How long calls in flight get to finish before instances get GoAway.
+    #[serde(default = "default_grace", with = "duration")]
+    pub grace: Duration,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            grace: default_grace(),
+        }
+    }
+}
+
+fn default_grace() -> Duration {
+    router_runtime::server::DEFAULT_GRACE
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// A `tracing` filter: `info`, `debug`, `info,router_runtime=debug` ...
+    /// (`RUST_LOG` wins when set).
+    #[serde(default = "default_level", deserialize_with = "log_level")]
+    pub level: String,
+    /// `text` or `json` (one JSON object per line).
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: default_level(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+fn default_level() -> String {
+    "info".to_owned()
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The SHA-256 of a bearer token, as 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl TokenHash {
+    /// The hash of `token`.
+    pub fn of(token: &str) -> Self {
+        use sha2::Digest;
+        TokenHash(sha2::Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// The 64 hex digits.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl std::str::FromStr for TokenHash {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let bad = || {
+            format!(
+                "`{text}` is not a SHA-256 in hex (64 hex digits; `printf %s TOKEN | sha256sum`)"
+            )
+        };
+        if text.len() != 64 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(TokenHash(out))
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenHash {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for TokenHash {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.hex())
+    }
+}
+
+fn strategy<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Strategy>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse()
+        .map(Some)
+        .map_err(|e: router_runtime::router::UnknownStrategy| serde::de::Error::custom(e))
+}
+
+fn strategy_name<S: Serializer>(strategy: &Option<Strategy>, s: S) -> Result<S::Ok, S::Error> {
+    match strategy {
+        Some(strategy) => s.serialize_str(strategy.name()),
+        None => s.serialize_none(),
+    }
+}
+
+fn log_level<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    tracing_subscriber::EnvFilter::builder()
+        .parse(&text)
+        .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a log filter: {e}")))?;
+    Ok(text)
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("`{text}` is not a duration ({e}); write e.g. `250ms`, `10s`, `1m30s`")
+    })
+}
+
+mod duration {
+    use super::*;
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+
+    pub(super) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*value).to_string())
+    }
+}
+
+mod duration_option {
+    use super::*;
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        super::duration::deserialize(d).map(Some)
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => super::duration::serialize(value, s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A setting in the file is wrong.
+    #[error("{path}:{line}:{column}: `{field}`: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The setting's path, for example `defaults.strategy`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A setting from the environment is wrong.
+    #[error("environment variable {variable}: `{field}`: {message}")]
+    Env {
+        /// The variable.
+        variable: String,
+        /// The setting's path.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads `path` and then the `GRPC_ROUTER_*` variables of `env`.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text, env)
+    }
+
+    /// Parses `text` (read from `path`, for messages) and applies `env`.
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let config = from_file(path, text)?;
+        config.check().map_err(|(field, message)| {
+            let (line, column) = locate(text, &field);
+            ConfigError::File {
+                path: path.to_owned(),
+                line,
+                column,
+                field,
+                message,
+            }
+        })?;
+        let overrides: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        if overrides.is_empty() {
+            return Ok(config);
+        }
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| file_error(path, text, String::new(), &e))?;
+        let mut origins = Vec::new();
+        for (variable, value) in &overrides {
+            let keys = env_keys(variable);
+            if keys.is_empty() {
+                continue;
+            }
+            set_path(&mut table, &keys, env_value(value)).map_err(|message| ConfigError::Env {
+                variable: variable.clone(),
+                field: keys.join("."),
+                message,
+            })?;
+            origins.push((keys.join("."), variable.clone()));
+        }
+        let config: Config = serde_path_to_error::deserialize(table).map_err(|e| {
+            let field = e.path().to_string();
+            let variable = origins
+                .iter()
+                .find(|(path, _)| field.starts_with(path.as_str()) || path.starts_with(&field))
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| format!("{ENV_PREFIX}*"));
+            ConfigError::Env {
+                variable,
+                field,
+                message: e.into_inner().message().to_owned(),
+            }
+        })?;
+        config
+            .check()
+            .map_err(|(field, message)| ConfigError::Env {
+                variable: origins
+                    .iter()
+                    .find(|(path, _)| field.starts_with(path.as_str()))
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| format!("{ENV_PREFIX}*")),
+                field,
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// Checks what one field cannot: (field path, message) of the first
+    /// problem.
+    fn check(&self) -> Result<(), (String, String)> {
+        for (name, settings) in std::iter::once(("defaults".to_owned(), &self.defaults)).chain(
+            self.services
+                .iter()
+                .map(|(name, s)| (format!("services.\"{name}\""), s)),
+        ) {
+            let effective = settings.over(&self.defaults);
+            let interval = effective
+                .heartbeat_interval
+                .unwrap_or(Duration::from_secs(10));
+            let timeout = effective
+                .heartbeat_timeout
+                .unwrap_or(Duration::from_secs(30));
+            if interval.is_zero() {
+                return Err((
+                    format!("{name}.heartbeat_interval"),
+                    "must be more than 0".to_owned(),
+                ));
+            }
+            if timeout <= interval {
+                return Err((
+                    format!("{name}.heartbeat_timeout"),
+                    format!(
+                        "{} is not more than heartbeat_interval ({}): every instance would be dropped",
+                        humantime::format_duration(timeout),
+                        humantime::format_duration(interval)
+                    ),
+                ));
+            }
+            for (key, value) in [
+                (
+                    "max_request_message_bytes",
+                    settings.max_request_message_bytes,
+                ),
+                (
+                    "max_response_message_bytes",
+                    settings.max_response_message_bytes,
+                ),
+            ] {
+                if value == Some(0) {
+                    return Err((format!("{name}.{key}"), "must be more than 0".to_owned()));
+                }
+            }
+            if let Some(header) = &settings.route_key_header
+                && http_header(header).is_err()
+            {
+                return Err((
+                    format!("{name}.route_key_header"),
+                    format!("`{header}` is not a valid lowercase metadata header name"),
+                ));
+            }
+        }
+        for name in self.services.keys() {
+            if name.is_empty() || name.starts_with('.') || name.contains('/') {
+                return Err((
+                    format!("services.\"{name}\""),
+                    "is not a fully qualified service name (package.Service)".to_owned(),
+                ));
+            }
+        }
+        if self.registrations.address == Some(self.clients.address)
+            && self.clients.address.port() != 0
+        {
+            return Err((
+                "registrations.address".to_owned(),
+                "is the clients' address; leave it out to register on the clients' listener"
+                    .to_owned(),
+            ));
+        }
+        for (name, tls) in [
+            ("clients.tls", &self.clients.tls),
+            ("registrations.tls", &self.registrations.tls),
+        ] {
+            let Some(tls) = tls else { continue };
+            for (key, file) in [
+                ("cert", Some(&tls.cert)),
+                ("key", Some(&tls.key)),
+                ("client_ca", tls.client_ca.as_ref()),
+            ] {
+                if let Some(file) = file
+                    && let Err(e) = std::fs::metadata(file)
+                {
+                    return Err((
+                        format!("{name}.{key}"),
+                        format!("cannot read {}: {e}", file.display()),
+                    ));
+                }
+            }
+        }
+        if self.registrations.tls.is_some() && self.registrations.address.is_none() {
+            return Err((
+                "registrations.tls".to_owned(),
+                "needs registrations.address (without it instances use the clients' listener and its TLS)"
+                    .to_owned(),
+            ));
+        }
+        if self.limits.max_services == 0 {
+            return Err((
+                "limits.max_services".to_owned(),
+                "must be more than 0".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The router id in effect.
+    pub fn router_id(&self) -> String {
+        self.router_id.clone().unwrap_or_else(host_name)
+    }
+
+    /// The router settings of services not named in `services`.
+    pub fn default_router_config(&self) -> RouterConfig {
+        self.router_config(&self.defaults)
+    }
+
+    /// The router settings of each named service.
+    pub fn service_router_configs(&self) -> Vec<(String, RouterConfig)> {
+        self.services
+            .iter()
+            .map(|(name, s)| (name.clone(), self.router_config(&s.over(&self.defaults))))
+            .collect()
+    }
+
+    fn router_config(&self, settings: &ServiceSettings) -> RouterConfig {
+        let base = RouterConfig::default();
+        let tokens = settings
+            .tokens_sha256
+            .clone()
+            .unwrap_or_else(|| self.registrations.tokens_sha256.clone());
+        RouterConfig {
+            router_id: self.router_id(),
+            strategy: settings.strategy,
+            route_key_header: settings.route_key_header.clone(),
+            max_message_size: settings
+                .max_request_message_bytes
+                .unwrap_or(base.max_message_size),
+            max_response_message_size: settings
+                .max_response_message_bytes
+                .unwrap_or(base.max_response_message_size),
+            heartbeat_interval: settings
+                .heartbeat_interval
+                .unwrap_or(base.heartbeat_interval),
+            heartbeat_timeout: settings.heartbeat_timeout.unwrap_or(base.heartbeat_timeout),
+            max_queued_bytes: self.limits.max_queued_bytes,
+            authorize: crate::credentials::authorize(tokens),
+            ..base
+        }
+    }
+
+    /// The configuration with every default written out, as TOML.
+    pub fn effective_toml(&self) -> String {
+        let mut effective = self.clone();
+        effective.router_id = Some(self.router_id());
+        let base = RouterConfig::default();
+        let d = &mut effective.defaults;
+        d.max_request_message_bytes
+            .get_or_insert(base.max_message_size);
+        d.max_response_message_bytes
+            .get_or_insert(base.max_response_message_size);
+        d.heartbeat_interval.get_or_insert(base.heartbeat_interval);
+        d.heartbeat_timeout.get_or_insert(base.heartbeat_timeout);
+        toml::to_string_pretty(&effective)
+            .unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
+    }
+}
+
+fn http_header(name: &str) -> Result<(), ()> {
+    if name.is_empty() || name != name.to_ascii_lowercase() {
+        return Err(());
+    }
+    tonic::metadata::MetadataKey::<tonic::metadata::Ascii>::from_bytes(name.as_bytes())
+        .map(|_| ())
+        .map_err(|_| ())
+}
+
+/// The host name (`HOSTNAME`, else the kernel's), for the default router id.
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| format!("grpc-router-{}", std::process::id()))
+}
+
+fn from_file(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let deserializer = toml::de::Deserializer::parse(text)
+        .map_err(|e| file_error(path, text, String::new(), &e))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let field = e.path().to_string();
+        file_error(path, text, field, e.inner())
+    })
+}
+
+fn file_error(path: &Path, text: &str, field: String, e: &toml::de::Error) -> ConfigError {
+    let (line, column) = match e.span() {
+        Some(span) => line_column(text, span.start),
+        None => locate(text, &field),
+    };
+    ConfigError::File {
+        path: path.to_owned(),
+        line,
+        column,
+        field: if field.is_empty() || field == "." {
+            "(document)".to_owned()
+        } else {
+            field
+        },
+        message: e.message().trim().to_owned(),
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// The line of the setting at `field` (`defaults.heartbeat_timeout`): the
+/// last key's line inside its table, else the table's header, else 1.
+fn locate(text: &str, field: &str) -> (usize, usize) {
+    let parts: Vec<&str> = field.split('.').collect();
+    let Some((key, tables)) = parts.split_last() else {
+        return (1, 1);
+    };
+    let header = tables.join(".");
+    let mut in_table = header.is_empty();
+    let mut header_line = None;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            let name = trimmed.trim_matches(|c| c == '[' || c == ']').trim();
+            in_table = name == header;
+            if in_table {
+                header_line = Some(i + 1);
+            }
+            if name == format!("{header}.{key}").trim_start_matches('.') {
+                return (i + 1, 1);
+            }
+            continue;
+        }
+        if in_table
+            && let Some((k, _)) = trimmed.split_once('=')
+            && k.trim().trim_matches('"') == key.trim_matches('"')
+        {
+            return (i + 1, line.len() - line.trim_start().len() + 1);
+        }
+    }
+    (header_line.unwrap_or(1), 1)
+}
+
+/// The setting path of a `GRPC_ROUTER_*` variable: levels split at `__`,
+/// lowercased except the service name after `SERVICES`.
+fn env_keys(variable: &str) -> Vec<String> {
+    let rest = &variable[ENV_PREFIX.len()..];
+    let mut keys = Vec::new();
+    let mut previous_was_services = false;
+    for part in rest.split("__") {
+        if part.is_empty() {
+            continue;
+        }
+        if previous_was_services {
+            keys.push(part.to_owned());
+            previous_was_services = false;
+        } else {
+            let key = part.to_ascii_lowercase();
+            previous_was_services = keys.is_empty() && key == "services";
+            keys.push(key);
+        }
+    }
+    keys
+}
+
+/// A variable's value as TOML: a TOML literal when it reads as one (numbers,
+/// booleans, arrays), else a string.
+fn env_value(value: &str) -> toml::Value {
+    let probe = format!("v = {value}");
+    match probe.parse::<toml::Table>() {
+        Ok(mut table) if !value.trim().is_empty() => table
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(value.to_owned())),
+        _ => toml::Value::String(value.to_owned()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {
+    let Some((last, parents)) = keys.split_last() else {
+        return Ok(());
+    };
+    let mut current = table;
+    for key in parents {
+        let entry = current
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{key}` is not a table"))?;
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("router.toml"), text, Vec::new())
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).expect_err("invalid").to_string()
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let config = parse("").expect("valid");
+        assert_eq!(config.clients.address, default_clients_address());
+        assert_eq!(config.registrations.address, None);
+        assert_eq!(config.shutdown.grace, Duration::from_secs(30));
+        assert_eq!(config.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn the_shipped_default_config_is_valid() {
+        let text = include_str!("../../deploy/router.toml");
+        let config = parse(text).expect("deploy/router.toml is valid");
+        assert_eq!(config.registrations.address.map(|a| a.port()), Some(50052));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let e = error("[defaults]\nstrategy = \"p2c\"\nstratgy = \"p2c\"\n");
+        assert!(e.starts_with("router.toml:3:1: `defaults.stratgy`"), "{e}");
+        assert!(e.contains("unknown field `stratgy`"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_strategy_is_named_with_its_line_and_field() {
+        let e =
+            error("[clients]\naddress = \"127.0.0.1:1\"\n\n[defaults]\nstrategy = \"fastest\"\n");
+        assert!(e.starts_with("router.toml:5:"), "{e}");
+        assert!(e.contains("`defaults.strategy`"), "{e}");
+        assert!(e.contains("unknown strategy `fastest`"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_address_is_named() {
+        let e = error("[clients]\naddress = \"localhost\"\n");
+        assert!(e.starts_with("router.toml:2:"), "{e}");
+        assert!(e.contains("`clients.address`"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_duration_is_named() {
+        let e = error("[services.\"a.B\"]\nheartbeat_timeout = \"soon\"\n");
+        assert!(e.starts_with("router.toml:2:"), "{e}");
+        assert!(e.contains("heartbeat_timeout"), "{e}");
+        assert!(e.contains("not a duration"), "{e}");
+    }
+
+    #[test]
+    fn a_timeout_not_above_the_interval_is_refused() {
+        let e = error("[defaults]\nheartbeat_interval = \"10s\"\nheartbeat_timeout = \"5s\"\n");
+        assert!(
+            e.starts_with("router.toml:3:1: `defaults.heartbeat_timeout`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_token_hash_that_is_not_hex_is_refused() {
+        let e = error("[registrations]\ntokens_sha256 = [\"abc\"]\n");
+        assert!(e.starts_with("router.toml:2:"), "{e}");
+        assert!(e.contains("not a SHA-256"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_log_format_and_a_wrong_type_are_named() {
+        let e = error("[log]\nformat = \"yaml\"\n");
+        assert!(e.contains("`log.format`"), "{e}");
+        let e = error("[limits]\nmax_services = \"many\"\n");
+        assert!(e.starts_with("router.toml:2:"), "{e}");
+        assert!(e.contains("`limits.max_services`"), "{e}");
+    }
+
+    #[test]
+    fn a_toml_syntax_error_names_its_line() {
+        let e = error("[clients\naddress = 1\n");
+        assert!(e.starts_with("router.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_tls_file_is_named() {
+        let e = error(
+            "[clients.tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n",
+        );
+        assert!(e.contains("`clients.tls.cert`"), "{e}");
+        assert!(e.contains("/nonexistent/cert.pem"), "{e}");
+    }
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        let env = vec![
+            ("GRPC_ROUTER_LOG__LEVEL".to_owned(), "debug".to_owned()),
+            (
+                "GRPC_ROUTER_DEFAULTS__STRATEGY".to_owned(),
+                "round-robin".to_owned(),
+            ),
+            ("GRPC_ROUTER_SHUTDOWN__GRACE".to_owned(), "5s".to_owned()),
+            (
+                "GRPC_ROUTER_SERVICES__myservice.v1.Greeter__MAX_REQUEST_MESSAGE_BYTES".to_owned(),
+                "1024".to_owned(),
+            ),
+            (
+                "GRPC_ROUTER_CLIENTS__ADDRESS".to_owned(),
+                "127.0.0.1:7000".to_owned(),
+            ),
+            ("OTHER".to_owned(), "ignored".to_owned()),
+        ];
+        let config =
+            Config::parse(Path::new("r.toml"), "[log]\nlevel = \"info\"\n", env).expect("valid");
+        assert_eq!(config.log.level, "debug");
+        assert_eq!(config.defaults.strategy, Some(Strategy::RoundRobin));
+        assert_eq!(config.shutdown.grace, Duration::from_secs(5));
+        assert_eq!(
+            config.services["myservice.v1.Greeter"].max_request_message_bytes,
+            Some(1024)
+        );
+        assert_eq!(config.clients.address.port(), 7000);
+    }
+
+    #[test]
+    fn a_bad_environment_value_names_the_variable() {
+        let env = vec![(
+            "GRPC_ROUTER_DEFAULTS__STRATEGY".to_owned(),
+            "fastest".to_owned(),
+        )];
+        let e = Config::parse(Path::new("r.toml"), "", env)
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            e.starts_with(
+                "environment variable GRPC_ROUTER_DEFAULTS__STRATEGY: `defaults.strategy`"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn per_service_settings_fall_back_to_the_defaults() {
+        let config = parse(
+            "[defaults]\nstrategy = \"weighted\"\nroute_key_header = \"x-tenant\"\n\
+             [services.\"a.B\"]\nstrategy = \"round-robin\"\n",
+        )
+        .expect("valid");
+        let (name, b) = &config.service_router_configs()[0];
+        assert_eq!(name, "a.B");
+        assert_eq!(b.strategy, Some(Strategy::RoundRobin));
+        assert_eq!(b.route_key_header.as_deref(), Some("x-tenant"));
+        assert_eq!(
+            config.default_router_config().strategy,
+            Some(Strategy::Weighted)
+        );
+    }
+
+    #[test]
+    fn the_effective_config_reads_back_as_itself() {
+        let config = parse("[defaults]\nstrategy = \"consistent-hash\"\n").expect("valid");
+        let text = config.effective_toml();
+        let again = parse(&text).expect("the printed config is valid");
+        assert_eq!(again.defaults.strategy, Some(Strategy::ConsistentHash));
+        assert!(text.contains("heartbeat_timeout = \"30s\""), "{text}");
+    }
+}

@@ -1,0 +1,215 @@
+//! `grpc-router serve`: the dynamic router on its listeners, reloaded on
+//! SIGHUP, drained on SIGTERM (or Ctrl-C).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use router_runtime::router::DynamicRouter;
+use router_runtime::server::{Listener, RouterServer, ServeError};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tracing::{error, info, warn};
+
+use crate::config::{Config, ConfigError, Tls};
+use crate::logging::LogHandle;
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A TLS file could not be read.
+    #[error("{setting}: cannot read {path}: {source}")]
+    TlsFile {
+        /// The setting, for example `clients.tls.cert`.
+        setting: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// Serves `config` (read from `path`, which SIGHUP re-reads) until SIGTERM
+/// or Ctrl-C, then drains. Prints `listening clients=ADDR
+/// registrations=ADDR` on stdout once bound.
+pub async fn serve(path: PathBuf, config: Config, log: LogHandle) -> Result<(), DaemonError> {
+    let router = DynamicRouter::with_max_services(
+        config.default_router_config(),
+        config.limits.max_services,
+    );
+    router.configure(
+        config.default_router_config(),
+        config.service_router_configs(),
+    );
+
+    let clients = listener(
+        &config.clients.address,
+        config.clients.tls.as_ref(),
+        "clients",
+    )
+    .await?;
+    let registrations = match config.registrations.address {
+        Some(address) => {
+            Some(listener(&address, config.registrations.tls.as_ref(), "registrations").await?)
+        }
+        None => None,
+    };
+    let clients_addr = clients.local_addr().ok();
+    let registrations_addr = registrations
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .or(clients_addr);
+    info!(
+        router_id = %config.router_id(),
+        clients = ?clients_addr,
+        registrations = ?registrations_addr,
+        services = ?config.services.keys().collect::<Vec<_>>(),
+        "grpc-router serving"
+    );
+    if let (Some(c), Some(r)) = (clients_addr, registrations_addr) {
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(stdout, "listening clients={c} registrations={r}");
+        let _ = stdout.flush();
+    }
+
+    let grace = config.shutdown.grace;
+    let router_id = config.router_id();
+    let current = Arc::new(Mutex::new(config));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(signals(path, current, router.clone(), log, stop_tx));
+    RouterServer::new(router_id)
+        .route_dynamic(&router)
+        .grace(grace)
+        .serve(clients, registrations, async move {
+            let _ = stop_rx.await;
+        })
+        .await?;
+    info!("grpc-router stopped");
+    Ok(())
+}
+
+async fn listener(
+    address: &std::net::SocketAddr,
+    tls: Option<&Tls>,
+    name: &str,
+) -> Result<Listener, DaemonError> {
+    let listener = Listener::bind(*address).await?;
+    Ok(match tls {
+        Some(tls) => listener.with_tls(tls_config(tls, name)?),
+        None => listener,
+    })
+}
+
+fn tls_config(tls: &Tls, listener: &str) -> Result<ServerTlsConfig, DaemonError> {
+    let read = |key: &str, path: &PathBuf| {
+        std::fs::read(path).map_err(|source| DaemonError::TlsFile {
+            setting: format!("{listener}.tls.{key}"),
+            path: path.clone(),
+            source,
+        })
+    };
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(
+        read("cert", &tls.cert)?,
+        read("key", &tls.key)?,
+    ));
+    if let Some(ca) = &tls.client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read("client_ca", ca)?));
+    }
+    Ok(config)
+}
+
+/// SIGHUP reloads, SIGTERM and Ctrl-C stop.
+async fn signals(
+    path: PathBuf,
+    current: Arc<Mutex<Config>>,
+    router: DynamicRouter,
+    log: LogHandle,
+    stop: tokio::sync::oneshot::Sender<()>,
+) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut hup), Ok(mut term)) = (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+        ) else {
+            error!("cannot listen for SIGHUP and SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            let _ = stop.send(());
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => reload(&path, &current, &router, &log),
+                _ = term.recv() => {
+                    info!("SIGTERM: shutting down");
+                    break;
+                }
+                _ = tokio::signal::ctrl_c() => {
+                    info!("Ctrl-C: shutting down");
+                    break;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (&path, &current, &router, &log);
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    let _ = stop.send(());
+}
+
+/// Re-reads the configuration; a valid one applies to new calls and
+/// registrations at once, an invalid one is refused and the old one stays.
+pub fn reload(path: &PathBuf, current: &Mutex<Config>, router: &DynamicRouter, log: &LogHandle) {
+    let mut next = match Config::load(path, std::env::vars()) {
+        Ok(next) => next,
+        Err(e) => {
+            error!(error = %e, "configuration reload refused; the running configuration stays");
+            return;
+        }
+    };
+    let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
+    for (setting, changed) in [
+        ("clients", current.clients != next.clients),
+        (
+            "registrations.address",
+            current.registrations.address != next.registrations.address,
+        ),
+        (
+            "registrations.tls",
+            current.registrations.tls != next.registrations.tls,
+        ),
+        ("log.format", current.log.format != next.log.format),
+        (
+            "shutdown.grace",
+            current.shutdown.grace != next.shutdown.grace,
+        ),
+        (
+            "limits.max_services",
+            current.limits.max_services != next.limits.max_services,
+        ),
+        ("router_id", current.router_id != next.router_id),
+    ] {
+        if changed {
+            warn!(
+                setting,
+                "changing this setting needs a restart; it keeps its running value"
+            );
+        }
+    }
+    next.router_id = current.router_id.clone();
+    router.configure(next.default_router_config(), next.service_router_configs());
+    log.set_level(&next.log.level);
+    info!(
+        services = ?next.services.keys().collect::<Vec<_>>(),
+        "configuration reloaded"
+    );
+    *current = next;
+}

@@ -1,0 +1,16 @@
+//! The `grpc-router` daemon: one binary and a config file that route every
+//! service whose instances register with it (no service compiled in).
+//!
+//! - [`config`]: the TOML configuration and its `GRPC_ROUTER_*` overrides.
+//! - [`daemon`]: `grpc-router serve`: listeners, reload on SIGHUP, drain on
+//!   SIGTERM.
+//! - [`status`]: `grpc-router status`: a running router's services and
+//!   instances.
+//! - [`credentials`]: registration tokens.
+//! - [`logging`]: text or JSON logs with a reloadable level.
+
+pub mod config;
+pub mod credentials;
+pub mod daemon;
+pub mod logging;
+pub mod status;

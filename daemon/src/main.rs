@@ -1,0 +1,117 @@
+//! `grpc-router`: serve, check a configuration, or show a running router's
+//! status.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use grpc_router::config::Config;
+
+/// jemalloc returns the memory of released calls to the system.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// A gRPC router for services whose instances dial out and register.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Route every service that registers, until SIGTERM (SIGHUP reloads
+    /// the configuration).
+    Serve {
+        /// The configuration file (TOML); GRPC_ROUTER_* variables override it.
+        #[arg(long, short, default_value = "/etc/grpc-router/router.toml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print the effective configuration.
+    CheckConfig {
+        /// The configuration file.
+        file: PathBuf,
+    },
+    /// Show a running router's services and instances.
+    Status {
+        /// The router's clients URL.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        router: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match Config::load(&file, std::env::vars()) {
+            Ok(config) => {
+                print!("{}", config.effective_toml());
+                eprintln!("{}: valid", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("grpc-router: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Serve { config: path } => {
+            let config = match Config::load(&path, std::env::vars()) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("grpc-router: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let log = grpc_router::logging::init(&config.log);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("grpc-router: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(grpc_router::daemon::serve(path, config, log)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "grpc-router failed");
+                    eprintln!("grpc-router: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Status { router, json } => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("grpc-router: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(grpc_router::status::fetch(&router)) {
+                Ok(status) => {
+                    if json {
+                        println!("{}", grpc_router::status::json(&status));
+                    } else {
+                        print!("{}", grpc_router::status::table(&status));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("grpc-router: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
