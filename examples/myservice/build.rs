@@ -1,6 +1,7 @@
-//! Generates the Greeter messages, tonic server/client, router protos and the
-//! Rust router and bridge with protoc-gen-router's builder: no protoc needed.
-//! `Builder::configure` passes prost settings through.
+//! Generates the messages, tonic server/client, router protos and the Rust
+//! router and bridge of both example services (`myservice.v1.Greeter` and
+//! `inventory.v1.Inventory`) with protoc-gen-router's builder, in one call: no
+//! protoc needed. `Builder::configure` passes prost settings through.
 //!
 //! Also writes `OUT_DIR/myservice_descriptor.bin`, the encoded
 //! `FileDescriptorSet` of `myservice.proto` and its imports, which the router
@@ -18,7 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             b.bytes(".myservice.v1.HelloReply.payload")
                 .type_attribute(".myservice.v1.InstanceInfo", "#[derive(PartialOrd, Ord)]")
         })
-        .compile(&["proto/myservice/v1/myservice.proto"])?;
+        .compile(&[
+            "proto/myservice/v1/myservice.proto",
+            "proto/inventory/v1/inventory.proto",
+        ])?;
 
     // One descriptor set for reflection: the Greeter and the router's admin
     // service, with every import (a file registered twice would clash).
