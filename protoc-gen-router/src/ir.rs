@@ -446,7 +446,10 @@ fn descriptor_set(file: &prost_reflect::FileDescriptor) -> Vec<u8> {
     }
     fn clear_json_names(message: &mut prost_types::DescriptorProto) {
         message.field.iter_mut().for_each(|f| f.json_name = None);
-        message.extension.iter_mut().for_each(|f| f.json_name = None);
+        message
+            .extension
+            .iter_mut()
+            .for_each(|f| f.json_name = None);
         message.nested_type.iter_mut().for_each(clear_json_names);
     }
     let mut files = Vec::new();

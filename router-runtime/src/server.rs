@@ -156,7 +156,10 @@ impl RouterServer {
                 tonic_health::pb::FILE_DESCRIPTOR_SET,
                 &["grpc.health.v1.Health"][..],
             ),
-            (crate::pb::FILE_DESCRIPTOR_SET, &["router.v1.RouterAdmin"][..]),
+            (
+                crate::pb::FILE_DESCRIPTOR_SET,
+                &["router.v1.RouterAdmin"][..],
+            ),
         ] {
             match catalog.add_encoded_set(set) {
                 Ok(()) => services.iter().for_each(|s| catalog.list_service(s)),
@@ -258,7 +261,10 @@ impl RouterServer {
             .await;
         let mut tracked = Vec::new();
         for typed in &self.typed {
-            tracked.push(tokio::spawn(track_health(typed.core.clone(), reporter.clone())));
+            tracked.push(tokio::spawn(track_health(
+                typed.core.clone(),
+                reporter.clone(),
+            )));
         }
         if let Some(dynamic) = &self.dynamic {
             subscribe_dynamic(dynamic, &self.catalog, &reporter);
@@ -317,7 +323,8 @@ impl RouterServer {
             let _ = rx.wait_for(|stop| *stop).await;
         };
 
-        let clients_server = run_listener("clients", clients, client_routes, stopped(stop_rx.clone()));
+        let clients_server =
+            run_listener("clients", clients, client_routes, stopped(stop_rx.clone()));
         let result = match registrations {
             Some(registrations) => {
                 let registrations_server = run_listener(
@@ -348,9 +355,8 @@ fn with_fallback(
         std::convert::Infallible,
     >,
 ) -> tonic::service::Routes {
-    let fallback = fallback.map_request(|req: http::Request<axum::body::Body>| {
-        req.map(tonic::body::Body::new)
-    });
+    let fallback = fallback
+        .map_request(|req: http::Request<axum::body::Body>| req.map(tonic::body::Body::new));
     tonic::service::Routes::from(routes.into_axum_router().fallback_service(fallback))
 }
 
@@ -421,7 +427,10 @@ impl Drain {
         };
         if tokio::time::timeout(self.grace, idle).await.is_err() {
             let left: u64 = cores.iter().map(|c| c.stats.calls_active()).sum();
-            warn!(calls = left, "grace period over; closing registrations with calls in flight");
+            warn!(
+                calls = left,
+                "grace period over; closing registrations with calls in flight"
+            );
         }
         let reason = format!("router `{}` shutting down", self.router_id);
         for core in &cores {
@@ -456,7 +465,11 @@ async fn track_health(core: Arc<RouterCore>, reporter: HealthReporter) {
 }
 
 /// Keeps reflection and health in step with a dynamic router's services.
-fn subscribe_dynamic(router: &DynamicRouter, catalog: &DescriptorCatalog, reporter: &HealthReporter) {
+fn subscribe_dynamic(
+    router: &DynamicRouter,
+    catalog: &DescriptorCatalog,
+    reporter: &HealthReporter,
+) {
     let catalog = catalog.clone();
     let reporter = reporter.clone();
     let runtime = tokio::runtime::Handle::current();

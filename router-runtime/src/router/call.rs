@@ -20,9 +20,9 @@ use super::balance::{PickError, Selection};
 use super::pump::{Requests, send_requests};
 use super::registry::Instance;
 use super::reply::{CallGuard, First, ReplyStream, deadline_exceeded};
+use super::service::Method;
 use super::start::{CallTemplate, Started, try_start};
 use super::{PIN_HEADER, RouterCore, SELECT_HEADER, route_key};
-use super::service::Method;
 use crate::flow::Intake;
 use crate::metadata;
 

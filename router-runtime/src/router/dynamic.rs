@@ -140,7 +140,10 @@ impl DynamicRouter {
     /// Calls `subscriber` for every service known now (as
     /// [`ServiceChange::Configured`] or [`ServiceChange::Defined`]) and then
     /// whenever a service is defined, extended or configured.
-    pub fn subscribe(&self, subscriber: impl Fn(&ServiceHandle, ServiceChange) + Send + Sync + 'static) {
+    pub fn subscribe(
+        &self,
+        subscriber: impl Fn(&ServiceHandle, ServiceChange) + Send + Sync + 'static,
+    ) {
         let subscriber: Subscriber = Arc::new(subscriber);
         self.inner
             .subscribers
@@ -250,11 +253,20 @@ impl DynamicRouter {
         let listener = Arc::new(move |core: &RouterCore, defined: bool| {
             let Some(inner) = weak.upgrade() else { return };
             let router = DynamicRouter { inner };
-            let Some(core) = router.inner.services.load().get(core.service.name()).cloned() else {
+            let Some(core) = router
+                .inner
+                .services
+                .load()
+                .get(core.service.name())
+                .cloned()
+            else {
                 return;
             };
             if defined {
-                info!(service = core.service.name(), "learnt the service from a registration");
+                info!(
+                    service = core.service.name(),
+                    "learnt the service from a registration"
+                );
             }
             let change = if defined {
                 ServiceChange::Defined
@@ -345,9 +357,7 @@ impl DynamicRouter {
 
     async fn serve(self, req: Request<Body>, side: Side) -> Response<Body> {
         let path = req.uri().path();
-        let Some((service, method)) = path
-            .strip_prefix('/')
-            .and_then(|p| p.rsplit_once('/'))
+        let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.rsplit_once('/'))
         else {
             return super::unimplemented_response();
         };
@@ -482,7 +492,6 @@ impl ServiceHandle {
             .iter()
             .any(|i| i.is_serving() && !i.is_draining() && !i.is_closed())
     }
-
 
     pub(crate) fn core(&self) -> &Arc<RouterCore> {
         &self.core

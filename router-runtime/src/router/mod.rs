@@ -39,10 +39,8 @@ use tonic::codec::CompressionEncoding;
 use tonic::server::{Grpc, NamedService};
 
 pub(crate) use balance::Balancer;
-pub use dynamic::{
-    DEFAULT_MAX_SERVICES, DynamicRouter, DynamicSide, ServiceChange, ServiceHandle,
-};
 pub use balance::LoadMeasure;
+pub use dynamic::{DEFAULT_MAX_SERVICES, DynamicRouter, DynamicSide, ServiceChange, ServiceHandle};
 pub use registry::{Instance, InstanceInfo, Registry, Snapshot};
 pub use route_key::extract as extract_route_key;
 
@@ -309,16 +307,16 @@ impl RouterCore {
     /// UNAVAILABLE.
     pub(crate) fn close_registrations(&self, reason: &str) {
         for instance in self.registry.snapshot().iter() {
-            instance.send(RouterFrame::GoAway(crate::pb::GoAway {
-                reason: reason.to_owned(),
-                refused: false,
-            }));
             self.registry.remove(instance.registration);
-            instance.shut(
+            instance.shut_after(
                 &tonic::Status::unavailable(format!(
                     "router closed the registration of `{}`: {reason}",
                     instance.id()
                 )),
+                Some(RouterFrame::GoAway(crate::pb::GoAway {
+                    reason: reason.to_owned(),
+                    refused: false,
+                })),
                 None,
             );
         }

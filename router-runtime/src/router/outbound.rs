@@ -192,6 +192,12 @@ impl Outbox {
     /// Ends the stream: frees everything queued and queues the end, with
     /// `status` as the register call's status (`None` ends it cleanly).
     pub(crate) fn close(&self, status: Option<Status>) {
+        self.close_after(None, status);
+    }
+
+    /// [`Outbox::close`], with `last` written before the end (a `GoAway`
+    /// the bridge must read).
+    pub(crate) fn close_after(&self, last: Option<RouterFrame>, status: Option<Status>) {
         let mut freed = 0;
         self.tx.retain(|item| {
             if let Outbound::Frame(_, size) = item {
@@ -201,6 +207,9 @@ impl Outbox {
         });
         if freed > 0 {
             self.level.taken(freed);
+        }
+        if let Some(frame) = last {
+            let _ = self.tx.send(Outbound::Frame(frame, 0));
         }
         let _ = self.tx.send(Outbound::Close(status));
         self.level.space.notify_waiters();

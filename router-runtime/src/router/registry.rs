@@ -455,6 +455,17 @@ impl Instance {
     /// frames still queued are freed and the register stream ends with
     /// `stream_status` (`None`: cleanly), which tells the bridge why.
     pub(crate) fn shut(&self, status: &Status, stream_status: Option<Status>) {
+        self.shut_after(status, None, stream_status);
+    }
+
+    /// [`Instance::shut`], writing `last` (a `GoAway`) to the bridge before
+    /// its register stream ends.
+    pub(crate) fn shut_after(
+        &self,
+        status: &Status,
+        last: Option<RouterFrame>,
+        stream_status: Option<Status>,
+    ) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -464,7 +475,7 @@ impl Instance {
             self.forget(&slot);
             let _ = slot.events.send(CallEvent::Lost(status.clone()));
         }
-        self.out.close(stream_status);
+        self.out.close_after(last, stream_status);
     }
 }
 

@@ -298,12 +298,18 @@ fn parse(service: &str, description: &pb::ServiceDescription) -> Result<Vec<Meth
             ));
         }
         let Some(kind) = MethodKind::from_wire(m.kind) else {
-            return refuse(format!("method `{}` has no valid kind ({})", m.name, m.kind));
+            return refuse(format!(
+                "method `{}` has no valid kind ({})",
+                m.name, m.kind
+            ));
         };
         if m.tag == 0 {
             return refuse(format!("method `{}` has tag 0", m.name));
         }
-        if let Some(other) = methods.iter().find(|o| o.tag == m.tag || *o.name == *m.name) {
+        if let Some(other) = methods
+            .iter()
+            .find(|o| o.tag == m.tag || *o.name == *m.name)
+        {
             return refuse(format!(
                 "methods `{}` and `{}` share a name or the tag {}",
                 other.name, m.name, m.tag
@@ -424,7 +430,10 @@ mod tests {
         assert_eq!(learnt.added, ["B"]);
         assert!(serves(&new, 2) && serves(&new, 1));
         assert!(!serves(&old, 2) && serves(&old, 1));
-        assert!(serves(&None, 2), "an undescribed instance serves every method");
+        assert!(
+            serves(&None, 2),
+            "an undescribed instance serves every method"
+        );
     }
 
     #[test]
@@ -446,7 +455,11 @@ mod tests {
         );
         let tag = description(vec![method("A", 7, MethodKind::Unary)]);
         let err = admit(&table, Some(&tag), true).unwrap_err();
-        assert!(err.message().contains("tag 7 here but 1"), "{}", err.message());
+        assert!(
+            err.message().contains("tag 7 here but 1"),
+            "{}",
+            err.message()
+        );
         let clash = description(vec![method("C", 2, MethodKind::Unary)]);
         let err = admit(&table, Some(&clash), true).unwrap_err();
         assert!(err.message().contains("`B`'s"), "{}", err.message());
@@ -517,6 +530,10 @@ mod tests {
         m.path = "/other.Svc/A".to_owned();
         let err = admit(&table, Some(&description(vec![m])), false).unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
-        assert!(err.message().contains("expected `/pkg.Svc/A`"), "{}", err.message());
+        assert!(
+            err.message().contains("expected `/pkg.Svc/A`"),
+            "{}",
+            err.message()
+        );
     }
 }

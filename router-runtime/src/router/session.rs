@@ -78,7 +78,8 @@ async fn accept(
     if hello.service != core.service.name() {
         return Err(Status::failed_precondition(format!(
             "this register endpoint serves `{}`, not `{}`",
-            core.service.name(), hello.service
+            core.service.name(),
+            hello.service
         )));
     }
     if hello.instance_id.is_empty() {

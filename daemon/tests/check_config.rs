@@ -1,0 +1,106 @@
+//! `grpc-router check-config`: a valid file prints the effective
+//! configuration; each kind of mistake exits non-zero naming the file, line
+//! and setting.
+
+mod common;
+
+use std::process::Command;
+
+fn check(text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("router.toml");
+    std::fs::write(&path, text).expect("write");
+    let out = Command::new(common::binary())
+        .arg("check-config")
+        .arg(&path)
+        .env_remove("GRPC_ROUTER_LOG__LEVEL")
+        .output()
+        .expect("grpc-router runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_valid_file_prints_the_effective_configuration() {
+    let (code, stdout, stderr) = check("[defaults]\nstrategy = \"round-robin\"\n");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("strategy = \"round-robin\""), "{stdout}");
+    assert!(
+        stdout.contains("heartbeat_timeout = \"30s\""),
+        "defaults written out: {stdout}"
+    );
+    assert!(stdout.contains("[clients]"), "{stdout}");
+}
+
+#[test]
+fn every_kind_of_mistake_is_refused_with_its_line_and_setting() {
+    let cases = [
+        (
+            "unknown key",
+            "[log]\nlevel = \"info\"\nformt = \"json\"\n",
+            ":3:",
+            "`log.formt`",
+        ),
+        (
+            "unknown strategy",
+            "\n[defaults]\nstrategy = \"fastest\"\n",
+            ":3:",
+            "`defaults.strategy`",
+        ),
+        (
+            "bad address",
+            "[clients]\naddress = \"nowhere\"\n",
+            ":2:",
+            "`clients.address`",
+        ),
+        (
+            "bad duration",
+            "[shutdown]\ngrace = \"a while\"\n",
+            ":2:",
+            "`shutdown.grace`",
+        ),
+        (
+            "timeout not above interval",
+            "[services.\"a.B\"]\nheartbeat_interval = \"5s\"\nheartbeat_timeout = \"2s\"\n",
+            ":3:",
+            "heartbeat_timeout",
+        ),
+        (
+            "wrong type",
+            "[limits]\nmax_services = \"lots\"\n",
+            ":2:",
+            "`limits.max_services`",
+        ),
+        (
+            "bad token hash",
+            "[registrations]\ntokens_sha256 = [\"x\"]\n",
+            ":2:",
+            "tokens_sha256",
+        ),
+        (
+            "bad log filter",
+            "[log]\nlevel = \"info,=[\"\n",
+            ":2:",
+            "`log.level`",
+        ),
+        ("syntax error", "[clients\n", ":1:", "router.toml"),
+        (
+            "missing TLS file",
+            "[clients.tls]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n",
+            ":2:",
+            "`clients.tls.cert`",
+        ),
+    ];
+    for (what, text, line, field) in cases {
+        let (code, stdout, stderr) = check(text);
+        assert_eq!(code, 2, "{what}: exits 2 ({stdout}{stderr})");
+        assert!(
+            stderr.contains(&format!("router.toml{line}")),
+            "{what}: names the line: {stderr}"
+        );
+        assert!(stderr.contains(field), "{what}: names {field}: {stderr}");
+    }
+}

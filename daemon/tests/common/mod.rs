@@ -1,0 +1,190 @@
+//! A `grpc-router` daemon process for the end-to-end tests: its config file,
+//! its addresses, signals and exit.
+
+#![allow(dead_code, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal, kill_process};
+use tonic::transport::{Channel, Endpoint};
+
+/// Fails the test if `future` takes longer than `secs` seconds.
+pub async fn within<T>(secs: u64, what: &str, future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {secs}s waiting for {what}"))
+}
+
+/// The daemon binary under test.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_grpc-router"))
+}
+
+/// A running daemon.
+pub struct Daemon {
+    child: Child,
+    pub clients: SocketAddr,
+    pub registrations: SocketAddr,
+    pub config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The config every test starts from: both listeners on loopback port 0,
+/// quick heartbeats; `extra` is appended.
+pub fn config_with(extra: &str) -> String {
+    format!(
+        "router_id = \"test-router\"\n\
+         [clients]\naddress = \"127.0.0.1:0\"\n\
+         [registrations]\naddress = \"127.0.0.1:0\"\n\
+         [shutdown]\ngrace = \"10s\"\n\
+         [log]\nlevel = \"info\"\n\
+         {extra}\n"
+    )
+}
+
+impl Daemon {
+    /// Starts `grpc-router serve` with `config` and waits for its
+    /// `listening` line.
+    pub fn start(config: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("router.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start grpc-router");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if line.starts_with("listening ") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the daemon prints its listening line");
+        let addr = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+        };
+        Daemon {
+            clients: addr("clients="),
+            registrations: addr("registrations="),
+            child,
+            config: path,
+            _dir: dir,
+        }
+    }
+
+    /// The URL clients call.
+    pub fn clients_url(&self) -> String {
+        format!("http://{}", self.clients)
+    }
+
+    /// The URL bridges register with.
+    pub fn registrations_url(&self) -> String {
+        format!("http://{}", self.registrations)
+    }
+
+    /// A channel to the clients' listener.
+    pub async fn channel(&self) -> Channel {
+        within(
+            5,
+            "connect to the daemon",
+            Endpoint::from_shared(self.clients_url())
+                .expect("url")
+                .connect(),
+        )
+        .await
+        .expect("connects")
+    }
+
+    /// A channel to the registrations' listener.
+    pub async fn registration_channel(&self) -> Channel {
+        within(
+            5,
+            "connect to the daemon",
+            Endpoint::from_shared(self.registrations_url())
+                .expect("url")
+                .connect(),
+        )
+        .await
+        .expect("connects")
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: Signal) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).expect("pid")).expect("pid");
+        kill_process(pid, signal).expect("signal the daemon");
+    }
+
+    /// Rewrites the config file and sends SIGHUP.
+    pub fn reload(&self, config: &str) {
+        std::fs::write(&self.config, config).expect("rewrite config");
+        self.signal(Signal::HUP);
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait_exit(mut self, secs: u64) -> ExitStatus {
+        within(secs, "the daemon to exit", async {
+            loop {
+                if let Some(status) = self.child.try_wait().expect("wait") {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+
+    /// The admin service's view of service `name` (`None` if unknown).
+    pub async fn service_status(&self, name: &str) -> Option<router_runtime::pb::ServiceStatus> {
+        let mut admin =
+            router_runtime::pb::router_admin_client::RouterAdminClient::new(self.channel().await);
+        let response = within(
+            5,
+            "admin",
+            admin.list_services(router_runtime::pb::ListServicesRequest::default()),
+        )
+        .await
+        .expect("admin answers")
+        .into_inner();
+        response.services.into_iter().find(|s| s.name == name)
+    }
+
+    /// Waits until service `name` has `n` instances registered.
+    pub async fn wait_for_instances(&self, name: &str, n: usize) {
+        within(20, &format!("{n} instances of {name}"), async {
+            loop {
+                if self
+                    .service_status(name)
+                    .await
+                    .is_some_and(|s| s.instances.len() == n)
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
