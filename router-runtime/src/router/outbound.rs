@@ -191,12 +191,8 @@ impl Outbox {
 
     /// Ends the stream: frees everything queued and queues the end, with
     /// `status` as the register call's status (`None` ends it cleanly).
-    pub(crate) fn close(&self, status: Option<Status>) {
-        self.close_after(None, status);
-    }
-
-    /// [`Outbox::close`], with `last` written before the end (a `GoAway`
-    /// the bridge must read).
+    /// `last`, when given, is written before the end (a `GoAway` the bridge
+    /// must read).
     pub(crate) fn close_after(&self, last: Option<RouterFrame>, status: Option<Status>) {
         let mut freed = 0;
         self.tx.retain(|item| {
@@ -363,7 +359,7 @@ mod tests {
             outbox.send(call(1, 10_000)).expect("open");
         }
         assert!(outbox.is_congested());
-        outbox.close(Some(Status::unavailable("gone")));
+        outbox.close_after(None, Some(Status::unavailable("gone")));
         assert_eq!(outbox.queued(), 0);
         assert!(!outbox.is_congested());
         // The waiting pumps are released.

@@ -402,7 +402,7 @@ mod tests {
     fn the_first_registration_defines_a_learning_service() {
         let table = ServiceTable::learning("pkg.Svc");
         let d = description(vec![method("A", 1, MethodKind::Unary)]);
-        let (served, learnt) = admit(&table, Some(&d), false).unwrap();
+        let (served, learnt) = admit(&table, Some(&d), false).expect("ok");
         assert!(learnt.defined);
         assert_eq!(served.as_deref(), Some(&[1][..]));
         assert!(table.methods().by_path("/pkg.Svc/A").is_some());
@@ -412,7 +412,7 @@ mod tests {
     #[test]
     fn a_learning_service_refuses_a_first_registration_without_description() {
         let table = ServiceTable::learning("pkg.Svc");
-        let err = admit(&table, None, false).unwrap_err();
+        let err = admit(&table, None, false).expect_err("refused");
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
         assert!(err.message().contains("must describe"), "{}", err.message());
     }
@@ -425,8 +425,8 @@ mod tests {
             method("A", 1, MethodKind::Unary),
             method("B", 2, MethodKind::ServerStreaming),
         ]);
-        let (old, _) = admit(&table, Some(&v1), false).unwrap();
-        let (new, learnt) = admit(&table, Some(&v2), true).unwrap();
+        let (old, _) = admit(&table, Some(&v1), false).expect("ok");
+        let (new, learnt) = admit(&table, Some(&v2), true).expect("ok");
         assert_eq!(learnt.added, ["B"]);
         assert!(serves(&new, 2) && serves(&new, 1));
         assert!(!serves(&old, 2) && serves(&old, 1));
@@ -443,9 +443,9 @@ mod tests {
             method("A", 1, MethodKind::Unary),
             method("B", 2, MethodKind::Unary),
         ]);
-        admit(&table, Some(&v1), false).unwrap();
+        admit(&table, Some(&v1), false).expect("ok");
         let kind = description(vec![method("A", 1, MethodKind::BidiStreaming)]);
-        let err = admit(&table, Some(&kind), true).unwrap_err();
+        let err = admit(&table, Some(&kind), true).expect_err("refused");
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
         assert!(
             err.message()
@@ -454,14 +454,14 @@ mod tests {
             err.message()
         );
         let tag = description(vec![method("A", 7, MethodKind::Unary)]);
-        let err = admit(&table, Some(&tag), true).unwrap_err();
+        let err = admit(&table, Some(&tag), true).expect_err("refused");
         assert!(
             err.message().contains("tag 7 here but 1"),
             "{}",
             err.message()
         );
         let clash = description(vec![method("C", 2, MethodKind::Unary)]);
-        let err = admit(&table, Some(&clash), true).unwrap_err();
+        let err = admit(&table, Some(&clash), true).expect_err("refused");
         assert!(err.message().contains("`B`'s"), "{}", err.message());
     }
 
@@ -473,9 +473,9 @@ mod tests {
             Some(&description(vec![method("A", 1, MethodKind::Unary)])),
             false,
         )
-        .unwrap();
+        .expect("ok");
         let changed = description(vec![method("A", 1, MethodKind::ClientStreaming)]);
-        let (_, learnt) = admit(&table, Some(&changed), false).unwrap();
+        let (_, learnt) = admit(&table, Some(&changed), false).expect("ok");
         assert!(learnt.defined);
         assert_eq!(
             table.methods().by_path("/pkg.Svc/A").map(|m| m.kind),
@@ -507,7 +507,7 @@ mod tests {
             method("A", 1, MethodKind::Unary),
             method("B", 2, MethodKind::Unary),
         ]);
-        let (_, learnt) = admit(&table, Some(&extra), false).unwrap();
+        let (_, learnt) = admit(&table, Some(&extra), false).expect("ok");
         assert!(!learnt.defined && learnt.added.is_empty());
         assert!(table.methods().by_path("/pkg.Svc/B").is_none());
         let wrong = description(vec![method("A", 1, MethodKind::ServerStreaming)]);
@@ -518,9 +518,9 @@ mod tests {
     fn instances_with_the_same_methods_share_one_set() {
         let table = ServiceTable::learning("pkg.Svc");
         let d = description(vec![method("A", 1, MethodKind::Unary)]);
-        let (a, _) = admit(&table, Some(&d), false).unwrap();
-        let (b, _) = admit(&table, Some(&d), true).unwrap();
-        assert!(Arc::ptr_eq(a.as_ref().unwrap(), b.as_ref().unwrap()));
+        let (a, _) = admit(&table, Some(&d), false).expect("ok");
+        let (b, _) = admit(&table, Some(&d), true).expect("ok");
+        assert!(Arc::ptr_eq(a.as_ref().expect("ok"), b.as_ref().expect("ok")));
     }
 
     #[test]
@@ -528,7 +528,7 @@ mod tests {
         let table = ServiceTable::learning("pkg.Svc");
         let mut m = method("A", 1, MethodKind::Unary);
         m.path = "/other.Svc/A".to_owned();
-        let err = admit(&table, Some(&description(vec![m])), false).unwrap_err();
+        let err = admit(&table, Some(&description(vec![m])), false).expect_err("refused");
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(
             err.message().contains("expected `/pkg.Svc/A`"),
