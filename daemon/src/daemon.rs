@@ -167,7 +167,12 @@ async fn signals(
 
 /// Re-reads the configuration; a valid one applies to new calls and
 /// registrations at once, an invalid one is refused and the old one stays.
-pub fn reload(path: &std::path::Path, current: &Mutex<Config>, router: &DynamicRouter, log: &LogHandle) {
+pub fn reload(
+    path: &std::path::Path,
+    current: &Mutex<Config>,
+    router: &DynamicRouter,
+    log: &LogHandle,
+) {
     let mut next = match Config::load(path, std::env::vars()) {
         Ok(next) => next,
         Err(e) => {

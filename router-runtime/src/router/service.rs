@@ -520,7 +520,10 @@ mod tests {
         let d = description(vec![method("A", 1, MethodKind::Unary)]);
         let (a, _) = admit(&table, Some(&d), false).expect("ok");
         let (b, _) = admit(&table, Some(&d), true).expect("ok");
-        assert!(Arc::ptr_eq(a.as_ref().expect("ok"), b.as_ref().expect("ok")));
+        assert!(Arc::ptr_eq(
+            a.as_ref().expect("ok"),
+            b.as_ref().expect("ok")
+        ));
     }
 
     #[test]
