@@ -44,7 +44,17 @@ impl tonic::server::StreamingService<BridgeFrame> for Register {
         let core = self.core.clone();
         Box::pin(async move {
             let (metadata, _, frames) = request.into_parts();
-            accept(core, metadata, frames).await
+            let service = core.service.name().to_owned();
+            let accepted = accept(core, metadata, frames).await;
+            if let Err(status) = &accepted {
+                warn!(
+                    service = %service,
+                    code = ?status.code(),
+                    reason = status.message(),
+                    "registration refused"
+                );
+            }
+            accepted
         })
     }
 }
