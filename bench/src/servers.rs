@@ -1,6 +1,7 @@
-//! What the benchmark measures: a direct tonic server, a router with one bridge
-//! instance (both in this process), and a router in a child process (for the
-//! registrations scenario, so its memory can be read on its own).
+//! What the benchmark measures: a direct tonic server, a compiled router and
+//! the daemon's dynamic router, each with one bridge instance (all in this
+//! process), and a router in a child process (for the registrations scenario,
+//! so its memory can be read on its own).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -16,7 +17,8 @@ use router_runtime::admin::AdminService;
 use router_runtime::bridge::{BridgeConfig, BridgeHandle};
 use router_runtime::pb;
 use router_runtime::pb::router_admin_client::RouterAdminClient;
-use router_runtime::router::RouterConfig;
+use router_runtime::router::{DynamicRouter, RouterConfig};
+use router_runtime::server::{Listener, RouterServer};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
@@ -121,6 +123,62 @@ pub async fn start_routed() -> Result<InProcessRouter, BoxError> {
         router,
         bridge,
     })
+}
+
+/// The `grpc-router` daemon's router in this process: a [`DynamicRouter`]
+/// (no service compiled in) served by [`RouterServer`] on one listener for
+/// clients and registrations (the daemon's default), with one bridge
+/// instance registered as [`start_routed`]'s.
+pub struct InProcessDaemon {
+    /// Where clients call the router.
+    pub addr: SocketAddr,
+    /// The router (kept for its stats).
+    pub router: DynamicRouter,
+    /// The bridge instance.
+    pub bridge: BridgeHandle,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a dynamic router served by `RouterServer` on 127.0.0.1:0 and
+/// connects one bridge instance to it.
+pub async fn start_daemon() -> Result<InProcessDaemon, BoxError> {
+    let listener = Listener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let addr = listener.local_addr()?;
+    let router = DynamicRouter::new(RouterConfig::default());
+    let served = RouterServer::new("bench-daemon").route_dynamic(&router);
+    let server = tokio::spawn(async move {
+        if let Err(e) = served.serve(listener, None, std::future::pending()).await {
+            eprintln!("daemon router stopped: {e}");
+        }
+    });
+    let bridge = connect_bridge(addr, "bench-instance", None);
+    tokio::time::timeout(SETUP_TIMEOUT, bridge.registered())
+        .await
+        .map_err(|_| "the bridge did not register with the in-process dynamic router")?;
+    Ok(InProcessDaemon {
+        addr,
+        router,
+        bridge,
+        server,
+    })
+}
+
+impl InProcessDaemon {
+    /// Calls the router started and retried, over every service it learnt.
+    pub fn calls(&self) -> (u64, u64) {
+        self.router.services().iter().fold((0, 0), |(s, r), svc| {
+            (
+                s + svc.stats().calls_started(),
+                r + svc.stats().calls_retried(),
+            )
+        })
+    }
+
+    /// Stops the bridge, then the server.
+    pub async fn stop(self) {
+        self.bridge.abort().await;
+        self.server.abort();
+    }
 }
 
 /// Connects a bridge running `GreeterImpl` as `id` to the router at `addr`,
