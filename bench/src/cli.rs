@@ -139,8 +139,9 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct MemoryArgs {
     /// A `router-bench` binary to run as the router (repeatable, one column
-    /// each; for example builds with `--features mimalloc` or `jemalloc`)
-    /// [default: this binary].
+    /// each; for example builds with `--features mimalloc` or `jemalloc`),
+    /// or a `grpc-router` daemon binary (run as `serve`) [default: this
+    /// binary].
     #[arg(long = "router-exe")]
     pub router_exes: Vec<PathBuf>,
     /// The example `instance` binary [default: `instance` next to this
@@ -208,7 +209,8 @@ pub struct SoakArgs {
     /// run of 5 minutes or more, in MiB.
     #[arg(long, default_value_t = 8.0)]
     pub max_growth_mib: f64,
-    /// A `router-bench` binary to run as the router [default: this one].
+    /// A `router-bench` or `grpc-router` binary to run as the router
+    /// [default: this one].
     #[arg(long)]
     pub router_exe: Option<PathBuf>,
     /// The example `instance` binary [default: `instance` next to this

@@ -230,7 +230,12 @@ pub async fn serve_router_child(
     Ok(())
 }
 
-/// A router running in a child process (this binary's `serve-router`).
+/// The configuration a `grpc-router` child runs with.
+const DAEMON_CONFIG: &str =
+    "router_id = \"bench-daemon\"\n[clients]\naddress = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n";
+
+/// A router running in a child process (this binary's `serve-router`, or the
+/// `grpc-router` daemon).
 pub struct RouterChild {
     child: Child,
     /// Closing it tells the child to exit.
@@ -249,12 +254,30 @@ impl RouterChild {
 
     /// Runs `exe` (a `router-bench` binary, perhaps built with another
     /// allocator) as `serve-router`, with each call's response window
-    /// `window_kib` if given, and reads its address.
+    /// `window_kib` if given, and reads its address. A `grpc-router` binary
+    /// (the daemon) runs as `serve` with a configuration listening on
+    /// 127.0.0.1:0 for clients and registrations.
     pub async fn spawn_exe(exe: &Path, window_kib: Option<u32>) -> Result<RouterChild, BoxError> {
+        let daemon = exe
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("grpc-router"));
         let mut command = std::process::Command::new(exe);
-        command.args(["serve-router", "--listen", "127.0.0.1:0"]);
-        if let Some(kib) = window_kib {
-            command.args(["--window-kib", &kib.to_string()]);
+        let mut config = None;
+        if daemon {
+            if window_kib.is_some() {
+                return Err("--window-kib cannot be given to grpc-router (no such setting)".into());
+            }
+            let path = std::env::temp_dir()
+                .join(format!("router-bench-daemon-{}.toml", std::process::id()));
+            std::fs::write(&path, DAEMON_CONFIG)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            command.arg("serve").arg("--config").arg(&path);
+            config = Some(path);
+        } else {
+            command.args(["serve-router", "--listen", "127.0.0.1:0"]);
+            if let Some(kib) = window_kib {
+                command.args(["--window-kib", &kib.to_string()]);
+            }
         }
         let mut child = command
             .stdin(Stdio::piped())
@@ -272,12 +295,23 @@ impl RouterChild {
             }),
         )
         .await;
+        if let Some(path) = config {
+            // Read once at start; only a SIGHUP (never sent) reads it again.
+            let _ = std::fs::remove_file(path);
+        }
         let parsed = match line {
             Ok(Ok(Ok(line))) => {
                 let mut words = line.split_whitespace();
-                let addr = words.next().and_then(|a| a.parse::<SocketAddr>().ok());
-                let allocator = words.next().unwrap_or("unknown").to_owned();
-                addr.map(|addr| (addr, allocator))
+                // `ADDR ALLOCATOR`, or the daemon's `listening clients=ADDR ...`.
+                let (addr, allocator) = match words.next() {
+                    Some("listening") => (
+                        words.next().and_then(|w| w.strip_prefix("clients=")),
+                        "grpc-router",
+                    ),
+                    first => (first, words.next().unwrap_or("unknown")),
+                };
+                let addr = addr.and_then(|a| a.parse::<SocketAddr>().ok());
+                addr.map(|addr| (addr, allocator.to_owned()))
             }
             _ => None,
         };
