@@ -10,8 +10,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::memory::MemorySettings;
 use crate::soak::SoakSettings;
 
-/// Measures grpc-router's routed path side by side with a direct tonic server,
-/// in one process, with real tonic clients.
+/// Measures grpc-router's routed path (the compiled router and the daemon's
+/// dynamic router) side by side with a direct tonic server, in one process,
+/// with real tonic clients.
 #[derive(Debug, Parser)]
 #[command(name = "router-bench", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
@@ -99,8 +100,8 @@ pub struct Cli {
     #[arg(long, default_value = "127.0.0.1:0")]
     pub direct_listen: SocketAddr,
 
-    /// Run only these targets (`direct`, `routed` or an extra target's name),
-    /// comma separated; for profiling one path.
+    /// Run only these targets (`direct`, `routed`, `daemon` or an extra
+    /// target's name), comma separated; for profiling one path.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
 
@@ -138,8 +139,9 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct MemoryArgs {
     /// A `router-bench` binary to run as the router (repeatable, one column
-    /// each; for example builds with `--features mimalloc` or `jemalloc`)
-    /// [default: this binary].
+    /// each; for example builds with `--features mimalloc` or `jemalloc`),
+    /// or a `grpc-router` daemon binary (run as `serve`) [default: this
+    /// binary].
     #[arg(long = "router-exe")]
     pub router_exes: Vec<PathBuf>,
     /// The example `instance` binary [default: `instance` next to this
@@ -207,7 +209,8 @@ pub struct SoakArgs {
     /// run of 5 minutes or more, in MiB.
     #[arg(long, default_value_t = 8.0)]
     pub max_growth_mib: f64,
-    /// A `router-bench` binary to run as the router [default: this one].
+    /// A `router-bench` or `grpc-router` binary to run as the router
+    /// [default: this one].
     #[arg(long)]
     pub router_exe: Option<PathBuf>,
     /// The example `instance` binary [default: `instance` next to this
@@ -330,9 +333,9 @@ fn parse_extra_target(text: &str) -> Result<ExtraTarget, String> {
         .split_once('=')
         .ok_or_else(|| format!("expected NAME=HOST:PORT, got {text:?}"))?;
     let name = name.trim();
-    if name.is_empty() || name == "direct" || name == "routed" {
+    if name.is_empty() || crate::BUILT_IN_TARGETS.contains(&name) {
         return Err(format!(
-            "extra target name must be non-empty and not `direct` or `routed`, got {name:?}"
+            "extra target name must be non-empty and not `direct`, `routed` or `daemon`, got {name:?}"
         ));
     }
     let addr = addr
@@ -498,6 +501,7 @@ mod tests {
         let t = parse_extra_target("nginx=127.0.0.1:8080");
         assert!(matches!(t, Ok(ExtraTarget { ref name, .. }) if name == "nginx"));
         assert!(parse_extra_target("routed=127.0.0.1:1").is_err());
+        assert!(parse_extra_target("daemon=127.0.0.1:1").is_err());
         assert!(parse_extra_target("127.0.0.1:1").is_err());
     }
 

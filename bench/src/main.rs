@@ -3,9 +3,13 @@
 //!
 //! - a direct tonic server (`GreeterServer<GreeterImpl>`) on 127.0.0.1:0;
 //! - a router on 127.0.0.1:0 with one bridge instance running the same
-//!   `GreeterImpl`;
-//! - scenarios `unary`, `stream` and `pingpong` alternate direct and routed in
-//!   interleaved rounds (first round discarded), so machine noise hits both;
+//!   `GreeterImpl` (`routed`: the compiled `GreeterRouter`);
+//! - the `grpc-router` daemon's router on 127.0.0.1:0 (`daemon`: a
+//!   `DynamicRouter` served by `RouterServer`, learning the service from the
+//!   registration) with the same kind of bridge instance;
+//! - scenarios `unary`, `stream` and `pingpong` alternate direct, routed and
+//!   daemon in interleaved rounds (first round discarded), so machine noise
+//!   hits all alike;
 //! - scenario `registrations` runs the router in a child process (this binary's
 //!   hidden `serve-router` subcommand) and reports its memory per registration
 //!   and the latency with many registered instances.
@@ -41,6 +45,10 @@ use crate::load::Workload;
 use crate::machine::Machine;
 use crate::scenarios::{Row, Timing, Unit, interleaved};
 use crate::servers::Target;
+
+/// The targets every side-by-side scenario measures (extra targets run the
+/// unary scenario only).
+pub const BUILT_IN_TARGETS: [&str; 3] = ["direct", "routed", "daemon"];
 
 /// Errors of the benchmark: reported and turned into a failing exit code.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -100,7 +108,7 @@ async fn run(settings: Settings, threads: usize) -> Result<(), BoxError> {
         .any(|s| matches!(s, Scenario::Unary | Scenario::Stream | Scenario::Pingpong));
     if side_by_side {
         let rows = run_side_by_side(&settings).await?;
-        print!("{}", report::heading(format, "Routed vs direct"));
+        print!("{}", report::heading(format, "Routed and daemon vs direct"));
         let extras: Vec<String> = settings
             .extra_targets
             .iter()
@@ -145,16 +153,18 @@ async fn run(settings: Settings, threads: usize) -> Result<(), BoxError> {
 async fn run_side_by_side(settings: &Settings) -> Result<Vec<Row>, BoxError> {
     let direct_addr = servers::start_direct(settings.direct_listen).await?;
     let routed_server = servers::start_routed().await?;
+    let daemon_server = servers::start_daemon().await?;
     let mut all: Vec<Target> = vec![
         Target::connect("direct", direct_addr, settings.connections).await?,
         Target::connect("routed", routed_server.addr, settings.connections).await?,
+        Target::connect("daemon", daemon_server.addr, settings.connections).await?,
     ];
     for extra in &settings.extra_targets {
         all.push(Target::connect(extra.name.clone(), extra.addr, settings.connections).await?);
     }
     let pick = |include_extras: bool| -> Vec<&Target> {
         all.iter()
-            .filter(|t| include_extras || t.name == "direct" || t.name == "routed")
+            .filter(|t| include_extras || BUILT_IN_TARGETS.contains(&t.name.as_str()))
             .filter(|t| settings.runs_target(&t.name))
             .collect()
     };
@@ -230,6 +240,9 @@ async fn run_side_by_side(settings: &Settings) -> Result<Vec<Row>, BoxError> {
         stats.calls_started(),
         stats.calls_retried()
     );
+    let (started, retried) = daemon_server.calls();
+    eprintln!("daemon router: {started} calls started, {retried} retried");
     routed_server.bridge.abort().await;
+    daemon_server.stop().await;
     Ok(rows)
 }

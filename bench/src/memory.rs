@@ -2,7 +2,8 @@
 //!
 //! The router runs as a child process (this binary's `serve-router`, or
 //! another `router-bench` build given with `--router-exe`, for example one
-//! built with another allocator) with one real bridge instance process (the
+//! built with another allocator, or the `grpc-router` daemon binary, whose
+//! column is named `grpc-router`) with one real bridge instance process (the
 //! example `instance` binary) behind it. Its `VmRSS` and `VmHWM` are read from
 //! `/proc/<pid>/status`:
 //!

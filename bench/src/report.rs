@@ -167,8 +167,10 @@ fn ratio(num: f64, den: f64) -> String {
     }
 }
 
-/// The summary table: per row, direct vs routed (and extra targets).
+/// The summary table: per row, direct vs routed, then the daemon against
+/// both (when it ran), then extra targets against direct.
 pub fn summary(format: Format, rows: &[Row], extras: &[String]) -> String {
+    let daemon = rows.iter().any(|r| r.target("daemon").is_some());
     let mut headers: Vec<String> = [
         "scenario",
         "concurrency",
@@ -181,6 +183,18 @@ pub fn summary(format: Format, rows: &[Row], extras: &[String]) -> String {
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
+    if daemon {
+        headers.extend(
+            [
+                "daemon",
+                "daemon/direct",
+                "daemon/routed",
+                "daemon-routed p50",
+                "daemon-routed p99",
+            ]
+            .map(str::to_owned),
+        );
+    }
     for extra in extras {
         headers.push(extra.clone());
         headers.push(format!("{extra}/direct"));
@@ -196,8 +210,8 @@ pub fn summary(format: Format, rows: &[Row], extras: &[String]) -> String {
                 |m| throughput(m.throughput(row.unit), row.unit),
             )
         };
-        let compare = |other: Option<&Measured>| -> [String; 3] {
-            match (direct, other) {
+        let against = |base: Option<&Measured>, other: Option<&Measured>| -> [String; 3] {
+            match (base, other) {
                 (Some(d), Some(o)) => [
                     ratio(o.throughput(row.unit), d.throughput(row.unit)),
                     signed_micros(o.total.latency_us(0.5) - d.total.latency_us(0.5)),
@@ -206,6 +220,7 @@ pub fn summary(format: Format, rows: &[Row], extras: &[String]) -> String {
                 _ => ["-".to_owned(), "-".to_owned(), "-".to_owned()],
             }
         };
+        let compare = |other: Option<&Measured>| against(direct, other);
         let [r, p50, p99] = compare(routed);
         let mut cells = vec![
             row.scenario.clone(),
@@ -216,6 +231,12 @@ pub fn summary(format: Format, rows: &[Row], extras: &[String]) -> String {
             p50,
             p99,
         ];
+        if daemon {
+            let d = row.target("daemon");
+            let [vs_direct, _, _] = compare(d);
+            let [vs_routed, p50, p99] = against(routed, d);
+            cells.extend([value(d), vs_direct, vs_routed, p50, p99]);
+        }
         for extra in extras {
             let other = row.target(extra);
             let [r, p50, _] = compare(other);
@@ -337,5 +358,67 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert!(lines.iter().all(|l| l.starts_with('|') && l.ends_with('|')));
         assert!(lines[1].contains("--:"));
+    }
+
+    fn measured(target: &str, ops: u64, latency_us: u64) -> Measured {
+        let mut total = crate::load::Sample::empty();
+        total.ops = ops;
+        total.elapsed = std::time::Duration::from_secs(1);
+        let _ = total.latency.record(latency_us * 1000);
+        Measured {
+            target: target.to_owned(),
+            rounds: vec![total.clone()],
+            total,
+        }
+    }
+
+    #[test]
+    fn summary_compares_the_daemon_with_direct_and_routed() {
+        let row = Row {
+            scenario: "unary".to_owned(),
+            concurrency: 1,
+            unit: Unit::Calls,
+            targets: vec![
+                measured("direct", 1000, 100),
+                measured("routed", 500, 200),
+                measured("daemon", 400, 250),
+            ],
+        };
+        let text = summary(Format::Markdown, &[row], &[]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("| daemon/direct | daemon/routed | daemon-routed p50 |"));
+        let cells: Vec<&str> = lines[2].split('|').map(str::trim).collect();
+        // scenario, concurrency, direct, routed, routed/direct, p50, p99,
+        // daemon, daemon/direct, daemon/routed, daemon-routed p50 and p99.
+        assert_eq!(
+            &cells[5..13],
+            [
+                "0.50",
+                "+100 µs",
+                "+100 µs",
+                "400 req/s",
+                "0.40",
+                "0.80",
+                "+50.0 µs",
+                "+50.0 µs"
+            ]
+        );
+    }
+
+    #[test]
+    fn summary_without_a_daemon_keeps_the_old_columns() {
+        let row = Row {
+            scenario: "unary".to_owned(),
+            concurrency: 1,
+            unit: Unit::Calls,
+            targets: vec![measured("direct", 1000, 100), measured("routed", 500, 200)],
+        };
+        let text = summary(Format::Table, &[row], &[]);
+        assert!(!text.contains("daemon"));
+        assert!(
+            text.lines()
+                .next()
+                .is_some_and(|h| h.ends_with("added p99"))
+        );
     }
 }

@@ -1,6 +1,7 @@
-//! What the benchmark measures: a direct tonic server, a router with one bridge
-//! instance (both in this process), and a router in a child process (for the
-//! registrations scenario, so its memory can be read on its own).
+//! What the benchmark measures: a direct tonic server, a compiled router and
+//! the daemon's dynamic router, each with one bridge instance (all in this
+//! process), and a router in a child process (for the registrations scenario,
+//! so its memory can be read on its own).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -16,7 +17,8 @@ use router_runtime::admin::AdminService;
 use router_runtime::bridge::{BridgeConfig, BridgeHandle};
 use router_runtime::pb;
 use router_runtime::pb::router_admin_client::RouterAdminClient;
-use router_runtime::router::RouterConfig;
+use router_runtime::router::{DynamicRouter, RouterConfig};
+use router_runtime::server::{Listener, RouterServer};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
@@ -123,6 +125,62 @@ pub async fn start_routed() -> Result<InProcessRouter, BoxError> {
     })
 }
 
+/// The `grpc-router` daemon's router in this process: a [`DynamicRouter`]
+/// (no service compiled in) served by [`RouterServer`] on one listener for
+/// clients and registrations (the daemon's default), with one bridge
+/// instance registered as [`start_routed`]'s.
+pub struct InProcessDaemon {
+    /// Where clients call the router.
+    pub addr: SocketAddr,
+    /// The router (kept for its stats).
+    pub router: DynamicRouter,
+    /// The bridge instance.
+    pub bridge: BridgeHandle,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a dynamic router served by `RouterServer` on 127.0.0.1:0 and
+/// connects one bridge instance to it.
+pub async fn start_daemon() -> Result<InProcessDaemon, BoxError> {
+    let listener = Listener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let addr = listener.local_addr()?;
+    let router = DynamicRouter::new(RouterConfig::default());
+    let served = RouterServer::new("bench-daemon").route_dynamic(&router);
+    let server = tokio::spawn(async move {
+        if let Err(e) = served.serve(listener, None, std::future::pending()).await {
+            eprintln!("daemon router stopped: {e}");
+        }
+    });
+    let bridge = connect_bridge(addr, "bench-instance", None);
+    tokio::time::timeout(SETUP_TIMEOUT, bridge.registered())
+        .await
+        .map_err(|_| "the bridge did not register with the in-process dynamic router")?;
+    Ok(InProcessDaemon {
+        addr,
+        router,
+        bridge,
+        server,
+    })
+}
+
+impl InProcessDaemon {
+    /// Calls the router started and retried, over every service it learnt.
+    pub fn calls(&self) -> (u64, u64) {
+        self.router.services().iter().fold((0, 0), |(s, r), svc| {
+            (
+                s + svc.stats().calls_started(),
+                r + svc.stats().calls_retried(),
+            )
+        })
+    }
+
+    /// Stops the bridge, then the server.
+    pub async fn stop(self) {
+        self.bridge.abort().await;
+        self.server.abort();
+    }
+}
+
 /// Connects a bridge running `GreeterImpl` as `id` to the router at `addr`,
 /// optionally with one label.
 pub fn connect_bridge(addr: SocketAddr, id: &str, label: Option<(&str, &str)>) -> BridgeHandle {
@@ -172,7 +230,12 @@ pub async fn serve_router_child(
     Ok(())
 }
 
-/// A router running in a child process (this binary's `serve-router`).
+/// The configuration a `grpc-router` child runs with.
+const DAEMON_CONFIG: &str =
+    "router_id = \"bench-daemon\"\n[clients]\naddress = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n";
+
+/// A router running in a child process (this binary's `serve-router`, or the
+/// `grpc-router` daemon).
 pub struct RouterChild {
     child: Child,
     /// Closing it tells the child to exit.
@@ -191,12 +254,30 @@ impl RouterChild {
 
     /// Runs `exe` (a `router-bench` binary, perhaps built with another
     /// allocator) as `serve-router`, with each call's response window
-    /// `window_kib` if given, and reads its address.
+    /// `window_kib` if given, and reads its address. A `grpc-router` binary
+    /// (the daemon) runs as `serve` with a configuration listening on
+    /// 127.0.0.1:0 for clients and registrations.
     pub async fn spawn_exe(exe: &Path, window_kib: Option<u32>) -> Result<RouterChild, BoxError> {
+        let daemon = exe
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("grpc-router"));
         let mut command = std::process::Command::new(exe);
-        command.args(["serve-router", "--listen", "127.0.0.1:0"]);
-        if let Some(kib) = window_kib {
-            command.args(["--window-kib", &kib.to_string()]);
+        let mut config = None;
+        if daemon {
+            if window_kib.is_some() {
+                return Err("--window-kib cannot be given to grpc-router (no such setting)".into());
+            }
+            let path = std::env::temp_dir()
+                .join(format!("router-bench-daemon-{}.toml", std::process::id()));
+            std::fs::write(&path, DAEMON_CONFIG)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            command.arg("serve").arg("--config").arg(&path);
+            config = Some(path);
+        } else {
+            command.args(["serve-router", "--listen", "127.0.0.1:0"]);
+            if let Some(kib) = window_kib {
+                command.args(["--window-kib", &kib.to_string()]);
+            }
         }
         let mut child = command
             .stdin(Stdio::piped())
@@ -214,12 +295,23 @@ impl RouterChild {
             }),
         )
         .await;
+        if let Some(path) = config {
+            // Read once at start; only a SIGHUP (never sent) reads it again.
+            let _ = std::fs::remove_file(path);
+        }
         let parsed = match line {
             Ok(Ok(Ok(line))) => {
                 let mut words = line.split_whitespace();
-                let addr = words.next().and_then(|a| a.parse::<SocketAddr>().ok());
-                let allocator = words.next().unwrap_or("unknown").to_owned();
-                addr.map(|addr| (addr, allocator))
+                // `ADDR ALLOCATOR`, or the daemon's `listening clients=ADDR ...`.
+                let (addr, allocator) = match words.next() {
+                    Some("listening") => (
+                        words.next().and_then(|w| w.strip_prefix("clients=")),
+                        "grpc-router",
+                    ),
+                    first => (first, words.next().unwrap_or("unknown")),
+                };
+                let addr = addr.and_then(|a| a.parse::<SocketAddr>().ok());
+                addr.map(|addr| (addr, allocator.to_owned()))
             }
             _ => None,
         };
