@@ -3,11 +3,8 @@
 //! `inventory.v1.Inventory`) with protoc-gen-router's builder, in one call: no
 //! protoc needed. `Builder::configure` passes prost settings through.
 //!
-//! Also writes `OUT_DIR/myservice_descriptor.bin`, the encoded
-//! `FileDescriptorSet` of `myservice.proto` and its imports, which the router
-//! binary serves through gRPC server reflection.
-
-use std::path::PathBuf;
+//! Reflection needs no separate descriptor set: the generated code embeds it
+//! (`GreeterSpec::FILE_DESCRIPTOR_SET`), and `RouterServer` serves it.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     protoc_gen_router::Builder::new()
@@ -24,17 +21,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "proto/inventory/v1/inventory.proto",
         ])?;
 
-    // One descriptor set for reflection: the Greeter and the router's admin
-    // service, with every import (a file registered twice would clash).
-    let descriptors = protox::compile(
-        ["myservice/v1/myservice.proto", "router/v1/admin.proto"],
-        ["proto", "../../proto"],
-    )?;
-    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out_dir.join("myservice_descriptor.bin"),
-        prost::Message::encode_to_vec(&descriptors),
-    )?;
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-changed=../../proto");
     Ok(())

@@ -443,21 +443,21 @@ impl Drain {
 /// one can take calls.
 async fn track_health(core: Arc<RouterCore>, reporter: HealthReporter) {
     let mut changed = core.registry.changed();
+    let mut reported = None;
     loop {
-        let serving = core
-            .registry
-            .snapshot()
-            .iter()
-            .any(|i| i.is_serving() && !i.is_draining() && !i.is_closed());
         let closing = core.closing.load(std::sync::atomic::Ordering::Acquire);
-        let status = if serving && !closing {
+        let status = if core.registry.is_serving() && !closing {
             ServingStatus::Serving
         } else {
             ServingStatus::NotServing
         };
-        reporter
-            .set_service_status(core.service.name(), status)
-            .await;
+        // Registrations come and go far more often than the status changes.
+        if reported != Some(status) {
+            reporter
+                .set_service_status(core.service.name(), status)
+                .await;
+            reported = Some(status);
+        }
         if changed.changed().await.is_err() {
             return;
         }

@@ -11,8 +11,6 @@
 //!   `InventoryBridge`).
 //! - [`inventory`]: an ordinary tonic implementation of the Inventory, and
 //!   [`inventory::start_inventory_instance`] to register it with routers.
-//! - [`FILE_DESCRIPTOR_SET`]: the descriptors of `myservice.proto` and its
-//!   imports, for gRPC server reflection.
 
 pub mod demo;
 pub mod greeter;
@@ -29,10 +27,3 @@ pub mod pb {
 pub mod inventory_pb {
     tonic::include_proto!("inventory.v1");
 }
-
-/// The encoded `google.protobuf.FileDescriptorSet` of
-/// `myservice/v1/myservice.proto` and every file it imports, compiled by
-/// build.rs with protox. The router serves it through gRPC server reflection,
-/// so `grpcurl` and `buf curl` work without proto files.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/myservice_descriptor.bin"));

@@ -486,11 +486,7 @@ impl ServiceHandle {
 
     /// Whether any instance of the service can take a call now.
     pub fn is_serving(&self) -> bool {
-        self.core
-            .registry
-            .snapshot()
-            .iter()
-            .any(|i| i.is_serving() && !i.is_draining() && !i.is_closed())
+        self.core.registry.is_serving()
     }
 
     pub(crate) fn core(&self) -> &Arc<RouterCore> {

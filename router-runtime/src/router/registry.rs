@@ -607,6 +607,14 @@ impl Registry {
         self.instances.load().len()
     }
 
+    /// Whether any instance can take calls of the service (open, serving,
+    /// not draining): what its `grpc.health.v1` status reports.
+    pub fn is_serving(&self) -> bool {
+        self.snapshot()
+            .iter()
+            .any(|i| i.is_serving() && !i.is_draining() && !i.is_closed())
+    }
+
     /// Whether no instance is registered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
