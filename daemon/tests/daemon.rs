@@ -627,3 +627,87 @@ async fn status_shows_services_and_instances_as_a_table_and_as_json() {
     assert_eq!(services[0]["instances"][0]["state"], "serving");
     let _ = Duration::ZERO;
 }
+
+/// Registers at `path` with `hello`, returning the refusal.
+async fn refused_at(daemon: &Daemon, path: &'static str, hello: pb::Hello) -> tonic::Status {
+    let (out, rx) = tokio::sync::mpsc::unbounded_channel();
+    let _ = out.send(BridgeFrame::Hello(hello));
+    let mut grpc = tonic::client::Grpc::new(daemon.registration_channel().await);
+    within(5, "ready", grpc.ready()).await.expect("ready");
+    let answer = within(
+        5,
+        "the register call",
+        grpc.streaming(
+            tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)),
+            http::uri::PathAndQuery::from_static(path),
+            FrameCodec::<BridgeFrame, RouterFrame>::default(),
+        ),
+    )
+    .await;
+    match answer {
+        Err(status) => status,
+        Ok(response) => match within(5, "the first frame", response.into_inner().message()).await {
+            Err(status) => status,
+            other => panic!("expected a refusal, got {other:?}"),
+        },
+    }
+}
+
+#[tokio::test]
+async fn registrations_that_lie_about_their_service_leave_nothing_behind() {
+    let daemon = Daemon::start(&config_with(""));
+    // Names one service in the path and another in its Hello.
+    let mut liar = greeter_hello("liar", |_| {});
+    liar.service = "other.v1.Thing".into();
+    let status = refused_at(&daemon, "/bogus.v1.ThingRouter/Register", liar).await;
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    // Describes methods under another service's paths.
+    let mut forged = greeter_hello("forger", |d| {
+        d.name = "bogus.v1.Thing".into();
+    });
+    forged.service = "bogus.v1.Thing".into();
+    let status = refused_at(&daemon, "/bogus.v1.ThingRouter/Register", forged).await;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("expected `/bogus.v1.Thing/"),
+        "{}",
+        status.message()
+    );
+    // Neither left a service behind: the daemon still knows none.
+    let mut admin =
+        router_runtime::pb::router_admin_client::RouterAdminClient::new(daemon.channel().await);
+    let listed = within(
+        5,
+        "admin",
+        admin.list_services(pb::ListServicesRequest::default()),
+    )
+    .await
+    .expect("admin")
+    .into_inner();
+    assert!(listed.services.is_empty(), "{:?}", listed.services);
+}
+
+#[tokio::test]
+async fn the_number_of_learnt_services_is_bounded() {
+    let daemon = Daemon::start(&config_with("[limits]\nmax_services = 1\n"));
+    let _g = greeter_instance(&daemon, "greeter-1");
+    daemon.wait_for_instances(GREETER, 1).await;
+    let inventory = start_inventory_instance(vec![daemon.registrations_url()], "inventory-1");
+    let mut state = inventory.registrations();
+    let refused = within(
+        10,
+        "the refusal",
+        state.wait_for(|s| s.last_error.is_some()),
+    )
+    .await
+    .expect("state")
+    .clone();
+    let error = refused.last_error.expect("an error").to_string();
+    assert!(error.contains("at most 1 services"), "{error}");
+    assert!(daemon.service_status(INVENTORY).await.is_none());
+    // The known service keeps routing.
+    let mut greeter = GreeterClient::new(daemon.channel().await);
+    within(5, "SayHello", greeter.say_hello(hello("bounded")))
+        .await
+        .expect("served");
+}
