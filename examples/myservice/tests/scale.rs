@@ -110,6 +110,8 @@ async fn ten_thousand_registrations_stay_cheap_and_routable() {
         RAW + 2
     );
     assert_eq!(router.router.registry().len(), RAW + 2);
+    let started = Instant::now();
     drop(registrations);
     router.wait_for_instances(2).await;
+    eprintln!("{RAW} registrations gone in {:?}", started.elapsed());
 }

@@ -306,8 +306,10 @@ impl RouterCore {
     /// here or to another router); calls still in flight fail with
     /// UNAVAILABLE.
     pub(crate) fn close_registrations(&self, reason: &str) {
-        for instance in self.registry.snapshot().iter() {
-            self.registry.remove(instance.registration);
+        let instances = self.registry.snapshot();
+        self.registry
+            .remove_all(instances.iter().map(|i| i.registration));
+        for instance in instances.iter() {
             instance.shut_after(
                 &tonic::Status::unavailable(format!(
                     "router closed the registration of `{}`: {reason}",

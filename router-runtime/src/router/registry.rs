@@ -4,7 +4,7 @@
 //! through an [`ArcSwap`]: no lock on the call path. Writers (register,
 //! deregister) serialise on a mutex and publish a new snapshot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::SystemTime;
@@ -576,6 +576,7 @@ pub struct Registry {
     service: Arc<str>,
     instances: ArcSwap<Snapshot>,
     write: Mutex<()>,
+    pending_removals: Mutex<HashSet<u64>>,
     changed: watch::Sender<usize>,
     next_registration: AtomicU64,
 }
@@ -587,6 +588,7 @@ impl Registry {
             service: service.into(),
             instances: ArcSwap::from_pointee(Snapshot::default()),
             write: Mutex::new(()),
+            pending_removals: Mutex::new(HashSet::new()),
             changed: watch::Sender::new(0),
             next_registration: AtomicU64::new(1),
         }
@@ -649,36 +651,83 @@ impl Registry {
     /// Adds `instance`; a live registration with the same id is replaced and
     /// returned, so the caller can close it.
     pub(crate) fn insert(&self, instance: Arc<Instance>) -> Option<Arc<Instance>> {
-        let _guard = self.write();
+        let guard = self.write();
+        let removed = std::mem::take(&mut *self.pending());
         let current = self.instances.load_full();
         let mut next: Vec<Arc<Instance>> = Vec::with_capacity(current.len() + 1);
         let mut replaced = None;
         for existing in current.iter() {
             if existing.id() == instance.id() {
                 replaced = Some(existing.clone());
-            } else {
+            } else if !removed.contains(&existing.registration) {
                 next.push(existing.clone());
             }
         }
         next.push(instance);
-        let len = next.len();
-        self.instances.store(Arc::new(Snapshot::new(next)));
-        self.changed.send_replace(len);
+        self.publish(next);
+        drop(guard);
+        self.apply_pending();
         replaced
     }
 
     /// Removes the registration `registration`, if still present.
+    ///
+    /// Removals are combined: a removal that finds another change in progress
+    /// leaves its registration to that change, which applies every removal
+    /// queued while it rebuilt the snapshot. Ten thousand bridges leaving at
+    /// once then cost a few rebuilds, not ten thousand (each is O(instances)),
+    /// and no worker thread blocks on the lock. Either way the removal is
+    /// published before the change in progress releases the lock; until then
+    /// the instance is already closed, so no call starts on it.
     pub(crate) fn remove(&self, registration: u64) {
-        let _guard = self.write();
-        let current = self.instances.load_full();
-        if !current.iter().any(|i| i.registration == registration) {
-            return;
+        self.remove_all([registration]);
+    }
+
+    /// Removes every registration of `registrations` still present, in one
+    /// change.
+    pub(crate) fn remove_all(&self, registrations: impl IntoIterator<Item = u64>) {
+        self.pending().extend(registrations);
+        self.apply_pending();
+    }
+
+    fn pending(&self) -> MutexGuard<'_, HashSet<u64>> {
+        self.pending_removals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies the queued removals unless another change holds the lock (it
+    /// applies them before it releases the lock, see [`Registry::remove`]).
+    fn apply_pending(&self) {
+        loop {
+            let guard = match self.write.try_lock() {
+                Ok(guard) => guard,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return,
+            };
+            let removed = std::mem::take(&mut *self.pending());
+            if !removed.is_empty() {
+                let current = self.instances.load_full();
+                if current.iter().any(|i| removed.contains(&i.registration)) {
+                    let next: Vec<Arc<Instance>> = current
+                        .iter()
+                        .filter(|i| !removed.contains(&i.registration))
+                        .cloned()
+                        .collect();
+                    self.publish(next);
+                }
+            }
+            drop(guard);
+            // A removal queued after the take found the lock held and left
+            // its registration to us: look again now that the lock is free.
+            if self.pending().is_empty() {
+                return;
+            }
         }
-        let next: Vec<Arc<Instance>> = current
-            .iter()
-            .filter(|i| i.registration != registration)
-            .cloned()
-            .collect();
+    }
+
+    /// Publishes `next` as the live instances and wakes the watchers.
+    fn publish(&self, next: Vec<Arc<Instance>>) {
         let len = next.len();
         self.instances.store(Arc::new(Snapshot::new(next)));
         self.changed.send_replace(len);
@@ -700,6 +749,63 @@ mod tests {
             routing_keys: vec![],
         };
         (Instance::new(1, info, out, 1024, 1024, 2048), stream)
+    }
+
+    fn numbered(registration: u64) -> Arc<Instance> {
+        let (out, stream) = Outbox::new(1 << 20);
+        std::mem::forget(stream);
+        let info = InstanceInfo {
+            id: format!("i-{registration}"),
+            labels: HashMap::new(),
+            weight: 1,
+            max_concurrent_calls: 0,
+            routing_keys: vec![],
+        };
+        Arc::new(Instance::new(registration, info, out, 1024, 1024, 2048))
+    }
+
+    #[test]
+    fn removals_from_many_threads_at_once_are_all_published() {
+        let registry = Arc::new(Registry::new("svc"));
+        for n in 0..2_000 {
+            registry.insert(numbered(n));
+        }
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let registry = registry.clone();
+                std::thread::spawn(move || {
+                    for n in (t..1_600).step_by(8) {
+                        registry.remove(n);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("thread");
+        }
+        // Every removal returned only once it was published or left to a
+        // change that published it before releasing the lock: once all the
+        // threads are done, nothing is pending.
+        assert_eq!(registry.len(), 400);
+        assert!(registry.snapshot().iter().all(|i| i.registration >= 1_600));
+        assert!(registry.pending().is_empty());
+    }
+
+    #[test]
+    fn an_insert_applies_the_removals_queued_while_it_held_the_lock() {
+        let registry = Registry::new("svc");
+        registry.insert(numbered(1));
+        registry.insert(numbered(2));
+        {
+            let _held = registry.write();
+            registry.remove(1);
+            assert_eq!(registry.len(), 2, "left to the change in progress");
+        }
+        registry.insert(numbered(3));
+        let ids: Vec<u64> = registry.snapshot().iter().map(|i| i.registration).collect();
+        assert_eq!(ids, vec![2, 3]);
+        registry.remove_all([2, 3, 99]);
+        assert!(registry.is_empty());
     }
 
     fn start(call_id: u64) -> RouterFrame {
