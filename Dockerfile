@@ -43,7 +43,7 @@ USER 65532:65532
 
 # 50051: clients (plain HTTP/2 gRPC unless [clients.tls]; grpc.health.v1 too).
 # 50052: registrations from service instances (bridges); firewall it apart.
-EXPOSE 50051 50052
+EXPOSE 50051 50052 9090
 
 # SIGTERM (the default stop signal) starts a graceful shutdown: stop accepting,
 # let calls in flight finish within [shutdown] grace (30 s by default), then

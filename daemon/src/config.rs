@@ -48,6 +48,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: Log,
+    /// The admin HTTP listener: metrics, status page, health.
+    #[serde(default)]
+    pub admin: Admin,
 }
 
 /// The clients' listener.
@@ -225,6 +228,17 @@ impl Default for Shutdown {
 
 fn default_grace() -> Duration {
     router_runtime::server::DEFAULT_GRACE
+}
+
+/// The admin HTTP listener (`/metrics`, the status page, `/healthz`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Where it listens, for example `0.0.0.0:9090`; without it there is no
+    /// admin listener. It serves no routed traffic and has no credentials:
+    /// keep it on a private network (Prometheus scrapes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<SocketAddr>,
 }
 
 /// Logging.
@@ -564,6 +578,21 @@ impl Config {
                     .to_owned(),
             ));
         }
+        if let Some(admin) = self.admin.address
+            && admin.port() != 0
+        {
+            for (other, address) in [
+                ("clients", Some(self.clients.address)),
+                ("registrations", self.registrations.address),
+            ] {
+                if address == Some(admin) {
+                    return Err((
+                        "admin.address".to_owned(),
+                        format!("is the {other}' address; the admin listener needs its own port"),
+                    ));
+                }
+            }
+        }
         for (name, tls) in [
             ("clients.tls", &self.clients.tls),
             ("registrations.tls", &self.registrations.tls),
@@ -828,6 +857,7 @@ mod tests {
         let text = include_str!("../../deploy/router.toml");
         let config = parse(text).expect("deploy/router.toml is valid");
         assert_eq!(config.registrations.address.map(|a| a.port()), Some(50052));
+        assert_eq!(config.admin.address.map(|a| a.port()), Some(9090));
     }
 
     #[test]
@@ -884,6 +914,18 @@ mod tests {
         let e = error("[limits]\nmax_services = \"many\"\n");
         assert!(e.starts_with("router.toml:2:"), "{e}");
         assert!(e.contains("`limits.max_services`"), "{e}");
+    }
+
+    #[test]
+    fn an_admin_listener_on_a_routed_port_is_refused() {
+        let e = error(
+            "[clients]\naddress = \"127.0.0.1:7000\"\n[admin]\naddress = \"127.0.0.1:7000\"\n",
+        );
+        assert!(e.contains("`admin.address`"), "{e}");
+        assert!(e.contains("the clients' address"), "{e}");
+        let config = parse("[admin]\naddress = \"127.0.0.1:9090\"\n").expect("valid");
+        assert_eq!(config.admin.address.map(|a| a.port()), Some(9090));
+        assert_eq!(parse("").expect("valid").admin.address, None);
     }
 
     #[test]

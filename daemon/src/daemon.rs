@@ -10,6 +10,7 @@ use router_runtime::server::{Listener, RouterServer, ServeError};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tracing::{error, info, warn};
 
+use crate::admin_http::{self, AdminState};
 use crate::config::{Config, ConfigError, Tls};
 use crate::logging::LogHandle;
 
@@ -29,6 +30,14 @@ pub enum DaemonError {
         /// Why.
         source: std::io::Error,
     },
+    /// The admin listener's address could not be bound.
+    #[error("admin.address: cannot listen on {address}: {source}")]
+    AdminBind {
+        /// The configured address.
+        address: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
@@ -36,7 +45,8 @@ pub enum DaemonError {
 
 /// Serves `config` (read from `path`, which SIGHUP re-reads) until SIGTERM
 /// or Ctrl-C, then drains. Prints `listening clients=ADDR
-/// registrations=ADDR` on stdout once bound.
+/// registrations=ADDR` (and ` admin=ADDR` with an admin listener) on stdout
+/// once bound.
 pub async fn serve(path: PathBuf, config: Config, log: LogHandle) -> Result<(), DaemonError> {
     let router = DynamicRouter::with_max_services(
         config.default_router_config(),
@@ -59,6 +69,11 @@ pub async fn serve(path: PathBuf, config: Config, log: LogHandle) -> Result<(), 
         }
         None => None,
     };
+    let admin = match config.admin.address {
+        Some(address) => Some(bind_admin(address).await?),
+        None => None,
+    };
+    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     let clients_addr = clients.local_addr().ok();
     let registrations_addr = registrations
         .as_ref()
@@ -68,12 +83,16 @@ pub async fn serve(path: PathBuf, config: Config, log: LogHandle) -> Result<(), 
         router_id = %config.router_id(),
         clients = ?clients_addr,
         registrations = ?registrations_addr,
+        admin = ?admin_addr,
         services = ?config.services.keys().collect::<Vec<_>>(),
         "grpc-router serving"
     );
     if let (Some(c), Some(r)) = (clients_addr, registrations_addr) {
         let mut stdout = std::io::stdout();
-        let _ = writeln!(stdout, "listening clients={c} registrations={r}");
+        let admin = admin_addr
+            .map(|a| format!(" admin={a}"))
+            .unwrap_or_default();
+        let _ = writeln!(stdout, "listening clients={c} registrations={r}{admin}");
         let _ = stdout.flush();
     }
 
@@ -81,16 +100,35 @@ pub async fn serve(path: PathBuf, config: Config, log: LogHandle) -> Result<(), 
     let router_id = config.router_id();
     let current = Arc::new(Mutex::new(config));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // The admin listener outlives the drain, so the drain can be watched.
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_task = admin.map(|listener| {
+        let app = admin_http::routes(AdminState::new(router_id.clone(), router.clone()));
+        tokio::spawn(admin_http::serve(listener, app, async move {
+            let _ = admin_stopped.await;
+        }))
+    });
     tokio::spawn(signals(path, current, router.clone(), log, stop_tx));
-    RouterServer::new(router_id)
+    let served = RouterServer::new(router_id)
         .route_dynamic(&router)
         .grace(grace)
         .serve(clients, registrations, async move {
             let _ = stop_rx.await;
         })
-        .await?;
+        .await;
+    let _ = admin_stop.send(());
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
+    served?;
     info!("grpc-router stopped");
     Ok(())
+}
+
+async fn bind_admin(address: std::net::SocketAddr) -> Result<tokio::net::TcpListener, DaemonError> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| DaemonError::AdminBind { address, source })
 }
 
 async fn listener(
@@ -201,6 +239,7 @@ pub fn reload(
             current.limits.max_services != next.limits.max_services,
         ),
         ("router_id", current.router_id != next.router_id),
+        ("admin.address", current.admin != next.admin),
     ] {
         if changed {
             warn!(

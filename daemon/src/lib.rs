@@ -1,6 +1,8 @@
 //! The `grpc-router` daemon: one binary and a config file that route every
 //! service whose instances register with it (no service compiled in).
 //!
+//! - [`admin_http`]: the admin HTTP listener (`/metrics`, status page,
+//!   `/healthz`).
 //! - [`config`]: the TOML configuration and its `GRPC_ROUTER_*` overrides.
 //! - [`daemon`]: `grpc-router serve`: listeners, reload on SIGHUP, drain on
 //!   SIGTERM.
@@ -9,6 +11,7 @@
 //! - [`credentials`]: registration tokens.
 //! - [`logging`]: text or JSON logs with a reloadable level.
 
+pub mod admin_http;
 pub mod config;
 pub mod credentials;
 pub mod daemon;

@@ -29,6 +29,8 @@ pub struct Daemon {
     child: Child,
     pub clients: SocketAddr,
     pub registrations: SocketAddr,
+    /// The admin HTTP listener (`/metrics`, status page, `/healthz`).
+    pub admin: SocketAddr,
     pub config: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -41,6 +43,7 @@ pub fn config_with(extra: &str) -> String {
          [clients]\naddress = \"127.0.0.1:0\"\n\
          [registrations]\naddress = \"127.0.0.1:0\"\n\
          [shutdown]\ngrace = \"10s\"\n\
+         [admin]\naddress = \"127.0.0.1:0\"\n\
          [log]\nlevel = \"info\"\n\
          {extra}\n"
     )
@@ -82,10 +85,35 @@ impl Daemon {
         Daemon {
             clients: addr("clients="),
             registrations: addr("registrations="),
+            admin: addr("admin="),
             child,
             config: path,
             _dir: dir,
         }
+    }
+
+    /// `GET path` on the admin listener: the status code and the body.
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(self.admin).await?;
+            stream
+                .write_all(format!("GET {path} HTTP/1.0\r\nHost: admin\r\n\r\n").as_bytes())
+                .await?;
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response).await?;
+            Ok::<_, std::io::Error>(String::from_utf8_lossy(&response).into_owned())
+        };
+        let response = within(5, "admin HTTP response", exchange)
+            .await
+            .expect("admin listener answers");
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("a status line");
+        (code, body.to_owned())
     }
 
     /// The URL clients call.
