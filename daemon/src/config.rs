@@ -252,6 +252,10 @@ pub struct Log {
     /// `text` or `json` (one JSON object per line).
     #[serde(default)]
     pub format: LogFormat,
+    /// One line per finished call (service, method, instance, code,
+    /// duration, bytes), at target `router_runtime::access`.
+    #[serde(default)]
+    pub access: bool,
 }
 
 impl Default for Log {
@@ -259,6 +263,7 @@ impl Default for Log {
         Log {
             level: default_level(),
             format: LogFormat::default(),
+            access: false,
         }
     }
 }

@@ -250,7 +250,7 @@ pub fn reload(
     }
     next.router_id = current.router_id.clone();
     router.configure(next.default_router_config(), next.service_router_configs());
-    log.set_level(&next.log.level);
+    log.set(&next.log);
     info!(
         services = ?next.services.keys().collect::<Vec<_>>(),
         "configuration reloaded"

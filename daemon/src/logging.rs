@@ -20,26 +20,39 @@ impl std::fmt::Debug for LogHandle {
 }
 
 impl LogHandle {
-    /// Sets the filter to `level`, unless `RUST_LOG` decides it.
-    pub fn set_level(&self, level: &str) {
+    /// Sets the filter to `log.level` and the access log on or off, unless
+    /// `RUST_LOG` decides it.
+    pub fn set(&self, log: &Log) {
         if std::env::var_os("RUST_LOG").is_some() {
             return;
         }
-        if let (Some(handle), Ok(filter)) = (&self.filter, EnvFilter::builder().parse(level)) {
+        if let (Some(handle), Ok(filter)) =
+            (&self.filter, EnvFilter::builder().parse(directives(log)))
+        {
             let _ = handle.reload(filter);
         }
     }
 }
 
-fn filter(level: &str) -> EnvFilter {
+/// The target of the access log's events.
+pub const ACCESS_TARGET: &str = "router_runtime::access";
+
+/// `log.level` with the access log switched on or off after it (a later
+/// directive for the same target wins).
+fn directives(log: &Log) -> String {
+    let access = if log.access { "info" } else { "off" };
+    format!("{},{ACCESS_TARGET}={access}", log.level)
+}
+
+fn filter(log: &Log) -> EnvFilter {
     EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::builder().parse(level))
+        .or_else(|_| EnvFilter::builder().parse(directives(log)))
         .unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
 /// Installs the process's subscriber (once; later calls change nothing).
 pub fn init(log: &Log) -> LogHandle {
-    let (filter, handle) = reload::Layer::new(filter(&log.level));
+    let (filter, handle) = reload::Layer::new(filter(log));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let installed = match log.format {
         LogFormat::Text => tracing_subscriber::registry()
@@ -61,5 +74,29 @@ pub fn init(log: &Log) -> LogHandle {
     };
     LogHandle {
         filter: installed.is_ok().then_some(handle),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_access_log_is_off_unless_asked_for_whatever_the_level() {
+        let mut log = Log {
+            level: "debug".to_owned(),
+            ..Log::default()
+        };
+        let off = EnvFilter::builder().parse(directives(&log)).expect("valid");
+        assert!(
+            off.to_string().contains("router_runtime::access=off"),
+            "{off}"
+        );
+        log.access = true;
+        let on = EnvFilter::builder().parse(directives(&log)).expect("valid");
+        assert!(
+            on.to_string().contains("router_runtime::access=info"),
+            "{on}"
+        );
     }
 }

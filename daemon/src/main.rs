@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use grpc_router::config::Config;
+use grpc_router::config::{Config, LogFormat};
 
 /// jemalloc returns the memory of released calls to the system.
 #[cfg(feature = "jemalloc")]
@@ -28,6 +28,13 @@ enum Command {
         /// The configuration file (TOML); GRPC_ROUTER_* variables override it.
         #[arg(long, short, default_value = "/etc/grpc-router/router.toml")]
         config: PathBuf,
+        /// Overrides `log.format`: `text` or `json` (one object per line).
+        #[arg(long, value_parser = ["text", "json"])]
+        log_format: Option<String>,
+        /// Overrides `log.access`: one line per call at target
+        /// `router_runtime::access`.
+        #[arg(long)]
+        access_log: bool,
     },
     /// Validate a configuration file and print the effective configuration.
     CheckConfig {
@@ -59,9 +66,21 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Serve { config: path } => {
+        Command::Serve {
+            config: path,
+            log_format,
+            access_log,
+        } => {
             let config = match Config::load(&path, std::env::vars()) {
-                Ok(config) => config,
+                Ok(mut config) => {
+                    match log_format.as_deref() {
+                        Some("json") => config.log.format = LogFormat::Json,
+                        Some(_) => config.log.format = LogFormat::Text,
+                        None => {}
+                    }
+                    config.log.access |= access_log;
+                    config
+                }
                 Err(e) => {
                     eprintln!("grpc-router: {e}");
                     return ExitCode::from(2);

@@ -43,12 +43,15 @@ impl tonic::server::StreamingService<BridgeFrame> for Register {
     fn call(&mut self, request: Request<Streaming<BridgeFrame>>) -> Self::Future {
         let core = self.core.clone();
         Box::pin(async move {
-            let (metadata, _, frames) = request.into_parts();
+            let (metadata, extensions, frames) = request.into_parts();
+            let peer = peer_of(&extensions);
             let service = core.service.name().to_owned();
-            let accepted = accept(core, metadata, frames).await;
+            let accepted = accept(core, metadata, frames, &peer).await;
             if let Err(status) = &accepted {
                 warn!(
+                    event = "refused",
                     service = %service,
+                    peer = %peer,
                     code = ?status.code(),
                     reason = status.message(),
                     "registration refused"
@@ -59,12 +62,28 @@ impl tonic::server::StreamingService<BridgeFrame> for Register {
     }
 }
 
+/// The address a register stream came from, as text (empty when unknown).
+fn peer_of(extensions: &tonic::Extensions) -> String {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    extensions
+        .get::<TcpConnectInfo>()
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .map(TlsConnectInfo::get_ref)
+        })
+        .and_then(TcpConnectInfo::remote_addr)
+        .map(|a| a.to_string())
+        .unwrap_or_default()
+}
+
 /// Validates the bridge's `Hello`, registers the instance and starts its
 /// reader.
 async fn accept(
     core: Arc<RouterCore>,
     metadata: tonic::metadata::MetadataMap,
     mut frames: Streaming<BridgeFrame>,
+    peer: &str,
 ) -> Result<Response<OutboundStream>, Status> {
     let config = core.config();
     let first = tokio::time::timeout(config.hello_timeout, frames.message())
@@ -173,7 +192,11 @@ async fn accept(
     }
     if let Some(stale) = stale {
         info!(
+            event = "replaced",
+            service = core.service.name(),
             instance = stale.id(),
+            registration = stale.registration,
+            by = instance.registration,
             "instance re-registered; closing its stale registration"
         );
         let replaced = format!(
@@ -186,8 +209,13 @@ async fn accept(
         );
     }
     info!(
+        event = "registered",
         service = core.service.name(),
         instance = instance.id(),
+        registration = instance.registration,
+        peer,
+        labels = ?instance.info().labels,
+        weight = instance.info().weight,
         "instance registered"
     );
     if !core.sweeper_started.swap(true, Ordering::AcqRel) {
@@ -229,9 +257,24 @@ async fn read_frames(
     if stream_status.is_some() || !instance.is_draining() {
         // Broken protocol, a failed stream, or a stream that ended without a
         // drain: the instance's calls fail.
-        warn!(service = core.service.name(), instance = instance.id(), %reason, "instance lost without draining");
+        warn!(
+            event = "lost",
+            service = core.service.name(),
+            instance = instance.id(),
+            registration = instance.registration,
+            calls_in_flight = instance.calls_in_flight(),
+            %reason,
+            "instance lost without draining"
+        );
     } else {
-        info!(service = core.service.name(), instance = instance.id(), %reason, "registration ended");
+        info!(
+            event = "ended",
+            service = core.service.name(),
+            instance = instance.id(),
+            registration = instance.registration,
+            %reason,
+            "registration ended"
+        );
     }
     end_registration(core.as_ref(), &instance, &reason, stream_status);
 }
@@ -311,7 +354,14 @@ fn evict(core: &RouterCore, instance: &Instance, timeout_ms: u64) {
     } else {
         format!("no answer to a ping for {timeout_ms} ms")
     };
-    warn!(service = core.service.name(), instance = instance.id(), %reason, "evicting instance");
+    warn!(
+        event = "evicted",
+        service = core.service.name(),
+        instance = instance.id(),
+        registration = instance.registration,
+        %reason,
+        "evicting instance"
+    );
     let status = Status::unavailable(format!(
         "registration of `{}` evicted: {reason}",
         instance.id()
@@ -345,7 +395,15 @@ fn handle(core: &RouterCore, instance: &Instance, frame: BridgeFrame) -> Result<
             }
         }
         BridgeFrame::Drain(drain) => {
-            info!(instance = instance.id(), reason = %drain.reason, "instance draining");
+            info!(
+                event = "draining",
+                service = core.service.name(),
+                instance = instance.id(),
+                registration = instance.registration,
+                calls_in_flight = instance.calls_in_flight(),
+                reason = %drain.reason,
+                "instance draining"
+            );
             // The GoAway acknowledgement follows every Start already under
             // way, so the bridge knows no new call will come after it.
             instance.begin_drain();
