@@ -28,8 +28,11 @@ pub fn authorize(hashes: Vec<TokenHash>) -> Option<Authorize> {
             .ok_or_else(|| {
                 tonic::Status::unauthenticated("`authorization` must be `Bearer <token>`")
             })?;
-        if hashes.contains(&TokenHash::of(token.trim())) {
-            Ok(())
+        let hash = TokenHash::of(token.trim());
+        if hashes.contains(&hash) {
+            // The instance id is bound to the token while registered (a
+            // prefix of its hash names it in logs without revealing it).
+            Ok(Some(format!("token sha256:{}", &hash.hex()[..16])))
         } else {
             tracing::warn!(
                 service = %hello.service,
@@ -68,7 +71,8 @@ mod tests {
     #[test]
     fn a_listed_token_registers_and_others_do_not() {
         let check = authorize(vec![TokenHash::of("s3cret")]).expect("a check");
-        assert!(check(&with_token("s3cret"), &hello()).is_ok());
+        let identity = check(&with_token("s3cret"), &hello()).expect("accepted");
+        assert_eq!(identity.as_deref(), Some("token sha256:1ec1c26b50d5d3c5"));
         let wrong = check(&with_token("guess"), &hello()).expect_err("refused");
         assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
         let missing = check(&tonic::metadata::MetadataMap::new(), &hello()).expect_err("refused");

@@ -147,3 +147,56 @@ async fn registration_tokens_admit_only_bridges_with_a_listed_token() {
     let ids: Vec<&str> = status.instances.iter().map(|i| i.id.as_str()).collect();
     assert_eq!(ids, ["member"]);
 }
+
+#[tokio::test]
+async fn an_id_takeover_with_another_token_is_refused_while_the_owner_keeps_serving() {
+    let hashes = ["team-a", "team-b"].map(|t| grpc_router::config::TokenHash::of(t).hex());
+    let daemon = Daemon::start(&common::config_with("").replace(
+        "[registrations]\n",
+        &format!(
+            "[registrations]\ntokens_sha256 = [\"{}\", \"{}\"]\n",
+            hashes[0], hashes[1]
+        ),
+    ));
+    let with_token = |token: &str| {
+        let mut options = BridgeConfig::new(daemon.registrations_url()).instance_id("payments-1");
+        options.register_metadata.insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("ascii"),
+        );
+        options
+    };
+    let owner = myservice_example::demo::start_instance(with_token("team-a"));
+    within(10, "the owner's registration", owner.registered()).await;
+
+    // Another listed token may register, but not under the owner's id.
+    let intruder = myservice_example::demo::start_instance(with_token("team-b"));
+    let mut state = intruder.registrations();
+    let refused = within(
+        10,
+        "the takeover's refusal",
+        state.wait_for(|s| s.last_error.is_some()),
+    )
+    .await
+    .expect("state")
+    .clone();
+    let error = refused.last_error.expect("an error").to_string();
+    assert!(
+        error.contains("PermissionDenied") && error.contains("another credential"),
+        "{error}"
+    );
+    let status = daemon.service_status(GREETER).await.expect("known");
+    assert_eq!(status.instances.len(), 1);
+    let mut client = GreeterClient::new(daemon.channel().await);
+    let reply = within(
+        5,
+        "a call",
+        client.say_hello(HelloRequest {
+            name: "x".into(),
+            payload: vec![],
+        }),
+    )
+    .await
+    .expect("the owner serves");
+    assert!(!reply.into_inner().message.is_empty());
+}

@@ -29,8 +29,9 @@ pub struct Daemon {
     child: Child,
     pub clients: SocketAddr,
     pub registrations: SocketAddr,
-    /// The admin HTTP listener (`/metrics`, status page, `/healthz`).
-    pub admin: SocketAddr,
+    /// The admin HTTP listener (`/metrics`, status page, `/healthz`), when
+    /// the config has one.
+    pub admin: Option<SocketAddr>,
     pub config: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -73,30 +74,41 @@ impl Daemon {
                 }
             }
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the daemon prints its listening line");
-        let addr = |key: &str| -> SocketAddr {
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => line,
+            Err(_) => {
+                // Never leave a daemon behind a failed test.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the daemon printed no listening line within 20 s");
+            }
+        };
+        let addr = |key: &str| -> Option<SocketAddr> {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(key))
                 .and_then(|a| a.parse().ok())
-                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
         };
-        Daemon {
-            clients: addr("clients="),
-            registrations: addr("registrations="),
+        let daemon = Daemon {
+            clients: addr("clients=").unwrap_or(([0, 0, 0, 0], 0).into()),
+            registrations: addr("registrations=").unwrap_or(([0, 0, 0, 0], 0).into()),
             admin: addr("admin="),
             child,
             config: path,
             _dir: dir,
-        }
+        };
+        assert!(
+            daemon.clients.port() != 0 && daemon.registrations.port() != 0,
+            "no listener addresses in {line:?}"
+        );
+        daemon
     }
 
     /// `GET path` on the admin listener: the status code and the body.
     pub async fn http_get(&self, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let exchange = async {
-            let mut stream = tokio::net::TcpStream::connect(self.admin).await?;
+            let admin = self.admin.expect("the config has an [admin] listener");
+            let mut stream = tokio::net::TcpStream::connect(admin).await?;
             stream
                 .write_all(format!("GET {path} HTTP/1.0\r\nHost: admin\r\n\r\n").as_bytes())
                 .await?;

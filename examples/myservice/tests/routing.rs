@@ -266,8 +266,14 @@ async fn a_bridge_that_stops_reading_is_removed_within_twice_the_heartbeat_timeo
 }
 
 #[tokio::test]
-async fn a_reregistering_instance_replaces_its_stale_registration_at_once() {
-    let router = TestRouter::start(RouterConfig::default()).await;
+async fn a_reregistering_instance_replaces_a_registration_that_does_not_answer_a_ping() {
+    // The takeover probe waits half a heartbeat interval for the pong.
+    let router = TestRouter::start(RouterConfig {
+        heartbeat_interval: Duration::from_millis(400),
+        heartbeat_timeout: Duration::from_secs(60),
+        ..RouterConfig::default()
+    })
+    .await;
     let channel = router.channel().await;
     let _stale = RawRegistration::open(channel, "same-id", &[])
         .await
@@ -275,7 +281,8 @@ async fn a_reregistering_instance_replaces_its_stale_registration_at_once() {
     router.wait_for_instances(1).await;
     let first = router.router.registry().snapshot()[0].clone();
     // The real instance comes back with the same id: the stale registration
-    // (which would never answer) is replaced, not kept beside it.
+    // (which never answers) is replaced once it misses the takeover ping, not
+    // kept beside it.
     let _fresh = start_instance(&router, "same-id", TestGreeter::new("same-id").0).await;
     assert!(first.is_closed(), "the stale registration is closed");
     assert_eq!(router.router.registry().len(), 1);
@@ -419,7 +426,7 @@ async fn a_router_with_an_authorize_hook_accepts_only_bridges_that_pass_it() {
     let config = RouterConfig {
         authorize: Some(std::sync::Arc::new(|metadata, hello| {
             match metadata.get("authorization").and_then(|v| v.to_str().ok()) {
-                Some("Bearer good") => Ok(()),
+                Some("Bearer good") => Ok(Some("good token".to_owned())),
                 _ => Err(tonic::Status::unauthenticated(format!(
                     "instance `{}` gave no valid token",
                     hello.instance_id

@@ -89,6 +89,7 @@ fn refused(code: tonic::Code) -> bool {
     matches!(
         code,
         tonic::Code::FailedPrecondition
+            | tonic::Code::AlreadyExists
             | tonic::Code::Unauthenticated
             | tonic::Code::PermissionDenied
             | tonic::Code::InvalidArgument

@@ -366,6 +366,7 @@ impl<S: ServiceSpec, T: BridgedService> Bridge<S, T> {
             state,
             serving: watch::Sender::new(true),
             active: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            incarnation: format!("{:032x}", rand::random::<u128>()),
         });
         let tasks = shared
             .options

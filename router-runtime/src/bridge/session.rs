@@ -38,6 +38,10 @@ pub(crate) struct Shared {
     pub(crate) active: Arc<AtomicUsize>,
     /// Whether the instance takes new calls (`grpc.health.v1` semantics).
     pub(crate) serving: watch::Sender<bool>,
+    /// This bridge's random id, the same in all its `Hello`s: its reconnect
+    /// replaces its own stale registration, another bridge with the same
+    /// instance id does not.
+    pub(crate) incarnation: String,
 }
 
 /// How a session ended.
@@ -266,6 +270,7 @@ async fn register(
         max_frame_size: options.max_frame_size,
         max_message_size: u32::try_from(options.max_message_size).unwrap_or(u32::MAX),
         description: Some(shared.description.clone()),
+        incarnation: shared.incarnation.clone(),
     };
     let _ = out.send(BridgeFrame::Hello(hello));
     let path = PathAndQuery::try_from(shared.register_path.as_str()).map_err(|_| {

@@ -381,6 +381,7 @@ mod tests {
                 weight,
                 max_concurrent_calls: 0,
                 routing_keys,
+                ..InstanceInfo::default()
             },
             out,
             1024,

@@ -61,8 +61,17 @@ pub const SELECT_HEADER: &str = "x-router-select";
 /// Decides whether a bridge may register: it sees the `Register` call's
 /// metadata (for example an `authorization` header) and the bridge's `Hello`,
 /// and refuses with a status (UNAUTHENTICATED, PERMISSION_DENIED ...).
+///
+/// An accepted registration may name the credential it proved
+/// (`Ok(Some(identity))`, for example which token): the instance id is then
+/// bound to that identity while it is registered, and a registration of the
+/// same id with another identity is refused with PERMISSION_DENIED, even
+/// once the first one stops answering pings (until it is evicted).
 pub type Authorize = Arc<
-    dyn Fn(&tonic::metadata::MetadataMap, &crate::pb::Hello) -> Result<(), tonic::Status>
+    dyn Fn(
+            &tonic::metadata::MetadataMap,
+            &crate::pb::Hello,
+        ) -> Result<Option<String>, tonic::Status>
         + Send
         + Sync,
 >;
@@ -178,6 +187,7 @@ pub struct RouterStats {
     calls_started: AtomicU64,
     calls_active: crate::gauge::Gauge,
     calls_retried: AtomicU64,
+    registrations_refused: AtomicU64,
 }
 
 impl RouterStats {
@@ -194,6 +204,15 @@ impl RouterStats {
     /// Waits until the router holds no call state at all.
     pub async fn wait_idle(&self) {
         self.calls_active.zero().await;
+    }
+
+    /// Registrations refused since start (any reason).
+    pub fn registrations_refused(&self) -> u64 {
+        self.registrations_refused.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn registration_refused(&self) {
+        self.registrations_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn call_started(&self) {

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -102,8 +102,19 @@ pub(crate) struct OpenedCall {
     pub(crate) window: Arc<RecvWindow>,
 }
 
+/// Whether a registration's instance id may pass to a newcomer.
+#[derive(Debug)]
+pub(crate) enum Takeover {
+    /// The newcomer replaces the registration.
+    Allowed,
+    /// Only if the registration does not answer a ping at once.
+    IfSilent,
+    /// Never: the id is bound to another credential.
+    Refused(Status),
+}
+
 /// What a bridge declared about itself in its `Hello`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct InstanceInfo {
     /// The instance's stable id.
     pub id: String,
@@ -115,6 +126,12 @@ pub struct InstanceInfo {
     pub max_concurrent_calls: u32,
     /// Routing keys it claims for pinned routing.
     pub routing_keys: Vec<String>,
+    /// The credential it registered with (see
+    /// [`Authorize`](super::Authorize)); `None` without credentials.
+    pub identity: Option<String>,
+    /// The bridge process's random id from its `Hello` (empty from bridges
+    /// that send none).
+    pub incarnation: String,
 }
 
 /// One live registration: an instance and its register stream.
@@ -138,6 +155,8 @@ pub struct Instance {
     last_pong: Millis,
     /// The nonce of the latest ping; only its pong counts.
     ping_nonce: AtomicU64,
+    /// Woken by every pong that counts.
+    ponged: tokio::sync::Notify,
     /// The register stream's outbound queue.
     pub(crate) out: Outbox,
     calls: Mutex<HashMap<u64, CallSlot>>,
@@ -177,6 +196,7 @@ impl Instance {
             closed_notify: tokio::sync::Notify::new(),
             last_pong: Millis::now(),
             ping_nonce: AtomicU64::new(0),
+            ponged: tokio::sync::Notify::new(),
             out,
             calls: Mutex::new(HashMap::new()),
             next_call_id: AtomicU64::new(1),
@@ -340,6 +360,60 @@ impl Instance {
     pub(crate) fn pong(&self, nonce: u64) {
         if nonce == self.ping_nonce.load(Ordering::Relaxed) {
             self.last_pong.touch();
+            self.ponged.notify_waiters();
+        }
+    }
+
+    /// Whether a new registration of the same instance id may replace this
+    /// one. When this one registered with a credential, only the same
+    /// credential may take the id over, even once this one goes silent
+    /// (until it is evicted). Otherwise the newcomer replaces it when it
+    /// comes from the same bridge process (its incarnation: a reconnect) or
+    /// proves a credential, or when this registration is stale (closed, or
+    /// its last ping unanswered for longer than `stale_after_ms`); a
+    /// registration that looks alive must answer a ping to keep its id.
+    /// Two live processes with one id would otherwise replace each other
+    /// forever.
+    pub(crate) fn takeover_by(&self, newcomer: &InstanceInfo, stale_after_ms: u64) -> Takeover {
+        if let Some(owner) = &self.info.identity
+            && newcomer.identity.as_ref() != Some(owner)
+        {
+            return Takeover::Refused(Status::permission_denied(format!(
+                "instance id `{}` is registered with another credential; only that credential may take it over",
+                self.info.id
+            )));
+        }
+        let same_process =
+            !newcomer.incarnation.is_empty() && newcomer.incarnation == self.info.incarnation;
+        let stale = self.is_closed() || self.unanswered_for_ms() > stale_after_ms;
+        if same_process || stale || newcomer.identity.is_some() {
+            Takeover::Allowed
+        } else {
+            Takeover::IfSilent
+        }
+    }
+
+    /// The refusal of a newcomer whose id this live registration holds.
+    pub(crate) fn already_exists(&self) -> Status {
+        Status::already_exists(format!(
+            "instance id `{}` is already registered by another live bridge process (connected {} s ago, answering pings); give every process its own instance id",
+            self.info.id,
+            self.connected_at
+                .elapsed()
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        ))
+    }
+
+    /// Whether the bridge answers a ping sent now within `within`.
+    pub(crate) async fn answers_ping(&self, within: Duration) -> bool {
+        let ponged = self.ponged.notified();
+        tokio::pin!(ponged);
+        ponged.as_mut().enable();
+        self.ping();
+        tokio::select! {
+            answered = tokio::time::timeout(within, ponged) => answered.is_ok(),
+            () = self.wait_closed() => false,
         }
     }
 
@@ -747,6 +821,7 @@ mod tests {
             weight: 1,
             max_concurrent_calls: 0,
             routing_keys: vec![],
+            ..InstanceInfo::default()
         };
         (Instance::new(1, info, out, 1024, 1024, 2048), stream)
     }
@@ -760,8 +835,79 @@ mod tests {
             weight: 1,
             max_concurrent_calls: 0,
             routing_keys: vec![],
+            ..InstanceInfo::default()
         };
         Arc::new(Instance::new(registration, info, out, 1024, 1024, 2048))
+    }
+
+    fn registered(identity: Option<&str>, incarnation: &str) -> Instance {
+        let (out, stream) = Outbox::new(1 << 20);
+        std::mem::forget(stream);
+        let info = InstanceInfo {
+            id: "dup".into(),
+            identity: identity.map(str::to_owned),
+            incarnation: incarnation.into(),
+            ..InstanceInfo::default()
+        };
+        Instance::new(1, info, out, 1024, 1024, 2048)
+    }
+
+    fn newcomer(identity: Option<&str>, incarnation: &str) -> InstanceInfo {
+        InstanceInfo {
+            id: "dup".into(),
+            identity: identity.map(str::to_owned),
+            incarnation: incarnation.into(),
+            ..InstanceInfo::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_id_bound_to_a_credential_passes_only_to_that_credential_even_when_silent() {
+        let owner = registered(Some("token a"), "p1");
+        assert!(matches!(
+            owner.takeover_by(&newcomer(Some("token a"), "p2"), 10_000),
+            Takeover::Allowed
+        ));
+        owner.shut(&Status::unavailable("gone quiet"), None);
+        for intruder in [newcomer(Some("token b"), "p1"), newcomer(None, "p1")] {
+            match owner.takeover_by(&intruder, 0) {
+                Takeover::Refused(status) => {
+                    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+                    assert!(status.message().contains("`dup`"), "{status:?}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn without_credentials_a_live_id_passes_only_to_its_own_process_or_when_stale() {
+        let owner = registered(None, "p1");
+        assert!(matches!(
+            owner.takeover_by(&newcomer(None, "p1"), 10_000),
+            Takeover::Allowed
+        ));
+        assert!(matches!(
+            owner.takeover_by(&newcomer(None, "p2"), 10_000),
+            Takeover::IfSilent
+        ));
+        // Bridges that send no incarnation are never taken for one process.
+        assert!(matches!(
+            registered(None, "").takeover_by(&newcomer(None, ""), 10_000),
+            Takeover::IfSilent
+        ));
+        owner.shut(&Status::unavailable("closed"), None);
+        assert!(matches!(
+            owner.takeover_by(&newcomer(None, "p2"), 10_000),
+            Takeover::Allowed
+        ));
+        assert_eq!(owner.already_exists().code(), tonic::Code::AlreadyExists);
+    }
+
+    #[tokio::test]
+    async fn a_bridge_that_does_not_read_its_stream_does_not_answer_the_takeover_ping() {
+        let owner = registered(None, "p1");
+        assert!(!owner.answers_ping(Duration::from_millis(20)).await);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::RouterCore;
 use super::outbound::{OutboundStream, Outbox};
-use super::registry::{CallEvent, Instance, InstanceInfo, ResponsePhase};
+use super::registry::{CallEvent, Instance, InstanceInfo, ResponsePhase, Takeover};
 use crate::flow::RecvWindow;
 use crate::pb;
 use crate::wire::{BridgeFrame, RouterFrame};
@@ -29,6 +29,11 @@ pub(crate) const PROTOCOL_VERSION: i32 = pb::ProtocolVersion::ProtocolVersion1 a
 /// declares in its `Hello`: a bridge cannot make the router queue more than
 /// this for one call.
 const MAX_REQUEST_WINDOW: u32 = 16 * 1024 * 1024;
+
+/// How long a registration that looks alive has to answer a ping when a
+/// newcomer asks for its instance id (at most; half the heartbeat interval
+/// when that is shorter).
+const TAKEOVER_PROBE: Duration = Duration::from_secs(2);
 
 /// Handles `Register` calls.
 pub(crate) struct Register {
@@ -46,8 +51,10 @@ impl tonic::server::StreamingService<BridgeFrame> for Register {
             let (metadata, extensions, frames) = request.into_parts();
             let peer = peer_of(&extensions);
             let service = core.service.name().to_owned();
+            let stats_of = core.clone();
             let accepted = accept(core, metadata, frames, &peer).await;
             if let Err(status) = &accepted {
+                stats_of.stats.registration_refused();
                 warn!(
                     event = "refused",
                     service = %service,
@@ -116,9 +123,10 @@ async fn accept(
             "Hello.instance_id must not be empty",
         ));
     }
-    if let Some(authorize) = &config.authorize {
-        authorize(&metadata, &hello)?;
-    }
+    let identity = match &config.authorize {
+        Some(authorize) => authorize(&metadata, &hello)?,
+        None => None,
+    };
     if core.closing.load(Ordering::Acquire) {
         return Err(Status::unavailable(format!(
             "router `{}` is shutting down; register with another router",
@@ -134,7 +142,26 @@ async fn accept(
         weight: hello.weight.max(1),
         max_concurrent_calls: hello.max_concurrent_calls,
         routing_keys: hello.routing_keys,
+        identity,
+        incarnation: hello.incarnation,
     };
+    // A live registration of the same id is replaced only by its own
+    // process or credential, or when it misses a ping.
+    let existing = core.registry.snapshot().by_id(&info.id).cloned();
+    if let Some(existing) = existing {
+        let interval = config.heartbeat_interval;
+        let stale_after = u64::from(millis(interval + interval / 2));
+        match existing.takeover_by(&info, stale_after) {
+            Takeover::Allowed => {}
+            Takeover::Refused(status) => return Err(status),
+            Takeover::IfSilent => {
+                let probe = (interval / 2).min(TAKEOVER_PROBE);
+                if existing.answers_ping(probe).await {
+                    return Err(existing.already_exists());
+                }
+            }
+        }
+    }
     let request_window = if hello.initial_window == 0 {
         crate::defaults::UNDECLARED_WINDOW
     } else {

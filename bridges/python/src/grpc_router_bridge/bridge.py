@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import secrets
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -142,6 +143,8 @@ class Bridge:
         options.validate()
         self.service = service
         self.options = options
+        #: This bridge's random id, sent in every ``Hello``.
+        self.incarnation = secrets.token_hex(16)
         self._recorder: HandlerRecorder = record(add_servicer, servicer)
         missing = [m.path for m in service.methods if self._recorder.lookup(m.path) is None]
         if len(missing) == len(service.methods):

@@ -27,6 +27,7 @@ _LOGGER = logging.getLogger(__name__)
 REFUSED_CODES = frozenset(
     {
         grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ALREADY_EXISTS,
         grpc.StatusCode.UNAUTHENTICATED,
         grpc.StatusCode.PERMISSION_DENIED,
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -196,6 +197,7 @@ class Session:
                     initial_window=options.initial_window,
                     max_frame_size=options.max_frame_size,
                     max_message_size=options.max_message_size,
+                    incarnation=bridge.incarnation,
                 ).encode()
             )
             first = asyncio.ensure_future(stream.read())

@@ -124,6 +124,10 @@ class Hello:
     max_frame_size: int = 128 * 1024
     max_message_size: int = 4 * 1024 * 1024
     protocol_version: int = PROTOCOL_VERSION_1
+    #: The bridge's random id, the same in all its ``Hello``s: its reconnect
+    #: replaces its own stale registration, another process with the same
+    #: instance id is refused with ALREADY_EXISTS.
+    incarnation: str = ""
 
     def encode(self) -> bytes:
         """The whole ``<Service>BridgeFrame`` carrying this ``Hello``."""
@@ -139,6 +143,7 @@ class Hello:
         body += _uint(8, self.initial_window)
         body += _uint(9, self.max_frame_size)
         body += _uint(10, min(self.max_message_size, 0xFFFFFFFF))
+        body += _str(12, self.incarnation)
         return _message(BRIDGE_HELLO, bytes(body))
 
 

@@ -100,7 +100,7 @@ async fn run(args: Args) -> Result<(), Error> {
             .get("authorization")
             .map(|v| v.as_bytes())
         {
-            Some(value) if value == expected.as_bytes() => Ok(()),
+            Some(value) if value == expected.as_bytes() => Ok(Some("register token".to_owned())),
             Some(_) => Err(tonic::Status::unauthenticated(
                 "the register token in `authorization` is wrong",
             )),
