@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use router_runtime::router::{RouterConfig, Strategy};
+use router_runtime::router::{DeadlinePolicy, Deadlines, RouterConfig, Strategy};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The prefix of the environment variables that override settings.
@@ -152,6 +152,53 @@ pub struct ServiceSettings {
     /// tokens), in place of `registrations.tokens_sha256`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_sha256: Option<Vec<TokenHash>>,
+    /// The deadline of a call that carries none (default: none).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "duration_option"
+    )]
+    pub default_deadline: Option<Duration>,
+    /// The longest deadline a call gets; longer ones are capped (default:
+    /// no cap).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "duration_option"
+    )]
+    pub max_deadline: Option<Duration>,
+    /// Per-method deadline settings, by method name (`SayHello`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub methods: BTreeMap<String, MethodSettings>,
+}
+
+/// The settings of one method, over its service's.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodSettings {
+    /// As `default_deadline` of the service, for this method.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "duration_option"
+    )]
+    pub default_deadline: Option<Duration>,
+    /// As `max_deadline` of the service, for this method.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "duration_option"
+    )]
+    pub max_deadline: Option<Duration>,
+}
+
+impl MethodSettings {
+    fn policy(&self) -> DeadlinePolicy {
+        DeadlinePolicy {
+            default: self.default_deadline,
+            max: self.max_deadline,
+        }
+    }
 }
 
 impl ServiceSettings {
@@ -175,6 +222,29 @@ impl ServiceSettings {
                 .tokens_sha256
                 .clone()
                 .or_else(|| base.tokens_sha256.clone()),
+            default_deadline: self.default_deadline.or(base.default_deadline),
+            max_deadline: self.max_deadline.or(base.max_deadline),
+            methods: base
+                .methods
+                .iter()
+                .chain(&self.methods)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    /// The deadline policies these settings give.
+    pub fn deadlines(&self) -> Deadlines {
+        Deadlines {
+            service: DeadlinePolicy {
+                default: self.default_deadline,
+                max: self.max_deadline,
+            },
+            methods: self
+                .methods
+                .iter()
+                .map(|(name, m)| (name.clone(), m.policy()))
+                .collect(),
         }
     }
 }
@@ -557,6 +627,42 @@ impl Config {
                     return Err((format!("{name}.{key}"), "must be more than 0".to_owned()));
                 }
             }
+            let deadlines = effective.deadlines();
+            for (scope, policy) in std::iter::once((name.clone(), deadlines.service)).chain(
+                deadlines
+                    .methods
+                    .keys()
+                    .map(|m| (format!("{name}.methods.{m}"), deadlines.of(m))),
+            ) {
+                for (key, value) in [
+                    ("default_deadline", policy.default),
+                    ("max_deadline", policy.max),
+                ] {
+                    if value.is_some_and(|d| d.is_zero()) {
+                        return Err((format!("{scope}.{key}"), "must be more than 0".to_owned()));
+                    }
+                }
+                if let (Some(default), Some(max)) = (policy.default, policy.max)
+                    && default > max
+                {
+                    return Err((
+                        format!("{scope}.default_deadline"),
+                        format!(
+                            "{} is more than max_deadline ({})",
+                            humantime::format_duration(default),
+                            humantime::format_duration(max)
+                        ),
+                    ));
+                }
+            }
+            for method in settings.methods.keys() {
+                if method.is_empty() || method.contains(['/', '.']) {
+                    return Err((
+                        format!("{name}.methods.\"{method}\""),
+                        "is not a method name (as in the proto, e.g. `SayHello`)".to_owned(),
+                    ));
+                }
+            }
             if let Some(header) = &settings.route_key_header
                 && http_header(header).is_err()
             {
@@ -674,6 +780,7 @@ impl Config {
             heartbeat_timeout: settings.heartbeat_timeout.unwrap_or(base.heartbeat_timeout),
             max_queued_bytes: self.limits.max_queued_bytes,
             authorize: crate::credentials::authorize(tokens),
+            deadlines: settings.deadlines(),
             ..base
         }
     }
@@ -931,6 +1038,50 @@ mod tests {
         let config = parse("[admin]\naddress = \"127.0.0.1:9090\"\n").expect("valid");
         assert_eq!(config.admin.address.map(|a| a.port()), Some(9090));
         assert_eq!(parse("").expect("valid").admin.address, None);
+    }
+
+    #[test]
+    fn deadlines_come_from_the_defaults_the_service_and_its_methods() {
+        let config = parse(
+            "[defaults]\ndefault_deadline = \"5s\"\nmax_deadline = \"1m\"\n\
+             [services.\"a.B\"]\nmax_deadline = \"30s\"\n\
+             [services.\"a.B\".methods.Export]\nmax_deadline = \"10m\"\n",
+        )
+        .expect("valid");
+        let (_, router) = config
+            .service_router_configs()
+            .into_iter()
+            .find(|(name, _)| name == "a.B")
+            .expect("a.B");
+        let s = Duration::from_secs;
+        assert_eq!(router.deadlines.of("Get").apply(None), Some(s(5)));
+        assert_eq!(router.deadlines.of("Get").apply(Some(s(45))), Some(s(30)));
+        assert_eq!(
+            router.deadlines.of("Export").apply(Some(s(300))),
+            Some(s(300))
+        );
+        let defaults = config.default_router_config();
+        assert_eq!(defaults.deadlines.of("Get").apply(Some(s(90))), Some(s(60)));
+    }
+
+    #[test]
+    fn a_default_deadline_over_the_maximum_or_a_bad_method_name_is_refused() {
+        let e = error(
+            "[services.\"a.B\"]\nmax_deadline = \"1s\"\n\
+             [services.\"a.B\".methods.Get]\ndefault_deadline = \"2s\"\n",
+        );
+        assert!(
+            e.contains("`services.\"a.B\".methods.Get.default_deadline`"),
+            "{e}"
+        );
+        assert!(e.contains("more than max_deadline (1s)"), "{e}");
+        let e = error("[services.\"a.B\".methods.\"a.B/Get\"]\nmax_deadline = \"1s\"\n");
+        assert!(e.contains("is not a method name"), "{e}");
+        let e = error("[defaults]\nmax_deadline = \"0s\"\n");
+        assert!(
+            e.contains("`defaults.max_deadline`: must be more than 0"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -139,6 +139,15 @@ async fn forward(
     // expired"). The router's deadline counts from the request's arrival and
     // fires one timer tick (1 ms) earlier, so the client reliably gets
     // DEADLINE_EXCEEDED as gRPC specifies.
+    // The router's deadline policy: a default for calls without one, a cap.
+    let timeout = {
+        let config = core.config.load();
+        if config.deadlines.is_empty() {
+            timeout
+        } else {
+            config.deadlines.of(&method.name).apply(timeout)
+        }
+    };
     let deadline = timeout.map(|t| received + t.saturating_sub(Duration::from_millis(1)));
     // A deadline already over (`grpc-timeout: 0n`, `1u` ...) fails at once:
     // the call is not forwarded.

@@ -13,6 +13,7 @@
 
 mod balance;
 mod call;
+mod deadline;
 mod dynamic;
 mod outbound;
 mod pump;
@@ -40,6 +41,7 @@ use tonic::server::{Grpc, NamedService};
 
 pub(crate) use balance::Balancer;
 pub use balance::LoadMeasure;
+pub use deadline::{DeadlinePolicy, Deadlines};
 pub use dynamic::{DEFAULT_MAX_SERVICES, DynamicRouter, DynamicSide, ServiceChange, ServiceHandle};
 pub use registry::{Instance, InstanceInfo, Registry, Snapshot};
 pub use route_key::extract as extract_route_key;
@@ -133,6 +135,10 @@ pub struct RouterConfig {
     /// Checks every registration before it is accepted; `None` accepts any
     /// bridge that speaks the protocol (only for trusted networks).
     pub authorize: Option<Authorize>,
+    /// Deadlines the router imposes: a default for calls that carry none, a
+    /// maximum for those that ask for longer (per service, overridable per
+    /// method). The instance sees the resulting `grpc-timeout`.
+    pub deadlines: Deadlines,
 }
 
 impl std::fmt::Debug for RouterConfig {
@@ -177,6 +183,7 @@ impl Default for RouterConfig {
             hello_timeout: Duration::from_secs(10),
             max_queued_bytes: 8 * 1024 * 1024,
             authorize: None,
+            deadlines: Deadlines::default(),
         }
     }
 }
