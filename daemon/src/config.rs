@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use router_runtime::router::{DeadlinePolicy, Deadlines, RouterConfig, Strategy};
+use router_runtime::router::{
+    DeadlinePolicy, Deadlines, RouterConfig, Strategy, TrafficSplit, TrafficSplits,
+};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The prefix of the environment variables that override settings.
@@ -170,6 +172,20 @@ pub struct ServiceSettings {
     /// Per-method deadline settings, by method name (`SayHello`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub methods: BTreeMap<String, MethodSettings>,
+    /// A traffic split: the calls divided by weight between label sets
+    /// (`[[services."pkg.Svc".split]]` with `labels` and `weight`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub split: Vec<SplitShare>,
+}
+
+/// One share of a traffic split.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitShare {
+    /// The labels an instance must carry, e.g. `{ version = "v2" }`.
+    pub labels: BTreeMap<String, String>,
+    /// Its share of the calls, relative to the other shares.
+    pub weight: u32,
 }
 
 /// The settings of one method, over its service's.
@@ -230,7 +246,29 @@ impl ServiceSettings {
                 .chain(&self.methods)
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            split: if self.split.is_empty() {
+                base.split.clone()
+            } else {
+                self.split.clone()
+            },
         }
+    }
+
+    /// The traffic split these settings give.
+    pub fn splits(&self) -> TrafficSplits {
+        TrafficSplits::new(
+            self.split
+                .iter()
+                .map(|share| TrafficSplit {
+                    labels: share
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    weight: share.weight,
+                })
+                .collect(),
+        )
     }
 
     /// The deadline policies these settings give.
@@ -655,6 +693,21 @@ impl Config {
                     ));
                 }
             }
+            if !settings.split.is_empty() {
+                if settings.split.iter().all(|share| share.weight == 0) {
+                    return Err((
+                        format!("{name}.split"),
+                        "every share has weight 0: no call could be routed by it".to_owned(),
+                    ));
+                }
+                if let Some(i) = settings.split.iter().position(|s| s.labels.is_empty()) {
+                    return Err((
+                        format!("{name}.split[{i}].labels"),
+                        "must name at least one label (a share of every instance splits nothing)"
+                            .to_owned(),
+                    ));
+                }
+            }
             for method in settings.methods.keys() {
                 if method.is_empty() || method.contains(['/', '.']) {
                     return Err((
@@ -781,6 +834,7 @@ impl Config {
             max_queued_bytes: self.limits.max_queued_bytes,
             authorize: crate::credentials::authorize(tokens),
             deadlines: settings.deadlines(),
+            splits: settings.splits(),
             ..base
         }
     }
@@ -1082,6 +1136,28 @@ mod tests {
             e.contains("`defaults.max_deadline`: must be more than 0"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_traffic_split_is_read_per_service_and_checked() {
+        let config = parse(
+            "[[services.\"a.B\".split]]\nlabels = { version = \"v1\" }\nweight = 95\n\
+             [[services.\"a.B\".split]]\nlabels = { version = \"v2\" }\nweight = 5\n",
+        )
+        .expect("valid");
+        let (_, router) = config
+            .service_router_configs()
+            .into_iter()
+            .find(|(name, _)| name == "a.B")
+            .expect("a.B");
+        let shares = router.splits.splits();
+        assert_eq!(shares.len(), 2);
+        assert_eq!(shares[1].labels, [("version".to_owned(), "v2".to_owned())]);
+        assert_eq!(shares[1].weight, 5);
+        let e = error("[[services.\"a.B\".split]]\nlabels = { v = \"1\" }\nweight = 0\n");
+        assert!(e.contains("`services.\"a.B\".split`"), "{e}");
+        let e = error("[[services.\"a.B\".split]]\nlabels = {}\nweight = 1\n");
+        assert!(e.contains("split[0].labels"), "{e}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use super::pump::{Requests, send_requests};
 use super::registry::Instance;
 use super::reply::{CallGuard, First, ReplyStream, deadline_exceeded};
 use super::service::Method;
+use super::split::TrafficSplit;
 use super::start::{CallTemplate, Started, try_start};
 use super::{PIN_HEADER, RouterCore, SELECT_HEADER, route_key};
 use crate::flow::Intake;
@@ -139,14 +140,13 @@ async fn forward(
     // expired"). The router's deadline counts from the request's arrival and
     // fires one timer tick (1 ms) earlier, so the client reliably gets
     // DEADLINE_EXCEEDED as gRPC specifies.
+    // The settings this call keeps to its end, whatever a reload changes.
+    let config = core.config();
     // The router's deadline policy: a default for calls without one, a cap.
-    let timeout = {
-        let config = core.config.load();
-        if config.deadlines.is_empty() {
-            timeout
-        } else {
-            config.deadlines.of(&method.name).apply(timeout)
-        }
+    let timeout = if config.deadlines.is_empty() {
+        timeout
+    } else {
+        config.deadlines.of(&method.name).apply(timeout)
     };
     let deadline = timeout.map(|t| received + t.saturating_sub(Duration::from_millis(1)));
     // A deadline already over (`grpc-timeout: 0n`, `1u` ...) fails at once:
@@ -197,15 +197,19 @@ async fn forward(
     };
     let mut requests = Some(requests);
     let mut attempts = Attempts::default();
+    // A traffic split applies unless the client chose instances itself.
+    let shares = if base.pinned.is_none() && base.labels.is_empty() && !config.splits.is_empty() {
+        config.splits.order(base.key, rand::random())
+    } else {
+        Vec::new()
+    };
     loop {
         let selection = Selection {
             exclude: &attempts.tried,
             ..base.clone()
         };
-        let instance = core
-            .balancer
-            .pick(&core.registry.snapshot(), &selection)
-            .map_err(|e| pick_status(&core, &method, e))?;
+        let instance =
+            pick(&core, &selection, &shares).map_err(|e| pick_status(&core, &method, e))?;
         let Some(pending) = requests
             .take()
             .or_else(|| resend.clone().map(Requests::Single))
@@ -293,6 +297,41 @@ fn respond(
         deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         done: false,
     }
+}
+
+/// The balancer's pick for `selection`, within the traffic split's shares
+/// (in `shares` order, the first that has an instance for the call) when
+/// there is a split.
+fn pick(
+    core: &RouterCore,
+    selection: &Selection<'_>,
+    shares: &[&TrafficSplit],
+) -> Result<Arc<Instance>, PickError> {
+    let snapshot = core.registry.snapshot();
+    let Some((first, rest)) = shares.split_first() else {
+        return core.balancer.pick(&snapshot, selection);
+    };
+    let within = |share: &TrafficSplit| {
+        let labels = share
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        core.balancer.pick(
+            &snapshot,
+            &Selection {
+                labels,
+                ..selection.clone()
+            },
+        )
+    };
+    let primary = within(first);
+    if primary.is_ok() {
+        return primary;
+    }
+    rest.iter()
+        .find_map(|share| within(share).ok())
+        .ok_or_else(|| primary.err().unwrap_or(PickError::NoneAvailable))
 }
 
 fn parse_selector(text: &str) -> Vec<(&str, &str)> {

@@ -22,6 +22,7 @@ mod reply;
 mod route_key;
 mod service;
 mod session;
+mod split;
 mod start;
 
 use std::convert::Infallible;
@@ -45,6 +46,7 @@ pub use deadline::{DeadlinePolicy, Deadlines};
 pub use dynamic::{DEFAULT_MAX_SERVICES, DynamicRouter, DynamicSide, ServiceChange, ServiceHandle};
 pub use registry::{Instance, InstanceInfo, Registry, Snapshot};
 pub use route_key::extract as extract_route_key;
+pub use split::{TrafficSplit, TrafficSplits};
 
 use crate::codec::{FrameCodec, RawCodec, frame_limit};
 use crate::descriptor::{ServiceDescriptor, ServiceSpec};
@@ -139,6 +141,10 @@ pub struct RouterConfig {
     /// maximum for those that ask for longer (per service, overridable per
     /// method). The instance sees the resulting `grpc-timeout`.
     pub deadlines: Deadlines,
+    /// Divides the service's calls by weight between label sets (canaries,
+    /// A/B tests); sticky by routing key. An explicit `x-router-select` or
+    /// pin header bypasses it.
+    pub splits: TrafficSplits,
 }
 
 impl std::fmt::Debug for RouterConfig {
@@ -184,6 +190,7 @@ impl Default for RouterConfig {
             max_queued_bytes: 8 * 1024 * 1024,
             authorize: None,
             deadlines: Deadlines::default(),
+            splits: TrafficSplits::default(),
         }
     }
 }
