@@ -318,10 +318,10 @@ impl Tracing {
     /// Checks the section: (key, message) of the first problem.
     fn check(&self) -> Result<(), (&'static str, String)> {
         if let Some(endpoint) = &self.otlp_endpoint {
+            otlp_endpoint(endpoint).map_err(|m| ("otlp_endpoint", m))?;
             if !cfg!(feature = "otel") {
                 return Err(("otlp_endpoint", NO_OTEL.to_owned()));
             }
-            otlp_endpoint(endpoint).map_err(|m| ("otlp_endpoint", m))?;
         }
         if self.service_name.trim().is_empty() {
             return Err(("service_name", "must not be empty".to_owned()));
@@ -1127,7 +1127,6 @@ mod tests {
         assert_eq!(again.tracing, config.tracing);
     }
 
-    #[cfg(feature = "otel")]
     #[test]
     fn an_otlp_endpoint_that_is_not_a_grpc_url_is_named_with_its_line() {
         for (endpoint, why) in [
