@@ -17,10 +17,11 @@ COPY . .
 # The registry and target dirs are BuildKit caches, so a rebuild after a source
 # change compiles only what changed; the binary is copied out of the cached
 # target dir in the same step. --locked: build exactly what Cargo.lock pins.
+# The image exports traces ([tracing] otlp_endpoint): the otel feature is on.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release -p grpc-router --locked \
+    cargo build --release -p grpc-router --locked --features otel \
  && install -D -m 0755 target/release/grpc-router /out/grpc-router
 
 # ---- runtime -----------------------------------------------------------------

@@ -53,6 +53,9 @@ pub struct Config {
     /// The admin HTTP listener: metrics, status page, health.
     #[serde(default)]
     pub admin: Admin,
+    /// Traces exported over OpenTelemetry OTLP (the `otel` feature).
+    #[serde(default)]
+    pub tracing: Tracing,
 }
 
 /// The clients' listener.
@@ -378,6 +381,89 @@ impl Default for Log {
 
 fn default_level() -> String {
     "info".to_owned()
+}
+
+/// Traces: the router's span of every forwarded call, continuing the
+/// client's W3C `traceparent`, exported over OTLP/gRPC.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    /// The OTLP/gRPC collector, for example `http://127.0.0.1:4317`; unset:
+    /// no traces are exported (trace headers still pass through).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// The exported spans' `service.name` (default `grpc-router`).
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// The share of new traces recorded, from 0 to 1 (default 1). A call
+    /// whose client sent a `traceparent` follows the client's decision.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+}
+
+impl Default for Tracing {
+    fn default() -> Self {
+        Tracing {
+            otlp_endpoint: None,
+            service_name: default_service_name(),
+            sample_ratio: default_sample_ratio(),
+        }
+    }
+}
+
+fn default_service_name() -> String {
+    "grpc-router".to_owned()
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+
+/// Why `tracing.otlp_endpoint` cannot be used by a build without `otel`.
+pub const NO_OTEL: &str = "this grpc-router was built without the `otel` feature (cargo build --features otel); remove the setting or use a build with it";
+
+impl Tracing {
+    /// Checks the section: (key, message) of the first problem.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if let Some(endpoint) = &self.otlp_endpoint {
+            otlp_endpoint(endpoint).map_err(|m| ("otlp_endpoint", m))?;
+            if !cfg!(feature = "otel") {
+                return Err(("otlp_endpoint", NO_OTEL.to_owned()));
+            }
+        }
+        if self.service_name.trim().is_empty() {
+            return Err(("service_name", "must not be empty".to_owned()));
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err((
+                "sample_ratio",
+                format!(
+                    "{} is not between 0 and 1 (the share of new traces recorded: 1 records all, 0.01 one in a hundred)",
+                    self.sample_ratio
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks that `text` is an OTLP/gRPC URL: `http` or `https`, a host and
+/// port, no path.
+fn otlp_endpoint(text: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        format!("`{text}` is not an OTLP/gRPC endpoint ({why}); write e.g. `http://127.0.0.1:4317`")
+    };
+    let uri: http::Uri = text.parse().map_err(|_| bad("not a URL"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(bad("the scheme must be http or https"));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(bad("OTLP/gRPC takes no path"));
+    }
+    Ok(())
 }
 
 /// How log lines are written.
@@ -784,6 +870,9 @@ impl Config {
                     .to_owned(),
             ));
         }
+        self.tracing
+            .check()
+            .map_err(|(key, message)| (format!("tracing.{key}"), message))?;
         if self.limits.max_services == 0 {
             return Err((
                 "limits.max_services".to_owned(),
@@ -1237,6 +1326,108 @@ mod tests {
         assert_eq!(
             config.default_router_config().strategy,
             Some(Strategy::Weighted)
+        );
+    }
+
+    #[test]
+    fn tracing_is_off_by_default() {
+        let config = parse("").expect("valid");
+        assert_eq!(config.tracing.otlp_endpoint, None);
+        assert_eq!(config.tracing.service_name, "grpc-router");
+        assert_eq!(config.tracing.sample_ratio, 1.0);
+    }
+
+    #[cfg(feature = "otel")]
+    #[test]
+    fn a_tracing_section_is_read() {
+        let config = parse(
+            "[tracing]\notlp_endpoint = \"http://127.0.0.1:4317\"\nservice_name = \"edge\"\nsample_ratio = 0.25\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            config.tracing.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4317")
+        );
+        assert_eq!(config.tracing.service_name, "edge");
+        assert_eq!(config.tracing.sample_ratio, 0.25);
+        let again = parse(&config.effective_toml()).expect("the printed config is valid");
+        assert_eq!(again.tracing, config.tracing);
+    }
+
+    #[test]
+    fn an_otlp_endpoint_that_is_not_a_grpc_url_is_named_with_its_line() {
+        for (endpoint, why) in [
+            ("127.0.0.1:4317", "scheme"),
+            ("udp://collector:4317", "scheme"),
+            ("http://collector:4318/v1/traces", "no path"),
+            ("http://", "not a URL"),
+        ] {
+            let e = error(&format!(
+                "[log]\nlevel = \"info\"\n[tracing]\notlp_endpoint = \"{endpoint}\"\n"
+            ));
+            assert!(
+                e.starts_with("router.toml:4:1: `tracing.otlp_endpoint`"),
+                "{endpoint}: {e}"
+            );
+            assert!(e.contains(why), "{endpoint}: {e}");
+            assert!(e.contains("http://127.0.0.1:4317"), "the fix is shown: {e}");
+        }
+    }
+
+    #[cfg(not(feature = "otel"))]
+    #[test]
+    fn an_otlp_endpoint_without_the_otel_feature_is_refused() {
+        let e = error("[tracing]\notlp_endpoint = \"http://127.0.0.1:4317\"\n");
+        assert!(
+            e.starts_with("router.toml:2:1: `tracing.otlp_endpoint`"),
+            "{e}"
+        );
+        assert!(e.contains("without the `otel` feature"), "{e}");
+    }
+
+    #[test]
+    fn a_sample_ratio_outside_zero_to_one_is_refused() {
+        for ratio in ["1.5", "-0.1", "nan"] {
+            let e = error(&format!("[tracing]\nsample_ratio = {ratio}\n"));
+            assert!(
+                e.starts_with("router.toml:2:1: `tracing.sample_ratio`"),
+                "{ratio}: {e}"
+            );
+            assert!(e.contains("not between 0 and 1"), "{ratio}: {e}");
+        }
+        let e = error("[tracing]\nsample_ratio = \"half\"\n");
+        assert!(e.contains("`tracing.sample_ratio`"), "{e}");
+        let e = error("[tracing]\nservice_name = \" \"\n");
+        assert!(
+            e.contains("`tracing.service_name`: must not be empty"),
+            "{e}"
+        );
+        let e = error("[tracing]\nsample_rate = 0.5\n");
+        assert!(e.contains("unknown field `sample_rate`"), "{e}");
+    }
+
+    #[test]
+    fn the_sample_ratio_can_come_from_the_environment() {
+        for (value, expected) in [("0.5", 0.5), ("1", 1.0), ("0", 0.0)] {
+            let env = vec![(
+                "GRPC_ROUTER_TRACING__SAMPLE_RATIO".to_owned(),
+                value.to_owned(),
+            )];
+            let config = Config::parse(Path::new("r.toml"), "", env).expect("valid");
+            assert_eq!(config.tracing.sample_ratio, expected, "{value}");
+        }
+        let env = vec![(
+            "GRPC_ROUTER_TRACING__SAMPLE_RATIO".to_owned(),
+            "2".to_owned(),
+        )];
+        let e = Config::parse(Path::new("r.toml"), "", env)
+            .expect_err("invalid")
+            .to_string();
+        assert!(
+            e.starts_with(
+                "environment variable GRPC_ROUTER_TRACING__SAMPLE_RATIO: `tracing.sample_ratio`"
+            ),
+            "{e}"
         );
     }
 

@@ -240,6 +240,7 @@ pub fn reload(
         ),
         ("router_id", current.router_id != next.router_id),
         ("admin.address", current.admin != next.admin),
+        ("tracing", current.tracing != next.tracing),
     ] {
         if changed {
             warn!(

@@ -10,6 +10,8 @@
 //!   instances.
 //! - [`credentials`]: registration tokens.
 //! - [`logging`]: text or JSON logs with a reloadable level.
+//! - [`traces`]: call spans exported over OpenTelemetry OTLP (`otel`
+//!   feature).
 
 pub mod admin_http;
 pub mod config;
@@ -17,3 +19,4 @@ pub mod credentials;
 pub mod daemon;
 pub mod logging;
 pub mod status;
+pub mod traces;

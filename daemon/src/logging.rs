@@ -1,16 +1,22 @@
 //! Logs to stderr, as text or one JSON object per line, with a level that a
-//! reload can change.
+//! reload can change; beside them, the layer that exports traces (if any).
+//! The log filter is the log layer's own, so it does not decide which
+//! spans are exported.
 
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layered, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Registry, reload};
+use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
 use crate::config::{Log, LogFormat};
+use crate::traces::BoxedLayer;
+
+/// The subscriber under the log layer: the registry and the trace exporter.
+type Base = Layered<Option<BoxedLayer>, Registry>;
 
 /// Changes the log filter of the running process.
 #[derive(Clone)]
 pub struct LogHandle {
-    filter: Option<reload::Handle<EnvFilter, Registry>>,
+    filter: Option<reload::Handle<EnvFilter, Base>>,
 }
 
 impl std::fmt::Debug for LogHandle {
@@ -50,25 +56,27 @@ fn filter(log: &Log) -> EnvFilter {
         .unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
-/// Installs the process's subscriber (once; later calls change nothing).
-pub fn init(log: &Log) -> LogHandle {
+/// Installs the process's subscriber (once; later calls change nothing):
+/// the logs, and `traces` (the exporter's layer) when given.
+pub fn init(log: &Log, traces: Option<BoxedLayer>) -> LogHandle {
     let (filter, handle) = reload::Layer::new(filter(log));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let base = tracing_subscriber::registry().with(traces);
     let installed = match log.format {
-        LogFormat::Text => tracing_subscriber::registry()
-            .with(filter)
+        LogFormat::Text => base
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(ansi)
-                    .with_writer(std::io::stderr),
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
             )
             .try_init(),
-        LogFormat::Json => tracing_subscriber::registry()
-            .with(filter)
+        LogFormat::Json => base
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
-                    .with_writer(std::io::stderr),
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
             )
             .try_init(),
     };

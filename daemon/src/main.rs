@@ -86,7 +86,6 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let log = grpc_router::logging::init(&config.log);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -97,14 +96,31 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(grpc_router::daemon::serve(path, config, log)) {
+            // The OTLP client's connection lives on the runtime.
+            let started = {
+                let _runtime = runtime.enter();
+                grpc_router::traces::Traces::start(&config.tracing)
+            };
+            let (traces, layer) = match started {
+                Ok(started) => started,
+                Err(e) => {
+                    eprintln!("grpc-router: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let log = grpc_router::logging::init(&config.log, layer);
+            let code = match runtime.block_on(grpc_router::daemon::serve(path, config, log)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "grpc-router failed");
                     eprintln!("grpc-router: {e}");
                     ExitCode::FAILURE
                 }
-            }
+            };
+            // Flushes the spans still buffered while the runtime still runs
+            // the exporter's connection.
+            traces.shutdown();
+            code
         }
         Command::Status { router, json } => {
             let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -13,6 +13,8 @@
 //! - [`admin`]: the `router.v1.RouterAdmin` service for operators.
 //! - [`server`]: a router server with health, reflection ([`reflection`]),
 //!   admin and graceful shutdown in a few lines ([`server::RouterServer`]).
+//! - [`trace`]: the `tracing` spans of forwarded calls (W3C trace context
+//!   through the hop with the `otel` feature).
 //! - [`codegen`]: the re-exports generated code uses, so a user's crate has one
 //!   version of tonic and prost.
 
@@ -33,4 +35,5 @@ pub(crate) mod queue;
 pub mod reflection;
 pub mod router;
 pub mod server;
+pub mod trace;
 pub mod wire;

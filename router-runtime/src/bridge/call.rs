@@ -20,10 +20,10 @@ use crate::gauge::Gauge;
 
 use super::body::{FrameError, FrameReader, RequestBody, RequestEvent};
 use crate::flow::{Intake, RecvWindow, SendCredit, send_with_credit};
-use crate::metadata;
 use crate::pb;
 use crate::queue::{QueueSender, queue};
 use crate::wire::{BridgeFrame, Payload};
+use crate::{metadata, trace};
 
 /// What every call of one registration shares.
 pub(crate) struct CallContext {
@@ -156,7 +156,12 @@ pub(crate) fn start<T: BridgedService>(
         pending: None,
         ended: false,
     };
-    tokio::spawn(async move {
+    // The handler's span, the child of the router's `traceparent`: current
+    // while the handler runs, so its own spans and logs join the trace.
+    let span = trace::bridge_span(&start.path);
+    trace::continue_trace(&span, &start.metadata.as_ref());
+    let task_span = span.clone();
+    let task = async move {
         let timeout =
             (start.timeout_micros > 0).then(|| Duration::from_micros(start.timeout_micros));
         let out = context.out.clone();
@@ -174,18 +179,27 @@ pub(crate) fn start<T: BridgedService>(
         };
         // The handler's future and response stream are dropped by now: a
         // cancelled call's handler sees its future dropped or its stream closed.
-        if let Some(Err(status)) = outcome {
-            let _ = out.send(BridgeFrame::Trailers(metadata::trailers_from_status(
-                call_id, &status,
-            )));
+        match &outcome {
+            Some(Err(status)) => {
+                let _ = out.send(BridgeFrame::Trailers(metadata::trailers_from_status(
+                    call_id, status,
+                )));
+                trace::record_end(&task_span, status.code(), status.message());
+            }
+            Some(Ok((code, message))) => {
+                trace::record_end(&task_span, *code, message);
+            }
+            None => trace::record_end(&task_span, Code::Cancelled, "cancelled"),
         }
         context.calls.remove(call_id);
         context.active.fetch_sub(1, Ordering::AcqRel);
-    });
+    };
+    tokio::spawn(tracing::Instrument::instrument(task, span));
 }
 
-/// Calls the service and forwards its response. `Err` is a status the bridge
-/// produced itself (the service's own statuses are forwarded inside).
+/// Calls the service and forwards its response. `Ok` holds the code and
+/// message the service ended with; `Err` is a status the bridge produced
+/// itself (the service's own statuses are forwarded inside).
 async fn run<T: BridgedService>(
     service: T,
     context: &CallContext,
@@ -193,7 +207,7 @@ async fn run<T: BridgedService>(
     body: RequestBody,
     reply_credit: &SendCredit,
     timeout: Option<Duration>,
-) -> Result<(), Status> {
+) -> Result<(Code, String), Status> {
     let call_id = start.call_id;
     let request = build_request(context.descriptor, &start, body, timeout)?;
     let Ok(response) = service.oneshot(request).await;
@@ -201,8 +215,9 @@ async fn run<T: BridgedService>(
 
     // A trailers-only response: the status is in the headers.
     if let Some(trailers) = metadata::trailers_from_headers(call_id, &parts.headers) {
+        let end = ended(&trailers);
         let _ = context.out.send(BridgeFrame::Trailers(trailers));
-        return Ok(());
+        return Ok(end);
     }
     // Frames that are ready together (for a unary call: headers, the reply and
     // the trailers) go to the router in one batch: one write, one wake-up.
@@ -267,11 +282,22 @@ async fn run<T: BridgedService>(
                     metadata: Some(metadata::from_headers(&trailers)),
                     not_started: false,
                 });
+            let end = ended(&trailers);
             batch.push(BridgeFrame::Trailers(trailers));
             flush(context, &mut batch);
-            return Ok(());
+            return Ok(end);
         }
     }
+}
+
+/// The code and message of a call's trailers, for its span.
+fn ended(trailers: &pb::Trailers) -> (Code, String) {
+    let code = Code::from_i32(trailers.code);
+    let message = match code {
+        Code::Ok => String::new(),
+        _ => trailers.message.clone(),
+    };
+    (code, message)
 }
 
 /// Sends the frames gathered so far in one batch.

@@ -25,7 +25,7 @@ use super::split::TrafficSplit;
 use super::start::{CallTemplate, Started, try_start};
 use super::{PIN_HEADER, RouterCore, SELECT_HEADER, route_key};
 use crate::flow::Intake;
-use crate::metadata;
+use crate::{metadata, trace};
 
 /// The handler of one routed method.
 pub(crate) struct Forward {
@@ -41,11 +41,17 @@ impl tonic::server::StreamingService<Bytes> for Forward {
     type Future = BoxFuture<'static, Result<Response<ReplyStream>, Status>>;
 
     fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
-        Box::pin(forward(
-            self.core.clone(),
-            self.method.clone(),
-            self.received,
-            request,
+        let span = trace::router_span(&self.method.path);
+        trace::continue_trace(&span, request.metadata());
+        Box::pin(trace::forwarding(
+            span.clone(),
+            forward(
+                self.core.clone(),
+                self.method.clone(),
+                self.received,
+                request,
+                span,
+            ),
         ))
     }
 }
@@ -130,6 +136,7 @@ async fn forward(
     method: Arc<Method>,
     received: Instant,
     request: Request<Streaming<Bytes>>,
+    span: tracing::Span,
 ) -> Result<Response<ReplyStream>, Status> {
     let (metadata_map, extensions, mut stream) = request.into_parts();
     let addresses = Addresses::of(&extensions);
@@ -154,7 +161,7 @@ async fn forward(
     if expired(deadline) {
         return Err(deadline_exceeded());
     }
-    let template = CallTemplate {
+    let mut template = CallTemplate {
         method: method.clone(),
         metadata: metadata::from_headers(&headers),
         peer: addresses.peer,
@@ -162,6 +169,7 @@ async fn forward(
         peer_certificates: addresses.peer_certificates,
         deadline,
     };
+    trace::propagate(&span, &mut template.metadata);
 
     let requests = if method.kind.single_request() {
         let message = match deadline {
@@ -197,6 +205,7 @@ async fn forward(
     };
     let mut requests = Some(requests);
     let mut attempts = Attempts::default();
+    let mut retries = 0;
     // A traffic split applies unless the client chose instances itself.
     let shares = if base.pinned.is_none() && base.labels.is_empty() && !config.splits.is_empty() {
         config.splits.order(base.key, rand::random())
@@ -220,16 +229,26 @@ async fn forward(
             // It never reached the instance: safe to try another.
             requests = Some(pending);
             if attempts.retry(&core, instance.registration) {
+                trace::record_retry(&span, &mut retries, instance.id(), "not started");
                 continue;
             }
+            trace::record_attempts(&span, instance.id(), retries);
             return Err(Status::unavailable(format!(
                 "no instance of `{}` could take the call",
                 core.service.name()
             )));
         };
-        let mut reply = respond(&core, method.clone(), &instance, started, pending, deadline);
-        match reply.first_event().await {
+        let mut reply = respond(&core, &method, &instance, started, pending, deadline, &span);
+        let first = reply.first_event().await;
+        match first {
+            First::Headers(_) | First::Failed(_) => {
+                trace::record_attempts(&span, instance.id(), retries)
+            }
+            _ => {}
+        }
+        match first {
             First::Headers(md) => {
+                reply.trace = trace::Pending::new(span);
                 return Ok(Response::from_parts(
                     MetadataMap::from_headers(metadata::to_headers(Some(&md))),
                     reply,
@@ -241,13 +260,17 @@ async fn forward(
                     && resend.is_some()
                     && attempts.replay(&core, instance.registration))
                 {
+                    trace::record_attempts(&span, instance.id(), retries);
                     return Err(status);
                 }
+                trace::record_retry(&span, &mut retries, instance.id(), status.message());
             }
             First::Refused(status) => {
                 if !(resend.is_some() && attempts.retry(&core, instance.registration)) {
+                    trace::record_attempts(&span, instance.id(), retries);
                     return Err(status);
                 }
+                trace::record_retry(&span, &mut retries, instance.id(), status.message());
             }
             First::Failed(status) => return Err(status),
         }
@@ -258,11 +281,12 @@ async fn forward(
 /// the `Start`, its request pump.
 fn respond(
     core: &Arc<RouterCore>,
-    method: Arc<Method>,
+    method: &Arc<Method>,
     instance: &Arc<Instance>,
     started: Started,
     requests: Requests,
     deadline: Option<Instant>,
+    span: &tracing::Span,
 ) -> ReplyStream {
     let Started { opened, inline } = started;
     core.stats.call_started();
@@ -280,6 +304,7 @@ fn respond(
             method.tag,
             opened.request_credit,
             requests,
+            trace::CreditWait::new(span.clone()),
         ));
         guard.pump = Some(pump.abort_handle());
     }
@@ -291,11 +316,12 @@ fn respond(
             config.initial_window,
             config.max_response_message_size,
         ),
-        method,
+        method: method.clone(),
         messages: 0,
         guard,
         deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         done: false,
+        trace: trace::Pending::default(),
     }
 }
 

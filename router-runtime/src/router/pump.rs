@@ -9,6 +9,7 @@ use tonic::Streaming;
 use super::registry::Instance;
 use crate::flow::{SendCredit, SendError, send_with_credit};
 use crate::pb;
+use crate::trace::CreditWait;
 use crate::wire::RouterFrame;
 
 /// Where a call's request messages come from.
@@ -19,18 +20,21 @@ pub(crate) enum Requests {
     Stream(Streaming<Bytes>),
 }
 
-/// Sends a call's request messages as credit allows, then half-closes.
+/// Sends a call's request messages as credit allows, then half-closes;
+/// `waits` adds up the time spent waiting for credit or queue room.
 pub(crate) async fn send_requests(
     instance: Arc<Instance>,
     call_id: u64,
     tag: u32,
     credit: Arc<SendCredit>,
     requests: Requests,
+    mut waits: CreditWait,
 ) {
     match requests {
         Requests::Single(message) => {
             if let Some(message) = message
-                && send_message(&instance, call_id, tag, &credit, message)
+                && waits
+                    .time(send_message(&instance, call_id, tag, &credit, message))
                     .await
                     .is_err()
             {
@@ -38,12 +42,13 @@ pub(crate) async fn send_requests(
             }
         }
         Requests::Stream(mut stream) => loop {
-            if credit.ready().await.is_err() {
+            if waits.time(credit.ready()).await.is_err() {
                 return;
             }
             match stream.message().await {
                 Ok(Some(message)) => {
-                    if send_message(&instance, call_id, tag, &credit, message)
+                    if waits
+                        .time(send_message(&instance, call_id, tag, &credit, message))
                         .await
                         .is_err()
                     {

@@ -82,6 +82,9 @@ pub(crate) struct ReplyStream {
     pub(crate) guard: CallGuard,
     pub(crate) deadline: Option<Pin<Box<Sleep>>>,
     pub(crate) done: bool,
+    /// The call's span, ended with the call's status (or CANCELLED when
+    /// the client goes away first).
+    pub(crate) trace: crate::trace::Pending,
 }
 
 impl ReplyStream {
@@ -185,6 +188,7 @@ impl ReplyStream {
 
     fn fail(&mut self, status: Status) -> Poll<Option<Result<Bytes, Status>>> {
         self.done = true;
+        self.trace.end(&status);
         Poll::Ready(Some(Err(status)))
     }
 }
