@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use router_runtime::router::{
-    DeadlinePolicy, Deadlines, RouterConfig, Strategy, TrafficSplit, TrafficSplits,
+    ClientKey, DeadlinePolicy, Deadlines, RateLimit, RateLimits, RouterConfig, Strategy,
+    TrafficSplit, TrafficSplits,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -179,6 +180,78 @@ pub struct ServiceSettings {
     /// (`[[services."pkg.Svc".split]]` with `labels` and `weight`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub split: Vec<SplitShare>,
+    /// All calls of the service together, e.g. `{ per_second = 500, burst =
+    /// 100 }`; over it a call fails RESOURCE_EXHAUSTED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSetting>,
+    /// Each client's calls, e.g. `{ key = "peer", per_second = 20 }` or
+    /// `{ key = "header:x-api-key", per_second = 20 }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_rate_limit: Option<ClientRateLimitSetting>,
+}
+
+/// A rate limit: `per_second` sustained, bursts of `burst` (default: as
+/// many as `per_second`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSetting {
+    /// Calls per second.
+    pub per_second: u32,
+    /// Calls at once after a quiet spell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+impl RateLimitSetting {
+    fn limit(self) -> Option<RateLimit> {
+        let per_second = std::num::NonZeroU32::new(self.per_second)?;
+        let burst = std::num::NonZeroU32::new(self.burst.unwrap_or(self.per_second))?;
+        Some(RateLimit { per_second, burst })
+    }
+
+    fn check(self, at: &str) -> Result<(), (String, String)> {
+        if self.per_second == 0 {
+            return Err((format!("{at}.per_second"), "must be more than 0".to_owned()));
+        }
+        if self.burst == Some(0) {
+            return Err((format!("{at}.burst"), "must be more than 0".to_owned()));
+        }
+        Ok(())
+    }
+}
+
+/// A per-client rate limit and what tells clients apart.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRateLimitSetting {
+    /// `peer` (the client's IP address) or `header:<name>` (the value of
+    /// that request header).
+    pub key: String,
+    /// Calls per second, per client.
+    pub per_second: u32,
+    /// Calls at once after a quiet spell, per client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+impl ClientRateLimitSetting {
+    fn client_key(&self) -> Option<ClientKey> {
+        match self.key.as_str() {
+            "peer" => Some(ClientKey::PeerAddress),
+            other => other
+                .strip_prefix("header:")
+                .filter(|h| http_header(h).is_ok())
+                .map(|h| ClientKey::Header(h.to_owned())),
+        }
+    }
+
+    fn limit(&self) -> Option<RateLimit> {
+        RateLimitSetting {
+            per_second: self.per_second,
+            burst: self.burst,
+        }
+        .limit()
+    }
 }
 
 /// One share of a traffic split.
@@ -209,6 +282,9 @@ pub struct MethodSettings {
         with = "duration_option"
     )]
     pub max_deadline: Option<Duration>,
+    /// This method's calls together, on top of the service's limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSetting>,
 }
 
 impl MethodSettings {
@@ -254,6 +330,28 @@ impl ServiceSettings {
             } else {
                 self.split.clone()
             },
+            rate_limit: self.rate_limit.or(base.rate_limit),
+            client_rate_limit: self
+                .client_rate_limit
+                .clone()
+                .or_else(|| base.client_rate_limit.clone()),
+        }
+    }
+
+    /// The rate limits these settings give.
+    pub fn rate_limits(&self) -> RateLimits {
+        RateLimits {
+            service: self.rate_limit.and_then(RateLimitSetting::limit),
+            methods: self
+                .methods
+                .iter()
+                .filter_map(|(name, m)| Some((name.clone(), m.rate_limit?.limit()?)))
+                .collect(),
+            per_client: self
+                .client_rate_limit
+                .as_ref()
+                .and_then(|c| Some((c.client_key()?, c.limit()?))),
+            ..RateLimits::default()
         }
     }
 
@@ -794,6 +892,31 @@ impl Config {
                     ));
                 }
             }
+            if let Some(limit) = settings.rate_limit {
+                limit.check(&format!("{name}.rate_limit"))?;
+            }
+            if let Some(client) = &settings.client_rate_limit {
+                let at = format!("{name}.client_rate_limit");
+                RateLimitSetting {
+                    per_second: client.per_second,
+                    burst: client.burst,
+                }
+                .check(&at)?;
+                if client.client_key().is_none() {
+                    return Err((
+                        format!("{at}.key"),
+                        format!(
+                            "`{}` is neither `peer` nor `header:<lowercase header name>`",
+                            client.key
+                        ),
+                    ));
+                }
+            }
+            for (method, m) in &settings.methods {
+                if let Some(limit) = m.rate_limit {
+                    limit.check(&format!("{name}.methods.{method}.rate_limit"))?;
+                }
+            }
             for method in settings.methods.keys() {
                 if method.is_empty() || method.contains(['/', '.']) {
                     return Err((
@@ -924,6 +1047,7 @@ impl Config {
             authorize: crate::credentials::authorize(tokens),
             deadlines: settings.deadlines(),
             splits: settings.splits(),
+            rate_limits: settings.rate_limits(),
             ..base
         }
     }
@@ -1247,6 +1371,36 @@ mod tests {
         assert!(e.contains("`services.\"a.B\".split`"), "{e}");
         let e = error("[[services.\"a.B\".split]]\nlabels = {}\nweight = 1\n");
         assert!(e.contains("split[0].labels"), "{e}");
+    }
+
+    #[test]
+    fn rate_limits_are_read_per_service_method_and_client_and_checked() {
+        let config = parse(
+            "[services.\"a.B\"]\nrate_limit = { per_second = 500, burst = 50 }\n\
+             client_rate_limit = { key = \"header:x-api-key\", per_second = 5 }\n\
+             [services.\"a.B\".methods.Get]\nrate_limit = { per_second = 100 }\n",
+        )
+        .expect("valid");
+        let (_, router) = config
+            .service_router_configs()
+            .into_iter()
+            .find(|(name, _)| name == "a.B")
+            .expect("a.B");
+        let limits = router.rate_limits;
+        let service = limits.service.expect("service limit");
+        assert_eq!((service.per_second.get(), service.burst.get()), (500, 50));
+        assert_eq!(limits.methods["Get"].burst.get(), 100);
+        let (key, client) = limits.per_client.expect("client limit");
+        assert_eq!(key, ClientKey::Header("x-api-key".to_owned()));
+        assert_eq!(client.per_second.get(), 5);
+        let e = error("[services.\"a.B\"]\nrate_limit = { per_second = 0 }\n");
+        assert!(
+            e.contains("`services.\"a.B\".rate_limit.per_second`"),
+            "{e}"
+        );
+        let e =
+            error("[services.\"a.B\"]\nclient_rate_limit = { key = \"cookie\", per_second = 1 }\n");
+        assert!(e.contains("client_rate_limit.key"), "{e}");
     }
 
     #[test]

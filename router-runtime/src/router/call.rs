@@ -141,6 +141,9 @@ async fn forward(
     let (metadata_map, extensions, mut stream) = request.into_parts();
     let addresses = Addresses::of(&extensions);
     let headers = metadata_map.into_headers();
+    if let Some(limiters) = core.limiters.load().as_ref() {
+        limiters.admit(core.service.name(), &method.name, &addresses.peer, &headers)?;
+    }
     let timeout = metadata::timeout_from_headers(&headers);
     // tonic's transport server also times the call from `grpc-timeout`, until
     // the response headers, and then fails it as CANCELLED ("Timeout

@@ -15,6 +15,7 @@ mod balance;
 mod call;
 mod deadline;
 mod dynamic;
+mod limit;
 mod outbound;
 mod pump;
 mod registry;
@@ -44,6 +45,7 @@ pub(crate) use balance::Balancer;
 pub use balance::LoadMeasure;
 pub use deadline::{DeadlinePolicy, Deadlines};
 pub use dynamic::{DEFAULT_MAX_SERVICES, DynamicRouter, DynamicSide, ServiceChange, ServiceHandle};
+pub use limit::{ClientKey, RateLimit, RateLimits};
 pub use registry::{Instance, InstanceInfo, Registry, Snapshot};
 pub use route_key::extract as extract_route_key;
 pub use split::{TrafficSplit, TrafficSplits};
@@ -145,6 +147,9 @@ pub struct RouterConfig {
     /// A/B tests); sticky by routing key. An explicit `x-router-select` or
     /// pin header bypasses it.
     pub splits: TrafficSplits,
+    /// Calls per second for the service, per method and per client; a call
+    /// over a limit fails RESOURCE_EXHAUSTED naming it.
+    pub rate_limits: RateLimits,
 }
 
 impl std::fmt::Debug for RouterConfig {
@@ -191,6 +196,7 @@ impl Default for RouterConfig {
             authorize: None,
             deadlines: Deadlines::default(),
             splits: TrafficSplits::default(),
+            rate_limits: RateLimits::default(),
         }
     }
 }
@@ -248,6 +254,9 @@ impl RouterStats {
 /// service, its registrations and its settings.
 pub(crate) struct RouterCore {
     config: ArcSwap<RouterConfig>,
+    /// The rate limiters of `config.rate_limits` (kept across reloads that
+    /// leave the limits alone).
+    pub(crate) limiters: ArcSwap<Option<limit::Limiters>>,
     pub(crate) service: ServiceTable,
     pub(crate) registry: Registry,
     pub(crate) balancer: Balancer,
@@ -288,6 +297,7 @@ impl RouterCore {
         }
         .with_load(config.load_measure);
         RouterCore {
+            limiters: ArcSwap::from_pointee(limit::Limiters::new(&config.rate_limits)),
             config: ArcSwap::from_pointee(config),
             registry: Registry::new(service.name()),
             service,
@@ -321,6 +331,14 @@ impl RouterCore {
     /// Replaces the settings: calls and registrations that start from now
     /// on use them; those in flight keep the ones they started with.
     pub(crate) fn reconfigure(&self, config: RouterConfig) {
+        let same_limits = match self.limiters.load().as_ref() {
+            Some(limiters) => limiters.enforce(&config.rate_limits),
+            None => config.rate_limits.is_empty(),
+        };
+        if !same_limits {
+            self.limiters
+                .store(Arc::new(limit::Limiters::new(&config.rate_limits)));
+        }
         self.config.store(Arc::new(config));
         self.refresh_strategy();
     }
