@@ -10,11 +10,12 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use router_runtime::router::{
-    ClientKey, DeadlinePolicy, Deadlines, RateLimit, RateLimits, RouterConfig, Strategy,
-    TrafficSplit, TrafficSplits,
+    CallRequest, ClientAuth, ClientKey, DeadlinePolicy, Deadlines, RateLimit, RateLimits,
+    RouterConfig, Strategy, TrafficSplit, TrafficSplits,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -54,6 +55,9 @@ pub struct Config {
     /// The admin HTTP listener: metrics, status page, health.
     #[serde(default)]
     pub admin: Admin,
+    /// Client authentication (`[auth.jwt]`).
+    #[serde(default)]
+    pub auth: Auth,
     /// Traces exported over OpenTelemetry OTLP (the `otel` feature).
     #[serde(default)]
     pub tracing: Tracing,
@@ -188,6 +192,11 @@ pub struct ServiceSettings {
     /// `{ key = "header:x-api-key", per_second = 20 }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_rate_limit: Option<ClientRateLimitSetting>,
+    /// Authorization rules (`[[services."x".allow]]` with `methods`,
+    /// `identities`, `claims`); with any, a call no rule allows fails
+    /// PERMISSION_DENIED. Needs `[auth.jwt]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<crate::jwt::AllowRule>,
 }
 
 /// A rate limit: `per_second` sustained, bursts of `burst` (default: as
@@ -331,6 +340,11 @@ impl ServiceSettings {
                 self.split.clone()
             },
             rate_limit: self.rate_limit.or(base.rate_limit),
+            allow: if self.allow.is_empty() {
+                base.allow.clone()
+            } else {
+                self.allow.clone()
+            },
             client_rate_limit: self
                 .client_rate_limit
                 .clone()
@@ -437,6 +451,15 @@ impl Default for Shutdown {
 
 fn default_grace() -> Duration {
     router_runtime::server::DEFAULT_GRACE
+}
+
+/// How clients authenticate.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// JWT bearer tokens: with this section every call needs a valid one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<crate::jwt::JwtSettings>,
 }
 
 /// The admin HTTP listener (`/metrics`, the status page, `/healthz`).
@@ -895,6 +918,12 @@ impl Config {
             if let Some(limit) = settings.rate_limit {
                 limit.check(&format!("{name}.rate_limit"))?;
             }
+            if !settings.allow.is_empty() && self.auth.jwt.is_none() {
+                return Err((
+                    format!("{name}.allow"),
+                    "needs [auth.jwt]: rules decide on a verified token's claims".to_owned(),
+                ));
+            }
             if let Some(client) = &settings.client_rate_limit {
                 let at = format!("{name}.client_rate_limit");
                 RateLimitSetting {
@@ -966,6 +995,11 @@ impl Config {
                 }
             }
         }
+        if let Some(jwt) = &self.auth.jwt
+            && let Err((setting, why)) = crate::jwt::Verifier::new(jwt, &|k| std::env::var(k).ok())
+        {
+            return Err((setting.to_owned(), why));
+        }
         for (name, tls) in [
             ("clients.tls", &self.clients.tls),
             ("registrations.tls", &self.registrations.tls),
@@ -1023,6 +1057,22 @@ impl Config {
             .collect()
     }
 
+    /// The call check of a service with `settings`: none without
+    /// `[auth.jwt]`; fails closed if the key cannot be loaded any more.
+    fn client_auth(&self, settings: &ServiceSettings) -> Option<ClientAuth> {
+        let jwt = self.auth.jwt.as_ref()?;
+        let authorize = match crate::jwt::Verifier::new(jwt, &|k| std::env::var(k).ok()) {
+            Ok(verifier) => crate::jwt::authorize_call(Arc::new(verifier), settings.allow.clone()),
+            Err((setting, why)) => {
+                let message = format!("{setting}: {why}");
+                Arc::new(move |_: &CallRequest<'_>| {
+                    Err(tonic::Status::unavailable(message.clone()))
+                })
+            }
+        };
+        Some(ClientAuth::new(authorize))
+    }
+
     fn router_config(&self, settings: &ServiceSettings) -> RouterConfig {
         let base = RouterConfig::default();
         let tokens = settings
@@ -1048,6 +1098,7 @@ impl Config {
             deadlines: settings.deadlines(),
             splits: settings.splits(),
             rate_limits: settings.rate_limits(),
+            client_auth: self.client_auth(settings),
             ..base
         }
     }
@@ -1401,6 +1452,21 @@ mod tests {
         let e =
             error("[services.\"a.B\"]\nclient_rate_limit = { key = \"cookie\", per_second = 1 }\n");
         assert!(e.contains("client_rate_limit.key"), "{e}");
+    }
+
+    #[test]
+    fn allow_rules_need_a_jwt_section_and_the_jwt_key_must_load() {
+        let e = error("[[services.\"a.B\".allow]]\nmethods = [\"Get\"]\n");
+        assert!(
+            e.contains("`services.\"a.B\".allow`: needs [auth.jwt]"),
+            "{e}"
+        );
+        let e = error(
+            "[auth.jwt]\nissuer = \"i\"\naudience = \"a\"\n\
+             public_key_file = \"/nonexistent/key.pem\"\n",
+        );
+        assert!(e.contains("`auth.jwt.public_key_file`"), "{e}");
+        assert!(e.contains("/nonexistent/key.pem"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`status`]: `grpc-router status`: a running router's services and
 //!   instances.
 //! - [`credentials`]: registration tokens.
+//! - [`jwt`]: client JWTs and per-method authorization rules.
 //! - [`logging`]: text or JSON logs with a reloadable level.
 //! - [`traces`]: call spans exported over OpenTelemetry OTLP (`otel`
 //!   feature).
@@ -17,6 +18,7 @@ pub mod admin_http;
 pub mod config;
 pub mod credentials;
 pub mod daemon;
+pub mod jwt;
 pub mod logging;
 pub mod status;
 pub mod traces;

@@ -54,12 +54,18 @@ impl Daemon {
     /// Starts `grpc-router serve` with `config` and waits for its
     /// `listening` line.
     pub fn start(config: &str) -> Daemon {
+        Self::start_with_env(config, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra environment variables.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("router.toml");
         std::fs::write(&path, config).expect("write config");
         let mut child = Command::new(binary())
             .args(["serve", "--config"])
             .arg(&path)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

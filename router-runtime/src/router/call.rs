@@ -140,7 +140,15 @@ async fn forward(
 ) -> Result<Response<ReplyStream>, Status> {
     let (metadata_map, extensions, mut stream) = request.into_parts();
     let addresses = Addresses::of(&extensions);
-    let headers = metadata_map.into_headers();
+    let mut headers = metadata_map.into_headers();
+    if let Some(auth) = &core.config.load().client_auth {
+        auth.admit(
+            core.service.name(),
+            &method.name,
+            &addresses.peer,
+            &mut headers,
+        )?;
+    }
     if let Some(limiters) = core.limiters.load().as_ref() {
         limiters.admit(core.service.name(), &method.name, &addresses.peer, &headers)?;
     }

@@ -11,6 +11,7 @@
 //! # Ok(()) }
 //! ```
 
+mod authz;
 mod balance;
 mod call;
 mod deadline;
@@ -41,6 +42,7 @@ use tonic::body::Body;
 use tonic::codec::CompressionEncoding;
 use tonic::server::{Grpc, NamedService};
 
+pub use authz::{AuthorizeCall, CallRequest, ClientAuth, IDENTITY_HEADER};
 pub(crate) use balance::Balancer;
 pub use balance::LoadMeasure;
 pub use deadline::{DeadlinePolicy, Deadlines};
@@ -150,6 +152,9 @@ pub struct RouterConfig {
     /// Calls per second for the service, per method and per client; a call
     /// over a limit fails RESOURCE_EXHAUSTED naming it.
     pub rate_limits: RateLimits,
+    /// Decides per call whether the client may call the method, and passes
+    /// its verified identity to the instance; `None` lets every client call.
+    pub client_auth: Option<ClientAuth>,
 }
 
 impl std::fmt::Debug for RouterConfig {
@@ -197,6 +202,7 @@ impl Default for RouterConfig {
             deadlines: Deadlines::default(),
             splits: TrafficSplits::default(),
             rate_limits: RateLimits::default(),
+            client_auth: None,
         }
     }
 }

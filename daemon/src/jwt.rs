@@ -1,0 +1,403 @@
+//! Client authentication by JWT bearer tokens (`[auth.jwt]`) and
+//! authorization rules per service and method (`[[services."x".allow]]`).
+//!
+//! A call must carry `authorization: Bearer <jwt>` signed by the configured
+//! key (an HMAC secret from an environment variable, an RSA or EC public key
+//! in PEM, or a JWKS file), with the configured issuer and audience, not
+//! expired (with `leeway`). Otherwise it fails UNAUTHENTICATED saying why.
+//! A service with `allow` rules admits only calls one of its rules allows
+//! (PERMISSION_DENIED otherwise); a service without rules admits every
+//! authenticated caller. The instance receives the token's identity claim
+//! (`sub` by default) in `x-router-identity`; a client's own copy of that
+//! header is dropped.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use router_runtime::router::{AuthorizeCall, CallRequest};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tonic::Status;
+
+/// `[auth.jwt]`: how client tokens are verified.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSettings {
+    /// The required `iss` claim.
+    pub issuer: String,
+    /// The required `aud` claim (one of the token's audiences).
+    pub audience: String,
+    /// An environment variable holding an HMAC secret (HS256/384/512).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_secret_env: Option<String>,
+    /// A PEM file with an RSA or EC public key (RS*/PS* or ES256/384).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_file: Option<PathBuf>,
+    /// A JWKS file (keys picked by the token's `kid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_file: Option<PathBuf>,
+    /// Clock skew allowed on `exp` and `nbf` (default 30s).
+    #[serde(
+        default = "default_leeway",
+        with = "humantime_serde_compat",
+        skip_serializing_if = "is_default_leeway"
+    )]
+    pub leeway: Duration,
+    /// The claim that names the caller (default `sub`).
+    #[serde(default = "default_identity_claim")]
+    pub identity_claim: String,
+}
+
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn is_default_leeway(d: &Duration) -> bool {
+    *d == default_leeway()
+}
+
+fn default_identity_claim() -> String {
+    "sub".to_owned()
+}
+
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration: {e}")))
+    }
+}
+
+/// One authorization rule of a service: it allows a call when the method is
+/// listed (or none are), and the caller's identity is listed (or none are),
+/// and every claim pair matches (a claim that is an array matches when it
+/// contains the value).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowRule {
+    /// Method names (`SayHello`); empty: every method.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Caller identities (the identity claim); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<String>,
+    /// Claims the token must carry, e.g. `{ role = "admin" }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims: BTreeMap<String, String>,
+}
+
+impl AllowRule {
+    fn allows(&self, method: &str, identity: Option<&str>, claims: &Value) -> bool {
+        (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
+            && (self.identities.is_empty()
+                || identity.is_some_and(|id| self.identities.iter().any(|i| i == id)))
+            && self
+                .claims
+                .iter()
+                .all(|(name, wanted)| match claims.get(name) {
+                    Some(Value::String(s)) => s == wanted,
+                    Some(Value::Array(values)) => values.iter().any(|v| v.as_str() == Some(wanted)),
+                    Some(Value::Bool(b)) => b.to_string() == *wanted,
+                    Some(Value::Number(n)) => n.to_string() == *wanted,
+                    _ => false,
+                })
+    }
+}
+
+/// Where the verifier finds keys.
+enum Keys {
+    One(DecodingKey, Vec<Algorithm>),
+    Set(JwkSet),
+}
+
+/// Verifies tokens as `[auth.jwt]` says.
+pub struct Verifier {
+    keys: Keys,
+    settings: JwtSettings,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("issuer", &self.settings.issuer)
+            .field("audience", &self.settings.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// The verifier of `settings`, or the setting that is wrong and why.
+    pub fn new(
+        settings: &JwtSettings,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, (&'static str, String)> {
+        let sources = [
+            settings.hmac_secret_env.is_some(),
+            settings.public_key_file.is_some(),
+            settings.jwks_file.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            return Err((
+                "auth.jwt",
+                "needs exactly one of hmac_secret_env, public_key_file and jwks_file".to_owned(),
+            ));
+        }
+        let keys = if let Some(var) = &settings.hmac_secret_env {
+            let secret = env(var).filter(|s| !s.is_empty()).ok_or((
+                "auth.jwt.hmac_secret_env",
+                format!("the environment variable `{var}` is not set"),
+            ))?;
+            Keys::One(
+                DecodingKey::from_secret(secret.as_bytes()),
+                vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
+            )
+        } else if let Some(path) = &settings.public_key_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                (
+                    "auth.jwt.public_key_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+                Keys::One(
+                    key,
+                    vec![
+                        Algorithm::RS256,
+                        Algorithm::RS384,
+                        Algorithm::RS512,
+                        Algorithm::PS256,
+                        Algorithm::PS384,
+                        Algorithm::PS512,
+                    ],
+                )
+            } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
+                Keys::One(key, vec![Algorithm::ES256, Algorithm::ES384])
+            } else {
+                return Err((
+                    "auth.jwt.public_key_file",
+                    format!("{} holds no RSA or EC public key in PEM", path.display()),
+                ));
+            }
+        } else {
+            let path = settings
+                .jwks_file
+                .as_ref()
+                .ok_or(("auth.jwt", String::new()))?;
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                (
+                    "auth.jwt.jwks_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let set: JwkSet = serde_json::from_str(&text).map_err(|e| {
+                (
+                    "auth.jwt.jwks_file",
+                    format!("{} is not a JWKS: {e}", path.display()),
+                )
+            })?;
+            Keys::Set(set)
+        };
+        Ok(Verifier {
+            keys,
+            settings: settings.clone(),
+        })
+    }
+
+    /// The claims of a valid `token`, or why it is not.
+    pub fn verify(&self, token: &str) -> Result<Value, String> {
+        let header = decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
+        let (key, algorithms) = match &self.keys {
+            Keys::One(key, algorithms) => (key.clone(), algorithms.clone()),
+            Keys::Set(set) => {
+                let kid = header
+                    .kid
+                    .as_deref()
+                    .ok_or("the token names no key (`kid`)")?;
+                let jwk = set
+                    .find(kid)
+                    .ok_or_else(|| format!("no key `{kid}` in the JWKS"))?;
+                let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key `{kid}`: {e}"))?;
+                (key, vec![header.alg])
+            }
+        };
+        if !algorithms.contains(&header.alg) {
+            return Err(format!("algorithm {:?} does not fit the key", header.alg));
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.algorithms = algorithms;
+        validation.leeway = self.settings.leeway.as_secs();
+        validation.set_issuer(&[&self.settings.issuer]);
+        validation.set_audience(&[&self.settings.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        decode::<Value>(token, &key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    "the token has expired".to_owned()
+                }
+                jsonwebtoken::errors::ErrorKind::InvalidAudience => {
+                    format!("the token is not for audience `{}`", self.settings.audience)
+                }
+                jsonwebtoken::errors::ErrorKind::InvalidIssuer => {
+                    format!("the token is not issued by `{}`", self.settings.issuer)
+                }
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => "bad signature".to_owned(),
+                _ => format!("invalid token: {e}"),
+            })
+    }
+}
+
+/// The call check of one service: authentication by `verifier`, then
+/// `rules` (none: every authenticated caller).
+pub fn authorize_call(verifier: Arc<Verifier>, rules: Vec<AllowRule>) -> AuthorizeCall {
+    Arc::new(move |call: &CallRequest<'_>| {
+        let token = call
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Status::unauthenticated(format!(
+                    "`{}` needs `authorization: Bearer <token>`",
+                    call.service
+                ))
+            })?;
+        let claims = verifier
+            .verify(token.trim())
+            .map_err(|why| Status::unauthenticated(format!("token refused: {why}")))?;
+        let identity = claims
+            .get(&verifier.settings.identity_claim)
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if !rules.is_empty()
+            && !rules
+                .iter()
+                .any(|r| r.allows(call.method, identity.as_deref(), &claims))
+        {
+            return Err(Status::permission_denied(format!(
+                "`{}` may not call `{}/{}`",
+                identity.as_deref().unwrap_or("(no identity)"),
+                call.service,
+                call.method
+            )));
+        }
+        Ok(identity)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    fn settings() -> JwtSettings {
+        JwtSettings {
+            issuer: "https://auth.test".into(),
+            audience: "grpc-router".into(),
+            hmac_secret_env: Some("JWT_SECRET".into()),
+            public_key_file: None,
+            jwks_file: None,
+            leeway: default_leeway(),
+            identity_claim: default_identity_claim(),
+        }
+    }
+
+    fn verifier() -> Verifier {
+        Verifier::new(&settings(), &|_| Some("s3cret".to_owned())).expect("valid")
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+
+    fn token(claims: Value) -> String {
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(b"s3cret"),
+        )
+        .expect("encodes")
+    }
+
+    #[test]
+    fn a_valid_token_gives_its_claims_and_bad_ones_say_why() {
+        let v = verifier();
+        let good = json!({"sub": "alice", "iss": "https://auth.test", "aud": "grpc-router", "exp": now() + 60});
+        assert_eq!(
+            v.verify(&token(good.clone())).expect("valid")["sub"],
+            "alice"
+        );
+        let mut expired = good.clone();
+        expired["exp"] = json!(now() - 120);
+        assert_eq!(
+            v.verify(&token(expired)).expect_err("expired"),
+            "the token has expired"
+        );
+        let mut skewed = good.clone();
+        skewed["exp"] = json!(now() - 10);
+        assert!(v.verify(&token(skewed)).is_ok(), "within the leeway");
+        let mut other_audience = good.clone();
+        other_audience["aud"] = json!("billing");
+        assert!(
+            v.verify(&token(other_audience))
+                .expect_err("aud")
+                .contains("audience")
+        );
+        let forged = encode(
+            &Header::default(),
+            &good,
+            &EncodingKey::from_secret(b"guess"),
+        )
+        .expect("encodes");
+        assert_eq!(v.verify(&forged).expect_err("forged"), "bad signature");
+        assert!(v.verify("not.a.jwt").is_err());
+    }
+
+    #[test]
+    fn rules_allow_by_method_identity_and_claim() {
+        let rule = AllowRule {
+            methods: vec!["Adjust".into()],
+            claims: BTreeMap::from([("role".into(), "admin".into())]),
+            ..AllowRule::default()
+        };
+        let admin = json!({"role": ["viewer", "admin"]});
+        assert!(rule.allows("Adjust", Some("a"), &admin));
+        assert!(!rule.allows("Delete", Some("a"), &admin));
+        assert!(!rule.allows("Adjust", Some("a"), &json!({"role": "viewer"})));
+        let named = AllowRule {
+            identities: vec!["svc-batch".into()],
+            ..AllowRule::default()
+        };
+        assert!(named.allows("Any", Some("svc-batch"), &json!({})));
+        assert!(!named.allows("Any", None, &json!({})));
+    }
+
+    #[test]
+    fn exactly_one_key_source_and_a_set_secret_are_required() {
+        let mut both = settings();
+        both.jwks_file = Some("/x".into());
+        assert_eq!(
+            Verifier::new(&both, &|_| None).expect_err("two").0,
+            "auth.jwt"
+        );
+        let unset = Verifier::new(&settings(), &|_| None).expect_err("unset");
+        assert_eq!(unset.0, "auth.jwt.hmac_secret_env");
+        assert!(unset.1.contains("JWT_SECRET"), "{}", unset.1);
+    }
+}
