@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use router_runtime::router::{
     CallRequest, ClientAuth, ClientKey, DeadlinePolicy, Deadlines, RateLimit, RateLimits,
-    RouterConfig, Strategy, TrafficSplit, TrafficSplits,
+    RetryPolicies, RetryPolicy, RetryThrottling, RouterConfig, Strategy, TrafficSplit,
+    TrafficSplits,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -197,6 +198,118 @@ pub struct ServiceSettings {
     /// PERMISSION_DENIED. Needs `[auth.jwt]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<crate::jwt::AllowRule>,
+    /// gRPC's `retryPolicy` for the methods the proto marks idempotent
+    /// (a method's own `retry_policy` applies to it whatever its marking).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<RetryPolicySetting>,
+    /// gRPC's `retryThrottling` (default `{ max_tokens = 10, token_ratio =
+    /// 0.1 }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_throttling: Option<RetryThrottlingSetting>,
+}
+
+/// gRPC's `retryPolicy`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicySetting {
+    /// Attempts in all, the first included (2 to 5).
+    pub max_attempts: u32,
+    /// The first retry waits up to this (random).
+    #[serde(with = "duration")]
+    pub initial_backoff: Duration,
+    /// No retry waits longer.
+    #[serde(with = "duration")]
+    pub max_backoff: Duration,
+    /// Each retry multiplies the bound by this (at least 1).
+    pub backoff_multiplier: f64,
+    /// The statuses retried, by name (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`).
+    pub retryable_status_codes: Vec<String>,
+}
+
+impl RetryPolicySetting {
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            initial_backoff: self.initial_backoff,
+            max_backoff: self.max_backoff,
+            backoff_multiplier: self.backoff_multiplier,
+            retryable_status_codes: self
+                .retryable_status_codes
+                .iter()
+                .filter_map(|c| status_code(c))
+                .collect(),
+        }
+    }
+
+    fn check(&self, at: &str) -> Result<(), (String, String)> {
+        if !(2..=5).contains(&self.max_attempts) {
+            return Err((format!("{at}.max_attempts"), "must be 2 to 5".to_owned()));
+        }
+        if self.initial_backoff.is_zero() || self.max_backoff < self.initial_backoff {
+            return Err((
+                format!("{at}.max_backoff"),
+                "backoffs must be more than 0 and max_backoff at least initial_backoff".to_owned(),
+            ));
+        }
+        if !(self.backoff_multiplier >= 1.0 && self.backoff_multiplier.is_finite()) {
+            return Err((
+                format!("{at}.backoff_multiplier"),
+                "must be at least 1".to_owned(),
+            ));
+        }
+        if self.retryable_status_codes.is_empty() {
+            return Err((
+                format!("{at}.retryable_status_codes"),
+                "must name at least one status".to_owned(),
+            ));
+        }
+        if let Some(bad) = self
+            .retryable_status_codes
+            .iter()
+            .find(|c| status_code(c).is_none())
+        {
+            return Err((
+                format!("{at}.retryable_status_codes"),
+                format!("`{bad}` is not a gRPC status name (UNAVAILABLE, ABORTED, ...)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// gRPC's `retryThrottling`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryThrottlingSetting {
+    /// Tokens when all is well (1 to 1000); retries stop at half.
+    pub max_tokens: u32,
+    /// Tokens an answered attempt gives back (0 to 1).
+    pub token_ratio: f64,
+}
+
+/// A gRPC status code by its service-config name (`UNAVAILABLE`).
+fn status_code(name: &str) -> Option<tonic::Code> {
+    use tonic::Code;
+    let code = match name {
+        "CANCELLED" => Code::Cancelled,
+        "UNKNOWN" => Code::Unknown,
+        "INVALID_ARGUMENT" => Code::InvalidArgument,
+        "DEADLINE_EXCEEDED" => Code::DeadlineExceeded,
+        "NOT_FOUND" => Code::NotFound,
+        "ALREADY_EXISTS" => Code::AlreadyExists,
+        "PERMISSION_DENIED" => Code::PermissionDenied,
+        "RESOURCE_EXHAUSTED" => Code::ResourceExhausted,
+        "FAILED_PRECONDITION" => Code::FailedPrecondition,
+        "ABORTED" => Code::Aborted,
+        "OUT_OF_RANGE" => Code::OutOfRange,
+        "UNIMPLEMENTED" => Code::Unimplemented,
+        "INTERNAL" => Code::Internal,
+        "UNAVAILABLE" => Code::Unavailable,
+        "DATA_LOSS" => Code::DataLoss,
+        "UNAUTHENTICATED" => Code::Unauthenticated,
+        _ => return None,
+    };
+    Some(code)
 }
 
 /// A rate limit: `per_second` sustained, bursts of `burst` (default: as
@@ -294,6 +407,9 @@ pub struct MethodSettings {
     /// This method's calls together, on top of the service's limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSetting>,
+    /// This method's `retryPolicy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<RetryPolicySetting>,
 }
 
 impl MethodSettings {
@@ -340,6 +456,11 @@ impl ServiceSettings {
                 self.split.clone()
             },
             rate_limit: self.rate_limit.or(base.rate_limit),
+            retry_policy: self
+                .retry_policy
+                .clone()
+                .or_else(|| base.retry_policy.clone()),
+            retry_throttling: self.retry_throttling.or(base.retry_throttling),
             allow: if self.allow.is_empty() {
                 base.allow.clone()
             } else {
@@ -349,6 +470,26 @@ impl ServiceSettings {
                 .client_rate_limit
                 .clone()
                 .or_else(|| base.client_rate_limit.clone()),
+        }
+    }
+
+    /// The retry policies these settings give.
+    pub fn retries(&self) -> RetryPolicies {
+        let defaults = RetryPolicies::default();
+        RetryPolicies {
+            idempotent: self.retry_policy.as_ref().map(RetryPolicySetting::policy),
+            methods: self
+                .methods
+                .iter()
+                .filter_map(|(name, m)| Some((name.clone(), m.retry_policy.as_ref()?.policy())))
+                .collect(),
+            throttling: self
+                .retry_throttling
+                .map(|t| RetryThrottling {
+                    max_tokens: t.max_tokens,
+                    token_ratio: t.token_ratio,
+                })
+                .unwrap_or(defaults.throttling),
         }
     }
 
@@ -918,6 +1059,22 @@ impl Config {
             if let Some(limit) = settings.rate_limit {
                 limit.check(&format!("{name}.rate_limit"))?;
             }
+            if let Some(policy) = &settings.retry_policy {
+                policy.check(&format!("{name}.retry_policy"))?;
+            }
+            if let Some(t) = settings.retry_throttling
+                && (!(1..=1000).contains(&t.max_tokens) || !(0.0..=1.0).contains(&t.token_ratio))
+            {
+                return Err((
+                    format!("{name}.retry_throttling"),
+                    "max_tokens must be 1 to 1000 and token_ratio 0 to 1".to_owned(),
+                ));
+            }
+            for (method, m) in &settings.methods {
+                if let Some(policy) = &m.retry_policy {
+                    policy.check(&format!("{name}.methods.{method}.retry_policy"))?;
+                }
+            }
             if !settings.allow.is_empty() && self.auth.jwt.is_none() {
                 return Err((
                     format!("{name}.allow"),
@@ -1099,6 +1256,7 @@ impl Config {
             splits: settings.splits(),
             rate_limits: settings.rate_limits(),
             client_auth: self.client_auth(settings),
+            retries: settings.retries(),
             ..base
         }
     }
@@ -1467,6 +1625,41 @@ mod tests {
         );
         assert!(e.contains("`auth.jwt.public_key_file`"), "{e}");
         assert!(e.contains("/nonexistent/key.pem"), "{e}");
+    }
+
+    #[test]
+    fn retry_policies_are_read_for_idempotent_methods_and_named_ones_and_checked() {
+        let config = parse(
+            "[services.\"a.B\"]\n\
+             retry_policy = { max_attempts = 3, initial_backoff = \"100ms\", max_backoff = \"1s\", backoff_multiplier = 2.0, retryable_status_codes = [\"UNAVAILABLE\"] }\n\
+             retry_throttling = { max_tokens = 20, token_ratio = 0.2 }\n\
+             [services.\"a.B\".methods.Charge]\n\
+             retry_policy = { max_attempts = 2, initial_backoff = \"50ms\", max_backoff = \"50ms\", backoff_multiplier = 1.0, retryable_status_codes = [\"ABORTED\"] }\n",
+        )
+        .expect("valid");
+        let (_, router) = config
+            .service_router_configs()
+            .into_iter()
+            .find(|(name, _)| name == "a.B")
+            .expect("a.B");
+        let retries = router.retries;
+        assert_eq!(retries.idempotent.as_ref().map(|p| p.max_attempts), Some(3));
+        assert_eq!(
+            retries.methods["Charge"].retryable_status_codes,
+            [tonic::Code::Aborted]
+        );
+        assert_eq!(retries.throttling.max_tokens, 20);
+        let e = error(
+            "[defaults]\nretry_policy = { max_attempts = 9, initial_backoff = \"1s\", max_backoff = \"1s\", backoff_multiplier = 1.0, retryable_status_codes = [\"UNAVAILABLE\"] }\n",
+        );
+        assert!(
+            e.contains("`defaults.retry_policy.max_attempts`: must be 2 to 5"),
+            "{e}"
+        );
+        let e = error(
+            "[defaults]\nretry_policy = { max_attempts = 2, initial_backoff = \"1s\", max_backoff = \"1s\", backoff_multiplier = 1.0, retryable_status_codes = [\"Unavailable\"] }\n",
+        );
+        assert!(e.contains("`Unavailable` is not a gRPC status name"), "{e}");
     }
 
     #[test]

@@ -124,6 +124,13 @@ impl Attempts {
         again
     }
 
+    /// Counts a retry under the retry policy (which may return to the same
+    /// instance: the failure was the handler's answer, not the instance's
+    /// absence).
+    fn policy_retry(&mut self, core: &RouterCore) {
+        core.stats.calls_retried.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Like [`Attempts::retry`], for a call that reached an instance which
     /// died before answering: at most one such replay per call.
     fn replay(&mut self, core: &RouterCore, registration: u64) -> bool {
@@ -217,6 +224,14 @@ async fn forward(
     let mut requests = Some(requests);
     let mut attempts = Attempts::default();
     let mut retries = 0;
+    // The retry policy applies to single-request methods (the request can
+    // be sent again) that have one.
+    let policy = config
+        .retries
+        .of(&method.name, method.idempotent)
+        .filter(|_| resend.is_some());
+    let throttling = config.retries.throttling;
+    let mut answered_attempts = 0u32;
     // A traffic split applies unless the client chose instances itself.
     let shares = if base.pinned.is_none() && base.labels.is_empty() && !config.splits.is_empty() {
         config.splits.order(base.key, rand::random())
@@ -259,6 +274,9 @@ async fn forward(
         }
         match first {
             First::Headers(md) => {
+                if policy.is_some() {
+                    core.retry_budget.answered(throttling);
+                }
                 reply.trace = trace::Pending::new(span);
                 return Ok(Response::from_parts(
                     MetadataMap::from_headers(metadata::to_headers(Some(&md))),
@@ -283,9 +301,46 @@ async fn forward(
                 }
                 trace::record_retry(&span, &mut retries, instance.id(), status.message());
             }
-            First::Failed(status) => return Err(status),
+            First::Failed(status) => {
+                let Some(policy) = policy else {
+                    return Err(status);
+                };
+                answered_attempts += 1;
+                if !policy.retryable_status_codes.contains(&status.code()) {
+                    core.retry_budget.answered(throttling);
+                    return Err(status);
+                }
+                let budget_left = core.retry_budget.failed(throttling);
+                if !policy.retries(status.code(), answered_attempts) {
+                    return Err(status);
+                }
+                if !budget_left {
+                    core.stats.retry_throttled();
+                    return Err(status);
+                }
+                let backoff = policy.backoff(answered_attempts, rand::random());
+                if deadline.is_some_and(|d| Instant::now() + backoff >= d) {
+                    return Err(status);
+                }
+                tokio::time::sleep(backoff).await;
+                attempts.policy_retry(&core);
+                set_previous_attempts(&mut template.metadata, answered_attempts);
+                trace::record_retry(&span, &mut retries, instance.id(), status.message());
+            }
         }
     }
+}
+
+/// Sets `grpc-previous-rpc-attempts` for a retry.
+fn set_previous_attempts(metadata: &mut crate::pb::Metadata, previous: u32) {
+    const KEY: &str = "grpc-previous-rpc-attempts";
+    metadata.entries.retain(|e| e.key != KEY);
+    metadata.entries.push(crate::pb::MetadataEntry {
+        key: KEY.to_owned(),
+        value: Some(crate::pb::metadata_entry::Value::Ascii(
+            previous.to_string(),
+        )),
+    });
 }
 
 /// Sets up a started call's response side and, unless the request went with

@@ -21,6 +21,7 @@ mod outbound;
 mod pump;
 mod registry;
 mod reply;
+mod retry;
 mod route_key;
 mod service;
 mod session;
@@ -49,6 +50,7 @@ pub use deadline::{DeadlinePolicy, Deadlines};
 pub use dynamic::{DEFAULT_MAX_SERVICES, DynamicRouter, DynamicSide, ServiceChange, ServiceHandle};
 pub use limit::{ClientKey, RateLimit, RateLimits};
 pub use registry::{Instance, InstanceInfo, Registry, Snapshot};
+pub use retry::{RetryPolicies, RetryPolicy, RetryThrottling};
 pub use route_key::extract as extract_route_key;
 pub use split::{TrafficSplit, TrafficSplits};
 
@@ -155,6 +157,10 @@ pub struct RouterConfig {
     /// Decides per call whether the client may call the method, and passes
     /// its verified identity to the instance; `None` lets every client call.
     pub client_auth: Option<ClientAuth>,
+    /// Retries of attempts that failed before any response (gRPC's
+    /// `retryPolicy`, per method or for the idempotent ones), throttled by a
+    /// budget (`retryThrottling`).
+    pub retries: RetryPolicies,
 }
 
 impl std::fmt::Debug for RouterConfig {
@@ -203,6 +209,7 @@ impl Default for RouterConfig {
             splits: TrafficSplits::default(),
             rate_limits: RateLimits::default(),
             client_auth: None,
+            retries: RetryPolicies::default(),
         }
     }
 }
@@ -213,6 +220,7 @@ pub struct RouterStats {
     calls_started: AtomicU64,
     calls_active: crate::gauge::Gauge,
     calls_retried: AtomicU64,
+    retries_throttled: AtomicU64,
     registrations_refused: AtomicU64,
 }
 
@@ -230,6 +238,15 @@ impl RouterStats {
     /// Waits until the router holds no call state at all.
     pub async fn wait_idle(&self) {
         self.calls_active.zero().await;
+    }
+
+    /// Retries the retry policy wanted but the retry budget stopped.
+    pub fn retries_throttled(&self) -> u64 {
+        self.retries_throttled.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn retry_throttled(&self) {
+        self.retries_throttled.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Registrations refused since start (any reason).
@@ -250,7 +267,8 @@ impl RouterStats {
         self.calls_active.dec();
     }
 
-    /// Calls moved to another instance because the first never got them.
+    /// Retries: calls moved to another instance because the first never got
+    /// them, and attempts the retry policy repeated.
     pub fn calls_retried(&self) -> u64 {
         self.calls_retried.load(Ordering::Relaxed)
     }
@@ -267,6 +285,8 @@ pub(crate) struct RouterCore {
     pub(crate) registry: Registry,
     pub(crate) balancer: Balancer,
     pub(crate) stats: RouterStats,
+    /// The retry throttling's tokens.
+    pub(crate) retry_budget: retry::RetryBudget,
     /// Whether the heartbeat sweeper runs (started with the first
     /// registration, inside the server's runtime).
     pub(crate) sweeper_started: AtomicBool,
@@ -309,6 +329,7 @@ impl RouterCore {
             service,
             balancer,
             stats: RouterStats::default(),
+            retry_budget: retry::RetryBudget::default(),
             sweeper_started: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             listener: None,

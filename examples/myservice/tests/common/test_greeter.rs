@@ -52,6 +52,9 @@ pub struct TestGreeter {
     pub events: mpsc::UnboundedSender<Event>,
     /// Extra time every SayHello takes.
     pub delay: Duration,
+    /// SayHello("flaky") fails UNAVAILABLE while this is above 0, counting
+    /// it down (shared by the clones of one greeter).
+    pub flaky: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl TestGreeter {
@@ -62,6 +65,7 @@ impl TestGreeter {
                 id: id.to_owned(),
                 events,
                 delay: Duration::ZERO,
+                flaky: Default::default(),
             },
             rx,
         )
@@ -134,6 +138,25 @@ impl Greeter for TestGreeter {
                 .metadata_mut()
                 .insert_bin("x-response-bin", MetadataValue::from_bytes(&[9, 8, 7, 0]));
             Ok(response)
+        } else if name == "flaky" {
+            let _ = self.events.send(Event::Metadata(metadata.clone()));
+            let failing = self
+                .flaky
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok();
+            if failing {
+                Err(Status::unavailable("flaky: failing this attempt"))
+            } else {
+                Ok(Response::new(HelloReply {
+                    message: "recovered".into(),
+                    instance_id: self.id.clone(),
+                    payload: Default::default(),
+                }))
+            }
         } else if let Some(code) = name.strip_prefix("status:") {
             Err(requested_status(code.parse().unwrap_or(2)))
         } else if let Some(ms) = name.strip_prefix("slow:") {
