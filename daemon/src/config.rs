@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use router_runtime::router::{
-    CallRequest, ClientAuth, ClientKey, DeadlinePolicy, Deadlines, RateLimit, RateLimits,
-    RetryPolicies, RetryPolicy, RetryThrottling, RouterConfig, Strategy, TrafficSplit,
+    CallRequest, ClientAuth, ClientKey, DeadlinePolicy, Deadlines, OutlierDetection, RateLimit,
+    RateLimits, RetryPolicies, RetryPolicy, RetryThrottling, RouterConfig, Strategy, TrafficSplit,
     TrafficSplits,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -206,6 +206,106 @@ pub struct ServiceSettings {
     /// 0.1 }`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_throttling: Option<RetryThrottlingSetting>,
+    /// Ejects instances whose calls keep failing (Envoy's outlier
+    /// detection); every key is optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierSetting>,
+}
+
+/// `outlier_detection`: each key defaults as in `OutlierDetection`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierSetting {
+    /// Failures in a row that eject (default 5; 0: not by this rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
+    /// The statuses that count as failures (default UNAVAILABLE, INTERNAL,
+    /// UNKNOWN, DATA_LOSS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_codes: Option<Vec<String>>,
+    /// A failure rate (0 to 1) over `window` that ejects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_rate: Option<f64>,
+    /// Calls a window needs before its rate counts (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_calls: Option<u32>,
+    /// The rate's window (default 10s).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "duration_option"
+    )]
+    pub window: Option<Duration>,
+    /// The first ejection's length, times the ejections so far (default 30s).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "duration_option"
+    )]
+    pub base_ejection: Option<Duration>,
+    /// The longest ejection (default 300s).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "duration_option"
+    )]
+    pub max_ejection: Option<Duration>,
+    /// The most instances out at once, in percent (default 10; one may
+    /// always be).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejected_percent: Option<u32>,
+}
+
+impl OutlierSetting {
+    fn detection(&self) -> OutlierDetection {
+        let d = OutlierDetection::default();
+        OutlierDetection {
+            consecutive_failures: self.consecutive_failures.unwrap_or(d.consecutive_failures),
+            failure_codes: self
+                .failure_codes
+                .as_ref()
+                .map(|codes| codes.iter().filter_map(|c| status_code(c)).collect())
+                .unwrap_or(d.failure_codes),
+            failure_rate: self.failure_rate.or(d.failure_rate),
+            min_calls: self.min_calls.unwrap_or(d.min_calls),
+            window: self.window.unwrap_or(d.window),
+            base_ejection: self.base_ejection.unwrap_or(d.base_ejection),
+            max_ejection: self.max_ejection.unwrap_or(d.max_ejection),
+            max_ejected_percent: self.max_ejected_percent.unwrap_or(d.max_ejected_percent),
+        }
+    }
+
+    fn check(&self, at: &str) -> Result<(), (String, String)> {
+        if let Some(bad) = self
+            .failure_codes
+            .iter()
+            .flatten()
+            .find(|c| status_code(c).is_none())
+        {
+            return Err((
+                format!("{at}.failure_codes"),
+                format!("`{bad}` is not a gRPC status name (UNAVAILABLE, INTERNAL, ...)"),
+            ));
+        }
+        if self.failure_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+            return Err((format!("{at}.failure_rate"), "must be 0 to 1".to_owned()));
+        }
+        if self.max_ejected_percent.is_some_and(|p| p > 100) {
+            return Err((
+                format!("{at}.max_ejected_percent"),
+                "must be 0 to 100".to_owned(),
+            ));
+        }
+        let d = self.detection();
+        if d.base_ejection.is_zero() || d.max_ejection < d.base_ejection || d.window.is_zero() {
+            return Err((
+                format!("{at}.base_ejection"),
+                "base_ejection and window must be more than 0, max_ejection at least base_ejection"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// gRPC's `retryPolicy`.
@@ -461,6 +561,10 @@ impl ServiceSettings {
                 .clone()
                 .or_else(|| base.retry_policy.clone()),
             retry_throttling: self.retry_throttling.or(base.retry_throttling),
+            outlier_detection: self
+                .outlier_detection
+                .clone()
+                .or_else(|| base.outlier_detection.clone()),
             allow: if self.allow.is_empty() {
                 base.allow.clone()
             } else {
@@ -1062,6 +1166,9 @@ impl Config {
             if let Some(policy) = &settings.retry_policy {
                 policy.check(&format!("{name}.retry_policy"))?;
             }
+            if let Some(outliers) = &settings.outlier_detection {
+                outliers.check(&format!("{name}.outlier_detection"))?;
+            }
             if let Some(t) = settings.retry_throttling
                 && (!(1..=1000).contains(&t.max_tokens) || !(0.0..=1.0).contains(&t.token_ratio))
             {
@@ -1257,6 +1364,10 @@ impl Config {
             rate_limits: settings.rate_limits(),
             client_auth: self.client_auth(settings),
             retries: settings.retries(),
+            outlier_detection: settings
+                .outlier_detection
+                .as_ref()
+                .map(OutlierSetting::detection),
             ..base
         }
     }
@@ -1660,6 +1771,28 @@ mod tests {
             "[defaults]\nretry_policy = { max_attempts = 2, initial_backoff = \"1s\", max_backoff = \"1s\", backoff_multiplier = 1.0, retryable_status_codes = [\"Unavailable\"] }\n",
         );
         assert!(e.contains("`Unavailable` is not a gRPC status name"), "{e}");
+    }
+
+    #[test]
+    fn outlier_detection_defaults_each_key_and_checks_them() {
+        let config = parse(
+            "[defaults.outlier_detection]\nconsecutive_failures = 3\nbase_ejection = \"10s\"\n",
+        )
+        .expect("valid");
+        let detection = config
+            .default_router_config()
+            .outlier_detection
+            .expect("on");
+        assert_eq!(detection.consecutive_failures, 3);
+        assert_eq!(detection.base_ejection, Duration::from_secs(10));
+        assert_eq!(detection.max_ejected_percent, 10);
+        let e = error("[defaults.outlier_detection]\nfailure_codes = [\"BROKEN\"]\n");
+        assert!(
+            e.contains("`defaults.outlier_detection.failure_codes`"),
+            "{e}"
+        );
+        let e = error("[defaults.outlier_detection]\nmax_ejected_percent = 150\n");
+        assert!(e.contains("must be 0 to 100"), "{e}");
     }
 
     #[test]

@@ -302,6 +302,7 @@ async fn forward(
                 trace::record_retry(&span, &mut retries, instance.id(), status.message());
             }
             First::Failed(status) => {
+                core.record_outcome(&instance, status.code());
                 let Some(policy) = policy else {
                     return Err(status);
                 };

@@ -18,6 +18,7 @@ mod deadline;
 mod dynamic;
 mod limit;
 mod outbound;
+mod outlier;
 mod pump;
 mod registry;
 mod reply;
@@ -49,6 +50,7 @@ pub use balance::LoadMeasure;
 pub use deadline::{DeadlinePolicy, Deadlines};
 pub use dynamic::{DEFAULT_MAX_SERVICES, DynamicRouter, DynamicSide, ServiceChange, ServiceHandle};
 pub use limit::{ClientKey, RateLimit, RateLimits};
+pub use outlier::OutlierDetection;
 pub use registry::{Instance, InstanceInfo, Registry, Snapshot};
 pub use retry::{RetryPolicies, RetryPolicy, RetryThrottling};
 pub use route_key::extract as extract_route_key;
@@ -161,6 +163,9 @@ pub struct RouterConfig {
     /// `retryPolicy`, per method or for the idempotent ones), throttled by a
     /// budget (`retryThrottling`).
     pub retries: RetryPolicies,
+    /// Ejects instances whose calls keep failing (Envoy's outlier
+    /// detection); `None` ejects none.
+    pub outlier_detection: Option<OutlierDetection>,
 }
 
 impl std::fmt::Debug for RouterConfig {
@@ -210,6 +215,7 @@ impl Default for RouterConfig {
             rate_limits: RateLimits::default(),
             client_auth: None,
             retries: RetryPolicies::default(),
+            outlier_detection: None,
         }
     }
 }
@@ -222,6 +228,7 @@ pub struct RouterStats {
     calls_retried: AtomicU64,
     retries_throttled: AtomicU64,
     registrations_refused: AtomicU64,
+    ejections: AtomicU64,
 }
 
 impl RouterStats {
@@ -247,6 +254,11 @@ impl RouterStats {
 
     pub(crate) fn retry_throttled(&self) {
         self.retries_throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Instances ejected by outlier detection since start.
+    pub fn ejections(&self) -> u64 {
+        self.ejections.load(Ordering::Relaxed)
     }
 
     /// Registrations refused since start (any reason).
@@ -348,6 +360,44 @@ impl RouterCore {
         if let Some(listener) = &self.listener {
             listener(self, defined);
         }
+    }
+
+    /// Feeds a finished call's status to outlier detection, ejecting the
+    /// instance when it is an outlier and the service's share allows.
+    pub(crate) fn record_outcome(&self, instance: &Instance, code: tonic::Code) {
+        let config = self.config.load();
+        let Some(detection) = &config.outlier_detection else {
+            return;
+        };
+        let now = crate::clock::now_ms();
+        if instance.outlier.record(detection, code, now) != outlier::Verdict::Eject {
+            return;
+        }
+        let snapshot = self.registry.snapshot();
+        let ejected = snapshot
+            .iter()
+            .filter(|i| i.outlier.is_ejected(now))
+            .count();
+        if !outlier::may_eject(detection, ejected, snapshot.len()) {
+            tracing::info!(
+                service = self.service.name(),
+                instance = instance.id(),
+                ejected,
+                "outlier not ejected: the service's share of ejected instances is reached"
+            );
+            return;
+        }
+        let length = instance.outlier.eject(detection, now);
+        self.stats.ejections.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            event = "ejected",
+            service = self.service.name(),
+            instance = instance.id(),
+            code = ?code,
+            for_ms = u64::try_from(length.as_millis()).unwrap_or(u64::MAX),
+            times = instance.outlier.times_ejected(),
+            "instance ejected as an outlier"
+        );
     }
 
     /// The settings in force now.

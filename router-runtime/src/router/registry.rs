@@ -157,6 +157,8 @@ pub struct Instance {
     ping_nonce: AtomicU64,
     /// Woken by every pong that counts.
     ponged: tokio::sync::Notify,
+    /// Its record for outlier detection.
+    pub(crate) outlier: super::outlier::OutlierState,
     /// The register stream's outbound queue.
     pub(crate) out: Outbox,
     calls: Mutex<HashMap<u64, CallSlot>>,
@@ -197,6 +199,7 @@ impl Instance {
             last_pong: Millis::now(),
             ping_nonce: AtomicU64::new(0),
             ponged: tokio::sync::Notify::new(),
+            outlier: Default::default(),
             out,
             calls: Mutex::new(HashMap::new()),
             next_call_id: AtomicU64::new(1),
@@ -280,6 +283,17 @@ impl Instance {
             && (self.info.max_concurrent_calls == 0
                 || self.outstanding() < self.info.max_concurrent_calls)
             && !self.out.is_congested()
+            && !self.outlier.is_ejected_now()
+    }
+
+    /// Whether outlier detection has ejected the instance for now.
+    pub fn is_ejected(&self) -> bool {
+        self.outlier.is_ejected_now()
+    }
+
+    /// How many times outlier detection has ejected it.
+    pub fn times_ejected(&self) -> u32 {
+        self.outlier.times_ejected()
     }
 
     /// Bytes queued for this instance's register stream and not yet written:

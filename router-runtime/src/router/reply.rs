@@ -188,6 +188,9 @@ impl ReplyStream {
 
     fn fail(&mut self, status: Status) -> Poll<Option<Result<Bytes, Status>>> {
         self.done = true;
+        self.guard
+            .core
+            .record_outcome(&self.guard.instance, status.code());
         self.trace.end(&status);
         Poll::Ready(Some(Err(status)))
     }
