@@ -193,6 +193,10 @@ pub struct ServiceSettings {
     /// `{ key = "header:x-api-key", per_second = 20 }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_rate_limit: Option<ClientRateLimitSetting>,
+    /// The calls sent to each instance; one over it is passed over, and
+    /// with every instance over, the call fails RESOURCE_EXHAUSTED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_rate_limit: Option<RateLimitSetting>,
     /// Authorization rules (`[[services."x".allow]]` with `methods`,
     /// `identities`, `claims`); with any, a call no rule allows fails
     /// PERMISSION_DENIED. Needs `[auth.jwt]`.
@@ -556,6 +560,7 @@ impl ServiceSettings {
                 self.split.clone()
             },
             rate_limit: self.rate_limit.or(base.rate_limit),
+            instance_rate_limit: self.instance_rate_limit.or(base.instance_rate_limit),
             retry_policy: self
                 .retry_policy
                 .clone()
@@ -610,6 +615,7 @@ impl ServiceSettings {
                 .client_rate_limit
                 .as_ref()
                 .and_then(|c| Some((c.client_key()?, c.limit()?))),
+            per_instance: self.instance_rate_limit.and_then(RateLimitSetting::limit),
             ..RateLimits::default()
         }
     }
@@ -1162,6 +1168,9 @@ impl Config {
             }
             if let Some(limit) = settings.rate_limit {
                 limit.check(&format!("{name}.rate_limit"))?;
+            }
+            if let Some(limit) = settings.instance_rate_limit {
+                limit.check(&format!("{name}.instance_rate_limit"))?;
             }
             if let Some(policy) = &settings.retry_policy {
                 policy.check(&format!("{name}.retry_policy"))?;

@@ -112,3 +112,39 @@ async fn a_client_over_its_own_limit_leaves_other_clients_unaffected() {
         "refused calls are not forwarded"
     );
 }
+
+#[tokio::test]
+async fn an_instance_over_its_limit_is_passed_over_until_every_instance_is() {
+    let router = TestRouter::start(RouterConfig {
+        rate_limits: RateLimits {
+            per_instance: Some(RateLimit {
+                per_second: n(1),
+                burst: n(3),
+            }),
+            ..RateLimits::default()
+        },
+        ..RouterConfig::default()
+    })
+    .await;
+    let _a = start_instance(&router, "a", TestGreeter::new("a").0).await;
+    let _b = start_instance(&router, "b", TestGreeter::new("b").0).await;
+    let mut client = router.client().await;
+    let mut served = std::collections::HashMap::<String, u32>::new();
+    for i in 0..6 {
+        let reply = within(
+            5,
+            "call",
+            client.say_hello(Request::new(hello(&format!("{i}")))),
+        )
+        .await
+        .expect("an instance within its budget answers");
+        *served.entry(reply.into_inner().instance_id).or_default() += 1;
+    }
+    assert_eq!(served.get("a"), Some(&3), "{served:?}");
+    assert_eq!(served.get("b"), Some(&3), "{served:?}");
+    let status = within(5, "call", client.say_hello(Request::new(hello("x"))))
+        .await
+        .expect_err("both over");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains("every instance"), "{status:?}");
+}

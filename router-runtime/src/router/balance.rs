@@ -59,6 +59,9 @@ pub(crate) enum PickError {
     PinnedNotFound(String),
     /// No registered instance matches the label selector.
     NoLabelMatch,
+    /// Every instance that could take the call is over its per-instance
+    /// rate limit (of this many calls per second).
+    OverInstanceLimit(u32),
 }
 
 /// What power of two choices compares: the load of an instance.

@@ -400,6 +400,41 @@ fn pick(
     selection: &Selection<'_>,
     shares: &[&TrafficSplit],
 ) -> Result<Arc<Instance>, PickError> {
+    let limiters = core.limiters.load();
+    let Some((limiters, limit)) = limiters
+        .as_ref()
+        .as_ref()
+        .and_then(|l| Some((l, l.per_instance()?)))
+    else {
+        return pick_within_split(core, selection, shares);
+    };
+    // An instance over its own rate limit is passed over for another.
+    let mut passed_over: Vec<u64> = selection.exclude.to_vec();
+    let instances = core.registry.len();
+    loop {
+        let narrower = Selection {
+            exclude: &passed_over,
+            ..selection.clone()
+        };
+        match pick_within_split(core, &narrower, shares) {
+            Ok(instance) if limiters.admit_instance(instance.registration, instances) => {
+                return Ok(instance);
+            }
+            Ok(instance) => passed_over.push(instance.registration),
+            Err(_) if passed_over.len() > selection.exclude.len() => {
+                return Err(PickError::OverInstanceLimit(limit.per_second.get()));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// [`pick`] without per-instance limits.
+fn pick_within_split(
+    core: &RouterCore,
+    selection: &Selection<'_>,
+    shares: &[&TrafficSplit],
+) -> Result<Arc<Instance>, PickError> {
     let snapshot = core.registry.snapshot();
     let Some((first, rest)) = shares.split_first() else {
         return core.balancer.pick(&snapshot, selection);
@@ -483,6 +518,9 @@ fn pick_status(core: &RouterCore, method: &Method, error: PickError) -> Status {
         )),
         PickError::NoLabelMatch => Status::unavailable(format!(
             "no instance of `{service}` matches the `{SELECT_HEADER}` selector"
+        )),
+        PickError::OverInstanceLimit(per_second) => Status::resource_exhausted(format!(
+            "rate limit: every instance of `{service}` that could take the call is over its {per_second} calls/s"
         )),
     }
 }

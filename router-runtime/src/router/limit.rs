@@ -59,6 +59,10 @@ pub struct RateLimits {
     pub per_client: Option<(ClientKey, RateLimit)>,
     /// The most clients tracked at once (default 100,000).
     pub max_clients: usize,
+    /// Calls the router sends each instance: one over it is skipped for
+    /// another, and when every instance is over, the call fails
+    /// RESOURCE_EXHAUSTED.
+    pub per_instance: Option<RateLimit>,
 }
 
 impl Default for RateLimits {
@@ -68,6 +72,7 @@ impl Default for RateLimits {
             methods: HashMap::new(),
             per_client: None,
             max_clients: 100_000,
+            per_instance: None,
         }
     }
 }
@@ -75,7 +80,10 @@ impl Default for RateLimits {
 impl RateLimits {
     /// Whether no limit is set.
     pub fn is_empty(&self) -> bool {
-        self.service.is_none() && self.methods.is_empty() && self.per_client.is_none()
+        self.service.is_none()
+            && self.methods.is_empty()
+            && self.per_client.is_none()
+            && self.per_instance.is_none()
     }
 }
 
@@ -86,6 +94,7 @@ pub(crate) struct Limiters {
     service: Option<DefaultDirectRateLimiter>,
     methods: HashMap<String, DefaultDirectRateLimiter>,
     clients: Option<Clients>,
+    instances: Option<DefaultKeyedRateLimiter<u64>>,
 }
 
 struct Clients {
@@ -116,6 +125,7 @@ impl Limiters {
                 .iter()
                 .map(|(name, l)| (name.clone(), RateLimiter::direct(l.quota())))
                 .collect(),
+            instances: limits.per_instance.map(|l| RateLimiter::keyed(l.quota())),
             clients: limits.per_client.clone().map(|(key, limit)| Clients {
                 key,
                 limit,
@@ -173,6 +183,26 @@ impl Limiters {
             )));
         }
         Ok(())
+    }
+
+    /// The per-instance limit, when there is one.
+    pub(crate) fn per_instance(&self) -> Option<RateLimit> {
+        self.limits.per_instance
+    }
+
+    /// Takes one call of the instance with registration `registration`
+    /// from its budget; false when it is over its limit.
+    pub(crate) fn admit_instance(&self, registration: u64, instances: usize) -> bool {
+        let Some(limiter) = &self.instances else {
+            return true;
+        };
+        let admitted = limiter.check_key(&registration).is_ok();
+        // Gone registrations leave their keys: drop those back at a full
+        // bucket once the table outgrows the live instances.
+        if limiter.len() > instances.saturating_mul(2).max(64) {
+            limiter.retain_recent();
+        }
+        admitted
     }
 
     /// How many clients are tracked now.
@@ -298,6 +328,22 @@ mod tests {
             let _ = limiters.admit("a.B", "M", "127.0.0.1:1", &headers);
             assert!(limiters.clients_tracked() <= 1_001);
         }
+    }
+
+    #[test]
+    fn each_instance_has_its_own_budget() {
+        let limits = RateLimits {
+            per_instance: Some(RateLimit {
+                per_second: n(1),
+                burst: n(2),
+            }),
+            ..RateLimits::default()
+        };
+        let limiters = Limiters::new(&limits).expect("limits");
+        assert!(limiters.admit_instance(1, 2));
+        assert!(limiters.admit_instance(1, 2));
+        assert!(!limiters.admit_instance(1, 2), "instance 1 is over");
+        assert!(limiters.admit_instance(2, 2), "instance 2 is not");
     }
 
     #[test]
