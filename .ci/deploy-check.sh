@@ -130,7 +130,8 @@ for version in "${kube_versions[@]}"; do
 done
 
 # 4. router.toml of every rendering (and the image's default, deploy/router.toml)
-#    parses as TOML, and its listen ports are the Deployment's container ports.
+#    parses as TOML, and its listen ports (clients, registrations, admin) are
+#    the Deployment's container ports.
 if ! "$venv/bin/python" - "$root/deploy/router.toml" "${renders[@]}" <<'EOF'; then
 import sys, tomllib, yaml
 
@@ -171,6 +172,12 @@ for path in sys.argv[2:]:
     else:
         check(port(address, path) == ports.get("registrations"),
               f"{path}: registrations.address {address} is not the container port registrations ({ports.get('registrations')})")
+    admin = config.get("admin", {}).get("address")
+    if admin is None:
+        check("admin" not in ports, f"{path}: an admin port but no admin.address")
+    else:
+        check(port(admin, path) == ports.get("admin"),
+              f"{path}: admin.address {admin} is not the container port admin ({ports.get('admin')})")
     limit = config.get("defaults", {}).get("max_request_message_bytes")
     check(limit is None or isinstance(limit, int), f"{path}: max_request_message_bytes is not an integer: {limit!r}")
     print(f"router.toml of {path.rsplit('/', 1)[1]}: valid, ports agree ({len(config)} top-level keys)", file=sys.stderr)

@@ -108,6 +108,12 @@ pub struct Cli {
     /// Tokio worker threads [default: the number of CPUs].
     #[arg(long)]
     pub threads: Option<usize>,
+
+    /// Also measure `daemon+metrics`: the daemon's router recording its
+    /// Prometheus metrics (encoded once a second, as a scraper would), side
+    /// by side with `daemon`, to measure what the metrics cost.
+    #[arg(long)]
+    pub metrics: bool,
 }
 
 /// Subcommands: measurements that run the router in a process of its own.
@@ -411,6 +417,8 @@ pub struct Settings {
     pub direct_listen: SocketAddr,
     /// Targets to run; empty runs all.
     pub only: Vec<String>,
+    /// Whether `daemon+metrics` runs too.
+    pub metrics: bool,
 }
 
 impl Settings {
@@ -474,6 +482,7 @@ impl Settings {
             extra_targets: cli.extra_target.clone(),
             direct_listen: cli.direct_listen,
             only: cli.only.clone(),
+            metrics: cli.metrics,
         })
     }
 

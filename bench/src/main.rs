@@ -50,6 +50,10 @@ use crate::servers::Target;
 /// unary scenario only).
 pub const BUILT_IN_TARGETS: [&str; 3] = ["direct", "routed", "daemon"];
 
+/// The daemon's router with its metrics on (`--metrics`); it runs every
+/// side-by-side scenario, like the built-in targets.
+pub const METRICS_TARGET: &str = "daemon+metrics";
+
 /// Errors of the benchmark: reported and turned into a failing exit code.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -159,12 +163,34 @@ async fn run_side_by_side(settings: &Settings) -> Result<Vec<Row>, BoxError> {
         Target::connect("routed", routed_server.addr, settings.connections).await?,
         Target::connect("daemon", daemon_server.addr, settings.connections).await?,
     ];
+    let metered = if settings.metrics {
+        let mut registry = router_runtime::prometheus_client::registry::Registry::default();
+        let metrics = router_runtime::metrics::RouterMetrics::register(&mut registry);
+        let server = servers::start_daemon_with(Some(metrics)).await?;
+        all.push(Target::connect(METRICS_TARGET, server.addr, settings.connections).await?);
+        // A scrape a second, as Prometheus would (every 15 s by default).
+        let scraper = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let format = router_runtime::metrics::Format::OpenMetrics;
+                std::hint::black_box(router_runtime::metrics::encode(&registry, format).ok());
+            }
+        });
+        Some((server, scraper))
+    } else {
+        None
+    };
     for extra in &settings.extra_targets {
         all.push(Target::connect(extra.name.clone(), extra.addr, settings.connections).await?);
     }
     let pick = |include_extras: bool| -> Vec<&Target> {
         all.iter()
-            .filter(|t| include_extras || BUILT_IN_TARGETS.contains(&t.name.as_str()))
+            .filter(|t| {
+                include_extras
+                    || BUILT_IN_TARGETS.contains(&t.name.as_str())
+                    || t.name == METRICS_TARGET
+            })
             .filter(|t| settings.runs_target(&t.name))
             .collect()
     };
@@ -244,5 +270,9 @@ async fn run_side_by_side(settings: &Settings) -> Result<Vec<Row>, BoxError> {
     eprintln!("daemon router: {started} calls started, {retried} retried");
     routed_server.bridge.abort().await;
     daemon_server.stop().await;
+    if let Some((server, scraper)) = metered {
+        scraper.abort();
+        server.stop().await;
+    }
     Ok(rows)
 }

@@ -195,6 +195,20 @@ pub fn summary(format: Format, rows: &[Row], extras: &[String]) -> String {
             .map(str::to_owned),
         );
     }
+    let metrics = rows
+        .iter()
+        .any(|r| r.target(crate::METRICS_TARGET).is_some());
+    if metrics {
+        headers.extend(
+            [
+                "daemon+metrics",
+                "metrics/daemon",
+                "metrics-daemon p50",
+                "metrics-daemon p99",
+            ]
+            .map(str::to_owned),
+        );
+    }
     for extra in extras {
         headers.push(extra.clone());
         headers.push(format!("{extra}/direct"));
@@ -236,6 +250,11 @@ pub fn summary(format: Format, rows: &[Row], extras: &[String]) -> String {
             let [vs_direct, _, _] = compare(d);
             let [vs_routed, p50, p99] = against(routed, d);
             cells.extend([value(d), vs_direct, vs_routed, p50, p99]);
+        }
+        if metrics {
+            let m = row.target(crate::METRICS_TARGET);
+            let [vs_daemon, p50, p99] = against(row.target("daemon"), m);
+            cells.extend([value(m), vs_daemon, p50, p99]);
         }
         for extra in extras {
             let other = row.target(extra);

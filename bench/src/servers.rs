@@ -142,9 +142,19 @@ pub struct InProcessDaemon {
 /// Starts a dynamic router served by `RouterServer` on 127.0.0.1:0 and
 /// connects one bridge instance to it.
 pub async fn start_daemon() -> Result<InProcessDaemon, BoxError> {
+    start_daemon_with(None).await
+}
+
+/// [`start_daemon`], its router recording into `metrics` when given.
+pub async fn start_daemon_with(
+    metrics: Option<router_runtime::metrics::RouterMetrics>,
+) -> Result<InProcessDaemon, BoxError> {
     let listener = Listener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let addr = listener.local_addr()?;
-    let router = DynamicRouter::new(RouterConfig::default());
+    let router = DynamicRouter::new(RouterConfig {
+        metrics,
+        ..RouterConfig::default()
+    });
     let served = RouterServer::new("bench-daemon").route_dynamic(&router);
     let server = tokio::spawn(async move {
         if let Err(e) = served.serve(listener, None, std::future::pending()).await {

@@ -722,6 +722,12 @@ pub struct Admin {
     /// keep it on a private network (Prometheus scrapes it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<SocketAddr>,
+    /// Per-instance call counts and latency on `/metrics`
+    /// (`grpc_router_instance_*`, labelled with each instance's id): one
+    /// series per live registration, so off by default. Changing it needs
+    /// a restart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub per_instance_metrics: bool,
 }
 
 /// Logging.

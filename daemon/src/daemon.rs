@@ -5,7 +5,9 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use router_runtime::router::DynamicRouter;
+use router_runtime::metrics::{MetricsOptions, RouterMetrics};
+use router_runtime::prometheus_client::registry::Registry;
+use router_runtime::router::{DynamicRouter, RouterConfig};
 use router_runtime::server::{Listener, RouterServer, ServeError};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tracing::{error, info, warn};
@@ -48,8 +50,22 @@ pub enum DaemonError {
 /// registrations=ADDR` (and ` admin=ADDR` with an admin listener) on stdout
 /// once bound.
 pub async fn serve(path: PathBuf, config: Config, log: LogHandle) -> Result<(), DaemonError> {
+    // The metrics exist for the admin listener's `/metrics`: without one,
+    // nothing is recorded.
+    let mut registry = Registry::default();
+    let metrics = config.admin.address.map(|_| {
+        RouterMetrics::register_with(
+            &mut registry,
+            MetricsOptions {
+                per_instance: config.admin.per_instance_metrics,
+            },
+        )
+    });
     let router = DynamicRouter::with_max_services(
-        config.default_router_config(),
+        RouterConfig {
+            metrics,
+            ..config.default_router_config()
+        },
         config.limits.max_services,
     );
     router.configure(
@@ -103,7 +119,9 @@ pub async fn serve(path: PathBuf, config: Config, log: LogHandle) -> Result<(), 
     // The admin listener outlives the drain, so the drain can be watched.
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_task = admin.map(|listener| {
-        let app = admin_http::routes(AdminState::new(router_id.clone(), router.clone()));
+        let app = admin_http::routes(
+            AdminState::new(router_id.clone(), router.clone()).with_metrics(Arc::new(registry)),
+        );
         tokio::spawn(admin_http::serve(listener, app, async move {
             let _ = admin_stopped.await;
         }))

@@ -3,7 +3,9 @@
 //! hang together: the objects are there, selectors select the pods, Services
 //! target the listeners' ports, probes ask the daemon's gRPC health service,
 //! the pod runs as non-root, router.toml is valid and agrees with the ports,
-//! and the pod outlives the daemon's shutdown grace.
+//! the pod outlives the daemon's shutdown grace, and scrapers find
+//! `/metrics` on the admin port. The Grafana dashboard queries only metrics
+//! the daemon exports.
 //!
 //! These read the rendering only; `.ci/deploy-check.sh` checks that it is
 //! what the chart renders (regenerate with `bash .ci/deploy-check.sh --update`).
@@ -18,6 +20,8 @@ use yaml_rust2::{Yaml, YamlLoader};
 const CLIENTS_PORT: i64 = 50051;
 /// The registrations' listener.
 const REGISTRATIONS_PORT: i64 = 50052;
+/// The admin HTTP listener: `/metrics` and `/healthz`.
+const ADMIN_PORT: i64 = 9090;
 /// Where the image's CMD reads the configuration.
 const CONFIG_PATH: &str = "/etc/grpc-router/router.toml";
 
@@ -332,28 +336,84 @@ fn services_target_the_listener_container_ports() {
     );
     assert_eq!(
         service_target_ports(headless_service()),
-        vec![REGISTRATIONS_PORT],
-        "the headless Service must target the registrations port"
+        vec![REGISTRATIONS_PORT, ADMIN_PORT],
+        "the headless Service must target the registrations port and, for scrapers, the admin port"
     );
 }
 
 #[test]
-fn readiness_and_liveness_are_grpc_health_probes_on_the_clients_port() {
-    for probe in ["readinessProbe", "livenessProbe"] {
-        let grpc = &container()[probe]["grpc"];
-        assert_eq!(
-            grpc["port"].as_i64(),
-            Some(CLIENTS_PORT),
-            "{probe} must be a grpc probe on port {CLIENTS_PORT}: {:?}",
-            container()[probe]
-        );
-        // Absent means "" too: the server-wide status.
-        let service = grpc["service"].as_str().unwrap_or("");
-        assert_eq!(
-            service, "",
-            "{probe} must ask the server-wide health status"
-        );
-    }
+fn the_admin_port_is_named_for_scrapers_and_only_on_the_headless_service() {
+    let admin = container_ports()
+        .into_iter()
+        .find(|(_, port)| *port == ADMIN_PORT)
+        .and_then(|(name, _)| name);
+    assert_eq!(
+        admin.as_deref(),
+        Some("admin"),
+        "the container port {ADMIN_PORT}"
+    );
+    let metrics = headless_service()["spec"]["ports"]
+        .as_vec()
+        .expect("ports")
+        .iter()
+        .find(|p| p["port"].as_i64() == Some(ADMIN_PORT))
+        .expect("the headless Service publishes the admin port");
+    assert_eq!(metrics["name"].as_str(), Some("metrics"));
+    // The admin listener has no credentials: clients' Service never reaches it.
+    assert!(!service_target_ports(clients_service()).contains(&ADMIN_PORT));
+}
+
+#[test]
+fn pods_are_annotated_for_prometheus_scraping_of_the_admin_port() {
+    let annotations = string_map(
+        &deployment()["spec"]["template"]["metadata"]["annotations"],
+        "the pod template's annotations",
+    );
+    let get = |key: &str| {
+        annotations
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("prometheus.io/scrape"), Some("true"));
+    assert_eq!(
+        get("prometheus.io/port"),
+        Some(ADMIN_PORT.to_string().as_str())
+    );
+    assert_eq!(get("prometheus.io/path"), Some("/metrics"));
+}
+
+#[test]
+fn liveness_asks_healthz_on_the_admin_port() {
+    let http = &container()["livenessProbe"]["httpGet"];
+    assert_eq!(
+        http["path"].as_str(),
+        Some("/healthz"),
+        "{:?}",
+        container()["livenessProbe"]
+    );
+    let port = match http["port"].as_i64() {
+        Some(number) => number,
+        None => container_port_for(&http["port"], "livenessProbe"),
+    };
+    assert_eq!(port, ADMIN_PORT);
+}
+
+#[test]
+fn readiness_is_a_grpc_health_probe_on_the_clients_port() {
+    let probe = &container()["readinessProbe"];
+    let grpc = &probe["grpc"];
+    assert_eq!(
+        grpc["port"].as_i64(),
+        Some(CLIENTS_PORT),
+        "readinessProbe must be a grpc probe on port {CLIENTS_PORT}: {probe:?}"
+    );
+    // Absent means "" too: the server-wide status.
+    let service = grpc["service"].as_str().unwrap_or("");
+    assert_eq!(
+        service, "",
+        "readinessProbe must ask the server-wide health status"
+    );
 }
 
 #[test]
@@ -393,6 +453,7 @@ fn router_toml_parses_and_listens_on_the_two_ports() {
         REGISTRATIONS_PORT,
         "registrations.address"
     );
+    assert_eq!(listen_port(&config, "admin"), ADMIN_PORT, "admin.address");
 }
 
 #[test]
@@ -464,6 +525,112 @@ fn termination_grace_outlasts_the_shutdown_grace() {
     assert!(
         termination > pre_stop + grace,
         "terminationGracePeriodSeconds ({termination:?}) must exceed the preStop sleep ({pre_stop:?}) + shutdown.grace ({grace:?})"
+    );
+}
+
+fn dashboard() -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/grafana/grpc-router-dashboard.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not valid JSON: {e}", path.display()))
+}
+
+/// Every `expr` string in a dashboard (panels, rows' panels, targets).
+fn exprs(value: &serde_json::Value, found: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("expr", serde_json::Value::String(expr)) => found.push(expr.clone()),
+                    _ => exprs(v, found),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| exprs(v, found)),
+        _ => {}
+    }
+}
+
+/// The `grpc_...` words of a PromQL expression.
+fn grpc_words(expr: &str) -> Vec<&str> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|w| w.starts_with("grpc_"))
+        .collect()
+}
+
+/// The labels the router's metrics carry (they are not metric names).
+const LABELS: [&str; 4] = ["grpc_service", "grpc_method", "grpc_type", "grpc_code"];
+
+#[test]
+fn the_dashboard_queries_only_metrics_the_daemon_exports() {
+    let dashboard = dashboard();
+    let mut found = Vec::new();
+    exprs(&dashboard, &mut found);
+    assert!(
+        found.len() >= 10,
+        "the dashboard has {} queries",
+        found.len()
+    );
+    let mut used = std::collections::BTreeSet::new();
+    for expr in &found {
+        for word in grpc_words(expr) {
+            if LABELS.contains(&word) {
+                continue;
+            }
+            assert!(
+                router_runtime::metrics::is_exported(word),
+                "the dashboard queries `{word}`, which the daemon does not export: {expr}"
+            );
+            used.insert(word.to_owned());
+        }
+    }
+    for wanted in [
+        "grpc_server_handled_total",
+        "grpc_server_handling_seconds_bucket",
+        "grpc_router_registrations",
+        "grpc_router_calls_in_flight",
+        "grpc_router_calls_no_instance_total",
+        "grpc_router_call_retries_total",
+        "grpc_router_credit_wait_seconds_bucket",
+    ] {
+        assert!(
+            used.contains(wanted),
+            "the dashboard has no panel on {wanted}"
+        );
+    }
+}
+
+#[test]
+fn the_dashboard_asks_for_its_prometheus_data_source() {
+    let dashboard = dashboard();
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating.list");
+    assert!(
+        variables.iter().any(|v| v["name"] == "datasource"
+            && v["type"] == "datasource"
+            && v["query"] == "prometheus"),
+        "a ${{datasource}} variable of type datasource"
+    );
+    let panels = dashboard["panels"].as_array().expect("panels");
+    for panel in panels.iter().filter(|p| p["type"] != "row") {
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "panel {} uses the ${{datasource}} variable",
+            panel["title"]
+        );
+    }
+}
+
+#[test]
+fn promql_words_are_split_as_prometheus_reads_them() {
+    assert_eq!(
+        grpc_words(
+            r#"sum by (grpc_code) (rate(grpc_server_handled_total{grpc_service=~"$service"}[5m]))"#
+        ),
+        ["grpc_code", "grpc_server_handled_total", "grpc_service"]
     );
 }
 

@@ -10,6 +10,8 @@
 //!   (`proto/router/v1/router.proto`): its frames and their codecs, public
 //!   for tools and tests that speak the protocol by hand. Flow control,
 //!   metadata translation and the queues are internal (see ARCHITECTURE.md).
+//! - [`metrics`]: Prometheus metrics of routers, into a registry the
+//!   embedder owns ([`metrics::RouterMetrics`]).
 //! - [`admin`]: the `router.v1.RouterAdmin` service for operators.
 //! - [`server`]: a router server with health, reflection ([`reflection`]),
 //!   admin and graceful shutdown in a few lines ([`server::RouterServer`]).
@@ -30,6 +32,7 @@ pub mod descriptor;
 pub(crate) mod flow;
 mod gauge;
 pub(crate) mod metadata;
+pub mod metrics;
 pub mod pb;
 pub(crate) mod queue;
 pub mod reflection;
@@ -37,3 +40,7 @@ pub mod router;
 pub mod server;
 pub mod trace;
 pub mod wire;
+
+/// The `prometheus-client` crate the metrics are built on, so an embedder
+/// names the same [`Registry`](prometheus_client::registry::Registry) type.
+pub use prometheus_client;

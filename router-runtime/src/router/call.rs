@@ -25,6 +25,7 @@ use super::split::TrafficSplit;
 use super::start::{CallTemplate, Started, try_start};
 use super::{PIN_HEADER, RouterCore, SELECT_HEADER, route_key};
 use crate::flow::Intake;
+use crate::metrics::{CallRecord, RequestMeter};
 use crate::{metadata, trace};
 
 /// The handler of one routed method.
@@ -145,6 +146,28 @@ async fn forward(
     request: Request<Streaming<Bytes>>,
     span: tracing::Span,
 ) -> Result<Response<ReplyStream>, Status> {
+    let mut record = CallRecord::start(&core, &method, received);
+    match route(core, method, received, request, span, &mut record).await {
+        Ok(mut response) => {
+            // The response stream records the final status.
+            response.get_mut().record = std::mem::take(&mut record);
+            Ok(response)
+        }
+        Err(status) => {
+            record.finish(status.code());
+            Err(status)
+        }
+    }
+}
+
+async fn route(
+    core: Arc<RouterCore>,
+    method: Arc<Method>,
+    received: Instant,
+    request: Request<Streaming<Bytes>>,
+    span: tracing::Span,
+    record: &mut CallRecord,
+) -> Result<Response<ReplyStream>, Status> {
     let (metadata_map, extensions, mut stream) = request.into_parts();
     let addresses = Addresses::of(&extensions);
     let mut headers = metadata_map.into_headers();
@@ -196,6 +219,9 @@ async fn forward(
                 .map_err(|_| deadline_exceeded())??,
             None => stream.message().await?,
         };
+        if let Some(message) = &message {
+            record.received(message.len());
+        }
         Requests::Single(message)
     } else {
         Requests::Stream(stream)
@@ -243,8 +269,10 @@ async fn forward(
             exclude: &attempts.tried,
             ..base.clone()
         };
-        let instance =
-            pick(&core, &selection, &shares).map_err(|e| pick_status(&core, &method, e))?;
+        let instance = pick(&core, &selection, &shares).map_err(|e| {
+            record.no_instance();
+            pick_status(&core, &method, e)
+        })?;
         let Some(pending) = requests
             .take()
             .or_else(|| resend.clone().map(Requests::Single))
@@ -264,6 +292,7 @@ async fn forward(
                 core.service.name()
             )));
         };
+        record.on_instance(instance.id());
         let mut reply = respond(&core, &method, &instance, started, pending, deadline, &span);
         let first = reply.first_event().await;
         match first {
@@ -372,6 +401,7 @@ fn respond(
             opened.request_credit,
             requests,
             trace::CreditWait::new(span.clone()),
+            RequestMeter::new(core, method),
         ));
         guard.pump = Some(pump.abort_handle());
     }
@@ -389,6 +419,7 @@ fn respond(
         deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         done: false,
         trace: trace::Pending::default(),
+        record: CallRecord::default(),
     }
 }
 

@@ -54,6 +54,9 @@ struct Inner {
     write: Mutex<()>,
     max_services: usize,
     subscribers: Mutex<Vec<Subscriber>>,
+    /// The metrics every service reports into (from the config the router
+    /// was made with).
+    metrics: Option<crate::metrics::RouterMetrics>,
 }
 
 type Subscriber = Arc<dyn Fn(&ServiceHandle, ServiceChange) + Send + Sync>;
@@ -85,7 +88,9 @@ impl Default for DynamicRouter {
 }
 
 impl DynamicRouter {
-    /// A router that knows no service yet; services get `defaults`.
+    /// A router that knows no service yet; services get `defaults`. Every
+    /// service reports into `defaults.metrics` (taken once, here: the configs
+    /// of later [`DynamicRouter::configure`] calls do not change it).
     pub fn new(defaults: RouterConfig) -> Self {
         Self::with_max_services(defaults, DEFAULT_MAX_SERVICES)
     }
@@ -95,6 +100,7 @@ impl DynamicRouter {
     pub fn with_max_services(defaults: RouterConfig, max_services: usize) -> Self {
         DynamicRouter {
             inner: Arc::new(Inner {
+                metrics: defaults.metrics.clone(),
                 defaults: ArcSwap::from_pointee(defaults),
                 named: ArcSwap::from_pointee(HashMap::new()),
                 services: ArcSwap::from_pointee(HashMap::new()),
@@ -275,10 +281,11 @@ impl DynamicRouter {
             };
             router.notify(&core, change);
         });
-        Arc::new(
-            RouterCore::new(self.config_for(name), ServiceTable::learning(name))
-                .with_listener(listener),
-        )
+        let mut config = self.config_for(name);
+        config.metrics = self.inner.metrics.clone();
+        RouterCore::new(config, ServiceTable::learning(name))
+            .with_listener(listener)
+            .shared()
     }
 
     fn notify(&self, core: &Arc<RouterCore>, change: ServiceChange) {
@@ -377,7 +384,12 @@ impl DynamicRouter {
         let name = name.to_owned();
         let core = match self.core_for_register(&name) {
             Ok(core) => core,
-            Err(status) => return status.into_http(),
+            Err(status) => {
+                if let Some(metrics) = &self.inner.metrics {
+                    metrics.refused_unknown(status.code());
+                }
+                return status.into_http();
+            }
         };
         let response = core.clone().serve_register(req).await;
         if !core.service.is_defined() {

@@ -62,7 +62,9 @@ use crate::descriptor::{ServiceDescriptor, ServiceSpec};
 /// with `FromStr`.
 pub use crate::descriptor::{Strategy, UnknownStrategy};
 use crate::wire::{BridgeFrame, RouterFrame};
-use service::ServiceTable;
+pub(crate) use service::{Method, ServiceTable};
+#[cfg(test)]
+pub(crate) use session::record as session_record;
 
 /// Header naming the instance a call must go to (pinned routing).
 pub const PIN_HEADER: &str = "x-router-instance";
@@ -166,6 +168,11 @@ pub struct RouterConfig {
     /// Ejects instances whose calls keep failing (Envoy's outlier
     /// detection); `None` ejects none.
     pub outlier_detection: Option<OutlierDetection>,
+    /// The metric families the router reports into (see
+    /// [`crate::metrics`]); `None` records nothing. Read when the router (or
+    /// a dynamic router's service) is made: a later `reconfigure` does not
+    /// change it.
+    pub metrics: Option<crate::metrics::RouterMetrics>,
 }
 
 impl std::fmt::Debug for RouterConfig {
@@ -183,6 +190,7 @@ impl std::fmt::Debug for RouterConfig {
             .field("heartbeat_timeout", &self.heartbeat_timeout)
             .field("route_key_header", &self.route_key_header)
             .field("authorize", &self.authorize.as_ref().map(|_| "<fn>"))
+            .field("metrics", &self.metrics)
             .finish_non_exhaustive()
     }
 }
@@ -216,6 +224,7 @@ impl Default for RouterConfig {
             client_auth: None,
             retries: RetryPolicies::default(),
             outlier_detection: None,
+            metrics: None,
         }
     }
 }
@@ -308,6 +317,8 @@ pub(crate) struct RouterCore {
     listener: Option<ServiceListener>,
     /// Whether a server keeps the service's health status (one tracker).
     pub(crate) health_tracked: AtomicBool,
+    /// The service's metrics, when the router reports any.
+    pub(crate) metrics: Option<crate::metrics::ServiceMetrics>,
 }
 
 /// Told when a registration defines or extends a service's methods (the
@@ -334,8 +345,13 @@ impl RouterCore {
             None => Balancer::new(strategy),
         }
         .with_load(config.load_measure);
+        let metrics = config
+            .metrics
+            .as_ref()
+            .map(|m| m.for_service(service.name()));
         RouterCore {
             limiters: ArcSwap::from_pointee(limit::Limiters::new(&config.rate_limits)),
+            metrics,
             config: ArcSwap::from_pointee(config),
             registry: Registry::new(service.name()),
             service,
@@ -347,6 +363,15 @@ impl RouterCore {
             listener: None,
             health_tracked: AtomicBool::new(false),
         }
+    }
+
+    /// The core, shared, and read by its metrics at every scrape.
+    pub(crate) fn shared(self) -> Arc<Self> {
+        let core = Arc::new(self);
+        if let Some(metrics) = &core.metrics {
+            metrics.track(&core);
+        }
+        core
     }
 
     /// The same core, telling `listener` of every change of its methods.
@@ -438,6 +463,7 @@ impl RouterCore {
         self.registry
             .remove_all(instances.iter().map(|i| i.registration));
         for instance in instances.iter() {
+            session::record(self, crate::metrics::Event::Closed);
             instance.shut_after(
                 &tonic::Status::unavailable(format!(
                     "router closed the registration of `{}`: {reason}",
@@ -530,7 +556,7 @@ impl<S: ServiceSpec> Router<S> {
     pub fn new(config: RouterConfig) -> Self {
         let service = ServiceTable::compiled(S::DESCRIPTOR, S::FILE_DESCRIPTOR_SET);
         Router {
-            core: Arc::new(RouterCore::new(config, service)),
+            core: RouterCore::new(config, service).shared(),
             _service: PhantomData,
         }
     }

@@ -8,9 +8,11 @@ use tonic::Streaming;
 
 use super::registry::Instance;
 use crate::flow::{SendCredit, SendError, send_with_credit};
+use crate::metrics::RequestMeter;
 use crate::pb;
 use crate::trace::CreditWait;
 use crate::wire::RouterFrame;
+use tokio::time::Instant;
 
 /// Where a call's request messages come from.
 pub(crate) enum Requests {
@@ -21,7 +23,9 @@ pub(crate) enum Requests {
 }
 
 /// Sends a call's request messages as credit allows, then half-closes;
-/// `waits` adds up the time spent waiting for credit or queue room.
+/// `waits` adds up the time spent waiting for credit or queue room (for the
+/// trace), `meter` counts the streamed messages and that time (for the
+/// metrics).
 pub(crate) async fn send_requests(
     instance: Arc<Instance>,
     call_id: u64,
@@ -29,12 +33,15 @@ pub(crate) async fn send_requests(
     credit: Arc<SendCredit>,
     requests: Requests,
     mut waits: CreditWait,
+    mut meter: Option<RequestMeter>,
 ) {
     match requests {
         Requests::Single(message) => {
             if let Some(message) = message
                 && waits
-                    .time(send_message(&instance, call_id, tag, &credit, message))
+                    .time(send_message(
+                        &instance, call_id, tag, &credit, message, &mut meter,
+                    ))
                     .await
                     .is_err()
             {
@@ -42,13 +49,22 @@ pub(crate) async fn send_requests(
             }
         }
         Requests::Stream(mut stream) => loop {
+            let waiting = waiting_since(&meter, &credit, 1);
             if waits.time(credit.ready()).await.is_err() {
                 return;
             }
+            if let (Some(meter), Some(since)) = (&mut meter, waiting) {
+                meter.waited(since);
+            }
             match stream.message().await {
                 Ok(Some(message)) => {
+                    if let Some(meter) = &meter {
+                        meter.received(message.len());
+                    }
                     if waits
-                        .time(send_message(&instance, call_id, tag, &credit, message))
+                        .time(send_message(
+                            &instance, call_id, tag, &credit, message, &mut meter,
+                        ))
                         .await
                         .is_err()
                     {
@@ -73,10 +89,23 @@ async fn send_message(
     tag: u32,
     credit: &SendCredit,
     message: Bytes,
+    meter: &mut Option<RequestMeter>,
 ) -> Result<(), SendError> {
+    let waiting = waiting_since(meter, credit, message.len());
     let gate = || instance.writable();
-    send_with_credit(credit, instance.max_frame, message, gate, |piece| {
+    let sent = send_with_credit(credit, instance.max_frame, message, gate, |piece| {
         instance.send(piece.frame(call_id, tag, RouterFrame::Call, RouterFrame::Chunk))
     })
-    .await
+    .await;
+    if let (Some(meter), Some(since)) = (meter, waiting) {
+        meter.waited(since);
+    }
+    sent
+}
+
+/// When metered, and `len` bytes are more than the credit left (so sending
+/// them waits for the bridge), the time the wait starts.
+fn waiting_since(meter: &Option<RequestMeter>, credit: &SendCredit, len: usize) -> Option<Instant> {
+    let short = credit.available() < i64::try_from(len).unwrap_or(i64::MAX);
+    (meter.is_some() && short).then(Instant::now)
 }

@@ -16,6 +16,7 @@ use super::registry::{CallEvent, Instance};
 use super::service::Method;
 use crate::flow::Intake;
 use crate::metadata;
+use crate::metrics::CallRecord;
 use crate::pb;
 use crate::queue::QueueReceiver;
 use crate::wire::RouterFrame;
@@ -85,6 +86,8 @@ pub(crate) struct ReplyStream {
     /// The call's span, ended with the call's status (or CANCELLED when
     /// the client goes away first).
     pub(crate) trace: crate::trace::Pending,
+    /// The call's metrics, which the final status ends.
+    pub(crate) record: CallRecord,
 }
 
 impl ReplyStream {
@@ -171,6 +174,7 @@ impl ReplyStream {
                 self.method.path
             )));
         }
+        self.record.sent(message.len());
         Poll::Ready(Some(Ok(message)))
     }
 
@@ -192,6 +196,7 @@ impl ReplyStream {
             .core
             .record_outcome(&self.guard.instance, status.code());
         self.trace.end(&status);
+        self.record.finish(status.code());
         Poll::Ready(Some(Err(status)))
     }
 }

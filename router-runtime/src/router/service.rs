@@ -46,6 +46,8 @@ pub(crate) struct Method {
     pub(crate) route_key: Box<[u32]>,
     /// Whether it may be retried after reaching an instance.
     pub(crate) idempotent: bool,
+    /// Its metrics, resolved at its first call.
+    pub(crate) metrics: crate::metrics::MethodCell,
 }
 
 impl From<&crate::descriptor::MethodDescriptor> for Method {
@@ -57,6 +59,7 @@ impl From<&crate::descriptor::MethodDescriptor> for Method {
             kind: m.kind,
             route_key: m.route_key.into(),
             idempotent: m.idempotent,
+            metrics: Default::default(),
         }
     }
 }
@@ -322,6 +325,7 @@ fn parse(service: &str, description: &pb::ServiceDescription) -> Result<Vec<Meth
             kind,
             route_key: m.route_key.as_slice().into(),
             idempotent: m.idempotent,
+            metrics: Default::default(),
         });
     }
     Ok(methods)

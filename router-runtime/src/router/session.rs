@@ -19,6 +19,7 @@ use super::RouterCore;
 use super::outbound::{OutboundStream, Outbox};
 use super::registry::{CallEvent, Instance, InstanceInfo, ResponsePhase, Takeover};
 use crate::flow::RecvWindow;
+use crate::metrics::Event;
 use crate::pb;
 use crate::wire::{BridgeFrame, RouterFrame};
 
@@ -55,6 +56,7 @@ impl tonic::server::StreamingService<BridgeFrame> for Register {
             let accepted = accept(core, metadata, frames, &peer).await;
             if let Err(status) = &accepted {
                 stats_of.stats.registration_refused();
+                record(&stats_of, Event::Refused(status.code()));
                 warn!(
                     event = "refused",
                     service = %service,
@@ -217,7 +219,9 @@ async fn accept(
     if learnt.defined || !learnt.added.is_empty() {
         core.service_changed(learnt.defined);
     }
+    record(&core, Event::Accepted);
     if let Some(stale) = stale {
+        record(&core, Event::Replaced);
         info!(
             event = "replaced",
             service = core.service.name(),
@@ -250,6 +254,13 @@ async fn accept(
     }
     tokio::spawn(read_frames(core, instance, frames));
     Ok(Response::new(stream))
+}
+
+/// Counts a registration event, when the router has metrics.
+pub(crate) fn record(core: &RouterCore, event: Event) {
+    if let Some(metrics) = &core.metrics {
+        metrics.event(core, event);
+    }
 }
 
 fn millis(d: Duration) -> u32 {
@@ -293,6 +304,7 @@ async fn read_frames(
             %reason,
             "instance lost without draining"
         );
+        record(&core, Event::Lost);
     } else {
         info!(
             event = "ended",
@@ -302,6 +314,7 @@ async fn read_frames(
             %reason,
             "registration ended"
         );
+        record(&core, Event::Drained);
     }
     end_registration(core.as_ref(), &instance, &reason, stream_status);
 }
@@ -315,6 +328,9 @@ fn end_registration(
     stream_status: Option<Status>,
 ) {
     core.registry.remove(instance.registration);
+    if let Some(metrics) = &core.metrics {
+        metrics.instance_gone(core.service.name(), instance.id());
+    }
     instance.shut(
         &Status::unavailable(format!(
             "instance `{}` of `{}` went away: {reason}",
@@ -349,6 +365,9 @@ pub(crate) fn start_sweeper(core: &Arc<RouterCore>) {
             // Heartbeat timing may be reconfigured at any time.
             let config = core.config();
             let timeout_ms = u64::from(millis(config.heartbeat_timeout));
+            // A pong answers within the interval; half an interval more
+            // allows for a late tick.
+            let missed_ms = u64::from(millis(config.heartbeat_interval)).saturating_mul(3) / 2;
             let current = period_of(config.heartbeat_interval);
             if current != period {
                 period = current;
@@ -362,6 +381,13 @@ pub(crate) fn start_sweeper(core: &Arc<RouterCore>) {
                 if instance.unanswered_for_ms() > timeout_ms {
                     evict(&core, instance, timeout_ms);
                 } else if instance.registration % SLICES == slice {
+                    // The previous ping went out one interval ago: no pong
+                    // since means the bridge missed it.
+                    if instance.unanswered_for_ms() > missed_ms
+                        && let Some(metrics) = &core.metrics
+                    {
+                        metrics.heartbeat_missed();
+                    }
                     instance.ping();
                 }
             }
@@ -389,6 +415,7 @@ fn evict(core: &RouterCore, instance: &Instance, timeout_ms: u64) {
         %reason,
         "evicting instance"
     );
+    record(core, Event::Evicted);
     let status = Status::unavailable(format!(
         "registration of `{}` evicted: {reason}",
         instance.id()

@@ -109,6 +109,28 @@ Probe mode actually used: "grpc" or "tcp" (see probes.mode).
 {{- end }}
 
 {{/*
+Whether the admin listener (metrics, /healthz) is on: "true" or "".
+*/}}
+{{- define "grpc-router.admin" -}}
+{{- if not (kindIs "invalid" .Values.ports.admin) }}true{{- end }}
+{{- end }}
+
+{{/*
+The pod template's annotations: the config checksum, the prometheus.io ones
+and podAnnotations (which win key by key), as a dict.
+*/}}
+{{- define "grpc-router.podAnnotations" -}}
+{{- $annotations := deepCopy (.Values.podAnnotations | default dict) }}
+{{- if .Values.rollOnConfigChange }}
+{{- $_ := set $annotations "checksum/config" (include "grpc-router.routerToml" . | sha256sum) }}
+{{- end }}
+{{- if and .Values.metrics.podAnnotations (include "grpc-router.admin" .) }}
+{{- $annotations = merge $annotations (dict "prometheus.io/scrape" "true" "prometheus.io/port" (.Values.ports.admin | int | toString) "prometheus.io/path" "/metrics") }}
+{{- end }}
+{{- toYaml $annotations }}
+{{- end }}
+
+{{/*
 A listen address "host:port", with an IPv6 host in brackets.
 Takes (list host port).
 */}}
@@ -158,6 +180,11 @@ from `ports`, rendered as TOML.
 {{- $config := deepCopy (.Values.config | default dict) }}
 {{- include "grpc-router.setAddress" (dict "config" $config "section" "clients" "host" .Values.listenHost "port" .Values.ports.clients "portValue" "ports.clients") }}
 {{- include "grpc-router.setAddress" (dict "config" $config "section" "registrations" "host" .Values.listenHost "port" .Values.ports.registrations "portValue" "ports.registrations") }}
+{{- include "grpc-router.setAddress" (dict "config" $config "section" "admin" "host" .Values.listenHost "port" .Values.ports.admin "portValue" "ports.admin") }}
+{{- if and .Values.metrics.perInstance (not (kindIs "invalid" .Values.ports.admin)) }}
+{{- $admin := get $config "admin" }}
+{{- $_ := set $admin "per_instance_metrics" true }}
+{{- end }}
 {{- $toml := include "grpc-router.tomlTable" (dict "path" (list) "table" $config) }}
 {{- regexReplaceAll "\n{3,}" $toml "\n\n" | trim }}
 {{- printf "\n" }}

@@ -1,0 +1,148 @@
+//! The metrics read from the routers' own state at scrape time:
+//! registrations, calls in flight, retries and register-stream queues. They
+//! cost nothing between scrapes.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use super::WeakCore;
+use super::labels::ServiceLabels;
+
+/// The cores a registry reports, held weakly: a core dropped (a dynamic
+/// router's retired service) leaves the scrape.
+#[derive(Debug, Default)]
+pub(crate) struct Cores(Mutex<Vec<WeakCore>>);
+
+impl Cores {
+    /// Adds a core, forgetting the dropped ones.
+    pub(crate) fn track(&self, core: WeakCore) {
+        let mut cores = self.lock();
+        cores.retain(|c| c.strong_count() > 0);
+        cores.push(core);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<WeakCore>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The figures of every live service, by name (several cores of one
+    /// name add up).
+    fn read(&self) -> BTreeMap<String, Figures> {
+        let cores: Vec<_> = self.lock().iter().filter_map(|c| c.upgrade()).collect();
+        let mut services: BTreeMap<String, Figures> = BTreeMap::new();
+        for core in cores {
+            let snapshot = core.registry.snapshot();
+            // A service no registration defined and none is registered with
+            // (a refused first registration) is not reported: its name is
+            // the registrant's, not the operator's.
+            if !core.service.is_defined() && snapshot.is_empty() {
+                continue;
+            }
+            let figures = services.entry(core.service.name().to_owned()).or_default();
+            figures.registrations += as_i64(snapshot.len());
+            figures.in_flight += i64::try_from(core.stats.calls_active()).unwrap_or(i64::MAX);
+            figures.retries += core.stats.calls_retried();
+            for instance in snapshot.iter() {
+                figures.queued_bytes += as_i64(instance.queued_bytes());
+                figures.congested += i64::from(instance.is_congested());
+            }
+        }
+        services
+    }
+}
+
+fn as_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// One service's figures at a scrape.
+#[derive(Debug, Default)]
+struct Figures {
+    registrations: i64,
+    in_flight: i64,
+    retries: u64,
+    queued_bytes: i64,
+    congested: i64,
+}
+
+/// The scrape-time collector registered with the families.
+#[derive(Debug)]
+pub(crate) struct Collector {
+    cores: Arc<Cores>,
+}
+
+impl Collector {
+    pub(crate) fn new(cores: Arc<Cores>) -> Self {
+        Collector { cores }
+    }
+}
+
+/// Encodes one gauge family from the figures.
+fn gauges(
+    encoder: &mut DescriptorEncoder,
+    services: &BTreeMap<String, Figures>,
+    name: &str,
+    help: &str,
+    value: impl Fn(&Figures) -> i64,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (service, figures) in services {
+        let labels = ServiceLabels {
+            grpc_service: service.clone(),
+        };
+        ConstGauge::new(value(figures)).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl prometheus_client::collector::Collector for Collector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let services = self.cores.read();
+        gauges(
+            &mut encoder,
+            &services,
+            "grpc_router_registrations",
+            "Live registrations (instances) of each service",
+            |f| f.registrations,
+        )?;
+        gauges(
+            &mut encoder,
+            &services,
+            "grpc_router_calls_in_flight",
+            "Calls the router holds state for (started on an instance, not yet ended)",
+            |f| f.in_flight,
+        )?;
+        gauges(
+            &mut encoder,
+            &services,
+            "grpc_router_register_queue_bytes",
+            "Bytes queued for the services' register streams and not yet written",
+            |f| f.queued_bytes,
+        )?;
+        gauges(
+            &mut encoder,
+            &services,
+            "grpc_router_registrations_congested",
+            "Registrations whose register-stream queue is over max_queued_bytes (taking no new calls)",
+            |f| f.congested,
+        )?;
+        let mut retries = encoder.encode_descriptor(
+            "grpc_router_call_retries",
+            "Calls moved to another instance because the first never ran them",
+            None,
+            MetricType::Counter,
+        )?;
+        for (service, figures) in &services {
+            let labels = ServiceLabels {
+                grpc_service: service.clone(),
+            };
+            ConstCounter::new(figures.retries).encode(retries.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
