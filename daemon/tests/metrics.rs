@@ -25,7 +25,8 @@ async fn scrape_raw(daemon: &Daemon, accept: Option<&str>) -> (u16, String, Stri
         .map(|a| format!("Accept: {a}\r\n"))
         .unwrap_or_default();
     let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(daemon.admin).await?;
+        let mut stream =
+            tokio::net::TcpStream::connect(daemon.admin.expect("an admin listener")).await?;
         stream
             .write_all(format!("GET /metrics HTTP/1.0\r\nHost: admin\r\n{accept}\r\n").as_bytes())
             .await?;
