@@ -90,6 +90,10 @@ fn status(core: &RouterCore) -> pb::ServiceStatus {
         .iter()
         .map(|instance| {
             let info = instance.info();
+            let stats = instance.call_stats();
+            let micros = |d: Option<std::time::Duration>| {
+                d.map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            };
             pb::InstanceStatus {
                 id: info.id.clone(),
                 labels: info.labels.clone(),
@@ -99,6 +103,12 @@ fn status(core: &RouterCore) -> pb::ServiceStatus {
                 outstanding_calls: instance.outstanding(),
                 max_concurrent_calls: info.max_concurrent_calls,
                 connected_since: Some(prost_types::Timestamp::from(instance.connected_at())),
+                calls_finished: stats.finished,
+                calls_failed: stats.failed,
+                calls_per_second: stats.calls_per_second,
+                latency_p50_micros: micros(stats.latency_p50),
+                latency_p99_micros: micros(stats.latency_p99),
+                latency_samples: stats.latency_samples,
             }
         })
         .collect();
@@ -111,6 +121,19 @@ fn status(core: &RouterCore) -> pb::ServiceStatus {
         calls_started: core.stats.calls_started(),
         calls_retried: core.stats.calls_retried(),
         instances,
+        recent_errors: core
+            .recent_errors
+            .list()
+            .into_iter()
+            .map(|e| pb::RecentError {
+                time: Some(prost_types::Timestamp::from(e.time)),
+                method: e.method,
+                instance: e.instance,
+                code: e.code as i32,
+                message: e.message,
+            })
+            .collect(),
+        errors_recorded: core.recent_errors.recorded(),
     }
 }
 

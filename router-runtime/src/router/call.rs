@@ -392,6 +392,9 @@ fn respond(
         call_id: opened.call_id,
         finished: false,
         pump: None,
+        method: method.clone(),
+        started: std::time::Instant::now(),
+        outcome: None,
     };
     if !inline {
         let pump = tokio::spawn(send_requests(
@@ -521,6 +524,13 @@ fn routing_key(
 }
 
 fn pick_status(core: &RouterCore, method: &Method, error: PickError) -> Status {
+    let status = pick_error_status(core, method, error);
+    let (code, message) = (status.code(), status.message());
+    core.recent_errors.push(&method.path, "", code, message);
+    status
+}
+
+fn pick_error_status(core: &RouterCore, method: &Method, error: PickError) -> Status {
     let service = core.service.name();
     match error {
         PickError::NoneAvailable

@@ -14,12 +14,14 @@
 mod authz;
 mod balance;
 mod call;
+mod call_stats;
 mod deadline;
 mod dynamic;
 mod limit;
 mod outbound;
 mod outlier;
 mod pump;
+mod recent_errors;
 mod registry;
 mod reply;
 mod retry;
@@ -47,10 +49,12 @@ use tonic::server::{Grpc, NamedService};
 pub use authz::{AuthorizeCall, CallRequest, ClientAuth, IDENTITY_HEADER};
 pub(crate) use balance::Balancer;
 pub use balance::LoadMeasure;
+pub use call_stats::{CallStats, InstanceStats, LATENCY_WINDOW_SECS, RATE_WINDOW_SECS};
 pub use deadline::{DeadlinePolicy, Deadlines};
 pub use dynamic::{DEFAULT_MAX_SERVICES, DynamicRouter, DynamicSide, ServiceChange, ServiceHandle};
 pub use limit::{ClientKey, RateLimit, RateLimits};
 pub use outlier::OutlierDetection;
+pub use recent_errors::{MAX_ERROR_MESSAGE, RECENT_ERRORS, RecentError};
 pub use registry::{Instance, InstanceInfo, Registry, Snapshot};
 pub use retry::{RetryPolicies, RetryPolicy, RetryThrottling};
 pub use route_key::extract as extract_route_key;
@@ -308,6 +312,8 @@ pub(crate) struct RouterCore {
     pub(crate) stats: RouterStats,
     /// The retry throttling's tokens.
     pub(crate) retry_budget: retry::RetryBudget,
+    /// The service's last failed calls.
+    pub(crate) recent_errors: recent_errors::RecentErrors,
     /// Whether the heartbeat sweeper runs (started with the first
     /// registration, inside the server's runtime).
     pub(crate) sweeper_started: AtomicBool,
@@ -358,6 +364,7 @@ impl RouterCore {
             balancer,
             stats: RouterStats::default(),
             retry_budget: retry::RetryBudget::default(),
+            recent_errors: Default::default(),
             sweeper_started: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             listener: None,

@@ -173,6 +173,8 @@ pub struct Instance {
     pub(crate) response_limit: usize,
     /// The methods the instance serves (from its `Hello.description`).
     served: super::service::Served,
+    /// Its finished calls: counts, rate, latency.
+    pub(crate) stats: super::call_stats::InstanceStats,
 }
 
 impl Instance {
@@ -207,6 +209,7 @@ impl Instance {
             max_frame,
             response_limit,
             served: None,
+            stats: Default::default(),
         }
     }
 
@@ -234,6 +237,11 @@ impl Instance {
     /// When it registered.
     pub fn connected_at(&self) -> SystemTime {
         self.connected_at
+    }
+
+    /// Its finished calls: counts, calls per second, latency percentiles.
+    pub fn call_stats(&self) -> super::CallStats {
+        self.stats.snapshot()
     }
 
     /// Calls routed to it and not finished.

@@ -12,6 +12,7 @@ use tokio::time::Sleep;
 use tonic::{Code, Status};
 
 use super::RouterCore;
+use super::recent_errors::Outcome;
 use super::registry::{CallEvent, Instance};
 use super::service::Method;
 use crate::flow::Intake;
@@ -36,6 +37,13 @@ pub(crate) struct CallGuard {
     pub(crate) finished: bool,
     /// The request pump, stopped with the call.
     pub(crate) pump: Option<AbortHandle>,
+    /// The method called, for the service's recent errors.
+    pub(crate) method: Arc<Method>,
+    /// When the call started on the instance.
+    pub(crate) started: std::time::Instant,
+    /// How the call ended; `None` until it does (a guard dropped without one
+    /// is a call the client abandoned).
+    pub(crate) outcome: Option<Outcome>,
 }
 
 impl CallGuard {
@@ -47,6 +55,19 @@ impl CallGuard {
             self.instance.cancel_call(self.call_id, code, reason);
         }
     }
+
+    /// Counts the call in its instance's statistics and, when it failed, in
+    /// the service's recent errors.
+    fn record(&mut self) {
+        let outcome = self.outcome.take().unwrap_or_else(Outcome::cancelled);
+        self.instance
+            .stats
+            .record(outcome == Outcome::Ok, self.started.elapsed());
+        if let Outcome::Failed(code, message) = outcome {
+            let (path, id) = (&self.method.path, self.instance.id());
+            self.core.recent_errors.push(path, id, code, &message);
+        }
+    }
 }
 
 impl Drop for CallGuard {
@@ -56,6 +77,7 @@ impl Drop for CallGuard {
             pump.abort();
         }
         self.instance.close_call(self.call_id);
+        self.record();
         self.core.stats.call_ended();
     }
 }
@@ -91,8 +113,17 @@ pub(crate) struct ReplyStream {
 }
 
 impl ReplyStream {
-    /// Waits for the response headers, or the call's early end.
+    /// Waits for the response headers, or the call's early end (which
+    /// becomes the attempt's outcome).
     pub(crate) async fn first_event(&mut self) -> First {
+        let first = self.wait_first().await;
+        if let First::Lost(status) | First::Refused(status) | First::Failed(status) = &first {
+            self.guard.outcome = Some(Outcome::of(status));
+        }
+        first
+    }
+
+    async fn wait_first(&mut self) -> First {
         let event = {
             let deadline = self.deadline.as_mut();
             match deadline {
@@ -197,6 +228,7 @@ impl ReplyStream {
             .record_outcome(&self.guard.instance, status.code());
         self.trace.end(&status);
         self.record.finish(status.code());
+        self.guard.outcome = Some(Outcome::of(&status));
         Poll::Ready(Some(Err(status)))
     }
 }
