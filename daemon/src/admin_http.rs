@@ -5,6 +5,8 @@
 //! - `GET /metrics`: the router's Prometheus metrics, OpenMetrics text when
 //!   the scraper asks for it (Prometheus does), else the Prometheus text
 //!   format 0.0.4.
+//! - `GET /` and `GET /status`: the live status page; `GET /status.json`: its
+//!   data, as `grpc-router status --json` prints it ([`crate::status_page`]).
 //!
 //! It has no credentials of its own: bind it to a private address.
 
@@ -55,6 +57,9 @@ pub fn routes(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/", get(crate::status_page::page))
+        .route("/status", get(crate::status_page::page))
+        .route("/status.json", get(crate::status_page::json))
         .with_state(state)
 }
 

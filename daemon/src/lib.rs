@@ -8,6 +8,8 @@
 //!   SIGTERM.
 //! - [`status`]: `grpc-router status`: a running router's services and
 //!   instances.
+//! - [`status_page`]: the admin listener's live status page and
+//!   `/status.json`.
 //! - [`credentials`]: registration tokens.
 //! - [`jwt`]: client JWTs and per-method authorization rules.
 //! - [`logging`]: text or JSON logs with a reloadable level.
@@ -21,4 +23,5 @@ pub mod daemon;
 pub mod jwt;
 pub mod logging;
 pub mod status;
+pub mod status_page;
 pub mod traces;

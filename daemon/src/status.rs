@@ -34,7 +34,8 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// The status as a table: one line per instance, under its service.
+/// The status as a table: one line per instance, under its service, then the
+/// service's recent errors.
 pub fn table(status: &pb::ListServicesResponse) -> String {
     let mut out = format!("router {}\n", status.router_id);
     if status.services.is_empty() {
@@ -43,35 +44,81 @@ pub fn table(status: &pb::ListServicesResponse) -> String {
     for service in &status.services {
         let _ = writeln!(
             out,
-            "\n{}  strategy={}  instances={}  in_flight={}  calls={}  retried={}",
+            "\n{}  strategy={}  instances={}  in_flight={}  calls={}  retried={}  errors={}",
             service.name,
             service.strategy,
             service.instances.len(),
             service.active_calls,
             service.calls_started,
-            service.calls_retried
+            service.calls_retried,
+            service.errors_recorded
         );
         let _ = writeln!(
             out,
-            "  {:<24} {:<10} {:>9} {:>6}  LABELS",
-            "INSTANCE", "STATE", "IN_FLIGHT", "WEIGHT"
+            "  {:<24} {:<11} {:>9} {:>6} {:>8} {:>7} {:>8} {:>8} {:>8}  {:<20}  LABELS",
+            "INSTANCE",
+            "STATE",
+            "IN_FLIGHT",
+            "WEIGHT",
+            "CALLS",
+            "ERRORS",
+            "CALLS/S",
+            "P50",
+            "P99",
+            "CONNECTED"
         );
         for instance in &service.instances {
             let _ = writeln!(
                 out,
-                "  {:<24} {:<10} {:>9} {:>6}  {}",
+                "  {:<24} {:<11} {:>9} {:>6} {:>8} {:>7} {:>8.1} {:>8} {:>8}  {:<20}  {}",
                 instance.id,
                 state(instance),
                 instance.outstanding_calls,
                 instance.weight,
+                instance.calls_finished,
+                instance.calls_failed,
+                instance.calls_per_second,
+                latency_text(instance.latency_p50_micros, instance.latency_samples),
+                latency_text(instance.latency_p99_micros, instance.latency_samples),
+                instance
+                    .connected_since
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), timestamp_text),
                 labels(instance)
             );
+        }
+        if !service.recent_errors.is_empty() {
+            let _ = writeln!(
+                out,
+                "  recent errors ({} of {}, newest first):",
+                service.recent_errors.len(),
+                service.errors_recorded
+            );
+            for error in &service.recent_errors {
+                let _ = writeln!(
+                    out,
+                    "    {}  {}  {}  {}  {}",
+                    error
+                        .time
+                        .as_ref()
+                        .map_or_else(|| "-".to_owned(), timestamp_text),
+                    error.method,
+                    if error.instance.is_empty() {
+                        "(no instance)"
+                    } else {
+                        &error.instance
+                    },
+                    code_name(error.code),
+                    error.message.replace(['\n', '\r'], " ")
+                );
+            }
         }
     }
     out
 }
 
-fn state(instance: &pb::InstanceStatus) -> &'static str {
+/// The instance's state: `serving`, `not-serving` or `draining`.
+pub fn state(instance: &pb::InstanceStatus) -> &'static str {
     match (instance.serving, instance.draining) {
         (_, true) => "draining",
         (true, false) => "serving",
@@ -79,7 +126,8 @@ fn state(instance: &pb::InstanceStatus) -> &'static str {
     }
 }
 
-fn labels(instance: &pb::InstanceStatus) -> String {
+/// The instance's labels as `k=v,k=v`, sorted.
+pub fn labels(instance: &pb::InstanceStatus) -> String {
     let mut labels: Vec<String> = instance
         .labels
         .iter()
@@ -87,6 +135,65 @@ fn labels(instance: &pb::InstanceStatus) -> String {
         .collect();
     labels.sort();
     labels.join(",")
+}
+
+/// A latency in microseconds as text (`0.42ms`, `12.5ms`, `1.20s`), or `-`
+/// when it comes from no sample.
+pub fn latency_text(micros: u64, samples: u64) -> String {
+    if samples == 0 {
+        return "-".to_owned();
+    }
+    let ms = micros as f64 / 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.2}ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.1}ms")
+    } else {
+        format!("{:.2}s", ms / 1000.0)
+    }
+}
+
+/// A timestamp as RFC 3339 (UTC, whole seconds).
+pub fn timestamp_text(time: &prost_types::Timestamp) -> String {
+    system_time(time).map_or_else(
+        || "-".to_owned(),
+        |t| humantime::format_rfc3339_seconds(t).to_string(),
+    )
+}
+
+fn system_time(time: &prost_types::Timestamp) -> Option<std::time::SystemTime> {
+    std::time::SystemTime::try_from(*time).ok()
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_millis(time: &prost_types::Timestamp) -> Option<i64> {
+    time.seconds
+        .checked_mul(1000)?
+        .checked_add(i64::from(time.nanos / 1_000_000))
+}
+
+/// The canonical name of gRPC status code `code` (`UNAVAILABLE`).
+pub fn code_name(code: i32) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        2 => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "UNKNOWN_CODE",
+    }
 }
 
 #[derive(Serialize)]
@@ -102,7 +209,9 @@ struct JsonService<'a> {
     in_flight: u64,
     calls_started: u64,
     calls_retried: u64,
+    errors_recorded: u64,
     instances: Vec<JsonInstance<'a>>,
+    recent_errors: Vec<JsonError<'a>>,
 }
 
 #[derive(Serialize)]
@@ -114,9 +223,67 @@ struct JsonInstance<'a> {
     max_concurrent_calls: u32,
     labels: std::collections::BTreeMap<&'a str, &'a str>,
     connected_since_unix: Option<i64>,
+    connected_since: Option<String>,
+    calls: u64,
+    errors: u64,
+    calls_per_second: f64,
+    latency_samples: u64,
+    latency_p50_micros: Option<u64>,
+    latency_p99_micros: Option<u64>,
 }
 
-/// The status as JSON.
+#[derive(Serialize)]
+struct JsonError<'a> {
+    time: Option<String>,
+    time_unix_ms: Option<i64>,
+    method: &'a str,
+    instance: &'a str,
+    code: &'static str,
+    message: &'a str,
+}
+
+fn json_instance(i: &pb::InstanceStatus) -> JsonInstance<'_> {
+    let sampled = |micros: u64| (i.latency_samples > 0).then_some(micros);
+    JsonInstance {
+        id: &i.id,
+        state: state(i),
+        in_flight: i.outstanding_calls,
+        weight: i.weight,
+        max_concurrent_calls: i.max_concurrent_calls,
+        labels: i
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        connected_since_unix: i.connected_since.as_ref().map(|t| t.seconds),
+        connected_since: i.connected_since.as_ref().map(timestamp_text),
+        calls: i.calls_finished,
+        errors: i.calls_failed,
+        // JSON has no NaN or infinity; the rate is finite by construction.
+        calls_per_second: if i.calls_per_second.is_finite() {
+            i.calls_per_second
+        } else {
+            0.0
+        },
+        latency_samples: i.latency_samples,
+        latency_p50_micros: sampled(i.latency_p50_micros),
+        latency_p99_micros: sampled(i.latency_p99_micros),
+    }
+}
+
+fn json_error(e: &pb::RecentError) -> JsonError<'_> {
+    JsonError {
+        time: e.time.as_ref().map(timestamp_text),
+        time_unix_ms: e.time.as_ref().and_then(unix_millis),
+        method: &e.method,
+        instance: &e.instance,
+        code: code_name(e.code),
+        message: &e.message,
+    }
+}
+
+/// The status as JSON (`grpc-router status --json` and the admin listener's
+/// `/status.json`).
 pub fn json(status: &pb::ListServicesResponse) -> String {
     let value = JsonStatus {
         router_id: &status.router_id,
@@ -129,23 +296,9 @@ pub fn json(status: &pb::ListServicesResponse) -> String {
                 in_flight: s.active_calls,
                 calls_started: s.calls_started,
                 calls_retried: s.calls_retried,
-                instances: s
-                    .instances
-                    .iter()
-                    .map(|i| JsonInstance {
-                        id: &i.id,
-                        state: state(i),
-                        in_flight: i.outstanding_calls,
-                        weight: i.weight,
-                        max_concurrent_calls: i.max_concurrent_calls,
-                        labels: i
-                            .labels
-                            .iter()
-                            .map(|(k, v)| (k.as_str(), v.as_str()))
-                            .collect(),
-                        connected_since_unix: i.connected_since.as_ref().map(|t| t.seconds),
-                    })
-                    .collect(),
+                errors_recorded: s.errors_recorded,
+                instances: s.instances.iter().map(json_instance).collect(),
+                recent_errors: s.recent_errors.iter().map(json_error).collect(),
             })
             .collect(),
     };
