@@ -257,9 +257,13 @@ async fn registrant_strings_are_escaped_on_the_page() {
 async fn the_page_is_served_with_a_policy_that_runs_only_its_own_script() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let daemon = Daemon::start(&config_with(""));
-    let mut stream = within(5, "connect", tokio::net::TcpStream::connect(daemon.admin))
-        .await
-        .expect("admin listener");
+    let mut stream = within(
+        5,
+        "connect",
+        tokio::net::TcpStream::connect(daemon.admin.expect("an admin listener")),
+    )
+    .await
+    .expect("admin listener");
     stream
         .write_all(b"GET / HTTP/1.0\r\nHost: admin\r\n\r\n")
         .await
