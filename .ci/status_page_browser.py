@@ -32,6 +32,7 @@ import os
 import queue
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -232,9 +233,11 @@ class Browser:
         ]
 
     def screenshot(self, session, path):
-        data = self.call("Page.captureScreenshot", {"format": "png"}, session)["data"]
+        data = base64.b64decode(self.call("Page.captureScreenshot", {"format": "png"}, session)["data"])
+        if not data.startswith(b"\x89PNG\r\n\x1a\n") or len(data) < 10_000:
+            fail(f"the screenshot is not a plausible PNG ({len(data)} bytes)")
         with open(path, "wb") as out:
-            out.write(base64.b64decode(data))
+            out.write(data)
 
     def close(self):
         try:
@@ -289,6 +292,8 @@ def main():
     options.add_argument("--hostile")
     args = options.parse_args()
     ids = args.ids
+    # A timeout's SIGTERM still closes the browser (the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(f"status-page: FAIL: terminated"))
 
     browser = Browser(args.chromium)
     hostile = None
