@@ -293,7 +293,7 @@ def main():
     args = options.parse_args()
     ids = args.ids
     # A timeout's SIGTERM still closes the browser (the finally below).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(f"status-page: FAIL: terminated"))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("status-page: FAIL: terminated"))
 
     browser = Browser(args.chromium)
     hostile = None
