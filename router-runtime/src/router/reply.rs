@@ -60,12 +60,40 @@ impl CallGuard {
     /// the service's recent errors.
     fn record(&mut self) {
         let outcome = self.outcome.take().unwrap_or_else(Outcome::cancelled);
-        self.instance
-            .stats
-            .record(outcome == Outcome::Ok, self.started.elapsed());
-        if let Outcome::Failed(code, message) = outcome {
+        let elapsed = self.started.elapsed();
+        self.instance.stats.record(outcome == Outcome::Ok, elapsed);
+        let code = match &outcome {
+            Outcome::Ok => Code::Ok,
+            Outcome::Failed(code, _) => *code,
+        };
+        let duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        // The access log: one line per attempt, at its own target so that a
+        // filter switches it (`router_runtime::access=info`).
+        tracing::info!(
+            target: "router_runtime::access",
+            service = self.core.service.name(),
+            method = &*self.method.name,
+            instance = self.instance.id(),
+            call_id = self.call_id,
+            code = ?code,
+            duration_us,
+            "call"
+        );
+        if let Outcome::Failed(code, message) = &outcome {
+            if *code != Code::Cancelled {
+                tracing::debug!(
+                    event = "call_failed",
+                    service = self.core.service.name(),
+                    method = &*self.method.name,
+                    instance = self.instance.id(),
+                    call_id = self.call_id,
+                    code = ?code,
+                    message = message.as_ref(),
+                    "call failed"
+                );
+            }
             let (path, id) = (&self.method.path, self.instance.id());
-            self.core.recent_errors.push(path, id, code, &message);
+            self.core.recent_errors.push(path, id, *code, message);
         }
     }
 }
