@@ -149,7 +149,15 @@ async fn accept(
     };
     // A live registration of the same id is replaced only by its own
     // process or credential, or when it misses a ping.
-    let existing = core.registry.snapshot().by_id(&info.id).cloned();
+    // A scan, not `Snapshot::by_id`: that builds the snapshot's index, and
+    // every registration publishes a new snapshot, so ten thousand
+    // registrations would build ten thousand indexes.
+    let existing = core
+        .registry
+        .snapshot()
+        .iter()
+        .find(|i| i.id() == info.id)
+        .cloned();
     if let Some(existing) = existing {
         let interval = config.heartbeat_interval;
         let stale_after = u64::from(millis(interval + interval / 2));
