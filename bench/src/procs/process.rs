@@ -134,6 +134,12 @@ impl Proc {
         }
     }
 
+    /// The process id.
+    #[cfg(test)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// An error if the process has exited (with its status).
     pub fn check_running(&mut self) -> Result<(), BoxError> {
         match self.child.try_wait() {
@@ -155,15 +161,13 @@ impl Drop for Proc {
     fn drop(&mut self) {
         // The child leads its group (`process_group(0)`).
         let group = i32::try_from(self.child.id()).ok().and_then(Pid::from_raw);
-        if let (Some(grace), Some(group)) = (self.grace, group) {
-            if kill_process_group(group, Signal::TERM).is_ok() {
-                let give_up = std::time::Instant::now() + grace;
-                // A synchronous drop has no exit event to wait on: poll.
-                while matches!(self.child.try_wait(), Ok(None))
-                    && std::time::Instant::now() < give_up
-                {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
+        if let (Some(grace), Some(group)) = (self.grace, group)
+            && kill_process_group(group, Signal::TERM).is_ok()
+        {
+            let give_up = std::time::Instant::now() + grace;
+            // A synchronous drop has no exit event to wait on: poll.
+            while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < give_up {
+                std::thread::sleep(Duration::from_millis(5));
             }
         }
         match group {

@@ -91,7 +91,7 @@ impl Labels {
     }
 
     fn streams(&self) -> String {
-        let size = if self.stream_message_size % 1024 == 0 {
+        let size = if self.stream_message_size.is_multiple_of(1024) {
             format!("{} KiB", self.stream_message_size / 1024)
         } else {
             format!("{} B", self.stream_message_size)
@@ -136,7 +136,7 @@ fn rate(value: f64, unit: &str) -> String {
 /// The ratio table: every target against `direct` (the first row, if it
 /// ran; without it there is nothing to compare and the table is empty).
 pub fn ratio_table(format: Format, figures: &[Figures], labels: &Labels) -> String {
-    let mut table = Table::new([
+    let headers = vec![
         "target".to_owned(),
         format!("unary throughput × direct (h2load {})", labels.h2load()),
         format!(
@@ -148,13 +148,14 @@ pub fn ratio_table(format: Format, figures: &[Figures], labels: &Labels) -> Stri
         format!("server streams × direct ({})", labels.streams()),
         "ping-pong × direct".to_owned(),
         "added ping-pong p50".to_owned(),
-    ]);
+    ];
     let Some(direct) = figures.iter().find(|f| f.target == "direct") else {
-        return table.render(format);
+        return Table::new(headers).render(format);
     };
+    let mut rows = Vec::new();
     for f in figures {
         let r = ratios(direct, f);
-        table.push(vec![
+        rows.push(vec![
             f.target.clone(),
             times(r.h2load),
             times(r.tonic),
@@ -165,12 +166,12 @@ pub fn ratio_table(format: Format, figures: &[Figures], labels: &Labels) -> Stri
             added(r.pingpong_added_p50_us),
         ]);
     }
-    table.render(format)
+    measured_columns(headers, rows).render(format)
 }
 
 /// The absolute numbers behind the ratios.
 pub fn absolute_table(format: Format, figures: &[Figures], labels: &Labels) -> String {
-    let mut table = Table::new([
+    let headers = vec![
         "target".to_owned(),
         format!("h2load unary ({})", labels.h2load()),
         format!("tonic unary ({} in flight)", labels.unary_concurrency),
@@ -179,9 +180,10 @@ pub fn absolute_table(format: Format, figures: &[Figures], labels: &Labels) -> S
         format!("server streams ({})", labels.streams()),
         "ping-pong".to_owned(),
         "ping-pong p50".to_owned(),
-    ]);
+    ];
+    let mut rows = Vec::new();
     for f in figures {
-        table.push(vec![
+        rows.push(vec![
             f.target.clone(),
             absolute(f.h2load_rps, |v| rate(v, "req/s")),
             absolute(f.tonic_rps, |v| rate(v, "req/s")),
@@ -192,7 +194,29 @@ pub fn absolute_table(format: Format, figures: &[Figures], labels: &Labels) -> S
             absolute(f.pingpong_p50_us, micros),
         ]);
     }
-    table.render(format)
+    measured_columns(headers, rows).render(format)
+}
+
+/// A table without the columns nothing was measured in (every cell `-`, for
+/// example h2load's when it is not installed); the first column stays.
+fn measured_columns(headers: Vec<String>, rows: Vec<Vec<String>>) -> Table {
+    let keep: Vec<bool> = (0..headers.len())
+        .map(|c| {
+            c == 0 || rows.is_empty() || rows.iter().any(|r| r.get(c).is_some_and(|v| v != "-"))
+        })
+        .collect();
+    let pick = |cells: Vec<String>| -> Vec<String> {
+        cells
+            .into_iter()
+            .zip(&keep)
+            .filter_map(|(cell, keep)| keep.then_some(cell))
+            .collect()
+    };
+    let mut table = Table::new(pick(headers));
+    for row in rows {
+        table.push(pick(row));
+    }
+    table
 }
 
 #[cfg(test)]
@@ -294,19 +318,31 @@ mod tests {
     }
 
     #[test]
-    fn unmeasured_cells_are_dashes() {
+    fn a_column_nothing_measured_is_left_out() {
         let mut d = direct();
         d.h2load_rps = None;
         let mut r = routed();
         r.h2load_rps = None;
-        let text = absolute_table(Format::Table, &[d.clone(), r.clone()], &labels());
-        let direct_line = text.lines().nth(2).expect("direct row");
-        assert!(direct_line.starts_with("direct"));
-        assert!(direct_line.contains(" - "));
-        assert!(direct_line.contains("20,000 req/s"));
-        let ratios = ratio_table(Format::Table, &[d, r], &labels());
-        let routed_line = ratios.lines().nth(3).expect("routed row");
-        assert!(routed_line.split_whitespace().nth(1) == Some("-"));
+        let text = absolute_table(Format::Markdown, &[d.clone(), r.clone()], &labels());
+        assert!(!text.contains("h2load"));
+        assert!(
+            text.lines()
+                .nth(2)
+                .is_some_and(|l| l.contains("20,000 req/s"))
+        );
+        let ratios = ratio_table(Format::Markdown, &[d, r], &labels());
+        assert!(!ratios.contains("h2load"));
+        assert!(ratios.contains("tonic, 64 in flight"));
+    }
+
+    #[test]
+    fn a_target_not_measured_shows_dashes() {
+        let mut r = routed();
+        r.h2load_rps = None;
+        let text = ratio_table(Format::Table, &[direct(), r], &labels());
+        assert!(text.lines().next().is_some_and(|h| h.contains("h2load")));
+        let routed_line = text.lines().nth(3).expect("routed row");
+        assert_eq!(routed_line.split_whitespace().nth(1), Some("-"));
     }
 
     #[test]
