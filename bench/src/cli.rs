@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::memory::MemorySettings;
+use crate::procs::h2load::Shape;
+use crate::procs::{Exes, ProcsSettings, Tool};
 use crate::soak::SoakSettings;
 
 /// Measures grpc-router's routed path (the compiled router and the daemon's
@@ -126,6 +128,12 @@ pub enum Command {
     /// Mixed load for a long time while instances join, drain and are
     /// killed; fails when a call hangs or the router's RSS keeps growing.
     Soak(SoakArgs),
+    /// The router as deployed: direct, routed (`router` + `instance`),
+    /// daemon (`grpc-router` + `instance`), nginx and HAProxy (in front of
+    /// direct) each in processes of their own, measured in one interleaved
+    /// run: unary throughput (h2load and tonic), latency one call at a time,
+    /// server streams, bidi ping-pong.
+    Procs(ProcsArgs),
     /// Serves a Greeter router, prints its bound address on stdout and exits
     /// when stdin closes (used by the registrations scenario, so the router's
     /// memory is measured in a process of its own).
@@ -226,6 +234,145 @@ pub struct SoakArgs {
     /// Output format of the tables.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
+}
+
+/// Flags of `router-bench procs`.
+#[derive(Debug, Clone, Args)]
+pub struct ProcsArgs {
+    /// Time measured per target, measurement and round, for example `3s`
+    /// [default: 3s; 200ms with --quick].
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Rounds per measurement; the first is a warm-up and is discarded
+    /// [default: 5; 2 with --quick].
+    #[arg(long)]
+    pub rounds: Option<u32>,
+    /// A smoke run of a few seconds (CI). Explicit flags still win.
+    #[arg(long)]
+    pub quick: bool,
+    /// Output format of the tables.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Run only these targets besides `direct` (`routed`, `daemon`, `nginx`,
+    /// `haproxy`), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Optional tools not to run even when installed, comma separated.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub skip: Vec<Tool>,
+    /// h2load connections (`-c`).
+    #[arg(long, default_value_t = 16)]
+    pub h2load_connections: usize,
+    /// h2load concurrent streams per connection (`-m`).
+    #[arg(long, default_value_t = 4)]
+    pub h2load_streams: usize,
+    /// tonic unary calls in flight.
+    #[arg(long, default_value_t = 64)]
+    pub unary_concurrency: usize,
+    /// tonic client connections per target for unary throughput and server
+    /// streams (one call at a time and ping-pong use one).
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// Bytes of payload in each unary request (echoed in the reply).
+    #[arg(long, default_value_t = 100)]
+    pub payload_size: usize,
+    /// Concurrent server-streaming calls.
+    #[arg(long, default_value_t = 4)]
+    pub stream_calls: usize,
+    /// Messages per server-streaming call.
+    #[arg(long, default_value_t = 1000)]
+    pub stream_count: u32,
+    /// Payload bytes of each streamed message.
+    #[arg(long, default_value_t = 1024)]
+    pub stream_message_size: u32,
+    /// The example `direct` binary [default: next to this binary].
+    #[arg(long)]
+    pub direct_exe: Option<PathBuf>,
+    /// The example `router` binary [default: next to this binary].
+    #[arg(long)]
+    pub router_exe: Option<PathBuf>,
+    /// The example `instance` binary [default: next to this binary].
+    #[arg(long)]
+    pub instance_exe: Option<PathBuf>,
+    /// The `grpc-router` binary [default: next to this binary].
+    #[arg(long)]
+    pub daemon_exe: Option<PathBuf>,
+    /// nginx [default: found on PATH or in /usr/sbin].
+    #[arg(long)]
+    pub nginx: Option<PathBuf>,
+    /// HAProxy [default: found on PATH or in /usr/sbin].
+    #[arg(long)]
+    pub haproxy: Option<PathBuf>,
+    /// h2load [default: found on PATH].
+    #[arg(long)]
+    pub h2load: Option<PathBuf>,
+}
+
+impl ProcsArgs {
+    /// The settings these flags give.
+    pub fn settings(&self) -> Result<ProcsSettings, String> {
+        let quick = self.quick;
+        let rounds = self.rounds.unwrap_or(if quick { 2 } else { 5 });
+        if rounds < 2 {
+            return Err("--rounds must be at least 2 (the first round is a warm-up)".into());
+        }
+        let counts = [
+            ("h2load-connections", self.h2load_connections),
+            ("h2load-streams", self.h2load_streams),
+            ("unary-concurrency", self.unary_concurrency),
+            ("connections", self.connections),
+            ("stream-calls", self.stream_calls),
+        ];
+        if let Some((name, _)) = counts.iter().find(|(_, n)| *n == 0) {
+            return Err(format!("--{name} must be positive"));
+        }
+        if self.stream_count == 0 {
+            return Err("--stream-count must be positive".into());
+        }
+        const TARGETS: [&str; 5] = ["direct", "routed", "daemon", "nginx", "haproxy"];
+        if let Some(unknown) = self.only.iter().find(|o| !TARGETS.contains(&o.as_str())) {
+            return Err(format!(
+                "--only: unknown target {unknown:?} (direct, routed, daemon, nginx, haproxy)"
+            ));
+        }
+        let tools = [
+            (Tool::Nginx, &self.nginx),
+            (Tool::Haproxy, &self.haproxy),
+            (Tool::H2load, &self.h2load),
+        ]
+        .into_iter()
+        .filter_map(|(tool, path)| path.clone().map(|p| (tool, p)))
+        .collect();
+        Ok(ProcsSettings {
+            rounds,
+            duration: self.duration.unwrap_or(if quick {
+                Duration::from_millis(200)
+            } else {
+                Duration::from_secs(3)
+            }),
+            quick,
+            format: self.format,
+            exes: Exes {
+                direct: self.direct_exe.clone(),
+                router: self.router_exe.clone(),
+                instance: self.instance_exe.clone(),
+                daemon: self.daemon_exe.clone(),
+                tools,
+            },
+            skip: self.skip.clone(),
+            only: self.only.clone(),
+            h2load: Shape {
+                connections: self.h2load_connections,
+                streams: self.h2load_streams,
+            },
+            unary_concurrency: self.unary_concurrency,
+            connections: self.connections,
+            payload_size: self.payload_size,
+            stream_calls: self.stream_calls,
+            stream_count: self.stream_count,
+            stream_message_size: self.stream_message_size,
+        })
+    }
 }
 
 impl MemoryArgs {
@@ -521,6 +668,35 @@ mod tests {
         assert_eq!(s.rounds, 2);
         assert_eq!(s.instances, 1000);
         assert_eq!(s.scenarios.len(), 4);
+    }
+
+    #[test]
+    fn procs_quick_defaults_and_checks() {
+        let cli = Cli::parse_from(["router-bench", "procs", "--quick", "--skip", "nginx,h2load"]);
+        let Some(Command::Procs(args)) = cli.command else {
+            panic!("expected the procs subcommand");
+        };
+        let s = args.settings().expect("settings");
+        assert_eq!(s.rounds, 2);
+        assert_eq!(s.duration, Duration::from_millis(200));
+        assert_eq!(s.skip, [Tool::Nginx, Tool::H2load]);
+        assert_eq!((s.h2load.connections, s.h2load.streams), (16, 4));
+        let full = Cli::parse_from(["router-bench", "procs"]);
+        let Some(Command::Procs(args)) = full.command else {
+            panic!("expected the procs subcommand");
+        };
+        let s = args.settings().expect("settings");
+        assert_eq!((s.rounds, s.duration), (5, Duration::from_secs(3)));
+        for bad in [
+            ["router-bench", "procs", "--only", "envoy"],
+            ["router-bench", "procs", "--rounds", "1"],
+            ["router-bench", "procs", "--stream-calls", "0"],
+        ] {
+            let Some(Command::Procs(args)) = Cli::parse_from(bad).command else {
+                panic!("expected the procs subcommand");
+            };
+            assert!(args.settings().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

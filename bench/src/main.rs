@@ -15,6 +15,9 @@
 //!   and the latency with many registered instances.
 //! - subcommand `memory` measures the router child's memory after abandoned
 //!   and stalled streams, with a real instance process behind it;
+//! - subcommand `procs` runs every target as deployed, each a process of its
+//!   own (direct, router + instance, daemon + instance, nginx, HAProxy), and
+//!   measures them in one interleaved run (h2load where installed);
 //! - subcommand `soak` runs mixed load for a long time (30 minutes by
 //!   default) while instance processes join, drain and are killed, and fails
 //!   on a hung call or router memory that keeps growing.
@@ -28,6 +31,7 @@ mod instances;
 mod load;
 mod machine;
 mod memory;
+mod procs;
 mod registrations;
 mod report;
 mod scenarios;
@@ -84,6 +88,17 @@ fn main() -> ExitCode {
         },
         Some(Command::Soak(args)) => match args.settings() {
             Ok(settings) => runtime.block_on(soak::run(&settings)),
+            Err(e) => Err(e.into()),
+        },
+        Some(Command::Procs(args)) => match args.settings() {
+            // Ctrl-C drops the run, and with it the guards that kill the
+            // child processes.
+            Ok(settings) => runtime.block_on(async {
+                tokio::select! {
+                    done = procs::run(&settings) => done,
+                    _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
+                }
+            }),
             Err(e) => Err(e.into()),
         },
         None => match Settings::from_cli(&cli) {

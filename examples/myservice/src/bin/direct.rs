@@ -14,6 +14,7 @@ use myservice_example::greeter::GreeterImpl;
 use myservice_example::pb::greeter_server::GreeterServer;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
 
 /// Serves myservice.v1.Greeter directly (no router), accepting gzip, deflate
 /// and zstd requests.
@@ -56,12 +57,13 @@ async fn run(args: Args) -> Result<(), Error> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     println!("listening on {}", listener.local_addr()?);
+    // Nagle's algorithm off, as the router's listener has it (and tonic's own
+    // `serve`): without it small gRPC frames wait for delayed ACKs, and a
+    // side-by-side comparison (`router-bench procs`) would measure that.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .add_service(server)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            demo::shutdown_signal(),
-        )
+        .serve_with_incoming_shutdown(incoming, demo::shutdown_signal())
         .await?;
     Ok(())
 }
