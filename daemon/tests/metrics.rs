@@ -20,38 +20,10 @@ const INVENTORY: &str = "inventory.v1.Inventory";
 
 /// `GET /metrics` with `accept`: the status, the content type and the body.
 async fn scrape_raw(daemon: &Daemon, accept: Option<&str>) -> (u16, String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let accept = accept
-        .map(|a| format!("Accept: {a}\r\n"))
-        .unwrap_or_default();
-    let exchange = async {
-        let mut stream =
-            tokio::net::TcpStream::connect(daemon.admin.expect("an admin listener")).await?;
-        stream
-            .write_all(format!("GET /metrics HTTP/1.0\r\nHost: admin\r\n{accept}\r\n").as_bytes())
-            .await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&response).into_owned())
-    };
-    let response = within(5, "GET /metrics", exchange)
-        .await
-        .expect("admin listener answers");
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status line");
-    let content_type = head
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.split_once(':')?;
-            name.eq_ignore_ascii_case("content-type")
-                .then(|| value.trim().to_owned())
-        })
-        .unwrap_or_default();
-    (code, content_type, body.to_owned())
+    let headers: Vec<(&str, &str)> = accept.map(|a| ("Accept", a)).into_iter().collect();
+    let response = daemon.http_request("/metrics", &headers).await;
+    let content_type = response.header("content-type");
+    (response.code, content_type, response.body)
 }
 
 /// The parsed samples of one scrape.

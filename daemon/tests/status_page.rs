@@ -255,25 +255,12 @@ async fn registrant_strings_are_escaped_on_the_page() {
 
 #[tokio::test]
 async fn the_page_is_served_with_a_policy_that_runs_only_its_own_script() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let daemon = Daemon::start(&config_with(""));
-    let mut stream = within(
-        5,
-        "connect",
-        tokio::net::TcpStream::connect(daemon.admin.expect("an admin listener")),
-    )
-    .await
-    .expect("admin listener");
-    stream
-        .write_all(b"GET / HTTP/1.0\r\nHost: admin\r\n\r\n")
-        .await
-        .expect("request");
-    let mut response = Vec::new();
-    within(5, "the page", stream.read_to_end(&mut response))
-        .await
-        .expect("response");
-    let response = String::from_utf8_lossy(&response).to_ascii_lowercase();
-    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP");
+    let response = daemon.http_request("/", &[]).await;
+    let (head, body) = (
+        response.head.to_ascii_lowercase(),
+        response.body.to_ascii_lowercase(),
+    );
     assert!(
         head.contains("content-type: text/html; charset=utf-8"),
         "{head}"

@@ -36,6 +36,28 @@ pub struct Daemon {
     _dir: tempfile::TempDir,
 }
 
+/// An admin listener's answer.
+pub struct HttpResponse {
+    pub code: u16,
+    /// The status line and headers, as received.
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// The value of header `name` (case-insensitive), or "".
+    pub fn header(&self, name: &str) -> String {
+        self.head
+            .lines()
+            .find_map(|l| {
+                let (key, value) = l.split_once(':')?;
+                key.eq_ignore_ascii_case(name)
+                    .then(|| value.trim().to_owned())
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// The config every test starts from: both listeners on loopback port 0,
 /// quick heartbeats; `extra` is appended.
 pub fn config_with(extra: &str) -> String {
@@ -111,12 +133,23 @@ impl Daemon {
 
     /// `GET path` on the admin listener: the status code and the body.
     pub async fn http_get(&self, path: &str) -> (u16, String) {
+        let response = self.http_request(path, &[]).await;
+        (response.code, response.body)
+    }
+
+    /// `GET path` on the admin listener with extra request `headers`, over
+    /// HTTP/1.0 (the body is not chunked).
+    pub async fn http_request(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let extra: String = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         let exchange = async {
             let admin = self.admin.expect("the config has an [admin] listener");
             let mut stream = tokio::net::TcpStream::connect(admin).await?;
             stream
-                .write_all(format!("GET {path} HTTP/1.0\r\nHost: admin\r\n\r\n").as_bytes())
+                .write_all(format!("GET {path} HTTP/1.0\r\nHost: admin\r\n{extra}\r\n").as_bytes())
                 .await?;
             let mut response = Vec::new();
             stream.read_to_end(&mut response).await?;
@@ -131,7 +164,11 @@ impl Daemon {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .expect("a status line");
-        (code, body.to_owned())
+        HttpResponse {
+            code,
+            head: head.to_owned(),
+            body: body.to_owned(),
+        }
     }
 
     /// The URL clients call.
