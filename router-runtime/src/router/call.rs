@@ -171,7 +171,9 @@ async fn route(
     let (metadata_map, extensions, mut stream) = request.into_parts();
     let addresses = Addresses::of(&extensions);
     let mut headers = metadata_map.into_headers();
-    if let Some(auth) = &core.config.load().client_auth {
+    // The settings this call keeps to its end, whatever a reload changes.
+    let config = core.config();
+    if let Some(auth) = &config.client_auth {
         auth.admit(
             core.service.name(),
             &method.name,
@@ -183,19 +185,17 @@ async fn route(
         limiters.admit(core.service.name(), &method.name, &addresses.peer, &headers)?;
     }
     let timeout = metadata::timeout_from_headers(&headers);
-    // tonic's transport server also times the call from `grpc-timeout`, until
-    // the response headers, and then fails it as CANCELLED ("Timeout
-    // expired"). The router's deadline counts from the request's arrival and
-    // fires one timer tick (1 ms) earlier, so the client reliably gets
-    // DEADLINE_EXCEEDED as gRPC specifies.
-    // The settings this call keeps to its end, whatever a reload changes.
-    let config = core.config();
     // The router's deadline policy: a default for calls without one, a cap.
     let timeout = if config.deadlines.is_empty() {
         timeout
     } else {
         config.deadlines.of(&method.name).apply(timeout)
     };
+    // tonic's transport server also times the call from `grpc-timeout`, until
+    // the response headers, and then fails it as CANCELLED ("Timeout
+    // expired"). The router's deadline counts from the request's arrival and
+    // fires one timer tick (1 ms) earlier, so the client reliably gets
+    // DEADLINE_EXCEEDED as gRPC specifies.
     let deadline = timeout.map(|t| received + t.saturating_sub(Duration::from_millis(1)));
     // A deadline already over (`grpc-timeout: 0n`, `1u` ...) fails at once:
     // the call is not forwarded.
