@@ -105,6 +105,13 @@ pub struct Registrations {
     /// bridge may register (trusted networks only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tokens_sha256: Vec<TokenHash>,
+    /// Subject alternative names an instance's TLS client certificate must
+    /// carry (one of them): `spiffe://...` or `uri:...`, `dns:<name>`,
+    /// `email:<address>`, each with at most one `*`. Needs a `client_ca` on
+    /// the listener instances register on. With `tokens_sha256` too, both
+    /// are required. Empty: any certificate the CA signed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instance_sans: Vec<crate::sans::SanPattern>,
 }
 
 /// TLS settings of a listener.
@@ -163,6 +170,10 @@ pub struct ServiceSettings {
     /// tokens), in place of `registrations.tokens_sha256`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_sha256: Option<Vec<TokenHash>>,
+    /// The SANs an instance certificate must carry to register this
+    /// service, in place of `registrations.instance_sans`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_sans: Option<Vec<crate::sans::SanPattern>>,
     /// The deadline of a call that carries none (default: none).
     #[serde(
         default,
@@ -198,8 +209,9 @@ pub struct ServiceSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_rate_limit: Option<RateLimitSetting>,
     /// Authorization rules (`[[services."x".allow]]` with `methods`,
-    /// `identities`, `claims`); with any, a call no rule allows fails
-    /// PERMISSION_DENIED. Needs `[auth.jwt]`.
+    /// `identities`, `claims`, `sans`); with any, a call no rule allows
+    /// fails PERMISSION_DENIED. `identities` and `claims` need
+    /// `[auth.jwt]`, `sans` needs `[clients.tls] client_ca`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow: Vec<crate::jwt::AllowRule>,
     /// gRPC's `retryPolicy` for the methods the proto marks idempotent
@@ -546,6 +558,10 @@ impl ServiceSettings {
                 .tokens_sha256
                 .clone()
                 .or_else(|| base.tokens_sha256.clone()),
+            instance_sans: self
+                .instance_sans
+                .clone()
+                .or_else(|| base.instance_sans.clone()),
             default_deadline: self.default_deadline.or(base.default_deadline),
             max_deadline: self.max_deadline.or(base.max_deadline),
             methods: base
@@ -1197,12 +1213,7 @@ impl Config {
                     policy.check(&format!("{name}.methods.{method}.retry_policy"))?;
                 }
             }
-            if !settings.allow.is_empty() && self.auth.jwt.is_none() {
-                return Err((
-                    format!("{name}.allow"),
-                    "needs [auth.jwt]: rules decide on a verified token's claims".to_owned(),
-                ));
-            }
+            self.check_credentials(&name, settings)?;
             if let Some(client) = &settings.client_rate_limit {
                 let at = format!("{name}.client_rate_limit");
                 RateLimitSetting {
@@ -1318,6 +1329,101 @@ impl Config {
         Ok(())
     }
 
+    /// The `client_ca` of the listener instances register on, and that
+    /// listener's TLS section as the configuration names it.
+    fn registration_client_ca(&self) -> (Option<&PathBuf>, &'static str) {
+        if self.registrations.address.is_some() {
+            let ca = self
+                .registrations
+                .tls
+                .as_ref()
+                .and_then(|t| t.client_ca.as_ref());
+            (ca, "[registrations.tls] client_ca")
+        } else {
+            let ca = self.clients.tls.as_ref().and_then(|t| t.client_ca.as_ref());
+            (
+                ca,
+                "[clients.tls] client_ca (instances register on the clients' listener)",
+            )
+        }
+    }
+
+    /// The `client_ca` of the clients' listener.
+    fn clients_client_ca(&self) -> Option<&PathBuf> {
+        self.clients.tls.as_ref().and_then(|t| t.client_ca.as_ref())
+    }
+
+    /// Checks a service's registration SANs and allow rules against what
+    /// can verify them: a certificate SAN needs a client CA on its
+    /// listener, a token's identity or claims need `[auth.jwt]`.
+    fn check_credentials(
+        &self,
+        name: &str,
+        settings: &ServiceSettings,
+    ) -> Result<(), (String, String)> {
+        let (registration_ca, registration_listener) = self.registration_client_ca();
+        if registration_ca.is_none() {
+            if !self.registrations.instance_sans.is_empty() && name == "defaults" {
+                return Err((
+                    "registrations.instance_sans".to_owned(),
+                    format!(
+                        "needs {registration_listener}: instances prove their SANs with a \
+                         client certificate that CA verified"
+                    ),
+                ));
+            }
+            if settings
+                .instance_sans
+                .as_ref()
+                .is_some_and(|s| !s.is_empty())
+            {
+                return Err((
+                    format!("{name}.instance_sans"),
+                    format!(
+                        "needs {registration_listener}: instances prove their SANs with a \
+                         client certificate that CA verified"
+                    ),
+                ));
+            }
+        }
+        let jwt = self.auth.jwt.is_some();
+        let client_ca = self.clients_client_ca().is_some();
+        if !settings.allow.is_empty() && !jwt && !client_ca {
+            return Err((
+                format!("{name}.allow"),
+                "needs [auth.jwt]: rules decide on a verified token's claims \
+                 (or, for `sans` rules, a client certificate: [clients.tls] client_ca)"
+                    .to_owned(),
+            ));
+        }
+        for (i, rule) in settings.allow.iter().enumerate() {
+            if !jwt {
+                for (key, used) in [
+                    ("identities", !rule.identities.is_empty()),
+                    ("claims", !rule.claims.is_empty()),
+                ] {
+                    if used {
+                        return Err((
+                            format!("{name}.allow[{i}].{key}"),
+                            "needs [auth.jwt]: it matches a verified token \
+                             (match a client certificate with `sans`)"
+                                .to_owned(),
+                        ));
+                    }
+                }
+            }
+            if !rule.sans.is_empty() && !client_ca {
+                return Err((
+                    format!("{name}.allow[{i}].sans"),
+                    "needs [clients.tls] client_ca: clients prove their SANs with a client \
+                     certificate that CA verified"
+                        .to_owned(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The router id in effect.
     pub fn router_id(&self) -> String {
         self.router_id.clone().unwrap_or_else(host_name)
@@ -1337,11 +1443,22 @@ impl Config {
     }
 
     /// The call check of a service with `settings`: none without
-    /// `[auth.jwt]`; fails closed if the key cannot be loaded any more.
+    /// `[auth.jwt]` or a client CA on the clients' listener; fails closed if
+    /// the key cannot be loaded any more.
     fn client_auth(&self, settings: &ServiceSettings) -> Option<ClientAuth> {
-        let jwt = self.auth.jwt.as_ref()?;
+        let Some(jwt) = self.auth.jwt.as_ref() else {
+            // Without JWTs, clients of a mutual TLS listener are named by
+            // their certificates (and `sans` rules decide on them).
+            self.clients_client_ca()?;
+            return Some(ClientAuth::new(crate::jwt::authorize_call(
+                None,
+                settings.allow.clone(),
+            )));
+        };
         let authorize = match crate::jwt::Verifier::new(jwt, &|k| std::env::var(k).ok()) {
-            Ok(verifier) => crate::jwt::authorize_call(Arc::new(verifier), settings.allow.clone()),
+            Ok(verifier) => {
+                crate::jwt::authorize_call(Some(Arc::new(verifier)), settings.allow.clone())
+            }
             Err((setting, why)) => {
                 let message = format!("{setting}: {why}");
                 Arc::new(move |_: &CallRequest<'_>| {
@@ -1358,6 +1475,10 @@ impl Config {
             .tokens_sha256
             .clone()
             .unwrap_or_else(|| self.registrations.tokens_sha256.clone());
+        let instance_sans = settings
+            .instance_sans
+            .clone()
+            .unwrap_or_else(|| self.registrations.instance_sans.clone());
         RouterConfig {
             router_id: self.router_id(),
             strategy: settings.strategy,
@@ -1373,7 +1494,7 @@ impl Config {
                 .unwrap_or(base.heartbeat_interval),
             heartbeat_timeout: settings.heartbeat_timeout.unwrap_or(base.heartbeat_timeout),
             max_queued_bytes: self.limits.max_queued_bytes,
-            authorize: crate::credentials::authorize(tokens),
+            authorize: crate::credentials::authorize(tokens, instance_sans),
             deadlines: settings.deadlines(),
             splits: settings.splits(),
             rate_limits: settings.rate_limits(),
@@ -1736,6 +1857,106 @@ mod tests {
         let e =
             error("[services.\"a.B\"]\nclient_rate_limit = { key = \"cookie\", per_second = 1 }\n");
         assert!(e.contains("client_rate_limit.key"), "{e}");
+    }
+
+    /// `[clients.tls]` (and, with `registrations`, a registrations
+    /// listener with TLS) whose files exist, with a `client_ca` where asked.
+    fn tls_sections(dir: &Path, clients_ca: bool, registrations: Option<bool>) -> String {
+        let file = |name: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, "").expect("write");
+            path.display().to_string()
+        };
+        let (cert, key, ca) = (file("cert.pem"), file("key.pem"), file("ca.pem"));
+        let section = |with_ca: bool| {
+            let ca = if with_ca {
+                format!("client_ca = \"{ca}\"\n")
+            } else {
+                String::new()
+            };
+            format!("cert = \"{cert}\"\nkey = \"{key}\"\n{ca}")
+        };
+        let mut text = format!("[clients.tls]\n{}", section(clients_ca));
+        if let Some(with_ca) = registrations {
+            text.push_str(&format!(
+                "[registrations]\naddress = \"127.0.0.1:0\"\n[registrations.tls]\n{}",
+                section(with_ca)
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn instance_sans_need_a_client_ca_on_the_registration_listener() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sans = "[services.\"a.B\"]\ninstance_sans = [\"spiffe://corp/*\"]\n";
+        let e = error(sans);
+        assert!(
+            e.contains(
+                "`services.\"a.B\".instance_sans`: needs [clients.tls] client_ca \
+                 (instances register on the clients' listener)"
+            ),
+            "{e}"
+        );
+        // A client CA on the clients' listener does not cover a separate
+        // registrations listener.
+        let e = error(&format!(
+            "{}{sans}",
+            tls_sections(dir.path(), true, Some(false))
+        ));
+        assert!(
+            e.contains("`services.\"a.B\".instance_sans`: needs [registrations.tls] client_ca"),
+            "{e}"
+        );
+        let e = error("[registrations]\ninstance_sans = [\"dns:greeter.internal\"]\n");
+        assert!(e.contains("`registrations.instance_sans`: needs"), "{e}");
+        let config = parse(&format!(
+            "{}{sans}",
+            tls_sections(dir.path(), false, Some(true))
+        ))
+        .expect("valid");
+        let (_, router) = &config.service_router_configs()[0];
+        assert!(router.authorize.is_some(), "registrations are checked");
+        assert!(router.client_auth.is_none(), "clients are not");
+    }
+
+    #[test]
+    fn a_malformed_san_pattern_is_an_error_at_its_key() {
+        let e = error("[services.\"a.B\"]\ninstance_sans = [\"greeter.internal\"]\n");
+        assert!(e.contains("instance_sans"), "{e}");
+        assert!(e.contains("is not a SAN pattern"), "{e}");
+        let e = error("[[defaults.allow]]\nsans = [\"dns:*.*.corp\"]\n");
+        assert!(e.contains("sans"), "{e}");
+        assert!(e.contains("more than one `*`"), "{e}");
+    }
+
+    #[test]
+    fn san_rules_need_a_client_ca_and_token_rules_a_jwt_section() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jwt = "[auth.jwt]\nissuer = \"i\"\naudience = \"a\"\nhmac_secret_env = \"HOME\"\n";
+        let e = error(&format!(
+            "{jwt}[[services.\"a.B\".allow]]\nmethods = [\"Get\"]\n\
+             [[services.\"a.B\".allow]]\nsans = [\"spiffe://corp/web\"]\n"
+        ));
+        assert!(
+            e.contains("`services.\"a.B\".allow[1].sans`: needs [clients.tls] client_ca"),
+            "{e}"
+        );
+        let mtls = tls_sections(dir.path(), true, None);
+        let e = error(&format!(
+            "{mtls}[[services.\"a.B\".allow]]\nclaims = {{ role = \"x\" }}\n"
+        ));
+        assert!(
+            e.contains("`services.\"a.B\".allow[0].claims`: needs [auth.jwt]"),
+            "{e}"
+        );
+        let config = parse(&format!(
+            "{mtls}[[services.\"a.B\".allow]]\nsans = [\"spiffe://corp/web\"]\n"
+        ))
+        .expect("valid without JWTs");
+        let (_, router) = &config.service_router_configs()[0];
+        assert!(router.client_auth.is_some(), "clients are checked");
+        assert!(router.authorize.is_none(), "registrations are not");
     }
 
     #[test]

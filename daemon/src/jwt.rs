@@ -10,6 +10,11 @@
 //! authenticated caller. The instance receives the token's identity claim
 //! (`sub` by default) in `x-router-identity`; a client's own copy of that
 //! header is dropped.
+//!
+//! On a clients' listener with a `client_ca` (mutual TLS), rules can also
+//! match the client certificate's SANs (`sans`); without `[auth.jwt]` the
+//! certificate is the client's credential and its first URI SAN (else DNS
+//! name, else e-mail) is the identity the instance receives.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,6 +27,8 @@ use router_runtime::router::{AuthorizeCall, CallRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tonic::Status;
+
+use crate::sans::{self, San, SanPattern};
 
 /// `[auth.jwt]`: how client tokens are verified.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -83,7 +90,8 @@ mod humantime_serde_compat {
 /// One authorization rule of a service: it allows a call when the method is
 /// listed (or none are), and the caller's identity is listed (or none are),
 /// and every claim pair matches (a claim that is an array matches when it
-/// contains the value).
+/// contains the value), and one of the client certificate's SANs matches a
+/// `sans` pattern (or none are listed).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AllowRule {
@@ -96,11 +104,17 @@ pub struct AllowRule {
     /// Claims the token must carry, e.g. `{ role = "admin" }`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub claims: BTreeMap<String, String>,
+    /// Patterns of the client certificate's SANs (`spiffe://...`,
+    /// `dns:<name>`, `email:<address>`, one `*` each at most); empty: any
+    /// (or no) certificate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sans: Vec<SanPattern>,
 }
 
 impl AllowRule {
-    fn allows(&self, method: &str, identity: Option<&str>, claims: &Value) -> bool {
+    fn allows(&self, method: &str, identity: Option<&str>, claims: &Value, sans: &[San]) -> bool {
         (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
+            && (self.sans.is_empty() || SanPattern::first_match(&self.sans, sans).is_some())
             && (self.identities.is_empty()
                 || identity.is_some_and(|id| self.identities.iter().any(|i| i == id)))
             && self
@@ -259,35 +273,56 @@ impl Verifier {
     }
 }
 
-/// The call check of one service: authentication by `verifier`, then
-/// `rules` (none: every authenticated caller).
-pub fn authorize_call(verifier: Arc<Verifier>, rules: Vec<AllowRule>) -> AuthorizeCall {
+/// The call check of one service: authentication by `verifier` (with
+/// `[auth.jwt]`) or else by the client certificate the listener's
+/// `client_ca` verified, then `rules` (none: every authenticated caller).
+///
+/// The identity passed to the instance is the token's identity claim, or
+/// without a verifier the certificate's first URI SAN (else DNS, else
+/// e-mail), written as `sans` patterns write it.
+pub fn authorize_call(verifier: Option<Arc<Verifier>>, rules: Vec<AllowRule>) -> AuthorizeCall {
+    // Certificates are parsed only when something reads them.
+    let reads_certificates = verifier.is_none() || rules.iter().any(|r| !r.sans.is_empty());
     Arc::new(move |call: &CallRequest<'_>| {
-        let token = call
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
+        let (identity, claims) = match &verifier {
+            Some(verifier) => {
+                let (identity, claims) = verify_token(verifier, call)?;
+                (identity, claims)
+            }
+            None => (None, Value::Null),
+        };
+        let certificate_sans = if reads_certificates {
+            sans::peer_sans(call.peer_certificates).map_err(|why| {
                 Status::unauthenticated(format!(
-                    "`{}` needs `authorization: Bearer <token>`",
+                    "`{}`: the client certificate: {why}",
                     call.service
                 ))
-            })?;
-        let claims = verifier
-            .verify(token.trim())
-            .map_err(|why| Status::unauthenticated(format!("token refused: {why}")))?;
-        let identity = claims
-            .get(&verifier.settings.identity_claim)
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+            })?
+        } else {
+            Vec::new()
+        };
+        let identity = if verifier.is_some() {
+            identity
+        } else if call.peer_certificates.is_empty() {
+            return Err(Status::unauthenticated(format!(
+                "`{}` needs a TLS client certificate",
+                call.service
+            )));
+        } else {
+            sans::primary(&certificate_sans).map(San::to_string)
+        };
         if !rules.is_empty()
             && !rules
                 .iter()
-                .any(|r| r.allows(call.method, identity.as_deref(), &claims))
+                .any(|r| r.allows(call.method, identity.as_deref(), &claims, &certificate_sans))
         {
+            let seen = if reads_certificates {
+                format!(" (certificate SANs {})", sans::list(&certificate_sans))
+            } else {
+                String::new()
+            };
             return Err(Status::permission_denied(format!(
-                "`{}` may not call `{}/{}`",
+                "`{}`{seen} may not call `{}/{}`",
                 identity.as_deref().unwrap_or("(no identity)"),
                 call.service,
                 call.method
@@ -295,6 +330,32 @@ pub fn authorize_call(verifier: Arc<Verifier>, rules: Vec<AllowRule>) -> Authori
         }
         Ok(identity)
     })
+}
+
+/// The identity claim and the claims of the call's valid bearer token.
+fn verify_token(
+    verifier: &Verifier,
+    call: &CallRequest<'_>,
+) -> Result<(Option<String>, Value), Status> {
+    let token = call
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            Status::unauthenticated(format!(
+                "`{}` needs `authorization: Bearer <token>`",
+                call.service
+            ))
+        })?;
+    let claims = verifier
+        .verify(token.trim())
+        .map_err(|why| Status::unauthenticated(format!("token refused: {why}")))?;
+    let identity = claims
+        .get(&verifier.settings.identity_claim)
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Ok((identity, claims))
 }
 
 #[cfg(test)]
@@ -377,15 +438,38 @@ mod tests {
             ..AllowRule::default()
         };
         let admin = json!({"role": ["viewer", "admin"]});
-        assert!(rule.allows("Adjust", Some("a"), &admin));
-        assert!(!rule.allows("Delete", Some("a"), &admin));
-        assert!(!rule.allows("Adjust", Some("a"), &json!({"role": "viewer"})));
+        assert!(rule.allows("Adjust", Some("a"), &admin, &[]));
+        assert!(!rule.allows("Delete", Some("a"), &admin, &[]));
+        assert!(!rule.allows("Adjust", Some("a"), &json!({"role": "viewer"}), &[]));
         let named = AllowRule {
             identities: vec!["svc-batch".into()],
             ..AllowRule::default()
         };
-        assert!(named.allows("Any", Some("svc-batch"), &json!({})));
-        assert!(!named.allows("Any", None, &json!({})));
+        assert!(named.allows("Any", Some("svc-batch"), &json!({}), &[]));
+        assert!(!named.allows("Any", None, &json!({}), &[]));
+    }
+
+    #[test]
+    fn rules_allow_by_certificate_san() {
+        let rule = AllowRule {
+            methods: vec!["Adjust".into()],
+            sans: vec![
+                SanPattern::try_from("spiffe://corp/ns/batch/*".to_owned()).expect("pattern"),
+            ],
+            ..AllowRule::default()
+        };
+        let batch = [San {
+            kind: sans::SanKind::Uri,
+            value: "spiffe://corp/ns/batch/sa/nightly".into(),
+        }];
+        let web = [San {
+            kind: sans::SanKind::Uri,
+            value: "spiffe://corp/ns/web/sa/frontend".into(),
+        }];
+        assert!(rule.allows("Adjust", None, &Value::Null, &batch));
+        assert!(!rule.allows("Adjust", None, &Value::Null, &web));
+        assert!(!rule.allows("Adjust", None, &Value::Null, &[]));
+        assert!(!rule.allows("Delete", None, &Value::Null, &batch));
     }
 
     #[test]

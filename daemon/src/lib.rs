@@ -10,7 +10,8 @@
 //!   instances.
 //! - [`status_page`]: the admin listener's live status page and
 //!   `/status.json`.
-//! - [`credentials`]: registration tokens.
+//! - [`credentials`]: registration tokens and instance certificate SANs.
+//! - [`sans`]: certificate SANs and the patterns that match them.
 //! - [`jwt`]: client JWTs and per-method authorization rules.
 //! - [`logging`]: text or JSON logs with a reloadable level.
 //! - [`traces`]: call spans exported over OpenTelemetry OTLP (`otel`
@@ -22,6 +23,7 @@ pub mod credentials;
 pub mod daemon;
 pub mod jwt;
 pub mod logging;
+pub mod sans;
 pub mod status;
 pub mod status_page;
 pub mod traces;

@@ -424,8 +424,13 @@ async fn an_instance_that_claims_a_routing_key_receives_its_calls() {
 #[tokio::test]
 async fn a_router_with_an_authorize_hook_accepts_only_bridges_that_pass_it() {
     let config = RouterConfig {
-        authorize: Some(std::sync::Arc::new(|metadata, hello| {
-            match metadata.get("authorization").and_then(|v| v.to_str().ok()) {
+        authorize: Some(std::sync::Arc::new(|register| {
+            let hello = register.hello;
+            match register
+                .metadata
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+            {
                 Some("Bearer good") => Ok(Some("good token".to_owned())),
                 _ => Err(tonic::Status::unauthenticated(format!(
                     "instance `{}` gave no valid token",

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tonic::Status;
 
@@ -24,6 +25,26 @@ pub struct CallRequest<'a> {
     pub headers: &'a HeaderMap,
     /// The client's address.
     pub peer: &'a str,
+    /// The certificates (DER, the leaf first) the client presented on a
+    /// TLS listener with a client CA, which verified them in the handshake;
+    /// empty over plain TCP or without a client certificate.
+    pub peer_certificates: &'a [Bytes],
+}
+
+/// The TLS client certificates tonic recorded for a connection (DER, the
+/// leaf first); empty over plain TCP or without a client certificate.
+pub(crate) fn peer_certificates(extensions: &tonic::Extensions) -> Vec<Bytes> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(TlsConnectInfo::peer_certs)
+        .map(|certs| {
+            certs
+                .iter()
+                .map(|c| Bytes::copy_from_slice(c.as_ref()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Decides whether a call may go on: `Ok(Some(identity))` passes the
@@ -65,6 +86,7 @@ impl ClientAuth {
         service: &str,
         method: &str,
         peer: &str,
+        peer_certificates: &[Bytes],
         headers: &mut HeaderMap,
     ) -> Result<(), Status> {
         let identity = (self.authorize)(&CallRequest {
@@ -72,6 +94,7 @@ impl ClientAuth {
             method,
             headers,
             peer,
+            peer_certificates,
         })?;
         headers.remove(&self.identity_header);
         if let Some(identity) = identity {
@@ -109,14 +132,16 @@ mod tests {
         }));
         let mut headers = HeaderMap::new();
         headers.insert(IDENTITY_HEADER, HeaderValue::from_static("root"));
-        auth.admit("a.B", "M", "", &mut headers).expect("anonymous");
+        auth.admit("a.B", "M", "", &[], &mut headers)
+            .expect("anonymous");
         assert!(
             headers.get(IDENTITY_HEADER).is_none(),
             "forged identity kept"
         );
         headers.insert("authorization", HeaderValue::from_static("Bearer x"));
         headers.insert(IDENTITY_HEADER, HeaderValue::from_static("root"));
-        auth.admit("a.B", "M", "", &mut headers).expect("verified");
+        auth.admit("a.B", "M", "", &[], &mut headers)
+            .expect("verified");
         assert_eq!(headers.get_all(IDENTITY_HEADER).iter().count(), 1);
         assert_eq!(headers[IDENTITY_HEADER], "alice@example.com");
     }
@@ -132,10 +157,10 @@ mod tests {
         }));
         let mut headers = HeaderMap::new();
         let denied = auth
-            .admit("a.B", "Admin", "", &mut headers)
+            .admit("a.B", "Admin", "", &[], &mut headers)
             .expect_err("denied");
         assert_eq!(denied.code(), tonic::Code::PermissionDenied);
-        auth.admit("a.B", "Get", "", &mut headers).expect("ok");
+        auth.admit("a.B", "Get", "", &[], &mut headers).expect("ok");
         assert_eq!(headers[IDENTITY_HEADER], "%C3%BCn%C3%AF%0Acode%25");
     }
 }

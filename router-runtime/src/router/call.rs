@@ -76,16 +76,7 @@ impl Addresses {
         });
         let text =
             |addr: Option<std::net::SocketAddr>| addr.map(|a| a.to_string()).unwrap_or_default();
-        let peer_certificates = extensions
-            .get::<TlsConnectInfo<TcpConnectInfo>>()
-            .and_then(TlsConnectInfo::peer_certs)
-            .map(|certs| {
-                certs
-                    .iter()
-                    .map(|c| Bytes::copy_from_slice(c.as_ref()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let peer_certificates = super::authz::peer_certificates(extensions);
         Addresses {
             peer: text(connection.and_then(TcpConnectInfo::remote_addr)),
             local: text(connection.and_then(TcpConnectInfo::local_addr)),
@@ -178,6 +169,7 @@ async fn route(
             core.service.name(),
             &method.name,
             &addresses.peer,
+            &addresses.peer_certificates,
             &mut headers,
         )?;
     }

@@ -76,23 +76,34 @@ pub const PIN_HEADER: &str = "x-router-instance";
 /// with all these labels take the call.
 pub const SELECT_HEADER: &str = "x-router-select";
 
+/// What a registration check ([`Authorize`]) sees of a `Register` call.
+#[derive(Debug)]
+pub struct RegisterRequest<'a> {
+    /// The `Register` call's metadata (for example `authorization`).
+    pub metadata: &'a tonic::metadata::MetadataMap,
+    /// The bridge's `Hello`.
+    pub hello: &'a crate::pb::Hello,
+    /// The bridge's address, as text (empty when unknown).
+    pub peer: &'a str,
+    /// The certificates (DER, the leaf first) the bridge presented on a TLS
+    /// listener with a client CA: verified by that CA during the handshake.
+    /// Empty over plain TCP or without a client certificate.
+    pub peer_certificates: &'a [bytes::Bytes],
+}
+
 /// Decides whether a bridge may register: it sees the `Register` call's
-/// metadata (for example an `authorization` header) and the bridge's `Hello`,
-/// and refuses with a status (UNAUTHENTICATED, PERMISSION_DENIED ...).
+/// metadata (for example an `authorization` header), the bridge's `Hello`
+/// and its TLS client certificates ([`RegisterRequest`]), and refuses with a
+/// status (UNAUTHENTICATED, PERMISSION_DENIED ...).
 ///
 /// An accepted registration may name the credential it proved
-/// (`Ok(Some(identity))`, for example which token): the instance id is then
-/// bound to that identity while it is registered, and a registration of the
-/// same id with another identity is refused with PERMISSION_DENIED, even
-/// once the first one stops answering pings (until it is evicted).
-pub type Authorize = Arc<
-    dyn Fn(
-            &tonic::metadata::MetadataMap,
-            &crate::pb::Hello,
-        ) -> Result<Option<String>, tonic::Status>
-        + Send
-        + Sync,
->;
+/// (`Ok(Some(identity))`, for example which token or certificate name): the
+/// instance id is then bound to that identity while it is registered, and a
+/// registration of the same id with another identity is refused with
+/// PERMISSION_DENIED, even once the first one stops answering pings (until
+/// it is evicted).
+pub type Authorize =
+    Arc<dyn Fn(&RegisterRequest<'_>) -> Result<Option<String>, tonic::Status> + Send + Sync>;
 
 /// How a router behaves. `Default` gives production defaults.
 #[derive(Clone)]

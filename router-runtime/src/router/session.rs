@@ -51,9 +51,10 @@ impl tonic::server::StreamingService<BridgeFrame> for Register {
         Box::pin(async move {
             let (metadata, extensions, frames) = request.into_parts();
             let peer = peer_of(&extensions);
+            let certificates = super::authz::peer_certificates(&extensions);
             let service = core.service.name().to_owned();
             let stats_of = core.clone();
-            let accepted = accept(core, metadata, frames, &peer).await;
+            let accepted = accept(core, metadata, frames, &peer, &certificates).await;
             if let Err(status) = &accepted {
                 stats_of.stats.registration_refused();
                 record(&stats_of, Event::Refused(status.code()));
@@ -93,6 +94,7 @@ async fn accept(
     metadata: tonic::metadata::MetadataMap,
     mut frames: Streaming<BridgeFrame>,
     peer: &str,
+    peer_certificates: &[bytes::Bytes],
 ) -> Result<Response<OutboundStream>, Status> {
     let config = core.config();
     let first = tokio::time::timeout(config.hello_timeout, frames.message())
@@ -126,7 +128,12 @@ async fn accept(
         ));
     }
     let identity = match &config.authorize {
-        Some(authorize) => authorize(&metadata, &hello)?,
+        Some(authorize) => authorize(&super::RegisterRequest {
+            metadata: &metadata,
+            hello: &hello,
+            peer,
+            peer_certificates,
+        })?,
         None => None,
     };
     if core.closing.load(Ordering::Acquire) {

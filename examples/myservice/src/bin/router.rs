@@ -96,17 +96,18 @@ async fn run(args: Args) -> Result<(), Error> {
     }
     if let Some(token) = args.register_token {
         let expected = format!("Bearer {token}");
-        config.authorize = Some(std::sync::Arc::new(move |metadata, _hello| match metadata
-            .get("authorization")
-            .map(|v| v.as_bytes())
-        {
-            Some(value) if value == expected.as_bytes() => Ok(Some("register token".to_owned())),
-            Some(_) => Err(tonic::Status::unauthenticated(
-                "the register token in `authorization` is wrong",
-            )),
-            None => Err(tonic::Status::unauthenticated(
-                "registering needs `authorization: Bearer <token>`",
-            )),
+        config.authorize = Some(std::sync::Arc::new(move |register| {
+            match register.metadata.get("authorization").map(|v| v.as_bytes()) {
+                Some(value) if value == expected.as_bytes() => {
+                    Ok(Some("register token".to_owned()))
+                }
+                Some(_) => Err(tonic::Status::unauthenticated(
+                    "the register token in `authorization` is wrong",
+                )),
+                None => Err(tonic::Status::unauthenticated(
+                    "registering needs `authorization: Bearer <token>`",
+                )),
+            }
         }));
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
