@@ -31,6 +31,45 @@ struct Args {
     /// with every address it resolves to (a router fleet behind one DNS name).
     #[arg(long)]
     resolve_every_secs: Option<u64>,
+    /// PEM CA bundle that signed the routers' certificates (dial `https://`
+    /// routers over TLS).
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The name the routers' certificates are checked against [default: the
+    /// endpoint's host].
+    #[arg(long)]
+    tls_domain: Option<String>,
+    /// PEM client certificate (with `--tls-key`): mutual TLS, e.g. for a
+    /// router that checks `instance_sans`.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+}
+
+/// The client TLS settings the flags ask for, or `None` for plain TCP.
+fn tls(args: &Args) -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let Some(ca) = &args.tls_ca else {
+        return match args.tls_cert {
+            Some(_) => {
+                Err("--tls-cert needs --tls-ca (the CA of the routers' certificates)".into())
+            }
+            None => Ok(None),
+        };
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    if let Some(domain) = &args.tls_domain {
+        tls = tls.domain_name(domain.clone());
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(Some(tls))
 }
 
 fn parse_label(label: &str) -> Result<(String, String), String> {
@@ -44,6 +83,13 @@ fn parse_label(label: &str) -> Result<(String, String), String> {
 async fn main() -> ExitCode {
     demo::init_tracing("info");
     let args = Args::parse();
+    let tls = match tls(&args) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("instance: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut routers = args.routers.into_iter();
     let Some(first) = routers.next() else {
         eprintln!("instance: give at least one --router");
@@ -59,6 +105,9 @@ async fn main() -> ExitCode {
     let mut options = options.weight(args.weight);
     if let Some(secs) = args.resolve_every_secs {
         options = options.resolve_every(std::time::Duration::from_secs(secs.max(1)));
+    }
+    if let Some(tls) = tls {
+        options = options.tls(tls);
     }
     let id = options.instance_id.clone();
     if let Err(e) = options.validate() {
