@@ -40,24 +40,42 @@ pub struct Registrations {
     pub before: Measured,
     /// Latency with the N idle registrations added.
     pub after: Measured,
-    /// Router RSS (KiB) before the idle registrations.
+    /// Router RSS (KiB) before the idle registrations, 0.5 s after the
+    /// latency measurement.
     pub rss_before_kib: u64,
-    /// Router RSS (KiB) once they are all welcomed.
+    /// Router RSS (KiB) once they are all welcomed, 0.5 s later.
     pub rss_after_kib: u64,
+    /// Router RSS (KiB) before the idle registrations, [`SETTLED`] later
+    /// (once the allocator returned the pages the burst freed).
+    pub settled_before_kib: u64,
+    /// Router RSS (KiB) with them, [`SETTLED`] later.
+    pub settled_after_kib: u64,
     /// Time until every idle registration got its Welcome.
     pub register_time: Duration,
 }
 
 impl Registrations {
-    /// Router memory per registration, in KiB.
+    /// Router memory per registration, in KiB, read 0.5 s after the
+    /// registrations (freed pages the allocator still holds included).
     pub fn kib_per_registration(&self) -> f64 {
         self.rss_after_kib.saturating_sub(self.rss_before_kib) as f64 / self.instances.max(1) as f64
+    }
+
+    /// Router memory per registration, in KiB, read [`SETTLED`] after the
+    /// registrations: what an idle registration keeps.
+    pub fn settled_kib_per_registration(&self) -> f64 {
+        self.settled_after_kib
+            .saturating_sub(self.settled_before_kib) as f64
+            / self.instances.max(1) as f64
     }
 }
 
 /// Runs the scenario.
 pub async fn run(settings: &Settings) -> Result<Registrations, BoxError> {
-    let child = RouterChild::spawn().await?;
+    let child = match &settings.router_exe {
+        Some(exe) => RouterChild::spawn_exe(exe, None).await?,
+        None => RouterChild::spawn().await?,
+    };
     let addr = child.addr;
     let real: Vec<_> = (0..2)
         .map(|i| connect_bridge(addr, &format!("real-{i}"), Some(("kind", "real"))))
@@ -84,12 +102,16 @@ pub async fn run(settings: &Settings) -> Result<Registrations, BoxError> {
     let before = measure(&target, &workload, concurrency, timing, &header, "2").await?;
     settle().await;
     let rss_before_kib = child.rss_kib()?;
+    tokio::time::sleep(SETTLED).await;
+    let settled_before_kib = child.rss_kib()?;
 
     let started = Instant::now();
     let idle = register_idle(addr, settings.instances, settings.register_connections).await?;
     let register_time = started.elapsed();
     settle().await;
     let rss_after_kib = child.rss_kib()?;
+    tokio::time::sleep(SETTLED).await;
+    let settled_after_kib = child.rss_kib()?;
 
     let label = format!("{}", settings.instances + 2);
     let after = measure(&target, &workload, concurrency, timing, &header, &label).await?;
@@ -107,9 +129,17 @@ pub async fn run(settings: &Settings) -> Result<Registrations, BoxError> {
         after,
         rss_before_kib,
         rss_after_kib,
+        settled_before_kib,
+        settled_after_kib,
         register_time,
     })
 }
+
+/// How long after the 0.5 s reading the RSS is read again: past jemalloc's
+/// dirty-page decay (10 s), so the pages the registration burst freed (old
+/// snapshots, connection write buffers) are back with the system and the
+/// figure is what the registrations keep.
+pub const SETTLED: Duration = Duration::from_secs(12);
 
 /// Lets the router finish its bookkeeping (and the allocator its frees).
 async fn settle() {
