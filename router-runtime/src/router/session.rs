@@ -282,6 +282,7 @@ fn millis(d: Duration) -> u32 {
 /// `async fn` moves its arguments into locals of its state machine, so the
 /// task of every idle registration would hold the register stream's decoder
 /// twice (rust-lang/rust#62958). The block uses what it captured in place.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
 fn read_frames(
     core: Arc<RouterCore>,
     instance: Arc<Instance>,
