@@ -92,6 +92,21 @@ pub struct Cli {
     #[arg(long, default_value_t = 16)]
     pub registrations_concurrency: usize,
 
+    /// Idle registrations of the registrations scenario waiting for their
+    /// Welcome at once; 0 opens them all at once (a fleet reconnecting to a
+    /// restarted router). A bound shows what the registrations keep without
+    /// the high-water marks the burst leaves in each connection's HTTP/2
+    /// buffers.
+    #[arg(long, default_value_t = 0)]
+    pub register_in_flight: usize,
+
+    /// The `router-bench` binary the registrations scenario runs as its
+    /// router child (as `serve-router`), for example a build with another
+    /// allocator, or a script that runs one under a heap profiler
+    /// [default: this binary].
+    #[arg(long)]
+    pub router_exe: Option<PathBuf>,
+
     /// An extra address to run the unary scenario against with the same
     /// clients, as `NAME=HOST:PORT` (for example an nginx `grpc_pass` in front
     /// of the direct server). Repeatable.
@@ -558,6 +573,11 @@ pub struct Settings {
     pub register_connections: usize,
     /// Unary callers in the registrations scenario.
     pub registrations_concurrency: usize,
+    /// Registrations awaiting their Welcome at once; 0 for no bound.
+    pub register_in_flight: usize,
+    /// The router child of the registrations scenario; `None` is this
+    /// binary.
+    pub router_exe: Option<PathBuf>,
     /// Extra unary targets.
     pub extra_targets: Vec<ExtraTarget>,
     /// Direct server address.
@@ -626,6 +646,8 @@ impl Settings {
             instances: cli.instances.unwrap_or(if quick { 1000 } else { 10_000 }),
             register_connections: cli.register_connections,
             registrations_concurrency: cli.registrations_concurrency,
+            register_in_flight: cli.register_in_flight,
+            router_exe: cli.router_exe.clone(),
             extra_targets: cli.extra_target.clone(),
             direct_listen: cli.direct_listen,
             only: cli.only.clone(),

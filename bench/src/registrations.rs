@@ -5,6 +5,7 @@
 //! and the latency measured again with N + 2 instances registered. Calls
 //! carry `x-router-select: kind=real`, so only the real instances take them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use myservice_example::pb::GreeterSpec;
@@ -13,7 +14,7 @@ use router_runtime::codegen::ServiceSpec;
 use router_runtime::pb;
 use router_runtime::router::SELECT_HEADER;
 use router_runtime::wire::{BridgeFrame, RouterFrame};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -40,24 +41,42 @@ pub struct Registrations {
     pub before: Measured,
     /// Latency with the N idle registrations added.
     pub after: Measured,
-    /// Router RSS (KiB) before the idle registrations.
+    /// Router RSS (KiB) before the idle registrations, 0.5 s after the
+    /// latency measurement.
     pub rss_before_kib: u64,
-    /// Router RSS (KiB) once they are all welcomed.
+    /// Router RSS (KiB) once they are all welcomed, 0.5 s later.
     pub rss_after_kib: u64,
+    /// Router RSS (KiB) before the idle registrations, [`SETTLED`] later
+    /// (once the allocator returned the pages the burst freed).
+    pub settled_before_kib: u64,
+    /// Router RSS (KiB) with them, [`SETTLED`] later.
+    pub settled_after_kib: u64,
     /// Time until every idle registration got its Welcome.
     pub register_time: Duration,
 }
 
 impl Registrations {
-    /// Router memory per registration, in KiB.
+    /// Router memory per registration, in KiB, read 0.5 s after the
+    /// registrations (freed pages the allocator still holds included).
     pub fn kib_per_registration(&self) -> f64 {
         self.rss_after_kib.saturating_sub(self.rss_before_kib) as f64 / self.instances.max(1) as f64
+    }
+
+    /// Router memory per registration, in KiB, read [`SETTLED`] after the
+    /// registrations: what an idle registration keeps.
+    pub fn settled_kib_per_registration(&self) -> f64 {
+        self.settled_after_kib
+            .saturating_sub(self.settled_before_kib) as f64
+            / self.instances.max(1) as f64
     }
 }
 
 /// Runs the scenario.
 pub async fn run(settings: &Settings) -> Result<Registrations, BoxError> {
-    let child = RouterChild::spawn().await?;
+    let child = match &settings.router_exe {
+        Some(exe) => RouterChild::spawn_exe(exe, None).await?,
+        None => RouterChild::spawn().await?,
+    };
     let addr = child.addr;
     let real: Vec<_> = (0..2)
         .map(|i| connect_bridge(addr, &format!("real-{i}"), Some(("kind", "real"))))
@@ -84,12 +103,22 @@ pub async fn run(settings: &Settings) -> Result<Registrations, BoxError> {
     let before = measure(&target, &workload, concurrency, timing, &header, "2").await?;
     settle().await;
     let rss_before_kib = child.rss_kib()?;
+    tokio::time::sleep(SETTLED).await;
+    let settled_before_kib = child.rss_kib()?;
 
     let started = Instant::now();
-    let idle = register_idle(addr, settings.instances, settings.register_connections).await?;
+    let idle = register_idle(
+        addr,
+        settings.instances,
+        settings.register_connections,
+        settings.register_in_flight,
+    )
+    .await?;
     let register_time = started.elapsed();
     settle().await;
     let rss_after_kib = child.rss_kib()?;
+    tokio::time::sleep(SETTLED).await;
+    let settled_after_kib = child.rss_kib()?;
 
     let label = format!("{}", settings.instances + 2);
     let after = measure(&target, &workload, concurrency, timing, &header, &label).await?;
@@ -107,9 +136,20 @@ pub async fn run(settings: &Settings) -> Result<Registrations, BoxError> {
         after,
         rss_before_kib,
         rss_after_kib,
+        settled_before_kib,
+        settled_after_kib,
         register_time,
     })
 }
+
+/// How long after the 0.5 s reading the RSS is read again: past jemalloc's
+/// dirty-page decay (10 s), so the pages the registration burst freed (old
+/// snapshots, connection write buffers) are back with the system and the
+/// figure is what the registrations keep.
+pub const SETTLED: Duration = Duration::from_secs(12);
+
+/// How long the idle registrations may take to be welcomed.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Lets the router finish its bookkeeping (and the allocator its frees).
 async fn settle() {
@@ -146,12 +186,19 @@ struct IdleRegistrations {
 }
 
 /// Opens `n` raw register streams spread over `connections` HTTP/2
-/// connections and waits until the router welcomed each.
+/// connections, at most `in_flight` awaiting their Welcome at once (0: no
+/// bound), and waits until the router welcomed each.
 async fn register_idle(
     addr: std::net::SocketAddr,
     n: usize,
     connections: usize,
+    in_flight: usize,
 ) -> Result<IdleRegistrations, BoxError> {
+    let gate = Arc::new(Semaphore::new(if in_flight == 0 {
+        Semaphore::MAX_PERMITS
+    } else {
+        in_flight
+    }));
     let mut channels = Vec::with_capacity(connections);
     for _ in 0..connections {
         let channel = Endpoint::from_shared(format!("http://{addr}"))?
@@ -166,10 +213,14 @@ async fn register_idle(
     for i in 0..n {
         let (welcomed, welcome) = oneshot::channel();
         welcomes.push(welcome);
+        let permit = tokio::time::timeout(REGISTER_TIMEOUT, gate.clone().acquire_owned())
+            .await
+            .map_err(|_| format!("no idle registration was welcomed for {REGISTER_TIMEOUT:?}"))??;
         tasks.spawn(hold_registration(
             channels[i % channels.len()].clone(),
             format!("raw-{i}"),
             welcomed,
+            permit,
         ));
     }
     let all = async {
@@ -182,9 +233,9 @@ async fn register_idle(
         }
         Ok(())
     };
-    tokio::time::timeout(Duration::from_secs(120), all)
+    tokio::time::timeout(REGISTER_TIMEOUT, all)
         .await
-        .map_err(|_| format!("{n} idle registrations took more than 120 s"))??;
+        .map_err(|_| format!("{n} idle registrations took more than {REGISTER_TIMEOUT:?}"))??;
     Ok(IdleRegistrations { _tasks: tasks })
 }
 
@@ -194,6 +245,7 @@ async fn hold_registration(
     channel: Channel,
     instance_id: String,
     welcomed: oneshot::Sender<Result<(), String>>,
+    permit: OwnedSemaphorePermit,
 ) {
     let (tx, rx) = mpsc::channel::<BridgeFrame>(4);
     let hello = pb::Hello {
@@ -242,6 +294,7 @@ async fn hold_registration(
     };
     match frames.message().await {
         Ok(Some(RouterFrame::Welcome(_))) => {
+            drop(permit);
             let _ = welcomed.send(Ok(()));
         }
         Ok(Some(other)) => {

@@ -335,7 +335,9 @@ pub fn registrations(format: Format, r: &Registrations) -> String {
     }
     let _ = writeln!(
         out,
-        "{bullet}router RSS per idle registration: {:.2} KiB ({} registrations over {} HTTP/2 connections, registered in {:.2} s = {} registrations/s)",
+        "{bullet}router RSS per idle registration: {:.2} KiB {:.1} s later, {:.2} KiB 0.5 s later ({} registrations over {} HTTP/2 connections, registered in {:.2} s = {} registrations/s)",
+        r.settled_kib_per_registration(),
+        crate::registrations::SETTLED.as_secs_f64() + 0.5,
         r.kib_per_registration(),
         r.instances,
         r.connections,

@@ -19,14 +19,17 @@ struct State<T> {
     receiver_alive: bool,
 }
 
-struct Shared<T> {
+struct Shared<T, E> {
     state: Mutex<State<T>>,
     senders: AtomicUsize,
     /// Free the item buffer whenever the queue drains.
     compact: bool,
+    /// What both ends share besides the items (the outbox's accounting), in
+    /// the same allocation.
+    extra: E,
 }
 
-impl<T> Shared<T> {
+impl<T, E> Shared<T, E> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         // Every critical section is a push, a pop or a flag: a panic cannot
         // leave the state half-updated.
@@ -36,16 +39,18 @@ impl<T> Shared<T> {
 
 /// Creates a queue.
 pub(crate) fn queue<T>() -> (QueueSender<T>, QueueReceiver<T>) {
-    new_queue(false)
+    new_queue(false, ())
 }
 
-/// Creates a queue that frees its buffer whenever it drains: for long-lived,
-/// mostly idle queues, at the price of an allocation when a burst starts.
-pub(crate) fn queue_compact<T>() -> (QueueSender<T>, QueueReceiver<T>) {
-    new_queue(true)
+/// Creates a queue that frees its buffer whenever it drains (for long-lived,
+/// mostly idle queues, at the price of an allocation when a burst starts),
+/// whose two ends also share `extra` (read with [`QueueSender::extra`] and
+/// [`QueueReceiver::extra`]) in the queue's own allocation.
+pub(crate) fn queue_compact_with<T, E>(extra: E) -> (QueueSender<T, E>, QueueReceiver<T, E>) {
+    new_queue(true, extra)
 }
 
-fn new_queue<T>(compact: bool) -> (QueueSender<T>, QueueReceiver<T>) {
+fn new_queue<T, E>(compact: bool, extra: E) -> (QueueSender<T, E>, QueueReceiver<T, E>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
@@ -54,6 +59,7 @@ fn new_queue<T>(compact: bool) -> (QueueSender<T>, QueueReceiver<T>) {
         }),
         senders: AtomicUsize::new(1),
         compact,
+        extra,
     });
     (
         QueueSender {
@@ -64,17 +70,22 @@ fn new_queue<T>(compact: bool) -> (QueueSender<T>, QueueReceiver<T>) {
 }
 
 /// The sending side; cheap to clone.
-pub(crate) struct QueueSender<T> {
-    shared: Arc<Shared<T>>,
+pub(crate) struct QueueSender<T, E = ()> {
+    shared: Arc<Shared<T, E>>,
 }
 
-impl<T> std::fmt::Debug for QueueSender<T> {
+impl<T, E> std::fmt::Debug for QueueSender<T, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("QueueSender")
     }
 }
 
-impl<T> QueueSender<T> {
+impl<T, E> QueueSender<T, E> {
+    /// What the two ends share besides the items.
+    pub(crate) fn extra(&self) -> &E {
+        &self.shared.extra
+    }
+
     /// Runs `push` on the queued items and wakes the receiver; false, without
     /// running it, when the receiver is gone.
     fn enqueue(&self, push: impl FnOnce(&mut VecDeque<T>)) -> bool {
@@ -156,7 +167,7 @@ impl<T> QueueSender<T> {
     }
 }
 
-impl<T> Clone for QueueSender<T> {
+impl<T, E> Clone for QueueSender<T, E> {
     fn clone(&self) -> Self {
         self.shared.senders.fetch_add(1, Ordering::Relaxed);
         QueueSender {
@@ -165,7 +176,7 @@ impl<T> Clone for QueueSender<T> {
     }
 }
 
-impl<T> Drop for QueueSender<T> {
+impl<T, E> Drop for QueueSender<T, E> {
     fn drop(&mut self) {
         if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
             let waker = self.shared.lock().waker.take();
@@ -177,17 +188,22 @@ impl<T> Drop for QueueSender<T> {
 }
 
 /// The receiving side.
-pub(crate) struct QueueReceiver<T> {
-    shared: Arc<Shared<T>>,
+pub(crate) struct QueueReceiver<T, E = ()> {
+    shared: Arc<Shared<T, E>>,
 }
 
-impl<T> std::fmt::Debug for QueueReceiver<T> {
+impl<T, E> std::fmt::Debug for QueueReceiver<T, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("QueueReceiver")
     }
 }
 
-impl<T> QueueReceiver<T> {
+impl<T, E> QueueReceiver<T, E> {
+    /// What the two ends share besides the items.
+    pub(crate) fn extra(&self) -> &E {
+        &self.shared.extra
+    }
+
     /// The next item; `None` once every sender is gone and the queue is empty.
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let mut state = self.shared.lock();
@@ -217,7 +233,7 @@ impl<T> QueueReceiver<T> {
     }
 }
 
-impl<T> futures_util::Stream for QueueReceiver<T> {
+impl<T, E> futures_util::Stream for QueueReceiver<T, E> {
     type Item = T;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
@@ -225,7 +241,7 @@ impl<T> futures_util::Stream for QueueReceiver<T> {
     }
 }
 
-impl<T> Drop for QueueReceiver<T> {
+impl<T, E> Drop for QueueReceiver<T, E> {
     fn drop(&mut self) {
         let items = {
             let mut state = self.shared.lock();

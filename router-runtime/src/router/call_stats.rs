@@ -17,6 +17,9 @@
 //!   percentile is reported as its bucket's upper bound: at most 25 % above
 //!   the true value.
 //!
+//! The slots and histograms are allocated by the instance's first call, so an
+//! idle registration does not carry them.
+//!
 //! A slot or histogram is reset by whichever call first lands in a new period
 //! (a compare-and-swap); the few calls that land while it resets are left out
 //! of the window (not of the totals).
@@ -131,8 +134,26 @@ pub struct InstanceStats {
     since: Duration,
     finished: AtomicU64,
     failed: AtomicU64,
+    /// The rate slots and histograms (about 1 KiB), allocated by the first
+    /// call: most registrations of a large fleet sit idle, and an idle
+    /// registration should cost a few hundred bytes, not this.
+    recent: OnceLock<Box<Recent>>,
+}
+
+/// The windows of [`InstanceStats`]: calls per second and latency.
+#[derive(Debug)]
+struct Recent {
     rate: [RateSlot; RATE_WINDOW_SECS as usize],
     latency: [Histogram; 2],
+}
+
+impl Recent {
+    fn new() -> Box<Self> {
+        Box::new(Recent {
+            rate: std::array::from_fn(|_| RateSlot::default()),
+            latency: std::array::from_fn(|_| Histogram::default()),
+        })
+    }
 }
 
 impl Default for InstanceStats {
@@ -167,8 +188,7 @@ impl InstanceStats {
             since,
             finished: AtomicU64::new(0),
             failed: AtomicU64::new(0),
-            rate: std::array::from_fn(|_| RateSlot::default()),
-            latency: std::array::from_fn(|_| Histogram::default()),
+            recent: OnceLock::new(),
         }
     }
 
@@ -182,15 +202,16 @@ impl InstanceStats {
         if !ok {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
+        let recent = self.recent.get_or_init(Recent::new);
         let second = now.as_secs();
-        let slot = &self.rate[(second % RATE_WINDOW_SECS) as usize];
+        let slot = &recent.rate[(second % RATE_WINDOW_SECS) as usize];
         if claim(&slot.second, second, || {
             slot.calls.store(0, Ordering::Relaxed)
         }) {
             slot.calls.fetch_add(1, Ordering::Relaxed);
         }
         let window = second / LATENCY_WINDOW_SECS;
-        let histogram = &self.latency[(window % 2) as usize];
+        let histogram = &recent.latency[(window % 2) as usize];
         if claim(&histogram.window, window, || histogram.reset()) {
             let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
             histogram.counts[bucket(micros)].fetch_add(1, Ordering::Relaxed);
@@ -203,10 +224,23 @@ impl InstanceStats {
     }
 
     fn snapshot_at(&self, now: Duration) -> CallStats {
+        let finished = self.finished.load(Ordering::Relaxed);
+        let failed = self.failed.load(Ordering::Relaxed);
+        let Some(windows) = self.recent.get() else {
+            // No call yet.
+            return CallStats {
+                finished,
+                failed,
+                calls_per_second: 0.0,
+                latency_samples: 0,
+                latency_p50: None,
+                latency_p99: None,
+            };
+        };
         let second = now.as_secs();
         let recent =
             |tag: u64| tag != RESETTING && tag <= second && second - tag < RATE_WINDOW_SECS;
-        let calls: u64 = self
+        let calls: u64 = windows
             .rate
             .iter()
             .filter(|slot| recent(slot.second.load(Ordering::Acquire)))
@@ -224,7 +258,7 @@ impl InstanceStats {
 
         let window = second / LATENCY_WINDOW_SECS;
         let mut counts = [0u64; BUCKETS];
-        for histogram in &self.latency {
+        for histogram in &windows.latency {
             let tag = histogram.window.load(Ordering::Acquire);
             if tag != RESETTING && tag <= window && window - tag <= 1 {
                 for (sum, count) in counts.iter_mut().zip(&histogram.counts) {
@@ -234,8 +268,8 @@ impl InstanceStats {
         }
         let samples: u64 = counts.iter().sum();
         CallStats {
-            finished: self.finished.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
+            finished,
+            failed,
             calls_per_second,
             latency_samples: samples,
             latency_p50: percentile(&counts, samples, 50),
@@ -287,6 +321,32 @@ mod tests {
         }
         assert_eq!(bucket(u64::MAX), BUCKETS - 1);
         assert_eq!(bucket(1 << 28), BUCKETS - 1);
+    }
+
+    #[test]
+    fn an_idle_instance_holds_no_windows_until_its_first_call() {
+        let stats = InstanceStats::starting_at(secs(0.0));
+        assert!(
+            std::mem::size_of::<InstanceStats>() <= 48,
+            "the windows are not inline"
+        );
+        assert!(stats.recent.get().is_none());
+        let idle = stats.snapshot_at(secs(5.0));
+        assert_eq!(
+            idle,
+            CallStats {
+                finished: 0,
+                failed: 0,
+                calls_per_second: 0.0,
+                latency_samples: 0,
+                latency_p50: None,
+                latency_p99: None,
+            }
+        );
+        assert!(stats.recent.get().is_none(), "a snapshot allocates nothing");
+        stats.record_at(secs(5.0), true, Duration::from_micros(100));
+        assert!(stats.recent.get().is_some());
+        assert_eq!(stats.snapshot_at(secs(5.5)).latency_samples, 1);
     }
 
     #[test]

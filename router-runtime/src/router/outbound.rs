@@ -19,7 +19,6 @@
 //!   writer is never polled again.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
@@ -29,7 +28,7 @@ use tokio::sync::Notify;
 use tonic::Status;
 
 use crate::clock::Millis;
-use crate::queue::{QueueReceiver, QueueSender, queue_compact};
+use crate::queue::{QueueReceiver, QueueSender, queue_compact_with};
 use crate::wire::RouterFrame;
 
 /// What the register stream's writer sends: a frame, or the end of the stream.
@@ -99,8 +98,8 @@ impl Level {
 /// The sending side of one register stream's outbound queue.
 #[derive(Debug)]
 pub(crate) struct Outbox {
-    tx: QueueSender<Outbound>,
-    level: Arc<Level>,
+    /// The queue, with the accounting in the same allocation.
+    tx: QueueSender<Outbound, Level>,
 }
 
 /// Why a frame was not queued.
@@ -113,19 +112,18 @@ impl Outbox {
     pub(crate) fn new(limit: usize) -> (Outbox, OutboundStream) {
         // Register streams sit idle most of the time: their queue frees its
         // memory whenever it drains.
-        let (tx, rx) = queue_compact();
-        let level = Arc::new(Level {
+        let (tx, rx) = queue_compact_with(Level {
             queued: AtomicUsize::new(0),
             limit,
             space: Notify::new(),
             last_write: Millis::now(),
         });
-        let stream = OutboundStream {
-            rx,
-            level: level.clone(),
-            done: false,
-        };
-        (Outbox { tx, level }, stream)
+        let stream = OutboundStream { rx, done: false };
+        (Outbox { tx }, stream)
+    }
+
+    fn level(&self) -> &Level {
+        self.tx.extra()
     }
 
     /// Queues a frame.
@@ -137,7 +135,7 @@ impl Outbox {
     pub(crate) fn send_all<const N: usize>(&self, frames: [Option<RouterFrame>; N]) -> bool {
         let sized = frames.map(|frame| frame.map(|f| (queued_size(&f), f)));
         let size: usize = sized.iter().flatten().map(|(size, _)| size).sum();
-        self.level.queued.fetch_add(size, Ordering::AcqRel);
+        self.level().queued.fetch_add(size, Ordering::AcqRel);
         let sent = self.tx.send_all(
             sized
                 .into_iter()
@@ -145,7 +143,7 @@ impl Outbox {
                 .map(|(size, frame)| Outbound::Frame(frame, size)),
         );
         if !sent {
-            self.level.taken(size);
+            self.level().taken(size);
         }
         sent
     }
@@ -160,12 +158,12 @@ impl Outbox {
     fn push(
         &self,
         frame: RouterFrame,
-        push: impl FnOnce(&QueueSender<Outbound>, Outbound) -> Result<(), Outbound>,
+        push: impl FnOnce(&QueueSender<Outbound, Level>, Outbound) -> Result<(), Outbound>,
     ) -> Result<(), Closed> {
         let size = queued_size(&frame);
-        self.level.queued.fetch_add(size, Ordering::AcqRel);
+        self.level().queued.fetch_add(size, Ordering::AcqRel);
         push(&self.tx, Outbound::Frame(frame, size)).map_err(|_| {
-            self.level.taken(size);
+            self.level().taken(size);
             Closed
         })
     }
@@ -184,7 +182,7 @@ impl Outbox {
             _ => true,
         });
         if freed > 0 {
-            self.level.taken(freed);
+            self.level().taken(freed);
         }
         start_dropped
     }
@@ -202,41 +200,41 @@ impl Outbox {
             false
         });
         if freed > 0 {
-            self.level.taken(freed);
+            self.level().taken(freed);
         }
         if let Some(frame) = last {
             let _ = self.tx.send(Outbound::Frame(frame, 0));
         }
         let _ = self.tx.send(Outbound::Close(status));
-        self.level.space.notify_waiters();
+        self.level().space.notify_waiters();
     }
 
     /// Bytes queued and not yet taken by the writer.
     pub(crate) fn queued(&self) -> usize {
-        self.level.queued.load(Ordering::Acquire)
+        self.level().queued.load(Ordering::Acquire)
     }
 
     /// The queued bytes past which the instance is congested.
     pub(crate) fn limit(&self) -> usize {
-        self.level.limit
+        self.level().limit
     }
 
     /// Whether more than the limit is queued.
     pub(crate) fn is_congested(&self) -> bool {
-        self.queued() > self.level.limit
+        self.queued() > self.level().limit
     }
 
     /// Milliseconds since the writer last took a frame (or since the outbox
     /// was made).
     pub(crate) fn write_idle_ms(&self) -> u64 {
-        self.level.last_write.elapsed_ms()
+        self.level().last_write.elapsed_ms()
     }
 
     /// Waits until the queue is under its limit, or `closed` resolves.
     pub(crate) async fn space(&self, closed: impl std::future::Future<Output = ()>) {
         tokio::pin!(closed);
         loop {
-            let notified = self.level.space.notified();
+            let notified = self.level().space.notified();
             if !self.is_congested() {
                 return;
             }
@@ -252,8 +250,7 @@ impl Outbox {
 /// the registration closes.
 #[derive(Debug)]
 pub(crate) struct OutboundStream {
-    rx: QueueReceiver<Outbound>,
-    level: Arc<Level>,
+    rx: QueueReceiver<Outbound, Level>,
     done: bool,
 }
 
@@ -266,8 +263,9 @@ impl Stream for OutboundStream {
         }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(Outbound::Frame(frame, size))) => {
-                self.level.taken(size);
-                self.level.last_write.touch();
+                let level = self.rx.extra();
+                level.taken(size);
+                level.last_write.touch();
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Outbound::Close(status))) => {

@@ -575,20 +575,16 @@ impl Instance {
     }
 }
 
-/// An immutable view of the live instances, with indexes by id and by label
-/// built on first use (once per change of the registry), so pinned and
-/// label-selected picks stay cheap with thousands of instances.
+/// An immutable view of the live instances, with indexes by id, by routing
+/// key and by label, each built on its first use (once per change of the
+/// registry, and only the ones picks ask for), so pinned and label-selected
+/// picks stay cheap with thousands of instances.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     instances: Vec<Arc<Instance>>,
-    index: OnceLock<Index>,
-}
-
-#[derive(Debug, Default)]
-struct Index {
-    by_id: HashMap<String, usize>,
-    by_routing_key: HashMap<String, usize>,
-    by_label: HashMap<String, HashMap<String, Vec<usize>>>,
+    by_id: OnceLock<HashMap<String, usize>>,
+    by_routing_key: OnceLock<HashMap<String, usize>>,
+    by_label: OnceLock<HashMap<String, HashMap<String, Vec<usize>>>>,
 }
 
 impl std::ops::Deref for Snapshot {
@@ -604,21 +600,47 @@ impl Snapshot {
     pub(crate) fn new(instances: Vec<Arc<Instance>>) -> Self {
         Snapshot {
             instances,
-            index: OnceLock::new(),
+            ..Snapshot::default()
         }
     }
 
-    fn index(&self) -> &Index {
-        self.index.get_or_init(|| {
-            let mut index = Index::default();
-            for (i, instance) in self.instances.iter().enumerate() {
-                index.by_id.insert(instance.id().to_owned(), i);
-                for key in &instance.info().routing_keys {
-                    index.by_routing_key.insert(key.clone(), i);
+    /// The instance registered as `id`.
+    pub fn by_id(&self, id: &str) -> Option<&Arc<Instance>> {
+        self.by_id
+            .get_or_init(|| {
+                self.instances
+                    .iter()
+                    .enumerate()
+                    .map(|(i, instance)| (instance.id().to_owned(), i))
+                    .collect()
+            })
+            .get(id)
+            .map(|&i| &self.instances[i])
+    }
+
+    /// The instance that claimed the routing key `key` in its `Hello` (the
+    /// latest registration wins when several claim it).
+    pub fn by_routing_key(&self, key: &str) -> Option<&Arc<Instance>> {
+        self.by_routing_key
+            .get_or_init(|| {
+                let mut index = HashMap::new();
+                for (i, instance) in self.instances.iter().enumerate() {
+                    for key in &instance.info().routing_keys {
+                        index.insert(key.clone(), i);
+                    }
                 }
+                index
+            })
+            .get(key)
+            .map(|&i| &self.instances[i])
+    }
+
+    fn by_label(&self) -> &HashMap<String, HashMap<String, Vec<usize>>> {
+        self.by_label.get_or_init(|| {
+            let mut index: HashMap<String, HashMap<String, Vec<usize>>> = HashMap::new();
+            for (i, instance) in self.instances.iter().enumerate() {
                 for (k, v) in &instance.info().labels {
                     index
-                        .by_label
                         .entry(k.clone())
                         .or_default()
                         .entry(v.clone())
@@ -630,26 +652,12 @@ impl Snapshot {
         })
     }
 
-    /// The instance registered as `id`.
-    pub fn by_id(&self, id: &str) -> Option<&Arc<Instance>> {
-        self.index().by_id.get(id).map(|&i| &self.instances[i])
-    }
-
-    /// The instance that claimed the routing key `key` in its `Hello` (the
-    /// latest registration wins when several claim it).
-    pub fn by_routing_key(&self, key: &str) -> Option<&Arc<Instance>> {
-        self.index()
-            .by_routing_key
-            .get(key)
-            .map(|&i| &self.instances[i])
-    }
-
     /// The instances carrying every label pair of `labels`.
     pub fn with_labels(&self, labels: &[(&str, &str)]) -> Vec<Arc<Instance>> {
-        let index = self.index();
+        let index = self.by_label();
         let mut lists = Vec::with_capacity(labels.len());
         for (k, v) in labels {
-            match index.by_label.get(*k).and_then(|values| values.get(*v)) {
+            match index.get(*k).and_then(|values| values.get(*v)) {
                 Some(list) => lists.push(list),
                 None => return Vec::new(),
             }

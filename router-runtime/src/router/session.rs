@@ -284,54 +284,62 @@ fn millis(d: Duration) -> u32 {
 
 /// Reads the bridge's frames until the stream ends, the bridge breaks the
 /// protocol, or the registration is closed elsewhere (replaced, evicted).
-async fn read_frames(
+///
+/// A function returning an `async move` block rather than an `async fn`: an
+/// `async fn` moves its arguments into locals of its state machine, so the
+/// task of every idle registration would hold the register stream's decoder
+/// twice (rust-lang/rust#62958). The block uses what it captured in place.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+fn read_frames(
     core: Arc<RouterCore>,
     instance: Arc<Instance>,
     mut frames: Streaming<BridgeFrame>,
-) {
-    // Why it ended, and the status the bridge gets for its register call.
-    let (reason, stream_status) = loop {
-        tokio::select! {
-            frame = frames.message() => match frame {
-                Ok(Some(frame)) => {
-                    if let Err(status) = handle(&core, &instance, frame) {
-                        break (status.message().to_owned(), Some(status));
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        // Why it ended, and the status the bridge gets for its register call.
+        let (reason, stream_status) = loop {
+            tokio::select! {
+                frame = frames.message() => match frame {
+                    Ok(Some(frame)) => {
+                        if let Err(status) = handle(&core, &instance, frame) {
+                            break (status.message().to_owned(), Some(status));
+                        }
                     }
-                }
-                Ok(None) => break ("register stream closed by the bridge".to_owned(), None),
-                Err(status) => {
-                    let reason = format!("register stream failed: {}", status.message());
-                    break (reason.clone(), Some(Status::new(status.code(), reason)));
-                }
-            },
-            _ = instance.wait_closed() => return,
+                    Ok(None) => break ("register stream closed by the bridge".to_owned(), None),
+                    Err(status) => {
+                        let reason = format!("register stream failed: {}", status.message());
+                        break (reason.clone(), Some(Status::new(status.code(), reason)));
+                    }
+                },
+                _ = instance.wait_closed() => return,
+            }
+        };
+        if stream_status.is_some() || !instance.is_draining() {
+            // Broken protocol, a failed stream, or a stream that ended without a
+            // drain: the instance's calls fail.
+            warn!(
+                event = "lost",
+                service = core.service.name(),
+                instance = instance.id(),
+                registration = instance.registration,
+                calls_in_flight = instance.calls_in_flight(),
+                %reason,
+                "instance lost without draining"
+            );
+            record(&core, Event::Lost);
+        } else {
+            info!(
+                event = "ended",
+                service = core.service.name(),
+                instance = instance.id(),
+                registration = instance.registration,
+                %reason,
+                "registration ended"
+            );
+            record(&core, Event::Drained);
         }
-    };
-    if stream_status.is_some() || !instance.is_draining() {
-        // Broken protocol, a failed stream, or a stream that ended without a
-        // drain: the instance's calls fail.
-        warn!(
-            event = "lost",
-            service = core.service.name(),
-            instance = instance.id(),
-            registration = instance.registration,
-            calls_in_flight = instance.calls_in_flight(),
-            %reason,
-            "instance lost without draining"
-        );
-        record(&core, Event::Lost);
-    } else {
-        info!(
-            event = "ended",
-            service = core.service.name(),
-            instance = instance.id(),
-            registration = instance.registration,
-            %reason,
-            "registration ended"
-        );
-        record(&core, Event::Drained);
+        end_registration(core.as_ref(), &instance, &reason, stream_status);
     }
-    end_registration(core.as_ref(), &instance, &reason, stream_status);
 }
 
 /// Removes a registration and ends it: its calls fail UNAVAILABLE with
@@ -581,4 +589,55 @@ fn fail_call(instance: &Instance, call_id: u64, what: &str) {
         &format!("protocol violation: {what}"),
     );
     instance.close_call(call_id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::FrameCodec;
+    use tonic::codec::Codec;
+
+    /// Thousands of registrations sit idle: what each keeps while idle is
+    /// its `Instance` and its reader task, so neither may grow unnoticed
+    /// (an `async fn` reader held the decoder twice; the call statistics'
+    /// windows were inline).
+    #[tokio::test]
+    async fn an_idle_registration_keeps_its_records_small() {
+        assert!(
+            std::mem::size_of::<Instance>() <= 512,
+            "Instance is {} bytes",
+            std::mem::size_of::<Instance>()
+        );
+        let core = Arc::new(RouterCore::new(
+            super::super::RouterConfig::default(),
+            super::super::service::ServiceTable::learning("pkg.Svc"),
+        ));
+        let (out, _stream) = Outbox::new(1 << 20);
+        let instance = Arc::new(Instance::new(
+            1,
+            InstanceInfo::default(),
+            out,
+            1024,
+            1024,
+            2048,
+        ));
+        let frames = Streaming::new_request(
+            FrameCodec::<RouterFrame, BridgeFrame>::default().decoder(),
+            tonic::body::Body::empty(),
+            None,
+            None,
+        );
+        let decoder = std::mem::size_of_val(&frames);
+        let reader = read_frames(core, instance, frames);
+        assert!(
+            std::mem::size_of_val(&reader) < 2 * decoder,
+            "the reader ({} bytes) holds its decoder ({decoder} bytes) once",
+            std::mem::size_of_val(&reader)
+        );
+        assert!(
+            std::mem::size_of_val(&reader) <= 448,
+            "the reader future is {} bytes",
+            std::mem::size_of_val(&reader)
+        );
+    }
 }
