@@ -634,3 +634,80 @@ async fn a_router_that_sends_past_the_bridges_request_window_fails_the_call() {
     );
     within(5, "bridge abort", bridge.abort()).await;
 }
+
+#[tokio::test]
+async fn a_burst_of_unary_calls_larger_than_one_reader_pass_all_complete() {
+    use myservice_example::pb::greeter_server::GreeterServer;
+    use router_runtime::bridge::BridgeConfig;
+
+    // The bridge hands out the frames already received (up to a limit)
+    // before it runs the calls they started, inline: a burst far larger
+    // than that limit, in as few writes as the transport makes, must lose
+    // no frame and leave no call behind.
+    const CALLS: u64 = 400;
+    let mut raw = common::RawRouter::start().await;
+    let bridge = myservice_example::pb::GreeterBridge::from_server(GreeterServer::new(
+        TestGreeter::new("burst").0,
+    ))
+    .connect(BridgeConfig::new(raw.endpoint()).instance_id("burst"));
+    let mut session = raw
+        .accept(pb::Welcome {
+            protocol_version: pb::ProtocolVersion::ProtocolVersion1 as i32,
+            router_id: "raw".into(),
+            initial_window: 256 * 1024,
+            max_frame_size: 128 * 1024,
+            heartbeat_interval_ms: 10_000,
+            heartbeat_timeout_ms: 30_000,
+        })
+        .await;
+    let request = HelloRequest {
+        name: "burst".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    for call_id in 1..=CALLS {
+        for frame in [
+            RouterFrame::Start(pb::CallStart {
+                call_id,
+                method_tag: SAY_HELLO,
+                path: "/myservice.v1.Greeter/SayHello".into(),
+                kind: pb::MethodKind::Unary as i32,
+                ..Default::default()
+            }),
+            RouterFrame::Call(Payload {
+                call_id,
+                tag: SAY_HELLO,
+                message: request.clone().into(),
+            }),
+            RouterFrame::HalfClose(pb::HalfClose { call_id }),
+        ] {
+            session.out.send(frame).expect("open");
+        }
+    }
+    let mut ended = std::collections::BTreeMap::new();
+    within(20, "every call of the burst to end", async {
+        while ended.len() < CALLS as usize {
+            match session.frames.message().await {
+                Ok(Some(BridgeFrame::Trailers(trailers))) => {
+                    assert!(
+                        ended.insert(trailers.call_id, trailers.code).is_none(),
+                        "call {} ended twice",
+                        trailers.call_id
+                    );
+                }
+                Ok(Some(_)) => continue,
+                other => panic!("expected the calls' frames, got {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        ended.keys().copied().collect::<Vec<_>>(),
+        (1..=CALLS).collect::<Vec<_>>()
+    );
+    assert!(
+        ended.values().all(|code| *code == Code::Ok as i32),
+        "{ended:?}"
+    );
+    within(5, "bridge abort", bridge.abort()).await;
+}

@@ -47,6 +47,9 @@ pub(crate) struct CallContext {
     pub(crate) limit: u32,
     /// The instance id, for messages.
     pub(crate) instance_id: String,
+    /// Whether a call's first poll runs on the session reader
+    /// ([`BridgeConfig::inline_first_poll`](super::BridgeConfig)).
+    pub(crate) inline_first_poll: bool,
 }
 
 /// One call in flight, as the session reader sees it.
@@ -107,12 +110,13 @@ impl Calls {
     }
 }
 
-/// Registers the call and runs it on its own task.
+/// Registers the call. With [`CallContext::inline_first_poll`] it returns
+/// the call's future, for [`run_first_polls`]; otherwise it spawns it.
 pub(crate) fn start<T: BridgedService>(
     service: T,
     context: Arc<CallContext>,
     start: pb::CallStart,
-) {
+) -> Option<CallTask> {
     let call_id = start.call_id;
     // Each router counts only its own calls: with several routers the limit
     // is enforced here, and a call refused before it ran may go elsewhere.
@@ -130,7 +134,7 @@ pub(crate) fn start<T: BridgedService>(
             metadata: None,
             not_started: true,
         }));
-        return;
+        return None;
     }
     let (inbound, rx) = queue();
     let reply_credit = Arc::new(SendCredit::new(context.reply_window));
@@ -161,6 +165,7 @@ pub(crate) fn start<T: BridgedService>(
     let span = trace::bridge_span(&start.path);
     trace::continue_trace(&span, &start.metadata.as_ref());
     let task_span = span.clone();
+    let inline = context.inline_first_poll;
     let task = async move {
         let timeout =
             (start.timeout_micros > 0).then(|| Duration::from_micros(start.timeout_micros));
@@ -194,7 +199,32 @@ pub(crate) fn start<T: BridgedService>(
         context.calls.remove(call_id);
         context.active.fetch_sub(1, Ordering::AcqRel);
     };
-    tokio::spawn(tracing::Instrument::instrument(task, span));
+    let task: CallTask = Box::pin(tracing::Instrument::instrument(task, span));
+    if inline {
+        Some(task)
+    } else {
+        tokio::spawn(task);
+        None
+    }
+}
+
+/// A call not yet polled: [`start`] hands it back for the session reader to
+/// poll first ([`run_first_polls`]).
+pub(crate) type CallTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Polls each call once here, on the session reader, and spawns only those
+/// that have to wait. Most unary calls finish in that poll (the request came
+/// with the `Start`, the handler answers at once): that saves a task, a
+/// schedule and a wake-up per call. The reader runs this once it has handed
+/// out every frame already received, so a call's first poll sees the
+/// request and half-close that followed its `Start`. Every future a call
+/// holds registers its waker again when its task polls it.
+pub(crate) fn run_first_polls(tasks: &mut Vec<CallTask>) {
+    for mut task in tasks.drain(..) {
+        if (&mut task).now_or_never().is_none() {
+            tokio::spawn(task);
+        }
+    }
 }
 
 /// Calls the service and forwards its response. `Ok` holds the code and

@@ -124,6 +124,14 @@ pub struct BridgeConfig {
     /// Metadata sent with every `Register` call, for the router's
     /// `RouterConfig::authorize` (for example `authorization: Bearer ...`).
     pub register_metadata: tonic::metadata::MetadataMap,
+    /// Whether a call's first poll runs on the registration's reader instead
+    /// of a task of its own (default `true`). A handler that answers without
+    /// waiting (most unary calls) then costs no task spawn and no wake-up; a
+    /// call that waits moves to its own task at its first `Pending`. Turn it
+    /// off when handlers do long synchronous work before their first
+    /// `.await`: that work would hold up the frames of the registration's
+    /// other calls while it runs.
+    pub inline_first_poll: bool,
 }
 
 /// Resolves a router host name to the addresses of every router replica.
@@ -209,6 +217,7 @@ impl BridgeConfig {
             resolver: Resolver::default(),
             register_metadata: tonic::metadata::MetadataMap::new(),
             tls: None,
+            inline_first_poll: true,
         }
     }
 
@@ -270,6 +279,13 @@ impl BridgeConfig {
     /// Connects to routers over TLS (see [`BridgeConfig::tls`]).
     pub fn tls(mut self, config: tonic::transport::ClientTlsConfig) -> Self {
         self.tls = Some(config);
+        self
+    }
+
+    /// Runs each call's first poll on the registration's reader, or not (see
+    /// [`BridgeConfig::inline_first_poll`]).
+    pub fn inline_first_poll(mut self, inline: bool) -> Self {
+        self.inline_first_poll = inline;
         self
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use http::uri::PathAndQuery;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -203,6 +204,7 @@ async fn run_session<T: BridgedService>(
         max_frame: usize::try_from(welcome.max_frame_size.max(crate::defaults::MIN_FRAME))
             .unwrap_or(usize::MAX),
         max_message: options.max_message_size,
+        inline_first_poll: options.inline_first_poll,
     });
     let end = serve(shared, service, &context, &mut frames, &welcome, stop).await;
     calls.cancel_all();
@@ -363,27 +365,16 @@ async fn serve<T: BridgedService>(
     let mut last_seen = tokio::time::Instant::now();
     let mut drain = DrainPhase::Serving;
     let mut serving = shared.serving.subscribe();
+    let mut first_polls = Vec::new();
     loop {
         tokio::select! {
             frame = frames.message() => match frame {
                 Ok(Some(frame)) => {
                     last_seen = tokio::time::Instant::now();
-                    match (frame, drain) {
-                        (RouterFrame::GoAway(go_away), DrainPhase::Requested { deadline }) => {
-                            debug!(reason = %go_away.reason, "router acknowledged drain");
-                            drain = DrainPhase::Acknowledged { deadline };
-                        }
-                        (RouterFrame::GoAway(go_away), _) => {
-                            return SessionEnd::Lost(if go_away.refused {
-                                RegistrationError::Refused {
-                                    code: tonic::Code::PermissionDenied,
-                                    message: go_away.reason,
-                                }
-                            } else {
-                                RegistrationError::GoingAway(go_away.reason)
-                            });
-                        }
-                        (frame, _) => dispatch(frame, service, context),
+                    let end = on_frames(frame, frames, &mut drain, service, context, &mut first_polls);
+                    call::run_first_polls(&mut first_polls);
+                    if let Some(end) = end {
+                        return end;
                     }
                 }
                 Ok(None) => return SessionEnd::Lost(RegistrationError::Closed),
@@ -435,9 +426,67 @@ fn send_heartbeat(out: &QueueSender<BridgeFrame>, calls: &Calls, serving: bool) 
     }));
 }
 
-fn dispatch<T: BridgedService>(frame: RouterFrame, service: &T, context: &Arc<CallContext>) {
+/// The most frames the reader hands out before it runs the calls they
+/// started, so a burst cannot hold calls back for long.
+const FRAMES_BEFORE_FIRST_POLLS: usize = 64;
+
+/// Handles `frame` and every frame already received after it (up to
+/// [`FRAMES_BEFORE_FIRST_POLLS`]), gathering started calls in `first_polls`.
+/// `Some` when the session ends.
+fn on_frames<T: BridgedService>(
+    frame: RouterFrame,
+    frames: &mut tonic::Streaming<RouterFrame>,
+    drain: &mut DrainPhase,
+    service: &T,
+    context: &Arc<CallContext>,
+    first_polls: &mut Vec<call::CallTask>,
+) -> Option<SessionEnd> {
+    let mut frame = frame;
+    let mut handled = 0;
+    loop {
+        handled += 1;
+        match (frame, *drain) {
+            (RouterFrame::GoAway(go_away), DrainPhase::Requested { deadline }) => {
+                debug!(reason = %go_away.reason, "router acknowledged drain");
+                *drain = DrainPhase::Acknowledged { deadline };
+            }
+            (RouterFrame::GoAway(go_away), _) => {
+                return Some(SessionEnd::Lost(if go_away.refused {
+                    RegistrationError::Refused {
+                        code: tonic::Code::PermissionDenied,
+                        message: go_away.reason,
+                    }
+                } else {
+                    RegistrationError::GoingAway(go_away.reason)
+                }));
+            }
+            (frame, _) => dispatch(frame, service, context, first_polls),
+        }
+        // Only a started call waits for the frames behind it, and not for
+        // long.
+        if first_polls.is_empty() || handled == FRAMES_BEFORE_FIRST_POLLS {
+            return None;
+        }
+        frame = match frames.message().now_or_never()? {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Some(SessionEnd::Lost(RegistrationError::Closed)),
+            Err(status) => return Some(SessionEnd::Lost(RegistrationError::from_status(&status))),
+        };
+    }
+}
+
+fn dispatch<T: BridgedService>(
+    frame: RouterFrame,
+    service: &T,
+    context: &Arc<CallContext>,
+    first_polls: &mut Vec<call::CallTask>,
+) {
     match frame {
-        RouterFrame::Start(start) => call::start(service.clone(), context.clone(), start),
+        RouterFrame::Start(start) => {
+            if let Some(task) = call::start(service.clone(), context.clone(), start) {
+                first_polls.push(task);
+            }
+        }
         RouterFrame::Call(payload) => to_call(
             context,
             payload.call_id,

@@ -46,6 +46,11 @@ struct Args {
     /// PEM private key of `--tls-cert`.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Run every call on a task of its own from the start, instead of its
+    /// first poll on the registration's reader (for comparisons; see
+    /// `BridgeConfig::inline_first_poll`).
+    #[arg(long)]
+    spawn_every_call: bool,
 }
 
 /// The client TLS settings the flags ask for, or `None` for plain TCP.
@@ -102,7 +107,9 @@ async fn main() -> ExitCode {
     for (key, value) in args.labels {
         options = options.label(key, value);
     }
-    let mut options = options.weight(args.weight);
+    let mut options = options
+        .weight(args.weight)
+        .inline_first_poll(!args.spawn_every_call);
     if let Some(secs) = args.resolve_every_secs {
         options = options.resolve_every(std::time::Duration::from_secs(secs.max(1)));
     }
