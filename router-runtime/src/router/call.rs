@@ -74,8 +74,7 @@ impl Addresses {
                 .get::<TlsConnectInfo<TcpConnectInfo>>()
                 .map(TlsConnectInfo::get_ref)
         });
-        let text =
-            |addr: Option<std::net::SocketAddr>| addr.map(|a| a.to_string()).unwrap_or_default();
+        let text = |addr: Option<std::net::SocketAddr>| addr.map(address_text).unwrap_or_default();
         let peer_certificates = super::authz::peer_certificates(extensions);
         Addresses {
             peer: text(connection.and_then(TcpConnectInfo::remote_addr)),
@@ -83,6 +82,28 @@ impl Addresses {
             peer_certificates,
         }
     }
+}
+
+/// `addr` as text, from a small per-thread cache: formatting an address
+/// costs more than the rest of a call's routing decision, and a router sees
+/// the same few addresses call after call (its own listener, and each client
+/// connection's several streams in a row).
+fn address_text(addr: std::net::SocketAddr) -> String {
+    use std::cell::RefCell;
+    const ENTRIES: usize = 8;
+    thread_local! {
+        static CACHE: RefCell<(usize, [Option<(std::net::SocketAddr, String)>; ENTRIES])> =
+            const { RefCell::new((0, [const { None }; ENTRIES])) };
+    }
+    CACHE.with_borrow_mut(|(next, entries)| {
+        if let Some((_, text)) = entries.iter().flatten().find(|(a, _)| *a == addr) {
+            return text.clone();
+        }
+        let text = addr.to_string();
+        entries[*next] = Some((addr, text.clone()));
+        *next = (*next + 1) % ENTRIES;
+        text
+    })
 }
 
 /// Whether `deadline` has passed.
@@ -138,7 +159,10 @@ async fn forward(
     span: tracing::Span,
 ) -> Result<Response<ReplyStream>, Status> {
     let mut record = CallRecord::start(&core, &method, received);
-    match route(core, method, received, request, span, &mut record).await {
+    // Boxed once here: the layers above (the span, tonic's handler) then move
+    // a pointer, not the whole routing state, at each poll boundary.
+    let routed = Box::pin(route(core, method, received, request, span, &mut record)).await;
+    match routed {
         Ok(mut response) => {
             // The response stream records the final status.
             response.get_mut().record = std::mem::take(&mut record);
@@ -555,5 +579,23 @@ fn pick_error_status(core: &RouterCore, method: &Method, error: PickError) -> St
         PickError::OverInstanceLimit(per_second) => Status::resource_exhausted(format!(
             "rate limit: every instance of `{service}` that could take the call is over its {per_second} calls/s"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_text_is_right_for_more_addresses_than_the_cache_holds() {
+        let addrs: Vec<std::net::SocketAddr> = (0..20u16)
+            .map(|i| std::net::SocketAddr::from(([127, 0, 0, 1], 40000 + i)))
+            .chain(std::iter::once("[::1]:443".parse().expect("address")))
+            .collect();
+        for _ in 0..3 {
+            for addr in &addrs {
+                assert_eq!(address_text(*addr), addr.to_string());
+            }
+        }
     }
 }
