@@ -62,7 +62,26 @@ pub struct Config {
     /// Traces exported over OpenTelemetry OTLP (the `otel` feature).
     #[serde(default)]
     pub tracing: Tracing,
+    /// The async runtime the daemon runs on.
+    #[serde(default)]
+    pub runtime: Runtime,
 }
+
+/// The async runtime (tokio's multi-threaded scheduler). Changing it needs a
+/// restart.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    /// Worker threads [default: `TOKIO_WORKER_THREADS` when set, else one per
+    /// CPU]. Where the router shares few CPUs with its instances or the load
+    /// generator (a sidecar, a small VM), fewer threads mean fewer wake-ups
+    /// across threads: measure with `router-bench procs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<usize>,
+}
+
+/// The most worker threads `runtime.worker_threads` accepts.
+const MAX_WORKER_THREADS: usize = 1024;
 
 /// The clients' listener.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -1320,6 +1339,14 @@ impl Config {
         self.tracing
             .check()
             .map_err(|(key, message)| (format!("tracing.{key}"), message))?;
+        if let Some(threads) = self.runtime.worker_threads
+            && !(1..=MAX_WORKER_THREADS).contains(&threads)
+        {
+            return Err((
+                "runtime.worker_threads".to_owned(),
+                format!("{threads} is not between 1 and {MAX_WORKER_THREADS}"),
+            ));
+        }
         if self.limits.max_services == 0 {
             return Err((
                 "limits.max_services".to_owned(),
@@ -2035,6 +2062,15 @@ mod tests {
     fn a_toml_syntax_error_names_its_line() {
         let e = error("[clients\naddress = 1\n");
         assert!(e.starts_with("router.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn runtime_worker_threads_are_read_and_checked() {
+        let config = parse("[runtime]\nworker_threads = 1\n").expect("valid");
+        assert_eq!(config.runtime.worker_threads, Some(1));
+        assert!(config.effective_toml().contains("worker_threads = 1"));
+        let e = error("[runtime]\nworker_threads = 0\n");
+        assert!(e.contains("`runtime.worker_threads`") && e.contains("between 1 and"), "{e}");
     }
 
     #[test]

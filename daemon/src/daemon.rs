@@ -259,6 +259,7 @@ pub fn reload(
         ("router_id", current.router_id != next.router_id),
         ("admin.address", current.admin != next.admin),
         ("tracing", current.tracing != next.tracing),
+        ("runtime", current.runtime != next.runtime),
     ] {
         if changed {
             warn!(
