@@ -268,6 +268,17 @@ pub struct ProcsArgs {
     /// Output format of the tables.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
+    /// Measure what the traffic policies cost instead: `daemon` (no
+    /// policy) against `daemon+policies` (JWT auth and an allow rule, rate
+    /// limits, outlier detection, retries, a split, deadlines), direct as
+    /// the baseline; unary (h2load, tonic), one call at a time, ping-pong.
+    #[arg(long)]
+    pub policies: bool,
+    /// With `--policies`: only these policies on (`jwt`, `limits`,
+    /// `outlier`, `retry`, `split`, `deadline`), comma separated, to see
+    /// what each costs [default: all].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub policy_set: Vec<crate::procs::policies::Policy>,
     /// Run only these targets besides `direct` (`routed`, `daemon`, `nginx`,
     /// `haproxy`), comma separated.
     #[arg(long, value_delimiter = ',')]
@@ -344,6 +355,9 @@ impl ProcsArgs {
         if self.stream_count == 0 {
             return Err("--stream-count must be positive".into());
         }
+        if self.policies && !self.only.is_empty() {
+            return Err("--only does not combine with --policies (which runs direct, daemon and daemon+policies)".into());
+        }
         const TARGETS: [&str; 5] = ["direct", "routed", "daemon", "nginx", "haproxy"];
         if let Some(unknown) = self.only.iter().find(|o| !TARGETS.contains(&o.as_str())) {
             return Err(format!(
@@ -386,6 +400,12 @@ impl ProcsArgs {
             stream_calls: self.stream_calls,
             stream_count: self.stream_count,
             stream_message_size: self.stream_message_size,
+            policies: self.policies,
+            policy_set: if self.policy_set.is_empty() {
+                crate::procs::policies::ALL.to_vec()
+            } else {
+                self.policy_set.clone()
+            },
         })
     }
 }
@@ -709,10 +729,17 @@ mod tests {
         };
         let s = args.settings().expect("settings");
         assert_eq!((s.rounds, s.duration), (5, Duration::from_secs(3)));
+        let policies = Cli::parse_from(["router-bench", "procs", "--policies", "--quick"]);
+        let Some(Command::Procs(args)) = policies.command else {
+            panic!("expected the procs subcommand");
+        };
+        let s = args.settings().expect("settings");
+        assert!(s.policies && s.quick);
         for bad in [
-            ["router-bench", "procs", "--only", "envoy"],
-            ["router-bench", "procs", "--rounds", "1"],
-            ["router-bench", "procs", "--stream-calls", "0"],
+            ["router-bench", "procs", "--policies", "--only", "daemon"].as_slice(),
+            ["router-bench", "procs", "--only", "envoy"].as_slice(),
+            ["router-bench", "procs", "--rounds", "1"].as_slice(),
+            ["router-bench", "procs", "--stream-calls", "0"].as_slice(),
         ] {
             let Some(Command::Procs(args)) = Cli::parse_from(bad).command else {
                 panic!("expected the procs subcommand");

@@ -18,6 +18,8 @@
 //! - subcommand `procs` runs every target as deployed, each a process of its
 //!   own (direct, router + instance, daemon + instance, nginx, HAProxy), and
 //!   measures them in one interleaved run (h2load where installed);
+//!   `procs --policies` measures the daemon with every traffic policy on
+//!   against the daemon with none, the same way;
 //! - subcommand `soak` runs mixed load for a long time (30 minutes by
 //!   default) while instance processes join, drain and are killed, and fails
 //!   on a hung call or router memory that keeps growing.
@@ -94,8 +96,15 @@ fn main() -> ExitCode {
             // Ctrl-C drops the run, and with it the guards that kill the
             // child processes.
             Ok(settings) => runtime.block_on(async {
+                let run = async {
+                    if settings.policies {
+                        procs::policies::run(&settings).await
+                    } else {
+                        procs::run(&settings).await
+                    }
+                };
                 tokio::select! {
-                    done = procs::run(&settings) => done,
+                    done = run => done,
                     _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
                 }
             }),

@@ -132,8 +132,23 @@ impl AllowRule {
 
 /// Where the verifier finds keys.
 enum Keys {
-    One(DecodingKey, Vec<Algorithm>),
+    /// One key, with the validation every token gets (the key's
+    /// algorithms, issuer, audience, leeway), built once rather than per
+    /// call.
+    One(DecodingKey, Box<Validation>),
+    /// Keys by `kid`; the validation depends on the token's algorithm.
     Set(JwkSet),
+}
+
+/// The validation of `settings` for tokens signed with one of `algorithms`.
+fn validation(settings: &JwtSettings, algorithms: Vec<Algorithm>) -> Validation {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.algorithms = algorithms;
+    validation.leeway = settings.leeway.as_secs();
+    validation.set_issuer(&[&settings.issuer]);
+    validation.set_audience(&[&settings.audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    validation
 }
 
 /// Verifies tokens as `[auth.jwt]` says.
@@ -175,7 +190,10 @@ impl Verifier {
             ))?;
             Keys::One(
                 DecodingKey::from_secret(secret.as_bytes()),
-                vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
+                Box::new(validation(
+                    settings,
+                    vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
+                )),
             )
         } else if let Some(path) = &settings.public_key_file {
             let pem = std::fs::read(path).map_err(|e| {
@@ -187,17 +205,26 @@ impl Verifier {
             if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
                 Keys::One(
                     key,
-                    vec![
-                        Algorithm::RS256,
-                        Algorithm::RS384,
-                        Algorithm::RS512,
-                        Algorithm::PS256,
-                        Algorithm::PS384,
-                        Algorithm::PS512,
-                    ],
+                    Box::new(validation(
+                        settings,
+                        vec![
+                            Algorithm::RS256,
+                            Algorithm::RS384,
+                            Algorithm::RS512,
+                            Algorithm::PS256,
+                            Algorithm::PS384,
+                            Algorithm::PS512,
+                        ],
+                    )),
                 )
             } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
-                Keys::One(key, vec![Algorithm::ES256, Algorithm::ES384])
+                Keys::One(
+                    key,
+                    Box::new(validation(
+                        settings,
+                        vec![Algorithm::ES256, Algorithm::ES384],
+                    )),
+                )
             } else {
                 return Err((
                     "auth.jwt.public_key_file",
@@ -232,8 +259,11 @@ impl Verifier {
     /// The claims of a valid `token`, or why it is not.
     pub fn verify(&self, token: &str) -> Result<Value, String> {
         let header = decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
-        let (key, algorithms) = match &self.keys {
-            Keys::One(key, algorithms) => (key.clone(), algorithms.clone()),
+        // Per call, a single key costs no copy of the key or the validation;
+        // only a JWKS builds them for the token's `kid` and algorithm.
+        let from_set;
+        let (key, validation) = match &self.keys {
+            Keys::One(key, validation) => (key, &**validation),
             Keys::Set(set) => {
                 let kid = header
                     .kid
@@ -243,19 +273,14 @@ impl Verifier {
                     .find(kid)
                     .ok_or_else(|| format!("no key `{kid}` in the JWKS"))?;
                 let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("key `{kid}`: {e}"))?;
-                (key, vec![header.alg])
+                from_set = (key, validation(&self.settings, vec![header.alg]));
+                (&from_set.0, &from_set.1)
             }
         };
-        if !algorithms.contains(&header.alg) {
+        if !validation.algorithms.contains(&header.alg) {
             return Err(format!("algorithm {:?} does not fit the key", header.alg));
         }
-        let mut validation = Validation::new(header.alg);
-        validation.algorithms = algorithms;
-        validation.leeway = self.settings.leeway.as_secs();
-        validation.set_issuer(&[&self.settings.issuer]);
-        validation.set_audience(&[&self.settings.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        decode::<Value>(token, &key, &validation)
+        decode::<Value>(token, key, validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
@@ -394,6 +419,76 @@ mod tests {
             &EncodingKey::from_secret(b"s3cret"),
         )
         .expect("encodes")
+    }
+
+    /// What verifying one HS256 token costs, against what it cost when each
+    /// call cloned the key and built its `Validation` (release build:
+    /// `cargo test --release -p grpc-router --lib jwt_cost -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "a timing, not a check"]
+    fn jwt_cost() {
+        let v = verifier();
+        let good = token(
+            json!({"sub": "router-bench", "role": "bench", "iss": "https://auth.test", "aud": "grpc-router", "iat": now(), "exp": now() + 3600}),
+        );
+        let rules = vec![AllowRule {
+            claims: [("role".to_owned(), "bench".to_owned())].into(),
+            ..AllowRule::default()
+        }];
+        let hook = authorize_call(Arc::new(verifier()), rules);
+        let headers = {
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                "authorization",
+                format!("Bearer {good}").parse().expect("ascii"),
+            );
+            h
+        };
+        const N: u32 = 50_000;
+        let time = |what: &str, f: &dyn Fn()| {
+            for _ in 0..1000 {
+                f();
+            }
+            let started = std::time::Instant::now();
+            for _ in 0..N {
+                f();
+            }
+            println!(
+                "{what}: {:.2} µs",
+                started.elapsed().as_secs_f64() * 1e6 / f64::from(N)
+            );
+        };
+        let Keys::One(key, _) = &v.keys else {
+            panic!("one key")
+        };
+        time(
+            "per call: clone the key, build the validation, decode",
+            &|| {
+                let key = key.clone();
+                let validation = validation(
+                    &v.settings,
+                    vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
+                );
+                let header = decode_header(&good).expect("header");
+                assert!(validation.algorithms.contains(&header.alg));
+                decode::<Value>(&good, &key, &validation).expect("valid");
+            },
+        );
+        time("verify (key and validation built once)", &|| {
+            v.verify(&good).expect("valid");
+        });
+        time(
+            "the whole call check (verify, identity, allow rule)",
+            &|| {
+                hook(&CallRequest {
+                    service: "s.S",
+                    method: "M",
+                    headers: &headers,
+                    peer: "127.0.0.1:1",
+                })
+                .expect("allowed");
+            },
+        );
     }
 
     #[test]

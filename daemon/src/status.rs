@@ -44,24 +44,27 @@ pub fn table(status: &pb::ListServicesResponse) -> String {
     for service in &status.services {
         let _ = writeln!(
             out,
-            "\n{}  strategy={}  instances={}  in_flight={}  calls={}  retried={}  errors={}",
+            "\n{}  strategy={}  instances={}  in_flight={}  calls={}  retried={}  errors={}  ejected={}  ejections={}",
             service.name,
             service.strategy,
             service.instances.len(),
             service.active_calls,
             service.calls_started,
             service.calls_retried,
-            service.errors_recorded
+            service.errors_recorded,
+            service.instances_ejected,
+            service.ejections
         );
         let _ = writeln!(
             out,
-            "  {:<24} {:<11} {:>9} {:>6} {:>8} {:>7} {:>8} {:>8} {:>8}  {:<20}  LABELS",
+            "  {:<24} {:<11} {:>9} {:>6} {:>8} {:>7} {:>14} {:>8} {:>8} {:>8}  {:<20}  LABELS",
             "INSTANCE",
             "STATE",
             "IN_FLIGHT",
             "WEIGHT",
             "CALLS",
             "ERRORS",
+            "EJECTIONS",
             "CALLS/S",
             "P50",
             "P99",
@@ -70,13 +73,14 @@ pub fn table(status: &pb::ListServicesResponse) -> String {
         for instance in &service.instances {
             let _ = writeln!(
                 out,
-                "  {:<24} {:<11} {:>9} {:>6} {:>8} {:>7} {:>8.1} {:>8} {:>8}  {:<20}  {}",
+                "  {:<24} {:<11} {:>9} {:>6} {:>8} {:>7} {:>14} {:>8.1} {:>8} {:>8}  {:<20}  {}",
                 instance.id,
                 state(instance),
                 instance.outstanding_calls,
                 instance.weight,
                 instance.calls_finished,
                 instance.calls_failed,
+                ejections_text(instance),
                 instance.calls_per_second,
                 latency_text(instance.latency_p50_micros, instance.latency_samples),
                 latency_text(instance.latency_p99_micros, instance.latency_samples),
@@ -117,12 +121,42 @@ pub fn table(status: &pb::ListServicesResponse) -> String {
     out
 }
 
-/// The instance's state: `serving`, `not-serving` or `draining`.
+/// The instance's state: `serving`, `not-serving`, `draining` or `ejected`
+/// (outlier detection took it out for now; a drain says more).
 pub fn state(instance: &pb::InstanceStatus) -> &'static str {
-    match (instance.serving, instance.draining) {
-        (_, true) => "draining",
-        (true, false) => "serving",
-        (false, false) => "not-serving",
+    match (instance.serving, instance.draining, instance.ejected) {
+        (_, true, _) => "draining",
+        (_, false, true) => "ejected",
+        (true, false, false) => "serving",
+        (false, false, false) => "not-serving",
+    }
+}
+
+/// The times outlier detection ejected the instance, and while it is
+/// ejected how long that still lasts: `0`, `2`, `3 (29s left)`.
+pub fn ejections_text(instance: &pb::InstanceStatus) -> String {
+    if instance.ejected {
+        format!(
+            "{} ({} left)",
+            instance.times_ejected,
+            duration_text(instance.ejection_remaining_millis)
+        )
+    } else {
+        instance.times_ejected.to_string()
+    }
+}
+
+/// Milliseconds as a short duration, rounded up: `0.4s`, `29s`, `4m30s`.
+pub fn duration_text(millis: u64) -> String {
+    if millis < 10_000 {
+        format!("{:.1}s", (millis.div_ceil(100)) as f64 / 10.0)
+    } else {
+        let secs = millis.div_ceil(1000);
+        if secs < 120 {
+            format!("{secs}s")
+        } else {
+            format!("{}m{:02}s", secs / 60, secs % 60)
+        }
     }
 }
 
@@ -210,6 +244,8 @@ struct JsonService<'a> {
     calls_started: u64,
     calls_retried: u64,
     errors_recorded: u64,
+    ejections: u64,
+    instances_ejected: u32,
     instances: Vec<JsonInstance<'a>>,
     recent_errors: Vec<JsonError<'a>>,
 }
@@ -230,6 +266,11 @@ struct JsonInstance<'a> {
     latency_samples: u64,
     latency_p50_micros: Option<u64>,
     latency_p99_micros: Option<u64>,
+    ejected: bool,
+    times_ejected: u32,
+    ejected_until: Option<String>,
+    ejected_until_unix_ms: Option<i64>,
+    ejection_remaining_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -268,6 +309,11 @@ fn json_instance(i: &pb::InstanceStatus) -> JsonInstance<'_> {
         latency_samples: i.latency_samples,
         latency_p50_micros: sampled(i.latency_p50_micros),
         latency_p99_micros: sampled(i.latency_p99_micros),
+        ejected: i.ejected,
+        times_ejected: i.times_ejected,
+        ejected_until: i.ejected_until.as_ref().map(timestamp_text),
+        ejected_until_unix_ms: i.ejected_until.as_ref().and_then(unix_millis),
+        ejection_remaining_ms: i.ejected.then_some(i.ejection_remaining_millis),
     }
 }
 
@@ -297,10 +343,93 @@ pub fn json(status: &pb::ListServicesResponse) -> String {
                 calls_started: s.calls_started,
                 calls_retried: s.calls_retried,
                 errors_recorded: s.errors_recorded,
+                ejections: s.ejections,
+                instances_ejected: s.instances_ejected,
                 instances: s.instances.iter().map(json_instance).collect(),
                 recent_errors: s.recent_errors.iter().map(json_error).collect(),
             })
             .collect(),
     };
     serde_json::to_string_pretty(&value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ejected_status() -> pb::ListServicesResponse {
+        pb::ListServicesResponse {
+            router_id: "r".to_owned(),
+            services: vec![pb::ServiceStatus {
+                name: "pkg.S".to_owned(),
+                ejections: 4,
+                instances_ejected: 1,
+                instances: vec![
+                    pb::InstanceStatus {
+                        id: "bad".to_owned(),
+                        serving: true,
+                        ejected: true,
+                        times_ejected: 3,
+                        ejected_until: Some(prost_types::Timestamp {
+                            seconds: 1_700_000_000,
+                            nanos: 0,
+                        }),
+                        ejection_remaining_millis: 150_000,
+                        ..Default::default()
+                    },
+                    pb::InstanceStatus {
+                        id: "good".to_owned(),
+                        serving: true,
+                        times_ejected: 1,
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn the_table_marks_an_ejected_instance_and_counts_ejections() {
+        let text = table(&ejected_status());
+        assert!(text.contains("ejected=1  ejections=4"), "{text}");
+        let bad = text.lines().find(|l| l.contains("bad")).expect("bad's row");
+        assert!(bad.contains(" ejected "), "{bad}");
+        assert!(bad.contains("3 (2m30s left)"), "{bad}");
+        let good = text
+            .lines()
+            .find(|l| l.contains("good"))
+            .expect("good's row");
+        assert!(good.contains(" serving "), "{good}");
+        assert!(!good.contains("left"), "{good}");
+    }
+
+    #[test]
+    fn the_json_says_whether_and_until_when_an_instance_is_ejected() {
+        let value: serde_json::Value =
+            serde_json::from_str(&json(&ejected_status())).expect("JSON");
+        let service = &value["services"][0];
+        assert_eq!(service["ejections"], 4);
+        assert_eq!(service["instances_ejected"], 1);
+        let bad = &service["instances"][0];
+        assert_eq!(bad["state"], "ejected");
+        assert_eq!(bad["ejected"], true);
+        assert_eq!(bad["times_ejected"], 3);
+        assert_eq!(bad["ejection_remaining_ms"], 150_000);
+        assert_eq!(bad["ejected_until_unix_ms"], 1_700_000_000_000_i64);
+        assert_eq!(bad["ejected_until"], "2023-11-14T22:13:20Z");
+        let good = &service["instances"][1];
+        assert_eq!(good["state"], "serving");
+        assert_eq!(good["ejected"], false);
+        assert!(good["ejection_remaining_ms"].is_null());
+    }
+
+    #[test]
+    fn durations_are_short_and_rounded_up() {
+        assert_eq!(duration_text(1), "0.1s");
+        assert_eq!(duration_text(9_950), "10.0s");
+        assert_eq!(duration_text(10_001), "11s");
+        assert_eq!(duration_text(119_000), "119s");
+        assert_eq!(duration_text(300_000), "5m00s");
+    }
 }

@@ -594,6 +594,8 @@ fn the_dashboard_queries_only_metrics_the_daemon_exports() {
         "grpc_router_calls_no_instance_total",
         "grpc_router_call_retries_total",
         "grpc_router_credit_wait_seconds_bucket",
+        "grpc_router_instances_ejected",
+        "grpc_router_ejections_total",
     ] {
         assert!(
             used.contains(wanted),

@@ -348,3 +348,133 @@ async fn calls_no_instance_could_take_are_recent_errors_without_an_instance() {
     );
     assert_eq!(instance(&status, "only")["calls"], 0, "no instance ran it");
 }
+
+/// The value of `metric{grpc_service="<GREETER>"}` in one `/metrics` scrape
+/// (0 when absent, as Prometheus reads it).
+async fn greeter_metric(daemon: &Daemon, metric: &str) -> f64 {
+    let (code, body) = daemon.http_get("/metrics").await;
+    assert_eq!(code, 200, "{body}");
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text");
+    let values: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric && s.labels.get("grpc_service") == Some(GREETER))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => panic!("{metric} is not a number"),
+        })
+        .collect();
+    assert!(values.len() <= 1, "{metric}: {values:?}");
+    values.first().copied().unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn an_ejected_instance_shows_in_status_json_the_page_the_cli_and_the_metrics() {
+    let daemon = Daemon::start(&config_with(&format!(
+        "[services.\"{GREETER}\"]\n\
+         outlier_detection = {{ consecutive_failures = 3, base_ejection = \"60s\", max_ejected_percent = 50 }}\n"
+    )));
+    let _bad = greeter(&daemon, |c| c.instance_id("bad"));
+    let _good = greeter(&daemon, |c| c.instance_id("good"));
+    daemon.wait_for_instances(GREETER, 2).await;
+    assert_eq!(
+        greeter_metric(&daemon, "grpc_router_ejections_total").await,
+        0.0
+    );
+    assert_eq!(
+        greeter_metric(&daemon, "grpc_router_instances_ejected").await,
+        0.0
+    );
+    let channel = daemon.channel().await;
+    for _ in 0..3 {
+        let status = say_hello(&channel, "bad", "fail:14")
+            .await
+            .expect_err("fail:14 fails");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+    }
+    // The third failure in a row ejects it (recorded as the call's state
+    // is dropped, just after the client has its answer).
+    let status = wait_status(&daemon, "bad ejected", |s| {
+        instance(s, "bad")["ejected"] == true
+    })
+    .await;
+    let bad = instance(&status, "bad");
+    assert_eq!(bad["state"], "ejected");
+    assert_eq!(bad["times_ejected"], 1);
+    let left = bad["ejection_remaining_ms"].as_u64().expect("time left");
+    assert!(left > 50_000 && left <= 60_000, "{bad}");
+    assert!(
+        bad["ejected_until"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{bad}"
+    );
+    let good = instance(&status, "good");
+    assert_eq!(
+        (good["state"].as_str(), good["ejected"].as_bool()),
+        (Some("serving"), Some(false))
+    );
+    assert!(good["ejection_remaining_ms"].is_null());
+    let service = greeter_service(&status);
+    assert_eq!(
+        (
+            service["ejections"].as_u64(),
+            service["instances_ejected"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+
+    assert_eq!(
+        greeter_metric(&daemon, "grpc_router_ejections_total").await,
+        1.0
+    );
+    assert_eq!(
+        greeter_metric(&daemon, "grpc_router_instances_ejected").await,
+        1.0
+    );
+
+    let (code, page) = daemon.http_get("/").await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains(r#"<tr data-instance="bad" class="ejected"><td class="id">bad</td><td class="state ejected">ejected</td>"#),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"<td class="num ejections ejected">1 ("#),
+        "{page}"
+    );
+    assert!(page.contains("1 ejected · 1 ejections"), "{page}");
+
+    let table = std::process::Command::new(common::binary())
+        .args(["status", "--router", &daemon.clients_url()])
+        .output()
+        .expect("grpc-router status runs");
+    assert!(table.status.success(), "{table:?}");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("ejected=1  ejections=1"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("bad "))
+        .expect("bad's row");
+    assert!(
+        row.contains(" ejected ") && row.contains("1 (") && row.contains("s left)"),
+        "{row}"
+    );
+
+    // Its calls go to the healthy instance meanwhile.
+    let mut client = GreeterClient::new(channel.clone());
+    let reply = within(
+        10,
+        "a SayHello",
+        client.say_hello(HelloRequest {
+            name: "Ada".into(),
+            payload: vec![],
+        }),
+    )
+    .await
+    .expect("the healthy instance answers");
+    assert_eq!(reply.into_inner().instance_id, "good");
+}

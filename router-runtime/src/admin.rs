@@ -84,12 +84,14 @@ fn wire_strategy(strategy: Strategy) -> pb::Strategy {
 }
 
 fn status(core: &RouterCore) -> pb::ServiceStatus {
-    let instances = core
+    let now = std::time::SystemTime::now();
+    let instances: Vec<pb::InstanceStatus> = core
         .registry
         .snapshot()
         .iter()
         .map(|instance| {
             let info = instance.info();
+            let remaining = instance.ejection_remaining();
             let stats = instance.call_stats();
             let micros = |d: Option<std::time::Duration>| {
                 d.map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
@@ -109,6 +111,11 @@ fn status(core: &RouterCore) -> pb::ServiceStatus {
                 latency_p50_micros: micros(stats.latency_p50),
                 latency_p99_micros: micros(stats.latency_p99),
                 latency_samples: stats.latency_samples,
+                ejected: remaining.is_some(),
+                times_ejected: instance.times_ejected(),
+                ejected_until: remaining.map(|r| prost_types::Timestamp::from(now + r)),
+                ejection_remaining_millis: remaining
+                    .map_or(0, |r| u64::try_from(r.as_millis()).unwrap_or(u64::MAX)),
             }
         })
         .collect();
@@ -120,6 +127,9 @@ fn status(core: &RouterCore) -> pb::ServiceStatus {
         active_calls: core.stats.calls_active(),
         calls_started: core.stats.calls_started(),
         calls_retried: core.stats.calls_retried(),
+        ejections: core.stats.ejections(),
+        instances_ejected: u32::try_from(instances.iter().filter(|i| i.ejected).count())
+            .unwrap_or(u32::MAX),
         instances,
         recent_errors: core
             .recent_errors

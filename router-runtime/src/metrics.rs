@@ -38,12 +38,14 @@
 //! | `grpc_router_credit_wait_seconds` | histogram | `grpc_service` |
 //! | `grpc_router_register_queue_bytes` | gauge | `grpc_service` |
 //! | `grpc_router_registrations_congested` | gauge | `grpc_service` |
+//! | `grpc_router_instances_ejected` | gauge | `grpc_service` |
+//! | `grpc_router_ejections_total` | counter | `grpc_service` |
 //! | `grpc_router_instance_calls_total` | counter | `grpc_service`, `instance_id` (opt-in) |
 //! | `grpc_router_instance_handling_seconds` | histogram | the same (opt-in) |
 //!
 //! The hot path touches only counters resolved once per method (kept with
-//! the method) and one histogram; the gauges and the retry counter are read
-//! from the routers' own state at scrape time.
+//! the method) and one histogram; the gauges and the retry and ejection
+//! counters are read from the routers' own state at scrape time.
 
 mod call;
 mod collect;
@@ -95,6 +97,8 @@ pub const EXPORTED: &[(&str, Kind)] = &[
     ("grpc_router_register_queue_bytes", Kind::Gauge),
     ("grpc_router_registrations_congested", Kind::Gauge),
     ("grpc_router_call_retries_total", Kind::Counter),
+    ("grpc_router_instances_ejected", Kind::Gauge),
+    ("grpc_router_ejections_total", Kind::Counter),
 ];
 
 /// Whether `sample` (a series name as a query names it, e.g.

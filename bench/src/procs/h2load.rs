@@ -181,14 +181,16 @@ fn parse_duration(text: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(value * scale).ok()
 }
 
-/// Runs h2load against `addr` for `duration` and reads its summary; fails
-/// when it does not finish within `duration` plus a margin.
+/// Runs h2load against `addr` for `duration`, sending `headers` (`name:
+/// value`) with each request besides gRPC's own, and reads its summary;
+/// fails when it does not finish within `duration` plus a margin.
 pub async fn run(
     exe: &Path,
     addr: SocketAddr,
     body: &Path,
     shape: Shape,
     duration: Duration,
+    headers: &[String],
 ) -> Result<H2loadRun, BoxError> {
     let mut command = tokio::process::Command::new(exe);
     command
@@ -199,7 +201,11 @@ pub async fn run(
         .arg("-d")
         .arg(body)
         .args(["-H", "content-type: application/grpc"])
-        .args(["-H", "te: trailers"])
+        .args(["-H", "te: trailers"]);
+    for header in headers {
+        command.arg("-H").arg(header);
+    }
+    command
         .arg(format!("http://{addr}{PATH}"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

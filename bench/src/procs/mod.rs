@@ -17,6 +17,7 @@
 //! optional: missing ones are skipped with a note.
 
 pub mod h2load;
+pub mod policies;
 pub mod process;
 pub mod proxies;
 pub mod table;
@@ -120,6 +121,11 @@ pub struct ProcsSettings {
     pub stream_count: u32,
     /// Bytes per streamed message.
     pub stream_message_size: u32,
+    /// Whether to measure the daemon with every traffic policy on against
+    /// the daemon with none (`--policies`, [`policies::run`]) instead.
+    pub policies: bool,
+    /// The policies `--policies` turns on.
+    pub policy_set: Vec<policies::Policy>,
 }
 
 impl ProcsSettings {
@@ -201,11 +207,19 @@ async fn start_direct(exe: &Path) -> Result<(Proc, SocketAddr), BoxError> {
     Ok((proc, addr))
 }
 
-async fn start_instance(exe: &Path, router: SocketAddr, id: &str) -> Result<Proc, BoxError> {
+async fn start_instance(
+    exe: &Path,
+    router: SocketAddr,
+    id: &str,
+    labels: &[&str],
+) -> Result<Proc, BoxError> {
     let mut cmd = command(exe);
     cmd.arg("--router")
         .arg(format!("http://{router}"))
         .args(["--id", id]);
+    for label in labels {
+        cmd.args(["--label", label]);
+    }
     let mut proc = Proc::spawn(id, cmd)?;
     let expected = format!("registered as {id}");
     proc.wait_line(START_TIMEOUT, move |line| (line == expected).then_some(()))
@@ -219,7 +233,7 @@ async fn start_routed(router: &Path, instance: &Path) -> Result<Running, BoxErro
     cmd.args(["--listen", "127.0.0.1:0"]);
     let mut proc = Proc::spawn("router", cmd)?;
     let addr = proc.wait_line(START_TIMEOUT, parse_listening_on).await?;
-    let instance = start_instance(instance, addr, "procs-routed").await?;
+    let instance = start_instance(instance, addr, "procs-routed", &[]).await?;
     Ok(Running {
         name: "routed",
         addr,
@@ -243,7 +257,7 @@ async fn start_daemon(daemon: &Path, instance: &Path) -> Result<Running, BoxErro
     let (clients, registrations) = proc
         .wait_line(START_TIMEOUT, parse_daemon_listening)
         .await?;
-    let instance = start_instance(instance, registrations, "procs-daemon").await?;
+    let instance = start_instance(instance, registrations, "procs-daemon", &[]).await?;
     Ok(Running {
         name: "daemon",
         addr: clients,
@@ -350,7 +364,7 @@ pub async fn run(settings: &ProcsSettings) -> Result<(), BoxError> {
     let h2load_totals = match &h2load {
         Some(exe) => {
             eprint!("h2load unary ");
-            let totals = h2load_interleaved(exe, &running, settings, timing).await?;
+            let totals = h2load_interleaved(exe, &running, settings, timing, &[]).await?;
             eprintln!();
             Some(totals)
         }
@@ -470,33 +484,63 @@ pub async fn run(settings: &ProcsSettings) -> Result<(), BoxError> {
 }
 
 /// h2load against every target in interleaved rounds (the order rotates
-/// every round, the first round is discarded); the totals per target.
+/// every round, the first round is discarded), sending `headers` with each
+/// request; the totals per target.
 async fn h2load_interleaved(
     exe: &Path,
     running: &[Running],
     settings: &ProcsSettings,
     timing: Timing,
+    headers: &[String],
 ) -> Result<Vec<(String, H2loadRun)>, BoxError> {
+    let rounds = h2load_rounds(exe, running, settings, timing, headers).await?;
+    Ok(rounds
+        .into_iter()
+        .map(|(name, runs)| {
+            let mut total = H2loadRun::default();
+            for run in &runs {
+                total.merge(run);
+            }
+            (name, total)
+        })
+        .collect())
+}
+
+/// Like [`h2load_interleaved`], each measured round's run kept apart.
+async fn h2load_rounds(
+    exe: &Path,
+    running: &[Running],
+    settings: &ProcsSettings,
+    timing: Timing,
+    headers: &[String],
+) -> Result<Vec<(String, Vec<H2loadRun>)>, BoxError> {
     let dir = TempDir::new("h2load")?;
     let body = dir.write("request.bin", &h2load::request_body(settings.payload_size))?;
-    let mut totals: Vec<(String, H2loadRun)> = running
+    let mut rounds: Vec<(String, Vec<H2loadRun>)> = running
         .iter()
-        .map(|r| (r.name.to_owned(), H2loadRun::default()))
+        .map(|r| (r.name.to_owned(), Vec::new()))
         .collect();
     for round in 0..timing.rounds {
         for k in 0..running.len() {
             let index = (k + round as usize) % running.len();
             let target = &running[index];
-            let run = h2load::run(exe, target.addr, &body, settings.h2load, timing.duration)
-                .await
-                .map_err(|e| format!("h2load on {}: {e}", target.name))?;
+            let run = h2load::run(
+                exe,
+                target.addr,
+                &body,
+                settings.h2load,
+                timing.duration,
+                headers,
+            )
+            .await
+            .map_err(|e| format!("h2load on {}: {e}", target.name))?;
             if round > 0 {
-                totals[index].1.merge(&run);
+                rounds[index].1.push(run);
             }
         }
         eprint!(".");
     }
-    Ok(totals)
+    Ok(rounds)
 }
 
 fn render(

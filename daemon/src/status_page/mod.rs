@@ -22,7 +22,7 @@ use router_runtime::pb;
 use sha2::{Digest, Sha256};
 
 use crate::admin_http::AdminState;
-use crate::status::{code_name, latency_text, state, timestamp_text};
+use crate::status::{code_name, ejections_text, latency_text, state, timestamp_text};
 
 const TEMPLATE: &str = include_str!("page.html");
 const STYLE: &str = include_str!("page.css");
@@ -120,22 +120,24 @@ fn write_service(out: &mut String, service: &pb::ServiceStatus) {
     let name = escape(&service.name);
     let _ = write!(
         out,
-        r#"<section class="service" data-service="{name}"><h2>{name} <span class="meta">{} · {} instances · {} in flight · {} calls · {} retried · {} errors</span></h2>"#,
+        r#"<section class="service" data-service="{name}"><h2>{name} <span class="meta">{} · {} instances · {} in flight · {} calls · {} retried · {} errors · {} ejected · {} ejections</span></h2>"#,
         escape(&service.strategy),
         service.instances.len(),
         service.active_calls,
         service.calls_started,
         service.calls_retried,
         service.errors_recorded,
+        service.instances_ejected,
+        service.ejections,
     );
-    out.push_str(r#"<table class="instances"><thead><tr><th>Instance</th><th>State</th><th class="num">In flight</th><th class="num">Calls/s</th><th class="num">p50</th><th class="num">p99</th><th class="num">Calls</th><th class="num">Errors</th><th class="num">Weight</th><th>Labels</th><th>Connected since</th></tr></thead><tbody>"#);
+    out.push_str(r#"<table class="instances"><thead><tr><th>Instance</th><th>State</th><th class="num">In flight</th><th class="num">Calls/s</th><th class="num">p50</th><th class="num">p99</th><th class="num">Calls</th><th class="num">Errors</th><th class="num">Ejections</th><th class="num">Weight</th><th>Labels</th><th>Connected since</th></tr></thead><tbody>"#);
     let mut instances: Vec<&pb::InstanceStatus> = service.instances.iter().collect();
     instances.sort_by(|a, b| a.id.cmp(&b.id));
     for instance in &instances {
         write_instance(out, instance);
     }
     if instances.is_empty() {
-        out.push_str(r#"<tr><td class="none" colspan="11">No instance registered.</td></tr>"#);
+        out.push_str(r#"<tr><td class="none" colspan="12">No instance registered.</td></tr>"#);
     }
     out.push_str("</tbody></table>");
     let _ = write!(
@@ -195,14 +197,20 @@ fn write_instance(out: &mut String, instance: &pb::InstanceStatus) {
         .into_iter()
         .map(|(k, v)| format!(r#"<span class="label">{}={}</span>"#, escape(k), escape(v)))
         .collect();
+    let (row_class, ejections_class) = if instance.ejected {
+        (r#" class="ejected""#, " ejected")
+    } else {
+        ("", "")
+    };
     let _ = write!(
         out,
-        r#"<tr data-instance="{id}"><td class="id">{id}</td><td class="state {state}">{state}</td><td class="num in-flight">{}{limit}</td><td class="num rate">{rate:.1}</td><td class="num p50">{}</td><td class="num p99">{}</td><td class="num calls">{}</td><td class="num errors{errors_class}">{}</td><td class="num weight">{}</td><td class="labels">{labels}</td><td class="since">{}</td></tr>"#,
+        r#"<tr data-instance="{id}"{row_class}><td class="id">{id}</td><td class="state {state}">{state}</td><td class="num in-flight">{}{limit}</td><td class="num rate">{rate:.1}</td><td class="num p50">{}</td><td class="num p99">{}</td><td class="num calls">{}</td><td class="num errors{errors_class}">{}</td><td class="num ejections{ejections_class}">{}</td><td class="num weight">{}</td><td class="labels">{labels}</td><td class="since">{}</td></tr>"#,
         instance.outstanding_calls,
         latency_text(instance.latency_p50_micros, instance.latency_samples),
         latency_text(instance.latency_p99_micros, instance.latency_samples),
         instance.calls_finished,
         instance.calls_failed,
+        ejections_text(instance),
         instance.weight,
         instance
             .connected_since
@@ -291,6 +299,44 @@ mod tests {
             *POLICY
         );
         assert!(POLICY.starts_with("default-src 'none'"));
+    }
+
+    #[test]
+    fn an_ejected_instance_is_marked_with_its_ejections_and_time_left() {
+        let status = pb::ListServicesResponse {
+            router_id: "r".to_owned(),
+            services: vec![pb::ServiceStatus {
+                name: "pkg.S".to_owned(),
+                ejections: 3,
+                instances_ejected: 1,
+                instances: vec![
+                    pb::InstanceStatus {
+                        id: "bad".to_owned(),
+                        serving: true,
+                        ejected: true,
+                        times_ejected: 2,
+                        ejection_remaining_millis: 29_500,
+                        ..Default::default()
+                    },
+                    pb::InstanceStatus {
+                        id: "good".to_owned(),
+                        serving: true,
+                        times_ejected: 1,
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+        };
+        let html = render(&status, SystemTime::UNIX_EPOCH);
+        assert!(
+            html.contains(r#"<tr data-instance="bad" class="ejected"><td class="id">bad</td><td class="state ejected">ejected</td>"#),
+            "{html}"
+        );
+        assert!(html.contains(r#"<td class="num ejections ejected">2 (30s left)</td>"#));
+        assert!(html.contains(r#"<tr data-instance="good"><td class="id">good</td><td class="state serving">serving</td>"#));
+        assert!(html.contains(r#"<td class="num ejections">1</td>"#));
+        assert!(html.contains("1 ejected · 3 ejections"));
     }
 
     #[test]

@@ -26,6 +26,21 @@
     return (ms / 1000).toFixed(2) + "s";
   }
 
+  // As status.rs's ejections_text: "2", or "2 (29s left)" while ejected.
+  function duration(millis) {
+    if (millis < 10000) return (Math.ceil(millis / 100) / 10).toFixed(1) + "s";
+    var secs = Math.ceil(millis / 1000);
+    if (secs < 120) return secs + "s";
+    var rest = secs % 60;
+    return Math.floor(secs / 60) + "m" + (rest < 10 ? "0" : "") + rest + "s";
+  }
+
+  function ejections(instance) {
+    var times = String(instance.times_ejected || 0);
+    if (!instance.ejected) return times;
+    return times + " (" + duration(instance.ejection_remaining_ms || 0) + " left)";
+  }
+
   function head(names) {
     var thead = document.createElement("thead");
     thead.appendChild(row(names.map(function (name) {
@@ -46,6 +61,7 @@
       el("td", "num p99", latency(instance.latency_p99_micros)),
       el("td", "num calls", instance.calls),
       el("td", "num errors" + (instance.errors > 0 ? " some" : ""), instance.errors),
+      el("td", "num ejections" + (instance.ejected ? " ejected" : ""), ejections(instance)),
       el("td", "num weight", instance.weight),
       (function () {
         var td = el("td", "labels");
@@ -57,6 +73,7 @@
       el("td", "since", instance.connected_since || "-")
     ]);
     tr.dataset.instance = instance.id;
+    if (instance.ejected) tr.className = "ejected";
     return tr;
   }
 
@@ -70,13 +87,15 @@
       service.in_flight + " in flight",
       service.calls_started + " calls",
       service.calls_retried + " retried",
-      service.errors_recorded + " errors"
+      service.errors_recorded + " errors",
+      service.instances_ejected + " ejected",
+      service.ejections + " ejections"
     ].join(" \u00b7 ")));
     section.appendChild(h2);
 
     var table = el("table", "instances");
     table.appendChild(head(["Instance", "State", "#In flight", "#Calls/s", "#p50", "#p99",
-      "#Calls", "#Errors", "#Weight", "Labels", "Connected since"]));
+      "#Calls", "#Errors", "#Ejections", "#Weight", "Labels", "Connected since"]));
     var body = document.createElement("tbody");
     var instances = service.instances.slice().sort(function (a, b) {
       return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
@@ -84,7 +103,7 @@
     instances.forEach(function (instance) { body.appendChild(instanceRow(instance)); });
     if (instances.length === 0) {
       var none = el("td", "none", "No instance registered.");
-      none.colSpan = 11;
+      none.colSpan = 12;
       body.appendChild(row([none]));
     }
     table.appendChild(body);

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::test_greeter::TestGreeter;
 use common::{TestRouter, eventually, hello, start_instance, within};
+use router_runtime::admin::AdminService;
+use router_runtime::pb;
 use router_runtime::router::{OutlierDetection, PIN_HEADER, RouterConfig, Strategy};
 use tonic::{Code, Request};
 
@@ -50,6 +52,27 @@ async fn an_instance_failing_n_times_in_a_row_is_ejected_and_returns_after_the_b
         .cloned()
         .expect("bad");
     assert!(bad.is_ejected());
+    // The admin service says so, and for how long.
+    let admin = AdminService::new("test").with_router(&router.router);
+    let status = greeter_status(&admin);
+    assert_eq!((status.ejections, status.instances_ejected), (1, 1));
+    let reported = instance_status(&status, "bad");
+    assert!(reported.ejected);
+    assert_eq!(reported.times_ejected, 1);
+    assert!(
+        reported.ejection_remaining_millis > 0
+            && reported.ejection_remaining_millis <= base.as_millis() as u64,
+        "{reported:?}"
+    );
+    let until = reported.ejected_until.expect("ejected_until");
+    let until = std::time::SystemTime::try_from(until).expect("a time");
+    assert!(until > std::time::SystemTime::now() - Duration::from_millis(50));
+    let healthy = instance_status(&status, "good");
+    assert!(!healthy.ejected && healthy.times_ejected == 0);
+    assert_eq!(
+        (healthy.ejected_until, healthy.ejection_remaining_millis),
+        (None, 0)
+    );
     // While it is out every call goes to the healthy instance.
     for _ in 0..20 {
         if ejected_at.elapsed() >= base - Duration::from_millis(150) {
@@ -74,6 +97,28 @@ async fn an_instance_failing_n_times_in_a_row_is_ejected_and_returns_after_the_b
         "it reached the instance: {status:?}"
     );
     assert_eq!(bad.times_ejected(), 1);
+    let status = greeter_status(&admin);
+    assert_eq!((status.ejections, status.instances_ejected), (1, 0));
+    let reported = instance_status(&status, "bad");
+    assert!(!reported.ejected, "{reported:?}");
+    assert_eq!(reported.times_ejected, 1, "the count stays");
+    assert_eq!(reported.ejected_until, None);
+}
+
+fn greeter_status(admin: &AdminService) -> pb::ServiceStatus {
+    admin
+        .list("myservice.v1.Greeter")
+        .services
+        .pop()
+        .expect("the Greeter's status")
+}
+
+fn instance_status<'a>(status: &'a pb::ServiceStatus, id: &str) -> &'a pb::InstanceStatus {
+    status
+        .instances
+        .iter()
+        .find(|i| i.id == id)
+        .unwrap_or_else(|| panic!("{id} in {status:?}"))
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The metrics read from the routers' own state at scrape time:
-//! registrations, calls in flight, retries and register-stream queues. They
+//! registrations, calls in flight, retries, register-stream queues and
+//! outlier ejections. They
 //! cost nothing between scrapes.
 
 use std::collections::BTreeMap;
@@ -47,9 +48,11 @@ impl Cores {
             figures.registrations += as_i64(snapshot.len());
             figures.in_flight += i64::try_from(core.stats.calls_active()).unwrap_or(i64::MAX);
             figures.retries += core.stats.calls_retried();
+            figures.ejections += core.stats.ejections();
             for instance in snapshot.iter() {
                 figures.queued_bytes += as_i64(instance.queued_bytes());
                 figures.congested += i64::from(instance.is_congested());
+                figures.ejected += i64::from(instance.is_ejected());
             }
         }
         services
@@ -68,6 +71,8 @@ struct Figures {
     retries: u64,
     queued_bytes: i64,
     congested: i64,
+    ejections: u64,
+    ejected: i64,
 }
 
 /// The scrape-time collector registered with the families.
@@ -96,6 +101,24 @@ fn gauges(
             grpc_service: service.clone(),
         };
         ConstGauge::new(value(figures)).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// Encodes one counter family from the figures (`_total` is appended).
+fn counters(
+    encoder: &mut DescriptorEncoder,
+    services: &BTreeMap<String, Figures>,
+    name: &str,
+    help: &str,
+    value: impl Fn(&Figures) -> u64,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (service, figures) in services {
+        let labels = ServiceLabels {
+            grpc_service: service.clone(),
+        };
+        ConstCounter::new(value(figures)).encode(family.encode_family(&labels)?)?;
     }
     Ok(())
 }
@@ -131,18 +154,27 @@ impl prometheus_client::collector::Collector for Collector {
             "Registrations whose register-stream queue is over max_queued_bytes (taking no new calls)",
             |f| f.congested,
         )?;
-        let mut retries = encoder.encode_descriptor(
+        gauges(
+            &mut encoder,
+            &services,
+            "grpc_router_instances_ejected",
+            "Instances outlier detection has ejected now (taking no calls)",
+            |f| f.ejected,
+        )?;
+        counters(
+            &mut encoder,
+            &services,
             "grpc_router_call_retries",
             "Calls moved to another instance because the first never ran them",
-            None,
-            MetricType::Counter,
+            |f| f.retries,
         )?;
-        for (service, figures) in &services {
-            let labels = ServiceLabels {
-                grpc_service: service.clone(),
-            };
-            ConstCounter::new(figures.retries).encode(retries.encode_family(&labels)?)?;
-        }
+        counters(
+            &mut encoder,
+            &services,
+            "grpc_router_ejections",
+            "Instances ejected by outlier detection (each ejection, a repeated one too)",
+            |f| f.ejections,
+        )?;
         Ok(())
     }
 }

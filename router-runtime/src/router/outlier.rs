@@ -88,6 +88,13 @@ impl OutlierState {
         until != 0 && now_ms < until
     }
 
+    /// How long the current ejection still lasts at `now_ms`; `None` when
+    /// the instance is not ejected.
+    pub(crate) fn remaining(&self, now_ms: u64) -> Option<Duration> {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        (until != 0 && now_ms < until).then(|| Duration::from_millis(until - now_ms))
+    }
+
     /// How many times the instance has been ejected.
     pub(crate) fn times_ejected(&self) -> u32 {
         self.times_ejected.load(Ordering::Relaxed)
@@ -192,7 +199,9 @@ mod tests {
         let state = OutlierState::default();
         assert_eq!(state.eject(&d, 1_000), Duration::from_millis(100));
         assert!(state.is_ejected(1_050));
+        assert_eq!(state.remaining(1_050), Some(Duration::from_millis(50)));
         assert!(!state.is_ejected(1_100), "back after the base time");
+        assert_eq!(state.remaining(1_100), None);
         assert_eq!(state.eject(&d, 2_000), Duration::from_millis(200));
         assert_eq!(state.eject(&d, 3_000), Duration::from_millis(250));
         assert_eq!(state.times_ejected(), 3);

@@ -299,6 +299,12 @@ impl Instance {
         self.outlier.is_ejected_now()
     }
 
+    /// How long its current ejection still lasts; `None` when it is not
+    /// ejected.
+    pub fn ejection_remaining(&self) -> Option<std::time::Duration> {
+        self.outlier.remaining(crate::clock::now_ms())
+    }
+
     /// How many times outlier detection has ejected it.
     pub fn times_ejected(&self) -> u32 {
         self.outlier.times_ejected()
