@@ -2070,7 +2070,10 @@ mod tests {
         assert_eq!(config.runtime.worker_threads, Some(1));
         assert!(config.effective_toml().contains("worker_threads = 1"));
         let e = error("[runtime]\nworker_threads = 0\n");
-        assert!(e.contains("`runtime.worker_threads`") && e.contains("between 1 and"), "{e}");
+        assert!(
+            e.contains("`runtime.worker_threads`") && e.contains("between 1 and"),
+            "{e}"
+        );
     }
 
     #[test]

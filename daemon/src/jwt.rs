@@ -155,6 +155,66 @@ fn validation(settings: &JwtSettings, algorithms: Vec<Algorithm>) -> Validation 
 pub struct Verifier {
     keys: Keys,
     settings: JwtSettings,
+    /// Tokens verified before and not yet expired.
+    verified: VerifiedTokens,
+}
+
+/// The most bytes of tokens [`VerifiedTokens`] keeps, and the largest token
+/// it keeps.
+const VERIFIED_TOKEN_BYTES: usize = 4 * 1024 * 1024;
+const LARGEST_CACHED_TOKEN: usize = 4 * 1024;
+
+/// Tokens whose signature and claims were verified, with their claims, until
+/// they expire: a client sends the same token on every call, and checking
+/// its signature each time was most of the cost of JWT authentication
+/// (HS256: about 5.6 µs a call). Only valid tokens are kept; the memory is
+/// bounded by [`VERIFIED_TOKEN_BYTES`]; a reload builds a new verifier, so
+/// new keys or settings start with an empty cache.
+#[derive(Default)]
+struct VerifiedTokens {
+    tokens: std::sync::RwLock<(usize, std::collections::HashMap<String, (Arc<Value>, u64)>)>,
+}
+
+impl VerifiedTokens {
+    /// The claims of `token` if it was verified and is valid at `now` (unix
+    /// seconds).
+    fn get(&self, token: &str, now: u64) -> Option<Arc<Value>> {
+        let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
+        tokens
+            .1
+            .get(token)
+            .filter(|(_, valid_until)| now <= *valid_until)
+            .map(|(claims, _)| claims.clone())
+    }
+
+    /// Keeps `token`, valid until `valid_until` (unix seconds).
+    fn insert(&self, token: &str, claims: Arc<Value>, valid_until: u64, now: u64) {
+        if token.len() > LARGEST_CACHED_TOKEN {
+            return;
+        }
+        let mut tokens = self.tokens.write().unwrap_or_else(|e| e.into_inner());
+        let (bytes, map) = &mut *tokens;
+        if *bytes + token.len() > VERIFIED_TOKEN_BYTES {
+            map.retain(|_, (_, until)| now <= *until);
+            if map.keys().map(String::len).sum::<usize>() + token.len() > VERIFIED_TOKEN_BYTES {
+                map.clear();
+            }
+            *bytes = map.keys().map(String::len).sum();
+        }
+        if map
+            .insert(token.to_owned(), (claims, valid_until))
+            .is_none()
+        {
+            *bytes += token.len();
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl std::fmt::Debug for Verifier {
@@ -253,11 +313,29 @@ impl Verifier {
         Ok(Verifier {
             keys,
             settings: settings.clone(),
+            verified: VerifiedTokens::default(),
         })
     }
 
     /// The claims of a valid `token`, or why it is not.
-    pub fn verify(&self, token: &str) -> Result<Value, String> {
+    pub fn verify(&self, token: &str) -> Result<Arc<Value>, String> {
+        let now = unix_now();
+        if let Some(claims) = self.verified.get(token, now) {
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.verify_signed(token)?);
+        // `exp` is required and was just checked; the token stays valid
+        // until it passes, with the configured leeway.
+        if let Some(exp) = claims.get("exp").and_then(Value::as_u64) {
+            let valid_until = exp.saturating_add(self.settings.leeway.as_secs());
+            self.verified
+                .insert(token, claims.clone(), valid_until, now);
+        }
+        Ok(claims)
+    }
+
+    /// Verifies `token`'s signature and claims.
+    fn verify_signed(&self, token: &str) -> Result<Value, String> {
         let header = decode_header(token).map_err(|e| format!("malformed token: {e}"))?;
         // Per call, a single key costs no copy of the key or the validation;
         // only a JWKS builds them for the token's `kid` and algorithm.
@@ -314,7 +392,7 @@ pub fn authorize_call(verifier: Option<Arc<Verifier>>, rules: Vec<AllowRule>) ->
                 let (identity, claims) = verify_token(verifier, call)?;
                 (identity, claims)
             }
-            None => (None, Value::Null),
+            None => (None, Arc::new(Value::Null)),
         };
         let certificate_sans = if reads_certificates {
             sans::peer_sans(call.peer_certificates).map_err(|why| {
@@ -361,7 +439,7 @@ pub fn authorize_call(verifier: Option<Arc<Verifier>>, rules: Vec<AllowRule>) ->
 fn verify_token(
     verifier: &Verifier,
     call: &CallRequest<'_>,
-) -> Result<(Option<String>, Value), Status> {
+) -> Result<(Option<String>, Arc<Value>), Status> {
     let token = call
         .headers
         .get("authorization")
@@ -435,7 +513,7 @@ mod tests {
             claims: [("role".to_owned(), "bench".to_owned())].into(),
             ..AllowRule::default()
         }];
-        let hook = authorize_call(Arc::new(verifier()), rules);
+        let hook = authorize_call(Some(Arc::new(verifier())), rules);
         let headers = {
             let mut h = http::HeaderMap::new();
             h.insert(
@@ -474,7 +552,13 @@ mod tests {
                 decode::<Value>(&good, &key, &validation).expect("valid");
             },
         );
-        time("verify (key and validation built once)", &|| {
+        time(
+            "verify, signature checked (key and validation built once)",
+            &|| {
+                v.verify_signed(&good).expect("valid");
+            },
+        );
+        time("verify, a token verified before (the cache)", &|| {
             v.verify(&good).expect("valid");
         });
         time(
@@ -485,6 +569,7 @@ mod tests {
                     method: "M",
                     headers: &headers,
                     peer: "127.0.0.1:1",
+                    peer_certificates: &[],
                 })
                 .expect("allowed");
             },
@@ -523,6 +608,35 @@ mod tests {
         .expect("encodes");
         assert_eq!(v.verify(&forged).expect_err("forged"), "bad signature");
         assert!(v.verify("not.a.jwt").is_err());
+    }
+
+    #[test]
+    fn a_verified_token_is_kept_until_it_expires_and_the_cache_is_bounded() {
+        let v = verifier();
+        let good = token(
+            json!({"sub": "alice", "iss": "https://auth.test", "aud": "grpc-router", "exp": now() + 600}),
+        );
+        let first = v.verify(&good).expect("valid");
+        let again = v.verify(&good).expect("valid from the cache");
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the second check is a cache hit"
+        );
+
+        let cache = VerifiedTokens::default();
+        let claims = Arc::new(json!({}));
+        cache.insert("t", claims.clone(), 100, 50);
+        assert!(cache.get("t", 100).is_some());
+        assert!(cache.get("t", 101).is_none(), "past its expiry");
+        let big = "x".repeat(LARGEST_CACHED_TOKEN + 1);
+        cache.insert(&big, claims.clone(), 100, 50);
+        assert!(cache.get(&big, 50).is_none(), "too large to keep");
+        for i in 0..(2 * VERIFIED_TOKEN_BYTES / LARGEST_CACHED_TOKEN) {
+            cache.insert(&format!("{i:04096}"), claims.clone(), 100, 50);
+        }
+        let (bytes, map) = &*cache.tokens.read().expect("lock");
+        assert!(*bytes <= VERIFIED_TOKEN_BYTES, "{bytes}");
+        assert_eq!(*bytes, map.keys().map(String::len).sum::<usize>());
     }
 
     #[test]
