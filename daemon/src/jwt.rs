@@ -172,8 +172,13 @@ const LARGEST_CACHED_TOKEN: usize = 4 * 1024;
 /// new keys or settings start with an empty cache.
 #[derive(Default)]
 struct VerifiedTokens {
-    tokens: std::sync::RwLock<(usize, std::collections::HashMap<String, (Arc<Value>, u64)>)>,
+    /// The bytes of the tokens kept, and each token's claims and the unix
+    /// second until which it is valid.
+    tokens: std::sync::RwLock<(usize, TokenMap)>,
 }
+
+/// Token → (claims, valid until).
+type TokenMap = std::collections::HashMap<String, (Arc<Value>, u64)>;
 
 impl VerifiedTokens {
     /// The claims of `token` if it was verified and is valid at `now` (unix

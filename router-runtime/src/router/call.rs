@@ -91,9 +91,10 @@ impl Addresses {
 fn address_text(addr: std::net::SocketAddr) -> String {
     use std::cell::RefCell;
     const ENTRIES: usize = 8;
+    /// The next slot to replace, and the addresses formatted so far.
+    type Cache = (usize, [Option<(std::net::SocketAddr, String)>; ENTRIES]);
     thread_local! {
-        static CACHE: RefCell<(usize, [Option<(std::net::SocketAddr, String)>; ENTRIES])> =
-            const { RefCell::new((0, [const { None }; ENTRIES])) };
+        static CACHE: RefCell<Cache> = const { RefCell::new((0, [const { None }; ENTRIES])) };
     }
     CACHE.with_borrow_mut(|(next, entries)| {
         if let Some((_, text)) = entries.iter().flatten().find(|(a, _)| *a == addr) {

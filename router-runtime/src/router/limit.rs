@@ -217,9 +217,9 @@ impl Clients {
         self.table.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn check(&self, key: &str, max_clients: usize) -> Result<(), ()> {
+    fn check(&self, key: &String, max_clients: usize) -> Result<(), ()> {
         let table = self.table();
-        let allowed = table.check_key(&key.to_owned()).is_ok();
+        let allowed = table.check_key(key).is_ok();
         if table.len() > max_clients {
             table.retain_recent();
             if table.len() > max_clients {
