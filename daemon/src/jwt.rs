@@ -201,10 +201,11 @@ impl VerifiedTokens {
         let (bytes, map) = &mut *tokens;
         if *bytes + token.len() > VERIFIED_TOKEN_BYTES {
             map.retain(|_, (_, until)| now <= *until);
-            if map.keys().map(String::len).sum::<usize>() + token.len() > VERIFIED_TOKEN_BYTES {
-                map.clear();
-            }
             *bytes = map.keys().map(String::len).sum();
+            if *bytes + token.len() > VERIFIED_TOKEN_BYTES {
+                map.clear();
+                *bytes = 0;
+            }
         }
         if map
             .insert(token.to_owned(), (claims, valid_until))
