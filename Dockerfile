@@ -1,4 +1,4 @@
-# Container image of the grpc-router daemon (crate `grpc-router`, daemon/).
+# Container image of the grpc-router daemon (crate `grpc-router`, grpc-router/).
 #
 #   docker build -t grpc-router:0.1.0 .
 #   docker run --rm -p 50051:50051 -p 50052:50052 grpc-router:0.1.0

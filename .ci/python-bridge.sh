@@ -8,7 +8,7 @@
 # runs pytest over bridges/python/tests: Python instances behind the example `router` on free loopback ports through every
 # method kind, metadata, statuses with details, deadline, cancel, a 16 MiB
 # message, a stalled stream, drain, and a mixed fleet with the Rust
-# `instance`. Then the latency script (bench/python_bridge_latency.py) runs a
+# `instance`. Then the latency script (router-bench/python_bridge_latency.py) runs a
 # short comparison of routed unary latency to a Rust and a Python instance.
 #
 # When PyPI cannot be reached (and nothing is cached) it prints
@@ -90,4 +90,4 @@ esac
 
 # --- latency, side by side (debug binaries here: CI only proves it runs) ---------
 step "routed unary latency, Rust vs Python instance (debug build; see README for release figures)"
-"$py" "$root/bench/python_bridge_latency.py" --bin-dir "$target/debug" --calls 500 --log-dir "$stubs"
+"$py" "$root/router-bench/python_bridge_latency.py" --bin-dir "$target/debug" --calls 500 --log-dir "$stubs"

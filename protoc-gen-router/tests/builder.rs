@@ -33,11 +33,8 @@ fn example_router_proto_matches_checked_in_file() {
 
 /// Runs the builder over a golden case and compares with its expectations.
 fn build_case(case: &str) {
-    let input = common::root().join("tests/golden").join(case).join("input");
-    let expected = common::root()
-        .join("tests/golden")
-        .join(case)
-        .join("expected");
+    let input = common::golden().join(case).join("input");
+    let expected = common::golden().join(case).join("expected");
     let out = tempfile::tempdir().expect("a temp dir");
     let protos_out = tempfile::tempdir().expect("a temp dir");
     let files = common::proto_files(&input);
@@ -187,7 +184,7 @@ fn builder_route_key() {
 
 #[test]
 fn builder_refuses_invalid_protos() {
-    let input = common::root().join("tests/golden/duplicate_tag/input");
+    let input = common::golden().join("duplicate_tag/input");
     let out = tempfile::tempdir().expect("a temp dir");
     let err = Builder::new()
         .include(&input)
@@ -196,7 +193,7 @@ fn builder_refuses_invalid_protos() {
         .compile(&[input.join("err/v1/err.proto")])
         .expect_err("duplicate tags are refused");
     let expected = std::fs::read_to_string(
-        common::root().join("tests/golden/duplicate_tag/expected/error.txt"),
+        common::golden().join("duplicate_tag/expected/error.txt"),
     )
     .expect("golden error");
     assert_eq!(format!("{err}\n"), expected);
@@ -210,7 +207,7 @@ fn builder_renames_the_arm_of_a_method_named_method() {
 
 #[test]
 fn builder_refuses_rust_names_that_collide_across_two_files_of_a_package() {
-    let input = common::root().join("tests/golden/rust_collision_two_files/input");
+    let input = common::golden().join("rust_collision_two_files/input");
     let out = tempfile::tempdir().expect("a temp dir");
     let err = Builder::new()
         .include(&input)
@@ -219,7 +216,7 @@ fn builder_refuses_rust_names_that_collide_across_two_files_of_a_package() {
         .compile(&[input.join("err/v1/a.proto"), input.join("err/v1/b.proto")])
         .expect_err("the two files' Rust names collide");
     let expected = std::fs::read_to_string(
-        common::root().join("tests/golden/rust_collision_two_files/expected/error.txt"),
+        common::golden().join("rust_collision_two_files/expected/error.txt"),
     )
     .expect("golden error");
     assert_eq!(format!("{err}\n"), expected);
@@ -227,7 +224,7 @@ fn builder_refuses_rust_names_that_collide_across_two_files_of_a_package() {
 
 #[test]
 fn builder_passes_prost_settings_through_and_writes_the_descriptor_set() {
-    let input = common::root().join("tests/golden/rust_output/input");
+    let input = common::golden().join("rust_output/input");
     let out = tempfile::tempdir().expect("a temp dir");
     let fds_path = out.path().join("descriptors/set.bin");
     let files = common::proto_files(&input);
@@ -285,7 +282,7 @@ fn builder_passes_prost_settings_through_and_writes_the_descriptor_set() {
 /// Runs the builder over the `sidecar_options` case with `configure_options`
 /// and returns the package module it writes.
 fn sidecar_case_module(configure_options: impl FnOnce(Builder, &Path) -> Builder) -> String {
-    let input = common::root().join("tests/golden/sidecar_options/input");
+    let input = common::golden().join("sidecar_options/input");
     let out = tempfile::tempdir().expect("a temp dir");
     let builder = Builder::new()
         .include(&input)
@@ -300,7 +297,7 @@ fn sidecar_case_module(configure_options: impl FnOnce(Builder, &Path) -> Builder
 #[test]
 fn builder_takes_router_options_from_a_sidecar_file_or_from_its_methods() {
     let expected = std::fs::read_to_string(
-        common::root().join("tests/golden/sidecar_options/expected/plain/v1/shop_router.rs"),
+        common::golden().join("sidecar_options/expected/plain/v1/shop_router.rs"),
     )
     .expect("golden glue");
     let from_file = sidecar_case_module(|b, input| b.router_config(input.join("router.txtpb")));

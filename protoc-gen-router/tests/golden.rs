@@ -17,7 +17,7 @@ const UPDATE_HINT: &str = "run `UPDATE_GOLDEN=1 cargo test -p protoc-gen-router`
 
 #[test]
 fn golden() {
-    let golden = common::root().join("tests/golden");
+    let golden = common::golden();
     let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v != "0" && !v.is_empty());
     let mut cases: Vec<_> = std::fs::read_dir(&golden)
         .expect("tests/golden exists")

@@ -12,6 +12,11 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The golden cases (`tests/golden` of this crate).
+pub fn golden() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
 /// Every `.proto` under `dir`, as import names relative to `dir`, sorted.
 pub fn proto_files(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();

@@ -3,8 +3,8 @@
 # `grpc_pass` proxy in front of the direct server, to put the router's cost
 # next to that of a well-known L7 gRPC proxy.
 #
-#   bench/nginx.sh                # full unary scenario
-#   bench/nginx.sh --quick        # any router-bench flags are passed on
+#   router-bench/nginx.sh                # full unary scenario
+#   router-bench/nginx.sh --quick        # any router-bench flags are passed on
 #
 # nginx comes from Debian: when it is missing, the script installs it with
 # apt-get (only as root on a system with apt-get; NGINX_INSTALL=0 forbids it).

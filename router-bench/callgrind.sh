@@ -2,7 +2,7 @@
 # Instructions per unary call in one process of the routed path, counted by
 # callgrind (exact where timings on a shared machine are not).
 #
-#   bench/callgrind.sh router|instance|direct [N1 N2]
+#   router-bench/callgrind.sh router|instance|direct [N1 N2]
 #
 # Runs the example `router` + `instance` (or the `direct` server) from
 # target/release, the named one under `valgrind --tool=callgrind`, loads it

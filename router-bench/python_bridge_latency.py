@@ -9,7 +9,7 @@ makes ``--calls`` sequential ``SayHello`` calls to each (pinned with
 rounds so machine noise hits every target alike. Prints p50/p99 per target and
 the Python bridge's cost over the Rust bridge (routed Python minus routed Rust).
 
-    python bench/python_bridge_latency.py --bin-dir target/debug --calls 2000
+    python router-bench/python_bridge_latency.py --bin-dir target/debug --calls 2000
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ pub fn nginx_listen(version: (u32, u32, u32), addr: SocketAddr) -> String {
 }
 
 /// nginx's configuration: one worker, no access log, `grpc_pass` to
-/// `upstream` over kept-alive connections (as `bench/nginx.sh` has it).
+/// `upstream` over kept-alive connections (as `router-bench/nginx.sh` has it).
 pub fn nginx_config(dir: &Path, listen: &str, upstream: SocketAddr) -> String {
     let dir = dir.display();
     format!(
