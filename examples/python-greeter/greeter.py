@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from typing import Any, AsyncIterator, Dict, List, Tuple
 
@@ -109,6 +110,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--id", default="py-instance", help="instance id")
     parser.add_argument("--label", action="append", default=[], metavar="K=V", help="label, repeatable")
     parser.add_argument("--weight", type=int, default=1, help="weight for the weighted strategy")
+    parser.add_argument("--token", default=os.environ.get("GRPC_ROUTER_TOKEN"),
+                        help="registration token, sent as `authorization: Bearer <token>` "
+                             "(default: $GRPC_ROUTER_TOKEN)")
     parser.add_argument("--max-message-size", type=int, default=4 * 1024 * 1024,
                         help="largest request message in bytes")
     parser.add_argument("--resolve-every-secs", type=float, metavar="SECS",
@@ -154,6 +158,7 @@ def main(argv: List[str]) -> int:
         weight=args.weight,
         max_message_size=args.max_message_size,
         resolve_interval=args.resolve_every_secs,
+        register_metadata=[("authorization", f"Bearer {args.token}")] if args.token else [],
     )
     asyncio.run(
         grpc_router_bridge.serve(

@@ -46,6 +46,10 @@ struct Args {
     /// PEM private key of `--tls-cert`.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Registration token, sent as `authorization: Bearer <token>` (for a
+    /// router with `registrations.tokens_sha256`).
+    #[arg(long, env = "GRPC_ROUTER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Run every call on a task of its own from the start, instead of its
     /// first poll on the registration's reader (for comparisons; see
     /// `BridgeConfig::inline_first_poll`).
@@ -115,6 +119,15 @@ async fn main() -> ExitCode {
     }
     if let Some(tls) = tls {
         options = options.tls(tls);
+    }
+    if let Some(token) = &args.token {
+        options = match options.register_header("authorization", &format!("Bearer {token}")) {
+            Ok(options) => options,
+            Err(_) => {
+                eprintln!("instance: --token must be printable ASCII");
+                return ExitCode::FAILURE;
+            }
+        };
     }
     let id = options.instance_id.clone();
     if let Err(e) = options.validate() {
