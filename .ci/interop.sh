@@ -64,7 +64,7 @@ trap cleanup EXIT
 step "generating Python stubs"
 mkdir -p "$tmp/stubs"
 "$py" -m grpc_tools.protoc \
-  -I "$root/examples/myservice/proto" -I "$root/proto" \
+  -I "$root/examples/myservice/proto" -I "$root/protoc-gen-router/proto" \
   --python_out="$tmp/stubs" --grpc_python_out="$tmp/stubs" \
   myservice/v1/myservice.proto router/v1/options.proto
 

@@ -1,20 +1,33 @@
-//! Compiles `proto/router/v1/*.proto` (envelope types, options, admin service)
-//! with protox and tonic-prost-build, so no protoc is needed.
+//! Compiles the router protos (envelope types, options, admin service) with
+//! protox and tonic-prost-build, so no protoc is needed.
+//!
+//! `router/v1/router.proto` and `router/v1/options.proto` live in
+//! protoc-gen-router (`protoc-gen-router/proto`), which embeds them; they are
+//! taken from it (a build dependency), so there is one copy of each and the
+//! generator and the runtime cannot disagree on the envelopes. This crate owns
+//! `router/v1/admin.proto` (`proto/`), the admin service only it serves.
 
 use std::path::PathBuf;
 
+use protoc_gen_router::EmbeddedFileResolver;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
-    let proto_root = manifest.join("../proto");
+    let proto_root = manifest.join("proto");
     let files = [
-        "router/v1/router.proto",
-        "router/v1/options.proto",
+        protoc_gen_router::ROUTER_PROTO_NAME,
+        protoc_gen_router::OPTIONS_PROTO_NAME,
         "router/v1/admin.proto",
     ];
-    for file in files {
-        println!("cargo:rerun-if-changed={}", proto_root.join(file).display());
-    }
-    let fds = protox::compile(files, [&proto_root])?;
+    println!(
+        "cargo:rerun-if-changed={}",
+        proto_root.join("router/v1/admin.proto").display()
+    );
+    let mut compiler =
+        protox::Compiler::with_file_resolver(EmbeddedFileResolver::new().chain(&[&proto_root]));
+    compiler.include_source_info(true).include_imports(true);
+    compiler.open_files(files)?;
+    let fds = compiler.file_descriptor_set();
     let mut config = prost_build::Config::new();
     config.bytes(["."]);
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);

@@ -22,6 +22,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ])?;
 
     println!("cargo:rerun-if-changed=proto");
-    println!("cargo:rerun-if-changed=../../proto");
     Ok(())
 }

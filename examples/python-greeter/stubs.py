@@ -30,7 +30,9 @@ def generate(out: Path) -> None:
     args = [
         "protoc",
         f"-I{PROTO}",
-        f"-I{ROOT / 'proto'}",
+        # router/v1/options.proto lives in the generator, admin.proto in the runtime.
+        f"-I{ROOT / 'protoc-gen-router' / 'proto'}",
+        f"-I{ROOT / 'router-runtime' / 'proto'}",
         f"-I{wkt}",
         f"--python_out={out}",
         f"--grpc_python_out={out}",

@@ -1715,14 +1715,6 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_default_config_is_valid() {
-        let text = include_str!("../../deploy/router.toml");
-        let config = parse(text).expect("deploy/router.toml is valid");
-        assert_eq!(config.registrations.address.map(|a| a.port()), Some(50052));
-        assert_eq!(config.admin.address.map(|a| a.port()), Some(9090));
-    }
-
-    #[test]
     fn an_unknown_key_is_named_with_its_line() {
         let e = error("[defaults]\nstrategy = \"p2c\"\nstratgy = \"p2c\"\n");
         assert!(e.starts_with("router.toml:3:1: `defaults.stratgy`"), "{e}");

@@ -23,6 +23,19 @@ fn check(text: &str) -> (i32, String, String) {
     )
 }
 
+/// The file the container image and the Helm chart ship. Here, not in
+/// `src/config.rs`: the packaged crate holds no `deploy/`, and its unit tests
+/// must compile from the package alone.
+#[test]
+fn the_shipped_default_config_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/router.toml");
+    let text = std::fs::read_to_string(&path).expect("deploy/router.toml");
+    let config = grpc_router::config::Config::parse(&path, &text, Vec::new())
+        .expect("deploy/router.toml is valid");
+    assert_eq!(config.registrations.address.map(|a| a.port()), Some(50052));
+    assert_eq!(config.admin.address.map(|a| a.port()), Some(9090));
+}
+
 #[test]
 fn a_valid_file_prints_the_effective_configuration() {
     let (code, stdout, stderr) = check("[defaults]\nstrategy = \"round-robin\"\n");

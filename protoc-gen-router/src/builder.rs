@@ -18,9 +18,9 @@ pub const ROUTER_PROTO_NAME: &str = "router/v1/router.proto";
 /// The import name of the router options.
 pub const OPTIONS_PROTO_NAME: &str = "router/v1/options.proto";
 /// The text of `router/v1/router.proto`, embedded in the generator.
-pub const ROUTER_PROTO: &str = include_str!("../../proto/router/v1/router.proto");
+pub const ROUTER_PROTO: &str = include_str!("../proto/router/v1/router.proto");
 /// The text of `router/v1/options.proto`, embedded in the generator.
-pub const OPTIONS_PROTO: &str = include_str!("../../proto/router/v1/options.proto");
+pub const OPTIONS_PROTO: &str = include_str!("../proto/router/v1/options.proto");
 
 /// A protox [`FileResolver`] serving in-memory files by import name: always
 /// `router/v1/router.proto` and `router/v1/options.proto`, plus any added

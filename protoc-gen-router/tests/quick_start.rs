@@ -1,7 +1,15 @@
 //! Builds a new crate exactly as the README's quick start says: its
 //! Cargo.toml dependencies, build.rs and src/lib.rs are the README's own
-//! snippets (path dependencies pointed at this workspace), over a copy of the
-//! example proto. A README that drifts from what works fails here.
+//! snippets, over a copy of the example proto. A README that drifts from what
+//! works fails here.
+//!
+//! The README depends on the registry (`router-runtime = "0.1"`); the crate
+//! gets a `[patch.crates-io]` that points both crates at this workspace, or,
+//! with `QUICK_START_PACKAGES` set to a directory holding the unpacked
+//! packages (`router-runtime-<version>/`, `protoc-gen-router-<version>/`, as
+//! `cargo package` leaves them in `target/package`), at those:
+//! `.ci/publish-check.sh` builds the quick start from the packaged crates
+//! that way.
 //!
 //! It runs `cargo build` in the shared target directory (`CARGO_TARGET_DIR`,
 //! else this workspace's `target/`), with this workspace's Cargo.lock, so
@@ -28,25 +36,72 @@ fn block_after<'a>(readme: &'a str, marker: &str) -> &'a str {
     &rest[body_start..body_start + close]
 }
 
+/// The published crates the quick start depends on.
+const CRATES: [&str; 2] = ["router-runtime", "protoc-gen-router"];
+
+/// A `[patch.crates-io]` section pointing the README's registry dependencies
+/// at local sources: the unpacked packages in `$QUICK_START_PACKAGES` when set
+/// (failing if one is missing), else this workspace's crate directories.
+fn patch_section(root: &Path) -> String {
+    let mut patch = String::from("\n[patch.crates-io]\n");
+    for name in CRATES {
+        let dir = match std::env::var_os("QUICK_START_PACKAGES") {
+            Some(packages) => {
+                let dir =
+                    Path::new(&packages).join(format!("{name}-{}", env!("CARGO_PKG_VERSION")));
+                assert!(
+                    dir.join("Cargo.toml").is_file(),
+                    "QUICK_START_PACKAGES: no unpacked package {} (run `cargo package`)",
+                    dir.display()
+                );
+                dir
+            }
+            None => root.join(name),
+        };
+        patch.push_str(&format!(
+            "{name} = {{ path = {:?} }}\n",
+            dir.display().to_string()
+        ));
+    }
+    patch
+}
+
+/// The README's `**Cargo.toml**` block, checked to depend on the registry
+/// (what a user writes), then `more` (lines added to its last section, the
+/// build dependencies), then the patch to local sources.
+fn dependencies(root: &Path, readme: &str, more: &str) -> String {
+    let dependencies = block_after(readme, "**Cargo.toml**");
+    for name in CRATES {
+        assert!(
+            dependencies.contains(&format!("{name} = \"0.1\"")),
+            "the quick start depends on {name} from the registry:\n{dependencies}"
+        );
+    }
+    format!("{dependencies}{more}{}", patch_section(root))
+}
+
+/// Where the new crate lives: its own directory per source of the crates, so
+/// switching between the workspace and the packages rebuilds neither.
+fn crate_dir(name: &str) -> std::path::PathBuf {
+    let suffix = if std::env::var_os("QUICK_START_PACKAGES").is_some() {
+        "-packaged"
+    } else {
+        ""
+    };
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}{suffix}"))
+}
+
 #[test]
 fn a_new_crate_builds_from_the_readme_quick_start() {
     let root = common::root().canonicalize().expect("the workspace root");
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
-    let dependencies = block_after(&readme, "**Cargo.toml**")
-        .replace(
-            "../../router-runtime",
-            &root.join("router-runtime").display().to_string(),
-        )
-        .replace(
-            "../../protoc-gen-router",
-            &root.join("protoc-gen-router").display().to_string(),
-        );
+    let dependencies = dependencies(&root, &readme, "");
     let build_rs = block_after(&readme, "**build.rs**");
     let lib_rs = block_after(&readme, "**src/lib.rs**");
     assert!(dependencies.contains("prost-types"), "{dependencies}");
 
     // A stable directory under the target dir, so a second run is incremental.
-    let krate = Path::new(env!("CARGO_TARGET_TMPDIR")).join("quick-start");
+    let krate = crate_dir("quick-start");
     let _ = std::fs::remove_dir_all(krate.join("src"));
     let krate = krate.as_path();
     let write = |path: &str, text: &str| {
@@ -115,16 +170,8 @@ fn a_new_crate_builds_from_the_readme_quick_start() {
 fn the_buf_glue_builds_included_beside_prost_and_tonic_code() {
     let root = common::root().canonicalize().expect("the workspace root");
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
-    let dependencies = block_after(&readme, "**Cargo.toml**")
-        .replace(
-            "../../router-runtime",
-            &root.join("router-runtime").display().to_string(),
-        )
-        .replace(
-            "../../protoc-gen-router",
-            &root.join("protoc-gen-router").display().to_string(),
-        );
-    let krate = Path::new(env!("CARGO_TARGET_TMPDIR")).join("buf-user");
+    let dependencies = dependencies(&root, &readme, "protox = \"0.10\"\n");
+    let krate = crate_dir("buf-user");
     let _ = std::fs::remove_dir_all(krate.join("src"));
     let write = |path: &str, text: &str| {
         let path = krate.join(path);
@@ -136,7 +183,7 @@ fn the_buf_glue_builds_included_beside_prost_and_tonic_code() {
         "Cargo.toml",
         &format!(
             "[package]\nname = \"buf-user\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\
-             publish = false\n\n[workspace]\n\n{dependencies}protox = \"0.10\"\n"
+             publish = false\n\n[workspace]\n\n{dependencies}"
         ),
     );
     write(

@@ -7,7 +7,7 @@
 //! - [`bridge`]: connects a user's ordinary tonic service to routers
 //!   ([`bridge::Bridge`]).
 //! - [`wire`], [`codec`]: the register-stream protocol
-//!   (`proto/router/v1/router.proto`): its frames and their codecs, public
+//!   (`protoc-gen-router/proto/router/v1/router.proto`): its frames and their codecs, public
 //!   for tools and tests that speak the protocol by hand. Flow control,
 //!   metadata translation and the queues are internal (see ARCHITECTURE.md).
 //! - [`metrics`]: Prometheus metrics of routers, into a registry the

@@ -1,7 +1,7 @@
 //! The frames of the register stream, encoded and decoded by hand.
 //!
 //! Every generated `<Service>RouterFrame` / `<Service>BridgeFrame` is a `oneof`
-//! with fixed field numbers (see `proto/router/v1/router.proto`). The typed
+//! with fixed field numbers (see `protoc-gen-router/proto/router/v1/router.proto`). The typed
 //! payload arms (`<Service>Call` / `<Service>Reply`) hold `call_id = 1` and one
 //! `oneof method` arm whose field number is the method's tag. A message-typed
 //! arm is wire-identical to a `bytes` field with the same number, so the router

@@ -29,7 +29,7 @@ def router_pb(tmp_path_factory: pytest.TempPathFactory) -> Any:
         "protoc",
         f"-I{ROOT / 'examples/myservice/gen'}",
         f"-I{ROOT / 'examples/myservice/proto'}",
-        f"-I{ROOT / 'proto'}",
+        f"-I{ROOT / 'protoc-gen-router/proto'}",
         f"-I{wkt}",
         f"--python_out={out}",
         "router/v1/router.proto",
