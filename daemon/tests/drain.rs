@@ -133,6 +133,7 @@ async fn sigterm_exits_within_the_grace_period_while_a_client_holds_a_stream_it_
     daemon.signal(Signal::TERM);
     let exit = daemon.wait_exit(30).await;
     let took = signalled.elapsed();
+    eprintln!("the daemon exited {took:?} after SIGTERM (grace 2 s)");
     assert!(exit.success(), "exits 0: {exit:?}");
     assert!(
         took < Duration::from_secs(3),
@@ -180,6 +181,7 @@ async fn a_health_watch_sees_not_serving_at_sigterm_then_ends_unavailable_after_
     let exit = daemon.wait_exit(30).await;
     assert!(exit.success(), "{exit:?}");
     let took = signalled.elapsed();
+    eprintln!("the daemon exited {took:?} after SIGTERM (grace 2 s)");
     assert!(
         took < Duration::from_secs(3),
         "exits within grace (2 s) + 1 s of SIGTERM, took {took:?}"

@@ -48,6 +48,7 @@ async fn a_router_server_returns_within_the_grace_period_while_a_client_holds_a_
         .expect("server task")
         .expect("serves and stops cleanly");
     let took = signalled.elapsed();
+    eprintln!("serve returned {took:?} after the signal (grace 1 s)");
     assert!(
         took < Duration::from_secs(2),
         "returns within grace (1 s) + 1 s of the signal, took {took:?}"
