@@ -50,6 +50,9 @@ pub struct Config {
     /// What happens on SIGTERM.
     #[serde(default)]
     pub shutdown: Shutdown,
+    /// What the router keeps across restarts.
+    #[serde(default)]
+    pub state: State,
     /// Logging.
     #[serde(default)]
     pub log: Log,
@@ -718,11 +721,20 @@ fn default_max_queued_bytes() -> usize {
     RouterConfig::default().max_queued_bytes
 }
 
-/// What happens on SIGTERM.
+/// What happens on SIGTERM: health says NOT_SERVING at once, the
+/// listeners keep serving for `delay`, then close (connections get GOAWAY),
+/// calls in flight get `grace`, then whatever is left is closed.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Shutdown {
-    /// How long calls in flight get to finish before instances get GoAway.
+    /// How long the listeners stay open and serve new calls, with health
+    /// NOT_SERVING, before they close: the time load balancers need to stop
+    /// sending here (none by default).
+    #[serde(default, with = "duration")]
+    pub delay: Duration,
+    /// How long calls in flight get to finish once the listeners closed,
+    /// before instances get GoAway and the calls and connections still open
+    /// are closed.
     #[serde(default = "default_grace", with = "duration")]
     pub grace: Duration,
 }
@@ -730,9 +742,23 @@ pub struct Shutdown {
 impl Default for Shutdown {
     fn default() -> Self {
         Shutdown {
+            delay: Duration::ZERO,
             grace: default_grace(),
         }
     }
+}
+
+/// What the router keeps across restarts.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// A file where the router keeps the description of every service it
+    /// learnt, so that after a restart those services answer UNAVAILABLE
+    /// (retryable) and reflection describes them until their instances
+    /// register again. Without it a restarted router answers UNIMPLEMENTED
+    /// for them until then. Its directory must be writable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
 }
 
 fn default_grace() -> Duration {

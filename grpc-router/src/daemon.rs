@@ -43,6 +43,9 @@ pub enum DaemonError {
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The state file cannot be written.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
 }
 
 /// Serves `config` (read from `path`, which SIGHUP re-reads) until SIGTERM
@@ -72,6 +75,9 @@ pub async fn serve(path: PathBuf, config: Config, log: LogHandle) -> Result<(), 
         config.default_router_config(),
         config.service_router_configs(),
     );
+    if let Some(file) = &config.state.file {
+        crate::state::start(&router, file)?;
+    }
 
     let clients = listener(
         &config.clients.address,
@@ -112,7 +118,7 @@ pub async fn serve(path: PathBuf, config: Config, log: LogHandle) -> Result<(), 
         let _ = stdout.flush();
     }
 
-    let grace = config.shutdown.grace;
+    let (delay, grace) = (config.shutdown.delay, config.shutdown.grace);
     let router_id = config.router_id();
     let current = Arc::new(Mutex::new(config));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -129,14 +135,21 @@ pub async fn serve(path: PathBuf, config: Config, log: LogHandle) -> Result<(), 
     tokio::spawn(signals(path, current, router.clone(), log, stop_tx));
     let served = RouterServer::new(router_id)
         .route_dynamic(&router)
+        .delay(delay)
         .grace(grace)
         .serve(clients, registrations, async move {
             let _ = stop_rx.await;
         })
         .await;
     let _ = admin_stop.send(());
-    if let Some(task) = admin_task {
-        let _ = task.await;
+    if let Some(mut task) = admin_task {
+        // A scraper or a status page still connected must not hold the exit.
+        if tokio::time::timeout(router_runtime::server::CLOSE_AFTER, &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
     }
     served?;
     info!("grpc-router stopped");
@@ -252,6 +265,11 @@ pub fn reload(
             "shutdown.grace",
             current.shutdown.grace != next.shutdown.grace,
         ),
+        (
+            "shutdown.delay",
+            current.shutdown.delay != next.shutdown.delay,
+        ),
+        ("state.file", current.state != next.state),
         (
             "limits.max_services",
             current.limits.max_services != next.limits.max_services,

@@ -14,6 +14,7 @@
 //! - [`sans`]: certificate SANs and the patterns that match them.
 //! - [`jwt`]: client JWTs and per-method authorization rules.
 //! - [`logging`]: text or JSON logs with a reloadable level.
+//! - [`state`]: the learnt services kept across restarts (`[state] file`).
 //! - [`traces`]: call spans exported over OpenTelemetry OTLP (`otel`
 //!   feature).
 
@@ -24,6 +25,7 @@ pub mod daemon;
 pub mod jwt;
 pub mod logging;
 pub mod sans;
+pub mod state;
 pub mod status;
 pub mod status_page;
 pub mod traces;

@@ -507,13 +507,20 @@ fn deployment_mounts_the_configmap_where_the_daemon_reads_it() {
 }
 
 #[test]
-fn termination_grace_outlasts_the_shutdown_grace() {
+fn termination_grace_covers_the_shutdown_delay_and_grace() {
     let config = router_toml();
-    let grace = config
-        .get("shutdown")
-        .and_then(|s| s.get("grace"))
-        .map(|g| g.as_str().expect("shutdown.grace is not a string"))
-        .map_or(Duration::from_secs(30), parse_duration);
+    let shutdown = |key: &str, default: Duration| {
+        config
+            .get("shutdown")
+            .and_then(|s| s.get(key))
+            .map(|g| {
+                g.as_str()
+                    .unwrap_or_else(|| panic!("shutdown.{key} is not a string"))
+            })
+            .map_or(default, parse_duration)
+    };
+    let grace = shutdown("grace", Duration::from_secs(30));
+    let delay = shutdown("delay", Duration::ZERO);
     let pre_stop = container()["lifecycle"]["preStop"]["sleep"]["seconds"]
         .as_i64()
         .map_or(Duration::ZERO, |s| Duration::from_secs(s.unsigned_abs()));
@@ -522,9 +529,11 @@ fn termination_grace_outlasts_the_shutdown_grace() {
         .map_or(Duration::from_secs(30), |s| {
             Duration::from_secs(s.unsigned_abs())
         });
+    // The daemon exits within delay + grace + 1 s of SIGTERM.
+    let needed = pre_stop + delay + grace + Duration::from_secs(1);
     assert!(
-        termination > pre_stop + grace,
-        "terminationGracePeriodSeconds ({termination:?}) must exceed the preStop sleep ({pre_stop:?}) + shutdown.grace ({grace:?})"
+        termination >= needed,
+        "terminationGracePeriodSeconds ({termination:?}) must cover the preStop sleep ({pre_stop:?}) + shutdown.delay ({delay:?}) + shutdown.grace ({grace:?}) + 1 s"
     );
 }
 

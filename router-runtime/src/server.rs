@@ -17,13 +17,28 @@
 //! # Ok(()) }
 //! ```
 //!
-//! On shutdown (`signal` resolving) the server: reports NOT_SERVING on
-//! health, refuses new registrations, stops accepting connections (clients
-//! get HTTP/2 GOAWAY and reconnect elsewhere), lets the calls in flight finish
-//! for up to the grace period ([`RouterServer::grace`], 30 s by default), then
-//! sends every instance `GoAway` so it registers with another router, and
-//! returns once every connection is closed. Calls still running after the
-//! grace period (an endless stream, say) fail with UNAVAILABLE.
+//! On shutdown (`signal` resolving) the server goes through these steps,
+//! each bounded in time, so the process exits within `delay + grace` and
+//! half a second whatever its clients and instances do:
+//!
+//! 1. **Signal**: health (`grpc.health.v1`, Check and Watch, `""` and every
+//!    service) says NOT_SERVING and new registrations are refused (they
+//!    register with another router).
+//! 2. **Delay** ([`RouterServer::delay`], none by default): the listeners stay
+//!    open and new calls are served as before, so that load balancers that
+//!    watch health or the endpoints (Envoy's drain time, Kubernetes endpoint
+//!    propagation) stop sending here first.
+//! 3. **Stop accepting**: the listeners close and every connection gets an
+//!    HTTP/2 GOAWAY: clients open new calls elsewhere and the calls in
+//!    flight go on.
+//! 4. **Grace** ([`RouterServer::grace`], 30 s by default): the calls in
+//!    flight get that long to finish. Once none is left, or at the end of
+//!    the grace period, every instance gets `GoAway` (it registers with
+//!    another router replica) and the routed calls still open end with
+//!    UNAVAILABLE, as do the server's own (a health Watch, say).
+//! 5. **Close**: half a second later ([`CLOSE_AFTER`]), the connections
+//!    still open, such as one whose client stopped reading, are closed, and
+//!    `serve` returns.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,6 +48,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -44,8 +60,19 @@ use crate::descriptor::ServiceSpec;
 use crate::reflection::DescriptorCatalog;
 use crate::router::{DynamicRouter, Router, RouterCore, ServiceChange};
 
+mod cutoff;
+mod kill;
+
+use cutoff::Cutoff;
+use kill::KillSwitch;
+
 /// The default time calls in flight get to finish at shutdown.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
+/// How long after the calls still open at the end of the grace period were
+/// ended with UNAVAILABLE the connections still open are closed: time for
+/// their status to reach the clients that read.
+pub const CLOSE_AFTER: Duration = Duration::from_millis(500);
 
 /// Why a router server could not start or failed.
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +145,11 @@ impl Listener {
 /// Builds and runs a router server (see the module docs).
 pub struct RouterServer {
     router_id: String,
+    delay: Duration,
     grace: Duration,
+    /// Cancelled at the end of the grace period: the server's own calls
+    /// still open end (see `cutoff`).
+    cut: CancellationToken,
     catalog: DescriptorCatalog,
     admin: AdminService,
     typed: Vec<TypedRoutes>,
@@ -138,6 +169,7 @@ impl std::fmt::Debug for RouterServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RouterServer")
             .field("router_id", &self.router_id)
+            .field("delay", &self.delay)
             .field("grace", &self.grace)
             .field("services", &self.catalog.services())
             .finish_non_exhaustive()
@@ -172,7 +204,9 @@ impl RouterServer {
         RouterServer {
             admin: AdminService::new(router_id.clone()),
             router_id,
+            delay: Duration::ZERO,
             grace: DEFAULT_GRACE,
+            cut: CancellationToken::new(),
             catalog,
             typed: Vec::new(),
             dynamic: None,
@@ -181,10 +215,20 @@ impl RouterServer {
         }
     }
 
-    /// How long calls in flight get to finish at shutdown before the
-    /// registrations close.
+    /// How long calls in flight get to finish at shutdown, once the
+    /// listeners have closed, before the registrations and the calls still
+    /// open are closed (see the module docs).
     pub fn grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
+        self
+    }
+
+    /// How long after the shutdown signal the server keeps its listeners
+    /// open and serves new calls while health says NOT_SERVING, before it
+    /// stops accepting (none by default; see the module docs). Give it the
+    /// time the load balancers in front need to stop sending here.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
         self
     }
 
@@ -234,7 +278,8 @@ impl RouterServer {
             + 'static,
         S::Future: Send + 'static,
     {
-        self.extra.add_service(service);
+        self.extra
+            .add_service(Cutoff::new(service, self.cut.clone()));
         self
     }
 
@@ -245,7 +290,8 @@ impl RouterServer {
 
     /// Serves clients on `clients` and registrations on `registrations` (or
     /// on `clients` too when `None`) until `signal` resolves, then shuts down
-    /// gracefully (see the module docs).
+    /// gracefully and returns within `delay + grace` and [`CLOSE_AFTER`]
+    /// (see the module docs).
     pub async fn serve(
         self,
         clients: Listener,
@@ -271,14 +317,15 @@ impl RouterServer {
         }
 
         let separate = registrations.is_some();
+        let cut = self.cut;
         let mut client_routes = self.extra;
         client_routes
-            .add_service(health.clone())
-            .add_service(self.admin.into_server())
-            .add_service(self.catalog.v1_service())
-            .add_service(self.catalog.v1alpha_service());
+            .add_service(Cutoff::new(health.clone(), cut.clone()))
+            .add_service(Cutoff::new(self.admin.into_server(), cut.clone()))
+            .add_service(Cutoff::new(self.catalog.v1_service(), cut.clone()))
+            .add_service(Cutoff::new(self.catalog.v1alpha_service(), cut.clone()));
         let mut register_routes = tonic::service::RoutesBuilder::default();
-        register_routes.add_service(health);
+        register_routes.add_service(Cutoff::new(health, cut.clone()));
         let mut cores = Vec::new();
         for typed in self.typed {
             cores.push(typed.core);
@@ -306,31 +353,41 @@ impl RouterServer {
             );
         }
 
+        let kill = KillSwitch::new();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let drain = Drain {
             cores,
             dynamic: self.dynamic.clone(),
             reporter: reporter.clone(),
+            delay: self.delay,
             grace: self.grace,
             router_id: self.router_id.clone(),
+            stop: stop_tx,
+            cut,
+            kill: kill.clone(),
         };
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let drained = tokio::spawn(async move {
             signal.await;
-            let _ = stop_tx.send(true);
             drain.run().await;
         });
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
 
-        let clients_server =
-            run_listener("clients", clients, client_routes, stopped(stop_rx.clone()));
+        let clients_server = run_listener(
+            "clients",
+            clients,
+            client_routes,
+            &kill,
+            stopped(stop_rx.clone()),
+        );
         let result = match registrations {
             Some(registrations) => {
                 let registrations_server = run_listener(
                     "registrations",
                     registrations,
                     register_routes,
+                    &kill,
                     stopped(stop_rx),
                 );
                 let (a, b) = tokio::join!(clients_server, registrations_server);
@@ -364,14 +421,16 @@ async fn run_listener(
     name: &'static str,
     listener: Listener,
     routes: tonic::service::Routes,
+    kill: &std::sync::Arc<KillSwitch>,
     stopped: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let incoming = TcpListenerStream::new(listener.listener).map(|stream| {
-        if let Ok(stream) = &stream {
+    let kill = kill.clone();
+    let incoming = TcpListenerStream::new(listener.listener).map(move |stream| {
+        stream.map(|stream| {
             // Small frames must not wait for Nagle's algorithm.
             let _ = stream.set_nodelay(true);
-        }
-        stream
+            kill.wrap(stream)
+        })
     });
     let mut server = Server::builder();
     if let Some(tls) = listener.tls {
@@ -390,33 +449,32 @@ async fn run_listener(
         })
 }
 
-/// The shutdown sequence after the signal.
+/// The shutdown sequence after the signal (the steps in the module docs).
 struct Drain {
     cores: Vec<Arc<RouterCore>>,
     dynamic: Option<DynamicRouter>,
     reporter: HealthReporter,
+    delay: Duration,
     grace: Duration,
     router_id: String,
+    /// Closes the listeners (tonic then sends every connection GOAWAY).
+    stop: tokio::sync::watch::Sender<bool>,
+    cut: CancellationToken,
+    kill: Arc<KillSwitch>,
 }
 
 impl Drain {
     async fn run(self) {
-        info!(grace = ?self.grace, "shutting down: draining calls in flight");
-        self.reporter
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        let mut cores = self.cores.clone();
-        if let Some(dynamic) = &self.dynamic {
-            dynamic.refuse_registrations();
-            cores.extend(dynamic.services().iter().map(|s| s.core().clone()));
-        }
-        for core in &cores {
-            core.closing
-                .store(true, std::sync::atomic::Ordering::Release);
-            self.reporter
-                .set_service_status(core.service.name(), ServingStatus::NotServing)
-                .await;
-        }
+        info!(
+            delay = ?self.delay,
+            grace = ?self.grace,
+            "shutting down: health says NOT_SERVING; the listeners close after the delay, \
+             then calls in flight get the grace period to finish"
+        );
+        let cores = self.stop_serving().await;
+        tokio::time::sleep(self.delay).await;
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + self.grace;
         let idle = async {
             for core in &cores {
                 core.stats.wait_idle().await;
@@ -425,17 +483,56 @@ impl Drain {
                 dynamic.wait_idle().await;
             }
         };
-        if tokio::time::timeout(self.grace, idle).await.is_err() {
-            let left: u64 = cores.iter().map(|c| c.stats.calls_active()).sum();
+        if tokio::time::timeout_at(deadline, idle).await.is_err() {
+            let left: u64 = cores.iter().map(|c| c.stats.calls_active()).sum::<u64>()
+                + self.dynamic.as_ref().map_or(0, |d| d.calls_active());
             warn!(
                 calls = left,
-                "grace period over; closing registrations with calls in flight"
+                "grace period over; closing registrations with calls in flight (they end UNAVAILABLE)"
             );
         }
         let reason = format!("router `{}` shutting down", self.router_id);
         for core in &cores {
             core.close_registrations(&reason);
         }
+        if let Some(dynamic) = &self.dynamic {
+            dynamic.close_registrations(&reason);
+        }
+        // Only calls of the server's own services (a health Watch, say), or
+        // connections whose clients stopped reading, are left now: `serve`
+        // returns as soon as the last connection closes.
+        tokio::time::sleep_until(deadline).await;
+        self.cut.cancel();
+        tokio::time::sleep(CLOSE_AFTER).await;
+        let closed = self.kill.kill();
+        if closed > 0 {
+            warn!(
+                connections = closed,
+                "grace period over; closed the connections still open"
+            );
+        }
+    }
+
+    /// Health says NOT_SERVING and registrations are refused, from now on;
+    /// returns the cores of the compiled services.
+    async fn stop_serving(&self) -> Vec<Arc<RouterCore>> {
+        self.reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        let mut cores = self.cores.clone();
+        if let Some(dynamic) = &self.dynamic {
+            dynamic.refuse_registrations();
+            cores.extend(dynamic.cores());
+        }
+        for core in &cores {
+            core.closing
+                .store(true, std::sync::atomic::Ordering::Release);
+            self.reporter
+                .set_service_status(core.service.name(), ServingStatus::NotServing)
+                .await;
+        }
+        cores.truncate(self.cores.len());
+        cores
     }
 }
 
@@ -457,6 +554,9 @@ async fn track_health(core: Arc<RouterCore>, reporter: HealthReporter) {
                 .set_service_status(core.service.name(), status)
                 .await;
             reported = Some(status);
+            // A shutdown may have begun while this was written: look again,
+            // so SERVING never outlives its NOT_SERVING.
+            continue;
         }
         if changed.changed().await.is_err() {
             return;

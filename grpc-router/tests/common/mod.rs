@@ -33,6 +33,9 @@ pub struct Daemon {
     /// the config has one.
     pub admin: Option<SocketAddr>,
     pub config: PathBuf,
+    /// What the daemon wrote on stderr so far, when started with
+    /// [`Daemon::start_logged`].
+    log: Option<std::sync::Arc<std::sync::Mutex<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -81,6 +84,25 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with extra environment variables.
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::spawn(config, env, false)
+    }
+
+    /// Like [`Daemon::start`], keeping what the daemon logs for
+    /// [`Daemon::logged`] (and passing it on to the test's stderr).
+    pub fn start_logged(config: &str) -> Daemon {
+        Self::spawn(config, &[], true)
+    }
+
+    /// What the daemon logged so far (see [`Daemon::start_logged`]).
+    pub fn logged(&self) -> String {
+        let log = self
+            .log
+            .as_ref()
+            .expect("started with Daemon::start_logged");
+        log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn spawn(config: &str, env: &[(&str, &str)], keep_log: bool) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("router.toml");
         std::fs::write(&path, config).expect("write config");
@@ -89,9 +111,27 @@ impl Daemon {
             .arg(&path)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if keep_log {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("start grpc-router");
+        let log = child.stderr.take().map(|stderr| {
+            let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+            let kept = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { return };
+                    eprintln!("{line}");
+                    let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                    kept.push_str(&line);
+                    kept.push('\n');
+                }
+            });
+            log
+        });
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -122,6 +162,7 @@ impl Daemon {
             admin: addr("admin="),
             child,
             config: path,
+            log,
             _dir: dir,
         };
         assert!(

@@ -57,6 +57,9 @@ struct Inner {
     /// The metrics every service reports into (from the config the router
     /// was made with).
     metrics: Option<crate::metrics::RouterMetrics>,
+    /// Set by [`DynamicRouter::refuse_registrations`]: services made from
+    /// now on refuse registrations too.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 type Subscriber = Arc<dyn Fn(&ServiceHandle, ServiceChange) + Send + Sync>;
@@ -107,6 +110,7 @@ impl DynamicRouter {
                 write: Mutex::new(()),
                 max_services,
                 subscribers: Mutex::new(Vec::new()),
+                closing: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -196,6 +200,37 @@ impl DynamicRouter {
         self.services().into_iter().find(|s| s.name() == name)
     }
 
+    /// Makes the service `description` describes known, with the methods it
+    /// describes and no instance, as if an instance had registered and left:
+    /// calls answer UNAVAILABLE (not UNIMPLEMENTED) and reflection describes
+    /// it until an instance registers, whose description then defines it
+    /// afresh. For descriptions kept from an earlier run (the daemon's state
+    /// file). A service known already is left as it is; an invalid
+    /// description is refused (INVALID_ARGUMENT naming what is wrong), and
+    /// so is one past the router's service limit (RESOURCE_EXHAUSTED).
+    pub fn remember(
+        &self,
+        description: &crate::pb::ServiceDescription,
+    ) -> Result<ServiceHandle, tonic::Status> {
+        if description.methods.is_empty() {
+            return Err(tonic::Status::invalid_argument(format!(
+                "the description of `{}` has no method",
+                description.name
+            )));
+        }
+        let core = self.core_for_register(&description.name)?;
+        if !core.service.is_defined() {
+            let admitted = core.service.admit(Some(description), || false, |_| ());
+            if let Err(status) = admitted {
+                self.forget_if_unused(&core);
+                return Err(status);
+            }
+            core.refresh_strategy();
+            self.notify(&core, ServiceChange::Defined);
+        }
+        Ok(ServiceHandle { core })
+    }
+
     /// Ends every registration of every service (see
     /// [`Router::close_registrations`](super::Router::close_registrations)).
     pub fn close_registrations(&self, reason: &str) {
@@ -207,6 +242,10 @@ impl DynamicRouter {
     /// Refuses new registrations from now on (the router is shutting down);
     /// the current ones stay.
     pub fn refuse_registrations(&self) {
+        let _write = self.write();
+        self.inner
+            .closing
+            .store(true, std::sync::atomic::Ordering::Release);
         for core in self.inner.services.load().values() {
             core.closing
                 .store(true, std::sync::atomic::Ordering::Release);
@@ -283,9 +322,15 @@ impl DynamicRouter {
         });
         let mut config = self.config_for(name);
         config.metrics = self.inner.metrics.clone();
-        RouterCore::new(config, ServiceTable::learning(name))
-            .with_listener(listener)
-            .shared()
+        let core = RouterCore::new(config, ServiceTable::learning(name)).with_listener(listener);
+        // Under the write lock, as `refuse_registrations`.
+        core.closing.store(
+            self.inner
+                .closing
+                .load(std::sync::atomic::Ordering::Acquire),
+            std::sync::atomic::Ordering::Release,
+        );
+        core.shared()
     }
 
     fn notify(&self, core: &Arc<RouterCore>, change: ServiceChange) {
@@ -494,6 +539,33 @@ impl ServiceHandle {
     /// registration sent (empty when it sent none).
     pub fn file_descriptor_set(&self) -> bytes::Bytes {
         self.core.service.methods().file_descriptor_set.clone()
+    }
+
+    /// The service as its registrations described it (what
+    /// [`DynamicRouter::remember`] takes back): its methods, default
+    /// strategy and descriptor set; `None` while no registration described
+    /// it (a service only named in the configuration).
+    pub fn description(&self) -> Option<crate::pb::ServiceDescription> {
+        let methods = self.core.service.methods();
+        if methods.is_empty() {
+            return None;
+        }
+        Some(crate::pb::ServiceDescription {
+            name: self.name().to_owned(),
+            methods: methods
+                .iter()
+                .map(|m| crate::pb::MethodDescription {
+                    name: m.name.to_string(),
+                    path: m.path.to_string(),
+                    tag: m.tag,
+                    kind: m.kind.wire() as i32,
+                    route_key: m.route_key.to_vec(),
+                    idempotent: m.idempotent,
+                })
+                .collect(),
+            default_strategy: self.core.service.default_strategy().to_string(),
+            file_descriptor_set: methods.file_descriptor_set.clone(),
+        })
     }
 
     /// Whether any instance of the service can take a call now.

@@ -653,7 +653,10 @@ impl<S: ServiceSpec> Router<S> {
     /// A shutdown signal for tonic's `serve_with_shutdown`: once `signal`
     /// resolves, waits up to `grace` for the calls in flight, then closes every
     /// registration so the long-lived register streams do not hold the server
-    /// open.
+    /// open. tonic then waits for every connection to close, which a client
+    /// that stopped reading never lets happen; for a shutdown bounded in
+    /// time (and NOT_SERVING on health first) serve with
+    /// [`RouterServer`](crate::server::RouterServer).
     pub fn shutdown_signal(
         &self,
         signal: impl std::future::Future<Output = ()> + Send + 'static,

@@ -248,22 +248,24 @@ subtables gets no header of its own.
 {{- end }}
 
 {{/*
-config.shutdown.grace in whole seconds, rounded up ("30s", "1m30s", "500ms",
-"2m" ...; default 30s), or "" when it is not in that form.
+A duration of config.shutdown in whole seconds, rounded up ("30s", "1m30s",
+"500ms", "2m" ...), or "" when it is not in that form. Takes (dict "root" .
+"key" "grace" "default" "30s").
 */}}
-{{- define "grpc-router.graceSeconds" -}}
-{{- $grace := "30s" }}
-{{- if .Values.configOverride }}
-{{- $m := regexFind "(?m)^\\s*grace\\s*=\\s*\"[^\"]*\"" .Values.configOverride }}
-{{- if $m }}{{ $grace = regexReplaceAll "^[^\"]*\"([^\"]*)\"$" $m "${1}" }}{{ end }}
+{{- define "grpc-router.shutdownSeconds" -}}
+{{- $value := .default }}
+{{- if .root.Values.configOverride }}
+{{- $m := regexFind (printf "(?m)^\\s*%s\\s*=\\s*\"[^\"]*\"" .key) .root.Values.configOverride }}
+{{- if $m }}{{ $value = regexReplaceAll "^[^\"]*\"([^\"]*)\"$" $m "${1}" }}{{ end }}
 {{- else }}
-{{- $shutdown := (.Values.config | default dict).shutdown | default dict }}
-{{- if $shutdown.grace }}{{ $grace = $shutdown.grace | toString }}{{ end }}
+{{- $shutdown := (.root.Values.config | default dict).shutdown | default dict }}
+{{- $v := get $shutdown .key }}
+{{- if $v }}{{ $value = $v | toString }}{{ end }}
 {{- end }}
-{{- $grace = $grace | replace " " "" }}
-{{- if regexMatch "^([0-9]+(ms|s|m|h))+$" $grace }}
+{{- $value = $value | replace " " "" }}
+{{- if regexMatch "^([0-9]+(ms|s|m|h))+$" $value }}
 {{- $ms := 0 }}
-{{- range regexFindAll "[0-9]+(ms|s|m|h)" $grace -1 }}
+{{- range regexFindAll "[0-9]+(ms|s|m|h)" $value -1 }}
 {{- $n := regexFind "^[0-9]+" . | int64 }}
 {{- $unit := regexFind "[a-z]+$" . }}
 {{- $scale := get (dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000) $unit }}
@@ -274,14 +276,31 @@ config.shutdown.grace in whole seconds, rounded up ("30s", "1m30s", "500ms",
 {{- end }}
 
 {{/*
-Fails when terminationGracePeriodSeconds leaves no time to drain.
+config.shutdown.grace in whole seconds (default 30s), or "".
+*/}}
+{{- define "grpc-router.graceSeconds" -}}
+{{- include "grpc-router.shutdownSeconds" (dict "root" . "key" "grace" "default" "30s") }}
+{{- end }}
+
+{{/*
+config.shutdown.delay in whole seconds (default 0s), or "".
+*/}}
+{{- define "grpc-router.delaySeconds" -}}
+{{- include "grpc-router.shutdownSeconds" (dict "root" . "key" "delay" "default" "0s") }}
+{{- end }}
+
+{{/*
+Fails when terminationGracePeriodSeconds does not cover the shutdown: the
+daemon exits within config.shutdown.delay + config.shutdown.grace + 1 s of
+SIGTERM, which comes after the preStop sleep.
 */}}
 {{- define "grpc-router.checkGrace" -}}
 {{- $grace := include "grpc-router.graceSeconds" . }}
-{{- if $grace }}
-{{- $needed := add ($grace | int) (.Values.preStopSleepSeconds | default 0 | int) }}
-{{- if le (.Values.terminationGracePeriodSeconds | int) $needed }}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must exceed preStopSleepSeconds + config.shutdown.grace (%d s), or the kubelet kills calls still draining" (.Values.terminationGracePeriodSeconds | int) $needed) }}
+{{- $delay := include "grpc-router.delaySeconds" . }}
+{{- if and $grace $delay }}
+{{- $needed := add ($grace | int) ($delay | int) (.Values.preStopSleepSeconds | default 0 | int) 1 }}
+{{- if lt (.Values.terminationGracePeriodSeconds | int) $needed }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be at least preStopSleepSeconds + config.shutdown.delay + config.shutdown.grace + 1 (%d s), or the kubelet kills calls still draining" (.Values.terminationGracePeriodSeconds | int) $needed) }}
 {{- end }}
 {{- end }}
 {{- end }}
