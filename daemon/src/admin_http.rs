@@ -42,7 +42,9 @@ pub struct AdminTokens(Arc<dyn Fn() -> Vec<TokenHash> + Send + Sync>);
 
 impl std::fmt::Debug for AdminTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("AdminTokens").field(&(self.0)().len()).finish()
+        f.debug_tuple("AdminTokens")
+            .field(&(self.0)().len())
+            .finish()
     }
 }
 
@@ -81,7 +83,10 @@ impl AdminTokens {
         if tokens.contains(&TokenHash::of(token.trim())) {
             Ok(())
         } else {
-            Err("the admin token is not accepted: its SHA-256 is not in `[admin] tokens_sha256`".to_owned())
+            Err(
+                "the admin token is not accepted: its SHA-256 is not in `[admin] tokens_sha256`"
+                    .to_owned(),
+            )
         }
     }
 
@@ -89,9 +94,7 @@ impl AdminTokens {
     pub fn for_grpc(&self) -> AuthorizeAdmin {
         let tokens = self.clone();
         Arc::new(move |metadata: &tonic::metadata::MetadataMap| {
-            let authorization = metadata
-                .get("authorization")
-                .and_then(|v| v.to_str().ok());
+            let authorization = metadata.get("authorization").and_then(|v| v.to_str().ok());
             tokens
                 .check(authorization)
                 .map_err(tonic::Status::unauthenticated)
@@ -166,7 +169,11 @@ pub fn routes(state: AdminState) -> Router {
 
 /// Lets a page request through when it carries an admin token (or none is
 /// needed); else 401 with `WWW-Authenticate: Bearer`.
-async fn require_token(State(tokens): State<AdminTokens>, request: Request, next: Next) -> Response {
+async fn require_token(
+    State(tokens): State<AdminTokens>,
+    request: Request,
+    next: Next,
+) -> Response {
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)

@@ -1816,7 +1816,10 @@ mod tests {
         .expect("valid");
         assert_eq!(config.admin.tokens_sha256, [TokenHash::of("t")]);
         let e = error(&format!("[admin]\ntokens_sha256 = [\"{hash}\"]\n"));
-        assert!(e.contains("`admin.tokens_sha256`") && e.contains("guards nothing"), "{e}");
+        assert!(
+            e.contains("`admin.tokens_sha256`") && e.contains("guards nothing"),
+            "{e}"
+        );
         let on_clients = parse(&format!(
             "[clients]\nserve_admin = true\n[admin]\ntokens_sha256 = [\"{hash}\"]\n"
         ))

@@ -207,14 +207,7 @@ impl VerifiedTokens {
 
     /// Keeps `token`, valid from `valid_from` until `valid_until` (unix
     /// seconds).
-    fn insert(
-        &self,
-        token: &str,
-        claims: Arc<Value>,
-        valid_from: u64,
-        valid_until: u64,
-        now: u64,
-    ) {
+    fn insert(&self, token: &str, claims: Arc<Value>, valid_from: u64, valid_until: u64, now: u64) {
         if token.len() > LARGEST_CACHED_TOKEN {
             return;
         }
@@ -233,8 +226,7 @@ impl VerifiedTokens {
             valid_from,
             valid_until,
         };
-        if map.insert(token.to_owned(), kept).is_none()
-        {
+        if map.insert(token.to_owned(), kept).is_none() {
             *bytes += token.len();
         }
     }
@@ -269,9 +261,7 @@ fn not_before(claims: &Value, now: u64, leeway: u64) -> Result<u64, String> {
         if now < from {
             return Err(format!(
                 "{what} {} (`{claim}`, {} from now; leeway {})",
-                humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH + Duration::from_secs(at)
-                ),
+                humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(at)),
                 humantime::format_duration(Duration::from_secs(at - now)),
                 humantime::format_duration(Duration::from_secs(leeway))
             ));
@@ -698,12 +688,17 @@ mod tests {
         for claim in ["nbf", "iat"] {
             let mut skewed = good.clone();
             skewed[claim] = json!(now() + 10);
-            assert!(v.verify(&token(skewed)).is_ok(), "{claim} within the leeway");
+            assert!(
+                v.verify(&token(skewed)).is_ok(),
+                "{claim} within the leeway"
+            );
         }
         let mut odd = good.clone();
         odd["nbf"] = json!("tomorrow");
         assert!(
-            v.verify(&token(odd)).expect_err("not a number").contains("nbf"),
+            v.verify(&token(odd))
+                .expect_err("not a number")
+                .contains("nbf"),
             "a non-numeric nbf is refused"
         );
     }

@@ -56,9 +56,10 @@ fn instance_process() {
         options.reconnect_max = Duration::from_millis(500);
         let token = var("INSTANCE_PROCESS_TOKEN");
         if !token.is_empty() {
-            options
-                .register_metadata
-                .insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
+            options.register_metadata.insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("ascii"),
+            );
         }
         let bridge = myservice_example::demo::start_instance(options);
         let mut state = bridge.registrations();
@@ -151,7 +152,8 @@ impl Events {
     async fn scrape(daemon: &Daemon) -> Events {
         let (code, body) = daemon.http_get("/metrics").await;
         assert_eq!(code, 200, "{body}");
-        let prefix = format!("grpc_router_registration_events_total{{grpc_service=\"{GREETER}\",event=\"");
+        let prefix =
+            format!("grpc_router_registration_events_total{{grpc_service=\"{GREETER}\",event=\"");
         let counts = body
             .lines()
             .filter_map(|l| l.strip_prefix(&prefix))
@@ -219,10 +221,7 @@ async fn two_processes_with_the_same_token_and_id_do_not_evict_each_other_and_a_
     assert_eq!(events.get("replaced", ""), 0, "no replacement");
     assert_eq!(owner_of(&daemon, "dup").await.as_deref(), Some("a"));
     let refusal = b.wait_state("AlreadyExists").await;
-    assert!(
-        refusal.contains("held by a live registration"),
-        "{refusal}"
-    );
+    assert!(refusal.contains("held by a live registration"), "{refusal}");
 
     // Frozen, the owner stops answering pings: the second process takes the
     // id over, once.
@@ -285,7 +284,9 @@ async fn a_reload_that_turns_tokens_on_closes_the_registrations_without_one_and_
         "{error}"
     );
     assert_eq!(
-        Events::scrape(&daemon).await.get("closed", "Unauthenticated"),
+        Events::scrape(&daemon)
+            .await
+            .get("closed", "Unauthenticated"),
         1
     );
     daemon.wait_for_instances(GREETER, 1).await;
@@ -307,6 +308,11 @@ async fn a_reload_that_turns_tokens_on_closes_the_registrations_without_one_and_
         format!("Bearer {TOKEN}").parse().expect("ascii"),
     );
     let comeback = myservice_example::demo::start_instance(comeback);
-    within(10, "the id taken by a bridge with the token", comeback.registered()).await;
+    within(
+        10,
+        "the id taken by a bridge with the token",
+        comeback.registered(),
+    )
+    .await;
     daemon.wait_for_instances(GREETER, 2).await;
 }

@@ -45,7 +45,8 @@ async fn serve(server: RouterServer) -> Served {
 }
 
 /// A Greeter router with one instance, `fleet-a`, registered.
-async fn router_with_an_instance() -> (GreeterRouter, router_runtime::bridge::BridgeHandle, Served) {
+async fn router_with_an_instance() -> (GreeterRouter, router_runtime::bridge::BridgeHandle, Served)
+{
     let router = GreeterRouter::new(RouterConfig::default());
     let served = serve(RouterServer::new("r").route(&router)).await;
     let instance = myservice_example::demo::start_instance(
@@ -92,12 +93,13 @@ async fn the_admin_service_is_not_served_to_clients_unless_asked() {
 #[tokio::test]
 async fn serve_admin_serves_it_to_clients_and_admin_auth_guards_it() {
     let router = GreeterRouter::new(RouterConfig::default());
-    let auth: router_runtime::admin::AuthorizeAdmin = Arc::new(|metadata| {
-        match metadata.get("authorization").and_then(|v| v.to_str().ok()) {
-            Some("Bearer ops") => Ok(()),
-            _ => Err(tonic::Status::unauthenticated("operators only")),
-        }
-    });
+    let auth: router_runtime::admin::AuthorizeAdmin =
+        Arc::new(
+            |metadata| match metadata.get("authorization").and_then(|v| v.to_str().ok()) {
+                Some("Bearer ops") => Ok(()),
+                _ => Err(tonic::Status::unauthenticated("operators only")),
+            },
+        );
     let served = serve(
         RouterServer::new("r")
             .route(&router)
@@ -111,7 +113,9 @@ async fn serve_admin_serves_it_to_clients_and_admin_auth_guards_it() {
     let refused = list(served.addr, None).await.expect_err("no token");
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
     assert!(refused.message().contains("operators only"), "{refused:?}");
-    let listed = list(served.addr, Some("ops")).await.expect("with the token");
+    let listed = list(served.addr, Some("ops"))
+        .await
+        .expect("with the token");
     assert_eq!(listed.router_id, "r");
     assert_eq!(listed.services.len(), 1);
     assert!(served.catalog.services().iter().any(|s| s == ADMIN));

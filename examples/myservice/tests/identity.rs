@@ -89,15 +89,19 @@ async fn raw(
 }
 
 /// A raw registration that answers every ping, as a live bridge does.
-fn answer_pings(mut registration: RawRegistration) -> tokio::task::JoinHandle<Option<tonic::Status>> {
+fn answer_pings(
+    mut registration: RawRegistration,
+) -> tokio::task::JoinHandle<Option<tonic::Status>> {
     use router_runtime::wire::{BridgeFrame, RouterFrame};
     tokio::spawn(async move {
         loop {
             match registration.frames.message().await {
                 Ok(Some(RouterFrame::Ping(ping))) => {
-                    let _ = registration.out.send(BridgeFrame::Pong(router_runtime::pb::Pong {
-                        nonce: ping.nonce,
-                    }));
+                    let _ = registration
+                        .out
+                        .send(BridgeFrame::Pong(router_runtime::pb::Pong {
+                            nonce: ping.nonce,
+                        }));
                 }
                 Ok(Some(_)) => {}
                 Ok(None) => return None,
@@ -270,20 +274,31 @@ async fn a_replaced_bridge_reports_it_and_waits_its_longest_backoff_before_tryin
     assert_eq!(replaced.registered, 0);
     let error = replaced.last_error.expect("an error");
     assert!(
-        matches!(error, router_runtime::bridge::RegistrationError::Replaced { .. }),
+        matches!(
+            error,
+            router_runtime::bridge::RegistrationError::Replaced { .. }
+        ),
         "{error:?}"
     );
     assert!(error.to_string().contains("re-registered"), "{error}");
 
     // It tries again only after its longest backoff (at least half of it,
     // with jitter), not at once.
-    within(10, "the bridge to register again", state.wait_for(|s| s.registered == 1))
-        .await
-        .expect("bridge alive");
+    within(
+        10,
+        "the bridge to register again",
+        state.wait_for(|s| s.registered == 1),
+    )
+    .await
+    .expect("bridge alive");
     assert!(
         since.elapsed() >= Duration::from_millis(200),
         "tried again after {:?}",
         since.elapsed()
     );
-    assert_eq!(state.borrow().replaced, 0, "registered again: no longer replaced");
+    assert_eq!(
+        state.borrow().replaced,
+        0,
+        "registered again: no longer replaced"
+    );
 }
