@@ -56,7 +56,7 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: Log,
-    /// The admin HTTP listener: metrics, status page, health.
+    /// The admin listener: metrics, status page, health, admin service.
     #[serde(default)]
     pub admin: Admin,
     /// Client authentication (`[auth.jwt]`).
@@ -96,6 +96,14 @@ pub struct ClientsListener {
     /// TLS for this listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
+    /// Also serve the admin service (`router.v1.RouterAdmin`, what
+    /// `grpc-router status` reads) here. Off by default: it lists every
+    /// instance, label and recent error, and this listener is the one
+    /// exposed to clients; the admin listener serves it anyway. With
+    /// `[admin] tokens_sha256`, a call here needs a token too. Changing it
+    /// needs a restart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub serve_admin: bool,
 }
 
 impl Default for ClientsListener {
@@ -103,6 +111,7 @@ impl Default for ClientsListener {
         ClientsListener {
             address: default_clients_address(),
             tls: None,
+            serve_admin: false,
         }
     }
 }
@@ -774,15 +783,24 @@ pub struct Auth {
     pub jwt: Option<crate::jwt::JwtSettings>,
 }
 
-/// The admin HTTP listener (`/metrics`, the status page, `/healthz`).
+/// The admin listener: `/metrics`, the status page and `/healthz` over
+/// HTTP/1.1, the admin service (`router.v1.RouterAdmin`) over gRPC.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     /// Where it listens, for example `0.0.0.0:9090`; without it there is no
-    /// admin listener. It serves no routed traffic and has no credentials:
-    /// keep it on a private network (Prometheus scrapes it).
+    /// admin listener. It serves no routed traffic: keep it on a private
+    /// network (Prometheus scrapes it). Changing it needs a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<SocketAddr>,
+    /// Admin credentials: SHA-256 (hex) of the bearer tokens that may read
+    /// the admin listener (`authorization: Bearer <token>`; `grpc-router
+    /// status --token-file`). With any, everything but `/healthz` needs
+    /// one, the admin service on the clients' listener too
+    /// (`clients.serve_admin`). Empty: no credential (a private network
+    /// only). A reload applies a change at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens_sha256: Vec<TokenHash>,
     /// Per-instance call counts and latency on `/metrics`
     /// (`grpc_router_instance_*`, labelled with each instance's id): one
     /// series per live registration, so off by default. Changing it needs
@@ -1330,6 +1348,17 @@ impl Config {
                 }
             }
         }
+        if !self.admin.tokens_sha256.is_empty()
+            && self.admin.address.is_none()
+            && !self.clients.serve_admin
+        {
+            return Err((
+                "admin.tokens_sha256".to_owned(),
+                "guards nothing: no listener serves the admin service; set `admin.address` \
+                 (or `clients.serve_admin = true`)"
+                    .to_owned(),
+            ));
+        }
         if let Some(jwt) = &self.auth.jwt
             && let Err((setting, why)) = crate::jwt::Verifier::new(jwt, &|k| std::env::var(k).ok())
         {
@@ -1794,6 +1823,27 @@ mod tests {
         let e = error("[limits]\nmax_services = \"many\"\n");
         assert!(e.starts_with("router.toml:2:"), "{e}");
         assert!(e.contains("`limits.max_services`"), "{e}");
+    }
+
+    #[test]
+    fn admin_tokens_parse_and_need_a_listener_that_serves_the_admin_service() {
+        let hash = crate::config::TokenHash::of("t").hex();
+        let config = parse(&format!(
+            "[admin]\naddress = \"127.0.0.1:9090\"\ntokens_sha256 = [\"{hash}\"]\n"
+        ))
+        .expect("valid");
+        assert_eq!(config.admin.tokens_sha256, [TokenHash::of("t")]);
+        let e = error(&format!("[admin]\ntokens_sha256 = [\"{hash}\"]\n"));
+        assert!(
+            e.contains("`admin.tokens_sha256`") && e.contains("guards nothing"),
+            "{e}"
+        );
+        let on_clients = parse(&format!(
+            "[clients]\nserve_admin = true\n[admin]\ntokens_sha256 = [\"{hash}\"]\n"
+        ))
+        .expect("valid");
+        assert!(on_clients.clients.serve_admin);
+        assert!(!parse("").expect("valid").clients.serve_admin);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use router_runtime::server::{Listener, RouterServer, ServeError};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tracing::{error, info, warn};
 
-use crate::admin_http::{self, AdminState};
+use crate::admin_http::{self, AdminState, AdminTokens};
 use crate::config::{Config, ConfigError, Tls};
 use crate::logging::LogHandle;
 
@@ -120,13 +120,17 @@ pub async fn serve(path: PathBuf, config: Config, log: LogHandle) -> Result<(), 
 
     let (delay, grace) = (config.shutdown.delay, config.shutdown.grace);
     let router_id = config.router_id();
+    let serve_admin = config.clients.serve_admin;
     let current = Arc::new(Mutex::new(config));
+    let admin_tokens = AdminTokens::of(current.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     // The admin listener outlives the drain, so the drain can be watched.
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_task = admin.map(|listener| {
         let app = admin_http::routes(
-            AdminState::new(router_id.clone(), router.clone()).with_metrics(Arc::new(registry)),
+            AdminState::new(router_id.clone(), router.clone())
+                .with_metrics(Arc::new(registry))
+                .with_tokens(admin_tokens.clone()),
         );
         tokio::spawn(admin_http::serve(listener, app, async move {
             let _ = admin_stopped.await;
@@ -136,6 +140,8 @@ pub async fn serve(path: PathBuf, config: Config, log: LogHandle) -> Result<(), 
     let served = RouterServer::new(router_id)
         .route_dynamic(&router)
         .delay(delay)
+        .serve_admin(serve_admin)
+        .admin_auth(admin_tokens.for_grpc())
         .grace(grace)
         .serve(clients, registrations, async move {
             let _ = stop_rx.await;
@@ -275,7 +281,11 @@ pub fn reload(
             current.limits.max_services != next.limits.max_services,
         ),
         ("router_id", current.router_id != next.router_id),
-        ("admin.address", current.admin != next.admin),
+        ("admin.address", current.admin.address != next.admin.address),
+        (
+            "admin.per_instance_metrics",
+            current.admin.per_instance_metrics != next.admin.per_instance_metrics,
+        ),
         ("tracing", current.tracing != next.tracing),
         ("runtime", current.runtime != next.runtime),
     ] {

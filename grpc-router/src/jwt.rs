@@ -4,7 +4,8 @@
 //! A call must carry `authorization: Bearer <jwt>` signed by the configured
 //! key (an HMAC secret from an environment variable, an RSA or EC public key
 //! in PEM, or a JWKS file), with the configured issuer and audience, not
-//! expired (with `leeway`). Otherwise it fails UNAUTHENTICATED saying why.
+//! expired and already valid (`exp`, `nbf` and `iat` when present, each with
+//! `leeway`). Otherwise it fails UNAUTHENTICATED saying why.
 //! A service with `allow` rules admits only calls one of its rules allows
 //! (PERMISSION_DENIED otherwise); a service without rules admits every
 //! authenticated caller. The instance receives the token's identity claim
@@ -47,7 +48,7 @@ pub struct JwtSettings {
     /// A JWKS file (keys picked by the token's `kid`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_file: Option<PathBuf>,
-    /// Clock skew allowed on `exp` and `nbf` (default 30s).
+    /// Clock skew allowed on `exp`, `nbf` and a future `iat` (default 30s).
     #[serde(
         default = "default_leeway",
         with = "humantime_serde_compat",
@@ -148,6 +149,9 @@ fn validation(settings: &JwtSettings, algorithms: Vec<Algorithm>) -> Validation 
     validation.set_issuer(&[&settings.issuer]);
     validation.set_audience(&[&settings.audience]);
     validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    // `nbf` and `iat` are checked after the signature, by `not_before`,
+    // which can say when the token becomes valid.
+    validation.validate_nbf = false;
     validation
 }
 
@@ -173,44 +177,56 @@ const LARGEST_CACHED_TOKEN: usize = 4 * 1024;
 #[derive(Default)]
 struct VerifiedTokens {
     /// The bytes of the tokens kept, and each token's claims and the unix
-    /// second until which it is valid.
+    /// seconds between which it is valid.
     tokens: std::sync::RwLock<(usize, TokenMap)>,
 }
 
-/// Token → (claims, valid until).
-type TokenMap = std::collections::HashMap<String, (Arc<Value>, u64)>;
+/// Token → its claims and when it is valid.
+type TokenMap = std::collections::HashMap<String, Verified>;
+
+/// A verified token's claims and the unix seconds it is valid between
+/// (leeway included).
+struct Verified {
+    claims: Arc<Value>,
+    valid_from: u64,
+    valid_until: u64,
+}
 
 impl VerifiedTokens {
     /// The claims of `token` if it was verified and is valid at `now` (unix
-    /// seconds).
+    /// seconds): not before its `nbf` (and `iat`), not after its `exp`, with
+    /// the leeway.
     fn get(&self, token: &str, now: u64) -> Option<Arc<Value>> {
         let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
         tokens
             .1
             .get(token)
-            .filter(|(_, valid_until)| now <= *valid_until)
-            .map(|(claims, _)| claims.clone())
+            .filter(|kept| (kept.valid_from..=kept.valid_until).contains(&now))
+            .map(|kept| kept.claims.clone())
     }
 
-    /// Keeps `token`, valid until `valid_until` (unix seconds).
-    fn insert(&self, token: &str, claims: Arc<Value>, valid_until: u64, now: u64) {
+    /// Keeps `token`, valid from `valid_from` until `valid_until` (unix
+    /// seconds).
+    fn insert(&self, token: &str, claims: Arc<Value>, valid_from: u64, valid_until: u64, now: u64) {
         if token.len() > LARGEST_CACHED_TOKEN {
             return;
         }
         let mut tokens = self.tokens.write().unwrap_or_else(|e| e.into_inner());
         let (bytes, map) = &mut *tokens;
         if *bytes + token.len() > VERIFIED_TOKEN_BYTES {
-            map.retain(|_, (_, until)| now <= *until);
+            map.retain(|_, kept| now <= kept.valid_until);
             *bytes = map.keys().map(String::len).sum();
             if *bytes + token.len() > VERIFIED_TOKEN_BYTES {
                 map.clear();
                 *bytes = 0;
             }
         }
-        if map
-            .insert(token.to_owned(), (claims, valid_until))
-            .is_none()
-        {
+        let kept = Verified {
+            claims,
+            valid_from,
+            valid_until,
+        };
+        if map.insert(token.to_owned(), kept).is_none() {
             *bytes += token.len();
         }
     }
@@ -221,6 +237,38 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The unix second from which a token with `claims` is valid: its `nbf`
+/// (not before) and its `iat` (issued at), when present, less the leeway;
+/// or why it is not valid at `now`. The signature library checks `exp`;
+/// these two are checked here, so a refusal can say when the token becomes
+/// valid.
+fn not_before(claims: &Value, now: u64, leeway: u64) -> Result<u64, String> {
+    let mut valid_from = 0;
+    for (claim, what) in [
+        ("nbf", "the token is not valid before"),
+        ("iat", "the token was issued in the future, at"),
+    ] {
+        let Some(value) = claims.get(claim) else {
+            continue;
+        };
+        let at = value
+            .as_u64()
+            .or_else(|| value.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+            .ok_or_else(|| format!("the token's `{claim}` is not a number of seconds"))?;
+        let from = at.saturating_sub(leeway);
+        if now < from {
+            return Err(format!(
+                "{what} {} (`{claim}`, {} from now; leeway {})",
+                humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(at)),
+                humantime::format_duration(Duration::from_secs(at - now)),
+                humantime::format_duration(Duration::from_secs(leeway))
+            ));
+        }
+        valid_from = valid_from.max(from);
+    }
+    Ok(valid_from)
 }
 
 impl std::fmt::Debug for Verifier {
@@ -330,12 +378,14 @@ impl Verifier {
             return Ok(claims);
         }
         let claims = Arc::new(self.verify_signed(token)?);
+        let leeway = self.settings.leeway.as_secs();
+        let valid_from = not_before(&claims, now, leeway)?;
         // `exp` is required and was just checked; the token stays valid
         // until it passes, with the configured leeway.
         if let Some(exp) = claims.get("exp").and_then(Value::as_u64) {
-            let valid_until = exp.saturating_add(self.settings.leeway.as_secs());
+            let valid_until = exp.saturating_add(leeway);
             self.verified
-                .insert(token, claims.clone(), valid_until, now);
+                .insert(token, claims.clone(), valid_from, valid_until, now);
         }
         Ok(claims)
     }
@@ -617,6 +667,54 @@ mod tests {
     }
 
     #[test]
+    fn a_token_not_valid_yet_is_refused_saying_when_it_becomes_valid() {
+        let v = verifier();
+        let good = json!({"sub": "alice", "iss": "https://auth.test", "aud": "grpc-router", "exp": now() + 3 * 86_400});
+        for (claim, ahead) in [("nbf", 3600), ("nbf", 86_400), ("iat", 3600)] {
+            let mut early = good.clone();
+            early[claim] = json!(now() + ahead);
+            let token = token(early);
+            for _ in 0..2 {
+                let why = v.verify(&token).expect_err("not valid yet");
+                let expected = if claim == "nbf" {
+                    "not valid before"
+                } else {
+                    "issued in the future"
+                };
+                assert!(why.contains(expected), "{claim}: {why}");
+                assert!(why.contains("leeway 30s"), "{why}");
+            }
+        }
+        for claim in ["nbf", "iat"] {
+            let mut skewed = good.clone();
+            skewed[claim] = json!(now() + 10);
+            assert!(
+                v.verify(&token(skewed)).is_ok(),
+                "{claim} within the leeway"
+            );
+        }
+        let mut odd = good.clone();
+        odd["nbf"] = json!("tomorrow");
+        assert!(
+            v.verify(&token(odd))
+                .expect_err("not a number")
+                .contains("nbf"),
+            "a non-numeric nbf is refused"
+        );
+    }
+
+    #[test]
+    fn the_cache_serves_a_token_only_inside_its_validity() {
+        let cache = VerifiedTokens::default();
+        let claims = Arc::new(json!({}));
+        cache.insert("t", claims, 60, 100, 50);
+        assert!(cache.get("t", 59).is_none(), "before its nbf");
+        assert!(cache.get("t", 60).is_some());
+        assert!(cache.get("t", 100).is_some());
+        assert!(cache.get("t", 101).is_none(), "past its expiry");
+    }
+
+    #[test]
     fn a_verified_token_is_kept_until_it_expires_and_the_cache_is_bounded() {
         let v = verifier();
         let good = token(
@@ -631,14 +729,14 @@ mod tests {
 
         let cache = VerifiedTokens::default();
         let claims = Arc::new(json!({}));
-        cache.insert("t", claims.clone(), 100, 50);
+        cache.insert("t", claims.clone(), 0, 100, 50);
         assert!(cache.get("t", 100).is_some());
         assert!(cache.get("t", 101).is_none(), "past its expiry");
         let big = "x".repeat(LARGEST_CACHED_TOKEN + 1);
-        cache.insert(&big, claims.clone(), 100, 50);
+        cache.insert(&big, claims.clone(), 0, 100, 50);
         assert!(cache.get(&big, 50).is_none(), "too large to keep");
         for i in 0..(2 * VERIFIED_TOKEN_BYTES / LARGEST_CACHED_TOKEN) {
-            cache.insert(&format!("{i:04096}"), claims.clone(), 100, 50);
+            cache.insert(&format!("{i:04096}"), claims.clone(), 0, 100, 50);
         }
         let (bytes, map) = &*cache.tokens.read().expect("lock");
         assert!(*bytes <= VERIFIED_TOKEN_BYTES, "{bytes}");

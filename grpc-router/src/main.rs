@@ -41,11 +41,17 @@ enum Command {
         /// The configuration file.
         file: PathBuf,
     },
-    /// Show a running router's services and instances.
+    /// Show a running router's services and instances (from its admin
+    /// listener).
     Status {
-        /// The router's clients URL.
-        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        /// The router's admin listener URL (`[admin] address`; a clients'
+        /// listener only with `[clients] serve_admin = true`).
+        #[arg(long, default_value = grpc_router::status::DEFAULT_ADMIN_URL)]
         router: String,
+        /// A file holding an admin token (`[admin] tokens_sha256`), sent as
+        /// `authorization: Bearer <token>`.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -123,7 +129,21 @@ fn main() -> ExitCode {
             traces.shutdown();
             code
         }
-        Command::Status { router, json } => {
+        Command::Status {
+            router,
+            token_file,
+            json,
+        } => {
+            let token = match &token_file {
+                None => None,
+                Some(path) => match std::fs::read_to_string(path) {
+                    Ok(token) => Some(token),
+                    Err(e) => {
+                        eprintln!("grpc-router: --token-file {}: {e}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -134,7 +154,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(grpc_router::status::fetch(&router)) {
+            match runtime.block_on(grpc_router::status::fetch(&router, token.as_deref())) {
                 Ok(status) => {
                     if json {
                         println!("{}", grpc_router::status::json(&status));

@@ -1,5 +1,7 @@
 //! `grpc-router status`: what a running router routes, through its admin
-//! service (`router.v1.RouterAdmin`).
+//! service (`router.v1.RouterAdmin`), which the admin listener serves
+//! (`[admin] address`; the clients' listener only with
+//! `[clients] serve_admin = true`).
 
 use std::fmt::Write as _;
 
@@ -7,8 +9,13 @@ use router_runtime::pb;
 use router_runtime::pb::router_admin_client::RouterAdminClient;
 use serde::Serialize;
 
-/// Asks the router at `url` (`http://host:port`) for its services.
-pub async fn fetch(url: &str) -> Result<pb::ListServicesResponse, String> {
+/// Where `grpc-router status` looks by default: the admin listener of a
+/// router on this host with the shipped config's `[admin] address`.
+pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:9090";
+
+/// Asks the router's admin listener at `url` (`http://host:port`) for its
+/// services, with the admin `token` when given.
+pub async fn fetch(url: &str, token: Option<&str>) -> Result<pb::ListServicesResponse, String> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .map_err(|e| format!("`{url}` is not a router URL: {e}"))?
         .connect_timeout(std::time::Duration::from_secs(5))
@@ -17,11 +24,36 @@ pub async fn fetch(url: &str) -> Result<pb::ListServicesResponse, String> {
         .connect()
         .await
         .map_err(|e| format!("cannot connect to {url}: {}", chain(&e)))?;
+    let mut request = tonic::Request::new(pb::ListServicesRequest::default());
+    if let Some(token) = token {
+        let value = format!("Bearer {}", token.trim())
+            .parse()
+            .map_err(|_| "the admin token is not printable ASCII".to_owned())?;
+        request.metadata_mut().insert("authorization", value);
+    }
     RouterAdminClient::new(channel)
-        .list_services(pb::ListServicesRequest::default())
+        .list_services(request)
         .await
         .map(tonic::Response::into_inner)
-        .map_err(|s| format!("{url} answered {:?}: {}", s.code(), s.message()))
+        .map_err(|s| refused(url, &s))
+}
+
+/// What an admin call's failure means for the operator, and what to do.
+fn refused(url: &str, status: &tonic::Status) -> String {
+    match status.code() {
+        tonic::Code::Unimplemented => format!(
+            "{url} does not serve the admin service (router.v1.RouterAdmin): point --router at \
+             the router's admin listener (`[admin] address` in its config, e.g. \
+             {DEFAULT_ADMIN_URL}); a clients' listener serves it only with \
+             `[clients] serve_admin = true`"
+        ),
+        tonic::Code::Unauthenticated => format!(
+            "{url} answered Unauthenticated: {}; pass an admin token with --token-file FILE \
+             (the router's `[admin] tokens_sha256` lists the SHA-256 of each)",
+            status.message()
+        ),
+        code => format!("{url} answered {code:?}: {}", status.message()),
+    }
 }
 
 fn chain(error: &(dyn std::error::Error + 'static)) -> String {

@@ -146,3 +146,44 @@ async fn a_caller_without_the_role_or_for_another_method_is_permission_denied() 
         .expect_err("no rule for WhoAmI");
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 }
+
+#[tokio::test]
+async fn tokens_not_valid_yet_are_unauthenticated_saying_when_they_become_valid() {
+    let (daemon, _instance) = serving_daemon().await;
+    let mut client = GreeterClient::new(daemon.channel().await);
+    let mut in_an_hour = claims();
+    in_an_hour["nbf"] = json!(now() + 3600);
+    let mut in_a_day = claims();
+    in_a_day["exp"] = json!(now() + 2 * 86_400);
+    in_a_day["nbf"] = json!(now() + 86_400);
+    let mut issued_in_an_hour = claims();
+    issued_in_an_hour["iat"] = json!(now() + 3600);
+    for (claims, why) in [
+        (&in_an_hour, "not valid before"),
+        (&in_a_day, "not valid before"),
+        (&issued_in_an_hour, "issued in the future"),
+    ] {
+        // Twice: a refused token is not kept, so the second call is refused
+        // as the first (not served from the verified-token cache).
+        for _ in 0..2 {
+            let status = within(5, "call", client.say_hello(hello(Some(&token(claims)))))
+                .await
+                .expect_err("not valid yet");
+            assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+            assert!(status.message().contains(why), "{why}: {status:?}");
+            assert!(status.message().contains("leeway 30s"), "{status:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn tokens_valid_within_the_leeway_are_accepted() {
+    let (daemon, _instance) = serving_daemon().await;
+    let mut client = GreeterClient::new(daemon.channel().await);
+    let mut almost = claims();
+    almost["nbf"] = json!(now() + 10);
+    almost["iat"] = json!(now() + 10);
+    within(5, "call", client.say_hello(hello(Some(&token(&almost)))))
+        .await
+        .expect("within the 30 s leeway");
+}

@@ -127,17 +127,17 @@ async fn reflection_lists_and_describes_every_registered_service() {
         panic!("expected a service list");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in [
-        GREETER,
-        INVENTORY,
-        "grpc.health.v1.Health",
-        "router.v1.RouterAdmin",
-    ] {
+    for expected in [GREETER, INVENTORY, "grpc.health.v1.Health"] {
         assert!(
             names.iter().any(|n| n == expected),
             "{expected} listed in {names:?}"
         );
     }
+    // The admin service is on the admin listener, not the clients'.
+    assert!(
+        !names.iter().any(|n| n == "router.v1.RouterAdmin"),
+        "{names:?}"
+    );
     for (service, method) in [(GREETER, "Chat"), (INVENTORY, "AdjustStock")] {
         let Some(MessageResponse::FileDescriptorResponse(files)) =
             within(5, "describe", answers.message())
@@ -600,7 +600,7 @@ async fn status_shows_services_and_instances_as_a_table_and_as_json() {
     daemon.wait_for_instances(INVENTORY, 1).await;
     let run = |json: bool| {
         let mut command = std::process::Command::new(common::binary());
-        command.args(["status", "--router", &daemon.clients_url()]);
+        command.args(["status", "--router", &daemon.admin_url()]);
         if json {
             command.arg("--json");
         }
@@ -674,8 +674,9 @@ async fn registrations_that_lie_about_their_service_leave_nothing_behind() {
         status.message()
     );
     // Neither left a service behind: the daemon still knows none.
-    let mut admin =
-        router_runtime::pb::router_admin_client::RouterAdminClient::new(daemon.channel().await);
+    let mut admin = router_runtime::pb::router_admin_client::RouterAdminClient::new(
+        daemon.admin_channel().await,
+    );
     let listed = within(
         5,
         "admin",

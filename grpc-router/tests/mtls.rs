@@ -134,8 +134,8 @@ async fn channel(pki: &Pki, daemon: &Daemon, san: &str) -> Channel {
 }
 
 /// The ids of the Greeter's registered instances.
-async fn instance_ids(pki: &Pki, daemon: &Daemon) -> Vec<String> {
-    let mut admin = RouterAdminClient::new(channel(pki, daemon, FRONTEND_SAN).await);
+async fn instance_ids(_pki: &Pki, daemon: &Daemon) -> Vec<String> {
+    let mut admin = RouterAdminClient::new(daemon.admin_channel().await);
     let services = within(
         5,
         "admin",

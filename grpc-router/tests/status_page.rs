@@ -170,7 +170,7 @@ async fn the_server_rendered_page_and_the_cli_show_the_same_numbers() {
     }
 
     let cli = std::process::Command::new(common::binary())
-        .args(["status", "--json", "--router", &daemon.clients_url()])
+        .args(["status", "--json", "--router", &daemon.admin_url()])
         .output()
         .expect("grpc-router status runs");
     assert!(cli.status.success(), "{cli:?}");
@@ -192,7 +192,7 @@ async fn the_server_rendered_page_and_the_cli_show_the_same_numbers() {
     }
 
     let table = std::process::Command::new(common::binary())
-        .args(["status", "--router", &daemon.clients_url()])
+        .args(["status", "--router", &daemon.admin_url()])
         .output()
         .expect("grpc-router status runs");
     let table = String::from_utf8_lossy(&table.stdout);
@@ -449,7 +449,7 @@ async fn an_ejected_instance_shows_in_status_json_the_page_the_cli_and_the_metri
     assert!(page.contains("1 ejected · 1 ejections"), "{page}");
 
     let table = std::process::Command::new(common::binary())
-        .args(["status", "--router", &daemon.clients_url()])
+        .args(["status", "--router", &daemon.admin_url()])
         .output()
         .expect("grpc-router status runs");
     assert!(table.status.success(), "{table:?}");

@@ -1,12 +1,15 @@
 //! The router's admin service (`router.v1.RouterAdmin`): which services it
-//! routes, with which strategy, to which instances.
+//! routes, with which strategy, to which instances (ids, labels, call
+//! counts, recent error messages). That is a map of the fleet: serve it
+//! where only operators reach it (a private listener), or behind a check of
+//! the caller's credential ([`AdminService::with_auth`]).
 //!
 //! ```no_run
 //! # use router_runtime::admin::AdminService;
 //! # use router_runtime::codegen::*;
 //! # fn demo<S: ServiceSpec>(router: &Router<S>) {
 //! let admin = AdminService::new("router-1").with_router(router);
-//! let _service = admin.into_server(); // add to the same tonic server
+//! let _service = admin.into_server(); // add to an operators-only tonic server
 //! # }
 //! ```
 
@@ -19,12 +22,29 @@ use crate::pb;
 use crate::pb::router_admin_server::{RouterAdmin, RouterAdminServer};
 use crate::router::{DynamicRouter, Router, RouterCore};
 
+/// Decides whether an admin call may go on, from its metadata (for example
+/// `authorization`): `Err` fails it with that status (UNAUTHENTICATED ...).
+pub type AuthorizeAdmin =
+    Arc<dyn Fn(&tonic::metadata::MetadataMap) -> Result<(), Status> + Send + Sync>;
+
 /// Serves `router.v1.RouterAdmin` for a set of routers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AdminService {
     router_id: String,
     routers: Vec<Arc<RouterCore>>,
     dynamic: Vec<DynamicRouter>,
+    auth: Option<AuthorizeAdmin>,
+}
+
+impl std::fmt::Debug for AdminService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminService")
+            .field("router_id", &self.router_id)
+            .field("routers", &self.routers)
+            .field("dynamic", &self.dynamic)
+            .field("auth", &self.auth.as_ref().map(|_| "<fn>"))
+            .finish()
+    }
 }
 
 impl AdminService {
@@ -34,7 +54,15 @@ impl AdminService {
             router_id: router_id.into(),
             routers: Vec::new(),
             dynamic: Vec::new(),
+            auth: None,
         }
+    }
+
+    /// Runs `auth` before every admin call: a call it refuses fails with its
+    /// status and learns nothing.
+    pub fn with_auth(mut self, auth: AuthorizeAdmin) -> Self {
+        self.auth = Some(auth);
+        self
     }
 
     /// Adds a router to describe.
@@ -153,6 +181,9 @@ impl RouterAdmin for AdminService {
         &self,
         request: Request<pb::ListServicesRequest>,
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        if let Some(auth) = &self.auth {
+            auth(request.metadata())?;
+        }
         let service = request.into_inner().service;
         let response = self.list(&service);
         if !service.is_empty() && response.services.is_empty() {

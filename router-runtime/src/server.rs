@@ -1,8 +1,16 @@
 //! A router server with everything an operator expects, in a few lines:
 //! the routed services, `grpc.health.v1` per service, gRPC server reflection
-//! (v1 and v1alpha) of every routed service, the `router.v1.RouterAdmin`
-//! service, TCP_NODELAY, optional TLS per listener, an optional separate
-//! listener for registrations, and a graceful shutdown.
+//! (v1 and v1alpha) of every routed service, TCP_NODELAY, optional TLS per
+//! listener, an optional separate listener for registrations, and a
+//! graceful shutdown.
+//!
+//! The admin service (`router.v1.RouterAdmin`, what `grpc-router status`
+//! reads) lists every instance, its labels and the recent error messages,
+//! so it is not served unless asked for: [`RouterServer::serve_admin`]
+//! serves it on the clients' listener (for a router only trusted clients
+//! reach, or with [`RouterServer::admin_auth`]), and
+//! [`RouterServer::admin_service`] hands it out to serve on a private
+//! listener of your own.
 //!
 //! ```no_run
 //! # use router_runtime::codegen::*;
@@ -156,6 +164,8 @@ pub struct RouterServer {
     dynamic: Option<DynamicRouter>,
     extra: tonic::service::RoutesBuilder,
     reflection_error: Option<String>,
+    /// Whether the clients' listener serves the admin service.
+    serve_admin: bool,
 }
 
 /// A compiled router's two services and its core.
@@ -188,10 +198,8 @@ impl RouterServer {
                 tonic_health::pb::FILE_DESCRIPTOR_SET,
                 &["grpc.health.v1.Health"][..],
             ),
-            (
-                crate::pb::FILE_DESCRIPTOR_SET,
-                &["router.v1.RouterAdmin"][..],
-            ),
+            // Described, and listed only once served (`serve_admin`).
+            (crate::pb::FILE_DESCRIPTOR_SET, &[][..]),
         ] {
             match catalog.add_encoded_set(set) {
                 Ok(()) => services.iter().for_each(|s| catalog.list_service(s)),
@@ -212,7 +220,50 @@ impl RouterServer {
             dynamic: None,
             extra: tonic::service::RoutesBuilder::default(),
             reflection_error,
+            serve_admin: false,
         }
+    }
+
+    /// Serves the admin service (`router.v1.RouterAdmin`) on the clients'
+    /// listener when `serve` is true; by default it is not served. It lists
+    /// every routed service and instance with its labels, call counts and
+    /// recent error messages: serve it there only where the clients'
+    /// listener is private, or require a credential with
+    /// [`RouterServer::admin_auth`]. To serve it on a listener of your own
+    /// instead, use [`RouterServer::admin_service`].
+    ///
+    /// ```no_run
+    /// # use router_runtime::codegen::*;
+    /// # async fn demo<S: ServiceSpec>(router: Router<S>) -> Result<(), Box<dyn std::error::Error>> {
+    /// use router_runtime::server::{Listener, RouterServer, shutdown_signal};
+    ///
+    /// // A router on a private network: `grpc-router status` may read it.
+    /// let listener = Listener::bind("10.0.0.5:50051".parse()?).await?;
+    /// RouterServer::new("router-1")
+    ///     .route(&router)
+    ///     .serve_admin(true)
+    ///     .serve(listener, None, shutdown_signal())
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn serve_admin(mut self, serve: bool) -> Self {
+        self.serve_admin = serve;
+        self
+    }
+
+    /// Requires `auth` to pass for every admin call (on the clients'
+    /// listener with [`RouterServer::serve_admin`], and in
+    /// [`RouterServer::admin_service`]).
+    pub fn admin_auth(mut self, auth: crate::admin::AuthorizeAdmin) -> Self {
+        self.admin = self.admin.with_auth(auth);
+        self
+    }
+
+    /// The admin service of the routers added so far (add routers first),
+    /// to serve on a listener of your own, for example one only operators
+    /// reach.
+    pub fn admin_service(&self) -> AdminService {
+        self.admin.clone()
     }
 
     /// How long calls in flight get to finish at shutdown, once the
@@ -321,9 +372,12 @@ impl RouterServer {
         let mut client_routes = self.extra;
         client_routes
             .add_service(Cutoff::new(health.clone(), cut.clone()))
-            .add_service(Cutoff::new(self.admin.into_server(), cut.clone()))
             .add_service(Cutoff::new(self.catalog.v1_service(), cut.clone()))
             .add_service(Cutoff::new(self.catalog.v1alpha_service(), cut.clone()));
+        if self.serve_admin {
+            self.catalog.list_service("router.v1.RouterAdmin");
+            client_routes.add_service(Cutoff::new(self.admin.into_server(), cut.clone()));
+        }
         let mut register_routes = tonic::service::RoutesBuilder::default();
         register_routes.add_service(Cutoff::new(health, cut.clone()));
         let mut cores = Vec::new();

@@ -274,3 +274,36 @@ def test_a_router_fleet_behind_one_name_is_followed_as_dns_changes(fleet) -> Non
                 assert await who_answers(stub, 2) == {"py": 2}
 
     run(scenario())
+
+
+def test_a_replaced_bridge_reports_it_and_waits_its_longest_backoff(router: str) -> None:
+    async def scenario() -> None:
+        from grpc_router_bridge import wire
+
+        options = BridgeOptions([f"http://{router}"], instance_id="dup", reconnect_initial=0.001, reconnect_max=0.4)
+        bridge = Bridge(myservice_router_bridge.GREETER, pb_grpc.add_GreeterServicer_to_server, HookedGreeter("py"), options)
+        await bridge.start()
+        try:
+            await bridge.wait_for(lambda s: s.registered == 1, TIMEOUT)
+            # A registration claiming the bridge's own process replaces it at
+            # once: its stream ends ABORTED ("re-registered").
+            async with grpc.aio.insecure_channel(router) as channel:
+                register = channel.stream_stream(myservice_router_bridge.GREETER.register_path)
+                stream = register()
+                hello = wire.Hello(instance_id="dup", service=myservice_router_bridge.GREETER.name, incarnation=bridge.incarnation)
+                await stream.write(hello.encode())
+                assert isinstance(wire.decode_router_frame(await stream.read()), wire.Welcome)
+                state = await bridge.wait_for(lambda s: s.replaced == 1, TIMEOUT)
+                since = time.monotonic()
+                assert state.registered == 0
+                assert state.last_error is not None and "replaced" in state.last_error and "re-registered" in state.last_error
+                # It tries again only after its longest backoff (at least half
+                # of it, with jitter), not at once.
+                state = await bridge.wait_for(lambda s: s.registered == 1, TIMEOUT)
+                assert time.monotonic() - since >= 0.2
+                assert state.replaced == 0
+                stream.cancel()
+        finally:
+            await bridge.abort()
+
+    run(scenario())

@@ -124,6 +124,10 @@ pub async fn serve_router_with(
     }
     RouterServer::new(router.config_router_id())
         .route(&router)
+        // The example serves its admin service (`grpc-router status`) to
+        // whoever reaches its one port: fine on loopback, not in production
+        // (see `RouterServer::serve_admin`).
+        .serve_admin(true)
         .grace(Duration::from_secs(10))
         .serve(listener, None, shutdown)
         .await

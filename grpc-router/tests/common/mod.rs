@@ -217,6 +217,14 @@ impl Daemon {
         format!("http://{}", self.clients)
     }
 
+    /// The admin listener's URL (`grpc-router status --router`).
+    pub fn admin_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.admin.expect("the config has an [admin] listener")
+        )
+    }
+
     /// The URL bridges register with.
     pub fn registrations_url(&self) -> String {
         format!("http://{}", self.registrations)
@@ -230,6 +238,22 @@ impl Daemon {
             Endpoint::from_shared(self.clients_url())
                 .expect("url")
                 .connect(),
+        )
+        .await
+        .expect("connects")
+    }
+
+    /// A channel to the admin service: the admin listener, or without one
+    /// the clients' listener (whose config must say `serve_admin = true`).
+    pub async fn admin_channel(&self) -> Channel {
+        let url = match self.admin {
+            Some(admin) => format!("http://{admin}"),
+            None => self.clients_url(),
+        };
+        within(
+            5,
+            "connect to the daemon's admin service",
+            Endpoint::from_shared(url).expect("url").connect(),
         )
         .await
         .expect("connects")
@@ -275,8 +299,9 @@ impl Daemon {
 
     /// The admin service's view of service `name` (`None` if unknown).
     pub async fn service_status(&self, name: &str) -> Option<router_runtime::pb::ServiceStatus> {
-        let mut admin =
-            router_runtime::pb::router_admin_client::RouterAdminClient::new(self.channel().await);
+        let mut admin = router_runtime::pb::router_admin_client::RouterAdminClient::new(
+            self.admin_channel().await,
+        );
         let response = within(
             5,
             "admin",

@@ -38,6 +38,17 @@ pub enum RegistrationError {
         /// Its message.
         message: String,
     },
+    /// Another bridge process holds this instance id now: the router closed
+    /// this registration because that process took the id over (this one
+    /// missed a ping), or refuses this process while that one lives
+    /// (ABORTED). The bridge tries again at its longest backoff and counts
+    /// the router in [`BridgeState::replaced`](super::BridgeState::replaced)
+    /// meanwhile.
+    #[error("router replaced this registration (Aborted): {message}")]
+    Replaced {
+        /// The router's message.
+        message: String,
+    },
     /// The register call or stream failed with a status.
     #[error("router ended the registration ({code:?}): {message}")]
     Ended {
@@ -69,7 +80,9 @@ impl RegistrationError {
     /// code says the router will refuse again, otherwise an end.
     pub(crate) fn from_status(status: &tonic::Status) -> Self {
         let (code, message) = (status.code(), status.message().to_owned());
-        if refused(code) {
+        if code == tonic::Code::Aborted {
+            RegistrationError::Replaced { message }
+        } else if refused(code) {
             RegistrationError::Refused { code, message }
         } else {
             RegistrationError::Ended { code, message }
@@ -77,9 +90,19 @@ impl RegistrationError {
     }
 
     /// Whether the bridge should wait its longest backoff before trying
-    /// again.
+    /// again: the router refused the registration, or another process holds
+    /// the id (trying again at once would only be refused again).
     pub(crate) fn is_refusal(&self) -> bool {
-        matches!(self, RegistrationError::Refused { .. })
+        matches!(
+            self,
+            RegistrationError::Refused { .. } | RegistrationError::Replaced { .. }
+        )
+    }
+
+    /// Whether another bridge process took this registration's instance id
+    /// over.
+    pub(crate) fn is_replaced(&self) -> bool {
+        matches!(self, RegistrationError::Replaced { .. })
     }
 }
 
@@ -108,11 +131,17 @@ mod tests {
             refused.to_string(),
             "router refused registration (PermissionDenied): no"
         );
-        let ended = RegistrationError::from_status(&tonic::Status::aborted("re-registered"));
+        let ended = RegistrationError::from_status(&tonic::Status::unavailable("evicted"));
         assert!(!ended.is_refusal());
         assert_eq!(
             ended.to_string(),
-            "router ended the registration (Aborted): re-registered"
+            "router ended the registration (Unavailable): evicted"
+        );
+        let replaced = RegistrationError::from_status(&tonic::Status::aborted("re-registered"));
+        assert!(replaced.is_refusal() && replaced.is_replaced());
+        assert_eq!(
+            replaced.to_string(),
+            "router replaced this registration (Aborted): re-registered"
         );
     }
 }

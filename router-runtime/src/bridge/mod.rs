@@ -310,6 +310,13 @@ pub struct BridgeState {
     pub registered: usize,
     /// The last registration error, if any.
     pub last_error: Option<RegistrationError>,
+    /// How many routers hold this bridge's instance id for another bridge
+    /// process: the registration there was replaced (the other process took
+    /// the id over while this one did not answer a ping, e.g. frozen or cut
+    /// off) or is refused as replaced. The bridge tries again there at its
+    /// longest backoff and, once registered there again, no longer counts
+    /// it. Non-zero means two processes run with one instance id.
+    pub replaced: usize,
 }
 
 /// A service the bridge can run calls through: what tonic generates for a

@@ -65,29 +65,58 @@ pub(crate) async fn run_endpoint<T: BridgedService>(
         refuse_endpoint(&shared, &error);
         return;
     }
+    // Whether this endpoint counts in `BridgeState::replaced`.
+    let mut replaced = false;
+    reconnect(&shared, &service, &endpoint, &stop, &mut replaced).await;
+    if replaced {
+        shared
+            .state
+            .send_modify(|s| s.replaced = s.replaced.saturating_sub(1));
+    }
+}
+
+/// The reconnect loop of [`run_endpoint`]; `replaced` says whether the
+/// endpoint counts in [`BridgeState::replaced`] now.
+async fn reconnect<T: BridgedService>(
+    shared: &Arc<Shared>,
+    service: &T,
+    endpoint: &str,
+    stop: &CancellationToken,
+    replaced: &mut bool,
+) {
     let mut delay = shared.options.reconnect_initial;
     loop {
         if stop.is_cancelled() {
             return;
         }
         let mut registered = false;
-        let end = run_session(&shared, &service, &endpoint, &stop, &mut registered).await;
+        let end = run_session(shared, service, endpoint, stop, &mut registered, replaced).await;
         let reason = match end {
             SessionEnd::Stopped => return,
             SessionEnd::Lost(reason) => reason,
         };
-        if reason.is_refusal() {
-            delay = shared.options.reconnect_max;
-        }
         if registered {
             // A registration that worked resets the backoff.
             delay = shared.options.reconnect_initial;
         }
-        shared
-            .state
-            .send_modify(|s| s.last_error = Some(reason.clone()));
+        if reason.is_refusal() {
+            // Refused, or replaced by another process with this id (even
+            // after a registration that worked): trying again at once would
+            // only be refused again, or start a takeover loop.
+            delay = shared.options.reconnect_max;
+        }
+        let counted = reason.is_replaced() && !*replaced;
+        *replaced |= counted;
+        shared.state.send_modify(|s| {
+            s.last_error = Some(reason.clone());
+            s.replaced += usize::from(counted);
+        });
         let jittered = jitter(delay);
-        warn!(%endpoint, %reason, retry_in = ?jittered, "registration lost");
+        if reason.is_replaced() {
+            error!(%endpoint, %reason, retry_in = ?jittered, "another process holds this instance id");
+        } else {
+            warn!(%endpoint, %reason, retry_in = ?jittered, "registration lost");
+        }
         tokio::select! {
             _ = tokio::time::sleep(jittered) => {}
             _ = stop.cancelled() => return,
@@ -166,13 +195,15 @@ async fn connect(options: &BridgeConfig, endpoint: &str) -> Result<Channel, Regi
 
 /// One registration's life: register (connect, `Hello`, `Welcome`), then
 /// serve until it ends; `registered` tells the caller whether it got as far
-/// as a `Welcome` (which resets the reconnect backoff).
+/// as a `Welcome` (which resets the reconnect backoff). A `Welcome` clears
+/// `replaced` (the endpoint no longer counts as replaced).
 async fn run_session<T: BridgedService>(
     shared: &Arc<Shared>,
     service: &T,
     endpoint: &str,
     stop: &CancellationToken,
     registered: &mut bool,
+    replaced: &mut bool,
 ) -> SessionEnd {
     let Registration {
         out,
@@ -183,10 +214,12 @@ async fn run_session<T: BridgedService>(
         Err(end) => return end,
     };
     *registered = true;
+    let was_replaced = std::mem::take(replaced);
     info!(%endpoint, router = %welcome.router_id, "registered");
     shared.state.send_modify(|s| {
         s.registered += 1;
         s.last_error = None;
+        s.replaced = s.replaced.saturating_sub(usize::from(was_replaced));
     });
 
     let options = &shared.options;

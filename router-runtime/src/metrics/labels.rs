@@ -127,6 +127,9 @@ pub(crate) enum Event {
     Evicted,
     /// Closed by the router (shutdown, `close_registrations`).
     Closed,
+    /// Closed by the router because it no longer passes the registration
+    /// check (a reload changed it), with the check's code.
+    Revoked(Code),
 }
 
 impl Event {
@@ -140,6 +143,7 @@ impl Event {
             Event::Lost => ("lost", ""),
             Event::Evicted => ("evicted", ""),
             Event::Closed => ("closed", ""),
+            Event::Revoked(code) => ("closed", code_name(code)),
         }
     }
 }

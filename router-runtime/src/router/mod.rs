@@ -22,6 +22,7 @@ mod outbound;
 mod outlier;
 mod pump;
 mod recent_errors;
+mod recheck;
 mod registry;
 mod reply;
 mod retry;
@@ -101,7 +102,16 @@ pub struct RegisterRequest<'a> {
 /// instance id is then bound to that identity while it is registered, and a
 /// registration of the same id with another identity is refused with
 /// PERMISSION_DENIED, even once the first one stops answering pings (until
-/// it is evicted).
+/// it is evicted). A registration with the same identity from another
+/// bridge process is still refused ALREADY_EXISTS while the first one
+/// answers pings: the credential says who may hold the id, not which
+/// process holding it is alive.
+///
+/// When a reload installs another hook, every live registration is checked
+/// again with what it presented when it registered (its metadata without
+/// the transport headers, its `Hello` without the description, its address
+/// and certificates): one that no longer passes is closed with the hook's
+/// status.
 pub type Authorize =
     Arc<dyn Fn(&RegisterRequest<'_>) -> Result<Option<String>, tonic::Status> + Send + Sync>;
 
@@ -449,7 +459,10 @@ impl RouterCore {
     }
 
     /// Replaces the settings: calls and registrations that start from now
-    /// on use them; those in flight keep the ones they started with.
+    /// on use them; those in flight keep the ones they started with. When
+    /// the registration check (`authorize`) changes, every registration is
+    /// checked again: one that no longer passes is closed with the check's
+    /// status (UNAUTHENTICATED ...), freeing its id.
     pub(crate) fn reconfigure(&self, config: RouterConfig) {
         let same_limits = match self.limiters.load().as_ref() {
             Some(limiters) => limiters.enforce(&config.rate_limits),
@@ -459,8 +472,12 @@ impl RouterCore {
             self.limiters
                 .store(Arc::new(limit::Limiters::new(&config.rate_limits)));
         }
-        self.config.store(Arc::new(config));
+        let before = self.config.swap(Arc::new(config));
         self.refresh_strategy();
+        if recheck::check_changed(&before, &self.config.load()) {
+            // Registrations that no longer pass the new check are closed.
+            recheck::recheck_all(self);
+        }
     }
 
     /// Sets the balancer to the configured strategy, else the service's own.
@@ -599,8 +616,11 @@ impl<S: ServiceSpec> Router<S> {
     }
 
     /// Replaces the router's settings (a hot reload): calls and
-    /// registrations that start from now on use them, those in flight keep
-    /// the settings they started with, and no registration is dropped.
+    /// registrations that start from now on use them, and those in flight
+    /// keep the settings they started with. Registrations stay, except when
+    /// the new `authorize` hook (another `Arc`, or one where there was none)
+    /// refuses them: each live registration is checked again, and one that
+    /// no longer passes is closed with the hook's status, freeing its id.
     pub fn reconfigure(&self, config: RouterConfig) {
         self.core.reconfigure(config);
     }

@@ -113,6 +113,17 @@ pub(crate) enum Takeover {
     Refused(Status),
 }
 
+/// Which registration a newcomer found holding its id, so the registry
+/// inserts it only if that one still holds it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Holder {
+    /// Replace whichever registration holds the id.
+    #[cfg(test)]
+    Any,
+    /// Only if the id is held by this registration (`None`: by none).
+    Registration(Option<u64>),
+}
+
 /// What a bridge declared about itself in its `Hello`.
 #[derive(Debug, Clone, Default)]
 pub struct InstanceInfo {
@@ -127,7 +138,8 @@ pub struct InstanceInfo {
     /// Routing keys it claims for pinned routing.
     pub routing_keys: Vec<String>,
     /// The credential it registered with (see
-    /// [`Authorize`](super::Authorize)); `None` without credentials.
+    /// [`Authorize`](super::Authorize)); `None` without credentials. A
+    /// reload may bind the id to another ([`Instance::identity`]).
     pub identity: Option<String>,
     /// The bridge process's random id from its `Hello` (empty from bridges
     /// that send none).
@@ -175,6 +187,17 @@ pub struct Instance {
     served: super::service::Served,
     /// Its finished calls: counts, rate, latency.
     pub(crate) stats: super::call_stats::InstanceStats,
+    /// What it proved when it registered, to check it again when the
+    /// registration check changes.
+    pub(crate) credentials: super::recheck::Credentials,
+    /// The credential the instance id is bound to now: the identity the
+    /// registration check returned, at registration or at its latest
+    /// re-check.
+    identity: Mutex<Option<Arc<str>>>,
+    /// The incarnation (bridge process) of the registration this one took
+    /// the id over from, when that was another process: that process is
+    /// refused, saying so, while this one lives.
+    displaced: Option<Box<str>>,
 }
 
 impl Instance {
@@ -186,6 +209,7 @@ impl Instance {
         max_frame: usize,
         response_limit: usize,
     ) -> Self {
+        let identity = Mutex::new(info.identity.as_deref().map(Arc::from));
         Instance {
             registration,
             info,
@@ -210,7 +234,39 @@ impl Instance {
             response_limit,
             served: None,
             stats: Default::default(),
+            identity,
+            credentials: Default::default(),
+            displaced: None,
         }
+    }
+
+    /// The same instance, with the credentials its registration presented.
+    pub(crate) fn with_credentials(mut self, credentials: super::recheck::Credentials) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// The same instance, taking the id over from the bridge process
+    /// `incarnation` (another process than its own).
+    pub(crate) fn displacing(mut self, incarnation: &str) -> Self {
+        if !incarnation.is_empty() && incarnation != self.info.incarnation {
+            self.displaced = Some(incarnation.into());
+        }
+        self
+    }
+
+    /// The credential the instance id is bound to now (see
+    /// [`Authorize`](super::Authorize)); `None` without one.
+    pub fn identity(&self) -> Option<Arc<str>> {
+        self.identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Binds the id to `identity`, the result of a re-check.
+    pub(crate) fn set_identity(&self, identity: Option<String>) {
+        *self.identity.lock().unwrap_or_else(|e| e.into_inner()) = identity.map(Arc::from);
     }
 
     /// The same instance, serving only the methods in `served`.
@@ -393,18 +449,19 @@ impl Instance {
     }
 
     /// Whether a new registration of the same instance id may replace this
-    /// one. When this one registered with a credential, only the same
+    /// one. When this one is bound to a credential, only the same
     /// credential may take the id over, even once this one goes silent
-    /// (until it is evicted). Otherwise the newcomer replaces it when it
-    /// comes from the same bridge process (its incarnation: a reconnect) or
-    /// proves a credential, or when this registration is stale (closed, or
-    /// its last ping unanswered for longer than `stale_after_ms`); a
-    /// registration that looks alive must answer a ping to keep its id.
-    /// Two live processes with one id would otherwise replace each other
-    /// forever.
+    /// (until it is evicted). Then, whatever the credential, the newcomer
+    /// replaces it only when it comes from the same bridge process (its
+    /// incarnation: a reconnect) or when this registration is stale
+    /// (closed, or its last ping unanswered for longer than
+    /// `stale_after_ms`); a registration that looks alive must answer a ping
+    /// to keep its id. A credential proves who may hold the id, not which
+    /// of two processes holding it is alive: two live processes with one
+    /// token and id would otherwise replace each other forever.
     pub(crate) fn takeover_by(&self, newcomer: &InstanceInfo, stale_after_ms: u64) -> Takeover {
-        if let Some(owner) = &self.info.identity
-            && newcomer.identity.as_ref() != Some(owner)
+        if let Some(owner) = self.identity()
+            && newcomer.identity.as_deref() != Some(&*owner)
         {
             return Takeover::Refused(Status::permission_denied(format!(
                 "instance id `{}` is registered with another credential; only that credential may take it over",
@@ -414,17 +471,42 @@ impl Instance {
         let same_process =
             !newcomer.incarnation.is_empty() && newcomer.incarnation == self.info.incarnation;
         let stale = self.is_closed() || self.unanswered_for_ms() > stale_after_ms;
-        if same_process || stale || newcomer.identity.is_some() {
+        if same_process || stale {
             Takeover::Allowed
         } else {
             Takeover::IfSilent
         }
     }
 
+    /// The refusal of `newcomer`, whose id this live registration holds:
+    /// ABORTED when the newcomer is the process this registration took the
+    /// id over from, ALREADY_EXISTS otherwise.
+    pub(crate) fn refusal_for(&self, newcomer: &InstanceInfo) -> Status {
+        let connected = self
+            .connected_at
+            .elapsed()
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if !newcomer.incarnation.is_empty()
+            && self.displaced.as_deref() == Some(newcomer.incarnation.as_str())
+        {
+            return Status::aborted(format!(
+                "instance id `{}` was taken over {connected} s ago by another bridge process, \
+                 when this process's registration stopped answering pings; this process is \
+                 refused while the new owner lives (it answers pings): stop it, or give it its \
+                 own instance id",
+                self.info.id
+            ));
+        }
+        self.already_exists()
+    }
+
     /// The refusal of a newcomer whose id this live registration holds.
     pub(crate) fn already_exists(&self) -> Status {
         Status::already_exists(format!(
-            "instance id `{}` is already registered by another live bridge process (connected {} s ago, answering pings); give every process its own instance id",
+            "instance id `{}` is already registered: it is held by a live registration \
+             (another bridge process, connected {} s ago, answering pings); give every \
+             process its own instance id",
             self.info.id,
             self.connected_at
                 .elapsed()
@@ -760,10 +842,35 @@ impl Registry {
 
     /// Adds `instance`; a live registration with the same id is replaced and
     /// returned, so the caller can close it.
+    #[cfg(test)]
     pub(crate) fn insert(&self, instance: Arc<Instance>) -> Option<Arc<Instance>> {
+        match self.insert_replacing(instance, Holder::Any) {
+            Ok(replaced) => replaced,
+            Err(_) => None,
+        }
+    }
+
+    /// Adds `instance` if its id is held by `holder` now (as the takeover
+    /// check found it): the registration replaced, if any, is returned so
+    /// the caller can close it. When another registration took the id
+    /// meanwhile, nothing changes and that registration is the error: so
+    /// newcomers racing for a lost owner's id take it over once.
+    pub(crate) fn insert_replacing(
+        &self,
+        instance: Arc<Instance>,
+        holder: Holder,
+    ) -> Result<Option<Arc<Instance>>, Arc<Instance>> {
         let guard = self.write();
-        let removed = std::mem::take(&mut *self.pending());
         let current = self.instances.load_full();
+        let found = current
+            .iter()
+            .find(|existing| existing.id() == instance.id() && !existing.is_closed());
+        if let (Holder::Registration(expected), Some(found)) = (holder, found)
+            && expected != Some(found.registration)
+        {
+            return Err(found.clone());
+        }
+        let removed = std::mem::take(&mut *self.pending());
         let mut next: Vec<Arc<Instance>> = Vec::with_capacity(current.len() + 1);
         let mut replaced = None;
         for existing in current.iter() {
@@ -777,7 +884,7 @@ impl Registry {
         self.publish(next);
         drop(guard);
         self.apply_pending();
-        replaced
+        Ok(replaced)
     }
 
     /// Removes the registration `registration`, if still present.
@@ -900,11 +1007,21 @@ mod tests {
     #[tokio::test]
     async fn an_id_bound_to_a_credential_passes_only_to_that_credential_even_when_silent() {
         let owner = registered(Some("token a"), "p1");
+        // The same credential from another process: only if the owner is
+        // silent (a credential does not say which process is alive).
+        assert!(matches!(
+            owner.takeover_by(&newcomer(Some("token a"), "p2"), 10_000),
+            Takeover::IfSilent
+        ));
+        assert!(matches!(
+            owner.takeover_by(&newcomer(Some("token a"), "p1"), 10_000),
+            Takeover::Allowed
+        ));
+        owner.shut(&Status::unavailable("gone quiet"), None);
         assert!(matches!(
             owner.takeover_by(&newcomer(Some("token a"), "p2"), 10_000),
             Takeover::Allowed
         ));
-        owner.shut(&Status::unavailable("gone quiet"), None);
         for intruder in [newcomer(Some("token b"), "p1"), newcomer(None, "p1")] {
             match owner.takeover_by(&intruder, 0) {
                 Takeover::Refused(status) => {
@@ -938,6 +1055,66 @@ mod tests {
             Takeover::Allowed
         ));
         assert_eq!(owner.already_exists().code(), tonic::Code::AlreadyExists);
+    }
+
+    #[tokio::test]
+    async fn the_process_an_id_was_taken_from_is_refused_as_replaced_and_others_as_duplicates() {
+        let (out, stream) = Outbox::new(1 << 20);
+        std::mem::forget(stream);
+        let info = InstanceInfo {
+            id: "dup".into(),
+            incarnation: "p2".into(),
+            ..InstanceInfo::default()
+        };
+        let new_owner = Instance::new(2, info, out, 1024, 1024, 2048).displacing("p1");
+        let comeback = new_owner.refusal_for(&newcomer(None, "p1"));
+        assert_eq!(comeback.code(), tonic::Code::Aborted);
+        assert!(
+            comeback.message().contains("taken over")
+                && comeback.message().contains("while the new owner lives"),
+            "{comeback:?}"
+        );
+        let other = new_owner.refusal_for(&newcomer(None, "p3"));
+        assert_eq!(other.code(), tonic::Code::AlreadyExists);
+        assert!(
+            other.message().contains("held by a live registration"),
+            "{other:?}"
+        );
+        // Its own process's reconnect displaces nobody.
+        assert!(registered(None, "p1").displacing("p1").displaced.is_none());
+    }
+
+    #[test]
+    fn an_insert_for_a_holder_that_changed_meanwhile_is_refused() {
+        let registry = Registry::new("svc");
+        let first = numbered(1);
+        registry.insert(first);
+        let same_id = |registration| {
+            let (out, stream) = Outbox::new(1 << 20);
+            std::mem::forget(stream);
+            let info = InstanceInfo {
+                id: "i-1".into(),
+                ..InstanceInfo::default()
+            };
+            Arc::new(Instance::new(registration, info, out, 1024, 1024, 2048))
+        };
+        // Two newcomers both found registration 1 holding the id.
+        let replaced = registry
+            .insert_replacing(same_id(2), Holder::Registration(Some(1)))
+            .expect("the first takes it over");
+        assert_eq!(replaced.map(|r| r.registration), Some(1));
+        let refused = registry
+            .insert_replacing(same_id(3), Holder::Registration(Some(1)))
+            .expect_err("the second finds another holder");
+        assert_eq!(refused.registration, 2);
+        // One that found no holder is refused once someone registered.
+        assert!(
+            registry
+                .insert_replacing(same_id(4), Holder::Registration(None))
+                .is_err()
+        );
+        let ids: Vec<u64> = registry.snapshot().iter().map(|i| i.registration).collect();
+        assert_eq!(ids, vec![2]);
     }
 
     #[tokio::test]

@@ -17,7 +17,8 @@ use tracing::{debug, info, warn};
 
 use super::RouterCore;
 use super::outbound::{OutboundStream, Outbox};
-use super::registry::{CallEvent, Instance, InstanceInfo, ResponsePhase, Takeover};
+use super::recheck::Credentials;
+use super::registry::{CallEvent, Holder, Instance, InstanceInfo, ResponsePhase, Takeover};
 use crate::flow::RecvWindow;
 use crate::metrics::Event;
 use crate::pb;
@@ -155,9 +156,9 @@ async fn accept(
         incarnation: hello.incarnation,
     };
     // A live registration of the same id is replaced only by its own
-    // process or credential, or when it misses a ping.
-    // A scan, not `Snapshot::by_id`: that builds the snapshot's index, and
-    // every registration publishes a new snapshot, so ten thousand
+    // process, or once it misses a ping; a credential alone never replaces
+    // it. A scan, not `Snapshot::by_id`: that builds the snapshot's index,
+    // and every registration publishes a new snapshot, so ten thousand
     // registrations would build ten thousand indexes.
     let existing = core
         .registry
@@ -165,7 +166,8 @@ async fn accept(
         .iter()
         .find(|i| i.id() == info.id)
         .cloned();
-    if let Some(existing) = existing {
+    let holder = Holder::Registration(existing.as_ref().map(|e| e.registration));
+    if let Some(existing) = &existing {
         let interval = config.heartbeat_interval;
         let stale_after = u64::from(millis(interval + interval / 2));
         match existing.takeover_by(&info, stale_after) {
@@ -174,7 +176,7 @@ async fn accept(
             Takeover::IfSilent => {
                 let probe = (interval / 2).min(TAKEOVER_PROBE);
                 if existing.answers_ping(probe).await {
-                    return Err(existing.already_exists());
+                    return Err(existing.refusal_for(&info));
                 }
             }
         }
@@ -186,7 +188,7 @@ async fn accept(
     };
     let max_frame =
         usize::try_from(hello.max_frame_size.max(crate::defaults::MIN_FRAME)).unwrap_or(usize::MAX);
-    let instance = Instance::new(
+    let mut instance = Instance::new(
         core.registry.next_registration(),
         info,
         out,
@@ -196,7 +198,11 @@ async fn accept(
             config.initial_window,
             usize::try_from(config.max_frame_size).unwrap_or(usize::MAX),
         ),
-    );
+    )
+    .with_credentials(Credentials::new(&metadata, peer, peer_certificates));
+    if let Some(existing) = &existing {
+        instance = instance.displacing(&existing.info().incarnation);
+    }
     let welcome = pb::Welcome {
         protocol_version: PROTOCOL_VERSION,
         router_id: config.router_id.clone(),
@@ -205,16 +211,28 @@ async fn accept(
         heartbeat_interval_ms: millis(config.heartbeat_interval),
         heartbeat_timeout_ms: millis(config.heartbeat_timeout),
     };
-    let ((instance, stale), learnt) = core.service.admit(
+    let (inserted, learnt) = core.service.admit(
         description.as_ref(),
         || !core.registry.is_empty(),
         |served| {
             let instance = Arc::new(instance.with_served(served));
+            // Queued before the insert, so it precedes any call's `Start`.
             instance.send(RouterFrame::Welcome(welcome));
-            let stale = core.registry.insert(instance.clone());
-            (instance, stale)
+            // Refused when another newcomer took the id over between the
+            // check and now: one takeover per lost owner.
+            match core.registry.insert_replacing(instance.clone(), holder) {
+                Ok(stale) => Ok((instance, stale)),
+                Err(holder) => Err(holder.refusal_for(instance.info())),
+            }
         },
     )?;
+    let (instance, stale) = inserted?;
+    // A reload that changed the registration check while this one was
+    // checked with the old one: check it again.
+    let current = core.config();
+    if super::recheck::check_changed(&config, &current) {
+        super::recheck::recheck(&core, &current, &instance);
+    }
     if learnt.defined {
         core.refresh_strategy();
         info!(
@@ -245,10 +263,20 @@ async fn accept(
             by = instance.registration,
             "instance re-registered; closing its stale registration"
         );
-        let replaced = format!(
-            "instance `{}` re-registered; its previous registration is closed",
-            stale.id()
-        );
+        let replaced = if stale.info().incarnation == instance.info().incarnation
+            && !stale.info().incarnation.is_empty()
+        {
+            format!(
+                "instance `{}` re-registered from the same bridge process; its previous registration is closed",
+                stale.id()
+            )
+        } else {
+            format!(
+                "instance `{}` re-registered from another bridge process after this registration \
+                 missed a ping; it is closed, and this process is refused while the new owner lives",
+                stale.id()
+            )
+        };
         stale.shut(
             &Status::unavailable(replaced.clone()),
             Some(Status::aborted(replaced)),
@@ -344,7 +372,7 @@ fn read_frames(
 
 /// Removes a registration and ends it: its calls fail UNAVAILABLE with
 /// `reason`, its register stream ends with `stream_status`.
-fn end_registration(
+pub(crate) fn end_registration(
     core: &RouterCore,
     instance: &Instance,
     reason: &str,

@@ -8,7 +8,7 @@ import signal
 import secrets
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from .descriptor import ServiceDescriptor
@@ -111,6 +111,12 @@ class BridgeState:
     registered: int = 0
     #: The last registration error, if any.
     last_error: Optional[str] = None
+    #: How many routers hold this bridge's instance id for another bridge
+    #: process: the registration there was replaced (the other process took
+    #: the id over while this one did not answer a ping) or is refused as
+    #: replaced. The bridge tries again there at its longest backoff; once
+    #: registered there again it no longer counts it.
+    replaced: int = 0
 
 
 class Bridge:
@@ -172,7 +178,7 @@ class Bridge:
     @property
     def state(self) -> BridgeState:
         """The current registration state (a copy)."""
-        return BridgeState(self._state.registered, self._state.last_error)
+        return replace(self._state)
 
     async def start(self) -> None:
         """Registers with every endpoint in the background; returns at once."""
@@ -250,6 +256,10 @@ class Bridge:
 
     def _release(self) -> None:
         self.active = max(0, self.active - 1)
+
+    def _replaced_changed(self, delta: int) -> None:
+        self._state.replaced = max(0, self._state.replaced + delta)
+        self._registered_changed(0, None)
 
     def _registered_changed(self, delta: int, error: Optional[str]) -> None:
         self._state.registered = max(0, self._state.registered + delta)

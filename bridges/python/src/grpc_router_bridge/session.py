@@ -40,7 +40,10 @@ _RESOURCE_EXHAUSTED = 8
 @dataclass
 class SessionEnd:
     """How a session ended: ``stopped`` (shutdown or abort: stop for good),
-    ``lost`` (reconnect) or ``refused`` (reconnect after the longest pause)."""
+    ``lost`` (reconnect), ``refused`` (reconnect after the longest pause) or
+    ``replaced`` (another bridge process holds the instance id: the router
+    closed this registration, or refuses this process, with ABORTED;
+    reconnect after the longest pause)."""
 
     kind: str
     reason: str = ""
@@ -90,6 +93,9 @@ class Session:
         self._drained = asyncio.Event()
         self._last_seen = self.loop.time()
         self.registered = False
+        #: Whether this endpoint counts in ``BridgeState.replaced``; the
+        #: session's ``Welcome`` clears it.
+        self.was_replaced = False
 
     # --- Link, for calls ------------------------------------------------------
 
@@ -221,6 +227,8 @@ class Session:
             stream.cancel()
 
     def _failed(self, error: grpc.aio.AioRpcError) -> SessionEnd:
+        if error.code() == grpc.StatusCode.ABORTED:
+            return SessionEnd("replaced", f"router replaced this registration: {error.details()}")
         if error.code() in REFUSED_CODES:
             return SessionEnd("refused", f"router refused registration: {error.details()}")
         return SessionEnd("lost", f"register call failed: {error.code().name}: {error.details()}")
@@ -244,6 +252,9 @@ class Session:
         self.max_frame = max(welcome.max_frame_size, 1024)
         self.registered = True
         bridge._registered_changed(+1, None)
+        if self.was_replaced:
+            self.was_replaced = False
+            bridge._replaced_changed(-1)
         _LOGGER.info("registered with %s (router %s)", self.endpoint, welcome.router_id)
         bridge._sessions.add(self)
         self._last_seen = self.loop.time()
@@ -394,30 +405,46 @@ async def run_endpoint(
     reconnecting with exponential, jittered, capped backoff."""
     options = bridge.options
     delay = options.reconnect_initial
-    while not stop.is_set():
-        session = Session(bridge, endpoint, stop, server_name)
-        try:
-            end = await session.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # noqa: BLE001 - reconnect whatever went wrong
-            _LOGGER.exception("registration with %s failed", endpoint)
-            end = SessionEnd("lost", f"bridge error: {e}")
-        if end.kind == "stopped":
-            return
-        if session.registered:
-            delay = options.reconnect_initial
-        if end.kind == "refused":
-            delay = options.reconnect_max
-        bridge._registered_changed(0, end.reason)
-        wait = jitter(delay)
-        _LOGGER.warning("registration with %s lost: %s; retrying in %.2fs", endpoint, end.reason, wait)
-        try:
-            await asyncio.wait_for(stop.wait(), wait)
-            return
-        except asyncio.TimeoutError:
-            pass
-        delay = min(delay * 2, options.reconnect_max)
+    # Whether this endpoint counts in ``BridgeState.replaced``.
+    replaced = False
+    try:
+        while not stop.is_set():
+            session = Session(bridge, endpoint, stop, server_name)
+            session.was_replaced = replaced
+            try:
+                end = await session.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - reconnect whatever went wrong
+                _LOGGER.exception("registration with %s failed", endpoint)
+                end = SessionEnd("lost", f"bridge error: {e}")
+            replaced = session.was_replaced
+            if end.kind == "stopped":
+                return
+            if session.registered:
+                delay = options.reconnect_initial
+            if end.kind in ("refused", "replaced"):
+                # Trying again at once would be refused again, or (replaced)
+                # start a takeover loop with the process holding the id.
+                delay = options.reconnect_max
+            if end.kind == "replaced" and not replaced:
+                replaced = True
+                bridge._replaced_changed(+1)
+            bridge._registered_changed(0, end.reason)
+            wait = jitter(delay)
+            if end.kind == "replaced":
+                _LOGGER.error("another process holds this instance id at %s: %s; retrying in %.2fs", endpoint, end.reason, wait)
+            else:
+                _LOGGER.warning("registration with %s lost: %s; retrying in %.2fs", endpoint, end.reason, wait)
+            try:
+                await asyncio.wait_for(stop.wait(), wait)
+                return
+            except asyncio.TimeoutError:
+                pass
+            delay = min(delay * 2, options.reconnect_max)
+    finally:
+        if replaced:
+            bridge._replaced_changed(-1)
 
 
 def split_host_port(endpoint: str) -> Tuple[str, str, int]:
