@@ -196,7 +196,8 @@ async fn accept(
             config.initial_window,
             usize::try_from(config.max_frame_size).unwrap_or(usize::MAX),
         ),
-    );
+    )
+    .with_partial_limit(config.max_partial_response_bytes);
     let welcome = pb::Welcome {
         protocol_version: PROTOCOL_VERSION,
         router_id: config.router_id.clone(),
