@@ -241,6 +241,8 @@ impl FrameReader {
 mod tests {
     use super::*;
 
+    use http_body::Body as _;
+
     /// A request body over a queue, and the queue's sender.
     fn request_body() -> (RequestBody, QueueSender<RequestEvent>) {
         let (inbound, rx) = crate::queue::queue();
