@@ -19,6 +19,12 @@ pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 /// call, while a bridge cannot make the router hold an unbounded message.
 pub const MAX_RESPONSE_MESSAGE: usize = 64 * 1024 * 1024;
 
+/// The bytes of partly received response messages the router holds for one
+/// registration, across all its calls: as much as one message of the
+/// largest size, so the bound never refuses a response the per-message
+/// limit allows alone.
+pub const MAX_PARTIAL_RESPONSE: usize = MAX_RESPONSE_MESSAGE;
+
 /// The smallest frame limit either side honours, whatever the peer declares.
 pub const MIN_FRAME: u32 = 1024;
 

@@ -33,6 +33,7 @@ pub(crate) mod flow;
 mod gauge;
 pub(crate) mod metadata;
 pub mod metrics;
+pub(crate) mod oversize;
 pub mod pb;
 pub(crate) mod queue;
 pub mod reflection;

@@ -102,9 +102,12 @@ class Fleet:
         self.log_dir = log_dir
         self.processes: List[Process] = []
 
-    def router(self, *flags: str, listen: str = "127.0.0.1:0", name: str = "router") -> str:
-        """Starts a router; returns its ``host:port``."""
-        args = ["router", "--listen", listen, "--max-message-size", str(20 * 1024 * 1024), *flags]
+    def router(
+        self, *flags: str, listen: str = "127.0.0.1:0", name: str = "router", max_message_size: int = 20 * 1024 * 1024
+    ) -> str:
+        """Starts a router taking request messages of up to ``max_message_size``
+        bytes; returns its ``host:port``."""
+        args = ["router", "--listen", listen, "--max-message-size", str(max_message_size), *flags]
         process = Process(f"{name}-{len(self.processes)}", args, self.log_dir)
         self.processes.append(process)
         return process.first_line.removeprefix("listening on ")

@@ -88,5 +88,5 @@ def test_small_messages_go_whole() -> None:
 def test_the_assembler_refuses_to_outgrow_its_limit() -> None:
     assembler = Assembler(10)
     assert assembler.push(b"12345", False) is None
-    with pytest.raises(MessageTooLarge, match="the limit is: 10 bytes"):
+    with pytest.raises(MessageTooLarge, match="the limit is 10 bytes"):
         assembler.push(b"123456", True)

@@ -8,7 +8,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body::Frame;
 use tonic::Status;
 
-use crate::flow::Intake;
+use crate::flow::{Intake, Oversize};
 use crate::pb;
 use crate::queue::{QueueReceiver, QueueSender};
 use crate::wire::BridgeFrame;
@@ -118,14 +118,30 @@ impl http_body::Body for RequestBody {
                                 return this.frame_message(message);
                             }
                         }
-                        Err(status) => {
+                        Err(over) => {
+                            // The session reader refuses such a message
+                            // before it gets here (`session::to_call`).
                             this.ended = true;
-                            return Poll::Ready(Some(Err(status)));
+                            let limit = match over {
+                                Oversize::Message { limit } | Oversize::Pool { limit } => limit,
+                            };
+                            return Poll::Ready(Some(Err(Status::resource_exhausted(format!(
+                                "request message of more than {limit} bytes exceeds the instance's limit of {limit} bytes (raise it with BridgeConfig::max_message_size)"
+                            )))));
                         }
                     }
                 }
-                Poll::Ready(Some(RequestEvent::End)) | Poll::Ready(None) => {
+                Poll::Ready(Some(RequestEvent::End)) => {
                     this.ended = true;
+                }
+                Poll::Ready(None) => {
+                    // The call ended before the client's last message: it was
+                    // cancelled, or its registration was lost. Not the end of
+                    // the input: a handler must not finish as if it had all
+                    // of it. (Not CANCELLED: tonic's decoder reads a
+                    // CANCELLED body as the end of the stream.)
+                    this.ended = true;
+                    return Poll::Ready(Some(Err(cancelled_input())));
                 }
             }
         }
@@ -134,6 +150,15 @@ impl http_body::Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         self.ended && self.pending.is_none()
     }
+}
+
+/// What a handler still reading its requests gets once its call ended
+/// without the client's last message (cancelled, deadline, registration
+/// lost).
+pub(crate) fn cancelled_input() -> Status {
+    Status::aborted(
+        "the call was cancelled before its request stream ended (client cancel, deadline or lost registration)",
+    )
 }
 
 /// Splits a gRPC-framed byte stream (the user's server's response body) into
@@ -215,6 +240,61 @@ impl FrameReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use http_body::Body as _;
+
+    /// A request body over a queue, and the queue's sender.
+    fn request_body() -> (RequestBody, QueueSender<RequestEvent>) {
+        let (inbound, rx) = crate::queue::queue();
+        let (out, _frames) = crate::queue::queue();
+        let window = std::sync::Arc::new(crate::flow::RecvWindow::new(1 << 20));
+        let body = RequestBody {
+            call_id: 1,
+            rx,
+            out,
+            intake: Intake::new(window, 1 << 16, 1 << 20),
+            pending: None,
+            ended: false,
+        };
+        (body, inbound)
+    }
+
+    /// The frames `body` yields until it ends or fails.
+    async fn frames_of(mut body: RequestBody) -> Vec<Result<Bytes, Status>> {
+        let mut seen = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        {
+            let failed = frame.is_err();
+            seen.push(frame.map(|f| f.into_data().unwrap_or_default()));
+            if failed {
+                break;
+            }
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn a_request_stream_closed_without_its_end_fails_instead_of_ending() {
+        let (body, inbound) = request_body();
+        let _ = inbound.send(RequestEvent::Message(Bytes::from_static(b"a")));
+        drop(inbound);
+        let seen = frames_of(body).await;
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        let error = seen[2].as_ref().expect_err("not the end of the input");
+        assert_ne!(
+            error.code(),
+            tonic::Code::Cancelled,
+            "tonic's decoder would read CANCELLED as the end of the stream"
+        );
+        // A half-close is the end.
+        let (body, inbound) = request_body();
+        let _ = inbound.send(RequestEvent::Message(Bytes::from_static(b"a")));
+        let _ = inbound.send(RequestEvent::End);
+        drop(inbound);
+        let seen = frames_of(body).await;
+        assert!(seen.iter().all(Result::is_ok), "{seen:?}");
+        assert_eq!(seen.len(), 2);
+    }
 
     #[test]
     fn frame_reader_splits_and_joins_messages() {

@@ -59,6 +59,9 @@ pub(crate) struct CallEntry {
     pub(crate) window: Arc<RecvWindow>,
     pub(crate) reply_credit: Arc<SendCredit>,
     pub(crate) cancel: CancellationToken,
+    /// Bytes of the chunked request message arriving now, counted by the
+    /// session reader against the bridge's `max_message_size`.
+    pub(crate) partial: usize,
 }
 
 /// The calls of one registration.
@@ -150,6 +153,7 @@ pub(crate) fn start<T: BridgedService>(
             window: window.clone(),
             reply_credit: reply_credit.clone(),
             cancel: cancel.clone(),
+            partial: 0,
         },
     );
     let body = RequestBody {
@@ -171,15 +175,20 @@ pub(crate) fn start<T: BridgedService>(
             (start.timeout_micros > 0).then(|| Duration::from_micros(start.timeout_micros));
         let out = context.out.clone();
         let work = run(service, &context, start, body, &reply_credit, timeout);
+        // The cancel is checked first: once the router cancelled the call,
+        // the handler is never polled again (it could otherwise finish, and
+        // answer, on the same wake-up).
         let outcome = match timeout {
             Some(timeout) => tokio::select! {
-                outcome = work => Some(outcome),
+                biased;
                 _ = cancel.cancelled() => None,
+                outcome = work => Some(outcome),
                 _ = tokio::time::sleep(timeout) => Some(Err(Status::deadline_exceeded("deadline exceeded"))),
             },
             None => tokio::select! {
-                outcome = work => Some(outcome),
+                biased;
                 _ = cancel.cancelled() => None,
+                outcome = work => Some(outcome),
             },
         };
         // The handler's future and response stream are dropped by now: a
@@ -244,7 +253,8 @@ async fn run<T: BridgedService>(
     let (parts, mut body) = response.into_parts();
 
     // A trailers-only response: the status is in the headers.
-    if let Some(trailers) = metadata::trailers_from_headers(call_id, &parts.headers) {
+    if let Some(mut trailers) = metadata::trailers_from_headers(call_id, &parts.headers) {
+        name_server_limit(&mut trailers, &context.instance_id);
         let end = ended(&trailers);
         let _ = context.out.send(BridgeFrame::Trailers(trailers));
         return Ok(end);
@@ -303,7 +313,7 @@ async fn run<T: BridgedService>(
             Err(frame) => frame,
         };
         if let Ok(trailers) = frame.into_trailers() {
-            let trailers =
+            let mut trailers =
                 metadata::trailers_from_headers(call_id, &trailers).unwrap_or(pb::Trailers {
                     call_id,
                     code: Code::Unknown as i32,
@@ -312,11 +322,27 @@ async fn run<T: BridgedService>(
                     metadata: Some(metadata::from_headers(&trailers)),
                     not_started: false,
                 });
+            name_server_limit(&mut trailers, &context.instance_id);
             let end = ended(&trailers);
             batch.push(BridgeFrame::Trailers(trailers));
             flush(context, &mut batch);
             return Ok(end);
         }
+    }
+}
+
+/// Turns tonic's own status for a message over one of the server's size
+/// limits (OUT_OF_RANGE) into RESOURCE_EXHAUSTED, gRPC's code for it, naming
+/// the instance and the server setting that raises the limit. Any other
+/// status is the handler's and stays as it is.
+fn name_server_limit(trailers: &mut pb::Trailers, instance_id: &str) {
+    if let Some(status) = crate::oversize::bridge_server(
+        Code::from_i32(trailers.code),
+        &trailers.message,
+        instance_id,
+    ) {
+        trailers.code = status.code() as i32;
+        trailers.message = status.message().to_owned();
     }
 }
 

@@ -552,10 +552,30 @@ fn dispatch<T: BridgedService>(
 /// to the router and the handler) instead of growing the bridge's memory.
 fn to_call(context: &CallContext, call_id: u64, event: RequestEvent) {
     let size = event.size();
-    let calls = context.calls.lock();
-    let Some(entry) = calls.get(&call_id) else {
+    let mut calls = context.calls.lock();
+    let Some(entry) = calls.get_mut(&call_id) else {
         return;
     };
+    if entry.cancel.is_cancelled() {
+        // Cancelled or already failed: its handler reads nothing more.
+        return;
+    }
+    if let Some(size) = oversized(entry, &event, context.max_message) {
+        // The client's request is over this instance's limit: the call fails
+        // now, whether or not the handler reads, as a gRPC server fails it.
+        let status =
+            crate::oversize::bridge_request(size, context.max_message, &context.instance_id);
+        debug!(
+            call_id,
+            reason = status.message(),
+            "request message over the limit; failing the call"
+        );
+        entry.cancel.cancel();
+        let _ = context.out.send(BridgeFrame::Trailers(
+            crate::metadata::trailers_from_status(call_id, &status),
+        ));
+        return;
+    }
     match entry.window.receive(size) {
         Ok(()) => {
             let _ = entry
@@ -575,6 +595,33 @@ fn to_call(context: &CallContext, call_id: u64, event: RequestEvent) {
                 ..Default::default()
             }));
         }
+    }
+}
+
+/// The size of the request message `event` adds to, when it takes it past
+/// `max_message` (a whole message longer than that, or chunks adding up to
+/// more); counts the chunks of the message arriving now in `entry`.
+fn oversized(
+    entry: &mut call::CallEntry,
+    event: &RequestEvent,
+    max_message: usize,
+) -> Option<crate::oversize::Size> {
+    use crate::oversize::Size;
+    match event {
+        RequestEvent::Message(message) if message.len() > max_message => {
+            Some(Size::Exactly(message.len()))
+        }
+        RequestEvent::Chunk(chunk) => {
+            entry.partial = entry.partial.saturating_add(chunk.data.len());
+            if entry.partial > max_message {
+                return Some(Size::MoreThan(max_message));
+            }
+            if chunk.last {
+                entry.partial = 0;
+            }
+            None
+        }
+        _ => None,
     }
 }
 

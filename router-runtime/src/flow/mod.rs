@@ -5,7 +5,8 @@
 //! - [`credit`]: credit arithmetic: the sender's [`SendCredit`], the
 //!   receiver's [`CreditReturn`].
 //! - [`chunk`]: sending a message within credit and frame limits
-//!   ([`send_with_credit`]), reassembling chunks ([`Assembler`]).
+//!   ([`send_with_credit`]), reassembling chunks ([`Assembler`]) under a
+//!   limit per message and, shared by several calls, a [`PartialPool`].
 //! - [`window`]: the receiver's enforcement: bytes delivered and not yet
 //!   consumed, against the window granted plus one frame ([`RecvWindow`]),
 //!   and the consuming side's bookkeeping ([`Intake`]).
@@ -14,6 +15,6 @@ pub(crate) mod chunk;
 pub(crate) mod credit;
 pub(crate) mod window;
 
-pub(crate) use chunk::{SendError, send_with_credit};
+pub(crate) use chunk::{Oversize, PartialPool, SendError, send_with_credit};
 pub(crate) use credit::SendCredit;
 pub(crate) use window::{Intake, RecvWindow};

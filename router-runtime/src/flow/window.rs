@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 
-use super::chunk::Assembler;
+use super::chunk::{Assembler, Oversize, PartialPool};
 use super::credit::CreditReturn;
 
 use crate::defaults::METADATA_ALLOWANCE;
@@ -101,6 +101,25 @@ impl Intake {
         }
     }
 
+    /// Like [`Intake::new`], with partial messages counted in `pool`.
+    pub(crate) fn pooled(
+        window: Arc<RecvWindow>,
+        granted: u32,
+        max_message: usize,
+        pool: Arc<PartialPool>,
+    ) -> Self {
+        Intake {
+            window,
+            credit: CreditReturn::new(granted),
+            assembler: Assembler::pooled(max_message, pool),
+        }
+    }
+
+    /// The most one message may hold.
+    pub(crate) fn max_message(&self) -> usize {
+        self.assembler.limit()
+    }
+
     /// Takes a whole message of `len` bytes; the credit to send back now, if
     /// any.
     pub(crate) fn message(&mut self, len: usize) -> Option<u32> {
@@ -109,13 +128,13 @@ impl Intake {
     }
 
     /// Takes a chunk: the whole message once its last chunk is in, and the
-    /// credit to send back now; OUT_OF_RANGE once the message outgrows the
-    /// size limit.
+    /// credit to send back now; refused once the message outgrows its size
+    /// limit or the pool its own.
     pub(crate) fn chunk(
         &mut self,
         data: &[u8],
         last: bool,
-    ) -> Result<(Option<Bytes>, Option<u32>), tonic::Status> {
+    ) -> Result<(Option<Bytes>, Option<u32>), Oversize> {
         let whole = self.assembler.push(data, last)?;
         Ok((whole, self.message(data.len())))
     }

@@ -17,7 +17,8 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::balance::{PickError, Selection};
-use super::pump::{Requests, send_requests};
+use super::client_body::BodyWatch;
+use super::pump::{ClientStream, Requests, send_requests};
 use super::registry::Instance;
 use super::reply::{CallGuard, First, ReplyStream, deadline_exceeded};
 use super::service::Method;
@@ -34,6 +35,9 @@ pub(crate) struct Forward {
     pub(crate) method: Arc<Method>,
     /// When the request reached the router's service.
     pub(crate) received: Instant,
+    /// How the client's request body ends, for methods whose requests
+    /// stream.
+    pub(crate) body: Option<BodyWatch>,
 }
 
 impl tonic::server::StreamingService<Bytes> for Forward {
@@ -51,6 +55,7 @@ impl tonic::server::StreamingService<Bytes> for Forward {
                 self.method.clone(),
                 self.received,
                 request,
+                self.body.take().unwrap_or_default(),
                 span,
             ),
         ))
@@ -157,12 +162,14 @@ async fn forward(
     method: Arc<Method>,
     received: Instant,
     request: Request<Streaming<Bytes>>,
+    body: BodyWatch,
     span: tracing::Span,
 ) -> Result<Response<ReplyStream>, Status> {
     let mut record = CallRecord::start(&core, &method, received);
     // Boxed once here: the layers above (the span, tonic's handler) then move
     // a pointer, not the whole routing state, at each poll boundary.
-    let routed = Box::pin(route(core, method, received, request, span, &mut record)).await;
+    let client = ClientRequest { request, body };
+    let routed = Box::pin(route(core, method, received, client, span, &mut record)).await;
     match routed {
         Ok(mut response) => {
             // The response stream records the final status.
@@ -176,14 +183,21 @@ async fn forward(
     }
 }
 
+/// The client's call as tonic hands it over, and how its body ends.
+struct ClientRequest {
+    request: Request<Streaming<Bytes>>,
+    body: BodyWatch,
+}
+
 async fn route(
     core: Arc<RouterCore>,
     method: Arc<Method>,
     received: Instant,
-    request: Request<Streaming<Bytes>>,
+    client: ClientRequest,
     span: tracing::Span,
     record: &mut CallRecord,
 ) -> Result<Response<ReplyStream>, Status> {
+    let ClientRequest { request, body } = client;
     let (metadata_map, extensions, mut stream) = request.into_parts();
     let addresses = Addresses::of(&extensions);
     let mut headers = metadata_map.into_headers();
@@ -230,18 +244,24 @@ async fn route(
     trace::propagate(&span, &mut template.metadata);
 
     let requests = if method.kind.single_request() {
-        let message = match deadline {
+        let read = match deadline {
             Some(d) => tokio::time::timeout_at(d, stream.message())
                 .await
-                .map_err(|_| deadline_exceeded())??,
-            None => stream.message().await?,
+                .map_err(|_| deadline_exceeded())?,
+            None => stream.message().await,
         };
+        let message =
+            read.map_err(|status| crate::oversize::router_request(status, core.service.name()))?;
         if let Some(message) = &message {
             record.received(message.len());
         }
         Requests::Single(message)
     } else {
-        Requests::Stream(stream)
+        Requests::Stream(ClientStream {
+            messages: stream,
+            body,
+            service: core.service.shared_name(),
+        })
     };
     if expired(deadline) {
         return Err(deadline_exceeded());
@@ -428,10 +448,11 @@ fn respond(
     let config = core.config();
     ReplyStream {
         events: opened.events,
-        intake: Intake::new(
+        intake: Intake::pooled(
             opened.window,
             config.initial_window,
             config.max_response_message_size,
+            instance.partial.clone(),
         ),
         method: method.clone(),
         messages: 0,

@@ -15,6 +15,7 @@ mod authz;
 mod balance;
 mod call;
 mod call_stats;
+mod client_body;
 mod deadline;
 mod dynamic;
 mod limit;
@@ -133,18 +134,31 @@ pub struct RouterConfig {
     /// messages arrive in chunks.
     pub max_frame_size: u32,
     /// The largest request message, in bytes, the router takes from a client
-    /// (tonic's server default, 4 MiB). A larger one fails with OUT_OF_RANGE,
-    /// as a tonic server with the same limit answers it. Set it to the
-    /// instances' `max_decoding_message_size` when they take larger requests.
+    /// (tonic's server default, 4 MiB). A larger one fails the call at once,
+    /// in every method kind, with RESOURCE_EXHAUSTED (gRPC's code for it; a
+    /// tonic server says OUT_OF_RANGE) naming the limit and this setting.
+    /// Set it to the instances' `max_decoding_message_size` when they take
+    /// larger requests.
     pub max_message_size: usize,
     /// The largest response message, in bytes, the router forwards to a
     /// client: 64 MiB by default, far above common client receive limits, so
     /// the client's own limit applies exactly as in a direct call (tonic:
     /// OUT_OF_RANGE, grpcio: RESOURCE_EXHAUSTED), while a bridge still cannot
     /// make the router reassemble an unbounded message. A larger response
-    /// fails with OUT_OF_RANGE at the router. The instance's own
+    /// fails with RESOURCE_EXHAUSTED at the router, naming the instance and
+    /// this setting, and the instance gets `Cancel`. The instance's own
     /// `max_encoding_message_size` applies on its side.
     pub max_response_message_size: usize,
+    /// The bytes of partly received (chunked) response messages the router
+    /// holds for one registration, across all its calls (64 MiB by default,
+    /// one message of the largest `max_response_message_size`). A chunk that
+    /// would take a registration past it fails its call with
+    /// RESOURCE_EXHAUSTED naming the instance and this setting, and the
+    /// instance gets `Cancel`: an instance that never ends its messages costs
+    /// the router at most this (plus each call's window), however many calls
+    /// it holds. Set it to at least `max_response_message_size`, or a
+    /// response of that size fails even alone.
+    pub max_partial_response_bytes: usize,
     /// How often the router pings each bridge.
     pub heartbeat_interval: Duration,
     /// A bridge silent for this long is dropped and its calls fail.
@@ -209,6 +223,10 @@ impl std::fmt::Debug for RouterConfig {
             .field("max_frame_size", &self.max_frame_size)
             .field("max_message_size", &self.max_message_size)
             .field("max_response_message_size", &self.max_response_message_size)
+            .field(
+                "max_partial_response_bytes",
+                &self.max_partial_response_bytes,
+            )
             .field("accept_compression", &self.accept_compression)
             .field("send_compression", &self.send_compression)
             .field("heartbeat_interval", &self.heartbeat_interval)
@@ -231,6 +249,7 @@ impl Default for RouterConfig {
             max_frame_size: crate::defaults::MAX_FRAME,
             max_message_size: crate::defaults::MAX_MESSAGE,
             max_response_message_size: crate::defaults::MAX_RESPONSE_MESSAGE,
+            max_partial_response_bytes: crate::defaults::MAX_PARTIAL_RESPONSE,
             heartbeat_interval: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(30),
             route_key_header: None,
@@ -536,10 +555,18 @@ impl RouterCore {
         for encoding in &config.send_compression {
             grpc = grpc.send_compressed(*encoding);
         }
+        // Streamed requests: tell a client's reset from the end of its stream.
+        let (req, body) = if method.kind.single_request() {
+            (req, None)
+        } else {
+            let (req, body) = client_body::watch(req);
+            (req, Some(body))
+        };
         let handler = call::Forward {
             core: self,
             method,
             received,
+            body,
         };
         grpc.streaming(handler, req).await
     }

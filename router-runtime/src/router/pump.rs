@@ -1,11 +1,19 @@
 //! A call's request side: the client's messages sent to the bridge as the
 //! call's credit and the registration's queue allow, then the half-close.
+//!
+//! Only a clean end of the client's stream becomes a `HalfClose`. A client
+//! that resets its stream (which tonic's decoder reports as a clean end too,
+//! see [`super::client_body`]) gets no half-close: the response side's guard
+//! sends the bridge `Cancel`, so the handler sees a cancellation, never the
+//! end of its input. A request the router refuses (over its size limit)
+//! fails the call at once, for the client and the bridge.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tonic::Streaming;
 
+use super::client_body::BodyWatch;
 use super::registry::Instance;
 use crate::flow::{SendCredit, SendError, send_with_credit};
 use crate::metrics::RequestMeter;
@@ -19,7 +27,16 @@ pub(crate) enum Requests {
     /// Unary and server-streaming: the one message, already read.
     Single(Option<Bytes>),
     /// Client-streaming and bidi: the client's stream.
-    Stream(Streaming<Bytes>),
+    Stream(ClientStream),
+}
+
+/// A client's request stream (client-streaming and bidi calls).
+pub(crate) struct ClientStream {
+    pub(crate) messages: Streaming<Bytes>,
+    /// Tells a client's reset from the end of its requests.
+    pub(crate) body: BodyWatch,
+    /// The routed service, named in the status of a refused request.
+    pub(crate) service: Arc<str>,
 }
 
 /// Sends a call's request messages as credit allows, then half-closes;
@@ -56,7 +73,7 @@ pub(crate) async fn send_requests(
             if let (Some(meter), Some(since)) = (&mut meter, waiting) {
                 meter.waited(since);
             }
-            match stream.message().await {
+            match stream.messages.message().await {
                 Ok(Some(message)) => {
                     if let Some(meter) = &meter {
                         meter.received(message.len());
@@ -71,10 +88,19 @@ pub(crate) async fn send_requests(
                         return;
                     }
                 }
+                // The client reset the stream or its connection failed: the
+                // response side goes away too, and its guard cancels the call.
+                // No half-close: the handler must not see the end of its input.
+                Ok(None) | Err(_) if stream.body.broke() => return,
                 Ok(None) => break,
-                // The client's stream broke (reset, bad frame): the response side
-                // sees the same and cancels the call.
-                Err(_) => return,
+                // The router refused the request (over its size limit, badly
+                // framed): the client's side does not know, so fail the call
+                // for both.
+                Err(status) => {
+                    let status = crate::oversize::router_request(status, &stream.service);
+                    instance.end_call(call_id, status);
+                    return;
+                }
             }
         },
     }

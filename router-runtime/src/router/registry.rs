@@ -16,7 +16,7 @@ use tonic::Status;
 
 use super::outbound::Outbox;
 use crate::clock::Millis;
-use crate::flow::{RecvWindow, SendCredit};
+use crate::flow::{PartialPool, RecvWindow, SendCredit};
 use crate::pb;
 use crate::queue::{QueueReceiver, queue};
 use crate::wire::RouterFrame;
@@ -37,6 +37,9 @@ pub(crate) enum CallEvent {
     /// The instance broke the call's protocol: the call failed with this
     /// status (never retried elsewhere, unlike a loss).
     Violation(Status),
+    /// The router ended the call itself (the client's request broke a
+    /// limit) with this status; the bridge got `Cancel`.
+    Failed(Status),
 }
 
 impl CallEvent {
@@ -62,7 +65,7 @@ impl CallEvent {
             CallEvent::Message(message) => message.len(),
             CallEvent::Chunk(chunk) => chunk.data.len(),
             CallEvent::Trailers(trailers) => trailers.encoded_len(),
-            CallEvent::Lost(_) | CallEvent::Violation(_) => 0,
+            CallEvent::Lost(_) | CallEvent::Violation(_) | CallEvent::Failed(_) => 0,
         }
     }
 }
@@ -183,6 +186,9 @@ pub struct Instance {
     /// window plus one frame plus room for metadata. A bridge exceeding it
     /// breaks flow control.
     pub(crate) response_limit: usize,
+    /// The bytes of partly received response messages its calls hold
+    /// together, against `RouterConfig::max_partial_response_bytes`.
+    pub(crate) partial: Arc<PartialPool>,
     /// The methods the instance serves (from its `Hello.description`).
     served: super::service::Served,
     /// Its finished calls: counts, rate, latency.
@@ -232,6 +238,7 @@ impl Instance {
             request_window,
             max_frame,
             response_limit,
+            partial: Arc::new(PartialPool::new(crate::defaults::MAX_PARTIAL_RESPONSE)),
             served: None,
             stats: Default::default(),
             identity,
@@ -267,6 +274,13 @@ impl Instance {
     /// Binds the id to `identity`, the result of a re-check.
     pub(crate) fn set_identity(&self, identity: Option<String>) {
         *self.identity.lock().unwrap_or_else(|e| e.into_inner()) = identity.map(Arc::from);
+    }
+
+    /// The same instance, holding at most `limit` bytes of partly received
+    /// response messages across its calls.
+    pub(crate) fn with_partial_limit(mut self, limit: usize) -> Self {
+        self.partial = Arc::new(PartialPool::new(limit));
+        self
     }
 
     /// The same instance, serving only the methods in `served`.
@@ -576,6 +590,16 @@ impl Instance {
         }
     }
 
+    /// Ends a call the router stops itself (the client's request broke a
+    /// limit): the client's side gets `status`, the bridge `Cancel` (or
+    /// nothing, if the call's `Start` had not left yet).
+    pub(crate) fn end_call(&self, call_id: u64, status: Status) {
+        if let Some(slot) = self.calls().get(&call_id) {
+            let _ = slot.events.send(CallEvent::Failed(status.clone()));
+        }
+        self.cancel_call(call_id, status.code(), status.message());
+    }
+
     /// Registers a new call and returns its id, its events and its request
     /// credit.
     pub(crate) fn open_call(&self, unary: bool) -> OpenedCall {
@@ -603,6 +627,13 @@ impl Instance {
             request_credit,
             window,
         }
+    }
+
+    /// The bytes of partly received (chunked) response messages the router
+    /// holds for this registration's calls, together: at most
+    /// `RouterConfig::max_partial_response_bytes`.
+    pub fn partial_response_bytes(&self) -> usize {
+        self.partial.held()
     }
 
     /// Response bytes the router holds for each call in flight, received from

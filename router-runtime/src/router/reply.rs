@@ -15,12 +15,12 @@ use super::RouterCore;
 use super::recent_errors::Outcome;
 use super::registry::{CallEvent, Instance};
 use super::service::Method;
-use crate::flow::Intake;
-use crate::metadata;
+use crate::flow::{Intake, Oversize};
 use crate::metrics::CallRecord;
 use crate::pb;
 use crate::queue::QueueReceiver;
 use crate::wire::RouterFrame;
+use crate::{metadata, oversize};
 
 /// The status of a call whose deadline passed in the router.
 pub(crate) fn deadline_exceeded() -> Status {
@@ -182,7 +182,7 @@ impl ReplyStream {
                 self.guard.finished = true;
                 First::Lost(status)
             }
-            Some(CallEvent::Violation(status)) => {
+            Some(CallEvent::Violation(status) | CallEvent::Failed(status)) => {
                 self.guard.finished = true;
                 First::Failed(status)
             }
@@ -249,6 +249,37 @@ impl ReplyStream {
         }
     }
 
+    /// Fails the call for a response message over a limit of the router's:
+    /// its own (`max_response_message_size`), or the registration's bound on
+    /// partly received messages, which only an instance sending messages
+    /// that never end (or many large ones at once) reaches, so it is logged
+    /// as the instance's fault. The bridge gets `Cancel`.
+    fn refuse(
+        &mut self,
+        over: Oversize,
+        size: oversize::Size,
+    ) -> Poll<Option<Result<Bytes, Status>>> {
+        let instance = self.guard.instance.id().to_owned();
+        let status = match over {
+            Oversize::Message { limit } => {
+                oversize::router_response(size, limit, &instance, self.guard.core.service.name())
+            }
+            Oversize::Pool { limit } => {
+                tracing::warn!(
+                    event = "partial_limit",
+                    service = self.guard.core.service.name(),
+                    instance = %instance,
+                    call_id = self.guard.call_id,
+                    limit,
+                    "instance's partly received response messages reached the router's bound; failing the call"
+                );
+                oversize::router_partial(limit, &instance)
+            }
+        };
+        self.guard.cancel(Code::ResourceExhausted, status.message());
+        self.fail(status)
+    }
+
     fn fail(&mut self, status: Status) -> Poll<Option<Result<Bytes, Status>>> {
         self.done = true;
         self.guard
@@ -282,6 +313,15 @@ impl Stream for ReplyStream {
                 Some(CallEvent::Message(message)) => {
                     let credit = this.intake.message(message.len());
                     this.return_credit(credit);
+                    if message.len() > this.intake.max_message() {
+                        let size = oversize::Size::Exactly(message.len());
+                        return this.refuse(
+                            Oversize::Message {
+                                limit: this.intake.max_message(),
+                            },
+                            size,
+                        );
+                    }
                     return this.deliver(message);
                 }
                 Some(CallEvent::Chunk(chunk)) => match this.intake.chunk(&chunk.data, chunk.last) {
@@ -291,10 +331,9 @@ impl Stream for ReplyStream {
                             return this.deliver(message);
                         }
                     }
-                    Err(status) => {
-                        this.guard
-                            .cancel(Code::OutOfRange, "response message too large");
-                        return this.fail(status);
+                    Err(over) => {
+                        let size = oversize::Size::MoreThan(this.intake.max_message());
+                        return this.refuse(over, size);
                     }
                 },
                 Some(CallEvent::Headers(md)) => {
@@ -310,7 +349,11 @@ impl Stream for ReplyStream {
                     let status = this.final_status(trailers);
                     return this.fail(status);
                 }
-                Some(CallEvent::Lost(status) | CallEvent::Violation(status)) => {
+                Some(
+                    CallEvent::Lost(status)
+                    | CallEvent::Violation(status)
+                    | CallEvent::Failed(status),
+                ) => {
                     this.guard.finished = true;
                     return this.fail(status);
                 }

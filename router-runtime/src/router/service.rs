@@ -166,6 +166,11 @@ impl ServiceTable {
         &self.name
     }
 
+    /// The service name, shared.
+    pub(crate) fn shared_name(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
     /// The strategy the service's description asks for.
     pub(crate) fn default_strategy(&self) -> Strategy {
         **self.default_strategy.load()

@@ -199,7 +199,8 @@ async fn accept(
             usize::try_from(config.max_frame_size).unwrap_or(usize::MAX),
         ),
     )
-    .with_credentials(Credentials::new(&metadata, peer, peer_certificates));
+    .with_credentials(Credentials::new(&metadata, peer, peer_certificates))
+    .with_partial_limit(config.max_partial_response_bytes);
     if let Some(existing) = &existing {
         instance = instance.displacing(&existing.info().incarnation);
     }

@@ -24,7 +24,7 @@ _UNKNOWN = 2
 _DEADLINE_EXCEEDED = 4
 _UNIMPLEMENTED = 12
 _INTERNAL = 13
-_OUT_OF_RANGE = 11
+_RESOURCE_EXHAUSTED = 8
 
 
 class CallEnded(grpc.RpcError):
@@ -41,6 +41,7 @@ class Link(Protocol):
     request_window: int
     max_frame: int
     max_message: int
+    instance_id: str
 
     def send(self, frame: bytes) -> None:
         """Queues one frame for the router."""
@@ -65,6 +66,8 @@ class Call:
         self.reply_credit = SendCredit(link.reply_window)
         self._credit_return = CreditReturn(link.request_window)
         self._assembler = Assembler(link.max_message)
+        # Bytes of the chunked request message arriving now.
+        self._partial = 0
         self._inbound: "asyncio.Queue[_Item]" = asyncio.Queue()
         self._request_done = False
         self._headers_sent = False
@@ -109,9 +112,29 @@ class Call:
         self.task = self.loop.create_task(self._run())
 
     def deliver(self, item: _Item) -> None:
-        """A request message, chunk or the client's half-close (``None``)."""
-        if not self.over:
-            self._inbound.put_nowait(item)
+        """A request message, chunk or the client's half-close (``None``). A
+        request message over the bridge's limit fails the call at once
+        (RESOURCE_EXHAUSTED), whether or not the handler reads, as a gRPC
+        server fails it."""
+        if self.over:
+            return
+        if isinstance(item, wire.Chunk):
+            self._partial += len(item.data)
+            if self._partial > self.link.max_message:
+                self._refuse(f"more than {self.link.max_message} bytes")
+                return
+            if item.last:
+                self._partial = 0
+        elif item is not None and len(item) > self.link.max_message:
+            self._refuse(f"{len(item)} bytes")
+            return
+        self._inbound.put_nowait(item)
+
+    def _refuse(self, size: str) -> None:
+        self.cancelled = True
+        self.finish(_RESOURCE_EXHAUSTED, _too_large(size, self.link.max_message, self.link.instance_id), b"", [])
+        if self.task is not None:
+            self.task.cancel()
 
     def cancel(self) -> None:
         """The router cancelled the call: nothing more is sent for it."""
@@ -254,7 +277,8 @@ class Call:
 
     def _finish_failed(self, error: BaseException, context: _Base, message: str) -> None:
         if isinstance(error, MessageTooLarge):
-            self.finish(_OUT_OF_RANGE, str(error), b"", [])
+            # ``deliver`` refuses such a message before a handler reads it.
+            self.finish(_RESOURCE_EXHAUSTED, _too_large(f"more than {error.limit} bytes", error.limit, self.link.instance_id), b"", [])
         elif isinstance(error, CallEnded) or self.over:
             return
         elif isinstance(error, AbortError) or context._aborted:
@@ -358,6 +382,14 @@ class Call:
             self.loop.call_soon_threadsafe(
                 self._finish_failed, e, context, f"Exception calling application: {e}"
             )
+
+
+def _too_large(size: str, limit: int, instance_id: str) -> str:
+    """The status message of a request over the bridge's limit."""
+    return (
+        f"request message of {size} exceeds instance `{instance_id}`'s limit of {limit} bytes "
+        f"(raise it with BridgeOptions.max_message_size)"
+    )
 
 
 class _Internal(Exception):

@@ -76,10 +76,8 @@ class MessageTooLarge(Exception):
     """A chunked message outgrew the bridge's message size limit."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(
-            f"Error, decoded message length too large: found more than {limit} bytes, "
-            f"the limit is: {limit} bytes"
-        )
+        super().__init__(f"request message of more than {limit} bytes, the limit is {limit} bytes")
+        self.limit = limit
 
 
 class Assembler:

@@ -83,6 +83,7 @@ class Session:
         options = bridge.options
         self.request_window = options.initial_window
         self.max_message = options.max_message_size
+        self.instance_id = options.instance_id
         self.reply_window = 1
         self.max_frame = 1024
         self.calls: Dict[int, Call] = {}
