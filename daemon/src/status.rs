@@ -7,10 +7,16 @@ use router_runtime::pb;
 use router_runtime::pb::router_admin_client::RouterAdminClient;
 use serde::Serialize;
 
-/// Asks the router at `url` (`http://host:port`) for its services.
+/// Where `grpc-router status` finds the admin service, for the message
+/// of a listener that does not serve it.
+pub const ADMIN_SERVICE_ADDRESS: &str = "the router's clients' address (`clients.address`)";
+
+/// Asks the router at `url` (`http://host:port`, `https://host:port`, or
+/// `host:port` for plain HTTP/2) for its services.
 pub async fn fetch(url: &str) -> Result<pb::ListServicesResponse, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .map_err(|e| format!("`{url}` is not a router URL: {e}"))?
+    let url = router_url(url);
+    let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|e| format!("`{url}` is not a router URL: {}", chain(&e)))?
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(10));
     let channel = endpoint
@@ -21,17 +27,62 @@ pub async fn fetch(url: &str) -> Result<pb::ListServicesResponse, String> {
         .list_services(pb::ListServicesRequest::default())
         .await
         .map(tonic::Response::into_inner)
-        .map_err(|s| format!("{url} answered {:?}: {}", s.code(), s.message()))
+        .map_err(|s| answer_error(&url, &s))
 }
 
+/// `text` as a URL: `host:port` gets `http://`.
+pub fn router_url(text: &str) -> String {
+    if text.contains("://") {
+        text.to_owned()
+    } else {
+        format!("http://{text}")
+    }
+}
+
+/// What to say when the router at `url` answered `status`.
+fn answer_error(url: &str, status: &tonic::Status) -> String {
+    let said = if status.message().is_empty() {
+        String::new()
+    } else {
+        format!(": {}", status.message())
+    };
+    if status.code() == tonic::Code::Unimplemented {
+        return format!(
+            "{url} does not serve the admin service `router.v1.RouterAdmin` (UNIMPLEMENTED{said}); \
+             point --router at {ADMIN_SERVICE_ADDRESS}"
+        );
+    }
+    format!("{url} answered {}{said}", code_name(status.code() as i32))
+}
+
+/// `error` and its sources, each said once (an error whose message already
+/// includes its source's is not followed by it again).
 fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {
-        let _ = write!(text, ": {e}");
+        let said = e.to_string();
+        if !text.contains(&said) {
+            let _ = write!(text, ": {said}");
+        }
         source = e.source();
     }
     text
+}
+
+/// The configuration's name of a strategy the admin service reports by its
+/// `router.v1.Strategy` name (`STRATEGY_ROUND_ROBIN` is `round-robin`); an
+/// unknown one as reported.
+pub fn strategy_name(reported: &str) -> &str {
+    use router_runtime::router::Strategy;
+    let strategy = match pb::Strategy::from_str_name(reported) {
+        Some(pb::Strategy::RoundRobin) => Strategy::RoundRobin,
+        Some(pb::Strategy::PowerOfTwoChoices) => Strategy::PowerOfTwoChoices,
+        Some(pb::Strategy::Weighted) => Strategy::Weighted,
+        Some(pb::Strategy::ConsistentHash) => Strategy::ConsistentHash,
+        _ => return reported,
+    };
+    strategy.name()
 }
 
 /// The status as a table: one line per instance, under its service, then the
@@ -46,7 +97,7 @@ pub fn table(status: &pb::ListServicesResponse) -> String {
             out,
             "\n{}  strategy={}  instances={}  in_flight={}  calls={}  retried={}  errors={}  ejected={}  ejections={}",
             service.name,
-            service.strategy,
+            strategy_name(&service.strategy),
             service.instances.len(),
             service.active_calls,
             service.calls_started,
@@ -90,6 +141,9 @@ pub fn table(status: &pb::ListServicesResponse) -> String {
                     .map_or_else(|| "-".to_owned(), timestamp_text),
                 labels(instance)
             );
+        }
+        for warning in &service.warnings {
+            let _ = writeln!(out, "  warning: {warning}");
         }
         if !service.recent_errors.is_empty() {
             let _ = writeln!(
@@ -248,6 +302,7 @@ struct JsonService<'a> {
     instances_ejected: u32,
     instances: Vec<JsonInstance<'a>>,
     recent_errors: Vec<JsonError<'a>>,
+    warnings: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -338,7 +393,7 @@ pub fn json(status: &pb::ListServicesResponse) -> String {
             .iter()
             .map(|s| JsonService {
                 name: &s.name,
-                strategy: &s.strategy,
+                strategy: strategy_name(&s.strategy),
                 in_flight: s.active_calls,
                 calls_started: s.calls_started,
                 calls_retried: s.calls_retried,
@@ -347,6 +402,7 @@ pub fn json(status: &pb::ListServicesResponse) -> String {
                 instances_ejected: s.instances_ejected,
                 instances: s.instances.iter().map(json_instance).collect(),
                 recent_errors: s.recent_errors.iter().map(json_error).collect(),
+                warnings: &s.warnings,
             })
             .collect(),
     };
@@ -422,6 +478,52 @@ mod tests {
         assert_eq!(good["state"], "serving");
         assert_eq!(good["ejected"], false);
         assert!(good["ejection_remaining_ms"].is_null());
+    }
+
+    #[test]
+    fn strategies_are_named_as_the_configuration_names_them() {
+        assert_eq!(strategy_name("STRATEGY_ROUND_ROBIN"), "round-robin");
+        assert_eq!(strategy_name("STRATEGY_POWER_OF_TWO_CHOICES"), "p2c");
+        assert_eq!(strategy_name("STRATEGY_CONSISTENT_HASH"), "consistent-hash");
+        assert_eq!(strategy_name("something-new"), "something-new");
+        let text = table(&pb::ListServicesResponse {
+            services: vec![pb::ServiceStatus {
+                name: "pkg.S".to_owned(),
+                strategy: "STRATEGY_WEIGHTED".to_owned(),
+                warnings: vec!["`x`: a warning".to_owned()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert!(text.contains("strategy=weighted "), "{text}");
+        assert!(text.contains("  warning: `x`: a warning\n"), "{text}");
+    }
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        #[derive(Debug)]
+        struct Outer(Inner);
+        #[derive(Debug)]
+        struct Inner;
+        impl std::fmt::Display for Inner {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("scheme is missing")
+            }
+        }
+        impl std::error::Error for Inner {}
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "invalid URL, {}", self.0)
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        assert_eq!(chain(&Outer(Inner)), "invalid URL, scheme is missing");
+        assert_eq!(router_url("127.0.0.1:9"), "http://127.0.0.1:9");
+        assert_eq!(router_url("https://r:443"), "https://r:443");
     }
 
     #[test]
