@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use router_runtime::router::{
-    CallRequest, ClientAuth, ClientKey, DeadlinePolicy, Deadlines, OutlierDetection, RateLimit,
-    RateLimits, RetryPolicies, RetryPolicy, RetryThrottling, RouterConfig, Strategy, TrafficSplit,
-    TrafficSplits,
+    CallRequest, ClientAuth, ClientKey, DeadlinePolicy, Deadlines, NamedMethod, OutlierDetection,
+    RateLimit, RateLimits, RetryPolicies, RetryPolicy, RetryThrottling, RouterConfig, Strategy,
+    TrafficSplit, TrafficSplits,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -1124,8 +1124,13 @@ impl Config {
             .parse()
             .map_err(|e: toml::de::Error| file_error(path, text, String::new(), &e))?;
         let mut origins = Vec::new();
+        let file_services: Vec<String> = config.services.keys().cloned().collect();
         for (variable, value) in &overrides {
-            let keys = env_keys(variable);
+            let keys = env_keys(variable, &file_services).map_err(|message| ConfigError::Env {
+                variable: variable.clone(),
+                field: "services".to_owned(),
+                message,
+            })?;
             if keys.is_empty() {
                 continue;
             }
@@ -1520,7 +1525,30 @@ impl Config {
     pub fn service_router_configs(&self) -> Vec<(String, RouterConfig)> {
         self.services
             .iter()
-            .map(|(name, s)| (name.clone(), self.router_config(&s.over(&self.defaults))))
+            .map(|(name, s)| {
+                let mut config = self.router_config(&s.over(&self.defaults));
+                config.named_methods = named_methods(name, s);
+                (name.clone(), config)
+            })
+            .collect()
+    }
+
+    /// Warnings about settings for methods a service does not have, for
+    /// the services whose methods `known` lists (by full service name).
+    /// `[defaults.methods.X]` applies to every service that has `X`, so it
+    /// is not checked.
+    pub fn method_warnings(&self, known: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+        self.services
+            .iter()
+            .filter_map(|(name, s)| {
+                let methods = known.get(name)?;
+                Some(router_runtime::router::unknown_method_warnings(
+                    name,
+                    &named_methods(name, s),
+                    methods.iter().map(String::as_str),
+                ))
+            })
+            .flatten()
             .collect()
     }
 
@@ -1607,6 +1635,18 @@ impl Config {
     }
 }
 
+/// The methods `[services."<service>".methods]` names, with their settings.
+fn named_methods(service: &str, settings: &ServiceSettings) -> Vec<NamedMethod> {
+    settings
+        .methods
+        .keys()
+        .map(|m| NamedMethod {
+            name: m.clone(),
+            setting: format!("services.\"{service}\".methods.{m}"),
+        })
+        .collect()
+}
+
 fn http_header(name: &str) -> Result<(), ()> {
     if name.is_empty() || name != name.to_ascii_lowercase() {
         return Err(());
@@ -1644,6 +1684,10 @@ fn file_error(path: &Path, text: &str, field: String, e: &toml::de::Error) -> Co
         Some(span) => line_column(text, span.start),
         None => locate(text, &field),
     };
+    let mut message = e.message().trim().to_owned();
+    if let Some(hint) = unquoted_service_hint(text, &field) {
+        message.push_str(&hint);
+    }
     ConfigError::File {
         path: path.to_owned(),
         line,
@@ -1653,8 +1697,62 @@ fn file_error(path: &Path, text: &str, field: String, e: &toml::de::Error) -> Co
         } else {
             field
         },
-        message: e.message().trim().to_owned(),
+        message,
     }
+}
+
+/// The keys of a service's settings that are tables, which can follow the
+/// service's name in a table header.
+const SERVICE_TABLES: [&str; 9] = [
+    "methods",
+    "split",
+    "allow",
+    "rate_limit",
+    "client_rate_limit",
+    "instance_rate_limit",
+    "retry_policy",
+    "retry_throttling",
+    "outlier_detection",
+];
+
+/// For an error inside `services.<x>` caused by a header like
+/// `[services.myservice.v1.Greeter]` (TOML reads each dot as a level), the
+/// hint to quote the service's name.
+fn unquoted_service_hint(text: &str, field: &str) -> Option<String> {
+    let first = field.strip_prefix("services.")?.split('.').next()?;
+    if first.starts_with('"') {
+        return None;
+    }
+    text.lines().find_map(|line| {
+        let header = line.trim();
+        let (open, close) = if header.starts_with("[[") {
+            ("[[", "]]")
+        } else {
+            ("[", "]")
+        };
+        let inner = header.strip_prefix(open)?.split(close).next()?.trim();
+        let parts: Vec<&str> = inner.split('.').map(str::trim).collect();
+        if parts.first() != Some(&"services")
+            || parts.get(1) != Some(&first)
+            || parts.len() < 3
+            || parts.iter().any(|p| p.starts_with('"'))
+        {
+            return None;
+        }
+        let end = parts[1..]
+            .iter()
+            .position(|p| SERVICE_TABLES.contains(p))
+            .map_or(parts.len(), |i| i + 1);
+        if end <= 2 {
+            return None;
+        }
+        let name = parts[1..end].join(".");
+        let rest: String = parts[end..].iter().map(|p| format!(".{p}")).collect();
+        Some(format!(
+            " (`{header}` reads as nested tables: a service name with dots must be quoted, \
+             `{open}services.\"{name}\"{rest}{close}`)"
+        ))
+    })
 }
 
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
@@ -1697,26 +1795,84 @@ fn locate(text: &str, field: &str) -> (usize, usize) {
     (header_line.unwrap_or(1), 1)
 }
 
-/// The setting path of a `GRPC_ROUTER_*` variable: levels split at `__`,
-/// lowercased except the service name after `SERVICES`.
-fn env_keys(variable: &str) -> Vec<String> {
+/// The setting path of a `GRPC_ROUTER_*` variable: levels split at `__`;
+/// setting names are lowercased (`RATE_LIMIT` is `rate_limit`), while the
+/// names a configuration chooses keep their case: a service name (the
+/// level after `SERVICES`) and a method name (the level after `METHODS`).
+///
+/// A POSIX shell exports only names of letters, digits and `_`, so a
+/// service name may be written with `_` for each `.`
+/// (`myservice_v1_Greeter`); when the file names a service that reads the
+/// same with its dots written as `_`, that service is meant (so
+/// `my_pkg.v1.Svc` in the file is reached by `my_pkg_v1_Svc`), else each
+/// `_` is a dot. A name with a dot is taken as written.
+fn env_keys(variable: &str, file_services: &[String]) -> Result<Vec<String>, String> {
     let rest = &variable[ENV_PREFIX.len()..];
-    let mut keys = Vec::new();
-    let mut previous_was_services = false;
+    let mut keys: Vec<String> = Vec::new();
+    // What the next level names: a setting, a service or a method.
+    let mut next = Level::Setting;
     for part in rest.split("__") {
         if part.is_empty() {
             continue;
         }
-        if previous_was_services {
-            keys.push(part.to_owned());
-            previous_was_services = false;
-        } else {
-            let key = part.to_ascii_lowercase();
-            previous_was_services = keys.is_empty() && key == "services";
-            keys.push(key);
-        }
+        let key = match next {
+            Level::Service => env_service_name(part, file_services)?,
+            Level::Method => part.to_owned(),
+            Level::Setting => part.to_ascii_lowercase(),
+        };
+        next = match (next, key.as_str()) {
+            (Level::Setting, "services") if keys.is_empty() => Level::Service,
+            (Level::Setting, "methods") if in_service_settings(&keys) => Level::Method,
+            _ => Level::Setting,
+        };
+        keys.push(key);
     }
-    keys
+    Ok(keys)
+}
+
+/// Whether `keys` lead to a service's settings: `defaults` or
+/// `services.<name>`.
+fn in_service_settings(keys: &[String]) -> bool {
+    match keys {
+        [section] => section == "defaults",
+        [section, _] => section == "services",
+        _ => false,
+    }
+}
+
+/// What a level of a variable's name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    /// A setting's name (lowercased).
+    Setting,
+    /// A service's name (after `SERVICES`).
+    Service,
+    /// A method's name (after `METHODS`).
+    Method,
+}
+
+/// The service a variable's service level names (see [`env_keys`]).
+fn env_service_name(part: &str, file_services: &[String]) -> Result<String, String> {
+    if part.contains('.') {
+        return Ok(part.to_owned());
+    }
+    let same: Vec<&String> = file_services
+        .iter()
+        .filter(|s| s.replace('.', "_") == part)
+        .collect();
+    match same.as_slice() {
+        [] => Ok(part.replace('_', ".")),
+        [one] => Ok((*one).clone()),
+        several => Err(format!(
+            "`{part}` could be any of {}; name the service with its dots \
+             (`env 'GRPC_ROUTER_SERVICES__<name>__...=...'`)",
+            several
+                .iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }
 
 /// A variable's value as TOML: a TOML literal when it reads as one (numbers,
@@ -2182,6 +2338,139 @@ mod tests {
             Some(1024)
         );
         assert_eq!(config.clients.address.port(), 7000);
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn a_variable_keeps_the_case_of_service_and_method_names() {
+        let config = Config::parse(
+            Path::new("r.toml"),
+            "",
+            env(&[
+                (
+                    "GRPC_ROUTER_SERVICES__myservice.v1.Greeter__METHODS__SayHello__RATE_LIMIT__PER_SECOND",
+                    "1",
+                ),
+                (
+                    "GRPC_ROUTER_DEFAULTS__METHODS__Export__MAX_DEADLINE",
+                    "10m",
+                ),
+            ]),
+        )
+        .expect("valid");
+        let greeter = &config.services["myservice.v1.Greeter"];
+        assert_eq!(
+            greeter.methods["SayHello"].rate_limit.map(|l| l.per_second),
+            Some(1)
+        );
+        assert_eq!(
+            config.defaults.methods["Export"].max_deadline,
+            Some(Duration::from_secs(600))
+        );
+    }
+
+    #[test]
+    fn a_service_name_can_be_written_with_underscores_for_its_dots() {
+        let config = Config::parse(
+            Path::new("r.toml"),
+            "[services.\"my_pkg.v1.Svc\"]\nstrategy = \"p2c\"\n",
+            env(&[
+                (
+                    "GRPC_ROUTER_SERVICES__myservice_v1_Greeter__STRATEGY",
+                    "round-robin",
+                ),
+                ("GRPC_ROUTER_SERVICES__my_pkg_v1_Svc__STRATEGY", "weighted"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(
+            config.services["myservice.v1.Greeter"].strategy,
+            Some(Strategy::RoundRobin),
+            "each `_` is a dot"
+        );
+        assert_eq!(
+            config.services["my_pkg.v1.Svc"].strategy,
+            Some(Strategy::Weighted),
+            "the service the file names, whose own `_` stays"
+        );
+        assert_eq!(config.services.len(), 2, "{:?}", config.services.keys());
+    }
+
+    #[test]
+    fn an_ambiguous_underscored_service_name_is_refused() {
+        let e = Config::parse(
+            Path::new("r.toml"),
+            "[services.\"a.b_c\"]\n[services.\"a_b.c\"]\n",
+            env(&[("GRPC_ROUTER_SERVICES__a_b_c__STRATEGY", "p2c")]),
+        )
+        .expect_err("ambiguous")
+        .to_string();
+        assert!(
+            e.starts_with("environment variable GRPC_ROUTER_SERVICES__a_b_c__STRATEGY"),
+            "{e}"
+        );
+        assert!(e.contains("`a.b_c`, `a_b.c`"), "{e}");
+    }
+
+    #[test]
+    fn named_methods_reach_the_service_router_config() {
+        let config = parse(
+            "[defaults.methods.Export]\nmax_deadline = \"1m\"\n\
+             [services.\"a.B\".methods.Get]\nmax_deadline = \"1s\"\n",
+        )
+        .expect("valid");
+        let (_, router) = &config.service_router_configs()[0];
+        assert_eq!(
+            router.named_methods,
+            [NamedMethod {
+                name: "Get".to_owned(),
+                setting: "services.\"a.B\".methods.Get".to_owned(),
+            }],
+            "the service's own, not the defaults' (which apply where they fit)"
+        );
+        assert!(config.default_router_config().named_methods.is_empty());
+        let known = BTreeMap::from([("a.B".to_owned(), vec!["get".to_owned()])]);
+        let warnings = config.method_warnings(&known);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("did you mean `get`?"), "{warnings:?}");
+    }
+
+    #[test]
+    fn an_unquoted_service_name_is_hinted_with_its_quoted_form() {
+        let e = error("[services.myservice.v1.Greeter]\nstrategy = \"p2c\"\n");
+        assert!(e.starts_with("router.toml:1:"), "{e}");
+        assert!(e.contains("`[services.\"myservice.v1.Greeter\"]`"), "{e}");
+        let e = error("[services.a.B.methods.Get]\nmax_deadline = \"1s\"\n");
+        assert!(e.contains("`[services.\"a.B\".methods.Get]`"), "{e}");
+        let e = error("[[services.a.B.split]]\nlabels = { v = \"1\" }\nweight = 1\n");
+        assert!(e.contains("`[[services.\"a.B\".split]]`"), "{e}");
+        let e = error("[services.\"a.B\"]\nstratgy = \"p2c\"\n");
+        assert!(!e.contains("must be quoted"), "quoted already: {e}");
+    }
+
+    #[test]
+    fn the_readme_run_a_router_config_is_valid_with_an_admin_listener() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("## Run a router")
+            .nth(1)
+            .expect("the README has `Run a router`");
+        let toml = section
+            .split("<<'TOML'\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\nTOML\n").next())
+            .expect("a router.toml heredoc");
+        let config = parse(toml).expect("the README's router.toml is valid");
+        assert!(
+            config.admin.address.is_some(),
+            "it has an admin listener (metrics, status page)"
+        );
     }
 
     #[test]

@@ -14,7 +14,8 @@ use tracing::{error, info, warn};
 
 use crate::admin_http::{self, AdminState, AdminTokens};
 use crate::config::{Config, ConfigError, Tls};
-use crate::logging::LogHandle;
+use crate::logging::{LogHandle, RELOAD_TARGET};
+use crate::source::ConfigSource;
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,14 @@ pub enum DaemonError {
         /// Why.
         source: std::io::Error,
     },
+    /// A listener's address could not be bound.
+    #[error("{setting}: {source}")]
+    Listen {
+        /// The setting, for example `clients.address`.
+        setting: &'static str,
+        /// Why.
+        source: ServeError,
+    },
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
@@ -48,11 +57,15 @@ pub enum DaemonError {
     State(#[from] crate::state::StateError),
 }
 
-/// Serves `config` (read from `path`, which SIGHUP re-reads) until SIGTERM
-/// or Ctrl-C, then drains. Prints `listening clients=ADDR
+/// Serves `config` (read from `source`, which SIGHUP reads again) until
+/// SIGTERM or Ctrl-C, then drains. Prints `listening clients=ADDR
 /// registrations=ADDR` (and ` admin=ADDR` with an admin listener) on stdout
 /// once bound.
-pub async fn serve(path: PathBuf, config: Config, log: LogHandle) -> Result<(), DaemonError> {
+pub async fn serve(
+    source: ConfigSource,
+    config: Config,
+    log: LogHandle,
+) -> Result<(), DaemonError> {
     // The metrics exist for the admin listener's `/metrics`: without one,
     // nothing is recorded.
     let mut registry = Registry::default();
@@ -83,12 +96,19 @@ pub async fn serve(path: PathBuf, config: Config, log: LogHandle) -> Result<(), 
         &config.clients.address,
         config.clients.tls.as_ref(),
         "clients",
+        "clients.address",
     )
     .await?;
     let registrations = match config.registrations.address {
-        Some(address) => {
-            Some(listener(&address, config.registrations.tls.as_ref(), "registrations").await?)
-        }
+        Some(address) => Some(
+            listener(
+                &address,
+                config.registrations.tls.as_ref(),
+                "registrations",
+                "registrations.address",
+            )
+            .await?,
+        ),
         None => None,
     };
     let admin = match config.admin.address {
@@ -109,6 +129,9 @@ pub async fn serve(path: PathBuf, config: Config, log: LogHandle) -> Result<(), 
         services = ?config.services.keys().collect::<Vec<_>>(),
         "grpc-router serving"
     );
+    // Before the `listening` line: a signal sent right after it is answered
+    // (SIGHUP, unhandled, would end the process).
+    let streams = listen_for_signals();
     if let (Some(c), Some(r)) = (clients_addr, registrations_addr) {
         let mut stdout = std::io::stdout();
         let admin = admin_addr
@@ -136,7 +159,14 @@ pub async fn serve(path: PathBuf, config: Config, log: LogHandle) -> Result<(), 
             let _ = admin_stopped.await;
         }))
     });
-    tokio::spawn(signals(path, current, router.clone(), log, stop_tx));
+    tokio::spawn(signals(
+        streams,
+        source,
+        current,
+        router.clone(),
+        log,
+        stop_tx,
+    ));
     let served = RouterServer::new(router_id)
         .route_dynamic(&router)
         .delay(delay)
@@ -172,8 +202,11 @@ async fn listener(
     address: &std::net::SocketAddr,
     tls: Option<&Tls>,
     name: &str,
+    setting: &'static str,
 ) -> Result<Listener, DaemonError> {
-    let listener = Listener::bind(*address).await?;
+    let listener = Listener::bind(*address)
+        .await
+        .map_err(|source| DaemonError::Listen { setting, source })?;
     Ok(match tls {
         Some(tls) => listener.with_tls(tls_config(tls, name)?),
         None => listener,
@@ -198,9 +231,29 @@ fn tls_config(tls: &Tls, listener: &str) -> Result<ServerTlsConfig, DaemonError>
     Ok(config)
 }
 
+/// The SIGHUP and SIGTERM streams.
+#[cfg(unix)]
+type Streams = std::io::Result<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>;
+/// Without Unix signals, only Ctrl-C.
+#[cfg(not(unix))]
+type Streams = ();
+
+/// Listens for SIGHUP and SIGTERM from now on.
+fn listen_for_signals() -> Streams {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok((
+            signal(SignalKind::hangup())?,
+            signal(SignalKind::terminate())?,
+        ))
+    }
+}
+
 /// SIGHUP reloads, SIGTERM and Ctrl-C stop.
 async fn signals(
-    path: PathBuf,
+    streams: Streams,
+    source: ConfigSource,
     current: Arc<Mutex<Config>>,
     router: DynamicRouter,
     log: LogHandle,
@@ -208,11 +261,7 @@ async fn signals(
 ) {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut hup), Ok(mut term)) = (
-            signal(SignalKind::hangup()),
-            signal(SignalKind::terminate()),
-        ) else {
+        let Ok((mut hup, mut term)) = streams else {
             error!("cannot listen for SIGHUP and SIGTERM; stop with Ctrl-C");
             let _ = tokio::signal::ctrl_c().await;
             let _ = stop.send(());
@@ -220,7 +269,7 @@ async fn signals(
         };
         loop {
             tokio::select! {
-                _ = hup.recv() => reload(&path, &current, &router, &log),
+                _ = hup.recv() => reload(&source, &current, &router, &log),
                 _ = term.recv() => {
                     info!("SIGTERM: shutting down");
                     break;
@@ -234,24 +283,30 @@ async fn signals(
     }
     #[cfg(not(unix))]
     {
-        let _ = (&path, &current, &router, &log);
+        let _ = (streams, &source, &current, &router, &log);
         let _ = tokio::signal::ctrl_c().await;
     }
     let _ = stop.send(());
 }
 
-/// Re-reads the configuration; a valid one applies to new calls and
-/// registrations at once, an invalid one is refused and the old one stays.
+/// Re-reads the configuration (the command line's flags still over it); a
+/// valid one applies to new calls and registrations at once, an invalid one
+/// is refused and the old one stays. Its outcome is logged at
+/// [`RELOAD_TARGET`], which every log level shows.
 pub fn reload(
-    path: &std::path::Path,
+    source: &ConfigSource,
     current: &Mutex<Config>,
     router: &DynamicRouter,
     log: &LogHandle,
 ) {
-    let mut next = match Config::load(path, std::env::vars()) {
+    let mut next = match source.load() {
         Ok(next) => next,
         Err(e) => {
-            error!(error = %e, "configuration reload refused; the running configuration stays");
+            error!(
+                target: RELOAD_TARGET,
+                error = %e,
+                "configuration reload refused; the running configuration stays"
+            );
             return;
         }
     };
@@ -291,6 +346,7 @@ pub fn reload(
     ] {
         if changed {
             warn!(
+                target: RELOAD_TARGET,
                 setting,
                 "changing this setting needs a restart; it keeps its running value"
             );
@@ -300,6 +356,7 @@ pub fn reload(
     router.configure(next.default_router_config(), next.service_router_configs());
     log.set(&next.log);
     info!(
+        target: RELOAD_TARGET,
         services = ?next.services.keys().collect::<Vec<_>>(),
         "configuration reloaded"
     );

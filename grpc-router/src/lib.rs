@@ -6,6 +6,7 @@
 //! - [`config`]: the TOML configuration and its `GRPC_ROUTER_*` overrides.
 //! - [`daemon`]: `grpc-router serve`: listeners, reload on SIGHUP, drain on
 //!   SIGTERM.
+//! - [`descriptors`]: compiled descriptor sets `check-config` reads.
 //! - [`status`]: `grpc-router status`: a running router's services and
 //!   instances.
 //! - [`status_page`]: the admin listener's live status page and
@@ -14,6 +15,8 @@
 //! - [`sans`]: certificate SANs and the patterns that match them.
 //! - [`jwt`]: client JWTs and per-method authorization rules.
 //! - [`logging`]: text or JSON logs with a reloadable level.
+//! - [`source`]: the file, variables and flags a configuration is read
+//!   from (at start and at each reload).
 //! - [`state`]: the learnt services kept across restarts (`[state] file`).
 //! - [`traces`]: call spans exported over OpenTelemetry OTLP (`otel`
 //!   feature).
@@ -22,10 +25,12 @@ pub mod admin_http;
 pub mod config;
 pub mod credentials;
 pub mod daemon;
+pub mod descriptors;
 pub mod jwt;
 pub mod logging;
 pub mod sans;
 pub mod state;
+pub mod source;
 pub mod status;
 pub mod status_page;
 pub mod traces;

@@ -43,11 +43,19 @@ impl LogHandle {
 /// The target of the access log's events.
 pub const ACCESS_TARGET: &str = "router_runtime::access";
 
-/// `log.level` with the access log switched on or off after it (a later
-/// directive for the same target wins).
+/// The target of the events that say how a reload (SIGHUP) went: always
+/// logged, at INFO (or ERROR for a refused file), whatever `log.level`, so
+/// a reload gets an answer in the log even at `level = "warn"`.
+pub const RELOAD_TARGET: &str = "grpc_router::reload";
+
+/// `log.level` with the access log switched on or off and the reload
+/// outcome on, after it (a later directive for the same target wins).
 fn directives(log: &Log) -> String {
     let access = if log.access { "info" } else { "off" };
-    format!("{},{ACCESS_TARGET}={access}", log.level)
+    format!(
+        "{},{ACCESS_TARGET}={access},{RELOAD_TARGET}=info",
+        log.level
+    )
 }
 
 fn filter(log: &Log) -> EnvFilter {
@@ -88,6 +96,21 @@ pub fn init(log: &Log, traces: Option<BoxedLayer>) -> LogHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reload_outcomes_are_on_whatever_the_level() {
+        for level in ["warn", "error", "off", "debug"] {
+            let log = Log {
+                level: level.to_owned(),
+                ..Log::default()
+            };
+            let filter = EnvFilter::builder().parse(directives(&log)).expect("valid");
+            assert!(
+                filter.to_string().contains("grpc_router::reload=info"),
+                "{level}: {filter}"
+            );
+        }
+    }
 
     #[test]
     fn the_access_log_is_off_unless_asked_for_whatever_the_level() {

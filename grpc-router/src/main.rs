@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use grpc_router::config::{Config, LogFormat};
+use grpc_router::source::{ConfigSource, Overrides};
 
 /// jemalloc returns the memory of released calls to the system.
 #[cfg(feature = "jemalloc")]
@@ -40,12 +41,19 @@ enum Command {
     CheckConfig {
         /// The configuration file.
         file: PathBuf,
+        /// A compiled descriptor set (`protoc -o FILE`, `buf build -o
+        /// FILE.binpb`) of services the router will route: a per-method
+        /// setting for a method they do not have is then a warning.
+        /// Repeatable.
+        #[arg(long = "descriptor-set", value_name = "FILE")]
+        descriptor_sets: Vec<PathBuf>,
     },
     /// Show a running router's services and instances (from its admin
     /// listener).
     Status {
-        /// The router's admin listener URL (`[admin] address`; a clients'
-        /// listener only with `[clients] serve_admin = true`).
+        /// The router's admin listener (`[admin] address`; a clients'
+        /// listener only with `[clients] serve_admin = true`):
+        /// `http://host:port`, `https://host:port` or `host:port`.
         #[arg(long, default_value = grpc_router::status::DEFAULT_ADMIN_URL)]
         router: String,
         /// A file holding an admin token (`[admin] tokens_sha256`), sent as
@@ -61,32 +69,27 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file } => match Config::load(&file, std::env::vars()) {
-            Ok(config) => {
-                print!("{}", config.effective_toml());
-                eprintln!("{}: valid", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("grpc-router: {e}");
-                ExitCode::from(2)
-            }
-        },
+        Command::CheckConfig {
+            file,
+            descriptor_sets,
+        } => check_config(&file, &descriptor_sets),
         Command::Serve {
             config: path,
             log_format,
             access_log,
         } => {
-            let config = match Config::load(&path, std::env::vars()) {
-                Ok(mut config) => {
-                    match log_format.as_deref() {
-                        Some("json") => config.log.format = LogFormat::Json,
-                        Some(_) => config.log.format = LogFormat::Text,
-                        None => {}
-                    }
-                    config.log.access |= access_log;
-                    config
-                }
+            let source = ConfigSource {
+                path,
+                overrides: Overrides {
+                    log_format: log_format.as_deref().map(|f| match f {
+                        "json" => LogFormat::Json,
+                        _ => LogFormat::Text,
+                    }),
+                    access_log,
+                },
+            };
+            let config = match source.load() {
+                Ok(config) => config,
                 Err(e) => {
                     eprintln!("grpc-router: {e}");
                     return ExitCode::from(2);
@@ -116,11 +119,11 @@ fn main() -> ExitCode {
                 }
             };
             let log = grpc_router::logging::init(&config.log, layer);
-            let code = match runtime.block_on(grpc_router::daemon::serve(path, config, log)) {
+            let code = match runtime.block_on(grpc_router::daemon::serve(source, config, log)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!(error = %e, "grpc-router failed");
-                    eprintln!("grpc-router: {e}");
+                    // Once, in the log's format (the logs go to stderr).
+                    tracing::error!("grpc-router failed: {e}");
                     ExitCode::FAILURE
                 }
             };
@@ -170,4 +173,33 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `grpc-router check-config`: the effective configuration on stdout, then
+/// on stderr the warnings (settings for methods the services of the
+/// descriptor sets do not have) and `valid`; exit 2 for an invalid file.
+fn check_config(file: &std::path::Path, descriptor_sets: &[PathBuf]) -> ExitCode {
+    let config = match Config::load(file, std::env::vars()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("grpc-router: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut known = std::collections::BTreeMap::new();
+    for set in descriptor_sets {
+        match grpc_router::descriptors::read_methods(set) {
+            Ok(services) => known.extend(services),
+            Err(e) => {
+                eprintln!("grpc-router: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    print!("{}", config.effective_toml());
+    for warning in config.method_warnings(&known) {
+        eprintln!("grpc-router: warning: {warning}");
+    }
+    eprintln!("{}: valid", file.display());
+    ExitCode::SUCCESS
 }

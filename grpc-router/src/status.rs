@@ -13,11 +13,13 @@ use serde::Serialize;
 /// router on this host with the shipped config's `[admin] address`.
 pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:9090";
 
-/// Asks the router's admin listener at `url` (`http://host:port`) for its
-/// services, with the admin `token` when given.
+/// Asks the router's admin listener at `url` (`http://host:port`,
+/// `https://host:port`, or `host:port` for plain HTTP/2) for its services,
+/// with the admin `token` when given.
 pub async fn fetch(url: &str, token: Option<&str>) -> Result<pb::ListServicesResponse, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .map_err(|e| format!("`{url}` is not a router URL: {e}"))?
+    let url = router_url(url);
+    let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|e| format!("`{url}` is not a router URL: {}", chain(&e)))?
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(10));
     let channel = endpoint
@@ -35,35 +37,74 @@ pub async fn fetch(url: &str, token: Option<&str>) -> Result<pb::ListServicesRes
         .list_services(request)
         .await
         .map(tonic::Response::into_inner)
-        .map_err(|s| refused(url, &s))
+        .map_err(|s| answer_error(&url, &s))
 }
 
-/// What an admin call's failure means for the operator, and what to do.
-fn refused(url: &str, status: &tonic::Status) -> String {
-    match status.code() {
-        tonic::Code::Unimplemented => format!(
-            "{url} does not serve the admin service (router.v1.RouterAdmin): point --router at \
-             the router's admin listener (`[admin] address` in its config, e.g. \
-             {DEFAULT_ADMIN_URL}); a clients' listener serves it only with \
-             `[clients] serve_admin = true`"
-        ),
-        tonic::Code::Unauthenticated => format!(
-            "{url} answered Unauthenticated: {}; pass an admin token with --token-file FILE \
-             (the router's `[admin] tokens_sha256` lists the SHA-256 of each)",
-            status.message()
-        ),
-        code => format!("{url} answered {code:?}: {}", status.message()),
+/// `text` as a URL: `host:port` gets `http://`.
+pub fn router_url(text: &str) -> String {
+    if text.contains("://") {
+        text.to_owned()
+    } else {
+        format!("http://{text}")
     }
 }
 
+/// What to say when the router at `url` answered `status`.
+fn answer_error(url: &str, status: &tonic::Status) -> String {
+    let said = if status.message().is_empty() {
+        String::new()
+    } else {
+        format!(": {}", status.message())
+    };
+    match status.code() {
+        tonic::Code::Unimplemented => {
+            return format!(
+                "{url} does not serve the admin service `router.v1.RouterAdmin` \
+                 (UNIMPLEMENTED{said}): point --router at the router's admin listener \
+                 (`[admin] address` in its config, e.g. {DEFAULT_ADMIN_URL}); a clients' \
+                 listener serves it only with `[clients] serve_admin = true`, and the \
+                 registrations' listener never"
+            );
+        }
+        tonic::Code::Unauthenticated => {
+            return format!(
+                "{url} answered UNAUTHENTICATED{said}; pass an admin token with --token-file \
+                 FILE (the router's `[admin] tokens_sha256` lists the SHA-256 of each)"
+            );
+        }
+        _ => {}
+    }
+    format!("{url} answered {}{said}", code_name(status.code() as i32))
+}
+
+/// `error` and its sources, each said once (an error whose message already
+/// includes its source's is not followed by it again).
 fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {
-        let _ = write!(text, ": {e}");
+        let said = e.to_string();
+        if !text.contains(&said) {
+            let _ = write!(text, ": {said}");
+        }
         source = e.source();
     }
     text
+}
+
+/// The configuration's name of a strategy the admin service reports by its
+/// `router.v1.Strategy` name (`STRATEGY_ROUND_ROBIN` is `round-robin`); an
+/// unknown one as reported.
+pub fn strategy_name(reported: &str) -> &str {
+    use router_runtime::router::Strategy;
+    let strategy = match pb::Strategy::from_str_name(reported) {
+        Some(pb::Strategy::RoundRobin) => Strategy::RoundRobin,
+        Some(pb::Strategy::PowerOfTwoChoices) => Strategy::PowerOfTwoChoices,
+        Some(pb::Strategy::Weighted) => Strategy::Weighted,
+        Some(pb::Strategy::ConsistentHash) => Strategy::ConsistentHash,
+        _ => return reported,
+    };
+    strategy.name()
 }
 
 /// The status as a table: one line per instance, under its service, then the
@@ -78,7 +119,7 @@ pub fn table(status: &pb::ListServicesResponse) -> String {
             out,
             "\n{}  strategy={}  instances={}  in_flight={}  calls={}  retried={}  errors={}  ejected={}  ejections={}",
             service.name,
-            service.strategy,
+            strategy_name(&service.strategy),
             service.instances.len(),
             service.active_calls,
             service.calls_started,
@@ -122,6 +163,9 @@ pub fn table(status: &pb::ListServicesResponse) -> String {
                     .map_or_else(|| "-".to_owned(), timestamp_text),
                 labels(instance)
             );
+        }
+        for warning in &service.warnings {
+            let _ = writeln!(out, "  warning: {warning}");
         }
         if !service.recent_errors.is_empty() {
             let _ = writeln!(
@@ -280,6 +324,7 @@ struct JsonService<'a> {
     instances_ejected: u32,
     instances: Vec<JsonInstance<'a>>,
     recent_errors: Vec<JsonError<'a>>,
+    warnings: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -370,7 +415,7 @@ pub fn json(status: &pb::ListServicesResponse) -> String {
             .iter()
             .map(|s| JsonService {
                 name: &s.name,
-                strategy: &s.strategy,
+                strategy: strategy_name(&s.strategy),
                 in_flight: s.active_calls,
                 calls_started: s.calls_started,
                 calls_retried: s.calls_retried,
@@ -379,6 +424,7 @@ pub fn json(status: &pb::ListServicesResponse) -> String {
                 instances_ejected: s.instances_ejected,
                 instances: s.instances.iter().map(json_instance).collect(),
                 recent_errors: s.recent_errors.iter().map(json_error).collect(),
+                warnings: &s.warnings,
             })
             .collect(),
     };
@@ -454,6 +500,52 @@ mod tests {
         assert_eq!(good["state"], "serving");
         assert_eq!(good["ejected"], false);
         assert!(good["ejection_remaining_ms"].is_null());
+    }
+
+    #[test]
+    fn strategies_are_named_as_the_configuration_names_them() {
+        assert_eq!(strategy_name("STRATEGY_ROUND_ROBIN"), "round-robin");
+        assert_eq!(strategy_name("STRATEGY_POWER_OF_TWO_CHOICES"), "p2c");
+        assert_eq!(strategy_name("STRATEGY_CONSISTENT_HASH"), "consistent-hash");
+        assert_eq!(strategy_name("something-new"), "something-new");
+        let text = table(&pb::ListServicesResponse {
+            services: vec![pb::ServiceStatus {
+                name: "pkg.S".to_owned(),
+                strategy: "STRATEGY_WEIGHTED".to_owned(),
+                warnings: vec!["`x`: a warning".to_owned()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        assert!(text.contains("strategy=weighted "), "{text}");
+        assert!(text.contains("  warning: `x`: a warning\n"), "{text}");
+    }
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        #[derive(Debug)]
+        struct Outer(Inner);
+        #[derive(Debug)]
+        struct Inner;
+        impl std::fmt::Display for Inner {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("scheme is missing")
+            }
+        }
+        impl std::error::Error for Inner {}
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "invalid URL, {}", self.0)
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        assert_eq!(chain(&Outer(Inner)), "invalid URL, scheme is missing");
+        assert_eq!(router_url("127.0.0.1:9"), "http://127.0.0.1:9");
+        assert_eq!(router_url("https://r:443"), "https://r:443");
     }
 
     #[test]

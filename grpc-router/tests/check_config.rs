@@ -117,3 +117,64 @@ fn every_kind_of_mistake_is_refused_with_its_line_and_setting() {
         assert!(stderr.contains(field), "{what}: names {field}: {stderr}");
     }
 }
+
+#[test]
+fn an_unquoted_dotted_service_name_gets_the_hint_to_quote_it() {
+    let (code, _, stderr) = check(
+        "[clients]\naddress = \"127.0.0.1:0\"\n\
+         [services.myservice.v1.Greeter]\nstrategy = \"round-robin\"\n",
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("router.toml:3:"),
+        "names the line: {stderr}"
+    );
+    assert!(
+        stderr.contains("a service name with dots must be quoted"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("`[services.\"myservice.v1.Greeter\"]`"),
+        "shows the fix: {stderr}"
+    );
+}
+
+#[test]
+fn settings_for_methods_a_descriptor_set_lacks_are_warnings() {
+    use router_runtime::codegen::ServiceSpec;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("router.toml");
+    std::fs::write(
+        &config,
+        "[services.\"myservice.v1.Greeter\".methods.sayHello]\nmax_deadline = \"1s\"\n\
+         [services.\"myservice.v1.Greeter\".methods.StreamGreetings]\nmax_deadline = \"1s\"\n",
+    )
+    .expect("write");
+    let set = dir.path().join("greeter.binpb");
+    std::fs::write(
+        &set,
+        myservice_example::pb::GreeterSpec::FILE_DESCRIPTOR_SET,
+    )
+    .expect("write");
+    let out = Command::new(common::binary())
+        .arg("check-config")
+        .arg(&config)
+        .arg("--descriptor-set")
+        .arg(&set)
+        .output()
+        .expect("grpc-router runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "still valid: {stderr}");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains(
+            "`services.\"myservice.v1.Greeter\".methods.sayHello`: `myservice.v1.Greeter` has no method `sayHello`"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        warnings[0].contains("did you mean `SayHello`? (method names are case-sensitive)"),
+        "{stderr}"
+    );
+}

@@ -172,6 +172,7 @@ fn status(core: &RouterCore) -> pb::ServiceStatus {
             })
             .collect(),
         errors_recorded: core.recent_errors.recorded(),
+        warnings: core.warnings(),
     }
 }
 

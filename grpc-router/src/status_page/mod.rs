@@ -22,7 +22,9 @@ use router_runtime::pb;
 use sha2::{Digest, Sha256};
 
 use crate::admin_http::AdminState;
-use crate::status::{code_name, ejections_text, latency_text, state, timestamp_text};
+use crate::status::{
+    code_name, ejections_text, latency_text, state, strategy_name, timestamp_text,
+};
 
 const TEMPLATE: &str = include_str!("page.html");
 const STYLE: &str = include_str!("page.css");
@@ -121,7 +123,7 @@ fn write_service(out: &mut String, service: &pb::ServiceStatus) {
     let _ = write!(
         out,
         r#"<section class="service" data-service="{name}"><h2>{name} <span class="meta">{} · {} instances · {} in flight · {} calls · {} retried · {} errors · {} ejected · {} ejections</span></h2>"#,
-        escape(&service.strategy),
+        escape(strategy_name(&service.strategy)),
         service.instances.len(),
         service.active_calls,
         service.calls_started,
@@ -130,6 +132,13 @@ fn write_service(out: &mut String, service: &pb::ServiceStatus) {
         service.instances_ejected,
         service.ejections,
     );
+    if !service.warnings.is_empty() {
+        out.push_str(r#"<ul class="warnings">"#);
+        for warning in &service.warnings {
+            let _ = write!(out, "<li>{}</li>", escape(warning));
+        }
+        out.push_str("</ul>");
+    }
     out.push_str(r#"<table class="instances"><thead><tr><th>Instance</th><th>State</th><th class="num">In flight</th><th class="num">Calls/s</th><th class="num">p50</th><th class="num">p99</th><th class="num">Calls</th><th class="num">Errors</th><th class="num">Ejections</th><th class="num">Weight</th><th>Labels</th><th>Connected since</th></tr></thead><tbody>"#);
     let mut instances: Vec<&pb::InstanceStatus> = service.instances.iter().collect();
     instances.sort_by(|a, b| a.id.cmp(&b.id));
@@ -337,6 +346,28 @@ mod tests {
         assert!(html.contains(r#"<tr data-instance="good"><td class="id">good</td><td class="state serving">serving</td>"#));
         assert!(html.contains(r#"<td class="num ejections">1</td>"#));
         assert!(html.contains("1 ejected · 3 ejections"));
+    }
+
+    #[test]
+    fn warnings_are_listed_and_the_strategy_named_as_configured() {
+        let status = pb::ListServicesResponse {
+            router_id: "r".to_owned(),
+            services: vec![pb::ServiceStatus {
+                name: "pkg.S".to_owned(),
+                strategy: "STRATEGY_ROUND_ROBIN".to_owned(),
+                warnings: vec!["`services.\"pkg.S\".methods.<Get>`: no such method".to_owned()],
+                ..Default::default()
+            }],
+        };
+        let html = render(&status, SystemTime::UNIX_EPOCH);
+        assert!(
+            html.contains(r#"<span class="meta">round-robin · "#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"<ul class="warnings"><li>`services.&quot;pkg.S&quot;.methods.&lt;Get&gt;`: no such method</li></ul>"#),
+            "{html}"
+        );
     }
 
     #[test]

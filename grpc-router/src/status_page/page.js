@@ -93,6 +93,12 @@
     ].join(" \u00b7 ")));
     section.appendChild(h2);
 
+    if ((service.warnings || []).length > 0) {
+      var warnings = el("ul", "warnings");
+      service.warnings.forEach(function (warning) { warnings.appendChild(el("li", "", warning)); });
+      section.appendChild(warnings);
+    }
+
     var table = el("table", "instances");
     table.appendChild(head(["Instance", "State", "#In flight", "#Calls/s", "#p50", "#p99",
       "#Calls", "#Errors", "#Ejections", "#Weight", "Labels", "Connected since"]));

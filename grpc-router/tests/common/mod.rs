@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustix::process::{Pid, Signal, kill_process};
@@ -24,18 +25,103 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_grpc-router"))
 }
 
+/// The lines a process wrote to stderr, collected by a reader thread as
+/// they come, for assertions on its log.
+#[derive(Default)]
+pub struct LogLines {
+    lines: Mutex<Vec<String>>,
+    /// Woken at each new line (and at the end of the stream).
+    added: tokio::sync::Notify,
+}
+
+impl LogLines {
+    /// Collects `stream`'s lines on a thread of its own, echoing each to the
+    /// test's stderr (shown when a test fails).
+    pub fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<LogLines> {
+        let log = Arc::new(LogLines::default());
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[daemon] {line}");
+                sink.lines.lock().expect("log lines").push(line);
+                sink.added.notify_waiters();
+            }
+            sink.added.notify_waiters();
+        });
+        log
+    }
+
+    /// The lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("log lines").clone()
+    }
+
+    /// How many lines there are so far (a mark for [`LogLines::wait_for_after`]).
+    pub fn mark(&self) -> usize {
+        self.lines.lock().expect("log lines").len()
+    }
+
+    /// The lines so far that contain every one of `needles`.
+    pub fn matching(&self, needles: &[&str]) -> Vec<String> {
+        self.lines()
+            .into_iter()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .collect()
+    }
+
+    /// Waits up to `secs` seconds for a line containing every one of
+    /// `needles`, and returns it.
+    pub async fn wait_for(&self, needles: &[&str], secs: u64) -> String {
+        self.wait_for_after(0, needles, secs).await
+    }
+
+    /// Like [`LogLines::wait_for`], among the lines after `mark`.
+    pub async fn wait_for_after(&self, mark: usize, needles: &[&str], secs: u64) -> String {
+        let found = tokio::time::timeout(Duration::from_secs(secs), async {
+            loop {
+                let added = self.added.notified();
+                tokio::pin!(added);
+                added.as_mut().enable();
+                if let Some(line) = self
+                    .lines
+                    .lock()
+                    .expect("log lines")
+                    .iter()
+                    .skip(mark)
+                    .find(|l| needles.iter().all(|n| l.contains(n)))
+                {
+                    return line.clone();
+                }
+                added.await;
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| {
+            panic!(
+                "no log line with {needles:?} within {secs}s; the log after line {mark}:\n{}",
+                self.lines()
+                    .iter()
+                    .skip(mark)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })
+    }
+}
+
 /// A running daemon.
 pub struct Daemon {
     child: Child,
+    /// What it writes to stderr (its log).
+    pub log: Arc<LogLines>,
     pub clients: SocketAddr,
     pub registrations: SocketAddr,
     /// The admin HTTP listener (`/metrics`, status page, `/healthz`), when
     /// the config has one.
     pub admin: Option<SocketAddr>,
     pub config: PathBuf,
-    /// What the daemon wrote on stderr so far, when started with
-    /// [`Daemon::start_logged`].
-    log: Option<std::sync::Arc<std::sync::Mutex<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -84,54 +170,57 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with extra environment variables.
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
-        Self::spawn(config, env, false)
+        Self::start_with(config, &[], env)
     }
 
-    /// Like [`Daemon::start`], keeping what the daemon logs for
-    /// [`Daemon::logged`] (and passing it on to the test's stderr).
+    /// Like [`Daemon::start`], with extra `serve` flags and environment
+    /// variables.
+    pub fn start_with(config: &str, flags: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Self::spawn(config, |path| {
+            let mut command = Command::new(binary());
+            command
+                .args(["serve", "--config"])
+                .arg(path)
+                .args(flags)
+                .envs(env.iter().copied());
+            command
+        })
+    }
+
+    /// Starts the daemon from a POSIX shell that first runs `script` (for
+    /// example `export NAME=value`), as an operator's start script would.
+    pub fn start_in_shell(config: &str, script: &str) -> Daemon {
+        Self::spawn(config, |path| {
+            let mut command = Command::new("/bin/sh");
+            command
+                .arg("-c")
+                .arg(format!("{script}\nexec \"$0\" serve --config \"$1\""))
+                .arg(binary())
+                .arg(path);
+            command
+        })
+    }
+
+    /// Like [`Daemon::start`] (every daemon's log is kept: [`Daemon::log`]).
     pub fn start_logged(config: &str) -> Daemon {
-        Self::spawn(config, &[], true)
+        Self::start(config)
     }
 
-    /// What the daemon logged so far (see [`Daemon::start_logged`]).
+    /// What the daemon logged so far, one line after another.
     pub fn logged(&self) -> String {
-        let log = self
-            .log
-            .as_ref()
-            .expect("started with Daemon::start_logged");
-        log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.log.lines().join("\n")
     }
 
-    fn spawn(config: &str, env: &[(&str, &str)], keep_log: bool) -> Daemon {
+    fn spawn(config: &str, command: impl FnOnce(&std::path::Path) -> Command) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("router.toml");
         std::fs::write(&path, config).expect("write config");
-        let mut child = Command::new(binary())
-            .args(["serve", "--config"])
-            .arg(&path)
-            .envs(env.iter().copied())
+        let mut child = command(&path)
             .stdout(Stdio::piped())
-            .stderr(if keep_log {
-                Stdio::piped()
-            } else {
-                Stdio::inherit()
-            })
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start grpc-router");
-        let log = child.stderr.take().map(|stderr| {
-            let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-            let kept = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { return };
-                    eprintln!("{line}");
-                    let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
-                    kept.push_str(&line);
-                    kept.push('\n');
-                }
-            });
-            log
-        });
+        let log = LogLines::collect(child.stderr.take().expect("stderr"));
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -148,7 +237,10 @@ impl Daemon {
                 // Never leave a daemon behind a failed test.
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("the daemon printed no listening line within 20 s");
+                panic!(
+                    "the daemon printed no listening line within 20 s; its log:\n{}",
+                    log.lines().join("\n")
+                );
             }
         };
         let addr = |key: &str| -> Option<SocketAddr> {
@@ -161,8 +253,8 @@ impl Daemon {
             registrations: addr("registrations=").unwrap_or(([0, 0, 0, 0], 0).into()),
             admin: addr("admin="),
             child,
-            config: path,
             log,
+            config: path,
             _dir: dir,
         };
         assert!(

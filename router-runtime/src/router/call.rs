@@ -203,6 +203,16 @@ async fn route(
     let mut headers = metadata_map.into_headers();
     // The settings this call keeps to its end, whatever a reload changes.
     let config = core.config();
+    // A refusal is shown in the recent errors and logged (rate-limited).
+    let refused = |status| {
+        super::refusal::record(
+            &core,
+            &method.path,
+            &addresses.peer,
+            status,
+            crate::clock::now_ms(),
+        )
+    };
     if let Some(auth) = &config.client_auth {
         auth.admit(
             core.service.name(),
@@ -210,10 +220,13 @@ async fn route(
             &addresses.peer,
             &addresses.peer_certificates,
             &mut headers,
-        )?;
+        )
+        .map_err(refused)?;
     }
     if let Some(limiters) = core.limiters.load().as_ref() {
-        limiters.admit(core.service.name(), &method.name, &addresses.peer, &headers)?;
+        limiters
+            .admit(core.service.name(), &method.name, &addresses.peer, &headers)
+            .map_err(refused)?;
     }
     let timeout = metadata::timeout_from_headers(&headers);
     // The router's deadline policy: a default for calls without one, a cap.
@@ -308,7 +321,7 @@ async fn route(
         };
         let instance = pick(&core, &selection, &shares).map_err(|e| {
             record.no_instance();
-            pick_status(&core, &method, e)
+            pick_status(&core, &method, &template.peer, e)
         })?;
         let Some(pending) = requests
             .take()
@@ -561,8 +574,12 @@ fn routing_key(
         .map(|v| Bytes::copy_from_slice(v.as_bytes()))
 }
 
-fn pick_status(core: &RouterCore, method: &Method, error: PickError) -> Status {
+fn pick_status(core: &RouterCore, method: &Method, peer: &str, error: PickError) -> Status {
     let status = pick_error_status(core, method, error);
+    if status.code() == tonic::Code::ResourceExhausted {
+        // Every instance over its rate limit: a refusal like the others.
+        return super::refusal::record(core, &method.path, peer, status, crate::clock::now_ms());
+    }
     let (code, message) = (status.code(), status.message());
     core.recent_errors.push(&method.path, "", code, message);
     status

@@ -424,6 +424,14 @@ impl DynamicRouter {
             .strip_suffix("Router")
             .filter(|_| method == "Register" && side != Side::Calls)
         else {
+            if side == Side::Registrations {
+                // Someone pointed a client (or `grpc-router status`) here.
+                return tonic::Status::unimplemented(format!(
+                    "this address serves only registrations \
+                     (`/<package>.<Service>Router/Register`), not `{path}`"
+                ))
+                .into_http();
+            }
             return super::unimplemented_response();
         };
         let name = name.to_owned();

@@ -43,8 +43,10 @@ impl RateLimit {
 pub enum ClientKey {
     /// The client's IP address (the port is left out).
     PeerAddress,
-    /// The value of this request header (clients without it share one
-    /// bucket).
+    /// The value of this request header. A caller without it (or with a
+    /// value that is not text) is keyed by its IP address, as with
+    /// [`ClientKey::PeerAddress`], in buckets apart from the header's values:
+    /// callers without the header do not share one bucket.
     Header(String),
 }
 
@@ -150,17 +152,16 @@ impl Limiters {
         headers: &HeaderMap,
     ) -> Result<(), Status> {
         if let Some(clients) = &self.clients {
-            let key = match &clients.key {
-                ClientKey::PeerAddress => peer_ip(peer),
-                ClientKey::Header(name) => headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_owned(),
-            };
+            let key = client_key(&clients.key, peer, headers);
             if clients.check(&key, self.limits.max_clients).is_err() {
+                let who = match (key.strip_prefix(NO_HEADER), &clients.key) {
+                    (Some(ip), ClientKey::Header(name)) => {
+                        format!("client at `{ip}` (no `{name}` header)")
+                    }
+                    _ => format!("client `{key}`"),
+                };
                 return Err(Status::resource_exhausted(format!(
-                    "rate limit: client `{key}` is over its {} calls/s for `{service}`",
+                    "rate limit: {who} is over its {} calls/s for `{service}`",
                     clients.limit.per_second
                 )));
             }
@@ -231,6 +232,23 @@ impl Clients {
             }
         }
         if allowed { Ok(()) } else { Err(()) }
+    }
+}
+
+/// Starts the bucket key of a caller without the limit's header: such a
+/// caller is keyed by its IP address, and no header value can start with a
+/// NUL, so it never shares a bucket with a header's value.
+const NO_HEADER: &str = "\0";
+
+/// The bucket key of a call from `peer` with `headers`: its IP address, or
+/// the header's value (its IP address after [`NO_HEADER`] without one).
+fn client_key(key: &ClientKey, peer: &str, headers: &HeaderMap) -> String {
+    match key {
+        ClientKey::PeerAddress => peer_ip(peer),
+        ClientKey::Header(name) => match headers.get(name).and_then(|v| v.to_str().ok()) {
+            Some(value) => value.to_owned(),
+            None => format!("{NO_HEADER}{}", peer_ip(peer)),
+        },
     }
 }
 
@@ -306,6 +324,49 @@ mod tests {
             .admit("a.B", "M", "10.0.0.2:1000", &h)
             .expect("another client");
         limiters.admit("a.B", "M", "[::1]:5", &h).expect("v6");
+    }
+
+    #[test]
+    fn callers_without_the_header_are_limited_by_their_address_apart_from_header_values() {
+        let limits = RateLimits {
+            per_client: Some((
+                ClientKey::Header("x-api-key".to_owned()),
+                RateLimit {
+                    per_second: n(1),
+                    burst: n(1),
+                },
+            )),
+            ..RateLimits::default()
+        };
+        let limiters = Limiters::new(&limits).expect("limits");
+        let none = HeaderMap::new();
+        limiters
+            .admit("a.B", "M", "10.0.0.1:1000", &none)
+            .expect("the first caller without the header");
+        limiters
+            .admit("a.B", "M", "10.0.0.2:1000", &none)
+            .expect("another address without the header has its own bucket");
+        let refused = limiters
+            .admit("a.B", "M", "10.0.0.1:2000", &none)
+            .expect_err("the same address again");
+        assert!(
+            refused
+                .message()
+                .contains("client at `10.0.0.1` (no `x-api-key` header)"),
+            "{refused:?}"
+        );
+        let mut spoof = HeaderMap::new();
+        spoof.insert("x-api-key", "10.0.0.1".parse().expect("ascii"));
+        limiters
+            .admit("a.B", "M", "10.0.0.9:1", &spoof)
+            .expect("a header value equal to an address is another bucket");
+        let refused = limiters
+            .admit("a.B", "M", "10.0.0.8:1", &spoof)
+            .expect_err("the same header value from elsewhere");
+        assert!(
+            refused.message().contains("client `10.0.0.1`"),
+            "{refused:?}"
+        );
     }
 
     #[test]

@@ -19,11 +19,13 @@ mod client_body;
 mod deadline;
 mod dynamic;
 mod limit;
+mod method_settings;
 mod outbound;
 mod outlier;
 mod pump;
 mod recent_errors;
 mod recheck;
+mod refusal;
 mod registry;
 mod reply;
 mod retry;
@@ -55,6 +57,7 @@ pub use call_stats::{CallStats, InstanceStats, LATENCY_WINDOW_SECS, RATE_WINDOW_
 pub use deadline::{DeadlinePolicy, Deadlines};
 pub use dynamic::{DEFAULT_MAX_SERVICES, DynamicRouter, DynamicSide, ServiceChange, ServiceHandle};
 pub use limit::{ClientKey, RateLimit, RateLimits};
+pub use method_settings::{NamedMethod, unknown_method_warnings};
 pub use outlier::OutlierDetection;
 pub use recent_errors::{MAX_ERROR_MESSAGE, RECENT_ERRORS, RecentError};
 pub use registry::{Instance, InstanceInfo, Registry, Snapshot};
@@ -212,6 +215,11 @@ pub struct RouterConfig {
     /// a dynamic router's service) is made: a later `reconfigure` does not
     /// change it.
     pub metrics: Option<crate::metrics::RouterMetrics>,
+    /// The methods the configuration names for this service (per-method
+    /// deadlines, limits, retry policies): once the service's methods are
+    /// known, each it does not have is a warning, logged and listed in the
+    /// admin service's `ServiceStatus.warnings`.
+    pub named_methods: Vec<NamedMethod>,
 }
 
 impl std::fmt::Debug for RouterConfig {
@@ -269,6 +277,7 @@ impl Default for RouterConfig {
             retries: RetryPolicies::default(),
             outlier_detection: None,
             metrics: None,
+            named_methods: Vec::new(),
         }
     }
 }
@@ -354,6 +363,11 @@ pub(crate) struct RouterCore {
     pub(crate) retry_budget: retry::RetryBudget,
     /// The service's last failed calls.
     pub(crate) recent_errors: recent_errors::RecentErrors,
+    /// The log budget of refused calls.
+    pub(crate) refusals: refusal::LogLimiter,
+    /// Settings for methods the service does not have (see
+    /// [`method_settings`]).
+    method_warnings: std::sync::Mutex<Vec<String>>,
     /// Whether the heartbeat sweeper runs (started with the first
     /// registration, inside the server's runtime).
     pub(crate) sweeper_started: AtomicBool,
@@ -405,6 +419,8 @@ impl RouterCore {
             stats: RouterStats::default(),
             retry_budget: retry::RetryBudget::default(),
             recent_errors: Default::default(),
+            refusals: Default::default(),
+            method_warnings: Default::default(),
             sweeper_started: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             listener: None,
@@ -414,6 +430,7 @@ impl RouterCore {
 
     /// The core, shared, and read by its metrics at every scrape.
     pub(crate) fn shared(self) -> Arc<Self> {
+        self.check_method_settings();
         let core = Arc::new(self);
         if let Some(metrics) = &core.metrics {
             metrics.track(&core);
@@ -429,6 +446,7 @@ impl RouterCore {
 
     /// Tells the listener the service's methods changed.
     pub(crate) fn service_changed(&self, defined: bool) {
+        self.check_method_settings();
         if let Some(listener) = &self.listener {
             listener(self, defined);
         }
@@ -497,6 +515,41 @@ impl RouterCore {
             // Registrations that no longer pass the new check are closed.
             recheck::recheck_all(self);
         }
+        self.check_method_settings();
+    }
+
+    /// Compares the methods the settings name with the service's (once
+    /// they are known), logging each new warning at WARN.
+    fn check_method_settings(&self) {
+        if !self.service.is_defined() {
+            return;
+        }
+        let methods = self.service.methods();
+        let warnings = unknown_method_warnings(
+            self.service.name(),
+            &self.config.load().named_methods,
+            methods.iter().map(|m| &*m.name),
+        );
+        let mut current = self
+            .method_warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for warning in warnings.iter().filter(|w| !current.contains(w)) {
+            tracing::warn!(
+                event = "unknown-method",
+                service = self.service.name(),
+                "{warning}"
+            );
+        }
+        *current = warnings;
+    }
+
+    /// The warnings about the service's settings in force now.
+    pub(crate) fn warnings(&self) -> Vec<String> {
+        self.method_warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Sets the balancer to the configured strategy, else the service's own.
