@@ -130,15 +130,18 @@ pub fn machine(format: Format, machine: &Machine, settings: &Settings, threads: 
         "{bullet}tokio worker threads: {threads}; client connections per target: {}",
         settings.connections
     );
-    let _ = writeln!(
-        out,
-        "{bullet}rounds: {} x {:?} per target (first round is a warm-up, discarded; targets interleaved, order rotated each round){}",
-        settings.rounds,
-        settings.duration,
-        if settings.quick { "; --quick" } else { "" }
-    );
+    let rounds = rounds_note(settings.rounds, settings.duration, settings.quick);
+    let _ = writeln!(out, "{bullet}{rounds}");
     let _ = writeln!(out, "{bullet}1-minute load average at start: {load}");
     out
+}
+
+/// How the rounds ran, for the notes under a report.
+pub fn rounds_note(rounds: u32, duration: std::time::Duration, quick: bool) -> String {
+    format!(
+        "{rounds} rounds × {duration:?} per target and measurement (first round discarded, targets interleaved, order rotated each round){}",
+        if quick { "; --quick" } else { "" }
+    )
 }
 
 /// A throughput in `unit`, human readable.

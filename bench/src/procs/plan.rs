@@ -19,7 +19,7 @@ use crate::procs::h2load::{self, H2loadRun};
 use crate::procs::table::{self, Figures, RoundRatios};
 use crate::procs::targets::Running;
 use crate::procs::{ProcsSettings, Tool};
-use crate::report::heading;
+use crate::report::{heading, rounds_note};
 use crate::scenarios::{Row, Timing, Unit, interleaved, rotate};
 use crate::target::Target;
 
@@ -416,13 +416,8 @@ impl Results {
             load(high.is_finite().then_some(high)),
             load(self.loads.last().copied()),
         );
-        let _ = writeln!(
-            out,
-            "{bullet}{} rounds × {:?} per target and measurement (first round discarded, targets interleaved, order rotated each round){}",
-            settings.rounds,
-            settings.duration,
-            if settings.quick { "; --quick" } else { "" }
-        );
+        let rounds = rounds_note(settings.rounds, settings.duration, settings.quick);
+        let _ = writeln!(out, "{bullet}{rounds}");
         let _ = writeln!(
             out,
             "{bullet}unary: SayHello with a {}-byte payload (echoed); tonic clients over {} connections; 1 call at a time over 1 connection; ping-pong: one Chat stream, one message in flight",
