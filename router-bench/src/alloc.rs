@@ -2,7 +2,7 @@
 //! default feature `jemalloc`, with background threads returning freed pages
 //! after its decay time), mimalloc with `--features mimalloc` (it takes
 //! precedence), glibc's malloc with `--no-default-features`. The router child
-//! reports [`NAME`], so `router-bench memory` can label what it measured.
+//! reports [`NAME`], so `router-soak memory` can label what it measured.
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]

@@ -11,7 +11,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::BoxError;
-use crate::instances::InstanceProcess;
+use crate::apps::start_instance;
+use crate::process::Proc;
 
 /// How long a draining instance may take before it is killed.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(40);
@@ -61,7 +62,7 @@ impl ChurnLog {
 pub struct Fleet {
     exe: PathBuf,
     router: SocketAddr,
-    live: VecDeque<InstanceProcess>,
+    live: VecDeque<Proc>,
     next_id: u64,
     /// What happened, shared with the load for attribution.
     pub log: Arc<ChurnLog>,
@@ -92,7 +93,7 @@ impl Fleet {
     async fn join(&mut self) -> Result<(), BoxError> {
         let id = format!("soak-{}", self.next_id);
         self.next_id += 1;
-        match InstanceProcess::start(&self.exe, self.router, &id).await {
+        match start_instance(&self.exe, self.router, &id, &[]).await {
             Ok(instance) => {
                 self.live.push_back(instance);
                 self.log.update(|c| c.joined += 1);

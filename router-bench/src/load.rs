@@ -16,7 +16,7 @@ use tonic::metadata::{AsciiMetadataValue, MetadataKey};
 use tonic::transport::Channel;
 
 use crate::BoxError;
-use crate::servers::Target;
+use crate::target::Target;
 
 /// Highest latency the histograms hold, in nanoseconds (values above are
 /// clamped).
@@ -57,6 +57,22 @@ pub struct Header {
     pub key: MetadataKey<tonic::metadata::Ascii>,
     /// The value.
     pub value: AsciiMetadataValue,
+}
+
+impl Header {
+    /// The header `key: value`; an error if `value` is not a header value.
+    pub fn new(key: &'static str, value: &str) -> Result<Header, BoxError> {
+        Ok(Header {
+            key: MetadataKey::from_static(key),
+            value: AsciiMetadataValue::try_from(value)
+                .map_err(|e| format!("the {key} header's value is not a header value: {e}"))?,
+        })
+    }
+
+    /// As h2load's `-H` argument, `key: value`.
+    pub fn h2load_arg(&self) -> String {
+        format!("{}: {}", self.key, self.value.to_str().unwrap_or_default())
+    }
 }
 
 /// What one round against one target measured.
@@ -136,13 +152,12 @@ fn per_sec(amount: f64, elapsed: Duration) -> f64 {
 }
 
 /// Runs `workload` against `target` with `concurrency` workers for
-/// `duration`, adding `header` to every call.
+/// `duration`, adding the target's headers to every call.
 pub async fn run(
     target: &Target,
     workload: &Workload,
     concurrency: usize,
     duration: Duration,
-    header: Option<&Header>,
 ) -> Result<Sample, BoxError> {
     let started = Instant::now();
     let deadline = started + duration;
@@ -150,14 +165,14 @@ pub async fn run(
     for worker in 0..concurrency {
         let client = target.client(worker);
         let workload = workload.clone();
-        let header = header.cloned();
+        let headers = target.headers.clone();
         workers.spawn(async move {
             match workload {
-                Workload::Unary { payload } => unary(client, payload, deadline, header).await,
+                Workload::Unary { payload } => unary(client, payload, deadline, headers).await,
                 Workload::Stream { count, size } => {
-                    stream(client, count, size, deadline, header).await
+                    stream(client, count, size, deadline, headers).await
                 }
-                Workload::PingPong => pingpong(client, deadline, header).await,
+                Workload::PingPong => pingpong(client, deadline, headers).await,
             }
         });
     }
@@ -169,9 +184,10 @@ pub async fn run(
     Ok(total)
 }
 
-fn request<T>(message: T, header: Option<&Header>) -> Request<T> {
+/// `message` as a request carrying `headers`.
+pub fn request<T>(message: T, headers: &[Header]) -> Request<T> {
     let mut request = Request::new(message);
-    if let Some(h) = header {
+    for h in headers {
         request
             .metadata_mut()
             .insert(h.key.clone(), h.value.clone());
@@ -183,7 +199,7 @@ async fn unary(
     mut client: GreeterClient<Channel>,
     payload: Vec<u8>,
     deadline: Instant,
-    header: Option<Header>,
+    headers: Vec<Header>,
 ) -> Sample {
     let mut sample = Sample::empty();
     while Instant::now() < deadline {
@@ -192,7 +208,7 @@ async fn unary(
             payload: payload.clone(),
         };
         let started = Instant::now();
-        match client.say_hello(request(message, header.as_ref())).await {
+        match client.say_hello(request(message, &headers)).await {
             Ok(reply) => {
                 sample.bytes += reply.get_ref().payload.len() as u64;
                 sample.record(started);
@@ -208,7 +224,7 @@ async fn stream(
     count: u32,
     size: u32,
     deadline: Instant,
-    header: Option<Header>,
+    headers: Vec<Header>,
 ) -> Sample {
     let mut sample = Sample::empty();
     while Instant::now() < deadline {
@@ -218,10 +234,7 @@ async fn stream(
             payload_size: size,
         };
         let started = Instant::now();
-        let mut replies = match client
-            .stream_greetings(request(message, header.as_ref()))
-            .await
-        {
+        let mut replies = match client.stream_greetings(request(message, &headers)).await {
             Ok(response) => response.into_inner(),
             Err(status) => {
                 sample.fail(status);
@@ -256,7 +269,7 @@ async fn stream(
 async fn pingpong(
     mut client: GreeterClient<Channel>,
     deadline: Instant,
-    header: Option<Header>,
+    headers: Vec<Header>,
 ) -> Sample {
     let mut sample = Sample::empty();
     let (tx, rx) = mpsc::channel::<ChatMessage>(1);
@@ -271,7 +284,7 @@ async fn pingpong(
         return sample;
     }
     let mut replies = match client
-        .chat(request(ReceiverStream::new(rx), header.as_ref()))
+        .chat(request(ReceiverStream::new(rx), &headers))
         .await
     {
         Ok(response) => response.into_inner(),

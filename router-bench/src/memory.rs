@@ -1,7 +1,7 @@
-//! `router-bench memory`: the router's memory after load (issue 9, item 6).
+//! `router-soak memory`: the router's memory after load (issue 9, item 6).
 //!
 //! The router runs as a child process (this binary's `serve-router`, or
-//! another `router-bench` build given with `--router-exe`, for example one
+//! another build of this package given with `--router-exe`, for example one
 //! built with another allocator, or the `grpc-router` daemon binary, whose
 //! column is named `grpc-router`) with one real bridge instance process (the
 //! example `instance` binary) behind it. Its `VmRSS` and `VmHWM` are read from
@@ -29,20 +29,20 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::BoxError;
-use crate::cli::Format;
-use crate::instances::{InstanceProcess, instance_exe};
+use crate::apps::{sibling, start_instance};
 use crate::machine::Memory;
-use crate::report::Table;
-use crate::servers::{RouterChild, Target};
+use crate::report::{Format, Table};
+use crate::router_child::RouterChild;
+use crate::target::Target;
 
 /// How long to wait for the router to release every call.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// What `router-bench memory` does.
+/// What `router-soak memory` does.
 #[derive(Debug, Clone)]
 pub struct MemorySettings {
-    /// Router binaries to measure (each a `router-bench`); empty measures
-    /// this one.
+    /// Router binaries to measure (builds of this package, or `grpc-router`);
+    /// empty measures this one.
     pub router_exes: Vec<PathBuf>,
     /// The example `instance` binary; `None` looks next to this one.
     pub instance_exe: Option<PathBuf>,
@@ -98,7 +98,7 @@ pub async fn run(settings: &MemorySettings) -> Result<(), BoxError> {
     } else {
         settings.router_exes.clone()
     };
-    let instance = instance_exe(settings.instance_exe.as_deref())?;
+    let instance = sibling(settings.instance_exe.as_deref(), "instance")?;
     let mut runs = Vec::new();
     for exe in &exes {
         eprintln!("memory: router {}", exe.display());
@@ -113,8 +113,8 @@ async fn measure(
     router_exe: &std::path::Path,
     instance_exe: &std::path::Path,
 ) -> Result<MemoryRun, BoxError> {
-    let child = RouterChild::spawn_exe(router_exe, settings.window_kib).await?;
-    let instance = InstanceProcess::start(instance_exe, child.addr, "memory-instance").await?;
+    let child = RouterChild::spawn(Some(router_exe), settings.window_kib).await?;
+    let instance = start_instance(instance_exe, child.addr, "memory-instance", &[]).await?;
     let target = Target::connect("routed", child.addr, settings.connections).await?;
     warm_up(&target).await?;
     settle().await;

@@ -19,14 +19,15 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Request;
-use tonic::metadata::{AsciiMetadataValue, MetadataKey};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::BoxError;
-use crate::cli::Settings;
+use crate::inprocess::Settings;
 use crate::load::{Header, Workload};
+use crate::router_child::RouterChild;
 use crate::scenarios::{Measured, Timing, Unit, interleaved};
-use crate::servers::{RouterChild, Target, connect_bridge};
+use crate::servers::connect_bridge;
+use crate::target::Target;
 
 /// What the registrations scenario measured.
 #[derive(Debug)]
@@ -73,10 +74,7 @@ impl Registrations {
 
 /// Runs the scenario.
 pub async fn run(settings: &Settings) -> Result<Registrations, BoxError> {
-    let child = match &settings.router_exe {
-        Some(exe) => RouterChild::spawn_exe(exe, None).await?,
-        None => RouterChild::spawn().await?,
-    };
+    let child = RouterChild::spawn(settings.router_exe.as_deref(), None).await?;
     let addr = child.addr;
     let real: Vec<_> = (0..2)
         .map(|i| connect_bridge(addr, &format!("real-{i}"), Some(("kind", "real"))))
@@ -86,11 +84,9 @@ pub async fn run(settings: &Settings) -> Result<Registrations, BoxError> {
             .await
             .map_err(|_| "a real instance did not register with the router child")?;
     }
-    let target = Target::connect("routed", addr, settings.connections).await?;
-    let header = Header {
-        key: MetadataKey::from_static(SELECT_HEADER),
-        value: AsciiMetadataValue::from_static("kind=real"),
-    };
+    let target = Target::connect("routed", addr, settings.connections)
+        .await?
+        .with_headers(vec![Header::new(SELECT_HEADER, "kind=real")?]);
     let workload = Workload::Unary {
         payload: vec![0x5a; settings.payload_size],
     };
@@ -100,7 +96,7 @@ pub async fn run(settings: &Settings) -> Result<Registrations, BoxError> {
     };
     let concurrency = settings.registrations_concurrency;
 
-    let before = measure(&target, &workload, concurrency, timing, &header, "2").await?;
+    let before = measure(&target, &workload, concurrency, timing, "2").await?;
     settle().await;
     let rss_before_kib = child.rss_kib()?;
     tokio::time::sleep(SETTLED).await;
@@ -121,7 +117,7 @@ pub async fn run(settings: &Settings) -> Result<Registrations, BoxError> {
     let settled_after_kib = child.rss_kib()?;
 
     let label = format!("{}", settings.instances + 2);
-    let after = measure(&target, &workload, concurrency, timing, &header, &label).await?;
+    let after = measure(&target, &workload, concurrency, timing, &label).await?;
 
     drop(idle);
     for bridge in real {
@@ -161,7 +157,6 @@ async fn measure(
     workload: &Workload,
     concurrency: usize,
     timing: Timing,
-    header: &Header,
     instances: &str,
 ) -> Result<Measured, BoxError> {
     let row = interleaved(
@@ -171,7 +166,6 @@ async fn measure(
         workload,
         concurrency,
         timing,
-        Some(header),
     )
     .await?;
     row.targets

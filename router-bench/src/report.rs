@@ -2,10 +2,29 @@
 
 use std::fmt::Write;
 
-use crate::cli::{Format, Settings};
+use crate::inprocess::{DYNAMIC_TARGET, METRICS_TARGET, Settings};
 use crate::machine::Machine;
 use crate::registrations::Registrations;
 use crate::scenarios::{Measured, Row, Unit};
+
+/// How result tables are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned plain text.
+    Table,
+    /// Markdown tables, ready to paste into the README.
+    Markdown,
+}
+
+impl Format {
+    /// What starts a line of the notes under a table.
+    pub fn bullet(self) -> &'static str {
+        match self {
+            Format::Markdown => "- ",
+            Format::Table => "",
+        }
+    }
+}
 
 /// A table of text cells.
 #[derive(Debug, Default)]
@@ -97,7 +116,7 @@ pub fn heading(format: Format, text: &str) -> String {
 /// The machine and run description.
 pub fn machine(format: Format, machine: &Machine, settings: &Settings, threads: usize) -> String {
     let mut out = heading(format, "Machine");
-    let bullet = if format == Format::Markdown { "- " } else { "" };
+    let bullet = format.bullet();
     let load = machine
         .load_at_start
         .map_or_else(|| "unknown".to_owned(), |l| format!("{l:.2}"));
@@ -111,15 +130,18 @@ pub fn machine(format: Format, machine: &Machine, settings: &Settings, threads: 
         "{bullet}tokio worker threads: {threads}; client connections per target: {}",
         settings.connections
     );
-    let _ = writeln!(
-        out,
-        "{bullet}rounds: {} x {:?} per target (first round is a warm-up, discarded; targets interleaved, order rotated each round){}",
-        settings.rounds,
-        settings.duration,
-        if settings.quick { "; --quick" } else { "" }
-    );
+    let rounds = rounds_note(settings.rounds, settings.duration, settings.quick);
+    let _ = writeln!(out, "{bullet}{rounds}");
     let _ = writeln!(out, "{bullet}1-minute load average at start: {load}");
     out
+}
+
+/// How the rounds ran, for the notes under a report.
+pub fn rounds_note(rounds: u32, duration: std::time::Duration, quick: bool) -> String {
+    format!(
+        "{rounds} rounds × {duration:?} per target and measurement (first round discarded, targets interleaved, order rotated each round){}",
+        if quick { "; --quick" } else { "" }
+    )
 }
 
 /// A throughput in `unit`, human readable.
@@ -130,7 +152,8 @@ pub fn throughput(value: f64, unit: Unit) -> String {
     }
 }
 
-fn thousands(value: f64) -> String {
+/// A whole number with thousands separators (`1,234,567`).
+pub fn thousands(value: f64) -> String {
     let digits = format!("{:.0}", value.max(0.0));
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {
@@ -151,7 +174,8 @@ pub fn micros(us: f64) -> String {
     }
 }
 
-fn signed_micros(us: f64) -> String {
+/// Microseconds with a sign (`+80.0 µs`), for added latency.
+pub fn signed_micros(us: f64) -> String {
     if us >= 0.0 {
         format!("+{}", micros(us))
     } else {
@@ -167,10 +191,10 @@ fn ratio(num: f64, den: f64) -> String {
     }
 }
 
-/// The summary table: per row, direct vs routed, then the daemon against
-/// both (when it ran), then extra targets against direct.
+/// The summary table: per row, direct vs routed, then the dynamic router
+/// against both (when it ran), then extra targets against direct.
 pub fn summary(format: Format, rows: &[Row], extras: &[String]) -> String {
-    let daemon = rows.iter().any(|r| r.target("daemon").is_some());
+    let dynamic = rows.iter().any(|r| r.target(DYNAMIC_TARGET).is_some());
     let mut headers: Vec<String> = [
         "scenario",
         "concurrency",
@@ -183,28 +207,26 @@ pub fn summary(format: Format, rows: &[Row], extras: &[String]) -> String {
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    if daemon {
+    if dynamic {
         headers.extend(
             [
-                "daemon",
-                "daemon/direct",
-                "daemon/routed",
-                "daemon-routed p50",
-                "daemon-routed p99",
+                DYNAMIC_TARGET,
+                "dynamic/direct",
+                "dynamic/routed",
+                "dynamic-routed p50",
+                "dynamic-routed p99",
             ]
             .map(str::to_owned),
         );
     }
-    let metrics = rows
-        .iter()
-        .any(|r| r.target(crate::METRICS_TARGET).is_some());
+    let metrics = rows.iter().any(|r| r.target(METRICS_TARGET).is_some());
     if metrics {
         headers.extend(
             [
-                "daemon+metrics",
-                "metrics/daemon",
-                "metrics-daemon p50",
-                "metrics-daemon p99",
+                METRICS_TARGET,
+                "metrics/dynamic",
+                "metrics-dynamic p50",
+                "metrics-dynamic p99",
             ]
             .map(str::to_owned),
         );
@@ -245,16 +267,16 @@ pub fn summary(format: Format, rows: &[Row], extras: &[String]) -> String {
             p50,
             p99,
         ];
-        if daemon {
-            let d = row.target("daemon");
+        if dynamic {
+            let d = row.target(DYNAMIC_TARGET);
             let [vs_direct, _, _] = compare(d);
             let [vs_routed, p50, p99] = against(routed, d);
             cells.extend([value(d), vs_direct, vs_routed, p50, p99]);
         }
         if metrics {
-            let m = row.target(crate::METRICS_TARGET);
-            let [vs_daemon, p50, p99] = against(row.target("daemon"), m);
-            cells.extend([value(m), vs_daemon, p50, p99]);
+            let m = row.target(METRICS_TARGET);
+            let [vs_dynamic, p50, p99] = against(row.target(DYNAMIC_TARGET), m);
+            cells.extend([value(m), vs_dynamic, p50, p99]);
         }
         for extra in extras {
             let other = row.target(extra);
@@ -329,7 +351,7 @@ pub fn registrations(format: Format, r: &Registrations) -> String {
         r.rss_after_kib,
     ));
     let mut out = table.render(format);
-    let bullet = if format == Format::Markdown { "- " } else { "" };
+    let bullet = format.bullet();
     if format == Format::Markdown {
         out.push('\n');
     }
@@ -394,7 +416,7 @@ mod tests {
     }
 
     #[test]
-    fn summary_compares_the_daemon_with_direct_and_routed() {
+    fn summary_compares_the_dynamic_router_with_direct_and_routed() {
         let row = Row {
             scenario: "unary".to_owned(),
             concurrency: 1,
@@ -402,15 +424,15 @@ mod tests {
             targets: vec![
                 measured("direct", 1000, 100),
                 measured("routed", 500, 200),
-                measured("daemon", 400, 250),
+                measured("dynamic", 400, 250),
             ],
         };
         let text = summary(Format::Markdown, &[row], &[]);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].contains("| daemon/direct | daemon/routed | daemon-routed p50 |"));
+        assert!(lines[0].contains("| dynamic/direct | dynamic/routed | dynamic-routed p50 |"));
         let cells: Vec<&str> = lines[2].split('|').map(str::trim).collect();
         // scenario, concurrency, direct, routed, routed/direct, p50, p99,
-        // daemon, daemon/direct, daemon/routed, daemon-routed p50 and p99.
+        // dynamic, dynamic/direct, dynamic/routed, dynamic-routed p50 and p99.
         assert_eq!(
             &cells[5..13],
             [
@@ -427,7 +449,7 @@ mod tests {
     }
 
     #[test]
-    fn summary_without_a_daemon_keeps_the_old_columns() {
+    fn summary_without_the_dynamic_router_keeps_the_old_columns() {
         let row = Row {
             scenario: "unary".to_owned(),
             concurrency: 1,
@@ -435,7 +457,7 @@ mod tests {
             targets: vec![measured("direct", 1000, 100), measured("routed", 500, 200)],
         };
         let text = summary(Format::Table, &[row], &[]);
-        assert!(!text.contains("daemon"));
+        assert!(!text.contains("dynamic"));
         assert!(
             text.lines()
                 .next()

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::BoxError;
-use crate::load::{self, Header, Sample, Workload};
-use crate::servers::Target;
+use crate::load::{self, Sample, Workload};
+use crate::target::Target;
 
 /// What a row's throughput counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +100,29 @@ pub struct Timing {
     pub duration: Duration,
 }
 
+/// Runs `measure(index)` for each of `targets` targets in `rounds` rounds,
+/// the order rotating every round (round `r` starts with target `r mod n`);
+/// the first round is a warm-up and is dropped. Per target, its measured
+/// rounds in order. Prints a dot a round.
+pub async fn rotate<T>(
+    targets: usize,
+    rounds: u32,
+    mut measure: impl AsyncFnMut(usize) -> Result<T, BoxError>,
+) -> Result<Vec<Vec<T>>, BoxError> {
+    let mut measured: Vec<Vec<T>> = (0..targets).map(|_| Vec::new()).collect();
+    for round in 0..rounds as usize {
+        for k in 0..targets {
+            let index = (k + round) % targets;
+            let value = measure(index).await?;
+            if round > 0 {
+                measured[index].push(value);
+            }
+        }
+        eprint!(".");
+    }
+    Ok(measured)
+}
+
 /// Measures `workload` at `concurrency` against every target in
 /// `timing.rounds` interleaved rounds of `timing.duration` each.
 pub async fn interleaved(
@@ -109,30 +132,27 @@ pub async fn interleaved(
     workload: &Workload,
     concurrency: usize,
     timing: Timing,
-    header: Option<&Header>,
 ) -> Result<Row, BoxError> {
-    let Timing { rounds, duration } = timing;
-    let mut measured: Vec<Measured> = targets
+    let rounds = rotate(targets.len(), timing.rounds, async |index| {
+        load::run(targets[index], workload, concurrency, timing.duration).await
+    })
+    .await?;
+    let measured: Vec<Measured> = targets
         .iter()
-        .map(|t| Measured {
-            target: t.name.clone(),
-            rounds: Vec::new(),
-            total: Sample::empty(),
+        .zip(rounds)
+        .map(|(t, rounds)| {
+            let mut total = Sample::empty();
+            for sample in &rounds {
+                total.merge(sample);
+                total.elapsed += sample.elapsed;
+            }
+            Measured {
+                target: t.name.clone(),
+                rounds,
+                total,
+            }
         })
         .collect();
-    for round in 0..rounds {
-        for k in 0..targets.len() {
-            let index = (k + round as usize) % targets.len();
-            let sample = load::run(targets[index], workload, concurrency, duration, header).await?;
-            if round > 0 {
-                let m = &mut measured[index];
-                m.total.merge(&sample);
-                m.total.elapsed += sample.elapsed;
-                m.rounds.push(sample);
-            }
-        }
-        eprint!(".");
-    }
     for m in &measured {
         if let Some(error) = &m.total.first_error {
             eprintln!(
@@ -147,4 +167,26 @@ pub async fn interleaved(
         unit,
         targets: measured,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn rounds_rotate_the_order_and_drop_the_warm_up() {
+        let mut order = Vec::new();
+        let mut round = 0;
+        let measured = rotate(3, 3, async |index| {
+            order.push(index);
+            round += 1;
+            Ok((index, round))
+        })
+        .await
+        .expect("measured");
+        assert_eq!(order, [0, 1, 2, 1, 2, 0, 2, 0, 1]);
+        // Target 0 ran 1st, 6th and 8th; the first is the warm-up.
+        assert_eq!(measured[0], [(0, 6), (0, 8)]);
+        assert_eq!(measured[2], [(2, 5), (2, 7)]);
+    }
 }

@@ -1,4 +1,4 @@
-//! `router-bench soak`: the router as a child process, instances as processes
+//! `router-soak soak`: the router as a child process, instances as processes
 //! of their own joining, draining and being killed on a schedule, mixed load
 //! from tonic clients in this process, and the router's RSS sampled
 //! throughout. Fails (non-zero exit) when a call hung or the RSS kept growing
@@ -11,12 +11,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::BoxError;
+use crate::apps::sibling;
 use crate::churn::{ChurnCounts, Fleet};
-use crate::cli::Format;
-use crate::instances::instance_exe;
-use crate::report::Table;
-use crate::servers::{RouterChild, Target};
+use crate::report::{Format, Table};
+use crate::router_child::RouterChild;
 use crate::soak_load::{self, Failure, Kind, LoadShape, Outcome, Tally, TallyInner};
+use crate::target::Target;
 
 /// The shortest run whose RSS trend is judged: in a shorter one (the CI
 /// smoke run) the warm-up is not over, so only hung calls fail it.
@@ -26,7 +26,7 @@ pub const JUDGED_RUN: Duration = Duration::from_secs(300);
 /// while it ran, or this close to it.
 const KILL_SLACK: Duration = Duration::from_millis(500);
 
-/// What `router-bench soak` does.
+/// What `router-soak soak` does.
 #[derive(Debug, Clone)]
 pub struct SoakSettings {
     /// How long the load runs.
@@ -46,7 +46,8 @@ pub struct SoakSettings {
     /// Growth of the RSS over the last two thirds of the run that fails it,
     /// in KiB.
     pub max_growth_kib: u64,
-    /// The router binary (a `router-bench`); `None` is this one.
+    /// The router binary (a build of this package, or `grpc-router`); `None`
+    /// is this one.
     pub router_exe: Option<PathBuf>,
     /// The example `instance` binary; `None` looks next to this one.
     pub instance_exe: Option<PathBuf>,
@@ -190,11 +191,8 @@ impl SoakReport {
 
 /// Runs the soak and prints its report; an error when it failed.
 pub async fn run(settings: &SoakSettings) -> Result<(), BoxError> {
-    let instance = instance_exe(settings.instance_exe.as_deref())?;
-    let child = match &settings.router_exe {
-        Some(exe) => RouterChild::spawn_exe(exe, None).await?,
-        None => RouterChild::spawn().await?,
-    };
+    let instance = sibling(settings.instance_exe.as_deref(), "instance")?;
+    let child = RouterChild::spawn(settings.router_exe.as_deref(), None).await?;
     let mut fleet = Fleet::start(instance, child.addr, settings.instances).await?;
     let target = Target::connect("routed", child.addr, settings.connections).await?;
     let tally = Arc::new(Tally::default());

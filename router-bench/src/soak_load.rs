@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-use crate::servers::Target;
+use crate::target::Target;
 
 /// Extra time a call with a deadline gets before it counts as hung.
 pub const HUNG_MARGIN: Duration = Duration::from_secs(3);

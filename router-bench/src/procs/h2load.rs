@@ -18,6 +18,7 @@ use myservice_example::pb::HelloRequest;
 use router_runtime::codegen::prost::Message;
 
 use crate::BoxError;
+use crate::cli::read_duration;
 
 /// The gRPC path h2load posts to.
 pub const PATH: &str = "/myservice.v1.Greeter/SayHello";
@@ -119,7 +120,7 @@ pub fn parse(output: &str) -> Result<H2loadRun, String> {
     let elapsed = finished
         .strip_prefix("finished in ")
         .and_then(|rest| rest.split(',').next())
-        .and_then(parse_duration)
+        .and_then(read_duration)
         .ok_or_else(|| format!("cannot read the time in {finished:?}"))?;
 
     let requests = line("requests:")?;
@@ -144,7 +145,7 @@ pub fn parse(output: &str) -> Result<H2loadRun, String> {
     let mean_request = times
         .strip_prefix("time for request:")
         .and_then(|rest| rest.split_whitespace().nth(2))
-        .and_then(parse_duration)
+        .and_then(read_duration)
         .ok_or_else(|| format!("cannot read the mean in {times:?}"))?;
     Ok(H2loadRun {
         elapsed,
@@ -163,22 +164,6 @@ fn counted(line: &str, label: &str) -> Option<u64> {
         let number = words.next()?;
         (words.next()? == label).then(|| number.parse().ok())?
     })
-}
-
-/// h2load's durations: `3.00s`, `599.69ms`, `391us`.
-fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = text.strip_suffix("us") {
-        (n, 1e-6)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1.0)
-    } else {
-        return None;
-    };
-    let value: f64 = number.parse().ok()?;
-    Duration::try_from_secs_f64(value * scale).ok()
 }
 
 /// Runs h2load against `addr` for `duration`, sending `headers` (`name:

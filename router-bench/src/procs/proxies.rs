@@ -10,19 +10,19 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::BoxError;
-use crate::procs::process::{Proc, TempDir, free_port};
+use crate::process::{Proc, TempDir, free_port};
 
 /// How long a proxy may take to listen.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A proxy process with its configuration directory (removed after the
-/// process is killed).
+/// A proxy process with its configuration directory.
 pub struct Proxy {
     /// Where clients connect.
     pub addr: SocketAddr,
-    /// The process (field order: killed before the directory goes).
-    _proc: Proc,
-    _dir: TempDir,
+    /// The process.
+    pub proc: Proc,
+    /// Its configuration (remove it after the process is killed).
+    pub dir: TempDir,
 }
 
 /// The version in `nginx -v`'s `nginx version: nginx/1.22.1`.
@@ -130,11 +130,7 @@ pub async fn start_nginx(exe: &Path, upstream: SocketAddr) -> Result<Proxy, BoxE
         let log = std::fs::read_to_string(dir.path.join("error.log")).unwrap_or_default();
         return Err(format!("{e}; nginx error log: {}", log.trim()).into());
     }
-    Ok(Proxy {
-        addr,
-        _proc: proc,
-        _dir: dir,
-    })
+    Ok(Proxy { addr, proc, dir })
 }
 
 /// Starts HAProxy (`exe`) in front of `upstream`, in the foreground (`-db`:
@@ -147,11 +143,7 @@ pub async fn start_haproxy(exe: &Path, upstream: SocketAddr) -> Result<Proxy, Bo
     command.arg("-db").arg("-f").arg(&path);
     let mut proc = Proc::spawn("haproxy", command)?;
     proc.wait_listening(addr, START_TIMEOUT).await?;
-    Ok(Proxy {
-        addr,
-        _proc: proc,
-        _dir: dir,
-    })
+    Ok(Proxy { addr, proc, dir })
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! The figures of `router-bench procs` and their tables: ratios against the
-//! direct server, then the absolute numbers.
+//! direct server, the absolute numbers, and one target against another
+//! round by round.
 
-use crate::cli::Format;
-use crate::report::{Table, micros};
+use crate::report::{Format, Table, micros, signed_micros, thousands};
 
 /// One target's results (`None`: not measured, for example h2load missing).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -105,16 +105,7 @@ fn times(value: Option<f64>) -> String {
 }
 
 fn added(value: Option<f64>) -> String {
-    value.map_or_else(
-        || "-".to_owned(),
-        |us| {
-            if us >= 0.0 {
-                format!("+{}", micros(us))
-            } else {
-                micros(us)
-            }
-        },
-    )
+    value.map_or_else(|| "-".to_owned(), signed_micros)
 }
 
 fn absolute(value: Option<f64>, render: impl Fn(f64) -> String) -> String {
@@ -122,15 +113,7 @@ fn absolute(value: Option<f64>, render: impl Fn(f64) -> String) -> String {
 }
 
 fn rate(value: f64, unit: &str) -> String {
-    let digits = format!("{:.0}", value.max(0.0));
-    let mut out = String::new();
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    format!("{out} {unit}")
+    format!("{} {unit}", thousands(value))
 }
 
 /// The ratio table: every target against `direct` (the first row, if it
@@ -195,6 +178,147 @@ pub fn absolute_table(format: Format, figures: &[Figures], labels: &Labels) -> S
         ]);
     }
     measured_columns(headers, rows).render(format)
+}
+
+/// One target against a baseline, round by round: `other / base` of each
+/// measured round (the rounds ran interleaved, so each pair shared the
+/// machine's state).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RoundRatios {
+    /// h2load unary throughput (`None`: h2load did not run).
+    pub h2load: Option<Vec<f64>>,
+    /// tonic unary throughput.
+    pub tonic: Vec<f64>,
+    /// Server-stream throughput.
+    pub streams: Vec<f64>,
+    /// Ping-pong round trips.
+    pub pingpong: Vec<f64>,
+}
+
+/// `other[i] / base[i]` for the rounds whose base is not zero.
+pub fn round_ratios(other: &[f64], base: &[f64]) -> Vec<f64> {
+    other
+        .iter()
+        .zip(base)
+        .filter(|(_, b)| **b > 0.0)
+        .map(|(o, b)| o / b)
+        .collect()
+}
+
+/// The median of `values`.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+fn list(values: &[f64]) -> String {
+    if values.is_empty() {
+        return "-".to_owned();
+    }
+    values
+        .iter()
+        .map(|v| format!("{v:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The column headers of [`versus_table`]: the baseline, the other target,
+/// and their ratio (for example `daemon (no policy)`, `daemon+policies`,
+/// `policies / none`).
+#[derive(Debug, Clone, Copy)]
+pub struct Versus<'a> {
+    /// The baseline's column.
+    pub base: &'a str,
+    /// The other target's column.
+    pub other: &'a str,
+    /// The ratio's column.
+    pub ratio: &'a str,
+}
+
+/// `other` against `base`: each measurement's figures, the ratio of the
+/// totals (added latency for latencies), and the median and list of the
+/// per-round ratios. Rows of measurements that did not run are left out.
+pub fn versus_table(
+    format: Format,
+    base: &Figures,
+    other: &Figures,
+    rounds: &RoundRatios,
+    columns: Versus<'_>,
+) -> String {
+    let mut table = Table::new([
+        "measurement",
+        columns.base,
+        columns.other,
+        columns.ratio,
+        "median of rounds",
+        "per round",
+    ]);
+    let dash = || "-".to_owned();
+    let requests = |v: f64| rate(v, "req/s");
+    let throughput =
+        |label: &str, b: Option<f64>, o: Option<f64>, show: &dyn Fn(f64) -> String, per: &[f64]| {
+            vec![
+                label.to_owned(),
+                absolute(b, show),
+                absolute(o, show),
+                times(quotient(o, b)),
+                median(per).map_or_else(dash, |m| format!("{m:.2}")),
+                list(per),
+            ]
+        };
+    let latency = |label: &str, b: Option<f64>, o: Option<f64>| {
+        vec![
+            label.to_owned(),
+            absolute(b, micros),
+            absolute(o, micros),
+            added(difference(o, b)),
+            dash(),
+            dash(),
+        ]
+    };
+    if let Some(per) = &rounds.h2load {
+        let (b, o) = (base.h2load_rps, other.h2load_rps);
+        table.push(throughput("unary throughput, h2load", b, o, &requests, per));
+    }
+    if base.tonic_rps.is_some() {
+        let (b, o) = (base.tonic_rps, other.tonic_rps);
+        table.push(throughput(
+            "unary throughput, tonic",
+            b,
+            o,
+            &requests,
+            &rounds.tonic,
+        ));
+    }
+    if base.p50_us.is_some() {
+        table.push(latency("p50, 1 call at a time", base.p50_us, other.p50_us));
+        table.push(latency("p99, 1 call at a time", base.p99_us, other.p99_us));
+    }
+    if base.streams_mib.is_some() {
+        let (b, o) = (base.streams_mib, other.streams_mib);
+        let mib = |v: f64| format!("{v:.1} MiB/s");
+        table.push(throughput("server streams", b, o, &mib, &rounds.streams));
+    }
+    if base.pingpong_rtps.is_some() {
+        let (b, o) = (base.pingpong_rtps, other.pingpong_rtps);
+        let round_trips = |v: f64| rate(v, "rt/s");
+        table.push(throughput(
+            "ping-pong",
+            b,
+            o,
+            &round_trips,
+            &rounds.pingpong,
+        ));
+        let (b, o) = (base.pingpong_p50_us, other.pingpong_p50_us);
+        table.push(latency("ping-pong p50", b, o));
+    }
+    table.render(format)
 }
 
 /// A table without the columns nothing was measured in (every cell `-`, for
@@ -343,6 +467,59 @@ mod tests {
         assert!(text.lines().next().is_some_and(|h| h.contains("h2load")));
         let routed_line = text.lines().nth(3).expect("routed row");
         assert_eq!(routed_line.split_whitespace().nth(1), Some("-"));
+    }
+
+    #[test]
+    fn per_round_ratios_pair_rounds_and_skip_empty_ones() {
+        assert_eq!(
+            round_ratios(&[9.0, 10.0, 4.0], &[10.0, 10.0, 0.0]),
+            [0.9, 1.0]
+        );
+        assert_eq!(median(&[0.9, 1.1, 1.0]), Some(1.0));
+        assert_eq!(median(&[0.9, 1.0]), Some(0.95));
+        assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn the_versus_table_compares_each_measurement_that_ran() {
+        let mut base = direct();
+        base.target = "daemon".into();
+        base.streams_mib = None;
+        let rounds = RoundRatios {
+            h2load: Some(vec![0.2, 0.3]),
+            tonic: vec![0.4, 0.5, 0.3],
+            streams: Vec::new(),
+            pingpong: vec![0.5],
+        };
+        let columns = Versus {
+            base: "daemon (no policy)",
+            other: "daemon+policies",
+            ratio: "policies / none",
+        };
+        let text = versus_table(Format::Markdown, &base, &routed(), &rounds, columns);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("| daemon (no policy) | daemon+policies | policies / none |"));
+        let cells =
+            |line: &str| -> Vec<String> { line.split('|').map(|c| c.trim().to_owned()).collect() };
+        assert_eq!(
+            cells(lines[2])[1..7],
+            [
+                "unary throughput, h2load",
+                "40,000 req/s",
+                "10,000 req/s",
+                "0.25",
+                "0.25",
+                "0.20, 0.30"
+            ]
+        );
+        assert_eq!(cells(lines[3])[4..6], ["0.40", "0.40"]);
+        assert_eq!(
+            cells(lines[4])[1..5],
+            ["p50, 1 call at a time", "50.0 µs", "130 µs", "+80.0 µs"]
+        );
+        // No streams row (not measured); ping-pong and its p50 last.
+        assert_eq!(lines.len(), 8);
+        assert!(lines[7].contains("ping-pong p50"));
     }
 
     #[test]

@@ -1,25 +1,29 @@
-//! Command-line flags, and the settings they resolve to (with `--quick`
-//! defaults applied).
+//! The flags of `router-bench`, and the settings they resolve to (with
+//! `--quick` defaults applied).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-use crate::memory::MemorySettings;
+use crate::cli::{ServeRouterArgs, parse_duration};
+use crate::inprocess::{
+    BUILT_IN_TARGETS, DYNAMIC_TARGET, ExtraTarget, METRICS_TARGET, Scenario, Settings,
+};
 use crate::procs::h2load::Shape;
 use crate::procs::{Exes, ProcsSettings, Tool};
-use crate::soak::SoakSettings;
+use crate::report::Format;
 
-/// Measures grpc-router's routed path (the compiled router and the daemon's
-/// dynamic router) side by side with a direct tonic server, in one process,
-/// with real tonic clients.
+/// Measures grpc-router's routed path side by side with a direct tonic
+/// server: in one process, the compiled router and a dynamic router
+/// (without a subcommand); or as deployed, every target a process of its
+/// own (`procs`).
 #[derive(Debug, Parser)]
 #[command(name = "router-bench", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
-    /// `memory` and `soak` run on their own; the hidden `serve-router` is the
-    /// router child they and the registrations scenario start.
+    /// `procs` measures every target as a process of its own; the hidden
+    /// `serve-router` is the router child of the registrations scenario.
     #[command(subcommand)]
     pub command: Option<Command>,
 
@@ -100,10 +104,10 @@ pub struct Cli {
     #[arg(long, default_value_t = 0)]
     pub register_in_flight: usize,
 
-    /// The `router-bench` binary the registrations scenario runs as its
-    /// router child (as `serve-router`), for example a build with another
-    /// allocator, or a script that runs one under a heap profiler
-    /// [default: this binary].
+    /// The `router-bench` (or `router-soak`) binary the registrations
+    /// scenario runs as its router child (as `serve-router`), for example a
+    /// build with another allocator, or a script that runs one under a heap
+    /// profiler [default: this binary].
     #[arg(long)]
     pub router_exe: Option<PathBuf>,
 
@@ -117,8 +121,9 @@ pub struct Cli {
     #[arg(long, default_value = "127.0.0.1:0")]
     pub direct_listen: SocketAddr,
 
-    /// Run only these targets (`direct`, `routed`, `daemon` or an extra
-    /// target's name), comma separated; for profiling one path.
+    /// Run only these targets (`direct`, `routed`, `dynamic`,
+    /// `dynamic+metrics` or an extra target's name), comma separated; for
+    /// profiling one path.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
 
@@ -126,129 +131,27 @@ pub struct Cli {
     #[arg(long)]
     pub threads: Option<usize>,
 
-    /// Also measure `daemon+metrics`: the daemon's router recording its
-    /// Prometheus metrics (encoded once a second, as a scraper would), side
-    /// by side with `daemon`, to measure what the metrics cost.
+    /// Also measure `dynamic+metrics`: the in-process dynamic router
+    /// recording its Prometheus metrics (encoded once a second, as a scraper
+    /// would), side by side with `dynamic`, to measure what the metrics cost.
     #[arg(long)]
     pub metrics: bool,
 }
 
-/// Subcommands: measurements that run the router in a process of its own.
+/// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// The router's memory after load: idle, thousands of abandoned streams,
-    /// hundreds of stalled ones (router and instance in processes of their
-    /// own; RSS from /proc).
-    Memory(MemoryArgs),
-    /// Mixed load for a long time while instances join, drain and are
-    /// killed; fails when a call hangs or the router's RSS keeps growing.
-    Soak(SoakArgs),
     /// The router as deployed: direct, routed (`router` + `instance`),
     /// daemon (`grpc-router` + `instance`), nginx and HAProxy (in front of
     /// direct) each in processes of their own, measured in one interleaved
     /// run: unary throughput (h2load and tonic), latency one call at a time,
     /// server streams, bidi ping-pong.
-    Procs(ProcsArgs),
+    Procs(Box<ProcsArgs>),
     /// Serves a Greeter router, prints its bound address on stdout and exits
     /// when stdin closes (used by the registrations scenario, so the router's
     /// memory is measured in a process of its own).
     #[command(hide = true)]
-    ServeRouter {
-        /// The address to listen on.
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: SocketAddr,
-        /// Each call's response window (`RouterConfig::initial_window`), KiB
-        /// [default: the router's default].
-        #[arg(long)]
-        window_kib: Option<u32>,
-    },
-}
-
-/// Flags of `router-bench memory`.
-#[derive(Debug, Clone, Args)]
-pub struct MemoryArgs {
-    /// A `router-bench` binary to run as the router (repeatable, one column
-    /// each; for example builds with `--features mimalloc` or `jemalloc`),
-    /// or a `grpc-router` daemon binary (run as `serve`) [default: this
-    /// binary].
-    #[arg(long = "router-exe")]
-    pub router_exes: Vec<PathBuf>,
-    /// The example `instance` binary [default: `instance` next to this
-    /// binary].
-    #[arg(long)]
-    pub instance_exe: Option<PathBuf>,
-    /// Server streams opened, read for one message and dropped.
-    #[arg(long, default_value_t = 5000)]
-    pub abandoned: usize,
-    /// Abandoned streams open at once.
-    #[arg(long, default_value_t = 500)]
-    pub abandon_concurrency: usize,
-    /// Payload bytes per message of the abandoned streams.
-    #[arg(long, default_value_t = 1024)]
-    pub abandoned_payload: u32,
-    /// Server streams held open and never read (HTTP/2 window 0).
-    #[arg(long, default_value_t = 300)]
-    pub stalled: usize,
-    /// Payload bytes per message of the stalled streams.
-    #[arg(long, default_value_t = 16 * 1024)]
-    pub stalled_payload: u32,
-    /// Client connections per phase.
-    #[arg(long, default_value_t = 8)]
-    pub connections: usize,
-    /// Each call's response window in the router child, KiB [default: the
-    /// router's default, 256].
-    #[arg(long)]
-    pub window_kib: Option<u32>,
-    /// Seconds after the last release at which the RSS is read once more
-    /// (allocators that return memory with a delay).
-    #[arg(long, default_value_t = 15.0)]
-    pub linger_secs: f64,
-    /// Output format of the table.
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: Format,
-}
-
-/// Flags of `router-bench soak`.
-#[derive(Debug, Clone, Args)]
-pub struct SoakArgs {
-    /// How long the load runs, in minutes (fractions allowed: 0.3 is 18 s).
-    #[arg(long, default_value_t = 30.0)]
-    pub minutes: f64,
-    /// Instances kept registered; each churn step starts one more, then
-    /// drains or kills the oldest.
-    #[arg(long, default_value_t = 3)]
-    pub instances: usize,
-    /// Seconds between churn steps [default: a sixth of the run, 3 to 30].
-    #[arg(long)]
-    pub churn_every_secs: Option<f64>,
-    /// Seconds between RSS samples [default: a twentieth of the run, 0.5
-    /// to 10].
-    #[arg(long)]
-    pub sample_every_secs: Option<f64>,
-    /// Unary calls per second.
-    #[arg(long, default_value_t = 100.0)]
-    pub unary_rate: f64,
-    /// Workers per streaming kind (server, client, bidi).
-    #[arg(long, default_value_t = 3)]
-    pub stream_workers: usize,
-    /// Client connections.
-    #[arg(long, default_value_t = 4)]
-    pub connections: usize,
-    /// Router RSS growth after warm-up (least-squares trend) that fails a
-    /// run of 5 minutes or more, in MiB.
-    #[arg(long, default_value_t = 8.0)]
-    pub max_growth_mib: f64,
-    /// A `router-bench` or `grpc-router` binary to run as the router
-    /// [default: this one].
-    #[arg(long)]
-    pub router_exe: Option<PathBuf>,
-    /// The example `instance` binary [default: `instance` next to this
-    /// binary].
-    #[arg(long)]
-    pub instance_exe: Option<PathBuf>,
-    /// Output format of the tables.
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: Format,
+    ServeRouter(ServeRouterArgs),
 }
 
 /// Flags of `router-bench procs`.
@@ -410,120 +313,14 @@ impl ProcsArgs {
     }
 }
 
-impl MemoryArgs {
-    /// The settings these flags give.
-    pub fn settings(&self) -> Result<MemorySettings, String> {
-        if self.abandon_concurrency == 0 || self.connections == 0 {
-            return Err("--abandon-concurrency and --connections must be positive".into());
-        }
-        Ok(MemorySettings {
-            router_exes: self.router_exes.clone(),
-            instance_exe: self.instance_exe.clone(),
-            abandoned: self.abandoned,
-            abandon_concurrency: self.abandon_concurrency,
-            abandoned_payload: self.abandoned_payload,
-            stalled: self.stalled,
-            stalled_payload: self.stalled_payload,
-            connections: self.connections,
-            window_kib: self.window_kib,
-            linger: Duration::try_from_secs_f64(self.linger_secs)
-                .map_err(|e| format!("bad --linger-secs {}: {e}", self.linger_secs))?,
-            format: self.format,
-        })
-    }
-}
-
-impl SoakArgs {
-    /// The settings these flags give.
-    pub fn settings(&self) -> Result<SoakSettings, String> {
-        let secs = |name: &str, value: f64| {
-            Duration::try_from_secs_f64(value)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| format!("--{name} must be a positive number, got {value}"))
-        };
-        let duration = secs("minutes", self.minutes * 60.0)?;
-        let (churn, sample) = SoakSettings::intervals(duration);
-        let churn_every = match self.churn_every_secs {
-            Some(v) => secs("churn-every-secs", v)?,
-            None => churn,
-        };
-        let sample_every = match self.sample_every_secs {
-            Some(v) => secs("sample-every-secs", v)?,
-            None => sample,
-        };
-        if self.instances == 0 || self.connections == 0 {
-            return Err("--instances and --connections must be positive".into());
-        }
-        if !(self.unary_rate > 0.0 && self.unary_rate.is_finite()) {
-            return Err(format!(
-                "--unary-rate must be positive, got {}",
-                self.unary_rate
-            ));
-        }
-        if !(self.max_growth_mib >= 0.0 && self.max_growth_mib.is_finite()) {
-            return Err(format!(
-                "--max-growth-mib must be 0 or more, got {}",
-                self.max_growth_mib
-            ));
-        }
-        Ok(SoakSettings {
-            duration,
-            instances: self.instances,
-            churn_every,
-            sample_every,
-            unary_rate: self.unary_rate,
-            stream_workers: self.stream_workers,
-            connections: self.connections,
-            max_growth_kib: (self.max_growth_mib * 1024.0) as u64,
-            router_exe: self.router_exe.clone(),
-            instance_exe: self.instance_exe.clone(),
-            format: self.format,
-        })
-    }
-}
-
-/// A benchmark scenario.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Scenario {
-    /// Every scenario below.
-    All,
-    /// SayHello with a small payload at several concurrencies.
-    Unary,
-    /// StreamGreetings of large messages.
-    Stream,
-    /// Chat with one message in flight per stream.
-    Pingpong,
-    /// Latency and router memory with many registered instances.
-    Registrations,
-}
-
-/// How result tables are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// Aligned plain text.
-    Table,
-    /// Markdown tables, ready to paste into the README.
-    Markdown,
-}
-
-/// An extra unary target: a name and an address.
-#[derive(Debug, Clone)]
-pub struct ExtraTarget {
-    /// The column name.
-    pub name: String,
-    /// Where to connect.
-    pub addr: SocketAddr,
-}
-
 fn parse_extra_target(text: &str) -> Result<ExtraTarget, String> {
     let (name, addr) = text
         .split_once('=')
         .ok_or_else(|| format!("expected NAME=HOST:PORT, got {text:?}"))?;
     let name = name.trim();
-    if name.is_empty() || crate::BUILT_IN_TARGETS.contains(&name) {
+    if name.is_empty() || BUILT_IN_TARGETS.contains(&name) || name == METRICS_TARGET {
         return Err(format!(
-            "extra target name must be non-empty and not `direct`, `routed` or `daemon`, got {name:?}"
+            "extra target name must be non-empty and not `direct`, `routed`, `dynamic` or `dynamic+metrics`, got {name:?}"
         ));
     }
     let addr = addr
@@ -536,81 +333,11 @@ fn parse_extra_target(text: &str) -> Result<ExtraTarget, String> {
     })
 }
 
-/// Parses `3s`, `500ms`, `2m` or a plain number of seconds (`1.5`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = text.strip_suffix("us") {
-        (n, 1e-6)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (text, 1.0)
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("bad duration {text:?} (try 3s or 500ms)"))?;
-    if !value.is_finite() || value <= 0.0 {
-        return Err(format!("duration must be positive, got {text:?}"));
-    }
-    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("bad duration {text:?}: {e}"))
-}
-
-/// The flags with defaults resolved.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Scenarios to run, in order, without duplicates.
-    pub scenarios: Vec<Scenario>,
-    /// Measured time per target and round.
-    pub duration: Duration,
-    /// Rounds, the first being a warm-up.
-    pub rounds: u32,
-    /// Whether `--quick` was given.
-    pub quick: bool,
-    /// Output format.
-    pub format: Format,
-    /// Client connections per target.
-    pub connections: usize,
-    /// Unary concurrencies.
-    pub concurrency: Vec<usize>,
-    /// Unary payload size.
-    pub payload_size: usize,
-    /// Stream concurrencies.
-    pub stream_concurrency: Vec<usize>,
-    /// Messages per streaming call.
-    pub stream_count: u32,
-    /// Bytes per streamed message.
-    pub stream_message_size: u32,
-    /// Ping-pong concurrencies.
-    pub pingpong_concurrency: Vec<usize>,
-    /// Idle registrations.
-    pub instances: usize,
-    /// Connections carrying the idle registrations.
-    pub register_connections: usize,
-    /// Unary callers in the registrations scenario.
-    pub registrations_concurrency: usize,
-    /// Registrations awaiting their Welcome at once; 0 for no bound.
-    pub register_in_flight: usize,
-    /// The router child of the registrations scenario; `None` is this
-    /// binary.
-    pub router_exe: Option<PathBuf>,
-    /// Extra unary targets.
-    pub extra_targets: Vec<ExtraTarget>,
-    /// Direct server address.
-    pub direct_listen: SocketAddr,
-    /// Targets to run; empty runs all.
-    pub only: Vec<String>,
-    /// Whether `daemon+metrics` runs too.
-    pub metrics: bool,
-}
-
-impl Settings {
-    /// Resolves `cli` (everything but the subcommand and thread count).
-    pub fn from_cli(cli: &Cli) -> Result<Settings, String> {
+impl Cli {
+    /// The in-process bench's settings (everything but the subcommand and
+    /// thread count).
+    pub fn settings(&self) -> Result<Settings, String> {
+        let cli = self;
         let quick = cli.quick;
         let mut scenarios = Vec::new();
         for scenario in &cli.scenario {
@@ -646,6 +373,23 @@ impl Settings {
         if cli.registrations_concurrency == 0 {
             return Err("--registrations-concurrency must be positive".into());
         }
+        let known = |name: &str| {
+            BUILT_IN_TARGETS.contains(&name)
+                || name == METRICS_TARGET
+                || cli.extra_target.iter().any(|e| e.name == name)
+        };
+        if let Some(unknown) = cli.only.iter().find(|o| !known(o)) {
+            let hint = if unknown == "daemon" {
+                format!(
+                    "; the in-process dynamic router is `{DYNAMIC_TARGET}`, the real grpc-router daemon runs in `router-bench procs`"
+                )
+            } else {
+                String::new()
+            };
+            return Err(format!(
+                "--only: unknown target {unknown:?} (direct, routed, {DYNAMIC_TARGET}, {METRICS_TARGET} or an --extra-target name){hint}"
+            ));
+        }
         Ok(Settings {
             scenarios,
             duration: cli.duration.unwrap_or(if quick {
@@ -674,11 +418,6 @@ impl Settings {
             metrics: cli.metrics,
         })
     }
-
-    /// Whether the target named `name` runs.
-    pub fn runs_target(&self, name: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|o| o == name)
-    }
 }
 
 #[cfg(test)]
@@ -686,30 +425,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("fast").is_err());
-    }
-
-    #[test]
     fn extra_targets_parse() {
         let t = parse_extra_target("nginx=127.0.0.1:8080");
         assert!(matches!(t, Ok(ExtraTarget { ref name, .. }) if name == "nginx"));
         assert!(parse_extra_target("routed=127.0.0.1:1").is_err());
-        assert!(parse_extra_target("daemon=127.0.0.1:1").is_err());
+        assert!(parse_extra_target("dynamic=127.0.0.1:1").is_err());
+        // A real grpc-router started by hand may be called `daemon`.
+        assert!(parse_extra_target("daemon=127.0.0.1:1").is_ok());
         assert!(parse_extra_target("127.0.0.1:1").is_err());
     }
 
     #[test]
     fn quick_defaults() {
         let cli = Cli::parse_from(["router-bench", "--quick"]);
-        let s = Settings::from_cli(&cli).expect("settings");
+        let s = cli.settings().expect("settings");
         assert_eq!(s.rounds, 2);
         assert_eq!(s.instances, 1000);
         assert_eq!(s.scenarios.len(), 4);
+    }
+
+    #[test]
+    fn only_names_a_target_that_runs_in_this_process() {
+        let ok = Cli::parse_from(["router-bench", "--only", "direct,dynamic+metrics"]);
+        assert!(ok.settings().is_ok());
+        let extra = Cli::parse_from([
+            "router-bench",
+            "--extra-target",
+            "nginx=127.0.0.1:1",
+            "--only",
+            "nginx",
+        ]);
+        assert!(extra.settings().is_ok());
+        let daemon = Cli::parse_from(["router-bench", "--only", "daemon"]);
+        let error = daemon.settings().expect_err("no in-process daemon");
+        assert!(error.contains("router-bench procs"), "{error}");
     }
 
     #[test]
@@ -746,21 +495,5 @@ mod tests {
             };
             assert!(args.settings().is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn soak_takes_fractional_minutes() {
-        let cli = Cli::parse_from(["router-bench", "soak", "--minutes", "0.3"]);
-        let Some(Command::Soak(args)) = cli.command else {
-            panic!("expected the soak subcommand");
-        };
-        let s = args.settings().expect("settings");
-        assert_eq!(s.duration, Duration::from_secs(18));
-        assert!(s.churn_every < s.duration);
-        let bad = Cli::parse_from(["router-bench", "soak", "--minutes", "0"]);
-        let Some(Command::Soak(args)) = bad.command else {
-            panic!("expected the soak subcommand");
-        };
-        assert!(args.settings().is_err());
     }
 }

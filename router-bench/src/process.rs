@@ -1,21 +1,21 @@
-//! Child processes of `router-bench procs`: started with
-//! `std::process::Command` in a process group of their own, their readiness
-//! (a stdout line, or a port that accepts connections) awaited under a
-//! timeout, and the whole group killed when the guard is dropped (on return,
-//! on error and on panic).
+//! Child processes of the bench: started in a process group of their own,
+//! their readiness (a stdout line, or a port that accepts connections)
+//! awaited under a timeout, and the whole group killed when the guard is
+//! dropped (on return, on error and on panic).
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rustix::process::{Pid, Signal, kill_process_group};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdin};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::BoxError;
+use crate::machine::Memory;
 
 /// A running child process; dropping it kills its process group (so nginx's
 /// workers go with their master) and reaps it.
@@ -23,27 +23,38 @@ pub struct Proc {
     /// What the process is, for messages (`router`, `nginx` ...).
     pub name: String,
     child: Child,
+    pid: u32,
+    /// Held open: a child that watches its stdin (the bench's own
+    /// `serve-router`) exits when the bench goes away, however it ends.
+    _stdin: Option<ChildStdin>,
     /// Time given to exit after SIGTERM before the SIGKILL (`None`: SIGKILL
     /// at once).
     grace: Option<Duration>,
 }
 
 impl Proc {
-    /// Starts `command` in a process group of its own, stdin closed, stdout
-    /// piped (for [`Proc::wait_line`]; unread output is discarded), stderr
-    /// inherited.
+    /// Starts `command` in a process group of its own, stdin an open pipe,
+    /// stdout piped (for [`Proc::wait_line`]; unread output is discarded),
+    /// stderr inherited.
     pub fn spawn(name: &str, mut command: Command) -> Result<Proc, BoxError> {
         command
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .process_group(0);
-        let child = command
+            .stderr(Stdio::inherit());
+        let shown = format!("{command:?}");
+        let mut command = tokio::process::Command::from(command);
+        command.process_group(0);
+        let mut child = command
             .spawn()
-            .map_err(|e| format!("cannot start {name} ({command:?}): {e}"))?;
+            .map_err(|e| format!("cannot start {name} ({shown}): {e}"))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| format!("{name} exited before it could be watched"))?;
         Ok(Proc {
             name: name.to_owned(),
+            _stdin: child.stdin.take(),
             child,
+            pid,
             grace: None,
         })
     }
@@ -58,7 +69,7 @@ impl Proc {
 
     /// Waits up to `timeout` for the first stdout line for which `parse`
     /// gives a value, and returns that value. Later output is read and
-    /// discarded on a thread of its own, so the child never blocks on (or
+    /// discarded by a task of its own, so the child never blocks on (or
     /// fails writing to) its stdout. Callable once.
     pub async fn wait_line<T: Send + 'static>(
         &mut self,
@@ -71,19 +82,17 @@ impl Proc {
             .take()
             .ok_or_else(|| format!("{}: stdout already taken", self.name))?;
         let (found_tx, found) = oneshot::channel::<Result<T, String>>();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
             let mut seen = Vec::new();
             let outcome = loop {
-                line.clear();
-                match reader.read_line(&mut line) {
-                    Ok(0) => {
+                match lines.next_line().await {
+                    Ok(None) => {
                         break Err(format!(
                             "closed its stdout without the expected line (it printed {seen:?})"
                         ));
                     }
-                    Ok(_) => {
+                    Ok(Some(line)) => {
                         let text = line.trim_end();
                         if let Some(value) = parse(text) {
                             break Ok(value);
@@ -96,7 +105,7 @@ impl Proc {
                 }
             };
             let _ = found_tx.send(outcome);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+            while let Ok(Some(_)) = lines.next_line().await {}
         });
         let failure = match tokio::time::timeout(timeout, found).await {
             Ok(Ok(Ok(value))) => return Ok(value),
@@ -135,9 +144,13 @@ impl Proc {
     }
 
     /// The process id.
-    #[cfg(test)]
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
+    }
+
+    /// The process's resident set size now and at its highest.
+    pub fn memory(&self) -> Result<Memory, BoxError> {
+        crate::machine::memory(self.pid)
     }
 
     /// An error if the process has exited (with its status).
@@ -147,6 +160,52 @@ impl Proc {
             Ok(Some(status)) => Err(format!("{} exited: {status}", self.name).into()),
             Err(e) => Err(format!("cannot query {}: {e}", self.name).into()),
         }
+    }
+
+    /// Sends SIGTERM (an instance drains and leaves) and waits up to
+    /// `timeout` for the process to exit, killing it if it does not; whether
+    /// it exited by itself.
+    pub async fn drain(mut self, timeout: Duration) -> Result<bool, BoxError> {
+        if self.running() {
+            self.signal(Signal::TERM)
+                .map_err(|e| format!("cannot send SIGTERM to {}: {e}", self.name))?;
+        }
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) => Err(format!("waiting for {}: {e}", self.name).into()),
+            Err(_) => {
+                self.kill().await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Sends SIGKILL to the process group and reaps the process.
+    pub async fn kill(mut self) -> Result<(), BoxError> {
+        if self.running() {
+            let _ = self.signal(Signal::KILL);
+        }
+        self.child
+            .wait()
+            .await
+            .map(drop)
+            .map_err(|e| format!("cannot reap {}: {e}", self.name).into())
+    }
+
+    /// Whether the process has not exited. Until it is reaped (by this
+    /// call seeing it exit, or by a wait) its pid stays taken, so a signal
+    /// sent to its group after a `true` cannot reach a recycled pid.
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends `signal` to the process group (the child leads it).
+    fn signal(&self, signal: Signal) -> Result<(), String> {
+        let group = i32::try_from(self.pid)
+            .ok()
+            .and_then(Pid::from_raw)
+            .ok_or_else(|| format!("{} has no valid process id", self.name))?;
+        kill_process_group(group, signal).map_err(|e| e.to_string())
     }
 
     fn exit_note(&mut self) -> String {
@@ -159,26 +218,24 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        // The child leads its group (`process_group(0)`).
-        let group = i32::try_from(self.child.id()).ok().and_then(Pid::from_raw);
-        if let (Some(grace), Some(group)) = (self.grace, group)
-            && kill_process_group(group, Signal::TERM).is_ok()
+        if let Some(grace) = self.grace
+            && self.running()
+            && self.signal(Signal::TERM).is_ok()
         {
             let give_up = std::time::Instant::now() + grace;
             // A synchronous drop has no exit event to wait on: poll.
-            while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < give_up {
+            while self.running() && std::time::Instant::now() < give_up {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
-        match group {
-            Some(group) => {
-                let _ = kill_process_group(group, Signal::KILL);
-            }
-            None => {
-                let _ = self.child.kill();
+        if self.running() {
+            // The whole group: nginx's workers go with their master.
+            let _ = self.signal(Signal::KILL);
+            let give_up = std::time::Instant::now() + Duration::from_secs(5);
+            while self.running() && std::time::Instant::now() < give_up {
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
-        let _ = self.child.wait();
     }
 }
 
@@ -238,66 +295,9 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// The address in a `listening on ADDR` line (the example `router` and
-/// `direct` binaries).
-pub fn parse_listening_on(line: &str) -> Option<SocketAddr> {
-    line.strip_prefix("listening on ")?.trim().parse().ok()
-}
-
-/// The client and registration addresses in the daemon's `listening
-/// clients=ADDR registrations=ADDR [admin=ADDR]` line (registrations default
-/// to the clients' address when the field is absent).
-pub fn parse_daemon_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
-    let mut words = line.split_whitespace();
-    if words.next()? != "listening" {
-        return None;
-    }
-    let mut clients = None;
-    let mut registrations = None;
-    for word in words {
-        if let Some(addr) = word.strip_prefix("clients=") {
-            clients = addr.parse().ok();
-        } else if let Some(addr) = word.strip_prefix("registrations=") {
-            registrations = addr.parse().ok();
-        }
-    }
-    let clients = clients?;
-    Some((clients, registrations.unwrap_or(clients)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_the_examples_listening_line() {
-        assert_eq!(
-            parse_listening_on("listening on 127.0.0.1:4242"),
-            "127.0.0.1:4242".parse().ok()
-        );
-        assert_eq!(parse_listening_on("listening on nowhere"), None);
-        assert_eq!(parse_listening_on("registered as x"), None);
-    }
-
-    #[test]
-    fn reads_the_daemons_listening_line() {
-        let line =
-            "listening clients=127.0.0.1:1000 registrations=127.0.0.1:1001 admin=127.0.0.1:1002";
-        assert_eq!(
-            parse_daemon_listening(line),
-            Some((
-                "127.0.0.1:1000".parse().expect("addr"),
-                "127.0.0.1:1001".parse().expect("addr")
-            ))
-        );
-        let shared = parse_daemon_listening("listening clients=127.0.0.1:7");
-        assert_eq!(shared.map(|(c, r)| c == r), Some(true));
-        assert_eq!(
-            parse_daemon_listening("listening registrations=127.0.0.1:7"),
-            None
-        );
-        assert_eq!(parse_daemon_listening("starting clients=127.0.0.1:7"), None);
-    }
 
     #[test]
     fn a_free_port_is_on_loopback_and_not_zero() {
@@ -333,5 +333,37 @@ mod tests {
             .await;
         let error = line.expect_err("no readiness line").to_string();
         assert!(error.contains("something else"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_drained_process_that_exits_on_sigterm_exited_by_itself() {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            "trap 'exit 0' TERM; echo ready; while :; do sleep 1; done",
+        ]);
+        let mut proc = Proc::spawn("drainer", command).expect("spawn sh");
+        proc.wait_line(Duration::from_secs(10), |l| (l == "ready").then_some(()))
+            .await
+            .expect("ready");
+        assert!(proc.drain(Duration::from_secs(10)).await.expect("drained"));
+    }
+
+    #[tokio::test]
+    async fn a_drained_process_that_ignores_sigterm_is_killed() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "trap '' TERM; echo ready; exec sleep 600"]);
+        let mut proc = Proc::spawn("stubborn", command).expect("spawn sh");
+        proc.wait_line(Duration::from_secs(10), |l| (l == "ready").then_some(()))
+            .await
+            .expect("ready");
+        let pid = proc.pid();
+        let exited = proc
+            .drain(Duration::from_millis(200))
+            .await
+            .expect("killed");
+        assert!(!exited);
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&cmdline).contains("600"));
     }
 }
