@@ -207,6 +207,7 @@ async fn accept(
     };
     let ((instance, stale), learnt) = core.service.admit(
         description.as_ref(),
+        super::bridge_kind::BridgeKind::of(&metadata),
         || !core.registry.is_empty(),
         |served| {
             let instance = Arc::new(instance.with_served(served));
