@@ -13,7 +13,7 @@
 
 mod authz;
 mod balance;
-mod bridge_kind;
+pub(crate) mod bridge_kind;
 mod call;
 mod call_stats;
 mod deadline;
