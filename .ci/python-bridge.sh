@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # The Python bridge (bridges/python) behind the Rust router.
 #
-# Installs grpcio, grpcio-tools, grpcio-status, pytest, mypy and the bridge
-# itself (editable, from bridges/python) into the venv .ci/interop.sh also
-# uses, .ci/.cache/venv (once: a second run only checks the imports),
-# type-checks the package (mypy --strict), builds the example binaries and
-# runs pytest over bridges/python/tests: Python instances behind the example `router` on free loopback ports through every
-# method kind, metadata, statuses with details, deadline, cancel, a 16 MiB
-# message, a stalled stream, drain, and a mixed fleet with the Rust
-# `instance`. Then the latency script (router-bench/python_bridge_latency.py) runs a
-# short comparison of routed unary latency to a Rust and a Python instance.
+# Installs grpcio, grpcio-tools, grpcio-status, grpcio-reflection, pytest, mypy
+# and the bridge itself (editable, from bridges/python) into the venv
+# .ci/interop.sh also uses, .ci/.cache/venv (once: a second run only checks the
+# imports), type-checks the package (mypy --strict), builds the example
+# binaries and the `grpc-router` daemon, and runs pytest over
+# bridges/python/tests: Python instances behind both routers (the example's
+# compiled `router` and the daemon, every end-to-end test once with each) on
+# free loopback ports through every method kind, metadata, statuses with
+# details, deadline, cancel, a 16 MiB message, a stalled stream, drain, a
+# mixed fleet with the Rust `instance`, the differential test against a plain
+# grpc.aio server, and with the daemon a Python-only service, reflection and
+# a restart. Then the latency script (router-bench/python_bridge_latency.py) runs a
+# short comparison of routed unary latency to a Rust and a Python instance,
+# through each router.
 #
 # When PyPI cannot be reached (and nothing is cached) it prints
 # `SKIPPED: PyPI unreachable` and exits 0; any other failure exits non-zero.
@@ -26,7 +31,7 @@ step() { echo "==> python-bridge: $*"; }
 installed() {
   "$py" - "$root/bridges/python/src" >/dev/null 2>&1 <<'PY'
 import sys, pathlib
-import grpc, grpc_tools, grpc_status, pytest, mypy, grpc_router_bridge
+import grpc, grpc_tools, grpc_status, grpc_reflection, pytest, mypy, grpc_router_bridge
 src = pathlib.Path(sys.argv[1]).resolve()
 sys.exit(0 if src in pathlib.Path(grpc_router_bridge.__file__).resolve().parents else 1)
 PY
@@ -48,10 +53,10 @@ if ! installed; then
     mkdir -p "$root/.ci/.cache"
     python3 -m venv "$venv"
   fi
-  step "installing grpcio, grpcio-tools, grpcio-status, pytest, mypy and bridges/python"
+  step "installing grpcio, grpcio-tools, grpcio-status, grpcio-reflection, pytest, mypy and bridges/python"
   log="$root/.ci/.cache/pip-python-bridge.log"
   if ! "$venv/bin/pip" install --quiet --retries 1 --timeout 30 \
-      grpcio grpcio-tools grpcio-status pytest mypy -e "$root/bridges/python" >"$log" 2>&1; then
+      grpcio grpcio-tools grpcio-status grpcio-reflection pytest mypy -e "$root/bridges/python" >"$log" 2>&1; then
     if ! "$venv/bin/pip" index versions grpcio --retries 0 --timeout 15 >/dev/null 2>&1; then
       echo "SKIPPED: PyPI unreachable (pip could not install grpcio; see $log)"
       exit 0
@@ -72,8 +77,8 @@ step "mypy --strict bridges/python/src"
 (cd "$root/bridges/python" && "$venv/bin/mypy" --no-incremental src/grpc_router_bridge)
 
 # --- the example binaries -------------------------------------------------------
-step "building the example binaries"
-(cd "$root" && cargo build -q -p myservice-example --bins)
+step "building the example binaries and grpc-router"
+(cd "$root" && cargo build -q -p myservice-example --bins -p grpc-router)
 
 # --- pytest -------------------------------------------------------------------
 stubs="$(mktemp -d)"
@@ -90,4 +95,6 @@ esac
 
 # --- latency, side by side (debug binaries here: CI only proves it runs) ---------
 step "routed unary latency, Rust vs Python instance (debug build; see README for release figures)"
-"$py" "$root/router-bench/python_bridge_latency.py" --bin-dir "$target/debug" --calls 500 --log-dir "$stubs"
+for router in compiled daemon; do
+  "$py" "$root/router-bench/python_bridge_latency.py" --bin-dir "$target/debug" --calls 500 --log-dir "$stubs" --router "$router"
+done

@@ -1,15 +1,21 @@
 """Sequential unary latency through the router to a Rust instance and to a
 Python instance of the Greeter, side by side in one run.
 
-Starts the example ``router`` and ``instance`` binaries and the Python example
-(``examples/python-greeter/greeter.py``, a separate process) on loopback, plus
-the same Python servicer on a plain ``grpc.aio`` server for reference, then
-makes ``--calls`` sequential ``SayHello`` calls to each (pinned with
+Starts a router (the example's compiled ``router``, or with ``--router
+daemon`` the ``grpc-router`` daemon), the Rust example ``instance`` and the
+Python example (``examples/python-greeter/greeter.py``), each a separate
+process on loopback, plus the same servicers without a router for reference:
+the Rust ``GreeterImpl`` on a plain tonic server (``direct``) and the Python
+servicer on a plain ``grpc.aio`` server. Then makes ``--calls`` sequential
+``SayHello`` calls to each target (routed ones pinned with
 ``x-router-instance``) from one synchronous grpcio client, in alternating
-rounds so machine noise hits every target alike. Prints p50/p99 per target and
-the Python bridge's cost over the Rust bridge (routed Python minus routed Rust).
+rounds so machine noise hits every target alike. Prints p50/p99 per target,
+what the hop adds for each language (routed minus direct) and the Python
+bridge's cost over the Rust bridge (routed Python minus routed Rust).
 
-    python router-bench/python_bridge_latency.py --bin-dir target/debug --calls 2000
+    cargo build --release -p myservice-example --bins -p grpc-router
+    python router-bench/python_bridge_latency.py --bin-dir target/release --calls 2000
+    python router-bench/python_bridge_latency.py --bin-dir target/release --router daemon
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -58,27 +65,51 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000, help="calls per target")
     parser.add_argument("--rounds", type=int, default=10, help="alternating rounds")
     parser.add_argument("--log-dir", type=Path, default=Path("/tmp"))
+    parser.add_argument("--router", choices=["compiled", "daemon"], default="compiled",
+                        help="the example's compiled router or the grpc-router daemon")
     args = parser.parse_args()
 
     procs: List[subprocess.Popen] = []
+    config_dir = tempfile.TemporaryDirectory()
     try:
-        router, line = start([str(args.bin_dir / "router"), "--listen", "127.0.0.1:0"], args.log_dir / "bench-router.log")
+        if args.router == "daemon":
+            config = Path(config_dir.name) / "router.toml"
+            config.write_text(
+                '[clients]\naddress = "127.0.0.1:0"\n[registrations]\naddress = "127.0.0.1:0"\n'
+                '[log]\nlevel = "warn"\n'
+            )
+            router, line = start([str(args.bin_dir / "grpc-router"), "serve", "--config", str(config)],
+                                 args.log_dir / "bench-router.log")
+            words = dict(w.split("=", 1) for w in line.split()[1:] if "=" in w)
+            address, registrations = words["clients"], words["registrations"]
+        else:
+            router, line = start([str(args.bin_dir / "router"), "--listen", "127.0.0.1:0"],
+                                 args.log_dir / "bench-router.log")
+            address = registrations = line.removeprefix("listening on ")
         procs.append(router)
-        address = line.removeprefix("listening on ")
-        rust, _ = start([str(args.bin_dir / "instance"), "--router", f"http://{address}", "--id", "rust"], args.log_dir / "bench-rust.log")
+        rust, _ = start([str(args.bin_dir / "instance"), "--router", f"http://{registrations}", "--id", "rust"],
+                        args.log_dir / "bench-rust.log")
         procs.append(rust)
-        python, _ = start([sys.executable, str(EXAMPLE / "greeter.py"), "--router", f"http://{address}", "--id", "python"], args.log_dir / "bench-python.log")
+        python, _ = start([sys.executable, str(EXAMPLE / "greeter.py"), "--router", f"http://{registrations}",
+                           "--id", "python"], args.log_dir / "bench-python.log")
         procs.append(python)
-        direct, line = start([sys.executable, str(EXAMPLE / "greeter.py"), "--direct", "127.0.0.1:0", "--id", "direct"], args.log_dir / "bench-direct.log")
+        direct, line = start([sys.executable, str(EXAMPLE / "greeter.py"), "--direct", "127.0.0.1:0", "--id", "direct"],
+                             args.log_dir / "bench-direct.log")
         procs.append(direct)
         direct_address = line.removeprefix("listening on ")
+        rust_direct, line = start([str(args.bin_dir / "direct"), "--listen", "127.0.0.1:0", "--id", "rust-direct"],
+                                  args.log_dir / "bench-rust-direct.log")
+        procs.append(rust_direct)
+        rust_direct_address = line.removeprefix("listening on ")
 
         routed = pb_grpc.GreeterStub(grpc.insecure_channel(address))
         plain = pb_grpc.GreeterStub(grpc.insecure_channel(direct_address))
+        plain_rust = pb_grpc.GreeterStub(grpc.insecure_channel(rust_direct_address))
         request = pb.HelloRequest(name="bench")
         targets = {
             "router -> Rust instance": (routed, (("x-router-instance", "rust"),), "rust"),
             "router -> Python instance": (routed, (("x-router-instance", "python"),), "python"),
+            "Rust servicer on tonic, direct": (plain_rust, (), "rust-direct"),
             "Python servicer on grpc.aio, direct": (plain, (), "direct"),
         }
         samples: Dict[str, List[float]] = {name: [] for name in targets}
@@ -93,6 +124,7 @@ def main() -> int:
                     stub.SayHello(request, metadata=metadata, timeout=10)
                     samples[name].append((time.perf_counter() - started) * 1e6)
     finally:
+        config_dir.cleanup()
         for proc in reversed(procs):
             proc.terminate()
             try:
@@ -100,7 +132,8 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-    print(f"sequential unary SayHello, {per_round * args.rounds} calls per target, one grpcio client")
+    print(f"sequential unary SayHello through the {args.router} router, "
+          f"{per_round * args.rounds} calls per target, one grpcio client")
     print(f"{'target':<40} {'p50 us':>9} {'p99 us':>9} {'mean us':>9}")
     stats = {}
     for name, values in samples.items():
@@ -108,6 +141,12 @@ def main() -> int:
         print(f"{name:<40} {stats[name][0]:>9.0f} {stats[name][1]:>9.0f} {statistics.fmean(values):>9.0f}")
     rust_p50, rust_p99 = stats["router -> Rust instance"]
     py_p50, py_p99 = stats["router -> Python instance"]
+    rust_direct_p50, rust_direct_p99 = stats["Rust servicer on tonic, direct"]
+    py_direct_p50, py_direct_p99 = stats["Python servicer on grpc.aio, direct"]
+    print(f"added by the hop, Rust bridge:   p50 {rust_p50 - rust_direct_p50:+.0f} us, "
+          f"p99 {rust_p99 - rust_direct_p99:+.0f} us (routed Rust minus direct tonic)")
+    print(f"added by the hop, Python bridge: p50 {py_p50 - py_direct_p50:+.0f} us, "
+          f"p99 {py_p99 - py_direct_p99:+.0f} us (routed Python minus direct grpc.aio)")
     print(f"Python bridge over Rust bridge: p50 {py_p50 - rust_p50:+.0f} us, p99 {py_p99 - rust_p99:+.0f} us")
     return 0
 

@@ -16,8 +16,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PROTO = ROOT / "examples" / "myservice" / "proto"
 GEN = ROOT / "examples" / "myservice" / "gen"
-# admin.proto: the router's admin service, for tools (and the bridge's tests).
-FILES = ("myservice/v1/myservice.proto", "router/v1/options.proto", "router/v1/admin.proto")
+# admin.proto: the router's admin service, for tools (and the bridge's tests);
+# inventory.proto: the second example service (a Python-only service in the
+# bridge's tests with the daemon).
+FILES = (
+    "myservice/v1/myservice.proto",
+    "inventory/v1/inventory.proto",
+    "router/v1/options.proto",
+    "router/v1/admin.proto",
+)
 
 
 def generate(out: Path) -> None:

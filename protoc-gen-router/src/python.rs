@@ -1,7 +1,16 @@
 //! Emits `<file>_router_bridge.py` (parameter `python=true`): per service a
 //! `grpc_router_bridge.ServiceDescriptor` constant with the service's name,
-//! register path and methods (path, kind, tag, route key, idempotency), which
-//! the Python bridge (`bridges/python`) registers with.
+//! register path, default strategy, methods (path, kind, tag, route key,
+//! idempotency) and the encoded `FileDescriptorSet` of its file and imports,
+//! which the Python bridge (`bridges/python`) sends in `Hello.description`.
+//!
+//! The descriptor set is embedded as a `bytes` literal, the same bytes the
+//! Rust glue embeds as `FILE_DESCRIPTOR_SET` (both come from
+//! [`Service::file_descriptor_set`]), rather than taken from the `_pb2`
+//! modules at run time: those hold what *their* protoc produced (with
+//! `json_name`s, source info, another file order), so a Python and a Rust
+//! instance of one service would describe it with different bytes, and the
+//! module would depend on which protobuf runtime is installed.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -52,14 +61,48 @@ pub fn generate(file: &File) -> Result<String, Error> {
         .map(|s| py_str(&constant_name(s)))
         .collect();
     let _ = writeln!(out, "__all__ = [{}]", names.join(", "));
+    // Every service of a file has its file's set: written once.
+    let mut sets: Vec<&[u8]> = Vec::new();
+    for service in &file.services {
+        if !sets.contains(&service.file_descriptor_set.as_slice()) {
+            sets.push(&service.file_descriptor_set);
+        }
+    }
+    for (i, set) in sets.iter().enumerate() {
+        out.push('\n');
+        let _ = writeln!(
+            out,
+            "# The encoded google.protobuf.FileDescriptorSet of `{}` and its imports,",
+            comment_text(&file.name).trim_start()
+        );
+        out.push_str("# sent to routers for server reflection.\n");
+        let _ = writeln!(out, "{} = (", set_constant(i));
+        for line in py_bytes_lines(set, 72) {
+            let _ = writeln!(out, "    {line}");
+        }
+        out.push_str(")\n");
+    }
     for service in &file.services {
         out.push('\n');
-        write_service(&mut out, service);
+        let set = sets
+            .iter()
+            .position(|s| *s == service.file_descriptor_set.as_slice())
+            .unwrap_or(0);
+        write_service(&mut out, service, &set_constant(set));
     }
     Ok(out)
 }
 
-fn write_service(out: &mut String, service: &Service) {
+/// The name of a file's `n`th distinct descriptor set constant.
+fn set_constant(n: usize) -> String {
+    if n == 0 {
+        "_FILE_DESCRIPTOR_SET".to_owned()
+    } else {
+        format!("_FILE_DESCRIPTOR_SET_{n}")
+    }
+}
+
+fn write_service(out: &mut String, service: &Service, set: &str) {
     out.push('\n');
     for line in &service.comments {
         let _ = writeln!(out, "#{}", comment_text(line));
@@ -76,13 +119,16 @@ fn write_service(out: &mut String, service: &Service) {
         "    register_path={},",
         py_str(&format!("/{}/Register", service.qualified("Router")))
     );
+    // The daemon's names (`router_runtime::Strategy::name`, `strategy = ...`
+    // in router.toml), which `Hello.description.default_strategy` carries.
     let strategy = match service.default_strategy {
-        Strategy::RoundRobin => "round_robin",
-        Strategy::PowerOfTwoChoices => "power_of_two_choices",
+        Strategy::RoundRobin => "round-robin",
+        Strategy::PowerOfTwoChoices => "p2c",
         Strategy::Weighted => "weighted",
-        Strategy::ConsistentHash => "consistent_hash",
+        Strategy::ConsistentHash => "consistent-hash",
     };
     let _ = writeln!(out, "    default_strategy={},", py_str(strategy));
+    let _ = writeln!(out, "    file_descriptor_set={set},");
     if service.methods.is_empty() {
         out.push_str("    methods=(),\n)\n");
         return;
@@ -156,6 +202,30 @@ fn py_str(text: &str) -> String {
     out
 }
 
+/// `bytes` as Python bytes literals of at most `width` characters each
+/// (adjacent literals concatenate): printable ASCII as itself, the rest as
+/// `\xNN`.
+fn py_bytes_lines(bytes: &[u8], width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::from("b\"");
+    for &b in bytes {
+        let piece = match b {
+            b'"' => "\\\"".to_owned(),
+            b'\\' => "\\\\".to_owned(),
+            0x20..=0x7e => char::from(b).to_string(),
+            _ => format!("\\x{b:02x}"),
+        };
+        if line.len() + piece.len() + 1 > width {
+            line.push('"');
+            lines.push(std::mem::replace(&mut line, String::from("b\"")));
+        }
+        line.push_str(&piece);
+    }
+    line.push('"');
+    lines.push(line);
+    lines
+}
+
 /// Text safe inside a `"""` docstring.
 fn py_doc(text: &str) -> String {
     text.replace('\\', "\\\\").replace('"', "\\\"")
@@ -184,5 +254,37 @@ mod tests {
         assert_eq!(comment_text("x\ry"), " x y");
         assert_eq!(comment_text(" kept"), " kept");
         assert_eq!(comment_text(""), "");
+    }
+
+    #[test]
+    fn bytes_become_python_literals_that_read_back_the_same() {
+        let bytes: Vec<u8> = (0..=255u8).chain(*b"\"\\ab").collect();
+        let lines = py_bytes_lines(&bytes, 20);
+        assert!(lines.iter().all(|l| l.len() <= 20), "{lines:?}");
+        // Undo the escapes as Python would.
+        let mut back = Vec::new();
+        for line in &lines {
+            let body = &line.as_bytes()[2..line.len() - 1];
+            let mut i = 0;
+            while i < body.len() {
+                match body[i] {
+                    b'\\' if body[i + 1] == b'x' => {
+                        let hex = std::str::from_utf8(&body[i + 2..i + 4]).expect("ascii");
+                        back.push(u8::from_str_radix(hex, 16).expect("hex"));
+                        i += 4;
+                    }
+                    b'\\' => {
+                        back.push(body[i + 1]);
+                        i += 2;
+                    }
+                    b => {
+                        back.push(b);
+                        i += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(back, bytes);
+        assert_eq!(py_bytes_lines(b"", 20), vec!["b\"\"".to_owned()]);
     }
 }

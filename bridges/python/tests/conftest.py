@@ -2,19 +2,25 @@
 binaries (``router``, ``instance``) and helpers that start them on loopback
 port 0 and wait for their first stdout line (no sleeps).
 
-The binaries come from ``$ROUTER_BIN_DIR`` (set by ``.ci/python-bridge.sh``),
-else ``$CARGO_TARGET_DIR/debug``, else the repository's ``target/debug``.
+Every test that takes ``router`` or ``fleet`` runs twice: against the example's
+compiled Greeter router and against the ``grpc-router`` daemon (``Router.kind``;
+one address for the compiled router, separate clients' and registrations'
+listeners for the daemon). The binaries come from ``$ROUTER_BIN_DIR`` (set by
+``.ci/python-bridge.sh``), else ``$CARGO_TARGET_DIR/debug``, else the
+repository's ``target/debug``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Any, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -35,7 +41,7 @@ _stubs.install()
 
 
 def bin_dir() -> Path:
-    """Where the example binaries are."""
+    """Where the example binaries and ``grpc-router`` are."""
     if os.environ.get("ROUTER_BIN_DIR"):
         return Path(os.environ["ROUTER_BIN_DIR"])
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
@@ -51,8 +57,8 @@ class Process:
         binary = bin_dir() / args[0]
         if not binary.exists():
             raise RuntimeError(
-                f"{binary} does not exist: build it with `cargo build -p myservice-example --bins` "
-                f"or set ROUTER_BIN_DIR"
+                f"{binary} does not exist: build it with "
+                f"`cargo build -p myservice-example --bins -p grpc-router` or set ROUTER_BIN_DIR"
             )
         self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(
@@ -84,6 +90,8 @@ class Process:
         if self.proc.poll() is None:
             if signal_name == "INT":
                 self.proc.send_signal(2)
+            elif signal_name == "KILL":
+                self.proc.kill()
             else:
                 self.proc.terminate()
             try:
@@ -91,30 +99,138 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        self._log_file.close()
+        if not self._log_file.closed:
+            self._log_file.close()
         return self.proc.returncode
 
 
-class Fleet:
-    """Starts routers and Rust instances for one test and stops them after."""
+#: The routers the end-to-end tests run against: the example's compiled
+#: Greeter router (``router``) and the ``grpc-router`` daemon, which learns
+#: every service from its registrations.
+ROUTER_KINDS = ("compiled", "daemon")
 
-    def __init__(self, log_dir: Path) -> None:
+
+@dataclass(frozen=True)
+class Router:
+    """One router under test: where clients call and where bridges register
+    (one address for the compiled router; two listeners for the daemon)."""
+
+    kind: str
+    #: ``host:port`` of the clients' listener.
+    clients: str
+    #: ``host:port`` of the registrations' listener.
+    registrations: str
+    #: The process, to stop, signal or kill it.
+    process: "Process" = field(compare=False, repr=False)
+
+    def __str__(self) -> str:
+        return self.clients
+
+
+#: The router settings the tests use, as one keyword each.
+_FLAGS = {
+    "strategy": "--strategy",
+    "heartbeat_interval_ms": "--heartbeat-interval-ms",
+    "heartbeat_timeout_ms": "--heartbeat-timeout-ms",
+    "register_token": "--register-token",
+    "max_message_size": "--max-message-size",
+}
+
+
+def daemon_config(
+    clients: str,
+    registrations: str,
+    strategy: Optional[str] = None,
+    heartbeat_interval_ms: Optional[int] = None,
+    heartbeat_timeout_ms: Optional[int] = None,
+    register_token: Optional[str] = None,
+    tls: Optional[Tuple[Path, Path]] = None,
+    max_message_size: int = 20 * 1024 * 1024,
+) -> str:
+    """A ``router.toml`` for ``grpc-router serve`` with the settings the
+    example router takes as flags."""
+    lines = [
+        'router_id = "test-daemon"',
+        "[clients]",
+        f'address = "{clients}"',
+        "[registrations]",
+        f'address = "{registrations}"',
+    ]
+    if register_token is not None:
+        digest = hashlib.sha256(register_token.encode()).hexdigest()
+        lines.append(f'tokens_sha256 = ["{digest}"]')
+    if tls is not None:
+        cert, key = tls
+        lines.append(f'tls = {{ cert = "{cert}", key = "{key}" }}')
+    lines += ["[shutdown]", 'grace = "5s"', "[log]", 'level = "info"', "[defaults]"]
+    lines.append(f"max_request_message_bytes = {max_message_size}")
+    if strategy is not None:
+        lines.append(f'strategy = "{strategy}"')
+    if heartbeat_interval_ms is not None:
+        lines.append(f'heartbeat_interval = "{heartbeat_interval_ms}ms"')
+    if heartbeat_timeout_ms is not None:
+        lines.append(f'heartbeat_timeout = "{heartbeat_timeout_ms}ms"')
+    return "\n".join(lines) + "\n"
+
+
+class Fleet:
+    """Starts routers (of the test's kind) and Rust instances for one test
+    and stops them after."""
+
+    def __init__(self, log_dir: Path, kind: str = "compiled") -> None:
         self.log_dir = log_dir
+        self.kind = kind
         self.processes: List[Process] = []
 
     def router(
-        self, *flags: str, listen: str = "127.0.0.1:0", name: str = "router", max_message_size: int = 20 * 1024 * 1024
-    ) -> str:
-        """Starts a router taking request messages of up to ``max_message_size``
-        bytes; returns its ``host:port``."""
-        args = ["router", "--listen", listen, "--max-message-size", str(max_message_size), *flags]
-        process = Process(f"{name}-{len(self.processes)}", args, self.log_dir)
+        self,
+        listen: Optional[Router] = None,
+        name: str = "router",
+        tls: Optional[Tuple[Path, Path]] = None,
+        **settings: Any,
+    ) -> Router:
+        """Starts a router of the fleet's kind (``listen``: on the addresses
+        of an earlier one, a restart). ``settings``: ``strategy``,
+        ``heartbeat_interval_ms``, ``heartbeat_timeout_ms``, ``register_token``,
+        ``max_message_size`` (request messages, default 20 MiB);
+        ``tls``: a certificate and key for the registrations (and, on the
+        compiled router, the clients) listener."""
+        unknown = set(settings) - set(_FLAGS)
+        if unknown:
+            raise TypeError(f"unknown router settings {sorted(unknown)}")
+        name = f"{name}-{self.kind}-{len(self.processes)}"
+        if self.kind == "daemon":
+            config = self.log_dir / f"{name}.toml"
+            config.write_text(
+                daemon_config(
+                    listen.clients if listen else "127.0.0.1:0",
+                    listen.registrations if listen else "127.0.0.1:0",
+                    tls=tls,
+                    **settings,
+                )
+            )
+            process = Process(name, ["grpc-router", "serve", "--config", str(config)], self.log_dir)
+            self.processes.append(process)
+            words = dict(w.split("=", 1) for w in process.first_line.split()[1:] if "=" in w)
+            return Router("daemon", words["clients"], words["registrations"], process)
+        args = ["router", "--listen", listen.clients if listen else "127.0.0.1:0"]
+        args += ["--max-message-size", str(settings.pop("max_message_size", 20 * 1024 * 1024))]
+        for key, value in settings.items():
+            args += [_FLAGS[key], str(value)]
+        if tls is not None:
+            args += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+        process = Process(name, args, self.log_dir)
         self.processes.append(process)
-        return process.first_line.removeprefix("listening on ")
+        address = process.first_line.removeprefix("listening on ")
+        return Router("compiled", address, address, process)
 
-    def rust_instance(self, router: str, instance_id: str) -> Process:
+    def rust_instance(self, router: Router, instance_id: str, *flags: str) -> Process:
         """Starts the example Rust instance registered with ``router``."""
-        process = Process(instance_id, ["instance", "--router", f"http://{router}", "--id", instance_id], self.log_dir)
+        process = Process(
+            instance_id,
+            ["instance", "--router", f"http://{router.registrations}", "--id", instance_id, *flags],
+            self.log_dir,
+        )
         self.processes.append(process)
         return process
 
@@ -123,10 +239,16 @@ class Fleet:
             process.stop()
 
 
+@pytest.fixture(params=ROUTER_KINDS)
+def router_kind(request: Any) -> str:
+    """Each end-to-end test runs once against each kind of router."""
+    return str(request.param)
+
+
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    """Routers and Rust instances, stopped when the test ends."""
-    fleet = Fleet(tmp_path)
+def fleet(tmp_path: Path, router_kind: str) -> Iterator[Fleet]:
+    """Routers (of the test's kind) and Rust instances, stopped when the test ends."""
+    fleet = Fleet(tmp_path, router_kind)
     try:
         yield fleet
     finally:
@@ -134,6 +256,17 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
 
 
 @pytest.fixture
-def router(fleet: Fleet) -> str:
-    """One router's ``host:port``."""
+def daemon_fleet(tmp_path: Path) -> Iterator[Fleet]:
+    """A fleet of ``grpc-router`` daemons, for tests only the daemon can pass
+    (services it learns, reflection built from registrations)."""
+    fleet = Fleet(tmp_path, "daemon")
+    try:
+        yield fleet
+    finally:
+        fleet.stop_all()
+
+
+@pytest.fixture
+def router(fleet: Fleet) -> Router:
+    """One router of the test's kind."""
     return fleet.router()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from typing import Any, AsyncIterator, Dict, Iterator, List, Optional
+from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Sequence, Union
 
 import grpc
 import grpc.aio
@@ -22,6 +22,20 @@ from grpc_router_bridge import Bridge, BridgeOptions
 
 #: Bounds every wait in the tests.
 TIMEOUT = 20.0
+
+#: A router under test (``conftest.Router``) or a plain ``host:port`` serving
+#: both clients and registrations.
+Address = Union[str, Any]
+
+
+def registrations(router: Address) -> str:
+    """Where bridges register with ``router``."""
+    return str(getattr(router, "registrations", router))
+
+
+def clients(router: Address) -> str:
+    """Where clients call ``router``."""
+    return str(getattr(router, "clients", router))
 
 MiB = 1024 * 1024
 
@@ -130,16 +144,22 @@ class SyncGreeter(pb_grpc.GreeterServicer):
 
 @contextlib.asynccontextmanager
 async def python_instance(
-    routers: List[str], servicer: Any, instance_id: str, **options: Any
+    routers: Sequence[Address],
+    servicer: Any,
+    instance_id: str,
+    service: Any = None,
+    add_servicer: Any = None,
+    **options: Any,
 ) -> AsyncIterator[Bridge]:
-    """A registered Python instance of the Greeter, aborted at the end unless
-    the test shut it down."""
+    """A registered Python instance (of the Greeter unless ``service`` and
+    ``add_servicer`` say otherwise), aborted at the end unless the test shut
+    it down."""
     bridge = Bridge(
-        myservice_router_bridge.GREETER,
-        pb_grpc.add_GreeterServicer_to_server,
+        service or myservice_router_bridge.GREETER,
+        add_servicer or pb_grpc.add_GreeterServicer_to_server,
         servicer,
         BridgeOptions(
-            endpoints=[f"http://{r}" for r in routers],
+            endpoints=[f"http://{registrations(r)}" for r in routers],
             instance_id=instance_id,
             **{"max_message_size": 20 * MiB, **options},
         ),
@@ -153,10 +173,10 @@ async def python_instance(
 
 
 @contextlib.asynccontextmanager
-async def client(router: str) -> AsyncIterator[pb_grpc.GreeterStub]:
+async def client(router: Address) -> AsyncIterator[pb_grpc.GreeterStub]:
     """An ordinary grpc.aio Greeter client of ``router``."""
     channel = grpc.aio.insecure_channel(
-        router,
+        clients(router),
         options=[
             ("grpc.max_receive_message_length", 32 * MiB),
             ("grpc.max_send_message_length", 32 * MiB),
@@ -177,14 +197,14 @@ async def who_answers(stub: pb_grpc.GreeterStub, calls: int) -> Dict[str, int]:
     return counts
 
 
-async def admin_instances(router: str) -> Dict[str, Any]:
-    """The router's view of the Greeter (``router.v1.RouterAdmin``): its
+async def admin_instances(router: Address, service: str = "myservice.v1.Greeter") -> Dict[str, Any]:
+    """The router's view of ``service`` (``router.v1.RouterAdmin``): its
     ``ServiceStatus`` and the instances by id."""
     from router.v1 import admin_pb2, admin_pb2_grpc
 
-    async with grpc.aio.insecure_channel(router) as channel:
+    async with grpc.aio.insecure_channel(clients(router)) as channel:
         response = await admin_pb2_grpc.RouterAdminStub(channel).ListServices(
-            admin_pb2.ListServicesRequest(service="myservice.v1.Greeter"), timeout=TIMEOUT
+            admin_pb2.ListServicesRequest(service=service), timeout=TIMEOUT
         )
     (service,) = response.services
     return {"service": service, "instances": {i.id: i for i in service.instances}}

@@ -13,11 +13,12 @@ import grpc.aio
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from conftest import Router
 from harness import MiB, TIMEOUT, HookedGreeter, SyncGreeter, client, python_instance, run
 from myservice.v1 import myservice_pb2 as pb
 
 
-def test_request_metadata_reaches_the_handler_and_comes_back_as_response_headers(router: str) -> None:
+def test_request_metadata_reaches_the_handler_and_comes_back_as_response_headers(router: Router) -> None:
     async def scenario() -> None:
         async with python_instance([router], HookedGreeter("py"), "py"), client(router) as stub:
             call = stub.SayHello(
@@ -32,7 +33,7 @@ def test_request_metadata_reaches_the_handler_and_comes_back_as_response_headers
     run(scenario())
 
 
-def test_trailing_metadata_with_binary_values_reaches_the_client(router: str) -> None:
+def test_trailing_metadata_with_binary_values_reaches_the_client(router: Router) -> None:
     async def scenario() -> None:
         async with python_instance([router], HookedGreeter("py"), "py"), client(router) as stub:
             call = stub.SayHello(pb.HelloRequest(name="trailers"), timeout=TIMEOUT)
@@ -44,7 +45,7 @@ def test_trailing_metadata_with_binary_values_reaches_the_client(router: str) ->
     run(scenario())
 
 
-def test_a_requested_failure_reaches_the_client_with_its_code_and_message(router: str) -> None:
+def test_a_requested_failure_reaches_the_client_with_its_code_and_message(router: Router) -> None:
     async def scenario() -> None:
         async with python_instance([router], HookedGreeter("py"), "py"), client(router) as stub:
             for code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAVAILABLE):
@@ -56,7 +57,7 @@ def test_a_requested_failure_reaches_the_client_with_its_code_and_message(router
     run(scenario())
 
 
-def test_status_details_from_abort_with_status_reach_the_client_decoded(router: str) -> None:
+def test_status_details_from_abort_with_status_reach_the_client_decoded(router: Router) -> None:
     async def scenario() -> None:
         async with python_instance([router], HookedGreeter("py"), "py"), client(router) as stub:
             with pytest.raises(grpc.aio.AioRpcError) as failure:
@@ -75,7 +76,7 @@ def test_status_details_from_abort_with_status_reach_the_client_decoded(router: 
     run(scenario())
 
 
-def test_sync_handlers_abort_and_raise_as_grpcio_servers_do(router: str) -> None:
+def test_sync_handlers_abort_and_raise_as_grpcio_servers_do(router: Router) -> None:
     async def scenario() -> None:
         async with python_instance([router], SyncGreeter("py"), "py"), client(router) as stub:
             with pytest.raises(grpc.aio.AioRpcError) as aborted:
@@ -92,7 +93,7 @@ def test_sync_handlers_abort_and_raise_as_grpcio_servers_do(router: str) -> None
     run(scenario())
 
 
-def test_the_deadline_reaches_the_handler_and_expiry_cancels_it(router: str) -> None:
+def test_the_deadline_reaches_the_handler_and_expiry_cancels_it(router: Router) -> None:
     async def scenario() -> None:
         servicer = HookedGreeter("py")
         async with python_instance([router], servicer, "py"), client(router) as stub:
@@ -111,7 +112,7 @@ def test_the_deadline_reaches_the_handler_and_expiry_cancels_it(router: str) -> 
     run(scenario())
 
 
-def test_a_client_cancel_cancels_the_async_handler(router: str) -> None:
+def test_a_client_cancel_cancels_the_async_handler(router: Router) -> None:
     async def scenario() -> None:
         servicer = HookedGreeter("py")
         async with python_instance([router], servicer, "py"), client(router) as stub:
@@ -125,7 +126,7 @@ def test_a_client_cancel_cancels_the_async_handler(router: str) -> None:
     run(scenario())
 
 
-def test_a_client_cancel_is_visible_to_a_sync_handler(router: str) -> None:
+def test_a_client_cancel_is_visible_to_a_sync_handler(router: Router) -> None:
     async def scenario() -> None:
         servicer = SyncGreeter("py")
         async with python_instance([router], servicer, "py"), client(router) as stub:
@@ -139,7 +140,7 @@ def test_a_client_cancel_is_visible_to_a_sync_handler(router: str) -> None:
     run(scenario())
 
 
-def test_a_16_mib_message_goes_through_both_ways_in_chunks(router: str) -> None:
+def test_a_16_mib_message_goes_through_both_ways_in_chunks(router: Router) -> None:
     async def scenario() -> None:
         async with python_instance([router], HookedGreeter("py"), "py"), client(router) as stub:
             payload = bytes(range(256)) * (16 * MiB // 256)
@@ -150,7 +151,7 @@ def test_a_16_mib_message_goes_through_both_ways_in_chunks(router: str) -> None:
     run(scenario())
 
 
-def test_a_stalled_stream_does_not_block_other_calls(router: str) -> None:
+def test_a_stalled_stream_does_not_block_other_calls(router: Router) -> None:
     async def scenario() -> None:
         async with python_instance([router], HookedGreeter("py"), "py"), client(router) as stub:
             # 200 x 64 KiB greetings (12.5 MiB) that the client does not read
@@ -170,8 +171,10 @@ def test_a_stalled_stream_does_not_block_other_calls(router: str) -> None:
             assert rest == 199
             assert await stalled.code() == grpc.StatusCode.OK
 
+    run(scenario())
 
-def test_large_messages_in_a_bidi_stream_are_chunked_both_ways(router: str) -> None:
+
+def test_large_messages_in_a_bidi_stream_are_chunked_both_ways(router: Router) -> None:
     async def scenario() -> None:
         async with python_instance([router], HookedGreeter("py"), "py"), client(router) as stub:
             chat = stub.Chat(timeout=60)
@@ -186,7 +189,7 @@ def test_large_messages_in_a_bidi_stream_are_chunked_both_ways(router: str) -> N
     run(scenario())
 
 
-def test_methods_the_servicer_leaves_to_the_generated_base_answer_unimplemented(router: str) -> None:
+def test_methods_the_servicer_leaves_to_the_generated_base_answer_unimplemented(router: Router) -> None:
     from google.protobuf import empty_pb2
     from myservice.v1 import myservice_pb2_grpc as pb_grpc
 

@@ -21,7 +21,7 @@ from grpc_router_bridge import Bridge, BridgeOptions
 
 
 def test_a_draining_instance_finishes_its_calls_and_no_call_fails(fleet) -> None:
-    router = fleet.router("--strategy", "round-robin")
+    router = fleet.router(strategy="round-robin")
 
     async def scenario() -> None:
         async with python_instance([router], HookedGreeter("py-a"), "py-a") as a, python_instance(
@@ -68,7 +68,7 @@ def test_a_draining_instance_finishes_its_calls_and_no_call_fails(fleet) -> None
 
 
 def test_calls_spread_over_rust_and_python_instances_of_one_service(fleet) -> None:
-    router = fleet.router("--strategy", "round-robin")
+    router = fleet.router(strategy="round-robin")
     rust = fleet.rust_instance(router, "rust-a")
     assert rust.first_line == "registered as rust-a"
 
@@ -103,7 +103,7 @@ def test_calls_spread_over_rust_and_python_instances_of_one_service(fleet) -> No
 
 
 def test_a_not_serving_instance_gets_no_new_calls_until_it_serves_again(fleet) -> None:
-    router = fleet.router("--strategy", "round-robin")
+    router = fleet.router(strategy="round-robin")
 
     async def scenario() -> None:
         async with python_instance([router], HookedGreeter("py-a"), "py-a") as a, python_instance(
@@ -142,7 +142,7 @@ def test_the_bridge_reconnects_when_its_router_restarts(fleet) -> None:
 
     async def scenario() -> None:
         async with python_instance([router], HookedGreeter("py"), "py") as bridge:
-            fleet.processes[-1].stop()
+            router.process.stop()
             state = await bridge.wait_for(lambda s: s.registered == 0, TIMEOUT)
             assert state.last_error is None or state.last_error
             fleet.router(listen=router)
@@ -153,14 +153,14 @@ def test_the_bridge_reconnects_when_its_router_restarts(fleet) -> None:
     run(scenario())
 
 
-def test_a_router_refusing_the_registration_is_reported(router: str) -> None:
+def test_a_router_refusing_the_registration_is_reported(router) -> None:
     async def scenario() -> None:
         wrong = dataclasses.replace(myservice_router_bridge.GREETER, name="other.v1.Service")
         bridge = Bridge(
             wrong,
             pb_grpc.add_GreeterServicer_to_server,
             HookedGreeter("py"),
-            BridgeOptions([f"http://{router}"], instance_id="py"),
+            BridgeOptions([f"http://{router.registrations}"], instance_id="py"),
         )
         await bridge.start()
         try:
@@ -174,7 +174,7 @@ def test_a_router_refusing_the_registration_is_reported(router: str) -> None:
 
 
 def test_heartbeats_keep_a_registration_alive_past_the_routers_timeout(fleet) -> None:
-    router = fleet.router("--heartbeat-interval-ms", "100", "--heartbeat-timeout-ms", "400")
+    router = fleet.router(heartbeat_interval_ms=100, heartbeat_timeout_ms=400)
 
     async def scenario() -> None:
         async with python_instance([router], HookedGreeter("py"), "py") as bridge, client(router) as stub:
@@ -216,8 +216,8 @@ def test_the_concurrency_limit_holds_across_routers_and_refused_calls_go_elsewhe
 def test_a_silent_router_is_left_and_registered_with_again_when_it_answers(fleet) -> None:
     import signal
 
-    router = fleet.router("--heartbeat-interval-ms", "100", "--heartbeat-timeout-ms", "500")
-    process = fleet.processes[-1].proc
+    router = fleet.router(heartbeat_interval_ms=100, heartbeat_timeout_ms=500)
+    process = router.process.proc
 
     async def scenario() -> None:
         async with python_instance([router], HookedGreeter("py"), "py", connect_timeout=1.0) as bridge:
@@ -237,8 +237,8 @@ def test_a_silent_router_is_left_and_registered_with_again_when_it_answers(fleet
 def test_a_router_fleet_behind_one_name_is_followed_as_dns_changes(fleet) -> None:
     first, second = fleet.router(), fleet.router()
 
-    def address(router: str) -> tuple:
-        host, port = router.rsplit(":", 1)
+    def address(router) -> tuple:
+        host, port = router.registrations.rsplit(":", 1)
         return (host, int(port))
 
     answers = {"addresses": [address(first), address(second)], "fail": False}

@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf import empty_pb2
+from conftest import Router
 from harness import TIMEOUT, SyncGreeter, HookedGreeter, client, python_instance, run
 from myservice.v1 import myservice_pb2 as pb
 
 
-async def _all_four_kinds(router: str, servicer: Any, instance_id: str) -> None:
+async def _all_four_kinds(router: Router, servicer: Any, instance_id: str) -> None:
     async with python_instance([router], servicer, instance_id), client(router) as stub:
         reply = await stub.SayHello(pb.HelloRequest(name="Ada"), timeout=TIMEOUT)
         assert (reply.message, reply.instance_id) == ("Hello, Ada!", instance_id)
@@ -44,15 +45,15 @@ def grpc_eof() -> Any:
     return grpc.aio.EOF
 
 
-def test_an_async_servicer_answers_every_method_kind_through_the_router(router: str) -> None:
+def test_an_async_servicer_answers_every_method_kind_through_the_router(router: Router) -> None:
     run(_all_four_kinds(router, HookedGreeter("py-async"), "py-async"))
 
 
-def test_a_sync_servicer_answers_every_method_kind_through_the_router(router: str) -> None:
+def test_a_sync_servicer_answers_every_method_kind_through_the_router(router: Router) -> None:
     run(_all_four_kinds(router, SyncGreeter("py-sync"), "py-sync"))
 
 
-def test_empty_streams_end_with_ok(router: str) -> None:
+def test_empty_streams_end_with_ok(router: Router) -> None:
     async def scenario() -> None:
         async with python_instance([router], HookedGreeter("py"), "py"), client(router) as stub:
             replies = [r async for r in stub.StreamGreetings(pb.StreamRequest(name="none", count=0), timeout=TIMEOUT)]

@@ -44,16 +44,26 @@ def bridge(endpoint: str, **options: object) -> Bridge:
 
 def test_the_bridge_registers_over_tls_and_clients_reach_it(fleet, tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
-    router = fleet.router("--tls-cert", str(cert), "--tls-key", str(key))
+    router = fleet.router(tls=(cert, key))
     pem = cert.read_bytes()
 
     async def scenario() -> None:
-        instance = bridge(f"https://{router}", tls=TlsOptions(root_certificates=pem, server_name="localhost"))
+        instance = bridge(
+            f"https://{router.registrations}", tls=TlsOptions(root_certificates=pem, server_name="localhost")
+        )
         await instance.start()
         try:
             await instance.registered(timeout=TIMEOUT)
-            channel = grpc.aio.secure_channel(
-                router, grpc.ssl_channel_credentials(pem), options=[("grpc.ssl_target_name_override", "localhost")]
+            # The compiled router serves clients over TLS too; the daemon's
+            # clients' listener has no TLS in this config.
+            channel = (
+                grpc.aio.secure_channel(
+                    router.clients,
+                    grpc.ssl_channel_credentials(pem),
+                    options=[("grpc.ssl_target_name_override", "localhost")],
+                )
+                if router.kind == "compiled"
+                else grpc.aio.insecure_channel(router.clients)
             )
             reply = await pb_grpc.GreeterStub(channel).SayHello(pb.HelloRequest(name="tls"), timeout=TIMEOUT)
             assert (reply.message, reply.instance_id) == ("Hello, tls!", "py-secure")
@@ -66,11 +76,11 @@ def test_the_bridge_registers_over_tls_and_clients_reach_it(fleet, tmp_path: Pat
 
 def test_a_bridge_that_does_not_trust_the_routers_certificate_does_not_register(fleet, tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
-    router = fleet.router("--tls-cert", str(cert), "--tls-key", str(key))
+    router = fleet.router(tls=(cert, key))
 
     async def scenario() -> None:
         # The system roots do not include the self-signed certificate.
-        instance = bridge(f"https://{router}", connect_timeout=1.0, reconnect_max=0.5, reconnect_initial=0.1)
+        instance = bridge(f"https://{router.registrations}", connect_timeout=1.0, reconnect_max=0.5, reconnect_initial=0.1)
         await instance.start()
         try:
             state = await instance.wait_for(lambda s: s.last_error is not None, TIMEOUT)
@@ -82,10 +92,10 @@ def test_a_bridge_that_does_not_trust_the_routers_certificate_does_not_register(
 
 
 def test_registration_headers_reach_the_routers_authorize_hook(fleet) -> None:
-    router = fleet.router("--register-token", "s3cret")
+    router = fleet.router(register_token="s3cret")
 
     async def scenario() -> None:
-        refused = bridge(f"http://{router}", register_metadata=[("authorization", "Bearer wrong")])
+        refused = bridge(f"http://{router.registrations}", register_metadata=[("authorization", "Bearer wrong")])
         await refused.start()
         try:
             state = await refused.wait_for(lambda s: s.last_error is not None, TIMEOUT)
@@ -94,11 +104,11 @@ def test_registration_headers_reach_the_routers_authorize_hook(fleet) -> None:
         finally:
             await refused.abort()
 
-        accepted = bridge(f"http://{router}", register_metadata=[("authorization", "Bearer s3cret")])
+        accepted = bridge(f"http://{router.registrations}", register_metadata=[("authorization", "Bearer s3cret")])
         await accepted.start()
         try:
             await accepted.registered(timeout=TIMEOUT)
-            channel = grpc.aio.insecure_channel(router)
+            channel = grpc.aio.insecure_channel(router.clients)
             reply = await pb_grpc.GreeterStub(channel).SayHello(pb.HelloRequest(name="auth"), timeout=TIMEOUT)
             assert reply.instance_id == "py-secure"
             await channel.close()

@@ -137,3 +137,33 @@ def test_garbage_raises_only_wire_errors() -> None:
             wire.decode_router_frame(data)
         except wire.WireError:
             pass
+
+
+def test_the_hello_describes_the_service_as_the_rust_bridge_encodes_it(router_pb: Any) -> None:
+    from google.protobuf import descriptor_pb2
+    from myservice.v1 import myservice_router_bridge
+
+    greeter = myservice_router_bridge.GREETER
+    encoded = greeter.describe()
+    frame = router_pb.GreeterBridgeFrame.FromString(
+        wire.Hello(instance_id="py-a", service=greeter.name, description=encoded).encode()
+    )
+    description = frame.hello.description
+    assert description.name == "myservice.v1.Greeter"
+    assert description.default_strategy == "p2c"
+    methods = [(m.name, m.path, m.tag, m.kind, list(m.route_key), m.idempotent) for m in description.methods]
+    assert methods == [
+        ("SayHello", "/myservice.v1.Greeter/SayHello", 10, 1, [1], False),
+        ("StreamGreetings", "/myservice.v1.Greeter/StreamGreetings", 11, 2, [], False),
+        ("Sum", "/myservice.v1.Greeter/Sum", 12, 3, [], False),
+        ("Chat", "/myservice.v1.Greeter/Chat", 13, 4, [], False),
+        ("WhoAmI", "/myservice.v1.Greeter/WhoAmI", 14, 1, [], True),
+    ]
+    # Field order, packed route keys and omitted defaults as prost writes
+    # them: protobuf's own (deterministic) encoding gives the same bytes.
+    assert description.SerializeToString(deterministic=True) == encoded
+    files = descriptor_pb2.FileDescriptorSet.FromString(description.file_descriptor_set).file
+    # The service's file after its imports, as the Rust glue's set has them.
+    assert [f.name for f in files][-1] == "myservice/v1/myservice.proto"
+    assert {"google/protobuf/empty.proto", "router/v1/options.proto"} <= {f.name for f in files}
+    assert files[-1].service[0].name == "Greeter"

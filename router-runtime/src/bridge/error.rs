@@ -49,6 +49,20 @@ pub enum RegistrationError {
         /// The router's message.
         message: String,
     },
+    /// The address answered UNIMPLEMENTED for the register path: it serves
+    /// clients (the daemon's clients' listener), or it is a router compiled
+    /// for another service. Trying again there is refused again.
+    #[error(
+        "`{endpoint}` does not serve `{path}` (UNIMPLEMENTED): this address serves clients, \
+         not registrations (or is a router compiled for another service); point the bridge \
+         at the router's registrations address (the daemon's `[registrations] address`)"
+    )]
+    NotRegistrations {
+        /// The router endpoint.
+        endpoint: String,
+        /// The register path the bridge called.
+        path: String,
+    },
     /// The register call or stream failed with a status.
     #[error("router ended the registration ({code:?}): {message}")]
     Ended {
@@ -89,13 +103,29 @@ impl RegistrationError {
         }
     }
 
+    /// The error for a register call that failed before the router's
+    /// `Welcome`: as [`RegistrationError::from_status`], except that
+    /// UNIMPLEMENTED means the address does not take registrations of this
+    /// service at all.
+    pub(crate) fn from_register_status(status: &tonic::Status, endpoint: &str, path: &str) -> Self {
+        if status.code() == tonic::Code::Unimplemented {
+            return RegistrationError::NotRegistrations {
+                endpoint: endpoint.to_owned(),
+                path: path.to_owned(),
+            };
+        }
+        Self::from_status(status)
+    }
+
     /// Whether the bridge should wait its longest backoff before trying
     /// again: the router refused the registration, or another process holds
     /// the id (trying again at once would only be refused again).
     pub(crate) fn is_refusal(&self) -> bool {
         matches!(
             self,
-            RegistrationError::Refused { .. } | RegistrationError::Replaced { .. }
+            RegistrationError::Refused { .. }
+                | RegistrationError::Replaced { .. }
+                | RegistrationError::NotRegistrations { .. }
         )
     }
 
@@ -142,6 +172,36 @@ mod tests {
         assert_eq!(
             replaced.to_string(),
             "router replaced this registration (Aborted): re-registered"
+        );
+    }
+
+    #[test]
+    fn unimplemented_before_welcome_names_the_clients_address_mistake() {
+        let status = tonic::Status::unimplemented("");
+        let error = RegistrationError::from_register_status(
+            &status,
+            "http://127.0.0.1:50051",
+            "/pkg.SvcRouter/Register",
+        );
+        assert!(error.is_refusal());
+        let text = error.to_string();
+        assert!(
+            text.contains("`http://127.0.0.1:50051` does not serve `/pkg.SvcRouter/Register`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("this address serves clients, not registrations"),
+            "{text}"
+        );
+        // Other codes keep their meaning.
+        let refused = RegistrationError::from_register_status(
+            &tonic::Status::permission_denied("no"),
+            "http://a:1",
+            "/p",
+        );
+        assert_eq!(
+            refused.to_string(),
+            "router refused registration (PermissionDenied): no"
         );
     }
 }

@@ -328,7 +328,13 @@ async fn register(
         response = grpc.streaming(request, path, codec) => response,
         _ = stop.cancelled() => return Err(SessionEnd::Stopped),
     };
-    let lost = |status: tonic::Status| SessionEnd::Lost(RegistrationError::from_status(&status));
+    let lost = |status: tonic::Status| {
+        SessionEnd::Lost(RegistrationError::from_register_status(
+            &status,
+            endpoint,
+            &shared.register_path,
+        ))
+    };
     let mut frames = response.map_err(lost)?.into_inner();
     let welcome = match frames.message().await.map_err(lost)? {
         Some(RouterFrame::Welcome(welcome)) => welcome,

@@ -248,7 +248,12 @@ fn an_admitted_service_is_reported_by_name() {
         file_descriptor_set: bytes::Bytes::new(),
     };
     core.service
-        .admit(Some(&description), || false, |_| ())
+        .admit(
+            Some(&description),
+            crate::router::bridge_kind::BridgeKind::Rust,
+            || false,
+            |_| (),
+        )
         .expect("admitted");
     crate::router::session_record(&core, Event::Accepted);
     let text = encode(&registry, Format::Prometheus).expect("encodes");

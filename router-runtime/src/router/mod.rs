@@ -13,6 +13,7 @@
 
 mod authz;
 mod balance;
+pub(crate) mod bridge_kind;
 mod call;
 mod call_stats;
 mod client_body;

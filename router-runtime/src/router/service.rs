@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 use tonic::Status;
 
+use super::bridge_kind::BridgeKind;
 use crate::descriptor::{MethodKind, ServiceDescriptor, Strategy};
 use crate::pb;
 
@@ -185,10 +186,12 @@ impl ServiceTable {
     /// rule in the module docs) and learns what it adds. `live` says whether
     /// any instance is registered now; `insert` runs while admissions are
     /// held, so the registration is in the registry before the next one is
-    /// checked.
+    /// checked. `sender` names the registering bridge's kind, for the
+    /// refusal of a missing description.
     pub(crate) fn admit<T>(
         &self,
         description: Option<&pb::ServiceDescription>,
+        sender: BridgeKind,
         live: impl FnOnce() -> bool,
         insert: impl FnOnce(Served) -> T,
     ) -> Result<(T, Learnt), Status> {
@@ -203,8 +206,9 @@ impl ServiceTable {
             if self.learns && self.methods.load().is_empty() {
                 return Err(Status::failed_precondition(format!(
                     "the first registration of `{}` must describe the service \
-                     (Hello.description): rebuild the bridge with a current protoc-gen-router",
-                    self.name
+                     (Hello.description); {}",
+                    self.name,
+                    sender.without_description()
                 )));
             }
             return Ok((insert(None), Learnt::default()));
@@ -404,7 +408,7 @@ mod tests {
         d: Option<&pb::ServiceDescription>,
         live: bool,
     ) -> Result<(Served, Learnt), Status> {
-        table.admit(d, || live, |served| served)
+        table.admit(d, BridgeKind::Rust, || live, |served| served)
     }
 
     #[test]
@@ -424,6 +428,25 @@ mod tests {
         let err = admit(&table, None, false).expect_err("refused");
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
         assert!(err.message().contains("must describe"), "{}", err.message());
+        assert!(err.message().contains("Rust bridge"), "{}", err.message());
+    }
+
+    #[test]
+    fn the_refusal_of_an_undescribed_python_bridge_says_what_python_users_do() {
+        let table = ServiceTable::learning("pkg.Svc");
+        let err = table
+            .admit(None, BridgeKind::Python, || false, |served| served)
+            .expect_err("refused");
+        assert!(
+            err.message().contains("grpc-router-bridge"),
+            "{}",
+            err.message()
+        );
+        assert!(
+            !err.message().contains("rebuild the instance"),
+            "{}",
+            err.message()
+        );
     }
 
     #[test]

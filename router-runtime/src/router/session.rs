@@ -214,6 +214,7 @@ async fn accept(
     };
     let (inserted, learnt) = core.service.admit(
         description.as_ref(),
+        super::bridge_kind::BridgeKind::of(&metadata),
         || !core.registry.is_empty(),
         |served| {
             let instance = Arc::new(instance.with_served(served));

@@ -1,4 +1,26 @@
-"""Running one forwarded call through the servicer's own method handler."""
+"""Running one forwarded call through the servicer's own method handler.
+
+**Cancellation, as grpc.aio shows it.** When the router cancels a call (the
+client cancelled, the deadline passed, the registration ended) or the bridge's
+own deadline timer fires, the call is over on the wire at once (nothing more
+is sent for it) and the handler is stopped exactly as a ``grpc.aio`` server
+stops it (``_handle_cancellation_from_core`` in grpcio's ``server.pyx.pxi``):
+
+- a read the handler is waiting on returns the end of the requests (the
+  request iterator ends, ``context.read()`` returns ``EOF``), and so does any
+  later read;
+- on the next turn of the event loop the handler's task is cancelled
+  (``CancelledError`` where it waits) unless it has returned its status by
+  then: a handler that ends when its requests end finishes normally;
+- ``add_done_callback`` callbacks run when the handler's task has finished,
+  and see ``context.done()`` True only if the handler returned its status, and
+  ``context.cancelled()`` True only if the handler set ``CANCELLED`` itself
+  (grpc.aio's ``cancelled()`` is ``code() == CANCELLED``).
+
+Synchronous (thread-pool) handlers follow grpcio's synchronous server instead:
+``is_active()`` turns False, ``add_callback`` callbacks run at once, and reads
+or writes raise :class:`CallEnded`.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +64,8 @@ class Link(Protocol):
     max_frame: int
     max_message: int
     instance_id: str
+    #: Whether the servicer is a grpc.aio one (see ``Bridge.aio_servicer``).
+    aio_servicer: bool
 
     def send(self, frame: bytes) -> None:
         """Queues one frame for the router."""
@@ -74,8 +98,20 @@ class Call:
         # Sync handlers add callbacks from their threads.
         self._callbacks_lock = threading.Lock()
         self._callbacks: List[Callable[[], None]] = []
+        # Cancelled by the router or expired: the client is gone.
         self.cancelled = False
+        # Nothing more is sent for the call (its status went out, or it was cancelled).
         self.over = False
+        # The handler returned its status (grpc.aio's ``done()``), sent or not.
+        self.status_sent = False
+        # Whether the handler runs in the thread pool.
+        self._sync = False
+        # ``add_done_callback`` callbacks: run when the handler's task ends.
+        self._done_callbacks: List[Callable[[], None]] = []
+        self._handler_finished = False
+        # The handler's response generator, kept until the done callbacks ran,
+        # so a generator stopped mid-stream is closed after them, as in grpc.aio.
+        self._responses: Any = None
         self.deadline: Optional[float] = (
             self.loop.time() + start.timeout_micros / 1e6 if start.timeout_micros > 0 else None
         )
@@ -110,6 +146,7 @@ class Call:
         if self.deadline is not None:
             self._timer = self.loop.call_at(self.deadline, self.expire)
         self.task = self.loop.create_task(self._run())
+        self.task.add_done_callback(self._handler_done)
 
     def deliver(self, item: _Item) -> None:
         """A request message, chunk or the client's half-close (``None``). A
@@ -137,22 +174,31 @@ class Call:
             self.task.cancel()
 
     def cancel(self) -> None:
-        """The router cancelled the call: nothing more is sent for it."""
+        """The router cancelled the call: nothing more is sent for it, and the
+        handler stops as the module docs say."""
         if self.over:
             return
-        self.cancelled = True
-        self._end()
-        if self.task is not None:
-            self.task.cancel()
+        self._terminate()
 
     def expire(self) -> None:
-        """The deadline passed: DEADLINE_EXCEEDED, and the handler is cancelled."""
+        """The deadline passed: DEADLINE_EXCEEDED to the router, and the
+        handler stops as after a cancel."""
         if self.over:
             return
+        self.link.send(wire.encode_trailers(self.id, _DEADLINE_EXCEEDED, "deadline exceeded"))
+        self._terminate()
+
+    def _terminate(self) -> None:
         self.cancelled = True
-        self.finish(_DEADLINE_EXCEEDED, "deadline exceeded", b"", [])
-        if self.task is not None:
-            self.task.cancel()
+        # Wakes a pending read first (with the end of the requests), then
+        # stops the task a turn later: the order grpc.aio's own callbacks run in.
+        self._end()
+        self.loop.call_soon(self._stop_handler)
+
+    def _stop_handler(self) -> None:
+        task = self.task
+        if task is not None and not task.done() and not self.status_sent:
+            task.cancel()
 
     def time_remaining(self) -> Optional[float]:
         """Seconds to the deadline, or None."""
@@ -160,8 +206,17 @@ class Call:
             return None
         return max(0.0, self.deadline - self.loop.time())
 
+    def add_done_callback(self, callback: Callable[[], None]) -> None:
+        """Runs ``callback`` when the handler's task has finished (at once if
+        it has)."""
+        if self._handler_finished:
+            callback()
+        else:
+            self._done_callbacks.append(callback)
+
     def add_callback(self, callback: Callable[[], None]) -> bool:
-        """Runs ``callback`` when the call ends; False if it already has."""
+        """Runs ``callback`` when the call ends (sync handlers: grpcio's
+        ``add_callback``); False if it already has."""
         with self._callbacks_lock:
             if self.over:
                 return False
@@ -177,11 +232,14 @@ class Call:
             if self._request_done:
                 return None
             if self.over:
+                # grpc.aio reads the end of the requests from a cancelled call.
+                if self.cancelled and not self._sync:
+                    return None
                 raise CallEnded()
             item = await self._inbound.get()
             if item is None:
                 if self.over:
-                    raise CallEnded()
+                    continue
                 self._request_done = True
                 return None
             if isinstance(item, wire.Chunk):
@@ -217,7 +275,10 @@ class Call:
             raise CallEnded() from None
 
     def finish(self, code: int, message: str, details: bytes, trailers: wire.MetadataList) -> None:
-        """Sends the call's status (once) and ends it."""
+        """The handler's status: sent once, unless the call already ended."""
+        if self.status_sent:
+            return
+        self.status_sent = True
         if self.over:
             return
         if code == _OK:
@@ -236,17 +297,32 @@ class Call:
         with self._callbacks_lock:
             self.over = True
             callbacks, self._callbacks = self._callbacks, []
-        self.reply_credit.close()
         if self._timer is not None:
             self._timer.cancel()
         # Wake a reader waiting for a request.
         self._inbound.put_nowait(_END)
+        # A sync handler's writer waits in a task of its own: wake it with
+        # CallEnded. An async handler waiting for credit is cancelled with its
+        # task, as grpc.aio's is (the credit closes when the task ends).
+        if self._sync or not self.cancelled:
+            self.reply_credit.close()
         self.link.forget(self)
         for callback in callbacks:
             try:
                 callback()
             except Exception:  # noqa: BLE001 - a callback's failure is the user's
                 _LOGGER.exception("call %d: done callback failed", self.id)
+
+    def _handler_done(self, task: "asyncio.Task[None]") -> None:
+        self._handler_finished = True
+        callbacks, self._done_callbacks = self._done_callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - a callback's failure is the user's
+                _LOGGER.exception("call %d: done callback failed", self.id)
+        self.reply_credit.close()
+        self._responses = None
 
     async def _run(self) -> None:
         handler = self.handler
@@ -258,6 +334,7 @@ class Call:
             if inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior):
                 await self._run_async(handler, behavior)
             else:
+                self._sync = True
                 await asyncio.wrap_future(self.link.executor.submit(self._run_sync, handler, behavior))
         except asyncio.CancelledError:
             # Cancelled by the router or the deadline, which already answered.
@@ -286,13 +363,19 @@ class Call:
         elif isinstance(error, _Internal):
             self.finish(_INTERNAL, str(error), b"", [])
         else:
-            # As grpcio does: a code and details the handler set before raising
-            # win (the generated base servicer's UNIMPLEMENTED), else UNKNOWN.
-            _LOGGER.error("call %d (%s): %s", self.id, self.start.path, message)
+            # As grpcio does: a code the handler set before raising wins (the
+            # generated base servicer's UNIMPLEMENTED), else UNKNOWN. The
+            # message: a grpc.aio server's "Unexpected <type>: <error>"; a
+            # sync server's details set before raising, else its own text.
             code, details, status_details, trailers = context.status()
             if context._code in (None, _OK):
                 code = _UNKNOWN
-            self.finish(code, context._details if context._details is not None else message, status_details, trailers)
+            if self.link.aio_servicer:
+                message = f"Unexpected {type(error)}: {error}"
+            elif context._details is not None:
+                message = context._details
+            _LOGGER.error("call %d (%s): %s", self.id, self.start.path, message)
+            self.finish(code, message, status_details, trailers)
 
     async def _run_async(self, handler: grpc.RpcMethodHandler, behavior: Any) -> None:
         context = AioServicerContext(self)
@@ -304,13 +387,18 @@ class Call:
             if handler.response_streaming:
                 result = behavior(request, context)
                 if hasattr(result, "__aiter__"):
+                    self._responses = result
                     async for response in result:
                         await self.send_response(self.serialize(response))
                 else:
                     await result
             else:
                 response = await behavior(request, context)
-                if response is not None:
+                if self.over:
+                    # Cancelled while the handler ran: as in grpc.aio, its
+                    # status counts as returned (``done()``), and goes nowhere.
+                    pass
+                elif response is not None:
                     await self.send_response(self.serialize(response))
                 elif context._code in (None, _OK):
                     raise RuntimeError("the handler returned None instead of a response")
@@ -323,6 +411,9 @@ class Call:
     async def _single_request(self) -> Any:
         raw = await self.next_request()
         if raw is None:
+            if self.over:
+                # Cancelled before its request: grpc.aio never runs the handler.
+                raise CallEnded()
             raise _Internal("the client sent no request message")
         return self.deserialize(raw)
 

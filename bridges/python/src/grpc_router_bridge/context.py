@@ -149,7 +149,9 @@ class _Base:
         if number == 0:
             raise ValueError("abort() needs a non-OK status code")
         self._code = number
-        self._details = details
+        # As grpc.aio: an empty ``details`` keeps what set_details set.
+        if details or self._details is None:
+            self._details = details
         if trailing:
             self._trailing = normalize_metadata(trailing, "abort")
         self._aborted = True
@@ -233,14 +235,18 @@ class AioServicerContext(_Base, grpc.aio.ServicerContext):
         self._set_abort(status.code, status.details, status.trailing_metadata)
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
-        """Calls ``callback(context)`` when the call ends."""
-        if not self._call.add_callback(lambda: callback(self)):
-            callback(self)
+        """Calls ``callback(context)`` when the handler has finished (after a
+        cancel too), as grpc.aio does."""
+        self._call.add_done_callback(lambda: callback(self))
 
     def cancelled(self) -> bool:
-        """Whether the client cancelled the call or its deadline passed."""
-        return self._call.cancelled
+        """As in grpc.aio: whether the call's status code is ``CANCELLED``
+        (set by the handler). A client's cancel or deadline does not set it:
+        the handler sees those as ``CancelledError`` or the end of its
+        requests (see :mod:`grpc_router_bridge.call`)."""
+        return self._code == 1
 
     def done(self) -> bool:
-        """Whether the call has ended."""
-        return self._call.over
+        """As in grpc.aio: whether the handler has returned its status (false
+        after a cancel that stopped it)."""
+        return self._call.status_sent

@@ -5,8 +5,22 @@
 from __future__ import annotations
 
 import enum
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
+
+from . import wire
+
+#: The balancing strategies by the names the ``grpc-router`` daemon uses
+#: (``strategy = "..."`` in ``router.toml``) and ``Hello.description`` carries.
+STRATEGIES = ("round-robin", "p2c", "weighted", "consistent-hash")
+
+#: Names older generated modules wrote, deprecated; each maps to its daemon name.
+_OLD_STRATEGY_NAMES = {
+    "round_robin": "round-robin",
+    "power_of_two_choices": "p2c",
+    "consistent_hash": "consistent-hash",
+}
 
 
 class MethodKind(enum.IntEnum):
@@ -63,7 +77,11 @@ class MethodDescriptor:
 
 @dataclass(frozen=True)
 class ServiceDescriptor:
-    """A routed service: its name, register path and methods."""
+    """A routed service: its name, register path, methods and the encoded
+    ``FileDescriptorSet`` of its ``.proto`` files, as ``protoc-gen-router``
+    generates it; the bridge sends all of it in ``Hello.description``, so a
+    router that learns services (the ``grpc-router`` daemon) can route it and
+    serve reflection for it."""
 
     #: The fully qualified service name, for example ``myservice.v1.Greeter``.
     name: str
@@ -71,9 +89,15 @@ class ServiceDescriptor:
     register_path: str
     #: The methods, in proto order.
     methods: Tuple[MethodDescriptor, ...]
-    #: The ``(router.v1.default_strategy)`` option, for information
-    #: (``round_robin``, ``power_of_two_choices``, ``weighted``, ``consistent_hash``).
-    default_strategy: str = "power_of_two_choices"
+    #: The ``(router.v1.default_strategy)`` option, by the daemon's name:
+    #: ``round-robin``, ``p2c``, ``weighted`` or ``consistent-hash``. The old
+    #: names (``round_robin``, ``power_of_two_choices``, ``consistent_hash``)
+    #: are accepted with a ``DeprecationWarning``.
+    default_strategy: str = "p2c"
+    #: The encoded ``google.protobuf.FileDescriptorSet`` of the service's file
+    #: and its imports (for reflection on the router); empty in modules
+    #: generated before it was embedded.
+    file_descriptor_set: bytes = field(default=b"", repr=False)
     _by_tag: Dict[int, MethodDescriptor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -81,7 +105,41 @@ class ServiceDescriptor:
         if len(by_tag) != len(self.methods):
             raise ValueError(f"service `{self.name}` has two methods with one tag")
         object.__setattr__(self, "_by_tag", by_tag)
+        strategy = self.default_strategy
+        if strategy in _OLD_STRATEGY_NAMES:
+            warnings.warn(
+                f"strategy name `{strategy}` is deprecated: use `{_OLD_STRATEGY_NAMES[strategy]}` "
+                f"(regenerate the module with a current protoc-gen-router)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            object.__setattr__(self, "default_strategy", _OLD_STRATEGY_NAMES[strategy])
+        elif strategy not in STRATEGIES:
+            raise ValueError(
+                f"service `{self.name}`: unknown strategy `{strategy}`; expected one of {', '.join(STRATEGIES)}"
+            )
 
     def method_by_tag(self, tag: int) -> Optional[MethodDescriptor]:
         """The method whose oneof tag is ``tag``."""
         return self._by_tag.get(tag)
+
+    def describe(self) -> bytes:
+        """The encoded ``router.v1.ServiceDescription`` the bridge sends in
+        every ``Hello``: the same bytes the Rust bridge sends for the same
+        service (``ServiceDescriptor::describe``)."""
+        return wire.encode_description(
+            self.name,
+            [
+                wire.MethodDescription(
+                    name=m.name,
+                    path=m.path,
+                    tag=m.tag,
+                    kind=int(m.kind),
+                    route_key=m.route_key.field_numbers if m.route_key is not None else (),
+                    idempotent=m.idempotent,
+                )
+                for m in self.methods
+            ],
+            self.default_strategy,
+            self.file_descriptor_set,
+        )

@@ -37,6 +37,20 @@ REFUSED_CODES = frozenset(
 _RESOURCE_EXHAUSTED = 8
 
 
+def _user_agent() -> str:
+    """``grpc-router-bridge-python/<version>``: routers name the bridge's
+    kind in refusals (``grpc.primary_user_agent``, before grpcio's own)."""
+    try:
+        from importlib.metadata import version
+
+        return f"grpc-router-bridge-python/{version('grpc-router-bridge')}"
+    except Exception:  # noqa: BLE001 - not installed as a distribution
+        return "grpc-router-bridge-python"
+
+
+USER_AGENT = _user_agent()
+
+
 @dataclass
 class SessionEnd:
     """How a session ended: ``stopped`` (shutdown or abort: stop for good),
@@ -80,6 +94,7 @@ class Session:
         self.server_name = server_name
         self.loop = asyncio.get_running_loop()
         self.executor: Executor = bridge.executor
+        self.aio_servicer = bridge.aio_servicer
         options = bridge.options
         self.request_window = options.initial_window
         self.max_message = options.max_message_size
@@ -141,6 +156,7 @@ class Session:
             ("grpc.http2.max_pings_without_data", 0),
             # One connection per router: never share one with another session.
             ("grpc.use_local_subchannel_pool", 1),
+            ("grpc.primary_user_agent", USER_AGENT),
         ]
         if tls:
             tls_options = options.tls
@@ -179,16 +195,36 @@ class Session:
         awaitable.cancel()
         return False
 
+    async def _connected(self, channel: grpc.aio.Channel) -> bool:
+        """Waits until the channel connects or fails to (a refused connection
+        fails at once); False if it does neither within ``connect_timeout``."""
+        connectivity = grpc.ChannelConnectivity
+        deadline = self.loop.time() + self.bridge.options.connect_timeout
+        while True:
+            state = channel.get_state(try_to_connect=True)
+            if state in (connectivity.READY, connectivity.TRANSIENT_FAILURE):
+                return True
+            left = deadline - self.loop.time()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(channel.wait_for_state_change(state), left)
+            except asyncio.TimeoutError:
+                return False
+
     async def _run_on(self, channel: grpc.aio.Channel) -> SessionEnd:
         bridge = self.bridge
         options = bridge.options
-        ready = asyncio.ensure_future(asyncio.wait_for(channel.channel_ready(), options.connect_timeout))
-        if not await self._until_stopped(ready):
+        connecting = asyncio.ensure_future(self._connected(channel))
+        if not await self._until_stopped(connecting):
             return SessionEnd("stopped")
-        try:
-            ready.result()
-        except asyncio.TimeoutError:
-            return SessionEnd("lost", f"cannot connect within {options.connect_timeout}s")
+        if not connecting.result():
+            target = split_endpoint(self.endpoint)[0]
+            return SessionEnd(
+                "lost", f"cannot connect to {target} within {options.connect_timeout}s: no answer"
+            )
+        # Connected, or the connection failed: then the register call fails
+        # at once with the cause (refused, TLS handshake ...), see `_failed`.
         register = channel.stream_stream(bridge.service.register_path)
         stream = register(metadata=tuple(options.register_metadata) or None)
         writer = self.loop.create_task(self._write(stream))
@@ -205,6 +241,7 @@ class Session:
                     max_frame_size=options.max_frame_size,
                     max_message_size=options.max_message_size,
                     incarnation=bridge.incarnation,
+                    description=bridge.description,
                 ).encode()
             )
             first = asyncio.ensure_future(stream.read())
@@ -228,11 +265,25 @@ class Session:
             stream.cancel()
 
     def _failed(self, error: grpc.aio.AioRpcError) -> SessionEnd:
-        if error.code() == grpc.StatusCode.ABORTED:
-            return SessionEnd("replaced", f"router replaced this registration: {error.details()}")
-        if error.code() in REFUSED_CODES:
-            return SessionEnd("refused", f"router refused registration: {error.details()}")
-        return SessionEnd("lost", f"register call failed: {error.code().name}: {error.details()}")
+        code, details = error.code(), error.details() or ""
+        if code == grpc.StatusCode.ABORTED:
+            return SessionEnd("replaced", f"router replaced this registration: {details}")
+        if code in REFUSED_CODES:
+            return SessionEnd("refused", f"router refused registration: {details}")
+        target = split_endpoint(self.endpoint)[0]
+        if code == grpc.StatusCode.UNIMPLEMENTED and not self.registered:
+            return SessionEnd(
+                "refused",
+                f"{self.endpoint} does not serve {self.bridge.service.register_path} (UNIMPLEMENTED): "
+                f"this address serves clients, not registrations (or is a router compiled for another "
+                f"service); point the bridge at the router's registrations address "
+                f"(the daemon's `[registrations] address`)",
+            )
+        if code == grpc.StatusCode.UNAVAILABLE and not self.registered:
+            if "connection refused" in details.lower():
+                return SessionEnd("lost", f"connection refused by {target}: is the router listening there?")
+            return SessionEnd("lost", f"cannot connect to {target}: {details}")
+        return SessionEnd("lost", f"register call failed: {code.name}: {details}")
 
     async def _write(self, stream: grpc.aio.StreamStreamCall) -> None:
         try:
@@ -435,6 +486,8 @@ async def run_endpoint(
             wait = jitter(delay)
             if end.kind == "replaced":
                 _LOGGER.error("another process holds this instance id at %s: %s; retrying in %.2fs", endpoint, end.reason, wait)
+            elif end.kind == "refused":
+                _LOGGER.error("registration with %s refused: %s; retrying in %.2fs", endpoint, end.reason, wait)
             else:
                 _LOGGER.warning("registration with %s lost: %s; retrying in %.2fs", endpoint, end.reason, wait)
             try:

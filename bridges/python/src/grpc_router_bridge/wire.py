@@ -110,6 +110,41 @@ def encode_metadata(entries: MetadataList) -> bytes:
     return bytes(out)
 
 
+@dataclass(frozen=True)
+class MethodDescription:
+    """``router.v1.MethodDescription``: one method as ``Hello.description`` lists it."""
+
+    name: str
+    path: str
+    tag: int
+    #: ``router.v1.MethodKind`` (1 unary ... 4 bidi streaming).
+    kind: int
+    #: Field numbers from the request message to its routing key.
+    route_key: Tuple[int, ...] = ()
+    idempotent: bool = False
+
+
+def encode_description(
+    name: str,
+    methods: List[MethodDescription],
+    default_strategy: str,
+    file_descriptor_set: bytes,
+) -> bytes:
+    """The body of a ``router.v1.ServiceDescription``, byte for byte what the
+    Rust bridge's prost encoding of the same values gives (fields in number
+    order, ``route_key`` packed, defaults omitted)."""
+    out = bytearray(_str(1, name))
+    for m in methods:
+        body = _str(1, m.name) + _str(2, m.path) + _uint(3, m.tag) + _uint(4, m.kind)
+        if m.route_key:
+            body += _bytes(5, b"".join(_varint(n) for n in m.route_key))
+        body += _uint(6, 1 if m.idempotent else 0)
+        out += _message(2, body)
+    out += _str(3, default_strategy)
+    out += _bytes(4, file_descriptor_set)
+    return bytes(out)
+
+
 @dataclass
 class Hello:
     """``router.v1.Hello``: the bridge's first frame."""
@@ -128,6 +163,10 @@ class Hello:
     #: replaces its own stale registration, another process with the same
     #: instance id is refused with ALREADY_EXISTS.
     incarnation: str = ""
+    #: The encoded ``router.v1.ServiceDescription`` (:func:`encode_description`):
+    #: what the instance serves, which a learning router (the daemon) needs
+    #: from a service's first registration.
+    description: bytes = b""
 
     def encode(self) -> bytes:
         """The whole ``<Service>BridgeFrame`` carrying this ``Hello``."""
@@ -143,6 +182,8 @@ class Hello:
         body += _uint(8, self.initial_window)
         body += _uint(9, self.max_frame_size)
         body += _uint(10, min(self.max_message_size, 0xFFFFFFFF))
+        if self.description:
+            body += _message(11, self.description)
         body += _str(12, self.incarnation)
         return _message(BRIDGE_HELLO, bytes(body))
 

@@ -6,12 +6,23 @@ import grpc_router_bridge as _bridge
 
 __all__ = ["ALPHA", "BETA"]
 
+# The encoded google.protobuf.FileDescriptorSet of `two/v1/two.proto` and its imports,
+# sent to routers for server reflection.
+_FILE_DESCRIPTOR_SET = (
+    b"\x0a\x9e\x01\x0a\x10two/v1/two.proto\x12\x06two.v1\"\x05\x0a\x03Msg2'"
+    b"\x0a\x05Alpha\x12\x1e\x0a\x02Do\x12\x0b.two.v1.Msg\x1a\x0b.two.v1.Msg"
+    b"2J\x0a\x04Beta\x12\x1e\x0a\x02Do\x12\x0b.two.v1.Msg\x1a\x0b.two.v1.Ms"
+    b"g\x12\"\x0a\x04Undo\x12\x0b.two.v1.Msg\x1a\x0b.two.v1.Msg0\x01b\x06pr"
+    b"oto3"
+)
+
 
 # The first service.
 ALPHA = _bridge.ServiceDescriptor(
     name="two.v1.Alpha",
     register_path="/two.v1.AlphaRouter/Register",
-    default_strategy="power_of_two_choices",
+    default_strategy="p2c",
+    file_descriptor_set=_FILE_DESCRIPTOR_SET,
     methods=(
         # A method.
         _bridge.MethodDescriptor(
@@ -30,7 +41,8 @@ ALPHA = _bridge.ServiceDescriptor(
 BETA = _bridge.ServiceDescriptor(
     name="two.v1.Beta",
     register_path="/two.v1.BetaRouter/Register",
-    default_strategy="power_of_two_choices",
+    default_strategy="p2c",
+    file_descriptor_set=_FILE_DESCRIPTOR_SET,
     methods=(
         # Same name, different service: no collision.
         _bridge.MethodDescriptor(
