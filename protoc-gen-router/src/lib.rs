@@ -2,8 +2,9 @@
 //!
 //! For every input file with services the generator emits a router `.proto`
 //! (`<file>_router.proto`: per service the typed `<S>Call`/`<S>Reply` oneofs,
-//! the register stream frames and the `<S>Router` register service) and,
-//! optionally, Rust glue (`<S>_DESCRIPTOR`, `<S>Spec`, `<S>Router`,
+//! the register stream frames and the `<S>Router` register service; left out
+//! when only Python glue is asked for, see [`Params::writes_router_proto`])
+//! and, optionally, Rust glue (`<S>_DESCRIPTOR`, `<S>Spec`, `<S>Router`,
 //! `<S>Bridge`) for the `router_runtime` crate and a Python module of service
 //! descriptors (`<file>_router_bridge.py`) for the Python bridge.
 //!
@@ -67,10 +68,11 @@ pub struct GeneratedFile {
 /// Generates the outputs for `files_to_generate`, whose descriptors (with
 /// their imports) are in `pool`.
 ///
-/// Per file with services: `<file>_router.proto`, and with
-/// [`Params::rust`] also `<file>_router.rs`, with [`Params::python`] also
-/// `<file>_router_bridge.py`. Files without services produce
-/// nothing.
+/// Per file with services: `<file>_router.proto` (unless
+/// [`Params::writes_router_proto`] says not: by default when only Python glue
+/// is asked for), with [`Params::rust`] also `<file>_router.rs`, with
+/// [`Params::python`] also `<file>_router_bridge.py`. Files without services
+/// produce nothing.
 pub fn generate(
     pool: &DescriptorPool,
     files_to_generate: &[String],
@@ -79,10 +81,12 @@ pub fn generate(
     let files = model(pool, files_to_generate, params)?;
     let mut out = Vec::new();
     for file in &files {
-        out.push(GeneratedFile {
-            name: file.router_proto_name(),
-            content: checked_router_proto(pool, file)?,
-        });
+        if params.writes_router_proto() {
+            out.push(GeneratedFile {
+                name: file.router_proto_name(),
+                content: checked_router_proto(pool, file)?,
+            });
+        }
         if params.rust {
             out.push(GeneratedFile {
                 name: file.router_rs_name(),

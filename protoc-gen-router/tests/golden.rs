@@ -143,7 +143,9 @@ fn run_case(case: &Path, update: bool) -> Result<(), String> {
             .parse()
             .map_err(|e| format!("{e}"))?;
         let model = protoc_gen_router::model(&pool, &files, &params).map_err(|e| e.to_string())?;
-        common::check_generated(&[&input], &generated, &model)?;
+        if params.writes_router_proto() {
+            common::check_generated(&[&input], &generated, &model)?;
+        }
         // The library API gives the same bytes as the plugin.
         let direct =
             protoc_gen_router::generate(&pool, &files, &params).map_err(|e| e.to_string())?;

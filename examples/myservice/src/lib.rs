@@ -11,10 +11,14 @@
 //!   `InventoryBridge`).
 //! - [`inventory`]: an ordinary tonic implementation of the Inventory, and
 //!   [`inventory::start_inventory_instance`] to register it with routers.
+//! - `otlp` (feature `otel`): the instance's call spans exported over OTLP,
+//!   configured by `OTEL_EXPORTER_OTLP_ENDPOINT`.
 
 pub mod demo;
 pub mod greeter;
 pub mod inventory;
+#[cfg(feature = "otel")]
+pub mod otlp;
 
 /// Generated code for `myservice.v1`.
 #[allow(missing_docs, clippy::all)]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import inspect
 import logging
 import threading
@@ -34,7 +35,7 @@ from typing import Any, AsyncIterator, Callable, Iterator, List, Optional, Proto
 
 import grpc
 
-from . import wire
+from . import otel, wire
 from .context import AbortError, AioServicerContext, SyncServicerContext, _Base
 from .flow import Assembler, CreditClosed, CreditReturn, MessageTooLarge, SendCredit, send_with_credit
 
@@ -117,6 +118,8 @@ class Call:
         )
         self._timer: Optional[asyncio.TimerHandle] = None
         self.task: Optional["asyncio.Task[None]"] = None
+        # The call's OpenTelemetry server span (``otel``), None without the extra.
+        self._span: Optional[Any] = None
         self._serializer: Callable[[Any], bytes] = _identity
         self._deserializer: Callable[[bytes], Any] = _identity
         if handler is not None:
@@ -145,7 +148,8 @@ class Call:
         """Starts the handler task and the deadline timer."""
         if self.deadline is not None:
             self._timer = self.loop.call_at(self.deadline, self.expire)
-        self.task = self.loop.create_task(self._run())
+        self._span = otel.start_span(self.start.path, self.start.metadata)
+        self.task = otel.call_in_span(self._span, self.loop.create_task, self._run())
         self.task.add_done_callback(self._handler_done)
 
     def deliver(self, item: _Item) -> None:
@@ -178,6 +182,7 @@ class Call:
         handler stops as the module docs say."""
         if self.over:
             return
+        otel.end_span(self._span, _CANCELLED, "cancelled by the client")
         self._terminate()
 
     def expire(self) -> None:
@@ -284,6 +289,7 @@ class Call:
         if code == _OK:
             self.send_headers([])
         self.link.send(wire.encode_trailers(self.id, code, message, details, trailers))
+        otel.end_span(self._span, code, message)
         self._end()
 
     # --- internals ----------------------------------------------------------
@@ -335,7 +341,7 @@ class Call:
                 await self._run_async(handler, behavior)
             else:
                 self._sync = True
-                await asyncio.wrap_future(self.link.executor.submit(self._run_sync, handler, behavior))
+                await asyncio.wrap_future(self.link.executor.submit(contextvars.copy_context().run, self._run_sync, handler, behavior))
         except asyncio.CancelledError:
             # Cancelled by the router or the deadline, which already answered.
             pass

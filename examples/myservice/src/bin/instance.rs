@@ -3,7 +3,9 @@
 //! SIGTERM drains the calls in flight and leaves.
 //!
 //! Prints `registered as <id>` on stdout once a router accepted it; logs go to
-//! stderr (`RUST_LOG`).
+//! stderr (`RUST_LOG`). Built with the `otel` feature, it exports its call
+//! spans over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
+//! (`myservice_example::otlp`).
 
 use std::process::ExitCode;
 
@@ -90,8 +92,17 @@ fn parse_label(label: &str) -> Result<(String, String), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    demo::init_tracing("info");
     let args = Args::parse();
+    #[cfg(feature = "otel")]
+    let traces = match myservice_example::otlp::init("info") {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("instance: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    #[cfg(not(feature = "otel"))]
+    demo::init_tracing("info");
     let tls = match tls(&args) {
         Ok(tls) => tls,
         Err(e) => {
@@ -148,5 +159,9 @@ async fn main() -> ExitCode {
     tracing::info!("{id}: draining");
     handle.shutdown().await;
     tracing::info!("{id}: left");
+    #[cfg(feature = "otel")]
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
     ExitCode::SUCCESS
 }
