@@ -192,10 +192,9 @@ fn builder_refuses_invalid_protos() {
         .emit_rerun_if_changed(false)
         .compile(&[input.join("err/v1/err.proto")])
         .expect_err("duplicate tags are refused");
-    let expected = std::fs::read_to_string(
-        common::golden().join("duplicate_tag/expected/error.txt"),
-    )
-    .expect("golden error");
+    let expected =
+        std::fs::read_to_string(common::golden().join("duplicate_tag/expected/error.txt"))
+            .expect("golden error");
     assert_eq!(format!("{err}\n"), expected);
     assert!(!Path::new(&out.path().join("err.v1.rs")).exists());
 }

@@ -220,7 +220,12 @@ impl DynamicRouter {
         }
         let core = self.core_for_register(&description.name)?;
         if !core.service.is_defined() {
-            let admitted = core.service.admit(Some(description), || false, |_| ());
+            let admitted = core.service.admit(
+                Some(description),
+                super::bridge_kind::BridgeKind::Other,
+                || false,
+                |_| (),
+            );
             if let Err(status) = admitted {
                 self.forget_if_unused(&core);
                 return Err(status);
