@@ -711,6 +711,11 @@ pub struct Limits {
     /// counts as congested (default 8 MiB).
     #[serde(default = "default_max_queued_bytes")]
     pub max_queued_bytes: usize,
+    /// Bytes of partly received (chunked) response messages the router
+    /// holds for one registration, across its calls (default 64 MiB); past
+    /// it the call fails RESOURCE_EXHAUSTED naming the instance.
+    #[serde(default = "default_max_partial_response_bytes")]
+    pub max_partial_response_bytes: usize,
 }
 
 impl Default for Limits {
@@ -718,8 +723,13 @@ impl Default for Limits {
         Limits {
             max_services: default_max_services(),
             max_queued_bytes: default_max_queued_bytes(),
+            max_partial_response_bytes: default_max_partial_response_bytes(),
         }
     }
+}
+
+fn default_max_partial_response_bytes() -> usize {
+    RouterConfig::default().max_partial_response_bytes
 }
 
 fn default_max_services() -> usize {
@@ -1604,6 +1614,7 @@ impl Config {
                 .unwrap_or(base.heartbeat_interval),
             heartbeat_timeout: settings.heartbeat_timeout.unwrap_or(base.heartbeat_timeout),
             max_queued_bytes: self.limits.max_queued_bytes,
+            max_partial_response_bytes: self.limits.max_partial_response_bytes,
             authorize: crate::credentials::authorize(tokens, instance_sans),
             deadlines: settings.deadlines(),
             splits: settings.splits(),

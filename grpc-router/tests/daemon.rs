@@ -712,3 +712,49 @@ async fn the_number_of_learnt_services_is_bounded() {
         .await
         .expect("served");
 }
+
+#[tokio::test]
+async fn a_chat_message_over_the_services_request_limit_fails_at_once_naming_the_daemon_setting() {
+    let daemon = Daemon::start(&config_with(&format!(
+        "[services.\"{GREETER}\"]\nmax_request_message_bytes = 1048576\n"
+    )));
+    let _g = greeter_instance(&daemon, "greeter-1");
+    daemon.wait_for_instances(GREETER, 1).await;
+    let mut client = GreeterClient::new(daemon.channel().await);
+    // One 2 MiB message, and the request stream left open: a client still
+    // sending.
+    let (tx, rx) = tokio::sync::mpsc::channel::<ChatMessage>(1);
+    tx.send(ChatMessage {
+        text: "x".repeat(2 * 1024 * 1024),
+        seq: 1,
+    })
+    .await
+    .expect("queued");
+    let status = within(10, "the oversized chat to fail", async {
+        match client
+            .chat(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+        {
+            Err(status) => status,
+            Ok(response) => {
+                let mut replies = response.into_inner();
+                loop {
+                    match replies.message().await {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => panic!("the chat ended OK"),
+                        Err(status) => break status,
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    drop(tx);
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    for word in ["1048576", "max_request_message_bytes", GREETER] {
+        assert!(
+            status.message().contains(word),
+            "names `{word}`: {status:?}"
+        );
+    }
+}
