@@ -6,11 +6,11 @@ mod common;
 use std::time::Duration;
 
 use common::test_greeter::TestGreeter;
-use common::{TestRouter, eventually, hello, served_by, start_instance, within};
+use common::{RawRegistration, TestRouter, eventually, hello, served_by, start_instance, within};
 use myservice_example::pb::GreeterBridge;
 use router_runtime::bridge::BridgeConfig;
 use router_runtime::router::RouterConfig;
-use tonic::Request;
+use tonic::{Code, Request};
 
 #[tokio::test]
 async fn a_second_live_bridge_with_the_same_id_is_refused_already_exists_and_the_owner_keeps_serving()
