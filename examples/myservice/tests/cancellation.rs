@@ -26,7 +26,7 @@ const CALL: &str = "x-call";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     /// The request stream ended cleanly: the handler finished and answered.
-    EndOfInput,
+    Clean,
     /// Reading the request stream failed with this code.
     Error(Code),
     /// The handler's future was dropped before it finished (cancelled).
@@ -98,7 +98,7 @@ impl Recorder {
                     }
                 }
                 Ok(None) => {
-                    ending.report(End::EndOfInput);
+                    ending.report(End::Clean);
                     return Ok(());
                 }
                 Err(status) => {
@@ -244,7 +244,7 @@ async fn cancel_repeatedly(kind: Kind, runs: u32) -> Vec<(End, u32)> {
 fn assert_never_end_of_input(kind: Kind, tally: &[(End, u32)]) {
     let wrong: u32 = tally
         .iter()
-        .filter(|(end, _)| *end == End::EndOfInput)
+        .filter(|(end, _)| *end == End::Clean)
         .map(|(_, n)| n)
         .sum();
     assert_eq!(

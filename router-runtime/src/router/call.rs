@@ -270,11 +270,11 @@ async fn route(
         }
         Requests::Single(message)
     } else {
-        Requests::Stream(ClientStream {
+        Requests::Stream(Box::new(ClientStream {
             messages: stream,
             body,
             service: core.service.shared_name(),
-        })
+        }))
     };
     if expired(deadline) {
         return Err(deadline_exceeded());

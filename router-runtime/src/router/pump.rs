@@ -27,7 +27,7 @@ pub(crate) enum Requests {
     /// Unary and server-streaming: the one message, already read.
     Single(Option<Bytes>),
     /// Client-streaming and bidi: the client's stream.
-    Stream(ClientStream),
+    Stream(Box<ClientStream>),
 }
 
 /// A client's request stream (client-streaming and bidi calls).

@@ -875,10 +875,8 @@ impl Registry {
     /// returned, so the caller can close it.
     #[cfg(test)]
     pub(crate) fn insert(&self, instance: Arc<Instance>) -> Option<Arc<Instance>> {
-        match self.insert_replacing(instance, Holder::Any) {
-            Ok(replaced) => replaced,
-            Err(_) => None,
-        }
+        self.insert_replacing(instance, Holder::Any)
+            .unwrap_or_default()
     }
 
     /// Adds `instance` if its id is held by `holder` now (as the takeover
