@@ -11,7 +11,7 @@ from conftest import ROOT
 
 from grpc_router_bridge import MethodKind, ServiceDescriptor
 
-GOLDEN = sorted((ROOT / "tests" / "golden").glob("*/expected/**/*_router_bridge.py"))
+GOLDEN = sorted((ROOT / "protoc-gen-router" / "tests" / "golden").glob("*/expected/**/*_router_bridge.py"))
 EXAMPLE = ROOT / "examples" / "myservice" / "gen" / "myservice" / "v1" / "myservice_router_bridge.py"
 
 
@@ -52,3 +52,9 @@ def test_the_example_descriptor_matches_the_greeter_proto() -> None:
     assert say_hello is not None and say_hello.route_key is not None
     assert (say_hello.route_key.path, say_hello.route_key.field_numbers) == ("name", (1,))
     assert greeter.method_by_tag(14).idempotent
+
+
+def test_the_golden_cases_are_found() -> None:
+    # A moved folder must fail here, not leave the parametrised test above
+    # with the example alone.
+    assert GOLDEN, "no *_router_bridge.py under protoc-gen-router/tests/golden/*/expected"
