@@ -98,7 +98,7 @@ async fn with_admin_tokens_the_admin_service_and_pages_need_one() {
     let (ok, out, err) = status(&["--router", &daemon.admin_url()]);
     assert!(!ok, "listed without a token:\n{out}");
     assert!(
-        err.contains("Unauthenticated") && err.contains("--token-file"),
+        err.contains("UNAUTHENTICATED") && err.contains("--token-file"),
         "{err}"
     );
     let dir = tempfile::tempdir().expect("tempdir");
@@ -110,7 +110,7 @@ async fn with_admin_tokens_the_admin_service_and_pages_need_one() {
         "--token-file",
         &wrong.display().to_string(),
     ]);
-    assert!(!ok && err.contains("Unauthenticated"), "{err}");
+    assert!(!ok && err.contains("UNAUTHENTICATED"), "{err}");
     let right = dir.path().join("token");
     std::fs::write(&right, format!("{ADMIN_TOKEN}\n")).expect("write");
     within(10, "the instance listed", async {

@@ -39,7 +39,8 @@ async fn status_against_the_registrations_port_says_what_that_port_serves() {
 #[tokio::test]
 async fn status_takes_an_address_without_a_scheme() {
     let daemon = Daemon::start(&config_with(""));
-    let (code, stdout, stderr) = status(&daemon.clients.to_string());
+    let admin = daemon.admin.expect("an admin listener");
+    let (code, stdout, stderr) = status(&admin.to_string());
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.starts_with("router test-router"), "{stdout}");
 }
@@ -49,7 +50,7 @@ async fn status_names_strategies_as_the_configuration_does() {
     let daemon = Daemon::start(&config_with(
         "[services.\"myservice.v1.Greeter\"]\nstrategy = \"round-robin\"\n",
     ));
-    let (code, stdout, stderr) = status(&daemon.clients_url());
+    let (code, stdout, stderr) = status(&daemon.admin_url());
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("strategy=round-robin "), "{stdout}");
     let (_, json) = daemon.http_get("/status.json").await;

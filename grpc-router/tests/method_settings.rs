@@ -117,7 +117,7 @@ async fn a_setting_for_a_method_the_service_lacks_is_a_warning_once_the_service_
     );
 
     let out = std::process::Command::new(common::binary())
-        .args(["status", "--router", &daemon.clients_url()])
+        .args(["status", "--router", &daemon.admin_url()])
         .output()
         .expect("grpc-router status runs");
     let table = String::from_utf8_lossy(&out.stdout);

@@ -153,6 +153,8 @@ def daemon_config(
         'router_id = "test-daemon"',
         "[clients]",
         f'address = "{clients}"',
+        # The tests read the admin service where they call (loopback only).
+        "serve_admin = true",
         "[registrations]",
         f'address = "{registrations}"',
     ]

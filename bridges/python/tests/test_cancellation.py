@@ -1,6 +1,9 @@
 """A client's reset reaches a Python handler as a cancellation, never as the
 end of its input: a handler that took a reset for a half-close would finish
-its work and answer OK to a client that gave up on it."""
+its work and answer OK to a client that gave up on it. (As grpc.aio does, the
+cancel first ends a read the handler waits on, then cancels its task on the
+loop's next turn: the handler below takes that turn before it counts its
+input as complete.)"""
 
 from __future__ import annotations
 
@@ -34,6 +37,12 @@ class Recording(greeter.GreeterServicer):
                 read += 1
                 if read == 2:
                     self.received.put_nowait(call)
+            # As on a grpc.aio server, a cancel ends a pending read first and
+            # cancels the handler's task on the loop's next turn: a handler
+            # that goes on after its input ended learns it then. After a real
+            # half-close it goes on.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
         except (asyncio.CancelledError, grpc.RpcError):
             # A cancelled task, or the bridge's error for reading after the
             # call ended.

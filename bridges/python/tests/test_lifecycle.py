@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import grpc
 import grpc.aio
@@ -276,18 +276,19 @@ def test_a_router_fleet_behind_one_name_is_followed_as_dns_changes(fleet) -> Non
     run(scenario())
 
 
-def test_a_replaced_bridge_reports_it_and_waits_its_longest_backoff(router: str) -> None:
+def test_a_replaced_bridge_reports_it_and_waits_its_longest_backoff(router: Any) -> None:
     async def scenario() -> None:
         from grpc_router_bridge import wire
+        from harness import registrations
 
-        options = BridgeOptions([f"http://{router}"], instance_id="dup", reconnect_initial=0.001, reconnect_max=0.4)
+        options = BridgeOptions([f"http://{registrations(router)}"], instance_id="dup", reconnect_initial=0.001, reconnect_max=0.4)
         bridge = Bridge(myservice_router_bridge.GREETER, pb_grpc.add_GreeterServicer_to_server, HookedGreeter("py"), options)
         await bridge.start()
         try:
             await bridge.wait_for(lambda s: s.registered == 1, TIMEOUT)
             # A registration claiming the bridge's own process replaces it at
             # once: its stream ends ABORTED ("re-registered").
-            async with grpc.aio.insecure_channel(router) as channel:
+            async with grpc.aio.insecure_channel(registrations(router)) as channel:
                 register = channel.stream_stream(myservice_router_bridge.GREETER.register_path)
                 stream = register()
                 hello = wire.Hello(instance_id="dup", service=myservice_router_bridge.GREETER.name, incarnation=bridge.incarnation)

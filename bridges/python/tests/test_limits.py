@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator
 import grpc
 import grpc.aio
 import pytest
-from harness import MiB, TIMEOUT, HookedGreeter, python_instance, run
+from harness import MiB, TIMEOUT, HookedGreeter, clients, python_instance, run
 
 #: Each Greeter method by the grpc.aio call shape it has.
 METHODS = {
@@ -45,10 +45,11 @@ def message_of(size: int) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def raw_channel(router: str) -> AsyncIterator[grpc.aio.Channel]:
-    """A channel that sends and takes messages of up to 32 MiB as bytes."""
+async def raw_channel(router: Any) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to ``router``'s clients' address that sends and takes
+    messages of up to 32 MiB as bytes."""
     channel = grpc.aio.insecure_channel(
-        router,
+        clients(router),
         options=[("grpc.max_receive_message_length", 32 * MiB), ("grpc.max_send_message_length", 32 * MiB)],
     )
     try:
@@ -78,7 +79,7 @@ async def failure_of(channel: grpc.aio.Channel, method: str, message: bytes) -> 
     return failure.value
 
 
-def test_a_request_over_the_bridge_limit_fails_at_once_with_resource_exhausted_in_every_method_kind(router: str) -> None:
+def test_a_request_over_the_bridge_limit_fails_at_once_with_resource_exhausted_in_every_method_kind(router: Any) -> None:
     async def scenario() -> None:
         async with python_instance([router], HookedGreeter("py"), "py", max_message_size=1 * MiB), raw_channel(router) as channel:
             for method in METHODS:

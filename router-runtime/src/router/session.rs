@@ -630,11 +630,12 @@ mod tests {
     /// Thousands of registrations sit idle: what each keeps while idle is
     /// its `Instance` and its reader task, so neither may grow unnoticed
     /// (an `async fn` reader held the decoder twice; the call statistics'
-    /// windows were inline).
+    /// windows were inline). 576: 512 grew by the credentials a reload
+    /// re-checks and the per-registration partial-response pool.
     #[tokio::test]
     async fn an_idle_registration_keeps_its_records_small() {
         assert!(
-            std::mem::size_of::<Instance>() <= 512,
+            std::mem::size_of::<Instance>() <= 576,
             "Instance is {} bytes",
             std::mem::size_of::<Instance>()
         );
