@@ -31,6 +31,8 @@ router_id = "smoke"
 address = "127.0.0.1:0"
 [registrations]
 address = "127.0.0.1:0"
+[admin]
+address = "127.0.0.1:0"
 [shutdown]
 grace = "5s"
 TOML
@@ -46,17 +48,18 @@ done
 line="$(grep '^listening ' "$work/stdout")" || { cat "$work/stderr" >&2; echo "daemon-smoke: no listening line" >&2; exit 1; }
 clients="$(sed -E 's/.*clients=([^ ]+).*/\1/' <<< "$line")"
 registrations="$(sed -E 's/.*registrations=([^ ]+).*/\1/' <<< "$line")"
-echo "daemon: clients $clients, registrations $registrations" >&2
+admin="$(sed -E 's/.*admin=([^ ]+).*/\1/' <<< "$line")"
+echo "daemon: clients $clients, registrations $registrations, admin $admin" >&2
 
 "$instance" --router "http://$registrations" --id smoke-a > /dev/null 2> "$work/instance.err" &
 pids+=("$!")
 for _ in $(seq 200); do
-  if "$daemon" status --router "http://$clients" --json 2>/dev/null | grep -q '"id": "smoke-a"'; then
+  if "$daemon" status --router "http://$admin" --json 2>/dev/null | grep -q '"id": "smoke-a"'; then
     break
   fi
   sleep 0.05
 done
-"$daemon" status --router "http://$clients" | tee "$work/status" >&2
+"$daemon" status --router "http://$admin" | tee "$work/status" >&2
 grep -q smoke-a "$work/status" || { echo "daemon-smoke: the instance did not register" >&2; exit 1; }
 
 curl_args=(--protocol grpc --http2-prior-knowledge)
