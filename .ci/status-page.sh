@@ -9,8 +9,8 @@
 # in both renders.
 #
 # The screenshot goes to $target/status-page.png, so CI leaves the tree
-# clean; to refresh the README's copy:
-#   STATUS_PAGE_SCREENSHOT=docs/status-page.png bash .ci/status-page.sh
+# clean; to refresh the book's copy:
+#   STATUS_PAGE_SCREENSHOT=docs/src/images/status-page.png bash .ci/status-page.sh
 #
 # Installs Debian's chromium when `chromium` is not on PATH (needs root and
 # apt, as on CI). Builds the debug daemon and the example's instance and

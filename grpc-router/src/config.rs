@@ -2466,25 +2466,6 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_run_a_router_config_is_valid_with_an_admin_listener() {
-        let readme = include_str!("../../README.md");
-        let section = readme
-            .split("## Run a router")
-            .nth(1)
-            .expect("the README has `Run a router`");
-        let toml = section
-            .split("<<'TOML'\n")
-            .nth(1)
-            .and_then(|rest| rest.split("\nTOML\n").next())
-            .expect("a router.toml heredoc");
-        let config = parse(toml).expect("the README's router.toml is valid");
-        assert!(
-            config.admin.address.is_some(),
-            "it has an admin listener (metrics, status page)"
-        );
-    }
-
-    #[test]
     fn a_bad_environment_value_names_the_variable() {
         let env = vec![(
             "GRPC_ROUTER_DEFAULTS__STRATEGY".to_owned(),

@@ -36,6 +36,29 @@ fn the_shipped_default_config_is_valid() {
     assert_eq!(config.admin.address.map(|a| a.port()), Some(9090));
 }
 
+/// The router.toml heredocs of the README's quick start and of the daemon
+/// chapter are valid, with an admin listener (metrics, status page, admin
+/// service) as the docs promise.
+#[test]
+fn the_documented_run_a_router_configs_are_valid_with_an_admin_listener() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for doc in ["README.md", "docs/src/daemon.md"] {
+        let path = root.join(doc);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{doc}: {e}"));
+        let toml = text
+            .split("<<'TOML'\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\nTOML\n").next())
+            .unwrap_or_else(|| panic!("{doc} has a router.toml heredoc"));
+        let config = grpc_router::config::Config::parse(&path, toml, Vec::new())
+            .unwrap_or_else(|e| panic!("{doc}'s router.toml is valid: {e}"));
+        assert!(
+            config.admin.address.is_some(),
+            "{doc}'s router.toml has an admin listener"
+        );
+    }
+}
+
 #[test]
 fn a_valid_file_prints_the_effective_configuration() {
     let (code, stdout, stderr) = check("[defaults]\nstrategy = \"round-robin\"\n");
