@@ -112,7 +112,7 @@ def gen(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [
             sys.executable, "-m", "grpc_tools.protoc",
             f"-I{ROOT / 'examples' / 'myservice' / 'proto'}",
-            f"-I{ROOT / 'proto'}",
+            f"-I{ROOT / 'protoc-gen-router' / 'proto'}",
             f"--python_out={out}",
             f"--grpc_python_out={out}",
             f"--plugin=protoc-gen-router={plugin}",
@@ -235,8 +235,8 @@ def test_a_client_trace_continues_through_the_daemon_into_the_python_instance(
         words = daemon.line_starting("listening ").split()
         clients = next(w for w in words if w.startswith("clients=")).removeprefix("clients=")
         registrations = next(w for w in words if w.startswith("registrations=")).removeprefix("registrations=")
-        # A Rust instance registers first: it describes the service to the
-        # daemon (Hello.description), which a Python bridge may not do yet.
+        # A mixed fleet: a Rust instance registers first, then the Python
+        # one; the call is pinned to the Python instance.
         rust = Process(
             [str(bin_dir() / "instance"), "--router", f"http://{registrations}", "--id", "rust-a"],
             tmp_path / "rust-a.log",
@@ -254,7 +254,7 @@ def test_a_client_trace_continues_through_the_daemon_into_the_python_instance(
                 "OTEL_SERVICE_NAME": "py-instance",
             },
         )
-            reply = say_hello(
+        reply = say_hello(
             clients,
             [("traceparent", f"00-{TRACE_ID}-{CLIENT_SPAN}-01"), ("x-router-instance", "py-a")],
         )
