@@ -202,22 +202,17 @@ async fn a_corrupt_state_file_is_set_aside_with_a_warning_and_the_router_starts(
     let file = state.path().join("state.json");
     std::fs::write(&file, "{ not json").expect("write");
 
-    let daemon = Daemon::start_logged(&with_state(&file));
+    let daemon = Daemon::start(&with_state(&file));
     let bad = state.path().join("state.json.bad");
     assert_eq!(
         std::fs::read_to_string(&bad).expect("the bad file is kept aside"),
         "{ not json"
     );
-    within(5, "a warning saying what is wrong", async {
-        loop {
-            let logged = daemon.logged();
-            if logged.contains("state.file") && logged.contains("not a grpc-router state file") {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    // A warning saying what is wrong.
+    daemon
+        .log
+        .wait_for(&["state.file", "not a grpc-router state file"], 5)
+        .await;
 
     // The router works and keeps its state in a fresh file.
     let _instance = greeter_instance(&daemon, "greeter-1");

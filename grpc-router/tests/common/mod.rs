@@ -201,16 +201,6 @@ impl Daemon {
         })
     }
 
-    /// Like [`Daemon::start`] (every daemon's log is kept: [`Daemon::log`]).
-    pub fn start_logged(config: &str) -> Daemon {
-        Self::start(config)
-    }
-
-    /// What the daemon logged so far, one line after another.
-    pub fn logged(&self) -> String {
-        self.log.lines().join("\n")
-    }
-
     fn spawn(config: &str, command: impl FnOnce(&std::path::Path) -> Command) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("router.toml");
