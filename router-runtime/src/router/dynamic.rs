@@ -31,6 +31,7 @@ use http::{Request, Response};
 use tonic::body::Body;
 use tracing::info;
 
+use super::local_reply;
 use super::service::ServiceTable;
 use super::{Registry, RouterConfig, RouterCore, RouterStats, Strategy};
 
@@ -431,11 +432,19 @@ impl DynamicRouter {
         else {
             if side == Side::Registrations {
                 // Someone pointed a client (or `grpc-router status`) here.
-                return tonic::Status::unimplemented(format!(
+                let status = tonic::Status::unimplemented(format!(
                     "this address serves only registrations \
                      (`/<package>.<Service>Router/Register`), not `{path}`"
-                ))
-                .into_http();
+                ));
+                return local_reply::after_first_message(req, status).await;
+            }
+            if method == "Register" && service.ends_with("Router") {
+                // A bridge pointed at the clients' listener.
+                let status = tonic::Status::unimplemented(format!(
+                    "this address serves clients, not registrations (`{path}`): \
+                     point the bridge at the router's registrations listener"
+                ));
+                return local_reply::after_first_message(req, status).await;
             }
             return super::unimplemented_response();
         };
@@ -446,7 +455,7 @@ impl DynamicRouter {
                 if let Some(metrics) = &self.inner.metrics {
                     metrics.refused_unknown(status.code());
                 }
-                return status.into_http();
+                return local_reply::after_first_message(req, status).await;
             }
         };
         let response = core.clone().serve_register(req).await;

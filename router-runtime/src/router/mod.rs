@@ -20,6 +20,7 @@ mod client_body;
 mod deadline;
 mod dynamic;
 mod limit;
+mod local_reply;
 mod method_settings;
 mod outbound;
 mod outlier;
@@ -858,7 +859,14 @@ impl<S: ServiceSpec> Role<S> for Registering {
                 .and_then(|p| p.strip_suffix("/Register"))
                 != Some(S::REGISTER_NAME)
             {
-                return unimplemented_response();
+                // A bridge of another service, or a client at the
+                // registrations address.
+                let status = tonic::Status::unimplemented(format!(
+                    "this router registers only `{}` (`/{}/Register`), not `{path}`",
+                    S::NAME,
+                    S::REGISTER_NAME
+                ));
+                return local_reply::after_first_message(req, status).await;
             }
             core.serve_register(req).await
         })
