@@ -21,7 +21,7 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release -p grpc-router --locked --features otel \
+    cargo build --release -p grpc-router --locked \
  && install -D -m 0755 target/release/grpc-router /out/grpc-router
 
 # ---- runtime -----------------------------------------------------------------

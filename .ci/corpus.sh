@@ -19,4 +19,4 @@ if [[ ! -d "$dir" ]]; then
 fi
 
 cd "$root"
-ROUTER_CORPUS_DIR="$dir" cargo test -p protoc-gen-router --release --test corpus -- --ignored --nocapture
+ROUTER_CORPUS_DIR="$dir" cargo test -p protoc-gen-router --test corpus -- --ignored --nocapture

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# The daemon as a user runs it: the release `grpc-router` binary with a config
+# The daemon as a user runs it: the `grpc-router` binary with a config
 # file, the unchanged example instance registering with it, `buf curl` listing,
 # describing and calling the Greeter through reflection alone, `grpc-router
 # status`, and a SIGTERM that drains and exits 0.
 #
-# Needs target/release/grpc-router and target/debug/instance (.ci/run builds
-# both) and buf (installed by .ci/buf-check.sh into .ci/.cache/buf).
+# Needs target/debug/grpc-router (or DAEMON=<path>, for example a release
+# build) and target/debug/instance (.ci/run builds both) and buf (installed by .ci/buf-check.sh into .ci/.cache/buf).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
-daemon="$target/release/grpc-router"
+daemon="${DAEMON:-$target/debug/grpc-router}"
 instance="$target/debug/instance"
 buf="$root/.ci/.cache/buf/node_modules/.bin/buf"
 for tool in "$daemon" "$instance" "$buf"; do

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The Python packages as a user installs them, with pip alone.
 #
-# Builds the protoc-gen-router wheel (maturin, `bindings = "bin"`: the release
-# binary in a wheel) and the grpc-router-bridge wheel and sdist (`python -m
+# Builds the protoc-gen-router wheel (maturin, `bindings = "bin"`: the
+# binary in a wheel; built with the dev profile here, which shares the
+# workspace build's artifacts: a release wheel is `maturin build --release`,
+# the same packaging with an optimised binary) and the grpc-router-bridge wheel and sdist (`python -m
 # build`; the wheel is built from the sdist, so the sdist is complete), then
 # creates a fresh virtualenv and installs both wheels, the bridge with its
 # `otel` extra, from the built files with pip (`--no-index`: dependencies
@@ -10,8 +12,8 @@
 # pytest runs bridges/python/tests_installed: grpc_tools.protoc with the
 # installed plugin generates the Greeter's modules (and no router proto), the
 # generated service on the installed bridge answers a call through the
-# example router, and a client's trace goes through the daemon (built with
-# `--features otel`) into the Python instance, seen by an OTLP receiver.
+# example router, and a client's trace goes through the daemon (its default
+# `otel` feature) into the Python instance, seen by an OTLP receiver.
 #
 # Tools (maturin, build, setuptools) go into .ci/.cache/packaging-venv and the
 # dependencies' wheels into .ci/.cache/wheelhouse once; a second run only
@@ -86,9 +88,9 @@ fi
 # --- the packages ----------------------------------------------------------------------
 rm -rf "$dist"
 mkdir -p "$dist"
-step "maturin build --release (protoc-gen-router wheel)"
+step "maturin build --profile dev (protoc-gen-router wheel)"
 t=$SECONDS
-(cd "$root/protoc-gen-router" && "$tools/bin/maturin" build --release --locked --quiet --out "$dist")
+(cd "$root/protoc-gen-router" && "$tools/bin/maturin" build --profile dev --locked --quiet --out "$dist")
 echo "python-packages: protoc-gen-router wheel built in $((SECONDS - t)) s"
 
 step "python -m build (grpc-router-bridge sdist and wheel)"
@@ -104,8 +106,8 @@ echo "python-packages: bridge sdist and wheel built in $((SECONDS - t)) s"
 ls -l "$dist"
 
 # --- the Rust binaries the tests run ----------------------------------------------------
-step "building the example router and instance, and the daemon with --features otel"
-(cd "$root" && cargo build -q -p myservice-example --bins && cargo build -q -p grpc-router --features otel)
+step "building the example router and instance, and the daemon"
+(cd "$root" && cargo build -q -p myservice-example --bins -p grpc-router)
 bins="$(mktemp -d)"
 trap 'rm -rf "$src" "$bins"' EXIT
 # Copies: a later build of another feature set rewrites target/debug.

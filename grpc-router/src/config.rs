@@ -887,7 +887,7 @@ fn default_sample_ratio() -> f64 {
 }
 
 /// Why `tracing.otlp_endpoint` cannot be used by a build without `otel`.
-pub const NO_OTEL: &str = "this grpc-router was built without the `otel` feature (cargo build --features otel); remove the setting or use a build with it";
+pub const NO_OTEL: &str = "this grpc-router was built without the `otel` feature (its default features include it); remove the setting or use a build with it";
 
 impl Tracing {
     /// Checks the section: (key, message) of the first problem.

@@ -5,9 +5,10 @@
 //! client → router → instance in one trace.
 //!
 //! The instance binary is built by the test (`cargo build -p
-//! myservice-example --features otel --bin instance`, in this workspace's
+//! myservice-example --bin instance`, in this workspace's
 //! target directory) because a test cannot name another package's binary.
-//! Run with `cargo test -p grpc-router --features otel --test otlp`.
+//! Run with `cargo test -p grpc-router --test otlp` (`otel` is a default
+//! feature of both).
 
 mod common;
 
@@ -168,7 +169,8 @@ fn assert_server_span(span: &Span, who: &str) {
     );
 }
 
-/// Builds the example instance with its `otel` feature; returns its path.
+/// Builds the example instance (its default features include `otel`);
+/// returns its path.
 fn instance_binary() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -184,8 +186,6 @@ fn instance_binary() -> PathBuf {
             "--quiet",
             "-p",
             "myservice-example",
-            "--features",
-            "otel",
             "--bin",
             "instance",
         ])
@@ -195,7 +195,7 @@ fn instance_binary() -> PathBuf {
         .expect("cargo runs");
     assert!(
         output.status.success(),
-        "the example instance does not build with --features otel:\n{}",
+        "the example instance does not build:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     target.join("debug").join("instance")

@@ -41,6 +41,7 @@ fn corpus() {
     let mut compiler =
         protox::Compiler::with_file_resolver(resolver(EmbeddedFileResolver::new(), &dir));
     compiler.include_source_info(true).include_imports(true);
+    let started = std::time::Instant::now();
     let mut input_failures = Vec::new();
     let mut compiled = Vec::new();
     for name in &files {
@@ -50,37 +51,49 @@ fn corpus() {
         }
     }
     let pool = compiler.descriptor_pool();
+    let compile_time = started.elapsed();
 
-    let (mut with_services, mut services, mut methods) = (0usize, 0usize, 0usize);
+    // Generation is most of the run: spread the files over the cores, then
+    // fold the outcomes in the corpus's order.
+    let with_service: Vec<&String> = compiled
+        .iter()
+        .filter(|name| {
+            pool.get_file_by_name(name)
+                .is_some_and(|file| file.services().len() > 0)
+        })
+        .collect();
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let chunk = with_service.len().div_ceil(workers).max(1);
+    let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = with_service
+            .chunks(chunk)
+            .map(|names| {
+                let (pool, params) = (&pool, &params);
+                scope.spawn(move || {
+                    names
+                        .iter()
+                        .map(|name| generate_one(pool, name, params))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| handle.join().expect("a generating thread"))
+            .collect()
+    });
+
+    let with_services = with_service.len();
+    let (mut services, mut methods) = (0usize, 0usize);
     let mut validation: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     let mut failures = Vec::new();
     let mut generated = Vec::new();
     let mut models = Vec::new();
-    for name in &compiled {
-        let Some(file) = pool.get_file_by_name(name) else {
-            continue;
-        };
-        if file.services().len() == 0 {
-            continue;
-        }
-        with_services += 1;
-        let one = std::slice::from_ref(name);
-        match std::panic::catch_unwind(AssertUnwindSafe(|| generate(&pool, one, &params))) {
-            Err(_) => failures.push(format!("{name}: the generator panicked")),
-            Ok(Err(e)) => {
-                let kind = match &e {
-                    Error::NameCollision { .. } => "generated name collision",
-                    Error::MethodNameCollision { .. } => "method name collision",
-                    Error::DuplicateTag { .. } => "duplicate tag",
-                    Error::InvalidTag { .. } => "invalid tag",
-                    Error::RouteKey { .. } => "route key",
-                    Error::RustCodegen { .. } => "rust codegen",
-                    _ => "other",
-                };
-                validation.entry(kind).or_default().push(e.to_string());
-            }
-            Ok(Ok(out)) => {
-                let model = ir::build(&pool, one, true).expect("the model built once already");
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Panicked(name) => failures.push(format!("{name}: the generator panicked")),
+            Outcome::Refused(kind, error) => validation.entry(kind).or_default().push(error),
+            Outcome::Generated(out, model) => {
                 for file in &model {
                     services += file.services.len();
                     methods += file.services.iter().map(|s| s.methods.len()).sum::<usize>();
@@ -91,6 +104,7 @@ fn corpus() {
         }
     }
 
+    let generate_time = started.elapsed() - compile_time;
     // Compile every emitted router proto again, in one compiler.
     let mut resolver = EmbeddedFileResolver::new();
     for file in generated.iter().filter(|f| f.name.ends_with(".proto")) {
@@ -121,6 +135,12 @@ fn corpus() {
     }
 
     println!("corpus: {}", dir.display());
+    println!(
+        "  time: {:.1} s compiling the corpus, {:.1} s generating, {:.1} s recompiling",
+        compile_time.as_secs_f64(),
+        generate_time.as_secs_f64(),
+        (started.elapsed() - compile_time - generate_time).as_secs_f64()
+    );
     println!("  .proto files:              {}", files.len());
     println!(
         "  input compile failures:    {} (not the generator's)",
@@ -163,4 +183,38 @@ fn corpus() {
         "no file with services under {}",
         dir.display()
     );
+}
+
+/// What generating one corpus file gave.
+enum Outcome {
+    /// The generator panicked on the file (a failure).
+    Panicked(String),
+    /// The generator refused the file: the kind of validation error, and it.
+    Refused(&'static str, String),
+    /// The generated files and the file's model.
+    Generated(Vec<protoc_gen_router::GeneratedFile>, Vec<ir::File>),
+}
+
+/// Generates one file of the corpus with `params`.
+fn generate_one(pool: &prost_reflect::DescriptorPool, name: &String, params: &Params) -> Outcome {
+    let one = std::slice::from_ref(name);
+    match std::panic::catch_unwind(AssertUnwindSafe(|| generate(pool, one, params))) {
+        Err(_) => Outcome::Panicked(name.clone()),
+        Ok(Err(e)) => {
+            let kind = match &e {
+                Error::NameCollision { .. } => "generated name collision",
+                Error::MethodNameCollision { .. } => "method name collision",
+                Error::DuplicateTag { .. } => "duplicate tag",
+                Error::InvalidTag { .. } => "invalid tag",
+                Error::RouteKey { .. } => "route key",
+                Error::RustCodegen { .. } => "rust codegen",
+                _ => "other",
+            };
+            Outcome::Refused(kind, e.to_string())
+        }
+        Ok(Ok(out)) => {
+            let model = ir::build(pool, one, true).expect("the model built once already");
+            Outcome::Generated(out, model)
+        }
+    }
 }
