@@ -11,31 +11,20 @@
 //! # Ok(()) }
 //! ```
 
-mod authz;
-mod balance;
-pub(crate) mod bridge_kind;
-mod call;
-mod call_stats;
-mod client_body;
-mod deadline;
 mod dynamic;
-mod limit;
-mod local_reply;
-mod method_settings;
-mod outbound;
-mod outlier;
-mod pump;
-mod recent_errors;
-mod recheck;
-mod refusal;
-mod registry;
-mod reply;
-mod retry;
-mod route_key;
-mod service;
-mod session;
-mod split;
-mod start;
+mod forward;
+mod instances;
+mod policy;
+mod registration;
+mod stats;
+
+// The modules by their old flat names, for paths inside the router.
+use forward::{call, client_body, local_reply, pump, reply, start};
+use instances::{balance, registry, route_key, service};
+use policy::{authz, deadline, limit, method_settings, outlier, refusal, retry, split};
+pub(crate) use registration::bridge_kind;
+use registration::{outbound, recheck, session};
+use stats::{call_stats, recent_errors};
 
 use std::convert::Infallible;
 use std::marker::PhantomData;

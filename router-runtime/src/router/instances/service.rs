@@ -1,9 +1,9 @@
 //! What a router knows of the service it routes: its name, its methods and
 //! which of them each instance serves.
 //!
-//! A router compiled for a service ([`Router`](super::Router)) starts from the
+//! A router compiled for a service ([`Router`](crate::router::Router)) starts from the
 //! generated [`ServiceDescriptor`]; a router that learns services from
-//! registrations ([`DynamicRouter`](super::DynamicRouter)) starts from the
+//! registrations ([`DynamicRouter`](crate::router::DynamicRouter)) starts from the
 //! first registration's `Hello.description`. Both then follow one rule for
 //! every registration (see [`ServiceTable::admit`]):
 //!
@@ -28,9 +28,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 use tonic::Status;
 
-use super::bridge_kind::BridgeKind;
 use crate::descriptor::{MethodKind, ServiceDescriptor, Strategy};
 use crate::pb;
+use crate::router::bridge_kind::BridgeKind;
 
 /// One routed method, as the router holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,14 +11,14 @@ use tokio::task::AbortHandle;
 use tokio::time::Sleep;
 use tonic::{Code, Status};
 
-use super::RouterCore;
-use super::recent_errors::Outcome;
-use super::registry::{CallEvent, Instance};
-use super::service::Method;
 use crate::flow::{Intake, Oversize};
 use crate::metrics::CallRecord;
 use crate::pb;
 use crate::queue::QueueReceiver;
+use crate::router::RouterCore;
+use crate::router::recent_errors::Outcome;
+use crate::router::registry::{CallEvent, Instance};
+use crate::router::service::Method;
 use crate::wire::RouterFrame;
 use crate::{metadata, oversize};
 

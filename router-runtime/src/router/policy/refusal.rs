@@ -109,7 +109,7 @@ impl LogLimiter {
 /// Records the refusal of a call of `path` (from `peer`) in its service's
 /// recent errors and, within the log budget, in the log; returns `status`.
 pub(crate) fn record(
-    core: &super::RouterCore,
+    core: &crate::router::RouterCore,
     path: &str,
     peer: &str,
     status: Status,

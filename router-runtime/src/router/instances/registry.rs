@@ -14,11 +14,11 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tonic::Status;
 
-use super::outbound::Outbox;
 use crate::clock::Millis;
 use crate::flow::{PartialPool, RecvWindow, SendCredit};
 use crate::pb;
 use crate::queue::{QueueReceiver, queue};
+use crate::router::outbound::Outbox;
 use crate::wire::RouterFrame;
 
 /// What a call's response side receives from the reader.
@@ -141,7 +141,7 @@ pub struct InstanceInfo {
     /// Routing keys it claims for pinned routing.
     pub routing_keys: Vec<String>,
     /// The credential it registered with (see
-    /// [`Authorize`](super::Authorize)); `None` without credentials. A
+    /// [`Authorize`](crate::router::Authorize)); `None` without credentials. A
     /// reload may bind the id to another ([`Instance::identity`]).
     pub identity: Option<String>,
     /// The bridge process's random id from its `Hello` (empty from bridges
@@ -173,7 +173,7 @@ pub struct Instance {
     /// Woken by every pong that counts.
     ponged: tokio::sync::Notify,
     /// Its record for outlier detection.
-    pub(crate) outlier: super::outlier::OutlierState,
+    pub(crate) outlier: crate::router::outlier::OutlierState,
     /// The register stream's outbound queue.
     pub(crate) out: Outbox,
     calls: Mutex<HashMap<u64, CallSlot>>,
@@ -190,12 +190,12 @@ pub struct Instance {
     /// together, against `RouterConfig::max_partial_response_bytes`.
     pub(crate) partial: Arc<PartialPool>,
     /// The methods the instance serves (from its `Hello.description`).
-    served: super::service::Served,
+    served: crate::router::service::Served,
     /// Its finished calls: counts, rate, latency.
-    pub(crate) stats: super::call_stats::InstanceStats,
+    pub(crate) stats: crate::router::call_stats::InstanceStats,
     /// What it proved when it registered, to check it again when the
     /// registration check changes.
-    pub(crate) credentials: super::recheck::Credentials,
+    pub(crate) credentials: crate::router::recheck::Credentials,
     /// The credential the instance id is bound to now: the identity the
     /// registration check returned, at registration or at its latest
     /// re-check.
@@ -248,7 +248,10 @@ impl Instance {
     }
 
     /// The same instance, with the credentials its registration presented.
-    pub(crate) fn with_credentials(mut self, credentials: super::recheck::Credentials) -> Self {
+    pub(crate) fn with_credentials(
+        mut self,
+        credentials: crate::router::recheck::Credentials,
+    ) -> Self {
         self.credentials = credentials;
         self
     }
@@ -263,7 +266,7 @@ impl Instance {
     }
 
     /// The credential the instance id is bound to now (see
-    /// [`Authorize`](super::Authorize)); `None` without one.
+    /// [`Authorize`](crate::router::Authorize)); `None` without one.
     pub fn identity(&self) -> Option<Arc<str>> {
         self.identity
             .lock()
@@ -284,14 +287,14 @@ impl Instance {
     }
 
     /// The same instance, serving only the methods in `served`.
-    pub(crate) fn with_served(mut self, served: super::service::Served) -> Self {
+    pub(crate) fn with_served(mut self, served: crate::router::service::Served) -> Self {
         self.served = served;
         self
     }
 
     /// Whether the instance takes calls of the method with oneof tag `tag`.
     pub fn serves(&self, tag: u32) -> bool {
-        super::service::serves(&self.served, tag)
+        crate::router::service::serves(&self.served, tag)
     }
 
     /// What the instance declared about itself.
@@ -310,7 +313,7 @@ impl Instance {
     }
 
     /// Its finished calls: counts, calls per second, latency percentiles.
-    pub fn call_stats(&self) -> super::CallStats {
+    pub fn call_stats(&self) -> crate::router::CallStats {
         self.stats.snapshot()
     }
 
@@ -985,7 +988,7 @@ mod tests {
     use super::*;
     use futures_util::StreamExt;
 
-    fn instance() -> (Instance, super::super::outbound::OutboundStream) {
+    fn instance() -> (Instance, crate::router::outbound::OutboundStream) {
         let (out, stream) = Outbox::new(1 << 20);
         let info = InstanceInfo {
             id: "i".into(),

@@ -16,10 +16,10 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 use tracing::warn;
 
-use super::registry::Instance;
-use super::{RegisterRequest, RouterConfig, RouterCore, session};
 use crate::metrics::Event;
 use crate::pb;
+use crate::router::registry::Instance;
+use crate::router::{RegisterRequest, RouterConfig, RouterCore, session};
 
 /// Headers every gRPC call carries: never credentials, so not kept.
 const TRANSPORT_HEADERS: [&str; 6] = [

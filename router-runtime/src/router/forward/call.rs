@@ -2,8 +2,8 @@
 //! call there (retrying on another while it is known not to have run), and
 //! hand the response stream to tonic.
 //!
-//! The pieces: [`super::balance`] picks, [`super::start`] writes the `Start`,
-//! [`super::pump`] sends the requests, [`super::reply`] streams the response.
+//! The pieces: [`crate::router::balance`] picks, [`crate::router::start`] writes the `Start`,
+//! [`crate::router::pump`] sends the requests, [`crate::router::reply`] streams the response.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,17 +16,17 @@ use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::balance::{PickError, Selection};
-use super::client_body::BodyWatch;
-use super::pump::{ClientStream, Requests, send_requests};
-use super::registry::Instance;
-use super::reply::{CallGuard, First, ReplyStream, deadline_exceeded};
-use super::service::Method;
-use super::split::TrafficSplit;
-use super::start::{CallTemplate, Started, try_start};
-use super::{PIN_HEADER, RouterCore, SELECT_HEADER, route_key};
 use crate::flow::Intake;
 use crate::metrics::{CallRecord, RequestMeter};
+use crate::router::balance::{PickError, Selection};
+use crate::router::client_body::BodyWatch;
+use crate::router::pump::{ClientStream, Requests, send_requests};
+use crate::router::registry::Instance;
+use crate::router::reply::{CallGuard, First, ReplyStream, deadline_exceeded};
+use crate::router::service::Method;
+use crate::router::split::TrafficSplit;
+use crate::router::start::{CallTemplate, Started, try_start};
+use crate::router::{PIN_HEADER, RouterCore, SELECT_HEADER, route_key};
 use crate::{metadata, trace};
 
 /// The handler of one routed method.
@@ -80,7 +80,7 @@ impl Addresses {
                 .map(TlsConnectInfo::get_ref)
         });
         let text = |addr: Option<std::net::SocketAddr>| addr.map(address_text).unwrap_or_default();
-        let peer_certificates = super::authz::peer_certificates(extensions);
+        let peer_certificates = crate::router::authz::peer_certificates(extensions);
         Addresses {
             peer: text(connection.and_then(TcpConnectInfo::remote_addr)),
             local: text(connection.and_then(TcpConnectInfo::local_addr)),
@@ -205,7 +205,7 @@ async fn route(
     let config = core.config();
     // A refusal is shown in the recent errors and logged (rate-limited).
     let refused = |status| {
-        super::refusal::record(
+        crate::router::refusal::record(
             &core,
             &method.path,
             &addresses.peer,
@@ -578,7 +578,13 @@ fn pick_status(core: &RouterCore, method: &Method, peer: &str, error: PickError)
     let status = pick_error_status(core, method, error);
     if status.code() == tonic::Code::ResourceExhausted {
         // Every instance over its rate limit: a refusal like the others.
-        return super::refusal::record(core, &method.path, peer, status, crate::clock::now_ms());
+        return crate::router::refusal::record(
+            core,
+            &method.path,
+            peer,
+            status,
+            crate::clock::now_ms(),
+        );
     }
     let (code, message) = (status.code(), status.message());
     core.recent_errors.push(&method.path, "", code, message);

@@ -9,7 +9,7 @@
 //! are tried in order of weight, so a canary with no instance left never
 //! fails calls.
 
-use super::balance::{FNV_OFFSET, fnv1a, mix};
+use crate::router::balance::{FNV_OFFSET, fnv1a, mix};
 
 /// One share of a split: the instances carrying all of `labels` take
 /// `weight` parts of the calls.

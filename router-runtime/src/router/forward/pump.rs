@@ -3,7 +3,7 @@
 //!
 //! Only a clean end of the client's stream becomes a `HalfClose`. A client
 //! that resets its stream (which tonic's decoder reports as a clean end too,
-//! see [`super::client_body`]) gets no half-close: the response side's guard
+//! see [`crate::router::client_body`]) gets no half-close: the response side's guard
 //! sends the bridge `Cancel`, so the handler sees a cancellation, never the
 //! end of its input. A request the router refuses (over its size limit)
 //! fails the call at once, for the client and the bridge.
@@ -13,11 +13,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tonic::Streaming;
 
-use super::client_body::BodyWatch;
-use super::registry::Instance;
 use crate::flow::{SendCredit, SendError, send_with_credit};
 use crate::metrics::RequestMeter;
 use crate::pb;
+use crate::router::client_body::BodyWatch;
+use crate::router::registry::Instance;
 use crate::trace::CreditWait;
 use crate::wire::RouterFrame;
 use tokio::time::Instant;

@@ -15,13 +15,13 @@ use futures_util::future::BoxFuture;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
-use super::RouterCore;
-use super::outbound::{OutboundStream, Outbox};
-use super::recheck::Credentials;
-use super::registry::{CallEvent, Holder, Instance, InstanceInfo, ResponsePhase, Takeover};
 use crate::flow::RecvWindow;
 use crate::metrics::Event;
 use crate::pb;
+use crate::router::RouterCore;
+use crate::router::outbound::{OutboundStream, Outbox};
+use crate::router::recheck::Credentials;
+use crate::router::registry::{CallEvent, Holder, Instance, InstanceInfo, ResponsePhase, Takeover};
 use crate::wire::{BridgeFrame, RouterFrame};
 
 /// The protocol versions this router speaks.
@@ -52,7 +52,7 @@ impl tonic::server::StreamingService<BridgeFrame> for Register {
         Box::pin(async move {
             let (metadata, extensions, frames) = request.into_parts();
             let peer = peer_of(&extensions);
-            let certificates = super::authz::peer_certificates(&extensions);
+            let certificates = crate::router::authz::peer_certificates(&extensions);
             let service = core.service.name().to_owned();
             let stats_of = core.clone();
             let accepted = accept(core, metadata, frames, &peer, &certificates).await;
@@ -129,7 +129,7 @@ async fn accept(
         ));
     }
     let identity = match &config.authorize {
-        Some(authorize) => authorize(&super::RegisterRequest {
+        Some(authorize) => authorize(&crate::router::RegisterRequest {
             metadata: &metadata,
             hello: &hello,
             peer,
@@ -214,7 +214,7 @@ async fn accept(
     };
     let (inserted, learnt) = core.service.admit(
         description.as_ref(),
-        super::bridge_kind::BridgeKind::of(&metadata),
+        crate::router::bridge_kind::BridgeKind::of(&metadata),
         || !core.registry.is_empty(),
         |served| {
             let instance = Arc::new(instance.with_served(served));
@@ -232,8 +232,8 @@ async fn accept(
     // A reload that changed the registration check while this one was
     // checked with the old one: check it again.
     let current = core.config();
-    if super::recheck::check_changed(&config, &current) {
-        super::recheck::recheck(&core, &current, &instance);
+    if crate::router::recheck::check_changed(&config, &current) {
+        crate::router::recheck::recheck(&core, &current, &instance);
     }
     if learnt.defined {
         core.refresh_strategy();
@@ -640,8 +640,8 @@ mod tests {
             std::mem::size_of::<Instance>()
         );
         let core = Arc::new(RouterCore::new(
-            super::super::RouterConfig::default(),
-            super::super::service::ServiceTable::learning("pkg.Svc"),
+            crate::router::RouterConfig::default(),
+            crate::router::service::ServiceTable::learning("pkg.Svc"),
         ));
         let (out, _stream) = Outbox::new(1 << 20);
         let instance = Arc::new(Instance::new(

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::pump::Requests;
-use super::registry::{Instance, OpenedCall};
-use super::service::Method;
 use crate::pb;
+use crate::router::pump::Requests;
+use crate::router::registry::{Instance, OpenedCall};
+use crate::router::service::Method;
 use crate::wire::{Payload, RouterFrame};
 
 /// What every attempt of one call sends in its `Start`.

@@ -372,7 +372,7 @@ mod tests {
         labels: &[(&str, &str)],
         routing_keys: Vec<String>,
     ) -> Arc<Instance> {
-        let (out, _) = super::super::outbound::Outbox::new(1 << 20);
+        let (out, _) = crate::router::outbound::Outbox::new(1 << 20);
         Arc::new(Instance::new(
             registration,
             InstanceInfo {

@@ -1,0 +1,7 @@
+//! What the router knows of the instances: the service's methods, the registry
+//! of registrations, load balancing and routing keys.
+
+pub(super) mod balance;
+pub(super) mod registry;
+pub(super) mod route_key;
+pub(super) mod service;
