@@ -95,6 +95,8 @@ pub const EXPORTED: &[(&str, Kind)] = &[
     ("grpc_router_registrations", Kind::Gauge),
     ("grpc_router_calls_in_flight", Kind::Gauge),
     ("grpc_router_register_queue_bytes", Kind::Gauge),
+    ("grpc_router_response_buffer_bytes", Kind::Gauge),
+    ("grpc_router_partial_response_bytes", Kind::Gauge),
     ("grpc_router_registrations_congested", Kind::Gauge),
     ("grpc_router_call_retries_total", Kind::Counter),
     ("grpc_router_instances_ejected", Kind::Gauge),

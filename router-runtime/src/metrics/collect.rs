@@ -1,6 +1,6 @@
 //! The metrics read from the routers' own state at scrape time:
-//! registrations, calls in flight, retries, register-stream queues and
-//! outlier ejections. They
+//! registrations, calls in flight, retries, register-stream queues, the
+//! response bytes held for slow clients and outlier ejections. They
 //! cost nothing between scrapes.
 
 use std::collections::BTreeMap;
@@ -51,6 +51,9 @@ impl Cores {
             figures.ejections += core.stats.ejections();
             for instance in snapshot.iter() {
                 figures.queued_bytes += as_i64(instance.queued_bytes());
+                figures.response_buffer_bytes +=
+                    as_i64(instance.buffered_response_bytes().iter().sum());
+                figures.partial_response_bytes += as_i64(instance.partial_response_bytes());
                 figures.congested += i64::from(instance.is_congested());
                 figures.ejected += i64::from(instance.is_ejected());
             }
@@ -70,6 +73,8 @@ struct Figures {
     in_flight: i64,
     retries: u64,
     queued_bytes: i64,
+    response_buffer_bytes: i64,
+    partial_response_bytes: i64,
     congested: i64,
     ejections: u64,
     ejected: i64,
@@ -146,6 +151,20 @@ impl prometheus_client::collector::Collector for Collector {
             "grpc_router_register_queue_bytes",
             "Bytes queued for the services' register streams and not yet written",
             |f| f.queued_bytes,
+        )?;
+        gauges(
+            &mut encoder,
+            &services,
+            "grpc_router_response_buffer_bytes",
+            "Response bytes received from instances and not yet taken by the clients' connections",
+            |f| f.response_buffer_bytes,
+        )?;
+        gauges(
+            &mut encoder,
+            &services,
+            "grpc_router_partial_response_bytes",
+            "Bytes of partly received (chunked) response messages held for reassembly",
+            |f| f.partial_response_bytes,
         )?;
         gauges(
             &mut encoder,

@@ -53,7 +53,6 @@ pub use outlier::OutlierDetection;
 pub use recent_errors::{MAX_ERROR_MESSAGE, RECENT_ERRORS, RecentError};
 pub use registry::{Instance, InstanceInfo, Registry, Snapshot};
 pub use retry::{RetryPolicies, RetryPolicy, RetryThrottling};
-pub use route_key::extract as extract_route_key;
 pub use split::{TrafficSplit, TrafficSplits};
 
 use crate::codec::{FrameCodec, RawCodec, frame_limit};

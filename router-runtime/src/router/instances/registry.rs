@@ -634,13 +634,16 @@ impl Instance {
 
     /// The bytes of partly received (chunked) response messages the router
     /// holds for this registration's calls, together: at most
-    /// `RouterConfig::max_partial_response_bytes`.
+    /// `RouterConfig::max_partial_response_bytes` (the metric
+    /// `grpc_router_partial_response_bytes` adds them up per service).
     pub fn partial_response_bytes(&self) -> usize {
         self.partial.held()
     }
 
     /// Response bytes the router holds for each call in flight, received from
-    /// the bridge and not yet taken by the client's connection.
+    /// the bridge and not yet taken by the client's connection: what a slow
+    /// reader costs (the metric `grpc_router_response_buffer_bytes` adds them
+    /// up per service).
     pub fn buffered_response_bytes(&self) -> Vec<usize> {
         self.calls()
             .values()
@@ -809,7 +812,7 @@ pub struct Registry {
 
 impl Registry {
     /// An empty registry for `service`.
-    pub fn new(service: impl Into<Arc<str>>) -> Self {
+    pub(crate) fn new(service: impl Into<Arc<str>>) -> Self {
         Registry {
             service: service.into(),
             instances: ArcSwap::from_pointee(Snapshot::default()),

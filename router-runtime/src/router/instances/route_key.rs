@@ -11,7 +11,7 @@ use prost::encoding::{WireType, decode_key, decode_varint};
 /// the content of a length-delimited field, or the encoding of a scalar. The
 /// last occurrence wins, as in protobuf's merge rules. `None` when absent or
 /// malformed.
-pub fn extract(message: &Bytes, path: &[u32]) -> Option<Bytes> {
+pub(crate) fn extract(message: &Bytes, path: &[u32]) -> Option<Bytes> {
     let (&last, parents) = path.split_last()?;
     let mut current = message.clone();
     for &field in parents {
