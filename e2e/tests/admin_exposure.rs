@@ -3,7 +3,7 @@
 //! not on the clients' listener unless asked, behind `admin_auth` when given,
 //! and on a listener of the embedder's own through `admin_service`.
 
-mod common;
+use test_kit as common;
 
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! of its input: a handler that took a reset for a half-close would finish
 //! its work and answer OK to a client that gave up on it.
 
-mod common;
+use test_kit as common;
 
 use std::pin::Pin;
 

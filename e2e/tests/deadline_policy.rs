@@ -1,7 +1,7 @@
 //! The router's deadline policy: a default deadline for calls that carry
 //! none, a maximum that caps longer ones; the handler sees the result.
 
-mod common;
+use test_kit as common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

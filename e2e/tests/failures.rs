@@ -1,6 +1,6 @@
 //! What clients see when instances are missing, die, or stall.
 
-mod common;
+use test_kit as common;
 
 use std::time::{Duration, Instant};
 

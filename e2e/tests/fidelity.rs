@@ -1,7 +1,7 @@
 //! Metadata, statuses, deadlines and cancellation pass through the router
 //! exactly as if the client had called the instance directly.
 
-mod common;
+use test_kit as common;
 
 use std::time::{Duration, Instant};
 

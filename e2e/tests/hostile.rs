@@ -3,7 +3,7 @@
 //! deadlines are over before the call starts; long-lived streams that must not
 //! starve an instance of calls.
 
-mod common;
+use test_kit as common;
 
 use std::time::Duration;
 

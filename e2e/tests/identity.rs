@@ -1,7 +1,7 @@
 //! Who owns an instance id: two live bridge processes started with the same
 //! id do not replace each other.
 
-mod common;
+use test_kit as common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Instances and routers coming and going under load.
 
-mod common;
+use test_kit as common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

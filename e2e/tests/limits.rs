@@ -4,7 +4,7 @@
 //! rogue instance that never ends its messages costs the router a bounded
 //! number of bytes, whatever the number of its calls.
 
-mod common;
+use test_kit as common;
 
 use std::time::Duration;
 

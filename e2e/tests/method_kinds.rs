@@ -1,6 +1,6 @@
 //! Every method kind through a real router and bridge, with real tonic clients.
 
-mod common;
+use test_kit as common;
 
 use common::test_greeter::TestGreeter;
 use common::{TestRouter, start_instance, start_instance_with, within};

@@ -1,7 +1,7 @@
 //! An embedder's metrics: a compiled `GreeterRouter` reporting into the
 //! embedder's own `prometheus_client` registry.
 
-mod common;
+use test_kit as common;
 
 use common::{TestRouter, start_instance, within};
 use myservice_example::greeter::GreeterImpl;

@@ -1,6 +1,6 @@
 //! What operators see: the router's health and admin services.
 
-mod common;
+use test_kit as common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Outlier detection: an instance whose calls keep failing is ejected for a
 //! while, its calls go to the others, and it comes back after the ejection.
 
-mod common;
+use test_kit as common;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

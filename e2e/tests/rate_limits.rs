@@ -1,7 +1,7 @@
 //! Rate limits: a service's calls held to the configured rate, and each
 //! client to its own.
 
-mod common;
+use test_kit as common;
 
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};

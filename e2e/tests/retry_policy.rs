@@ -2,7 +2,7 @@
 //! response are retried with backoff, each retry says how many came before,
 //! and the retry budget stops retries in an outage.
 
-mod common;
+use test_kit as common;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

@@ -1,7 +1,7 @@
 //! A compiled router's `RouterServer` shuts down within its grace period
 //! whatever its clients do.
 
-mod common;
+use test_kit as common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! Choosing instances: strategies, routing keys, pins, labels and health.
 
-mod common;
+use test_kit as common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

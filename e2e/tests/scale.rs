@@ -1,6 +1,6 @@
 //! Ten thousand registrations on one router.
 
-mod common;
+use test_kit as common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! one version, an explicit selector wins, and a canary with no instance
 //! left fails no call.
 
-mod common;
+use test_kit as common;
 
 use std::collections::HashMap;
 

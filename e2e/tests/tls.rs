@@ -1,6 +1,6 @@
 //! Bridges and clients reach a router over TLS.
 
-mod common;
+use test_kit as common;
 
 use common::test_greeter::TestGreeter;
 use common::within;

@@ -8,7 +8,7 @@
 //! (`set_default`), so the router, the bridge and the client, all on the
 //! test's thread, report to that test's exporter only.
 
-mod common;
+use test_kit as common;
 
 use std::pin::Pin;
 

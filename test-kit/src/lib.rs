@@ -1,7 +1,10 @@
-//! Shared harness for the end-to-end tests: a real router on 127.0.0.1:0,
-//! real bridges and real tonic clients.
-
-#![allow(dead_code, missing_docs)]
+//! What the end-to-end tests share: a real router on 127.0.0.1:0
+//! ([`TestRouter`]), real bridges ([`start_instance`]) and real tonic
+//! clients ([`connect`]), the Greeter fixture ([`test_greeter::TestGreeter`]:
+//! a Greeter whose requests say how to answer), a register stream driven by
+//! hand ([`RawRegistration`], [`RawRouter`]) for hostile peers, and one way
+//! to wait: [`within`] (a future, with a timeout) and [`eventually`] (a
+//! condition, polled, with a timeout).
 
 pub mod test_greeter;
 
@@ -30,18 +33,22 @@ pub async fn within<T>(secs: u64, what: &str, future: impl Future<Output = T>) -
 
 /// A router serving on a loopback port.
 pub struct TestRouter {
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// The router, for its stats, registry and settings.
     pub router: GreeterRouter,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
 
 impl TestRouter {
+    /// A router with `config` on a free loopback port.
     pub async fn start(config: RouterConfig) -> TestRouter {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         Self::start_on(listener, config).await
     }
 
+    /// A router with `config` on `listener` (for a restart on the same port).
     pub async fn start_on(listener: TcpListener, config: RouterConfig) -> TestRouter {
         let addr = listener.local_addr().expect("local addr");
         let router = GreeterRouter::new(config);
@@ -67,10 +74,12 @@ impl TestRouter {
         }
     }
 
+    /// Its address as a bridge or client endpoint (`http://127.0.0.1:port`).
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
 
+    /// A Greeter client connected to it.
     pub async fn client(&self) -> GreeterClient<Channel> {
         GreeterClient::new(self.channel().await)
     }
@@ -183,11 +192,14 @@ pub fn bare_client(
 /// the protocol frame by frame: for tests of misbehaving or silent bridges,
 /// and for registering thousands of instances over few connections.
 pub struct RawRegistration {
+    /// Frames to send to the router.
     pub out: tokio::sync::mpsc::UnboundedSender<router_runtime::wire::BridgeFrame>,
+    /// Frames the router sent.
     pub frames: tonic::Streaming<router_runtime::wire::RouterFrame>,
 }
 
 impl RawRegistration {
+    /// Opens a register stream to `router` (no Hello is sent yet).
     pub async fn open(
         channel: Channel,
         id: &str,
@@ -336,6 +348,7 @@ impl RawRegistration {
 /// loopback port and hands each bridge's register stream to the test, which
 /// answers it by hand. For tests of how a bridge treats a misbehaving router.
 pub struct RawRouter {
+    /// Where it listens.
     pub addr: SocketAddr,
     sessions: tokio::sync::mpsc::UnboundedReceiver<RawRouterSession>,
 }

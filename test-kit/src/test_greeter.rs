@@ -48,7 +48,9 @@ impl Drop for DropGuard {
 /// The steerable Greeter.
 #[derive(Debug, Clone)]
 pub struct TestGreeter {
+    /// Which instance it is, in its replies.
     pub id: String,
+    /// What its handlers saw, for the test to read.
     pub events: mpsc::UnboundedSender<Event>,
     /// Extra time every SayHello takes.
     pub delay: Duration,
@@ -58,6 +60,7 @@ pub struct TestGreeter {
 }
 
 impl TestGreeter {
+    /// A greeter named `id`, and the receiver of its events.
     pub fn new(id: &str) -> (TestGreeter, mpsc::UnboundedReceiver<Event>) {
         let (events, rx) = mpsc::unbounded_channel();
         (
