@@ -22,6 +22,8 @@ CRATES = {
     "protoc-gen-router": ("protoc-gen-router/src", "*.rs"),
     "router-bench": ("router-bench/src", "*.rs"),
     "examples/myservice": ("examples/myservice/src", "*.rs"),
+    "test-kit": ("test-kit/src", "*.rs"),
+    "e2e": ("e2e/src", "*.rs"),
     "bridges/python": ("bridges/python/src", "grpc_router_bridge/*.py"),
 }
 

@@ -40,9 +40,7 @@ struct Fixture {
 
 /// `future`, or a panic naming `what` after [`STEP`].
 async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(STEP, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: not done within {STEP:?}"))
+    test_kit::within(STEP.as_secs(), what, future).await
 }
 
 /// `message` as a request with a deadline.

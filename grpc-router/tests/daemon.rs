@@ -481,8 +481,14 @@ async fn sighup_changes_the_strategy_with_no_failed_call_under_load() {
         }
     })
     .await;
-    // An invalid file is refused and the running config stays.
+    // An invalid file is refused (the daemon says so: the check below runs
+    // after the reload was read) and the running config stays.
+    let mark = daemon.log.mark();
     daemon.reload("[defaults]\nstrategy = \"fastest\"\n");
+    daemon
+        .log
+        .wait_for_after(mark, &["configuration reload refused", "fastest"], 10)
+        .await;
     let before = daemon
         .service_status(GREETER)
         .await

@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Daemon, config_with, within};
+use common::{Daemon, config_with, poll, within};
 use router_runtime::bridge::BridgeConfig;
 use rustix::process::{Pid, Signal, kill_process};
 use tokio::sync::mpsc;
@@ -179,14 +179,9 @@ impl Events {
 /// Waits until the daemon's registration events satisfy `condition`;
 /// returns them.
 async fn until_events(daemon: &Daemon, what: &str, condition: impl Fn(&Events) -> bool) -> Events {
-    within(30, what, async {
-        loop {
-            let events = Events::scrape(daemon).await;
-            if condition(&events) {
-                return events;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    poll(30, what, || async {
+        let events = Events::scrape(daemon).await;
+        condition(&events).then_some(events)
     })
     .await
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Daemon, config_with, within};
+use common::{Daemon, config_with, poll, within};
 use myservice_example::pb::greeter_client::GreeterClient;
 use myservice_example::pb::{HelloReply, HelloRequest};
 use router_runtime::bridge::BridgeConfig;
@@ -42,20 +42,13 @@ fn with_state(file: &Path) -> String {
 
 /// Waits until `file` exists and mentions `text`.
 async fn wait_for_file_with(file: &Path, text: &str) -> String {
-    within(
-        10,
-        &format!("{} to mention {text}", file.display()),
-        async {
-            loop {
-                if let Ok(contents) = std::fs::read_to_string(file)
-                    && contents.contains(text)
-                {
-                    return contents;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        },
-    )
+    poll(10, &format!("{} to mention {text}", file.display()), || {
+        std::future::ready(
+            std::fs::read_to_string(file)
+                .ok()
+                .filter(|contents| contents.contains(text)),
+        )
+    })
     .await
 }
 

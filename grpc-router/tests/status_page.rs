@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{Daemon, config_with, within};
+use common::{Daemon, config_with, poll, within};
 use myservice_example::pb::HelloRequest;
 use myservice_example::pb::greeter_client::GreeterClient;
 use router_runtime::bridge::{BridgeConfig, BridgeHandle};
@@ -47,14 +45,9 @@ async fn status_json(daemon: &Daemon) -> Value {
 /// Polls `/status.json` until `done` holds (calls are counted when the
 /// router drops their state, just after the client has its answer).
 async fn wait_status(daemon: &Daemon, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    within(10, what, async {
-        loop {
-            let status = status_json(daemon).await;
-            if done(&status) {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    poll(10, what, || async {
+        let status = status_json(daemon).await;
+        done(&status).then_some(status)
     })
     .await
 }

@@ -28,12 +28,23 @@ impl Millis {
 
     /// Records that it happened again, now.
     pub(crate) fn touch(&self) {
-        self.0.store(now_ms(), Ordering::Relaxed);
+        self.touch_at(now_ms());
+    }
+
+    /// Records that it happened at `at` (milliseconds since the epoch).
+    fn touch_at(&self, at: u64) {
+        self.0.store(at, Ordering::Relaxed);
     }
 
     /// Milliseconds since it last happened.
     pub(crate) fn elapsed_ms(&self) -> u64 {
-        now_ms().saturating_sub(self.0.load(Ordering::Relaxed))
+        self.elapsed_ms_at(now_ms())
+    }
+
+    /// Milliseconds from when it last happened to `now` (0 if `now` is
+    /// earlier).
+    fn elapsed_ms_at(&self, now: u64) -> u64 {
+        now.saturating_sub(self.0.load(Ordering::Relaxed))
     }
 }
 
@@ -43,10 +54,20 @@ mod tests {
 
     #[test]
     fn elapsed_grows_and_touch_resets_it() {
+        let at = Millis(AtomicU64::new(1_000));
+        assert_eq!(at.elapsed_ms_at(1_020), 20);
+        at.touch_at(1_020);
+        assert_eq!(at.elapsed_ms_at(1_020), 0);
+        assert_eq!(at.elapsed_ms_at(1_025), 5);
+        assert_eq!(at.elapsed_ms_at(900), 0, "a time before the record");
+    }
+
+    #[test]
+    fn now_never_goes_back() {
+        let (first, second) = (now_ms(), now_ms());
+        assert!(second >= first);
         let at = Millis::now();
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        assert!(at.elapsed_ms() >= 20);
         at.touch();
-        assert!(at.elapsed_ms() < 20);
+        assert!(at.elapsed_ms() <= now_ms());
     }
 }

@@ -296,17 +296,35 @@ pub async fn served_by(
         .instance_id
 }
 
-/// Waits until `condition` holds, checking it every few milliseconds; fails
-/// the test after `secs` seconds. For states that no event announces (byte
-/// counters, flags).
+/// How often [`eventually`] and [`poll`] look again.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Waits until `condition` holds, checking it every [`POLL_INTERVAL`];
+/// fails the test after `secs` seconds. For states that no event announces
+/// (byte counters, flags).
 pub async fn eventually(secs: u64, what: &str, mut condition: impl FnMut() -> bool) {
+    poll(secs, what, || std::future::ready(condition().then_some(()))).await;
+}
+
+/// Waits until `probe` gives a value, asking again every [`POLL_INTERVAL`];
+/// fails the test after `secs` seconds naming `what`. For states no event
+/// announces that take a call to read (an admin service, a scrape, a file,
+/// a child process).
+pub async fn poll<T, F>(secs: u64, what: &str, mut probe: impl FnMut() -> F) -> T
+where
+    F: Future<Output = Option<T>>,
+{
     within(secs, what, async {
-        let mut tick = tokio::time::interval(Duration::from_millis(5));
-        while !condition() {
+        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if let Some(value) = probe().await {
+                return value;
+            }
             tick.tick().await;
         }
     })
-    .await;
+    .await
 }
 
 impl RawRegistration {

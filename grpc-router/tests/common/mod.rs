@@ -13,12 +13,8 @@ use std::time::Duration;
 use rustix::process::{Pid, Signal, kill_process};
 use tonic::transport::{Channel, Endpoint};
 
-/// Fails the test if `future` takes longer than `secs` seconds.
-pub async fn within<T>(secs: u64, what: &str, future: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(secs), future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {secs}s waiting for {what}"))
-}
+/// The end-to-end tests' one way to wait on a future, with a timeout.
+pub use test_kit::{poll, within};
 
 /// The daemon binary under test.
 pub fn binary() -> PathBuf {
@@ -368,13 +364,9 @@ impl Daemon {
 
     /// Waits for the process to exit.
     pub async fn wait_exit(mut self, secs: u64) -> ExitStatus {
-        within(secs, "the daemon to exit", async {
-            loop {
-                if let Some(status) = self.child.try_wait().expect("wait") {
-                    return status;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        let child = &mut self.child;
+        poll(secs, "the daemon to exit", || {
+            std::future::ready(child.try_wait().expect("wait"))
         })
         .await
     }
@@ -397,17 +389,11 @@ impl Daemon {
 
     /// Waits until service `name` has `n` instances registered.
     pub async fn wait_for_instances(&self, name: &str, n: usize) {
-        within(20, &format!("{n} instances of {name}"), async {
-            loop {
-                if self
-                    .service_status(name)
-                    .await
-                    .is_some_and(|s| s.instances.len() == n)
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        poll(20, &format!("{n} instances of {name}"), || async {
+            self.service_status(name)
+                .await
+                .is_some_and(|s| s.instances.len() == n)
+                .then_some(())
         })
         .await;
     }

@@ -25,6 +25,15 @@ pub(crate) const FIRST_MESSAGE_WAIT: Duration = Duration::from_secs(1);
 /// `status` as the answer to `req`, once `req`'s first message (or its end,
 /// or [`FIRST_MESSAGE_WAIT`]) has arrived. What arrived is dropped.
 pub(crate) async fn after_first_message(req: Request<Body>, status: Status) -> Response<Body> {
+    after_first_message_or(req, status, FIRST_MESSAGE_WAIT).await
+}
+
+/// [`after_first_message`] with the longest wait given.
+async fn after_first_message_or(
+    req: Request<Body>,
+    status: Status,
+    wait: Duration,
+) -> Response<Body> {
     let mut body = req.into_body();
     let first_data = async {
         while let Some(Ok(frame)) = body.frame().await {
@@ -33,7 +42,7 @@ pub(crate) async fn after_first_message(req: Request<Body>, status: Status) -> R
             }
         }
     };
-    let _ = tokio::time::timeout(FIRST_MESSAGE_WAIT, first_data).await;
+    let _ = tokio::time::timeout(wait, first_data).await;
     status.into_http()
 }
 
@@ -47,46 +56,70 @@ mod tests {
     use tokio_stream::wrappers::ReceiverStream;
     use tonic::Code;
 
+    /// Longer than any test runs: reaching it fails the test.
+    const NEVER: Duration = Duration::from_secs(60);
+    /// How long a test waits for an answer it expects.
+    const SOON: Duration = Duration::from_secs(10);
+
     fn streamed_request() -> (mpsc::Sender<Result<Frame<Bytes>, Status>>, Request<Body>) {
         let (tx, rx) = mpsc::channel(4);
         let body = http_body_util::StreamBody::new(ReceiverStream::new(rx).boxed());
         (tx, Request::new(Body::new(body)))
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_answer_waits_for_the_first_message() {
+    fn status_of(response: &Response<Body>) -> Status {
+        Status::from_header_map(response.headers()).expect("a status in the headers")
+    }
+
+    #[tokio::test]
+    async fn the_answer_comes_once_the_first_message_arrived() {
         let (tx, req) = streamed_request();
-        let answer = tokio::spawn(after_first_message(req, Status::unimplemented("not here")));
-        tokio::time::sleep(FIRST_MESSAGE_WAIT / 2).await;
-        assert!(!answer.is_finished(), "answered before the first message");
+        let mut answer = tokio::spawn(after_first_message_or(
+            req,
+            Status::unimplemented("not here"),
+            NEVER,
+        ));
+        let early = tokio::time::timeout(Duration::from_millis(100), &mut answer).await;
+        assert!(early.is_err(), "answered before the first message");
         tx.send(Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\x01x"))))
             .await
             .expect("the router reads");
-        let response = answer.await.expect("answer");
-        let status = Status::from_header_map(response.headers()).expect("a status");
+        let response = tokio::time::timeout(SOON, answer)
+            .await
+            .expect("an answer once the message arrived")
+            .expect("the task");
+        let status = status_of(&response);
         assert_eq!(status.code(), Code::Unimplemented);
         assert_eq!(status.message(), "not here");
         drop(tx);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_silent_peer_gets_the_answer_after_the_wait() {
         let (tx, req) = streamed_request();
+        let wait = Duration::from_millis(50);
         let started = tokio::time::Instant::now();
-        let response = after_first_message(req, Status::unavailable("no")).await;
-        assert_eq!(started.elapsed(), FIRST_MESSAGE_WAIT);
-        let status = Status::from_header_map(response.headers()).expect("a status");
-        assert_eq!(status.code(), Code::Unavailable);
+        let response = tokio::time::timeout(
+            SOON,
+            after_first_message_or(req, Status::unavailable("no"), wait),
+        )
+        .await
+        .expect("an answer after the wait");
+        assert!(started.elapsed() >= wait);
+        assert_eq!(status_of(&response).code(), Code::Unavailable);
         drop(tx);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_stream_that_ends_gets_the_answer_at_once() {
         let (tx, req) = streamed_request();
         drop(tx);
-        let started = tokio::time::Instant::now();
-        let response = after_first_message(req, Status::unimplemented("")).await;
-        assert_eq!(started.elapsed(), Duration::ZERO);
-        assert!(response.headers().contains_key("grpc-status"));
+        let response = tokio::time::timeout(
+            SOON,
+            after_first_message_or(req, Status::unimplemented(""), NEVER),
+        )
+        .await
+        .expect("an answer without waiting");
+        assert_eq!(status_of(&response).code(), Code::Unimplemented);
     }
 }

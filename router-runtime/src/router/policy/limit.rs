@@ -300,6 +300,34 @@ mod tests {
     }
 
     #[test]
+    fn a_saturated_limit_admits_its_burst_then_its_rate_on_a_simulated_clock() {
+        use governor::clock::FakeRelativeClock;
+        let limit = RateLimit {
+            per_second: n(100),
+            burst: n(10),
+        };
+        let clock = FakeRelativeClock::default();
+        let limiter = RateLimiter::direct_with_clock(limit.quota(), clock.clone());
+        // Ten seconds of a caller trying every millisecond.
+        let mut admitted = 0u32;
+        for _ in 0..10_000 {
+            if limiter.check().is_ok() {
+                admitted += 1;
+            }
+            clock.advance(std::time::Duration::from_millis(1));
+        }
+        // The burst at once, then one call every 10 ms.
+        assert!(
+            (10 + 999..=10 + 1000).contains(&admitted),
+            "{admitted} admitted in 10 s at 100/s with a burst of 10"
+        );
+        // After a quiet second the whole burst is back, and no more.
+        clock.advance(std::time::Duration::from_secs(1));
+        let burst = (0..20).filter(|_| limiter.check().is_ok()).count();
+        assert_eq!(burst, 10);
+    }
+
+    #[test]
     fn each_client_address_has_its_own_bucket_whatever_its_port() {
         let limits = RateLimits {
             per_client: Some((
