@@ -601,20 +601,19 @@ fn the_sources_include_no_file_from_outside_the_package() {
             let text = std::fs::read_to_string(&path).expect("a source file");
             for (i, line) in text.lines().enumerate() {
                 for macro_name in ["include_str!(", "include_bytes!("] {
-                    let Some((_, rest)) = line.split_once(macro_name) else {
-                        continue;
-                    };
-                    let included = rest.split('"').nth(1).unwrap_or_default();
-                    let resolved = dir.join(included);
-                    let inside = resolved.canonicalize().is_ok_and(|p| {
-                        p.starts_with(&src)
-                            || p == crate_dir
-                                .join("README.md")
-                                .canonicalize()
-                                .unwrap_or_default()
-                    });
-                    if !inside {
-                        outside.push(format!("{}:{}: {}", path.display(), i + 1, line.trim()));
+                    for rest in line.split(macro_name).skip(1) {
+                        let included = rest.split('"').nth(1).unwrap_or_default();
+                        let resolved = dir.join(included);
+                        let inside = resolved.canonicalize().is_ok_and(|p| {
+                            p.starts_with(&src)
+                                || p == crate_dir
+                                    .join("README.md")
+                                    .canonicalize()
+                                    .unwrap_or_default()
+                        });
+                        if !inside {
+                            outside.push(format!("{}:{}: {}", path.display(), i + 1, line.trim()));
+                        }
                     }
                 }
             }
