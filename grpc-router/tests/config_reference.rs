@@ -538,6 +538,42 @@ fn the_complete_example_parses_and_sets_every_documented_key() {
     );
 }
 
+/// The example is also a configuration the daemon would run with (the
+/// checks past parsing: deadlines in order, retry ranges, what TLS and
+/// `[auth.jwt]` settings need), once the files it names exist: here
+/// placeholders in a temporary directory (the TLS files are only opened when
+/// the listeners start; the JWKS is read at load).
+#[test]
+fn the_complete_example_passes_check_config_given_its_files() {
+    let reference = reference();
+    let example = complete_example(&reference)[0];
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (file, content) in [
+        ("tls/tls.crt", ""),
+        ("tls/tls.key", ""),
+        ("tls/ca.crt", ""),
+        ("jwks.json", r#"{"keys": []}"#),
+    ] {
+        let path = dir.path().join(file);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(&path, content).expect("write");
+    }
+    let base = format!("{}/", dir.path().display());
+    let mut text = example
+        .replace("/etc/grpc-router/", &base)
+        .replace("/var/lib/grpc-router/", &base);
+    if !cfg!(feature = "otel") {
+        text = text
+            .lines()
+            .filter(|l| !l.starts_with("otlp_endpoint"))
+            .collect::<Vec<_>>()
+            .join("\n");
+    }
+    if let Err(e) = Config::parse(Path::new("router.toml"), &text, Vec::new()) {
+        panic!("{REFERENCE}'s complete example is refused: {e}\n{text}");
+    }
+}
+
 /// The tables' `deny_unknown_fields`, which makes the checks above mean
 /// something: a key the reference names but the types lack would fail the
 /// example, not be ignored.
