@@ -1,7 +1,9 @@
 //! Golden frame vectors: `tests/frames/<direction>_<kind>[_<variant>].txtpb`
-//! (protobuf text format of one `myservice.v1.GreeterRouterFrame` (`router_`)
-//! or `GreeterBridgeFrame` (`bridge_`), the frames protoc-gen-router generates
-//! for the example's Greeter) and next to each its exact encoding, `.bin`.
+//! (protobuf text format of one generated `<Service>RouterFrame` (`router_`)
+//! or `<Service>BridgeFrame` (`bridge_`), named by the file's
+//! `# proto-message:` line: the example's Greeter, or for method tags of two
+//! to five key bytes the generator's `pinned_tags` golden output) and next to
+//! each its exact encoding, `.bin`.
 //!
 //! The Python bridge's tests (`bridges/python/tests/test_frame_vectors.py`)
 //! read the same files, so both hand codecs (`router_runtime::wire` and
@@ -29,10 +31,27 @@ use prost_reflect::{
 };
 use router_runtime::wire::{self, BridgeFrame, DecodeFrame, EncodeFrame, Payload, RouterFrame};
 
-/// The message of `router_*.txtpb`.
+/// The router frame whose oneof cases every vector set must cover.
 const ROUTER_FRAME: &str = "myservice.v1.GreeterRouterFrame";
-/// The message of `bridge_*.txtpb`.
+/// The bridge frame whose oneof cases every vector set must cover.
 const BRIDGE_FRAME: &str = "myservice.v1.GreeterBridgeFrame";
+/// The generated router protos the vectors' messages come from, relative to
+/// the workspace: (include directories, file).
+const PROTOS: &[(&[&str], &str)] = &[
+    (
+        &["examples/myservice/gen", "examples/myservice/proto"],
+        "myservice/v1/myservice_router.proto",
+    ),
+    (
+        &[
+            "protoc-gen-router/tests/golden/pinned_tags/expected",
+            "protoc-gen-router/tests/golden/pinned_tags/input",
+        ],
+        "pinned/v1/pinned_router.proto",
+    ),
+];
+/// The line of a `.txtpb` naming its message.
+const PROTO_MESSAGE: &str = "# proto-message:";
 /// How to rewrite the `.bin` files.
 const REGENERATE: &str =
     "regenerate with UPDATE_GOLDEN=1 cargo test -p router-runtime --test frame_vectors";
@@ -47,6 +66,7 @@ enum Direction {
 }
 
 impl Direction {
+    /// The file name prefix, and the frame message's name suffix.
     fn prefix(self) -> &'static str {
         match self {
             Direction::Router => "router",
@@ -54,6 +74,7 @@ impl Direction {
         }
     }
 
+    /// The frame message checked for coverage.
     fn message(self) -> &'static str {
         match self {
             Direction::Router => ROUTER_FRAME,
@@ -79,22 +100,25 @@ fn frames_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/frames")
 }
 
-/// The Greeter's generated router proto and its imports, compiled with protox.
+/// The generated router protos ([`PROTOS`]) and their imports, compiled with
+/// protox.
 fn pool() -> DescriptorPool {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("router-runtime lives in the workspace");
-    let includes = [
-        root.join("examples/myservice/gen"),
-        root.join("examples/myservice/proto"),
-        root.join("protoc-gen-router/proto"),
-    ];
+    let mut includes: Vec<PathBuf> = PROTOS
+        .iter()
+        .flat_map(|(dirs, _)| dirs.iter().map(|dir| root.join(dir)))
+        .collect();
+    includes.push(root.join("protoc-gen-router/proto"));
     let mut compiler = protox::Compiler::new(&includes)
         .unwrap_or_else(|e| panic!("protox include paths {includes:?}: {e}"));
     compiler.include_imports(true);
-    compiler
-        .open_file("myservice/v1/myservice_router.proto")
-        .unwrap_or_else(|e| panic!("compiling myservice/v1/myservice_router.proto: {e}"));
+    for (_, file) in PROTOS {
+        compiler
+            .open_file(file)
+            .unwrap_or_else(|e| panic!("compiling {file}: {e}"));
+    }
     compiler.descriptor_pool()
 }
 
@@ -174,11 +198,43 @@ fn vectors(pool: &DescriptorPool) -> Result<Vec<Vector>, Vec<String>> {
                 "{shown} must start with a `#` comment saying what the vector shows"
             ));
         }
-        let desc = message(pool, direction.message());
+        let Some(name) = text
+            .lines()
+            .find_map(|line| line.strip_prefix(PROTO_MESSAGE))
+            .map(str::trim)
+        else {
+            errors.push(format!(
+                "{shown} has no `{PROTO_MESSAGE} <package>.<Service>{}Frame` line",
+                if direction == Direction::Router {
+                    "Router"
+                } else {
+                    "Bridge"
+                }
+            ));
+            continue;
+        };
+        let Some(desc) = pool.get_message_by_name(name) else {
+            errors.push(format!(
+                "{shown}: {name} is not a message of the protos the test compiles ({PROTOS:?})"
+            ));
+            continue;
+        };
+        let suffix = if direction == Direction::Router {
+            "RouterFrame"
+        } else {
+            "BridgeFrame"
+        };
+        if !name.ends_with(suffix) {
+            errors.push(format!(
+                "{shown}: a {} vector must be a <Service>{suffix}, not {name}",
+                direction.prefix()
+            ));
+            continue;
+        }
         let frame = match DynamicMessage::parse_text_format(desc.clone(), &text) {
             Ok(frame) => frame,
             Err(e) => {
-                errors.push(format!("{shown} is not a {}: {e}", direction.message()));
+                errors.push(format!("{shown} is not a {name}: {e}"));
                 continue;
             }
         };

@@ -1,9 +1,12 @@
 """The golden frame vectors of ``router-runtime/tests/frames``, which the Rust
 codec's test (``router-runtime/tests/frame_vectors.rs``) reads too.
 
-Each ``<direction>_<kind>[_<variant>].txtpb`` is one ``GreeterRouterFrame``
-(``router_``) or ``GreeterBridgeFrame`` (``bridge_``) in protobuf text format,
-and the ``.bin`` next to it its exact encoding. Here: Python protobuf encodes
+Each ``<direction>_<kind>[_<variant>].txtpb`` is one generated
+``<Service>RouterFrame`` (``router_``) or ``<Service>BridgeFrame``
+(``bridge_``) in protobuf text format, its message named by its
+``# proto-message:`` line (the example's Greeter, or the generator's
+``pinned_tags`` output for method tags up to 536870911), and the ``.bin`` next
+to it its exact encoding. Here: Python protobuf encodes
 the text to the ``.bin`` (deterministically: map entries sorted by key); the
 bridge decodes every golden router frame to the values the text holds; and the
 bridge's encoders, given the values a golden bridge frame's text holds, write
@@ -22,20 +25,28 @@ from typing import Any, List, Tuple
 
 import pytest
 from conftest import ROOT
-from google.protobuf import text_format
+from google.protobuf import descriptor_pool, message_factory, text_format
 
 from grpc_router_bridge import wire
 
 FRAMES = ROOT / "router-runtime" / "tests" / "frames"
 ROUTER_VECTORS = sorted(FRAMES.glob("router_*.txtpb"))
 BRIDGE_VECTORS = sorted(FRAMES.glob("bridge_*.txtpb"))
+PROTO_MESSAGE = "# proto-message:"
 REGENERATE = "regenerate with UPDATE_GOLDEN=1 cargo test -p router-runtime --test frame_vectors"
 
 
 def _parse(router_pb: Any, path: Path) -> Any:
-    """The frame ``path`` holds, as the generated message of its direction."""
-    message = router_pb.GreeterRouterFrame() if path.name.startswith("router_") else router_pb.GreeterBridgeFrame()
-    text_format.Parse(path.read_text(encoding="utf-8"), message)
+    """The frame ``path`` holds, as the generated message its
+    ``# proto-message:`` line names (``router_pb`` has them imported)."""
+    text = path.read_text(encoding="utf-8")
+    names = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(PROTO_MESSAGE)]
+    assert names, f"{path} has no `{PROTO_MESSAGE} <package>.<Service>RouterFrame` line"
+    suffix = "RouterFrame" if path.name.startswith("router_") else "BridgeFrame"
+    assert names[0].endswith(suffix), f"{path} must hold a <Service>{suffix}, not {names[0]}"
+    descriptor = descriptor_pool.Default().FindMessageTypeByName(names[0])
+    message = message_factory.GetMessageClass(descriptor)()
+    text_format.Parse(text, message)
     return message
 
 
