@@ -13,6 +13,7 @@ repository's ``target/debug``.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import queue
 import subprocess
@@ -272,3 +273,39 @@ def daemon_fleet(tmp_path: Path) -> Iterator[Fleet]:
 def router(fleet: Fleet) -> Router:
     """One router of the test's kind."""
     return fleet.router()
+
+
+@pytest.fixture(scope="session")
+def router_pb(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``myservice_router_pb2`` (``GreeterRouterFrame``, ``GreeterBridgeFrame``),
+    compiled from the checked-in generated router proto; its import
+    ``router.v1.router_pb2`` is then in ``sys.modules``. The generator's
+    ``pinned_tags`` golden output (method tags up to 536870911) is compiled
+    and imported too, for the golden frame vectors that use it."""
+    import grpc_tools
+    from grpc_tools import protoc
+
+    out = tmp_path_factory.mktemp("router_pb")
+    wkt = Path(grpc_tools.__file__).parent / "_proto"
+    pinned = ROOT / "protoc-gen-router/tests/golden/pinned_tags"
+    args = [
+        "protoc",
+        f"-I{ROOT / 'examples/myservice/gen'}",
+        f"-I{ROOT / 'examples/myservice/proto'}",
+        f"-I{pinned / 'expected'}",
+        f"-I{pinned / 'input'}",
+        f"-I{ROOT / 'protoc-gen-router/proto'}",
+        f"-I{wkt}",
+        f"--python_out={out}",
+        "router/v1/router.proto",
+        "myservice/v1/myservice_router.proto",
+        "pinned/v1/pinned.proto",
+        "pinned/v1/pinned_router.proto",
+    ]
+    assert protoc.main(args) == 0
+    sys.path.insert(0, str(out))
+    try:
+        importlib.import_module("pinned.v1.pinned_router_pb2")
+        return importlib.import_module("myservice.v1.myservice_router_pb2")
+    finally:
+        sys.path.remove(str(out))

@@ -355,6 +355,9 @@ class CallStart:
     kind: int = 0
     peer: str = ""
     local: str = ""
+    #: The client's TLS certificates (DER, its own first) when the router
+    #: terminated TLS with client authentication; empty otherwise.
+    peer_certificates: List[bytes] = field(default_factory=list)
 
 
 @dataclass
@@ -456,6 +459,8 @@ def _decode_start(body: bytes) -> CallStart:
             s.peer = _text(v, "CallStart.peer")
         elif n == 8:
             s.local = _text(v, "CallStart.local")
+        elif n == 9:
+            s.peer_certificates.append(_blob(v, "CallStart.peer_certificates"))
     return s
 
 
