@@ -22,7 +22,8 @@ use myservice_example::pb::{
 use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId, TracerProvider as _};
 use opentelemetry::{Key, Value};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use router_runtime::bridge::BridgeConfig;
 use router_runtime::router::RouterConfig;
 use tonic::{Request, Response, Status, Streaming};
@@ -39,10 +40,32 @@ const TRACESTATE: &str = "vendor=opaque-value";
 /// The name of the routed method's spans.
 const SAY_HELLO: &str = "myservice.v1.Greeter/SayHello";
 
+/// Keeps every span exported to it. (opentelemetry_sdk's own in-memory
+/// exporter needs its `testing` feature, which would make the tests' build
+/// of every crate above opentelemetry differ from the binaries' build.)
+#[derive(Debug, Clone, Default)]
+struct Recorded(std::sync::Arc<std::sync::Mutex<Vec<SpanData>>>);
+
+impl SpanExporter for Recorded {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(batch);
+        Ok(())
+    }
+}
+
+impl Recorded {
+    fn get_finished_spans(&self) -> Result<Vec<SpanData>, std::convert::Infallible> {
+        Ok(self.0.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
 /// An exporter collecting this test's spans, installed for the current
 /// thread until the guard drops.
 struct Traces {
-    exporter: InMemorySpanExporter,
+    exporter: Recorded,
     _provider: SdkTracerProvider,
     _guard: tracing::subscriber::DefaultGuard,
 }
@@ -50,7 +73,7 @@ struct Traces {
 impl Traces {
     fn install() -> Traces {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-        let exporter = InMemorySpanExporter::default();
+        let exporter = Recorded::default();
         let provider = SdkTracerProvider::builder()
             .with_simple_exporter(exporter.clone())
             .build();
