@@ -4,9 +4,9 @@
 //! spans to a real OTLP/gRPC receiver run by the test, which must see
 //! client → router → instance in one trace.
 //!
-//! The instance binary is built by the test (`cargo build -p
-//! myservice-example --bin instance`, in this workspace's
-//! target directory) because a test cannot name another package's binary.
+//! The instance binary is built by the test (`cargo test --workspace
+//! --no-run`, in this workspace's target directory: a no-op within `cargo
+//! test --workspace`) because a test cannot name another package's binary.
 //! Run with `cargo test -p grpc-router --test otlp` (`otel` is a default
 //! feature of both).
 
@@ -169,8 +169,9 @@ fn assert_server_span(span: &Span, who: &str) {
     );
 }
 
-/// Builds the example instance (its default features include `otel`);
-/// returns its path.
+/// The example instance (its default features include `otel`), built as
+/// `cargo test --workspace` builds it (the example's own tests need it), so
+/// that inside that run this builds nothing; returns its path.
 fn instance_binary() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -181,14 +182,7 @@ fn instance_binary() -> PathBuf {
         .unwrap_or_else(|| root.join("target"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "myservice-example",
-            "--bin",
-            "instance",
-        ])
+        .args(["test", "--quiet", "--workspace", "--no-run"])
         .current_dir(&root)
         .env("CARGO_TARGET_DIR", &target)
         .output()
