@@ -1,6 +1,6 @@
 """Checks that ARCHITECTURE.md names every source module: section "1. The
 pieces" has one table per crate, under a heading naming the crate
-(`### router-runtime`), whose first column is each file's path relative to
+(`### grpc-router-runtime`), whose first column is each file's path relative to
 the crate's src/ in backticks. Exits 1 naming each source file without a row
 (and each row naming a file that is not there); prints one OK line otherwise.
 Python 3 standard library only."""
@@ -17,7 +17,7 @@ SECTION = "## 1. The pieces"
 
 # heading -> (the directory paths are relative to, the files it must list)
 CRATES = {
-    "router-runtime": ("router-runtime/src", "*.rs"),
+    "grpc-router-runtime": ("grpc-router-runtime/src", "*.rs"),
     "grpc-router": ("grpc-router/src", "*.rs"),
     "protoc-gen-router": ("protoc-gen-router/src", "*.rs"),
     "router-bench": ("router-bench/src", "*.rs"),

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The published crates, as crates.io would receive them:
 #
-# 1. `cargo publish --dry-run` of router-runtime, protoc-gen-router and
+# 1. `cargo publish --dry-run` of grpc-router-runtime, protoc-gen-router and
 #    grpc-router in one call. Each is packaged (only the files its `include`
 #    names), unpacked and built from the package alone; grpc-router is built
-#    against the just-packaged router-runtime (cargo's local registry overlay),
+#    against the just-packaged grpc-router-runtime (cargo's local registry overlay),
 #    so the check works before anything is on crates.io.
 # 2. Each package holds the protos it compiles and no tests or fixtures.
 # 3. A new crate outside the workspace, written from the README's quick start,
-#    builds against the *packaged* router-runtime and protoc-gen-router
+#    builds against the *packaged* grpc-router-runtime and protoc-gen-router
 #    (protoc-gen-router/tests/quick_start.rs with QUICK_START_PACKAGES: one
 #    source for the snippets, the README).
 #
@@ -19,7 +19,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 target="${CARGO_TARGET_DIR:-$root/target}"
-crates=(router-runtime protoc-gen-router grpc-router)
+crates=(grpc-router-runtime protoc-gen-router grpc-router)
 
 started=$SECONDS
 step() { echo "==> [publish-check $((SECONDS - started))s] $*" >&2; }
@@ -32,7 +32,7 @@ for crate in "${crates[@]}"; do args+=(-p "$crate"); done
 cargo publish --dry-run --allow-dirty --locked "${args[@]}"
 
 step "package contents"
-version="$(cargo pkgid -p router-runtime | sed 's/.*[@#]//')"
+version="$(cargo pkgid -p grpc-router-runtime | sed 's/.*[@#]//')"
 status=0
 expect() { # crate, then files its package must hold
   local crate=$1 listing
@@ -49,7 +49,7 @@ expect() { # crate, then files its package must hold
     status=1
   fi
 }
-expect router-runtime build.rs proto/router/v1/admin.proto README.md
+expect grpc-router-runtime build.rs proto/router/v1/admin.proto README.md
 expect protoc-gen-router proto/router/v1/router.proto proto/router/v1/options.proto README.md
 expect grpc-router src/status_page/page.html README.md
 [[ $status -eq 0 ]] || exit 1

@@ -21,8 +21,8 @@ use myservice_example::pb::{
 };
 use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId, TracerProvider as _};
 use opentelemetry::{Key, Value};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use router_runtime::bridge::BridgeConfig;
 use router_runtime::router::RouterConfig;

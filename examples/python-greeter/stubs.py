@@ -39,7 +39,7 @@ def generate(out: Path) -> None:
         f"-I{PROTO}",
         # router/v1/options.proto lives in the generator, admin.proto in the runtime.
         f"-I{ROOT / 'protoc-gen-router' / 'proto'}",
-        f"-I{ROOT / 'router-runtime' / 'proto'}",
+        f"-I{ROOT / 'grpc-router-runtime' / 'proto'}",
         f"-I{wkt}",
         f"--python_out={out}",
         f"--grpc_python_out={out}",

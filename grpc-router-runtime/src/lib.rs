@@ -1,4 +1,4 @@
-//! # router-runtime
+//! # grpc-router-runtime
 //!
 //! The runtime of grpc-router: everything that is not generated per service.
 //!

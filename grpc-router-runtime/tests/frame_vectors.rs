@@ -16,7 +16,7 @@
 //! to the same bytes. Every case of both frames' `frame` oneof needs at least
 //! one vector, so a new frame kind cannot come without one.
 //!
-//! `UPDATE_GOLDEN=1 cargo test -p router-runtime --test frame_vectors`
+//! `UPDATE_GOLDEN=1 cargo test -p grpc-router-runtime --test frame_vectors`
 //! rewrites the `.bin` files from the `.txtpb` files.
 
 use std::collections::BTreeSet;
@@ -54,7 +54,7 @@ const PROTOS: &[(&[&str], &str)] = &[
 const PROTO_MESSAGE: &str = "# proto-message:";
 /// How to rewrite the `.bin` files.
 const REGENERATE: &str =
-    "regenerate with UPDATE_GOLDEN=1 cargo test -p router-runtime --test frame_vectors";
+    "regenerate with UPDATE_GOLDEN=1 cargo test -p grpc-router-runtime --test frame_vectors";
 
 /// Which way a frame goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,7 +105,7 @@ fn frames_dir() -> PathBuf {
 fn pool() -> DescriptorPool {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("router-runtime lives in the workspace");
+        .expect("grpc-router-runtime lives in the workspace");
     let mut includes: Vec<PathBuf> = PROTOS
         .iter()
         .flat_map(|(dirs, _)| dirs.iter().map(|dir| root.join(dir)))

@@ -3,10 +3,10 @@
 //! snippets, over a copy of the example proto. A README that drifts from what
 //! works fails here.
 //!
-//! The README depends on the registry (`router-runtime = "0.1"`); the crate
+//! The README depends on the registry (`grpc-router-runtime = "0.1"`); the crate
 //! gets a `[patch.crates-io]` that points both crates at this workspace, or,
 //! with `QUICK_START_PACKAGES` set to a directory holding the unpacked
-//! packages (`router-runtime-<version>/`, `protoc-gen-router-<version>/`, as
+//! packages (`grpc-router-runtime-<version>/`, `protoc-gen-router-<version>/`, as
 //! `cargo package` leaves them in `target/package`), at those:
 //! `.ci/publish-check.sh` builds the quick start from the packaged crates
 //! that way.
@@ -37,7 +37,7 @@ fn block_after<'a>(readme: &'a str, marker: &str) -> &'a str {
 }
 
 /// The published crates the quick start depends on.
-const CRATES: [&str; 2] = ["router-runtime", "protoc-gen-router"];
+const CRATES: [&str; 2] = ["grpc-router-runtime", "protoc-gen-router"];
 
 /// A `[patch.crates-io]` section pointing the README's registry dependencies
 /// at local sources: the unpacked packages in `$QUICK_START_PACKAGES` when set

@@ -1,5 +1,5 @@
-"""The golden frame vectors of ``router-runtime/tests/frames``, which the Rust
-codec's test (``router-runtime/tests/frame_vectors.rs``) reads too.
+"""The golden frame vectors of ``grpc-router-runtime/tests/frames``, which the Rust
+codec's test (``grpc-router-runtime/tests/frame_vectors.rs``) reads too.
 
 Each ``<direction>_<kind>[_<variant>].txtpb`` is one generated
 ``<Service>RouterFrame`` (``router_``) or ``<Service>BridgeFrame``
@@ -15,7 +15,7 @@ writes bridge frames.)
 
 A ``.bin`` that differs from protobuf's encoding of its text is stale or wrong:
 regenerate the files with
-``UPDATE_GOLDEN=1 cargo test -p router-runtime --test frame_vectors``.
+``UPDATE_GOLDEN=1 cargo test -p grpc-router-runtime --test frame_vectors``.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from google.protobuf import descriptor_pool, message_factory, text_format
 
 from grpc_router_bridge import wire
 
-FRAMES = ROOT / "router-runtime" / "tests" / "frames"
+FRAMES = ROOT / "grpc-router-runtime" / "tests" / "frames"
 ROUTER_VECTORS = sorted(FRAMES.glob("router_*.txtpb"))
 BRIDGE_VECTORS = sorted(FRAMES.glob("bridge_*.txtpb"))
 PROTO_MESSAGE = "# proto-message:"
-REGENERATE = "regenerate with UPDATE_GOLDEN=1 cargo test -p router-runtime --test frame_vectors"
+REGENERATE = "regenerate with UPDATE_GOLDEN=1 cargo test -p grpc-router-runtime --test frame_vectors"
 
 
 def _parse(router_pb: Any, path: Path) -> Any:

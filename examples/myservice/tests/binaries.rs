@@ -103,5 +103,8 @@ fn the_router_an_instance_and_the_client_work_as_separate_processes() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("solo"), "the instance served the calls: {stdout}");
+    assert!(
+        stdout.contains("solo"),
+        "the instance served the calls: {stdout}"
+    );
 }

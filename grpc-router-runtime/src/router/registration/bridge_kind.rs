@@ -7,7 +7,7 @@ use tonic::metadata::MetadataMap;
 /// The implementation of a registering bridge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum BridgeKind {
-    /// `router-runtime`'s bridge (tonic's user agent).
+    /// `grpc-router-runtime`'s bridge (tonic's user agent).
     Rust,
     /// `bridges/python` (its own user agent; grpcio's for old versions).
     Python,
@@ -35,7 +35,7 @@ impl BridgeKind {
     pub(crate) fn without_description(self) -> &'static str {
         match self {
             BridgeKind::Rust => {
-                "this Rust bridge sent none: rebuild the instance with a current router-runtime \
+                "this Rust bridge sent none: rebuild the instance with a current grpc-router-runtime \
                  and protoc-gen-router"
             }
             BridgeKind::Python => {
