@@ -9,7 +9,7 @@
 # with `h2load -c16 -m4` (SayHello, 100-byte payload) for N1 and then N2 calls,
 # and prints (I(N2) - I(N1)) / (N2 - N1): start-up is not counted.
 # Needs valgrind and h2load (apt-get install -y valgrind nghttp2-client) and
-# `cargo build --release -p myservice-example --bins`. Extra instance flags
+# `cargo build --release -p myservice --bins`. Extra instance flags
 # go in INSTANCE_ARGS (for example --spawn-every-call).
 set -euo pipefail
 which=${1:?router, instance or direct}

@@ -13,7 +13,7 @@ rounds so machine noise hits every target alike. Prints p50/p99 per target,
 what the hop adds for each language (routed minus direct) and the Python
 bridge's cost over the Rust bridge (routed Python minus routed Rust).
 
-    cargo build --release -p myservice-example --bins -p grpc-router
+    cargo build --release -p myservice --bins -p grpc-router
     python router-bench/python_bridge_latency.py --bin-dir target/release --calls 2000
     python router-bench/python_bridge_latency.py --bin-dir target/release --router daemon
 """

@@ -8,7 +8,7 @@ use test_kit as common;
 use std::sync::Arc;
 
 use common::{connect_channel, within};
-use myservice_example::pb::GreeterRouter;
+use myservice::pb::GreeterRouter;
 use router_runtime::bridge::BridgeConfig;
 use router_runtime::pb::ListServicesRequest;
 use router_runtime::pb::router_admin_client::RouterAdminClient;
@@ -49,7 +49,7 @@ async fn router_with_an_instance() -> (GreeterRouter, router_runtime::bridge::Br
 {
     let router = GreeterRouter::new(RouterConfig::default());
     let served = serve(RouterServer::new("r").route(&router)).await;
-    let instance = myservice_example::demo::start_instance(
+    let instance = myservice::demo::start_instance(
         BridgeConfig::new(format!("http://{}", served.addr)).instance_id("fleet-a"),
     );
     within(10, "registration", instance.registered()).await;
@@ -107,7 +107,7 @@ async fn serve_admin_serves_it_to_clients_and_admin_auth_guards_it() {
             .admin_auth(auth),
     )
     .await;
-    let _instance = myservice_example::demo::start_instance(
+    let _instance = myservice::demo::start_instance(
         BridgeConfig::new(format!("http://{}", served.addr)).instance_id("fleet-a"),
     );
     let refused = list(served.addr, None).await.expect_err("no token");
@@ -127,7 +127,7 @@ async fn admin_service_hands_it_out_for_a_listener_of_ones_own() {
     let server = RouterServer::new("r").route(&router);
     let admin = server.admin_service();
     let served = serve(server).await;
-    let _instance = myservice_example::demo::start_instance(
+    let _instance = myservice::demo::start_instance(
         BridgeConfig::new(format!("http://{}", served.addr)).instance_id("fleet-a"),
     );
     within(10, "registration", router.registry().wait_until(|n| n == 1)).await;

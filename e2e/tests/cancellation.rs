@@ -8,9 +8,9 @@ use std::pin::Pin;
 
 use common::{TestRouter, start_instance, within};
 use futures_util::Stream;
-use myservice_example::pb::greeter_client::GreeterClient;
-use myservice_example::pb::greeter_server::Greeter;
-use myservice_example::pb::{
+use myservice::pb::greeter_client::GreeterClient;
+use myservice::pb::greeter_server::Greeter;
+use myservice::pb::{
     ChatMessage, HelloReply, HelloRequest, InstanceInfo, Number, StreamRequest, SumReply,
 };
 use router_runtime::router::RouterConfig;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::test_greeter::{Event, TestGreeter};
 use common::{TestRouter, start_instance, within};
-use myservice_example::pb::HelloRequest;
+use myservice::pb::HelloRequest;
 use router_runtime::router::RouterConfig;
 use tonic::Code;
 
@@ -184,7 +184,7 @@ async fn an_endpoint_without_a_scheme_is_refused_at_once_with_the_fix() {
         Err(EndpointError::MissingScheme { .. })
     ));
     let (greeter, _events) = TestGreeter::new("a");
-    let handle = myservice_example::pb::GreeterBridge::new(greeter).connect(options);
+    let handle = myservice::pb::GreeterBridge::new(greeter).connect(options);
     let error = first_error(&handle).await;
     assert!(
         error.contains("has no scheme") && error.contains("http://127.0.0.1:50051"),
@@ -203,7 +203,7 @@ async fn a_connection_failure_reports_its_underlying_cause() {
     let options = router_runtime::bridge::BridgeConfig::new(format!("http://127.0.0.1:{port}"))
         .instance_id("a");
     let (greeter, _events) = TestGreeter::new("a");
-    let handle = myservice_example::pb::GreeterBridge::new(greeter).connect(options);
+    let handle = myservice::pb::GreeterBridge::new(greeter).connect(options);
     let error = first_error(&handle).await;
     assert!(
         error.contains("refused"),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::test_greeter::{Event, TestGreeter, requested_status};
 use common::{TestRouter, start_instance, within};
-use myservice_example::pb::{HelloRequest, StreamRequest};
+use myservice::pb::{HelloRequest, StreamRequest};
 use router_runtime::router::RouterConfig;
 use tokio::sync::mpsc;
 use tonic::metadata::{MetadataKey, MetadataValue};

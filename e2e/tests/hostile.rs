@@ -12,8 +12,8 @@ use common::{
     RawRegistration, TestRouter, bare_client, eventually, hello, served_by, start_direct,
     start_instance, within,
 };
-use myservice_example::pb::greeter_client::GreeterClient;
-use myservice_example::pb::{HelloReply, HelloRequest, StreamRequest};
+use myservice::pb::greeter_client::GreeterClient;
+use myservice::pb::{HelloReply, HelloRequest, StreamRequest};
 use prost::Message;
 use router_runtime::pb;
 use router_runtime::router::{LoadMeasure, PIN_HEADER, RouterConfig};
@@ -567,16 +567,15 @@ async fn stalled_streams_hold_at_most_their_window_each_and_free_it_when_reset()
 
 #[tokio::test]
 async fn a_router_that_sends_past_the_bridges_request_window_fails_the_call() {
-    use myservice_example::pb::ChatMessage;
-    use myservice_example::pb::greeter_server::GreeterServer;
+    use myservice::pb::ChatMessage;
+    use myservice::pb::greeter_server::GreeterServer;
     use router_runtime::bridge::BridgeConfig;
 
     const CHAT: u32 = 13;
     let mut raw = common::RawRouter::start().await;
-    let bridge = myservice_example::pb::GreeterBridge::from_server(GreeterServer::new(
-        TestGreeter::new("victim").0,
-    ))
-    .connect(BridgeConfig::new(raw.endpoint()).instance_id("victim"));
+    let bridge =
+        myservice::pb::GreeterBridge::from_server(GreeterServer::new(TestGreeter::new("victim").0))
+            .connect(BridgeConfig::new(raw.endpoint()).instance_id("victim"));
     // A router granting almost no reply credit: the chat handler soon waits
     // to answer and stops reading requests, which then pile up in the bridge.
     let mut session = raw
@@ -637,7 +636,7 @@ async fn a_router_that_sends_past_the_bridges_request_window_fails_the_call() {
 
 #[tokio::test]
 async fn a_burst_of_unary_calls_larger_than_one_reader_pass_all_complete() {
-    use myservice_example::pb::greeter_server::GreeterServer;
+    use myservice::pb::greeter_server::GreeterServer;
     use router_runtime::bridge::BridgeConfig;
 
     // The bridge hands out the frames already received (up to a limit)
@@ -646,10 +645,9 @@ async fn a_burst_of_unary_calls_larger_than_one_reader_pass_all_complete() {
     // no frame and leave no call behind.
     const CALLS: u64 = 400;
     let mut raw = common::RawRouter::start().await;
-    let bridge = myservice_example::pb::GreeterBridge::from_server(GreeterServer::new(
-        TestGreeter::new("burst").0,
-    ))
-    .connect(BridgeConfig::new(raw.endpoint()).instance_id("burst"));
+    let bridge =
+        myservice::pb::GreeterBridge::from_server(GreeterServer::new(TestGreeter::new("burst").0))
+            .connect(BridgeConfig::new(raw.endpoint()).instance_id("burst"));
     let mut session = raw
         .accept(pb::Welcome {
             protocol_version: pb::ProtocolVersion::ProtocolVersion1 as i32,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::test_greeter::TestGreeter;
 use common::{RawRegistration, TestRouter, eventually, hello, served_by, start_instance, within};
-use myservice_example::pb::GreeterBridge;
+use myservice::pb::GreeterBridge;
 use router_runtime::bridge::BridgeConfig;
 use router_runtime::router::RouterConfig;
 use tonic::{Code, Request};

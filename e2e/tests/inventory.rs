@@ -8,11 +8,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use myservice_example::inventory::{SEEDED_ITEMS, start_inventory_instance};
-use myservice_example::inventory_pb::inventory_client::InventoryClient;
-use myservice_example::inventory_pb::{
-    GetItemRequest, InventoryRouter, ListItemsRequest, StockAdjustment,
-};
+use myservice::inventory::{SEEDED_ITEMS, start_inventory_instance};
+use myservice::inventory_pb::inventory_client::InventoryClient;
+use myservice::inventory_pb::{GetItemRequest, InventoryRouter, ListItemsRequest, StockAdjustment};
 use router_runtime::bridge::BridgeHandle;
 use router_runtime::router::RouterConfig;
 use router_runtime::server::{Listener, RouterServer};

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::test_greeter::TestGreeter;
 use common::{TestRouter, start_instance_with, within};
-use myservice_example::pb::greeter_server::GreeterServer;
-use myservice_example::pb::{HelloRequest, StreamRequest};
+use myservice::pb::greeter_server::GreeterServer;
+use myservice::pb::{HelloRequest, StreamRequest};
 use router_runtime::bridge::{BridgeConfig, BridgeHandle};
 use router_runtime::router::RouterConfig;
 use tokio::net::TcpListener;
@@ -37,7 +37,7 @@ struct Tally {
 /// Runs unary calls and short server streams from `workers` tasks until `stop`
 /// turns true; every failure is counted and printed.
 fn load(
-    client: myservice_example::pb::greeter_client::GreeterClient<tonic::transport::Channel>,
+    client: myservice::pb::greeter_client::GreeterClient<tonic::transport::Channel>,
     workers: usize,
     stop: watch::Receiver<bool>,
     tally: Arc<Tally>,
@@ -217,7 +217,7 @@ struct GreeterBridgeFor;
 
 impl GreeterBridgeFor {
     fn connect(options: BridgeConfig, id: &str) -> BridgeHandle {
-        myservice_example::pb::GreeterBridge::new(TestGreeter::new(id).0).connect(options)
+        myservice::pb::GreeterBridge::new(TestGreeter::new(id).0).connect(options)
     }
 }
 
@@ -291,7 +291,7 @@ async fn an_instance_at_its_limit_refuses_a_call_from_another_router_which_sends
     // "busy" takes one call at a time and registers with both routers;
     // "spare" only with the second, after "busy" (round robin starts there).
     let (greeter, mut events) = TestGreeter::new("busy");
-    let busy = myservice_example::pb::GreeterBridge::new(greeter).connect(
+    let busy = myservice::pb::GreeterBridge::new(greeter).connect(
         BridgeConfig::new(first.endpoint())
             .endpoint(second.endpoint())
             .instance_id("busy")
@@ -327,7 +327,7 @@ async fn an_instance_at_its_limit_refuses_a_call_from_another_router_which_sends
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_instance_whose_process_exits_at_once_loses_no_answer() {
-    use myservice_example::pb::GreeterBridge;
+    use myservice::pb::GreeterBridge;
     use std::time::Duration;
     use tokio::sync::oneshot;
 

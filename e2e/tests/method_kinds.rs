@@ -4,8 +4,8 @@ use test_kit as common;
 
 use common::test_greeter::TestGreeter;
 use common::{TestRouter, start_instance, start_instance_with, within};
-use myservice_example::pb::greeter_server::GreeterServer;
-use myservice_example::pb::{ChatMessage, HelloRequest, Number, StreamRequest};
+use myservice::pb::greeter_server::GreeterServer;
+use myservice::pb::{ChatMessage, HelloRequest, Number, StreamRequest};
 use router_runtime::bridge::BridgeConfig;
 use router_runtime::router::RouterConfig;
 use tokio::sync::mpsc;

@@ -4,8 +4,8 @@
 use test_kit as common;
 
 use common::{TestRouter, start_instance, within};
-use myservice_example::greeter::GreeterImpl;
-use myservice_example::pb::{HelloRequest, Number};
+use myservice::greeter::GreeterImpl;
+use myservice::pb::{HelloRequest, Number};
 use router_runtime::metrics::{self, Format, MetricsOptions, RouterMetrics};
 use router_runtime::prometheus_client::registry::Registry;
 use router_runtime::router::RouterConfig;

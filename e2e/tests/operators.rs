@@ -5,7 +5,7 @@ use test_kit as common;
 use std::time::Duration;
 
 use common::within;
-use myservice_example::demo::{RunningRouter, connect_channel, start_instance};
+use myservice::demo::{RunningRouter, connect_channel, start_instance};
 use router_runtime::bridge::BridgeConfig;
 use router_runtime::pb::router_admin_client::RouterAdminClient;
 use router_runtime::pb::{ListServicesRequest, Strategy};
@@ -49,7 +49,7 @@ async fn health_follows_registrations_and_admin_lists_instances() {
     within(
         10,
         "serving",
-        myservice_example::demo::wait_until_serving(channel.clone(), Duration::from_secs(10)),
+        myservice::demo::wait_until_serving(channel.clone(), Duration::from_secs(10)),
     )
     .await
     .expect("serving");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::test_greeter::TestGreeter;
 use common::{connect, open_endless_stream, within};
-use myservice_example::pb::{GreeterBridge, GreeterRouter};
+use myservice::pb::{GreeterBridge, GreeterRouter};
 use router_runtime::bridge::BridgeConfig;
 use router_runtime::router::RouterConfig;
 use router_runtime::server::{Listener, RouterServer};

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use common::test_greeter::TestGreeter;
 use common::{RawRegistration, TestRouter, start_instance, start_instance_with, within};
-use myservice_example::pb::HelloRequest;
-use myservice_example::pb::greeter_client::GreeterClient;
-use myservice_example::pb::greeter_server::GreeterServer;
+use myservice::pb::HelloRequest;
+use myservice::pb::greeter_client::GreeterClient;
+use myservice::pb::greeter_server::GreeterServer;
 use router_runtime::bridge::BridgeConfig;
 use router_runtime::codegen::Strategy;
 use router_runtime::router::{PIN_HEADER, RouterConfig, SELECT_HEADER};
@@ -442,13 +442,12 @@ async fn a_router_with_an_authorize_hook_accepts_only_bridges_that_pass_it() {
     };
     let router = TestRouter::start(config).await;
 
-    let intruder = myservice_example::pb::GreeterBridge::new(TestGreeter::new("intruder").0)
-        .connect(
-            BridgeConfig::new(router.endpoint())
-                .instance_id("intruder")
-                .register_header("authorization", "Bearer bad")
-                .expect("ascii"),
-        );
+    let intruder = myservice::pb::GreeterBridge::new(TestGreeter::new("intruder").0).connect(
+        BridgeConfig::new(router.endpoint())
+            .instance_id("intruder")
+            .register_header("authorization", "Bearer bad")
+            .expect("ascii"),
+    );
     let mut state = intruder.registrations();
     let refusal = within(10, "the refusal", async {
         loop {

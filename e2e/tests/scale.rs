@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use common::test_greeter::TestGreeter;
 use common::{RawRegistration, TestRouter, start_instance_with, within};
-use myservice_example::pb::HelloRequest;
-use myservice_example::pb::greeter_server::GreeterServer;
+use myservice::pb::HelloRequest;
+use myservice::pb::greeter_server::GreeterServer;
 use router_runtime::bridge::BridgeConfig;
 use router_runtime::router::{RouterConfig, SELECT_HEADER};
 use tonic::Request;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use common::test_greeter::TestGreeter;
 use common::{TestRouter, hello, served_by, start_instance_with};
-use myservice_example::pb::greeter_server::GreeterServer;
+use myservice::pb::greeter_server::GreeterServer;
 use router_runtime::bridge::{BridgeConfig, BridgeHandle};
 use router_runtime::router::{RouterConfig, SELECT_HEADER, TrafficSplit, TrafficSplits};
 use tonic::Request;

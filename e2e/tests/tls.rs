@@ -4,8 +4,8 @@ use test_kit as common;
 
 use common::test_greeter::TestGreeter;
 use common::within;
-use myservice_example::pb::greeter_client::GreeterClient;
-use myservice_example::pb::{GreeterBridge, GreeterRouter, HelloRequest};
+use myservice::pb::greeter_client::GreeterClient;
+use myservice::pb::{GreeterBridge, GreeterRouter, HelloRequest};
 use router_runtime::bridge::BridgeConfig;
 use router_runtime::router::RouterConfig;
 use tokio::net::TcpListener;
@@ -176,7 +176,7 @@ async fn the_handler_sees_the_client_certificate_the_router_received() {
         .await
     };
     let direct_addr = serve_mutual_tls(&ca_pem, server_identity, |mut server| {
-        server.add_service(myservice_example::pb::greeter_server::GreeterServer::new(
+        server.add_service(myservice::pb::greeter_server::GreeterServer::new(
             TestGreeter::new("direct").0,
         ))
     })

@@ -15,8 +15,8 @@ use std::pin::Pin;
 use common::test_greeter::{Event, TestGreeter};
 use common::{TestRouter, start_instance, within};
 use futures_util::Stream;
-use myservice_example::pb::greeter_server::Greeter;
-use myservice_example::pb::{
+use myservice::pb::greeter_server::Greeter;
+use myservice::pb::{
     ChatMessage, HelloReply, HelloRequest, InstanceInfo, Number, StreamRequest, SumReply,
 };
 use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId, TracerProvider as _};
@@ -324,7 +324,7 @@ async fn a_retried_call_records_the_retry_and_the_instance_that_answered() {
     })
     .await;
     let (greeter, mut events) = TestGreeter::new("busy");
-    let busy = myservice_example::pb::GreeterBridge::new(greeter).connect(
+    let busy = myservice::pb::GreeterBridge::new(greeter).connect(
         BridgeConfig::new(first.endpoint())
             .endpoint(second.endpoint())
             .instance_id("busy")

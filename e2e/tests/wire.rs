@@ -4,7 +4,7 @@
 //! runtime's (`router_runtime::wire::field`) from drifting apart.
 
 use bytes::Bytes;
-use myservice_example::pb::{
+use myservice::pb::{
     ChatMessage, GreeterBridgeFrame, GreeterCall, GreeterReply, GreeterRouterFrame, HelloReply,
     HelloRequest, greeter_bridge_frame, greeter_call, greeter_reply, greeter_router_frame,
 };

@@ -32,7 +32,7 @@ fn status(args: &[&str]) -> (bool, String, String) {
 /// A daemon with one Greeter instance registered as `fleet-a`.
 async fn daemon_with_an_instance(extra: &str) -> (Daemon, router_runtime::bridge::BridgeHandle) {
     let daemon = Daemon::start(&config_with(extra));
-    let instance = myservice_example::demo::start_instance(
+    let instance = myservice::demo::start_instance(
         BridgeConfig::new(daemon.registrations_url())
             .instance_id("fleet-a")
             .label("zone", "secret-zone"),
@@ -91,7 +91,7 @@ async fn with_admin_tokens_the_admin_service_and_pages_need_one() {
         &format!("[admin]\ntokens_sha256 = [\"{hash}\"]\n"),
     );
     let daemon = Daemon::start(&config);
-    let _instance = myservice_example::demo::start_instance(
+    let _instance = myservice::demo::start_instance(
         BridgeConfig::new(daemon.registrations_url()).instance_id("fleet-a"),
     );
 
@@ -153,7 +153,7 @@ async fn with_admin_tokens_the_admin_service_and_pages_need_one() {
 async fn the_admin_service_on_the_clients_port_is_opt_in() {
     let config = config_with("").replace("[clients]\n", "[clients]\nserve_admin = true\n");
     let daemon = Daemon::start(&config);
-    let _instance = myservice_example::demo::start_instance(
+    let _instance = myservice::demo::start_instance(
         BridgeConfig::new(daemon.registrations_url()).instance_id("fleet-a"),
     );
     daemon.wait_for_instances(GREETER, 1).await;

@@ -5,8 +5,8 @@ mod common;
 
 use common::{Daemon, config_with, within};
 use jsonwebtoken::{EncodingKey, Header, encode};
-use myservice_example::pb::HelloRequest;
-use myservice_example::pb::greeter_client::GreeterClient;
+use myservice::pb::HelloRequest;
+use myservice::pb::greeter_client::GreeterClient;
 use router_runtime::bridge::BridgeConfig;
 use serde_json::{Value, json};
 use tonic::{Code, Request};
@@ -74,7 +74,7 @@ fn hello(token: Option<&str>) -> Request<HelloRequest> {
 
 async fn serving_daemon() -> (Daemon, router_runtime::bridge::BridgeHandle) {
     let daemon = daemon();
-    let instance = myservice_example::demo::start_instance(
+    let instance = myservice::demo::start_instance(
         BridgeConfig::new(daemon.registrations_url()).instance_id("a"),
     );
     within(10, "registration", instance.registered()).await;

@@ -174,11 +174,7 @@ fn settings_for_methods_a_descriptor_set_lacks_are_warnings() {
     )
     .expect("write");
     let set = dir.path().join("greeter.binpb");
-    std::fs::write(
-        &set,
-        myservice_example::pb::GreeterSpec::FILE_DESCRIPTOR_SET,
-    )
-    .expect("write");
+    std::fs::write(&set, myservice::pb::GreeterSpec::FILE_DESCRIPTOR_SET).expect("write");
     let out = Command::new(common::binary())
         .arg("check-config")
         .arg(&config)

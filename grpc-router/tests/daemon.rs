@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{Daemon, config_with, within};
-use myservice_example::inventory::start_inventory_instance;
-use myservice_example::inventory_pb::inventory_client::InventoryClient;
-use myservice_example::inventory_pb::{GetItemRequest, ListItemsRequest};
-use myservice_example::pb::greeter_client::GreeterClient;
-use myservice_example::pb::{ChatMessage, GreeterSpec, HelloReply, HelloRequest};
+use myservice::inventory::start_inventory_instance;
+use myservice::inventory_pb::inventory_client::InventoryClient;
+use myservice::inventory_pb::{GetItemRequest, ListItemsRequest};
+use myservice::pb::greeter_client::GreeterClient;
+use myservice::pb::{ChatMessage, GreeterSpec, HelloReply, HelloRequest};
 use router_runtime::bridge::BridgeConfig;
 use router_runtime::codec::FrameCodec;
 use router_runtime::codegen::ServiceSpec;
@@ -25,9 +25,7 @@ const GREETER: &str = "myservice.v1.Greeter";
 const INVENTORY: &str = "inventory.v1.Inventory";
 
 fn greeter_instance(daemon: &Daemon, id: &str) -> router_runtime::bridge::BridgeHandle {
-    myservice_example::demo::start_instance(
-        BridgeConfig::new(daemon.registrations_url()).instance_id(id),
-    )
+    myservice::demo::start_instance(BridgeConfig::new(daemon.registrations_url()).instance_id(id))
 }
 
 fn hello(name: &str) -> HelloRequest {
@@ -387,7 +385,7 @@ async fn a_known_service_with_no_instance_answers_unavailable_naming_it() {
 #[tokio::test]
 async fn registrations_are_refused_on_the_clients_listener_when_they_have_their_own() {
     let daemon = Daemon::start(&config_with(""));
-    let handle = myservice_example::demo::start_instance(
+    let handle = myservice::demo::start_instance(
         BridgeConfig::new(daemon.clients_url()).instance_id("lost"),
     );
     let mut state = handle.registrations();

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use common::{Daemon, config_with, within};
-use myservice_example::pb::greeter_client::GreeterClient;
-use myservice_example::pb::greeter_server::Greeter;
-use myservice_example::pb::{
+use myservice::pb::greeter_client::GreeterClient;
+use myservice::pb::greeter_server::Greeter;
+use myservice::pb::{
     ChatMessage, GreeterBridge, HelloReply, HelloRequest, InstanceInfo, Number, StreamRequest,
     SumReply,
 };
@@ -30,9 +30,7 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 const GREETER: &str = "myservice.v1.Greeter";
 
 fn greeter_instance(daemon: &Daemon, id: &str) -> router_runtime::bridge::BridgeHandle {
-    myservice_example::demo::start_instance(
-        BridgeConfig::new(daemon.registrations_url()).instance_id(id),
-    )
+    myservice::demo::start_instance(BridgeConfig::new(daemon.registrations_url()).instance_id(id))
 }
 
 fn hello(name: &str) -> HelloRequest {

@@ -61,7 +61,7 @@ fn instance_process() {
                 format!("Bearer {token}").parse().expect("ascii"),
             );
         }
-        let bridge = myservice_example::demo::start_instance(options);
+        let bridge = myservice::demo::start_instance(options);
         let mut state = bridge.registrations();
         loop {
             let line = {
@@ -248,7 +248,7 @@ async fn two_processes_with_the_same_token_and_id_do_not_evict_each_other_and_a_
 #[tokio::test]
 async fn a_reload_that_turns_tokens_on_closes_the_registrations_without_one_and_frees_their_ids() {
     let daemon = Daemon::start(&config(false));
-    let anonymous = myservice_example::demo::start_instance(
+    let anonymous = myservice::demo::start_instance(
         BridgeConfig::new(daemon.registrations_url()).instance_id("anonymous"),
     );
     let mut with_token = BridgeConfig::new(daemon.registrations_url()).instance_id("member");
@@ -256,7 +256,7 @@ async fn a_reload_that_turns_tokens_on_closes_the_registrations_without_one_and_
         "authorization",
         format!("Bearer {TOKEN}").parse().expect("ascii"),
     );
-    let member = myservice_example::demo::start_instance(with_token);
+    let member = myservice::demo::start_instance(with_token);
     within(10, "both registrations", async {
         anonymous.registered().await;
         member.registered().await;
@@ -302,7 +302,7 @@ async fn a_reload_that_turns_tokens_on_closes_the_registrations_without_one_and_
         "authorization",
         format!("Bearer {TOKEN}").parse().expect("ascii"),
     );
-    let comeback = myservice_example::demo::start_instance(comeback);
+    let comeback = myservice::demo::start_instance(comeback);
     within(
         10,
         "the id taken by a bridge with the token",

@@ -6,8 +6,8 @@
 mod common;
 
 use common::{Daemon, config_with, within};
-use myservice_example::pb::HelloRequest;
-use myservice_example::pb::greeter_client::GreeterClient;
+use myservice::pb::HelloRequest;
+use myservice::pb::greeter_client::GreeterClient;
 use router_runtime::bridge::BridgeConfig;
 use tonic::Code;
 
@@ -33,7 +33,7 @@ async fn refused_of_twenty(daemon: &Daemon) -> usize {
 }
 
 async fn with_instance(daemon: &Daemon) -> router_runtime::bridge::BridgeHandle {
-    let instance = myservice_example::demo::start_instance(
+    let instance = myservice::demo::start_instance(
         BridgeConfig::new(daemon.registrations_url()).instance_id("a"),
     );
     within(10, "registration", instance.registered()).await;

@@ -4,11 +4,11 @@
 mod common;
 
 use common::{Daemon, config_with, within};
-use myservice_example::inventory::start_inventory_instance;
-use myservice_example::inventory_pb::inventory_client::InventoryClient;
-use myservice_example::inventory_pb::{GetItemRequest, ListItemsRequest};
-use myservice_example::pb::HelloRequest;
-use myservice_example::pb::greeter_client::GreeterClient;
+use myservice::inventory::start_inventory_instance;
+use myservice::inventory_pb::inventory_client::InventoryClient;
+use myservice::inventory_pb::{GetItemRequest, ListItemsRequest};
+use myservice::pb::HelloRequest;
+use myservice::pb::greeter_client::GreeterClient;
 use prometheus_parse::{Sample, Scrape, Value};
 use router_runtime::bridge::BridgeConfig;
 use router_runtime::codec::FrameCodec;
@@ -68,10 +68,10 @@ fn get_item(sku: &str) -> GetItemRequest {
 async fn a_scrape_counts_exactly_the_calls_made_through_the_router() {
     let daemon = Daemon::start(&config_with(""));
     let _i = start_inventory_instance(vec![daemon.registrations_url()], "inventory-1");
-    let _g1 = myservice_example::demo::start_instance(
+    let _g1 = myservice::demo::start_instance(
         BridgeConfig::new(daemon.registrations_url()).instance_id("greeter-1"),
     );
-    let _g2 = myservice_example::demo::start_instance(
+    let _g2 = myservice::demo::start_instance(
         BridgeConfig::new(daemon.registrations_url()).instance_id("greeter-2"),
     );
     daemon.wait_for_instances(INVENTORY, 1).await;
@@ -207,7 +207,7 @@ async fn metrics_are_served_as_openmetrics_to_a_scraper_that_asks_for_it() {
 #[tokio::test]
 async fn a_call_with_no_instance_is_counted_under_its_method() {
     let daemon = Daemon::start(&config_with(""));
-    let greeter = myservice_example::demo::start_instance(
+    let greeter = myservice::demo::start_instance(
         BridgeConfig::new(daemon.registrations_url()).instance_id("greeter-1"),
     );
     daemon.wait_for_instances(GREETER, 1).await;
@@ -337,7 +337,7 @@ async fn registrations_under_made_up_service_names_do_not_grow_the_metrics() {
 async fn per_instance_metrics_follow_the_live_instances_when_enabled() {
     let config = config_with("").replace("[admin]\n", "[admin]\nper_instance_metrics = true\n");
     let daemon = Daemon::start(&config);
-    let greeter = myservice_example::demo::start_instance(
+    let greeter = myservice::demo::start_instance(
         BridgeConfig::new(daemon.registrations_url()).instance_id("greeter-1"),
     );
     daemon.wait_for_instances(GREETER, 1).await;
@@ -399,13 +399,13 @@ async fn a_bridge_that_stops_answering_pings_misses_heartbeats_and_is_evicted() 
         "[defaults]\nheartbeat_interval = \"100ms\"\nheartbeat_timeout = \"600ms\"\n",
     ));
     // A real bridge defines the service, so the silent one is admitted.
-    let _live = myservice_example::demo::start_instance(
+    let _live = myservice::demo::start_instance(
         BridgeConfig::new(daemon.registrations_url()).instance_id("greeter-1"),
     );
     daemon.wait_for_instances(GREETER, 1).await;
     // A registration by hand that reads nothing and answers no ping.
-    let description = <myservice_example::pb::GreeterSpec as router_runtime::codegen::ServiceSpec>::DESCRIPTOR
-        .describe(<myservice_example::pb::GreeterSpec as router_runtime::codegen::ServiceSpec>::FILE_DESCRIPTOR_SET);
+    let description = <myservice::pb::GreeterSpec as router_runtime::codegen::ServiceSpec>::DESCRIPTOR
+        .describe(<myservice::pb::GreeterSpec as router_runtime::codegen::ServiceSpec>::FILE_DESCRIPTOR_SET);
     let hello = pb::Hello {
         protocol_version: pb::ProtocolVersion::ProtocolVersion1 as i32,
         instance_id: "silent".into(),

@@ -7,8 +7,8 @@
 mod common;
 
 use common::{Daemon, within};
-use myservice_example::pb::HelloRequest;
-use myservice_example::pb::greeter_client::GreeterClient;
+use myservice::pb::HelloRequest;
+use myservice::pb::greeter_client::GreeterClient;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
 use router_runtime::bridge::{BridgeConfig, BridgeHandle, BridgeState, RegistrationError};
 use router_runtime::pb::router_admin_client::RouterAdminClient;
@@ -102,7 +102,7 @@ impl Pki {
 
 /// An instance `id` registering with a certificate for `san`.
 fn instance(pki: &Pki, daemon: &Daemon, id: &str, san: Option<&str>) -> BridgeHandle {
-    myservice_example::demo::start_instance(
+    myservice::demo::start_instance(
         BridgeConfig::new(format!("https://{}", daemon.registrations))
             .instance_id(id)
             .tls(pki.client(san)),

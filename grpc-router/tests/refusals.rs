@@ -9,8 +9,8 @@ mod common;
 use std::time::Instant;
 
 use common::{Daemon, config_with, within};
-use myservice_example::pb::HelloRequest;
-use myservice_example::pb::greeter_client::GreeterClient;
+use myservice::pb::HelloRequest;
+use myservice::pb::greeter_client::GreeterClient;
 use router_runtime::bridge::BridgeConfig;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
@@ -25,7 +25,7 @@ fn hello() -> HelloRequest {
 }
 
 async fn with_instance(daemon: &Daemon) -> router_runtime::bridge::BridgeHandle {
-    let instance = myservice_example::demo::start_instance(
+    let instance = myservice::demo::start_instance(
         BridgeConfig::new(daemon.registrations_url()).instance_id("a"),
     );
     within(10, "registration", instance.registered()).await;

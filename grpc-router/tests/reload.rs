@@ -4,8 +4,8 @@
 mod common;
 
 use common::{Daemon, config_with, within};
-use myservice_example::pb::HelloRequest;
-use myservice_example::pb::greeter_client::GreeterClient;
+use myservice::pb::HelloRequest;
+use myservice::pb::greeter_client::GreeterClient;
 use router_runtime::bridge::BridgeConfig;
 
 const ACCESS: &str = r#""target":"router_runtime::access""#;
@@ -28,7 +28,7 @@ async fn say_hello(daemon: &Daemon) {
 async fn the_access_log_and_json_flags_survive_a_reload() {
     let config = config_with("");
     let daemon = Daemon::start_with(&config, &["--access-log", "--log-format", "json"], &[]);
-    let instance = myservice_example::demo::start_instance(
+    let instance = myservice::demo::start_instance(
         BridgeConfig::new(daemon.registrations_url()).instance_id("a"),
     );
     within(10, "registration", instance.registered()).await;

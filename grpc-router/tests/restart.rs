@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Daemon, config_with, poll, within};
-use myservice_example::pb::greeter_client::GreeterClient;
-use myservice_example::pb::{HelloReply, HelloRequest};
+use myservice::pb::greeter_client::GreeterClient;
+use myservice::pb::{HelloReply, HelloRequest};
 use router_runtime::bridge::BridgeConfig;
 use rustix::process::Signal;
 use tonic_health::pb::HealthCheckRequest;
@@ -21,9 +21,7 @@ use tonic_health::pb::health_client::HealthClient;
 const GREETER: &str = "myservice.v1.Greeter";
 
 fn greeter_instance(daemon: &Daemon, id: &str) -> router_runtime::bridge::BridgeHandle {
-    myservice_example::demo::start_instance(
-        BridgeConfig::new(daemon.registrations_url()).instance_id(id),
-    )
+    myservice::demo::start_instance(BridgeConfig::new(daemon.registrations_url()).instance_id(id))
 }
 
 fn hello(name: &str) -> HelloRequest {

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{Daemon, within};
-use myservice_example::pb::HelloRequest;
-use myservice_example::pb::greeter_client::GreeterClient;
+use myservice::pb::HelloRequest;
+use myservice::pb::greeter_client::GreeterClient;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use router_runtime::bridge::BridgeConfig;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
@@ -65,7 +65,7 @@ async fn tls_listeners_with_client_certificates_for_registrations() {
     let registrations = format!("https://{}", daemon.registrations);
 
     // Without a client certificate the registration listener refuses.
-    let anonymous = myservice_example::demo::start_instance(
+    let anonymous = myservice::demo::start_instance(
         BridgeConfig::new(registrations.clone())
             .instance_id("anonymous")
             .tls(trust.clone()),
@@ -82,7 +82,7 @@ async fn tls_listeners_with_client_certificates_for_registrations() {
     assert_eq!(refused.registered, 0, "{refused:?}");
 
     // With one the CA signed, it registers; clients call over TLS.
-    let bridge = myservice_example::demo::start_instance(
+    let bridge = myservice::demo::start_instance(
         BridgeConfig::new(registrations)
             .instance_id("certified")
             .tls(
@@ -124,7 +124,7 @@ async fn registration_tokens_admit_only_bridges_with_a_listed_token() {
     metadata.insert("authorization", "Bearer guess".parse().expect("ascii"));
     let mut wrong = BridgeConfig::new(daemon.registrations_url()).instance_id("intruder");
     wrong.register_metadata = metadata;
-    let intruder = myservice_example::demo::start_instance(wrong);
+    let intruder = myservice::demo::start_instance(wrong);
     let mut state = intruder.registrations();
     let refused = within(
         10,
@@ -141,7 +141,7 @@ async fn registration_tokens_admit_only_bridges_with_a_listed_token() {
     metadata.insert("authorization", "Bearer s3cret".parse().expect("ascii"));
     let mut right = BridgeConfig::new(daemon.registrations_url()).instance_id("member");
     right.register_metadata = metadata;
-    let member = myservice_example::demo::start_instance(right);
+    let member = myservice::demo::start_instance(right);
     within(10, "registration with the token", member.registered()).await;
     let status = daemon.service_status(GREETER).await.expect("known");
     let ids: Vec<&str> = status.instances.iter().map(|i| i.id.as_str()).collect();
@@ -166,11 +166,11 @@ async fn an_id_takeover_with_another_token_is_refused_while_the_owner_keeps_serv
         );
         options
     };
-    let owner = myservice_example::demo::start_instance(with_token("team-a"));
+    let owner = myservice::demo::start_instance(with_token("team-a"));
     within(10, "the owner's registration", owner.registered()).await;
 
     // Another listed token may register, but not under the owner's id.
-    let intruder = myservice_example::demo::start_instance(with_token("team-b"));
+    let intruder = myservice::demo::start_instance(with_token("team-b"));
     let mut state = intruder.registrations();
     let refused = within(
         10,

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{Daemon, config_with, poll, within};
-use myservice_example::pb::HelloRequest;
-use myservice_example::pb::greeter_client::GreeterClient;
+use myservice::pb::HelloRequest;
+use myservice::pb::greeter_client::GreeterClient;
 use router_runtime::bridge::{BridgeConfig, BridgeHandle};
 use router_runtime::router::{MAX_ERROR_MESSAGE, PIN_HEADER, RECENT_ERRORS};
 use serde_json::Value;
@@ -15,7 +15,7 @@ const GREETER: &str = "myservice.v1.Greeter";
 
 /// A Greeter instance registered with `daemon`, configured by `edit`.
 fn greeter(daemon: &Daemon, edit: impl FnOnce(BridgeConfig) -> BridgeConfig) -> BridgeHandle {
-    myservice_example::demo::start_instance(edit(BridgeConfig::new(daemon.registrations_url())))
+    myservice::demo::start_instance(edit(BridgeConfig::new(daemon.registrations_url())))
 }
 
 /// Calls SayHello with `name` on instance `pin`.

@@ -28,7 +28,7 @@ pub fn sibling(explicit: Option<&Path>, name: &str) -> Result<PathBuf, BoxError>
     } else {
         Err(format!(
             "no {name} binary at {}: build the binaries first, with the same profile as this one \
-             (`cargo build --release -p myservice-example --bins -p grpc-router -p router-bench`), \
+             (`cargo build --release -p myservice --bins -p grpc-router -p router-bench`), \
              or give its path with a flag",
             path.display()
         )

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use myservice_example::pb::greeter_client::GreeterClient;
-use myservice_example::pb::{ChatMessage, HelloRequest, StreamRequest};
+use myservice::pb::greeter_client::GreeterClient;
+use myservice::pb::{ChatMessage, HelloRequest, StreamRequest};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;

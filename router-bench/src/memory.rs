@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use myservice_example::pb::greeter_client::GreeterClient;
-use myservice_example::pb::{HelloRequest, StreamRequest};
+use myservice::pb::greeter_client::GreeterClient;
+use myservice::pb::{HelloRequest, StreamRequest};
 use router_runtime::router::RouterConfig;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -233,7 +233,7 @@ async fn abandon_streams(target: &Target, settings: &MemorySettings) -> Result<(
 
 /// Streams held open and never read; dropping them resets them.
 struct Stalled {
-    _streams: Vec<tonic::Streaming<myservice_example::pb::HelloReply>>,
+    _streams: Vec<tonic::Streaming<myservice::pb::HelloReply>>,
 }
 
 /// Opens `settings.stalled` endless streams over connections whose HTTP/2

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use myservice_example::pb::GreeterSpec;
+use myservice::pb::GreeterSpec;
 use router_runtime::codec::FrameCodec;
 use router_runtime::codegen::ServiceSpec;
 use router_runtime::pb;

@@ -8,9 +8,9 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use myservice_example::greeter::GreeterImpl;
-use myservice_example::pb::greeter_server::GreeterServer;
-use myservice_example::pb::{GreeterBridge, GreeterRouter};
+use myservice::greeter::GreeterImpl;
+use myservice::pb::greeter_server::GreeterServer;
+use myservice::pb::{GreeterBridge, GreeterRouter};
 use router_runtime::admin::AdminService;
 use router_runtime::bridge::{BridgeConfig, BridgeHandle};
 use router_runtime::router::{DynamicRouter, RouterConfig};

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use myservice_example::pb::greeter_client::GreeterClient;
-use myservice_example::pb::{ChatMessage, HelloRequest, Number, StreamRequest};
+use myservice::pb::greeter_client::GreeterClient;
+use myservice::pb::{ChatMessage, HelloRequest, Number, StreamRequest};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};

@@ -12,9 +12,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use myservice_example::pb::greeter_client::GreeterClient;
-use myservice_example::pb::greeter_server::{Greeter, GreeterServer};
-use myservice_example::pb::{GreeterBridge, GreeterRouter};
+use myservice::pb::greeter_client::GreeterClient;
+use myservice::pb::greeter_server::{Greeter, GreeterServer};
+use myservice::pb::{GreeterBridge, GreeterRouter};
 use router_runtime::bridge::{BridgeConfig, BridgeHandle};
 use router_runtime::router::RouterConfig;
 use tokio::net::TcpListener;
@@ -261,11 +261,11 @@ impl RawRegistration {
 pub async fn open_endless_stream(
     client: &mut GreeterClient<Channel>,
     payload_size: u32,
-) -> tonic::Streaming<myservice_example::pb::HelloReply> {
+) -> tonic::Streaming<myservice::pb::HelloReply> {
     within(
         5,
         "endless stream",
-        client.stream_greetings(myservice_example::pb::StreamRequest {
+        client.stream_greetings(myservice::pb::StreamRequest {
             name: "endless".into(),
             count: 0,
             payload_size,
@@ -277,8 +277,8 @@ pub async fn open_endless_stream(
 }
 
 /// A SayHello request for `name`, with no payload.
-pub fn hello(name: &str) -> myservice_example::pb::HelloRequest {
-    myservice_example::pb::HelloRequest {
+pub fn hello(name: &str) -> myservice::pb::HelloRequest {
+    myservice::pb::HelloRequest {
         name: name.into(),
         payload: vec![],
     }
@@ -287,7 +287,7 @@ pub fn hello(name: &str) -> myservice_example::pb::HelloRequest {
 /// Calls SayHello and returns the id of the instance that answered.
 pub async fn served_by(
     client: &mut GreeterClient<Channel>,
-    request: tonic::Request<myservice_example::pb::HelloRequest>,
+    request: tonic::Request<myservice::pb::HelloRequest>,
 ) -> String {
     within(5, "call", client.say_hello(request))
         .await

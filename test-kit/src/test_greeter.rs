@@ -5,8 +5,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::Stream;
-use myservice_example::pb::greeter_server::Greeter;
-use myservice_example::pb::{
+use myservice::pb::greeter_server::Greeter;
+use myservice::pb::{
     ChatMessage, HelloReply, HelloRequest, InstanceInfo, Number, StreamRequest, SumReply,
 };
 use tokio::sync::mpsc;

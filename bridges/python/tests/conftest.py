@@ -59,7 +59,7 @@ class Process:
         if not binary.exists():
             raise RuntimeError(
                 f"{binary} does not exist: build it with "
-                f"`cargo build -p myservice-example --bins -p grpc-router` or set ROUTER_BIN_DIR"
+                f"`cargo build -p myservice --bins -p grpc-router` or set ROUTER_BIN_DIR"
             )
         self._log_file = open(self.log, "wb")
         self.proc = subprocess.Popen(

@@ -1,10 +1,10 @@
 //! The smallest useful instance, as shown in the README: runs an ordinary
 //! tonic implementation of the Greeter behind a router it dials out to.
 //!
-//! `cargo run -p myservice-example --example minimal_instance`
+//! `cargo run -p myservice --example minimal_instance`
 
-use myservice_example::greeter::GreeterImpl;
-use myservice_example::pb::GreeterBridge;
+use myservice::greeter::GreeterImpl;
+use myservice::pb::GreeterBridge;
 use router_runtime::bridge::BridgeConfig;
 use tracing_subscriber::EnvFilter;
 

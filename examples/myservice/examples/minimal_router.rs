@@ -4,9 +4,9 @@
 //! the generated descriptor set), the admin service, TCP_NODELAY and a
 //! graceful shutdown on Ctrl-C or SIGTERM.
 //!
-//! `cargo run -p myservice-example --example minimal_router`
+//! `cargo run -p myservice --example minimal_router`
 
-use myservice_example::pb::GreeterRouter;
+use myservice::pb::GreeterRouter;
 use router_runtime::router::RouterConfig;
 use router_runtime::server::{Listener, RouterServer, shutdown_signal};
 use tracing_subscriber::EnvFilter;

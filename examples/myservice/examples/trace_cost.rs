@@ -13,7 +13,7 @@
 //! Every call carries a client `traceparent` in every mode. Prints one line:
 //! mode, calls, calls/s, p50 and p99 latency in µs, spans exported.
 //!
-//! `cargo run --release -p myservice-example --example trace_cost -- traces 20000 16`
+//! `cargo run --release -p myservice --example trace_cost -- traces 20000 16`
 //! (mode, calls, concurrent callers). Run the modes one after the other,
 //! several times, and compare medians: one process has one subscriber.
 
@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use myservice_example::greeter::GreeterImpl;
-use myservice_example::pb::greeter_client::GreeterClient;
-use myservice_example::pb::{GreeterBridge, GreeterRouter, HelloRequest};
+use myservice::greeter::GreeterImpl;
+use myservice::pb::greeter_client::GreeterClient;
+use myservice::pb::{GreeterBridge, GreeterRouter, HelloRequest};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};

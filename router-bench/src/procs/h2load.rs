@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use myservice_example::pb::HelloRequest;
+use myservice::pb::HelloRequest;
 use router_runtime::codegen::prost::Message;
 
 use crate::BoxError;

@@ -25,7 +25,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use myservice_example::pb::HelloRequest;
+use myservice::pb::HelloRequest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::BoxError;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use myservice_example::demo;
+use myservice::demo;
 
 /// Calls the Greeter through a router.
 #[derive(Debug, Parser)]

@@ -1,6 +1,6 @@
 //! The whole example in one process: a router, two instances and a client.
 //!
-//! `cargo run -p myservice-example --bin demo`
+//! `cargo run -p myservice --bin demo`
 //!
 //! Exits 0 when every call succeeded and both instances served calls; prints
 //! the failure and exits 1 otherwise. Logs (warnings only by default, see
@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use myservice_example::demo;
+use myservice::demo;
 
 /// The whole demo must finish within this.
 const DEMO_TIMEOUT: Duration = Duration::from_secs(60);

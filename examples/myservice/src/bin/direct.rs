@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use myservice_example::demo::{self, Error};
-use myservice_example::greeter::GreeterImpl;
-use myservice_example::pb::greeter_server::GreeterServer;
+use myservice::demo::{self, Error};
+use myservice::greeter::GreeterImpl;
+use myservice::pb::greeter_server::GreeterServer;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;

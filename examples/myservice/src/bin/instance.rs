@@ -5,12 +5,12 @@
 //! Prints `registered as <id>` on stdout once a router accepted it; logs go to
 //! stderr (`RUST_LOG`). Built with the `otel` feature, it exports its call
 //! spans over OTLP/gRPC when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
-//! (`myservice_example::otlp`).
+//! (`myservice::otlp`).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use myservice_example::demo;
+use myservice::demo;
 use router_runtime::bridge::BridgeConfig;
 
 /// Serves myservice.v1.Greeter through routers it dials out to.
@@ -94,7 +94,7 @@ fn parse_label(label: &str) -> Result<(String, String), String> {
 async fn main() -> ExitCode {
     let args = Args::parse();
     #[cfg(feature = "otel")]
-    let traces = match myservice_example::otlp::init("info") {
+    let traces = match myservice::otlp::init("info") {
         Ok(traces) => traces,
         Err(e) => {
             eprintln!("instance: {e}");

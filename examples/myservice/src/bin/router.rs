@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use myservice_example::demo::{self, Error};
-use myservice_example::pb::GreeterRouter;
+use myservice::demo::{self, Error};
+use myservice::pb::GreeterRouter;
 use router_runtime::codegen::Strategy;
 use router_runtime::router::RouterConfig;
 use tokio::net::TcpListener;
