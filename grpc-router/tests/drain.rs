@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use common::{Daemon, config_with, within};
+use common::{Daemon, config_with, poll, within};
 use myservice::pb::greeter_client::GreeterClient;
 use myservice::pb::greeter_server::Greeter;
 use myservice::pb::{
@@ -241,15 +241,13 @@ async fn during_the_shutdown_delay_health_says_not_serving_and_new_calls_succeed
         .expect("served");
 
     daemon.signal(Signal::TERM);
-    within(10, "health to say NOT_SERVING", async {
-        loop {
+    poll(10, "health to say NOT_SERVING", || {
+        let mut health = health.clone();
+        async move {
             let status = health_check(&mut health, "")
                 .await
                 .expect("the open channel still answers");
-            if status == ServingStatus::NotServing as i32 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            (status == ServingStatus::NotServing as i32).then_some(())
         }
     })
     .await;

@@ -142,19 +142,18 @@ async fn a_learnt_service_answers_unavailable_after_a_restart_until_its_instance
         "reflection lists the remembered service"
     );
     // Health follows the service once its tracker has written a status.
-    let mut health = HealthClient::new(second.channel().await);
-    let known = within(5, "the service's health status", async {
-        loop {
+    let health = HealthClient::new(second.channel().await);
+    let known = poll(5, "the service's health status", || {
+        let mut health = health.clone();
+        async move {
             let checked = health
                 .check(HealthCheckRequest {
                     service: GREETER.into(),
                 })
                 .await;
             match checked {
-                Ok(response) => return response.into_inner().status,
-                Err(status) if status.code() == tonic::Code::NotFound => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+                Ok(response) => Some(response.into_inner().status),
+                Err(status) if status.code() == tonic::Code::NotFound => None,
                 Err(status) => panic!("health check failed: {status:?}"),
             }
         }
