@@ -166,6 +166,8 @@ pub struct RouterServer {
     reflection_error: Option<String>,
     /// Whether the clients' listener serves the admin service.
     serve_admin: bool,
+    /// Whether the clients' listener also speaks gRPC-Web (and HTTP/1.1).
+    grpc_web: bool,
 }
 
 /// A compiled router's two services and its core.
@@ -221,6 +223,7 @@ impl RouterServer {
             extra: tonic::service::RoutesBuilder::default(),
             reflection_error,
             serve_admin: false,
+            grpc_web: false,
         }
     }
 
@@ -248,6 +251,19 @@ impl RouterServer {
     /// ```
     pub fn serve_admin(mut self, serve: bool) -> Self {
         self.serve_admin = serve;
+        self
+    }
+
+    /// Whether the clients' listener also serves gRPC-Web clients (browsers,
+    /// `buf curl --protocol grpcweb`): `application/grpc-web` (binary) and
+    /// `application/grpc-web-text` (base64) requests over HTTP/1.1 or HTTP/2,
+    /// translated to gRPC before routing (tonic-web), so routing, limits,
+    /// credentials and metrics apply to them as to any call. Unary and
+    /// server-streaming methods; the status arrives in the body's trailer
+    /// frame as the gRPC-Web spec says. Off by default: the listener then
+    /// speaks HTTP/2 only. The registrations listener is never affected.
+    pub fn grpc_web(mut self, enabled: bool) -> Self {
+        self.grpc_web = enabled;
         self
     }
 
@@ -432,6 +448,9 @@ impl RouterServer {
             "clients",
             clients,
             client_routes,
+            Protocols {
+                grpc_web: self.grpc_web,
+            },
             &kill,
             stopped(stop_rx.clone()),
         );
@@ -441,6 +460,7 @@ impl RouterServer {
                     "registrations",
                     registrations,
                     register_routes,
+                    Protocols::default(),
                     &kill,
                     stopped(stop_rx),
                 );
@@ -471,10 +491,18 @@ fn with_fallback(
     tonic::service::Routes::from(routes.into_axum_router().fallback_service(fallback))
 }
 
+/// What a listener speaks besides gRPC over HTTP/2.
+#[derive(Debug, Clone, Copy, Default)]
+struct Protocols {
+    /// gRPC-Web (and with it HTTP/1.1).
+    grpc_web: bool,
+}
+
 async fn run_listener(
     name: &'static str,
     listener: Listener,
     routes: tonic::service::Routes,
+    protocols: Protocols,
     kill: &std::sync::Arc<KillSwitch>,
     stopped: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
@@ -493,14 +521,23 @@ async fn run_listener(
             cause: crate::bridge::session::error_chain(&e),
         })?;
     }
-    server
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, stopped)
-        .await
-        .map_err(|e| ServeError::Transport {
-            listener: name,
-            cause: crate::bridge::session::error_chain(&e),
-        })
+    let served = if protocols.grpc_web {
+        server
+            .accept_http1(true)
+            .layer(tonic_web::GrpcWebLayer::new())
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, stopped)
+            .await
+    } else {
+        server
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, stopped)
+            .await
+    };
+    served.map_err(|e| ServeError::Transport {
+        listener: name,
+        cause: crate::bridge::session::error_chain(&e),
+    })
 }
 
 /// The shutdown sequence after the signal (the steps in the module docs).

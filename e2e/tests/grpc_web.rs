@@ -1,0 +1,269 @@
+//! gRPC-Web through the router (`RouterServer::grpc_web`): a browser's
+//! protocol over HTTP/1.1, binary and base64 text, unary and server
+//! streaming, with the status in the body's trailer frame; the instance
+//! behind sees an ordinary gRPC call.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use myservice::pb::{GreeterRouter, HelloReply, HelloRequest, StreamRequest};
+use prost::Message;
+use router_runtime::bridge::{BridgeConfig, BridgeHandle};
+use router_runtime::router::RouterConfig;
+use test_kit::within;
+use tokio::sync::oneshot;
+
+/// The example's router (which serves gRPC-Web) on a free port, with one
+/// instance `web-a` registered.
+struct WebRouter {
+    addr: SocketAddr,
+    _instance: BridgeHandle,
+    _stop: oneshot::Sender<()>,
+}
+
+impl WebRouter {
+    async fn start() -> WebRouter {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let router = GreeterRouter::new(RouterConfig::default());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(myservice::demo::serve_router(
+            router.clone(),
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let instance = myservice::demo::start_instance(
+            BridgeConfig::new(format!("http://{addr}")).instance_id("web-a"),
+        );
+        within(10, "the instance to register", async {
+            router.registry().wait_until(|n| n >= 1).await;
+        })
+        .await;
+        WebRouter {
+            addr,
+            _instance: instance,
+            _stop: stop,
+        }
+    }
+
+    /// POSTs `message` to `path` as gRPC-Web over HTTP/1.1 with
+    /// `content_type`; returns the HTTP status, the response's content type
+    /// and its body (decoded from base64 for the text form), and the
+    /// response headers.
+    async fn call(
+        &self,
+        path: &str,
+        content_type: &str,
+        message: &impl Message,
+    ) -> (http::StatusCode, String, Bytes, http::HeaderMap) {
+        let mut framed = vec![0u8];
+        let encoded = message.encode_to_vec();
+        framed.extend_from_slice(&u32::try_from(encoded.len()).expect("small").to_be_bytes());
+        framed.extend_from_slice(&encoded);
+        let text = content_type.starts_with("application/grpc-web-text");
+        let body = if text {
+            Bytes::from(base64_encode(&framed))
+        } else {
+            Bytes::from(framed)
+        };
+        let request = http::Request::post(format!("http://{}{path}", self.addr))
+            .header("content-type", content_type)
+            .header("x-grpc-web", "1")
+            .header("accept", content_type)
+            .body(Full::new(body))
+            .expect("request");
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let response = within(10, "the gRPC-Web call", client.request(request))
+            .await
+            .expect("an HTTP/1.1 response");
+        assert_eq!(response.version(), http::Version::HTTP_11);
+        let status = response.status();
+        let headers = response.headers().clone();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = within(10, "the body", response.into_body().collect())
+            .await
+            .expect("a body")
+            .to_bytes();
+        let body = if text {
+            Bytes::from(base64_decode(&body))
+        } else {
+            body
+        };
+        (status, content_type, body, headers)
+    }
+}
+
+/// The frames of a gRPC-Web body: messages, then the trailers as text.
+fn frames(mut body: Bytes) -> (Vec<Bytes>, String) {
+    let (mut messages, mut trailers) = (Vec::new(), String::new());
+    while body.remaining() >= 5 {
+        let flag = body.get_u8();
+        let len = body.get_u32() as usize;
+        assert!(body.remaining() >= len, "a frame cut short");
+        let frame = body.split_to(len);
+        if flag & 0x80 != 0 {
+            trailers.push_str(&String::from_utf8_lossy(&frame));
+        } else {
+            messages.push(frame);
+        }
+    }
+    assert!(body.is_empty(), "bytes after the last frame");
+    (messages, trailers.to_ascii_lowercase())
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Decodes a gRPC-Web text body: base64 chunks, each padded on its own.
+fn base64_decode(text: &[u8]) -> Vec<u8> {
+    use base64::Engine as _;
+    let mut out = Vec::new();
+    for chunk in text.split_inclusive(|b| *b == b'=') {
+        let chunk: Vec<u8> = chunk
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        if !chunk.is_empty() && chunk != b"=" {
+            out.extend(
+                base64::engine::general_purpose::STANDARD
+                    .decode(&chunk)
+                    .expect("base64"),
+            );
+        }
+    }
+    out
+}
+
+fn hello(name: &str) -> HelloRequest {
+    HelloRequest {
+        name: name.into(),
+        ..HelloRequest::default()
+    }
+}
+
+#[tokio::test]
+async fn a_grpc_web_unary_call_over_http1_reaches_the_instance_with_the_status_in_the_trailer_frame()
+ {
+    let router = WebRouter::start().await;
+    let (status, content_type, body, _) = router
+        .call(
+            "/myservice.v1.Greeter/SayHello",
+            "application/grpc-web+proto",
+            &hello("Ada"),
+        )
+        .await;
+    assert_eq!(status, http::StatusCode::OK);
+    assert!(
+        content_type.starts_with("application/grpc-web"),
+        "{content_type}"
+    );
+    let (messages, trailers) = frames(body);
+    assert_eq!(messages.len(), 1, "{trailers}");
+    let reply = HelloReply::decode(messages[0].clone()).expect("a HelloReply");
+    assert_eq!(reply.message, "Hello, Ada!");
+    assert_eq!(reply.instance_id, "web-a");
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+}
+
+#[tokio::test]
+async fn a_grpc_web_text_server_stream_delivers_every_message_then_ok() {
+    let router = WebRouter::start().await;
+    let request = StreamRequest {
+        name: "Grace".into(),
+        count: 5,
+        payload_size: 0,
+    };
+    let (status, _, body, _) = router
+        .call(
+            "/myservice.v1.Greeter/StreamGreetings",
+            "application/grpc-web-text",
+            &request,
+        )
+        .await;
+    assert_eq!(status, http::StatusCode::OK);
+    let (messages, trailers) = frames(body);
+    assert_eq!(messages.len(), 5, "{trailers}");
+    for message in messages {
+        let reply = HelloReply::decode(message).expect("a HelloReply");
+        assert_eq!(reply.instance_id, "web-a");
+    }
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+}
+
+#[tokio::test]
+async fn a_failing_call_reports_the_instances_status_and_message_to_the_grpc_web_client() {
+    let router = WebRouter::start().await;
+    let (status, _, body, headers) = router
+        .call(
+            "/myservice.v1.Greeter/SayHello",
+            "application/grpc-web+proto",
+            &hello("fail:5"),
+        )
+        .await;
+    assert_eq!(
+        status,
+        http::StatusCode::OK,
+        "gRPC-Web errors are not HTTP errors"
+    );
+    let (messages, trailers) = frames(body);
+    assert!(messages.is_empty());
+    // An answer without messages may be "trailers-only": the status in the
+    // response headers instead of a trailer frame; clients read either.
+    let code = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            trailers
+                .lines()
+                .find_map(|l| l.strip_prefix("grpc-status:").map(|v| v.trim().to_owned()))
+        });
+    assert_eq!(code.as_deref(), Some("5"), "{headers:?} {trailers}");
+    let message = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| trailers.clone());
+    assert!(
+        message
+            .replace("%20", " ")
+            .contains(myservice::greeter::REQUESTED_FAILURE),
+        "the instance's message reaches the client: {message}"
+    );
+}
+
+#[tokio::test]
+async fn grpc_clients_on_http2_are_served_as_before_on_the_same_listener() {
+    let router = WebRouter::start().await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", router.addr))
+        .expect("endpoint")
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connects");
+    let reply = within(
+        10,
+        "SayHello over gRPC",
+        myservice::pb::greeter_client::GreeterClient::new(channel).say_hello(hello("Lin")),
+    )
+    .await
+    .expect("served")
+    .into_inner();
+    assert_eq!(reply.instance_id, "web-a");
+}
