@@ -14,6 +14,7 @@ use myservice::pb::{GreeterRouter, HelloReply, HelloRequest, StreamRequest};
 use prost::Message;
 use router_runtime::bridge::{BridgeConfig, BridgeHandle};
 use router_runtime::router::RouterConfig;
+use router_runtime::server::{Cors, Listener, RouterServer};
 use test_kit::within;
 use tokio::sync::oneshot;
 
@@ -26,20 +27,36 @@ struct WebRouter {
 }
 
 impl WebRouter {
+    /// The example's router.
     async fn start() -> WebRouter {
+        Self::start_with(None).await
+    }
+
+    /// A `RouterServer` with gRPC-Web, and `cors` if given (else the
+    /// example's router).
+    async fn start_with(cors: Option<Cors>) -> WebRouter {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("address");
         let router = GreeterRouter::new(RouterConfig::default());
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(myservice::demo::serve_router(
-            router.clone(),
-            listener,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        match cors {
+            None => {
+                tokio::spawn(myservice::demo::serve_router(
+                    router.clone(),
+                    listener,
+                    stopped,
+                ));
+            }
+            Some(cors) => {
+                let server = RouterServer::new("web").route(&router).cors(cors);
+                tokio::spawn(server.serve(Listener::from_tcp(listener), None, stopped));
+            }
+        }
         let instance = myservice::demo::start_instance(
             BridgeConfig::new(format!("http://{addr}")).instance_id("web-a"),
         );
@@ -266,4 +283,103 @@ async fn grpc_clients_on_http2_are_served_as_before_on_the_same_listener() {
     .expect("served")
     .into_inner();
     assert_eq!(reply.instance_id, "web-a");
+}
+
+/// Sends an HTTP/1.1 request (to the router), for the CORS tests.
+async fn send(request: http::Request<Full<Bytes>>) -> http::Response<Bytes> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let response = within(10, "the request", client.request(request))
+        .await
+        .expect("a response");
+    let (parts, body) = response.into_parts();
+    let body = within(10, "the body", body.collect())
+        .await
+        .expect("a body")
+        .to_bytes();
+    http::Response::from_parts(parts, body)
+}
+
+fn preflight(router: &WebRouter, origin: &str) -> http::Request<Full<Bytes>> {
+    http::Request::builder()
+        .method(http::Method::OPTIONS)
+        .uri(format!(
+            "http://{}/myservice.v1.Greeter/SayHello",
+            router.addr
+        ))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type,x-grpc-web,x-user-agent,authorization",
+        )
+        .body(Full::new(Bytes::new()))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn a_browser_on_an_allowed_origin_gets_its_preflight_answered_and_can_read_the_status() {
+    let cors = Cors::new(["http://app.example:8080"]).expect("a valid origin");
+    let router = WebRouter::start_with(Some(cors)).await;
+    let answer = send(preflight(&router, "http://app.example:8080")).await;
+    assert!(answer.status().is_success(), "{answer:?}");
+    let headers = answer.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "http://app.example:8080"
+    );
+    let allowed = headers["access-control-allow-headers"]
+        .to_str()
+        .expect("text")
+        .to_ascii_lowercase();
+    for header in ["content-type", "x-grpc-web", "authorization"] {
+        assert!(allowed.contains(header), "{allowed}");
+    }
+    assert!(headers.contains_key("access-control-max-age"));
+
+    // The call itself carries the headers that let the script read it.
+    let mut framed = vec![0u8];
+    let encoded = hello("Ada").encode_to_vec();
+    framed.extend_from_slice(&u32::try_from(encoded.len()).expect("small").to_be_bytes());
+    framed.extend_from_slice(&encoded);
+    let call = http::Request::post(format!(
+        "http://{}/myservice.v1.Greeter/SayHello",
+        router.addr
+    ))
+    .header("origin", "http://app.example:8080")
+    .header("content-type", "application/grpc-web+proto")
+    .header("x-grpc-web", "1")
+    .body(Full::new(Bytes::from(framed)))
+    .expect("request");
+    let answer = send(call).await;
+    assert_eq!(
+        answer.headers()["access-control-allow-origin"],
+        "http://app.example:8080"
+    );
+    assert_eq!(answer.headers()["access-control-expose-headers"], "*");
+    let (messages, trailers) = frames(answer.into_body());
+    assert_eq!(messages.len(), 1, "{trailers}");
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+}
+
+#[tokio::test]
+async fn another_origin_gets_no_cors_headers_so_the_browser_refuses_it() {
+    let cors = Cors::new(["https://app.example"]).expect("a valid origin");
+    let router = WebRouter::start_with(Some(cors)).await;
+    let answer = send(preflight(&router, "https://evil.example")).await;
+    assert!(
+        !answer.headers().contains_key("access-control-allow-origin"),
+        "{:?}",
+        answer.headers()
+    );
+}
+
+#[tokio::test]
+async fn without_cors_the_example_router_sends_no_cors_headers() {
+    let router = WebRouter::start().await;
+    let answer = send(preflight(&router, "https://app.example")).await;
+    assert!(
+        !answer.headers().contains_key("access-control-allow-origin"),
+        "{:?}",
+        answer.headers()
+    );
 }

@@ -68,8 +68,11 @@ use crate::descriptor::ServiceSpec;
 use crate::reflection::DescriptorCatalog;
 use crate::router::{DynamicRouter, Router, RouterCore, ServiceChange};
 
+mod cors;
 mod cutoff;
 mod kill;
+
+pub use cors::{Cors, DEFAULT_MAX_AGE as DEFAULT_CORS_MAX_AGE, InvalidOrigin};
 
 use cutoff::Cutoff;
 use kill::KillSwitch;
@@ -168,6 +171,8 @@ pub struct RouterServer {
     serve_admin: bool,
     /// Whether the clients' listener also speaks gRPC-Web (and HTTP/1.1).
     grpc_web: bool,
+    /// Cross-origin access to the clients' listener.
+    cors: Option<Cors>,
 }
 
 /// A compiled router's two services and its core.
@@ -224,6 +229,7 @@ impl RouterServer {
             reflection_error,
             serve_admin: false,
             grpc_web: false,
+            cors: None,
         }
     }
 
@@ -264,6 +270,17 @@ impl RouterServer {
     /// speaks HTTP/2 only. The registrations listener is never affected.
     pub fn grpc_web(mut self, enabled: bool) -> Self {
         self.grpc_web = enabled;
+        self
+    }
+
+    /// Lets browsers on the origins `cors` names call the clients' listener
+    /// (with [`RouterServer::grpc_web`]): preflight requests are answered
+    /// and responses carry the CORS headers. Without it (the default) the
+    /// listener sends no CORS headers, and browsers allow only pages of its
+    /// own origin. Implies [`RouterServer::grpc_web`]: browsers call
+    /// with gRPC-Web.
+    pub fn cors(mut self, cors: Cors) -> Self {
+        self.cors = Some(cors);
         self
     }
 
@@ -450,6 +467,7 @@ impl RouterServer {
             client_routes,
             Protocols {
                 grpc_web: self.grpc_web,
+                cors: self.cors,
             },
             &kill,
             stopped(stop_rx.clone()),
@@ -492,10 +510,12 @@ fn with_fallback(
 }
 
 /// What a listener speaks besides gRPC over HTTP/2.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Protocols {
     /// gRPC-Web (and with it HTTP/1.1).
     grpc_web: bool,
+    /// Cross-origin access for browsers.
+    cors: Option<Cors>,
 }
 
 async fn run_listener(
@@ -521,9 +541,12 @@ async fn run_listener(
             cause: crate::bridge::session::error_chain(&e),
         })?;
     }
-    let served = if protocols.grpc_web {
+    let served = if protocols.grpc_web || protocols.cors.is_some() {
         server
             .accept_http1(true)
+            .layer(tower::util::option_layer(
+                protocols.cors.as_ref().map(Cors::layer),
+            ))
             .layer(tonic_web::GrpcWebLayer::new())
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, stopped)
