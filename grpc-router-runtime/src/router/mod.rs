@@ -21,7 +21,7 @@ mod stats;
 // The modules by their old flat names, for paths inside the router.
 use forward::{call, client_body, local_reply, pump, reply, start};
 use instances::{balance, registry, route_key, service};
-use policy::{authz, deadline, limit, method_settings, outlier, refusal, retry, split};
+use policy::{admission, authz, deadline, limit, method_settings, outlier, refusal, retry, split};
 pub(crate) use registration::bridge_kind;
 use registration::{outbound, recheck, session};
 use stats::{call_stats, recent_errors};
@@ -31,7 +31,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -344,7 +344,10 @@ pub(crate) struct RouterCore {
     config: ArcSwap<RouterConfig>,
     /// The rate limiters of `config.rate_limits` (kept across reloads that
     /// leave the limits alone).
-    pub(crate) limiters: ArcSwap<Option<limit::Limiters>>,
+    pub(crate) limiters: ArcSwapOption<limit::Limiters>,
+    /// The admission stages of `config` (see [`admission`]), built with the
+    /// settings.
+    pub(crate) admission: ArcSwap<admission::Pipeline>,
     pub(crate) service: ServiceTable,
     pub(crate) registry: Registry,
     pub(crate) balancer: Balancer,
@@ -399,8 +402,10 @@ impl RouterCore {
             .metrics
             .as_ref()
             .map(|m| m.for_service(service.name()));
+        let limiters = limit::Limiters::new(&config.rate_limits).map(Arc::new);
         RouterCore {
-            limiters: ArcSwap::from_pointee(limit::Limiters::new(&config.rate_limits)),
+            admission: ArcSwap::from_pointee(admission::Pipeline::new(&config, limiters.clone())),
+            limiters: ArcSwapOption::new(limiters),
             metrics,
             config: ArcSwap::from_pointee(config),
             registry: Registry::new(service.name()),
@@ -491,14 +496,20 @@ impl RouterCore {
     /// checked again: one that no longer passes is closed with the check's
     /// status (UNAUTHENTICATED ...), freeing its id.
     pub(crate) fn reconfigure(&self, config: RouterConfig) {
-        let same_limits = match self.limiters.load().as_ref() {
+        let same_limits = match &*self.limiters.load() {
             Some(limiters) => limiters.enforce(&config.rate_limits),
             None => config.rate_limits.is_empty(),
         };
         if !same_limits {
             self.limiters
-                .store(Arc::new(limit::Limiters::new(&config.rate_limits)));
+                .store(limit::Limiters::new(&config.rate_limits).map(Arc::new));
         }
+        // Stored before the settings, as the limiters are: a call that sees
+        // the new settings meets their admission stages.
+        self.admission.store(Arc::new(admission::Pipeline::new(
+            &config,
+            self.limiters.load_full(),
+        )));
         let before = self.config.swap(Arc::new(config));
         self.refresh_strategy();
         if recheck::check_changed(&before, &self.config.load()) {

@@ -1,13 +1,14 @@
-//! Forwarding one client call: read its request, pick an instance, start the
-//! call there (retrying on another while it is known not to have run), and
-//! hand the response stream to tonic.
+//! Forwarding one client call, in steps: admit it (the admission stages:
+//! limits, client auth, deadline), read its request, choose an instance,
+//! start an attempt there, and on an attempt that ends without an answer act
+//! on the retry decision ([`crate::router::retry::RetryState::decide`]);
+//! the answered attempt's response stream goes to tonic.
 //!
 //! The pieces: [`crate::router::balance`] picks, [`crate::router::start`] writes the `Start`,
 //! [`crate::router::pump`] sends the requests, [`crate::router::reply`] streams the response.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -18,15 +19,17 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::flow::Intake;
 use crate::metrics::{CallRecord, RequestMeter};
+use crate::router::admission::{CallContext, Refusal};
 use crate::router::balance::{PickError, Selection};
 use crate::router::client_body::BodyWatch;
 use crate::router::pump::{ClientStream, Requests, send_requests};
 use crate::router::registry::Instance;
 use crate::router::reply::{CallGuard, First, ReplyStream, deadline_exceeded};
+use crate::router::retry::{Decision, Ending, RetryRules, RetryState};
 use crate::router::service::Method;
 use crate::router::split::TrafficSplit;
 use crate::router::start::{CallTemplate, Started, try_start};
-use crate::router::{PIN_HEADER, RouterCore, SELECT_HEADER, route_key};
+use crate::router::{PIN_HEADER, RouterConfig, RouterCore, SELECT_HEADER, route_key};
 use crate::{metadata, trace};
 
 /// The handler of one routed method.
@@ -117,46 +120,6 @@ fn expired(deadline: Option<Instant>) -> bool {
     deadline.is_some_and(|d| d <= Instant::now())
 }
 
-/// The most attempts one call makes (the first and two retries).
-const MAX_ATTEMPTS: usize = 3;
-
-/// The retry policy of one call: the instances it tried (never tried again)
-/// and the attempts left. A call is tried again only when it is known not to
-/// have run: its `Start` was never written, the instance refused it before
-/// running it, or (once, for an idempotent single-request method) the
-/// instance died before answering.
-#[derive(Debug, Default)]
-struct Attempts {
-    tried: Vec<u64>,
-    replayed: bool,
-}
-
-impl Attempts {
-    /// Records that the attempt on `registration` failed; true when the call
-    /// may try another instance.
-    fn retry(&mut self, core: &RouterCore, registration: u64) -> bool {
-        self.tried.push(registration);
-        let again = self.tried.len() < MAX_ATTEMPTS;
-        if again {
-            core.stats.calls_retried.fetch_add(1, Ordering::Relaxed);
-        }
-        again
-    }
-
-    /// Counts a retry under the retry policy (which may return to the same
-    /// instance: the failure was the handler's answer, not the instance's
-    /// absence).
-    fn policy_retry(&mut self, core: &RouterCore) {
-        core.stats.calls_retried.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Like [`Attempts::retry`], for a call that reached an instance which
-    /// died before answering: at most one such replay per call.
-    fn replay(&mut self, core: &RouterCore, registration: u64) -> bool {
-        !std::mem::replace(&mut self.replayed, true) && self.retry(core, registration)
-    }
-}
-
 async fn forward(
     core: Arc<RouterCore>,
     method: Arc<Method>,
@@ -203,49 +166,7 @@ async fn route(
     let mut headers = metadata_map.into_headers();
     // The settings this call keeps to its end, whatever a reload changes.
     let config = core.config();
-    // A refusal is shown in the recent errors and logged (rate-limited).
-    let refused = |status| {
-        crate::router::refusal::record(
-            &core,
-            &method.path,
-            &addresses.peer,
-            status,
-            crate::clock::now_ms(),
-        )
-    };
-    if let Some(auth) = &config.client_auth {
-        auth.admit(
-            core.service.name(),
-            &method.name,
-            &addresses.peer,
-            &addresses.peer_certificates,
-            &mut headers,
-        )
-        .map_err(refused)?;
-    }
-    if let Some(limiters) = core.limiters.load().as_ref() {
-        limiters
-            .admit(core.service.name(), &method.name, &addresses.peer, &headers)
-            .map_err(refused)?;
-    }
-    let timeout = metadata::timeout_from_headers(&headers);
-    // The router's deadline policy: a default for calls without one, a cap.
-    let timeout = if config.deadlines.is_empty() {
-        timeout
-    } else {
-        config.deadlines.of(&method.name).apply(timeout)
-    };
-    // tonic's transport server also times the call from `grpc-timeout`, until
-    // the response headers, and then fails it as CANCELLED ("Timeout
-    // expired"). The router's deadline counts from the request's arrival and
-    // fires one timer tick (1 ms) earlier, so the client reliably gets
-    // DEADLINE_EXCEEDED as gRPC specifies.
-    let deadline = timeout.map(|t| received + t.saturating_sub(Duration::from_millis(1)));
-    // A deadline already over (`grpc-timeout: 0n`, `1u` ...) fails at once:
-    // the call is not forwarded.
-    if expired(deadline) {
-        return Err(deadline_exceeded());
-    }
+    let deadline = admit(&core, &method, received, &addresses, &mut headers)?;
     let mut template = CallTemplate {
         method: method.clone(),
         metadata: metadata::from_headers(&headers),
@@ -255,20 +176,9 @@ async fn route(
         deadline,
     };
     trace::propagate(&span, &mut template.metadata);
-
     let requests = if method.kind.single_request() {
-        let read = match deadline {
-            Some(d) => tokio::time::timeout_at(d, stream.message())
-                .await
-                .map_err(|_| deadline_exceeded())?,
-            None => stream.message().await,
-        };
-        let message =
-            read.map_err(|status| crate::oversize::router_request(status, core.service.name()))?;
-        if let Some(message) = &message {
-            record.received(message.len());
-        }
-        Requests::Single(message)
+        // The request stream itself is kept until the call is routed.
+        Requests::Single(read_request(&core, &mut stream, deadline, record).await?)
     } else {
         Requests::Stream(Box::new(ClientStream {
             messages: stream,
@@ -279,135 +189,273 @@ async fn route(
     if expired(deadline) {
         return Err(deadline_exceeded());
     }
-
     let key = routing_key(&core, &method, &requests, &headers);
-    let base = Selection {
+    let base = selection(&headers, key.as_deref(), method.tag);
+    let shares = split_shares(&config, &base);
+    // A single request can be sent again; a client stream cannot.
+    let resend = match &requests {
+        Requests::Single(message) => Some(message.clone()),
+        Requests::Stream(_) => None,
+    };
+    let attempts = Attempts {
+        rules: RetryRules::new(&config, &core, &method, resend.is_some(), deadline),
+        core: &core,
+        method: &method,
+        template,
+        span: &span,
+        resend,
+        state: RetryState::default(),
+        retries: 0,
+    };
+    attempts.run(&base, &shares, requests, record).await
+}
+
+/// Runs the call through the admission stages (see
+/// [`crate::router::admission`]): its deadline, or the status it is refused
+/// with (a policy's refusal recorded as one).
+fn admit(
+    core: &RouterCore,
+    method: &Method,
+    received: Instant,
+    addresses: &Addresses,
+    headers: &mut HeaderMap,
+) -> Result<Option<Instant>, Status> {
+    let mut call = CallContext {
+        service: core.service.name(),
+        method: &method.name,
+        peer: &addresses.peer,
+        peer_certificates: &addresses.peer_certificates,
+        headers,
+        received,
+        deadline: None,
+    };
+    match core.admission.load().admit(&mut call) {
+        Ok(()) => Ok(call.deadline),
+        Err(Refusal {
+            status,
+            is_policy: true,
+        }) => Err(crate::router::refusal::record(
+            core,
+            &method.path,
+            &addresses.peer,
+            status,
+            crate::clock::now_ms(),
+        )),
+        Err(Refusal { status, .. }) => Err(status),
+    }
+}
+
+/// The one request message of a single-request method (`None` when the
+/// client sent none), read within the call's deadline.
+async fn read_request(
+    core: &RouterCore,
+    stream: &mut Streaming<Bytes>,
+    deadline: Option<Instant>,
+    record: &mut CallRecord,
+) -> Result<Option<Bytes>, Status> {
+    let read = match deadline {
+        Some(d) => tokio::time::timeout_at(d, stream.message())
+            .await
+            .map_err(|_| deadline_exceeded())?,
+        None => stream.message().await,
+    };
+    let message =
+        read.map_err(|status| crate::oversize::router_request(status, core.service.name()))?;
+    if let Some(message) = &message {
+        record.received(message.len());
+    }
+    Ok(message)
+}
+
+/// Which instances may take the call, by its headers (the pin and the label
+/// selector) and its routing key.
+fn selection<'a>(headers: &'a HeaderMap, key: Option<&'a [u8]>, method: u32) -> Selection<'a> {
+    Selection {
         pinned: headers.get(PIN_HEADER).and_then(|v| v.to_str().ok()),
         labels: headers
             .get(SELECT_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(parse_selector)
             .unwrap_or_default(),
-        key: key.as_deref(),
+        key,
         exclude: &[],
-        method: method.tag,
-    };
-    // A single request can be sent again; a client stream cannot.
-    let resend = match &requests {
-        Requests::Single(message) => Some(message.clone()),
-        Requests::Stream(_) => None,
-    };
-    let mut requests = Some(requests);
-    let mut attempts = Attempts::default();
-    let mut retries = 0;
-    // The retry policy applies to single-request methods (the request can
-    // be sent again) that have one.
-    let policy = config
-        .retries
-        .of(&method.name, method.idempotent)
-        .filter(|_| resend.is_some());
-    let throttling = config.retries.throttling;
-    let mut answered_attempts = 0u32;
-    // A traffic split applies unless the client chose instances itself.
-    let shares = if base.pinned.is_none() && base.labels.is_empty() && !config.splits.is_empty() {
+        method,
+    }
+}
+
+/// The traffic split's shares, in the order the call tries them; none when
+/// there is no split or the client chose instances itself (a pin or a
+/// label selector).
+fn split_shares<'a>(config: &'a RouterConfig, base: &Selection<'_>) -> Vec<&'a TrafficSplit> {
+    if base.pinned.is_none() && base.labels.is_empty() && !config.splits.is_empty() {
         config.splits.order(base.key, rand::random())
     } else {
         Vec::new()
-    };
-    loop {
+    }
+}
+
+/// One call's attempts: what every attempt sends, and the retry state
+/// between them.
+struct Attempts<'a> {
+    core: &'a Arc<RouterCore>,
+    method: &'a Arc<Method>,
+    template: CallTemplate,
+    span: &'a tracing::Span,
+    /// The request, to send again (single-request methods only).
+    resend: Option<Option<Bytes>>,
+    rules: RetryRules<'a>,
+    state: RetryState,
+    /// The retries recorded on the call's span.
+    retries: usize,
+}
+
+/// How one attempt went.
+enum Attempt {
+    /// The instance answered with headers: the response for the client.
+    Answered(Response<ReplyStream>),
+    /// Its `Start` was never written; the requests come back.
+    NotStarted(Requests),
+    /// It ended before any response; its stream is kept until the retry
+    /// decision is made (and the backoff slept), as the attempt's slot on
+    /// its instance is.
+    Ended(Ending, ReplyStream),
+}
+
+impl Attempts<'_> {
+    /// Tries instances until one answers or the retry decision gives up.
+    async fn run(
+        mut self,
+        base: &Selection<'_>,
+        shares: &[&TrafficSplit],
+        requests: Requests,
+        record: &mut CallRecord,
+    ) -> Result<Response<ReplyStream>, Status> {
+        let mut requests = Some(requests);
+        loop {
+            let instance = self.choose(base, shares, record)?;
+            let Some(pending) = requests
+                .take()
+                .or_else(|| self.resend.clone().map(Requests::Single))
+            else {
+                return Err(Status::internal("router lost the call's requests"));
+            };
+            match self.start(&instance, pending, record).await {
+                Attempt::Answered(response) => return Ok(response),
+                Attempt::NotStarted(pending) => {
+                    // It never reached the instance: safe to try another.
+                    requests = Some(pending);
+                    self.after(&instance, Ending::NotStarted).await?;
+                }
+                Attempt::Ended(ending, reply) => {
+                    self.after(&instance, ending).await?;
+                    drop(reply);
+                }
+            }
+        }
+    }
+
+    /// The instance for the next attempt (never one the call tried).
+    fn choose(
+        &self,
+        base: &Selection<'_>,
+        shares: &[&TrafficSplit],
+        record: &CallRecord,
+    ) -> Result<Arc<Instance>, Status> {
         let selection = Selection {
-            exclude: &attempts.tried,
+            exclude: &self.state.tried,
             ..base.clone()
         };
-        let instance = pick(&core, &selection, &shares).map_err(|e| {
+        pick(self.core, &selection, shares).map_err(|e| {
             record.no_instance();
-            pick_status(&core, &method, &template.peer, e)
-        })?;
-        let Some(pending) = requests
-            .take()
-            .or_else(|| resend.clone().map(Requests::Single))
-        else {
-            return Err(Status::internal("router lost the call's requests"));
-        };
-        let Some(started) = try_start(&instance, &template, &pending) else {
-            // It never reached the instance: safe to try another.
-            requests = Some(pending);
-            if attempts.retry(&core, instance.registration) {
-                trace::record_retry(&span, &mut retries, instance.id(), "not started");
-                continue;
-            }
-            trace::record_attempts(&span, instance.id(), retries);
-            return Err(Status::unavailable(format!(
-                "no instance of `{}` could take the call",
-                core.service.name()
-            )));
+            pick_status(self.core, self.method, &self.template.peer, e)
+        })
+    }
+
+    /// Starts an attempt on `instance` and waits for its first event; an
+    /// attempt the handler failed feeds outlier detection.
+    async fn start(
+        &mut self,
+        instance: &Arc<Instance>,
+        pending: Requests,
+        record: &mut CallRecord,
+    ) -> Attempt {
+        let Some(started) = try_start(instance, &self.template, &pending) else {
+            return Attempt::NotStarted(pending);
         };
         record.on_instance(instance.id());
-        let mut reply = respond(&core, &method, &instance, started, pending, deadline, &span);
+        let deadline = self.template.deadline;
+        let (core, method, span) = (self.core, self.method, self.span);
+        let mut reply = respond(core, method, instance, started, pending, deadline, span);
         let first = reply.first_event().await;
-        match first {
-            First::Headers(_) | First::Failed(_) => {
-                trace::record_attempts(&span, instance.id(), retries)
-            }
-            _ => {}
+        if let First::Headers(_) | First::Failed(_) = &first {
+            trace::record_attempts(span, instance.id(), self.retries);
         }
-        match first {
+        let ending = match first {
             First::Headers(md) => {
-                if policy.is_some() {
-                    core.retry_budget.answered(throttling);
+                if self.rules.policy.is_some() {
+                    core.retry_budget.answered(self.rules.throttling);
                 }
-                reply.trace = trace::Pending::new(span);
-                return Ok(Response::from_parts(
+                reply.trace = trace::Pending::new(span.clone());
+                return Attempt::Answered(Response::from_parts(
                     MetadataMap::from_headers(metadata::to_headers(Some(&md))),
                     reply,
                     Default::default(),
                 ));
             }
-            First::Lost(status) => {
-                if !(method.idempotent
-                    && resend.is_some()
-                    && attempts.replay(&core, instance.registration))
-                {
-                    trace::record_attempts(&span, instance.id(), retries);
-                    return Err(status);
-                }
-                trace::record_retry(&span, &mut retries, instance.id(), status.message());
-            }
-            First::Refused(status) => {
-                if !(resend.is_some() && attempts.retry(&core, instance.registration)) {
-                    trace::record_attempts(&span, instance.id(), retries);
-                    return Err(status);
-                }
-                trace::record_retry(&span, &mut retries, instance.id(), status.message());
-            }
+            First::Lost(status) => Ending::Lost(status),
+            First::Refused(status) => Ending::Refused(status),
             First::Failed(status) => {
-                core.record_outcome(&instance, status.code());
-                let Some(policy) = policy else {
-                    return Err(status);
-                };
-                answered_attempts += 1;
-                if !policy.retryable_status_codes.contains(&status.code()) {
-                    core.retry_budget.answered(throttling);
-                    return Err(status);
-                }
-                let budget_left = core.retry_budget.failed(throttling);
-                if !policy.retries(status.code(), answered_attempts) {
-                    return Err(status);
-                }
-                if !budget_left {
-                    core.stats.retry_throttled();
-                    return Err(status);
-                }
-                let backoff = policy.backoff(answered_attempts, rand::random());
-                if deadline.is_some_and(|d| Instant::now() + backoff >= d) {
-                    return Err(status);
-                }
-                tokio::time::sleep(backoff).await;
-                attempts.policy_retry(&core);
-                set_previous_attempts(&mut template.metadata, answered_attempts);
-                trace::record_retry(&span, &mut retries, instance.id(), status.message());
+                core.record_outcome(instance, status.code());
+                Ending::Failed(status)
             }
-        }
+        };
+        Attempt::Ended(ending, reply)
+    }
+
+    /// Acts on the retry decision after `instance`'s attempt ended: `Ok`
+    /// once the call may try again (after the policy's backoff), else the
+    /// status the call fails with.
+    async fn after(&mut self, instance: &Instance, ending: Ending) -> Result<(), Status> {
+        let registration = instance.registration;
+        let decision = self.state.decide(
+            &self.rules,
+            &ending,
+            registration,
+            Instant::now(),
+            rand::random(),
+        );
+        let status = match (decision, ending) {
+            (Decision::Retry(backoff), ending) => {
+                if let Ending::Failed(_) = ending {
+                    tokio::time::sleep(backoff).await;
+                    set_previous_attempts(&mut self.template.metadata, self.state.answered());
+                }
+                self.core
+                    .stats
+                    .calls_retried
+                    .fetch_add(1, Ordering::Relaxed);
+                let reason = ending.status().map_or("not started", Status::message);
+                trace::record_retry(self.span, &mut self.retries, instance.id(), reason);
+                return Ok(());
+            }
+            (_, Ending::NotStarted) => {
+                trace::record_attempts(self.span, instance.id(), self.retries);
+                Status::unavailable(format!(
+                    "no instance of `{}` could take the call",
+                    self.core.service.name()
+                ))
+            }
+            (_, Ending::Lost(status) | Ending::Refused(status)) => {
+                trace::record_attempts(self.span, instance.id(), self.retries);
+                status
+            }
+            (Decision::Throttled, Ending::Failed(status)) => {
+                self.core.stats.retry_throttled();
+                status
+            }
+            (Decision::GiveUp, Ending::Failed(status)) => status,
+        };
+        Err(status)
     }
 }
 
@@ -486,10 +534,8 @@ fn pick(
     shares: &[&TrafficSplit],
 ) -> Result<Arc<Instance>, PickError> {
     let limiters = core.limiters.load();
-    let Some((limiters, limit)) = limiters
-        .as_ref()
-        .as_ref()
-        .and_then(|l| Some((l, l.per_instance()?)))
+    let Some((limiters, limit)) =
+        Option::as_deref(&*limiters).and_then(|l| Some((l, l.per_instance()?)))
     else {
         return pick_within_split(core, selection, shares);
     };

@@ -143,7 +143,10 @@ impl Limiters {
 
     /// Admits one call of `method` from the client at `peer` with `headers`,
     /// or names the limit it is over. The client's limit is checked first,
-    /// so one noisy client does not use up the service's budget.
+    /// so one noisy client does not use up the service's budget. (The
+    /// router runs the two halves as separate admission stages:
+    /// [`Limiters::admit_client`] and [`Limiters::admit_shared`].)
+    #[cfg(test)]
     pub(crate) fn admit(
         &self,
         service: &str,
@@ -151,21 +154,59 @@ impl Limiters {
         peer: &str,
         headers: &HeaderMap,
     ) -> Result<(), Status> {
-        if let Some(clients) = &self.clients {
-            let key = client_key(&clients.key, peer, headers);
-            if clients.check(&key, self.limits.max_clients).is_err() {
-                let who = match (key.strip_prefix(NO_HEADER), &clients.key) {
-                    (Some(ip), ClientKey::Header(name)) => {
-                        format!("client at `{ip}` (no `{name}` header)")
-                    }
-                    _ => format!("client `{key}`"),
-                };
-                return Err(Status::resource_exhausted(format!(
-                    "rate limit: {who} is over its {} calls/s for `{service}`",
-                    clients.limit.per_second
-                )));
-            }
+        self.admit_client(service, peer, headers)?;
+        self.admit_shared(service, method)
+    }
+
+    /// Whether there is a per-client limit.
+    pub(crate) fn limits_clients(&self) -> bool {
+        self.clients.is_some()
+    }
+
+    /// Whether the per-client limit tells clients apart by their address
+    /// (which a client cannot change call by call), not by a header.
+    pub(crate) fn keys_clients_by_peer(&self) -> bool {
+        self.clients
+            .as_ref()
+            .is_some_and(|c| c.key == ClientKey::PeerAddress)
+    }
+
+    /// Whether there is a limit shared by every client (the service's, or
+    /// a method's).
+    pub(crate) fn limits_shared(&self) -> bool {
+        self.service.is_some() || !self.methods.is_empty()
+    }
+
+    /// Admits one call from the client at `peer` with `headers` under the
+    /// per-client limit, or names the client over it.
+    pub(crate) fn admit_client(
+        &self,
+        service: &str,
+        peer: &str,
+        headers: &HeaderMap,
+    ) -> Result<(), Status> {
+        let Some(clients) = &self.clients else {
+            return Ok(());
+        };
+        let key = client_key(&clients.key, peer, headers);
+        if clients.check(&key, self.limits.max_clients).is_ok() {
+            return Ok(());
         }
+        let who = match (key.strip_prefix(NO_HEADER), &clients.key) {
+            (Some(ip), ClientKey::Header(name)) => {
+                format!("client at `{ip}` (no `{name}` header)")
+            }
+            _ => format!("client `{key}`"),
+        };
+        Err(Status::resource_exhausted(format!(
+            "rate limit: {who} is over its {} calls/s for `{service}`",
+            clients.limit.per_second
+        )))
+    }
+
+    /// Admits one call of `method` under the limits every client shares
+    /// (the method's, then the service's), or names the limit it is over.
+    pub(crate) fn admit_shared(&self, service: &str, method: &str) -> Result<(), Status> {
         if let (Some(limiter), Some(limit)) =
             (self.methods.get(method), self.limits.methods.get(method))
             && limiter.check().is_err()

@@ -1,8 +1,9 @@
 //! The traffic policies applied to a call before and while it is forwarded:
-//! authorization, rate and instance limits, deadlines, retries, traffic
+//! the admission pipeline (the pre-forward policies in order), authorization, rate and instance limits, deadlines, retries, traffic
 //! splits, outlier ejection, the per-method settings, and how a refusal is
 //! recorded.
 
+pub(super) mod admission;
 pub(super) mod authz;
 pub(super) mod deadline;
 pub(super) mod limit;

@@ -7,12 +7,20 @@
 //! method (the router still holds the request), with a random exponential
 //! backoff within the call's deadline. Each retry carries
 //! `grpc-previous-rpc-attempts`.
+//!
+//! Every retry of the router is decided in one place,
+//! [`RetryState::decide`]: a call whose `Start` was never written, or that
+//! an instance refused without running it, goes to another instance (at
+//! most [`MAX_ATTEMPTS`] attempts); one whose instance died before answering
+//! is replayed once if its method is idempotent; one the handler failed is
+//! retried under the retry policy and the throttling budget.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tonic::Code;
+use tokio::time::Instant;
+use tonic::{Code, Status};
 
 /// gRPC's `retryPolicy` for a method.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +148,178 @@ impl RetryBudget {
     }
 }
 
+/// The most attempts one call makes on different instances (the first and
+/// two retries) when attempts never ran there.
+pub(crate) const MAX_ATTEMPTS: usize = 3;
+
+/// What decides a call's retries and stays the same for all its attempts.
+#[derive(Debug)]
+pub(crate) struct RetryRules<'a> {
+    /// Whether the request can be sent again (a single-request method).
+    pub(crate) resend: bool,
+    /// Whether the method is idempotent: an attempt whose instance died
+    /// before answering may be replayed once.
+    pub(crate) idempotent: bool,
+    /// The retry policy of attempts the handler failed, when one applies
+    /// (single-request methods only).
+    pub(crate) policy: Option<&'a RetryPolicy>,
+    /// The retry throttling's settings.
+    pub(crate) throttling: RetryThrottling,
+    /// The retry throttling's tokens.
+    pub(crate) budget: &'a RetryBudget,
+    /// When the call's deadline passes: no retry sleeps past it.
+    pub(crate) deadline: Option<Instant>,
+}
+
+impl<'a> RetryRules<'a> {
+    /// The rules of a call of `method` under `config`, throttled by
+    /// `core`'s budget.
+    pub(crate) fn new(
+        config: &'a crate::router::RouterConfig,
+        core: &'a crate::router::RouterCore,
+        method: &crate::router::Method,
+        resend: bool,
+        deadline: Option<Instant>,
+    ) -> Self {
+        RetryRules {
+            resend,
+            idempotent: method.idempotent,
+            policy: config
+                .retries
+                .of(&method.name, method.idempotent)
+                .filter(|_| resend),
+            throttling: config.retries.throttling,
+            budget: &core.retry_budget,
+            deadline,
+        }
+    }
+}
+
+/// How an attempt ended without an answer.
+#[derive(Debug)]
+pub(crate) enum Ending {
+    /// Its `Start` was never written: the instance never saw it.
+    NotStarted,
+    /// The instance went away before answering.
+    Lost(Status),
+    /// The instance refused the call without running it (at capacity).
+    Refused(Status),
+    /// The call ended before any response: the handler's answer.
+    Failed(Status),
+}
+
+impl Ending {
+    /// The attempt's status, when the instance gave one.
+    pub(crate) fn status(&self) -> Option<&Status> {
+        match self {
+            Ending::NotStarted => None,
+            Ending::Lost(s) | Ending::Refused(s) | Ending::Failed(s) => Some(s),
+        }
+    }
+}
+
+/// What the call does after an attempt ended without an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Tries again after this backoff (zero unless the retry policy's).
+    Retry(Duration),
+    /// Fails with the attempt's status: no retry applies.
+    GiveUp,
+    /// Fails with the attempt's status: the retry policy would retry, but
+    /// the throttling budget is spent.
+    Throttled,
+}
+
+/// One call's retry state: the instances it tried (never tried again),
+/// whether it replayed a lost attempt, and the attempts the handler failed.
+#[derive(Debug, Default)]
+pub(crate) struct RetryState {
+    /// The registrations the call tried and may not return to.
+    pub(crate) tried: Vec<u64>,
+    replayed: bool,
+    answered: u32,
+}
+
+impl RetryState {
+    /// The attempts the handler failed so far (the retry policy's count,
+    /// sent as `grpc-previous-rpc-attempts`).
+    pub(crate) fn answered(&self) -> u32 {
+        self.answered
+    }
+
+    /// Decides, after the attempt on `registration` ended as `ending` at
+    /// `now`, whether the call tries again; `random` (in `[0, 1)`) draws the
+    /// policy's backoff. A call is tried again only when it is known not to
+    /// have run (never started, refused: on another instance), once when
+    /// its instance died and the method is idempotent, or under the retry
+    /// policy when the handler failed it with a retryable code.
+    pub(crate) fn decide(
+        &mut self,
+        rules: &RetryRules<'_>,
+        ending: &Ending,
+        registration: u64,
+        now: Instant,
+        random: f64,
+    ) -> Decision {
+        match ending {
+            Ending::NotStarted => self.another(registration),
+            Ending::Lost(_) => {
+                // At most one replay per call.
+                if rules.idempotent && rules.resend && !std::mem::replace(&mut self.replayed, true)
+                {
+                    self.another(registration)
+                } else {
+                    Decision::GiveUp
+                }
+            }
+            Ending::Refused(_) if rules.resend => self.another(registration),
+            Ending::Refused(_) => Decision::GiveUp,
+            Ending::Failed(status) => self.under_policy(rules, status.code(), now, random),
+        }
+    }
+
+    /// Another instance, while attempts are left.
+    fn another(&mut self, registration: u64) -> Decision {
+        self.tried.push(registration);
+        if self.tried.len() < MAX_ATTEMPTS {
+            Decision::Retry(Duration::ZERO)
+        } else {
+            Decision::GiveUp
+        }
+    }
+
+    /// The retry policy's answer to an attempt the handler failed with
+    /// `code` (which may return to the same instance).
+    fn under_policy(
+        &mut self,
+        rules: &RetryRules<'_>,
+        code: Code,
+        now: Instant,
+        random: f64,
+    ) -> Decision {
+        let Some(policy) = rules.policy else {
+            return Decision::GiveUp;
+        };
+        self.answered += 1;
+        if !policy.retryable_status_codes.contains(&code) {
+            rules.budget.answered(rules.throttling);
+            return Decision::GiveUp;
+        }
+        let budget_left = rules.budget.failed(rules.throttling);
+        if !policy.retries(code, self.answered) {
+            return Decision::GiveUp;
+        }
+        if !budget_left {
+            return Decision::Throttled;
+        }
+        let backoff = policy.backoff(self.answered, random);
+        if rules.deadline.is_some_and(|d| now + backoff >= d) {
+            return Decision::GiveUp;
+        }
+        Decision::Retry(backoff)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +403,156 @@ mod tests {
         );
         assert_eq!(policies.of("Get", true).map(|p| p.max_attempts), Some(3));
         assert!(policies.of("Create", false).is_none());
+    }
+
+    fn rules<'a>(
+        policy: Option<&'a RetryPolicy>,
+        budget: &'a RetryBudget,
+        resend: bool,
+        idempotent: bool,
+    ) -> RetryRules<'a> {
+        RetryRules {
+            resend,
+            idempotent,
+            policy,
+            throttling: RetryPolicies::default().throttling,
+            budget,
+            deadline: None,
+        }
+    }
+
+    fn unavailable() -> Status {
+        Status::unavailable("instance at capacity")
+    }
+
+    #[test]
+    fn an_attempt_never_started_goes_to_another_instance_at_most_three_times() {
+        let budget = RetryBudget::default();
+        let rules = rules(None, &budget, false, false);
+        let mut state = RetryState::default();
+        let now = Instant::now();
+        let retry = Decision::Retry(Duration::ZERO);
+        assert_eq!(
+            state.decide(&rules, &Ending::NotStarted, 1, now, 0.5),
+            retry
+        );
+        assert_eq!(
+            state.decide(&rules, &Ending::NotStarted, 2, now, 0.5),
+            retry
+        );
+        assert_eq!(
+            state.decide(&rules, &Ending::NotStarted, 3, now, 0.5),
+            Decision::GiveUp
+        );
+        assert_eq!(
+            state.tried,
+            [1, 2, 3],
+            "the instances the call may not return to"
+        );
+    }
+
+    #[test]
+    fn a_refused_attempt_is_retried_elsewhere_only_when_the_request_can_be_resent() {
+        let budget = RetryBudget::default();
+        let now = Instant::now();
+        let refused = Ending::Refused(unavailable());
+        let mut state = RetryState::default();
+        let p = policy();
+        let stream = rules(Some(&p), &budget, false, true);
+        assert_eq!(
+            state.decide(&stream, &refused, 1, now, 0.5),
+            Decision::GiveUp
+        );
+        let single = rules(None, &budget, true, false);
+        assert_eq!(
+            state.decide(&single, &refused, 1, now, 0.5),
+            Decision::Retry(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn a_lost_attempt_is_replayed_once_and_only_for_an_idempotent_single_request() {
+        let budget = RetryBudget::default();
+        let now = Instant::now();
+        let lost = Ending::Lost(Status::unavailable("instance went away"));
+        for (resend, idempotent) in [(true, false), (false, true)] {
+            let rules = rules(None, &budget, resend, idempotent);
+            let mut state = RetryState::default();
+            assert_eq!(state.decide(&rules, &lost, 1, now, 0.5), Decision::GiveUp);
+        }
+        let rules = rules(None, &budget, true, true);
+        let mut state = RetryState::default();
+        assert_eq!(
+            state.decide(&rules, &lost, 1, now, 0.5),
+            Decision::Retry(Duration::ZERO)
+        );
+        assert_eq!(state.decide(&rules, &lost, 2, now, 0.5), Decision::GiveUp);
+        assert_eq!(
+            state.decide(&rules, &Ending::NotStarted, 2, now, 0.5),
+            Decision::Retry(Duration::ZERO),
+            "a start that never happened still moves on"
+        );
+    }
+
+    #[test]
+    fn a_failed_attempt_is_retried_only_under_a_policy_for_its_codes_and_attempts() {
+        let budget = RetryBudget::default();
+        let now = Instant::now();
+        let failed = Ending::Failed(unavailable());
+        let mut state = RetryState::default();
+        let none = rules(None, &budget, true, true);
+        assert_eq!(state.decide(&none, &failed, 1, now, 1.0), Decision::GiveUp);
+        let p = policy();
+        let rules = rules(Some(&p), &budget, true, false);
+        let internal = Ending::Failed(Status::internal("bug"));
+        assert_eq!(
+            state.decide(&rules, &internal, 1, now, 1.0),
+            Decision::GiveUp
+        );
+        let mut state = RetryState::default();
+        assert_eq!(
+            state.decide(&rules, &failed, 1, now, 1.0),
+            Decision::Retry(Duration::from_millis(100))
+        );
+        assert_eq!(
+            state.decide(&rules, &failed, 1, now, 1.0),
+            Decision::Retry(Duration::from_millis(200))
+        );
+        assert_eq!(state.answered(), 2);
+        assert_eq!(
+            state.decide(&rules, &failed, 1, now, 1.0),
+            Decision::GiveUp,
+            "max_attempts 3"
+        );
+        assert!(
+            state.tried.is_empty(),
+            "the policy may return to the instance"
+        );
+    }
+
+    #[test]
+    fn a_failed_attempt_is_not_retried_past_the_deadline_or_the_budget() {
+        let budget = RetryBudget::default();
+        let now = Instant::now();
+        let failed = Ending::Failed(unavailable());
+        let p = policy();
+        let mut rules = rules(Some(&p), &budget, true, false);
+        rules.deadline = Some(now + Duration::from_millis(50));
+        let mut state = RetryState::default();
+        assert_eq!(state.decide(&rules, &failed, 1, now, 1.0), Decision::GiveUp);
+        rules.deadline = None;
+        // Ten tokens: retries stop once half are gone.
+        let mut throttled = 0;
+        for _ in 0..10 {
+            let mut state = RetryState::default();
+            if state.decide(&rules, &failed, 1, now, 0.0) == Decision::Throttled {
+                throttled += 1;
+            }
+        }
+        assert_eq!(
+            throttled,
+            10 - 3,
+            "retries stop once half the ten tokens are spent"
+        );
     }
 }

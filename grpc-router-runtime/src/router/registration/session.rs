@@ -18,10 +18,11 @@ use tracing::{debug, info, warn};
 use crate::flow::RecvWindow;
 use crate::metrics::Event;
 use crate::pb;
-use crate::router::RouterCore;
 use crate::router::outbound::{OutboundStream, Outbox};
 use crate::router::recheck::Credentials;
 use crate::router::registry::{CallEvent, Holder, Instance, InstanceInfo, ResponsePhase, Takeover};
+use crate::router::service::Learnt;
+use crate::router::{RouterConfig, RouterCore};
 use crate::wire::{BridgeFrame, RouterFrame};
 
 /// The protocol versions this router speaks.
@@ -89,7 +90,9 @@ fn peer_of(extensions: &tonic::Extensions) -> String {
 }
 
 /// Validates the bridge's `Hello`, registers the instance and starts its
-/// reader.
+/// reader, in steps: the `Hello` read and checked, the registration check
+/// (`authorize`), the takeover of a live instance id, the windows, the
+/// admission into the service and registry, and the log.
 async fn accept(
     core: Arc<RouterCore>,
     metadata: tonic::metadata::MetadataMap,
@@ -98,10 +101,74 @@ async fn accept(
     peer_certificates: &[bytes::Bytes],
 ) -> Result<Response<OutboundStream>, Status> {
     let config = core.config();
+    let mut hello = read_hello(&core, &config, &mut frames).await?;
+    let identity = match &config.authorize {
+        Some(authorize) => authorize(&crate::router::RegisterRequest {
+            metadata: &metadata,
+            hello: &hello,
+            peer,
+            peer_certificates,
+        })?,
+        None => None,
+    };
+    if core.closing.load(Ordering::Acquire) {
+        return Err(Status::unavailable(format!(
+            "router `{}` is shutting down; register with another router",
+            config.router_id
+        )));
+    }
+    let description = hello.description.take();
+    let (request_window, max_frame) = negotiate_windows(&hello);
+    let (out, stream) = Outbox::new(config.max_queued_bytes);
+    let info = InstanceInfo {
+        id: hello.instance_id.clone(),
+        labels: hello.labels.into_iter().collect(),
+        weight: hello.weight.max(1),
+        max_concurrent_calls: hello.max_concurrent_calls,
+        routing_keys: hello.routing_keys,
+        identity,
+        incarnation: hello.incarnation,
+    };
+    let existing = take_over(&core, &config, &info).await?;
+    let mut instance = Instance::new(
+        core.registry.next_registration(),
+        info,
+        out,
+        request_window,
+        max_frame,
+        RecvWindow::limit_for(
+            config.initial_window,
+            usize::try_from(config.max_frame_size).unwrap_or(usize::MAX),
+        ),
+    )
+    .with_credentials(Credentials::new(&metadata, peer, peer_certificates))
+    .with_partial_limit(config.max_partial_response_bytes);
+    if let Some(existing) = &existing {
+        instance = instance.displacing(&existing.info().incarnation);
+    }
+    let holder = Holder::Registration(existing.as_ref().map(|e| e.registration));
+    let kind = crate::router::bridge_kind::BridgeKind::of(&metadata);
+    let (instance, stale) = admit(&core, &config, instance, holder, description, kind)?;
+    log_accepted(&core, &instance, stale, peer);
+    if !core.sweeper_started.swap(true, Ordering::AcqRel) {
+        start_sweeper(&core);
+    }
+    tokio::spawn(read_frames(core, instance, frames));
+    Ok(Response::new(stream))
+}
+
+/// The bridge's `Hello`, read within the hello timeout and checked: the
+/// first frame, of a protocol version this router speaks, for this service,
+/// with an instance id.
+async fn read_hello(
+    core: &RouterCore,
+    config: &RouterConfig,
+    frames: &mut Streaming<BridgeFrame>,
+) -> Result<pb::Hello, Status> {
     let first = tokio::time::timeout(config.hello_timeout, frames.message())
         .await
         .map_err(|_| Status::deadline_exceeded("no Hello frame within the hello timeout"))??;
-    let mut hello = match first {
+    let hello = match first {
         Some(BridgeFrame::Hello(hello)) => hello,
         Some(_) => {
             return Err(Status::invalid_argument(
@@ -128,37 +195,20 @@ async fn accept(
             "Hello.instance_id must not be empty",
         ));
     }
-    let identity = match &config.authorize {
-        Some(authorize) => authorize(&crate::router::RegisterRequest {
-            metadata: &metadata,
-            hello: &hello,
-            peer,
-            peer_certificates,
-        })?,
-        None => None,
-    };
-    if core.closing.load(Ordering::Acquire) {
-        return Err(Status::unavailable(format!(
-            "router `{}` is shutting down; register with another router",
-            config.router_id
-        )));
-    }
-    let description = hello.description.take();
+    Ok(hello)
+}
 
-    let (out, stream) = Outbox::new(config.max_queued_bytes);
-    let info = InstanceInfo {
-        id: hello.instance_id.clone(),
-        labels: hello.labels.into_iter().collect(),
-        weight: hello.weight.max(1),
-        max_concurrent_calls: hello.max_concurrent_calls,
-        routing_keys: hello.routing_keys,
-        identity,
-        incarnation: hello.incarnation,
-    };
-    // A live registration of the same id is replaced only by its own
-    // process, or once it misses a ping; a credential alone never replaces
-    // it. A scan, not `Snapshot::by_id`: that builds the snapshot's index,
-    // and every registration publishes a new snapshot, so ten thousand
+/// The registration that holds `info`'s instance id now, if any, once it
+/// may be replaced: a live registration of the same id is replaced only by
+/// its own process, or once it misses a ping; a credential alone never
+/// replaces it.
+async fn take_over(
+    core: &RouterCore,
+    config: &RouterConfig,
+    info: &InstanceInfo,
+) -> Result<Option<Arc<Instance>>, Status> {
+    // A scan, not `Snapshot::by_id`: that builds the snapshot's index, and
+    // every registration publishes a new snapshot, so ten thousand
     // registrations would build ten thousand indexes.
     let existing = core
         .registry
@@ -166,21 +216,27 @@ async fn accept(
         .iter()
         .find(|i| i.id() == info.id)
         .cloned();
-    let holder = Holder::Registration(existing.as_ref().map(|e| e.registration));
     if let Some(existing) = &existing {
         let interval = config.heartbeat_interval;
         let stale_after = u64::from(millis(interval + interval / 2));
-        match existing.takeover_by(&info, stale_after) {
+        match existing.takeover_by(info, stale_after) {
             Takeover::Allowed => {}
             Takeover::Refused(status) => return Err(status),
             Takeover::IfSilent => {
                 let probe = (interval / 2).min(TAKEOVER_PROBE);
                 if existing.answers_ping(probe).await {
-                    return Err(existing.refusal_for(&info));
+                    return Err(existing.refusal_for(info));
                 }
             }
         }
     }
+    Ok(existing)
+}
+
+/// The windows a `Hello` declares, within the router's bounds: the
+/// per-call request window (at most [`MAX_REQUEST_WINDOW`]) and the largest
+/// frame the bridge takes.
+fn negotiate_windows(hello: &pb::Hello) -> (u32, usize) {
     let request_window = if hello.initial_window == 0 {
         crate::defaults::UNDECLARED_WINDOW
     } else {
@@ -188,22 +244,22 @@ async fn accept(
     };
     let max_frame =
         usize::try_from(hello.max_frame_size.max(crate::defaults::MIN_FRAME)).unwrap_or(usize::MAX);
-    let mut instance = Instance::new(
-        core.registry.next_registration(),
-        info,
-        out,
-        request_window,
-        max_frame,
-        RecvWindow::limit_for(
-            config.initial_window,
-            usize::try_from(config.max_frame_size).unwrap_or(usize::MAX),
-        ),
-    )
-    .with_credentials(Credentials::new(&metadata, peer, peer_certificates))
-    .with_partial_limit(config.max_partial_response_bytes);
-    if let Some(existing) = &existing {
-        instance = instance.displacing(&existing.info().incarnation);
-    }
+    (request_window, max_frame)
+}
+
+/// Admits `instance` into the service (the compatibility rule) and the
+/// registry under one lock, its `Welcome` queued first; checks it again if a
+/// reload changed the registration check meanwhile, and tells of the
+/// methods it defined or added. Returns it and the registration it
+/// replaced.
+fn admit(
+    core: &RouterCore,
+    config: &RouterConfig,
+    instance: Instance,
+    holder: Holder,
+    description: Option<pb::ServiceDescription>,
+    kind: crate::router::bridge_kind::BridgeKind,
+) -> Result<(Arc<Instance>, Option<Arc<Instance>>), Status> {
     let welcome = pb::Welcome {
         protocol_version: PROTOCOL_VERSION,
         router_id: config.router_id.clone(),
@@ -214,7 +270,7 @@ async fn accept(
     };
     let (inserted, learnt) = core.service.admit(
         description.as_ref(),
-        crate::router::bridge_kind::BridgeKind::of(&metadata),
+        kind,
         || !core.registry.is_empty(),
         |served| {
             let instance = Arc::new(instance.with_served(served));
@@ -232,9 +288,16 @@ async fn accept(
     // A reload that changed the registration check while this one was
     // checked with the old one: check it again.
     let current = core.config();
-    if crate::router::recheck::check_changed(&config, &current) {
-        crate::router::recheck::recheck(&core, &current, &instance);
+    if crate::router::recheck::check_changed(config, &current) {
+        crate::router::recheck::recheck(core, &current, &instance);
     }
+    log_learnt(core, &instance, &learnt);
+    Ok((instance, stale))
+}
+
+/// Logs the methods a registration defined or added, and tells the
+/// service's listener.
+fn log_learnt(core: &RouterCore, instance: &Instance, learnt: &Learnt) {
     if learnt.defined {
         core.refresh_strategy();
         info!(
@@ -254,9 +317,14 @@ async fn accept(
     if learnt.defined || !learnt.added.is_empty() {
         core.service_changed(learnt.defined);
     }
-    record(&core, Event::Accepted);
+}
+
+/// Counts and logs an accepted registration, closing the stale one it
+/// replaced.
+fn log_accepted(core: &RouterCore, instance: &Instance, stale: Option<Arc<Instance>>, peer: &str) {
+    record(core, Event::Accepted);
     if let Some(stale) = stale {
-        record(&core, Event::Replaced);
+        record(core, Event::Replaced);
         info!(
             event = "replaced",
             service = core.service.name(),
@@ -294,11 +362,6 @@ async fn accept(
         weight = instance.info().weight,
         "instance registered"
     );
-    if !core.sweeper_started.swap(true, Ordering::AcqRel) {
-        start_sweeper(&core);
-    }
-    tokio::spawn(read_frames(core, instance, frames));
-    Ok(Response::new(stream))
 }
 
 /// Counts a registration event, when the router has metrics.
