@@ -1,0 +1,585 @@
+//! What one field cannot check: settings that depend on each other, on
+//! other sections or on files.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::Config;
+use super::policies::RateLimitSetting;
+use super::sections::MAX_WORKER_THREADS;
+use super::service::ServiceSettings;
+use super::values::http_header;
+
+impl Config {
+    /// Checks what one field cannot: (field path, message) of the first
+    /// problem.
+    pub(super) fn check(&self) -> Result<(), (String, String)> {
+        for (name, settings) in std::iter::once(("defaults".to_owned(), &self.defaults)).chain(
+            self.services
+                .iter()
+                .map(|(name, s)| (format!("services.\"{name}\""), s)),
+        ) {
+            let effective = settings.over(&self.defaults);
+            let interval = effective
+                .heartbeat_interval
+                .unwrap_or(Duration::from_secs(10));
+            let timeout = effective
+                .heartbeat_timeout
+                .unwrap_or(Duration::from_secs(30));
+            if interval.is_zero() {
+                return Err((
+                    format!("{name}.heartbeat_interval"),
+                    "must be more than 0".to_owned(),
+                ));
+            }
+            if timeout <= interval {
+                return Err((
+                    format!("{name}.heartbeat_timeout"),
+                    format!(
+                        "{} is not more than heartbeat_interval ({}): every instance would be dropped",
+                        humantime::format_duration(timeout),
+                        humantime::format_duration(interval)
+                    ),
+                ));
+            }
+            for (key, value) in [
+                (
+                    "max_request_message_bytes",
+                    settings.max_request_message_bytes,
+                ),
+                (
+                    "max_response_message_bytes",
+                    settings.max_response_message_bytes,
+                ),
+            ] {
+                if value == Some(0) {
+                    return Err((format!("{name}.{key}"), "must be more than 0".to_owned()));
+                }
+            }
+            let deadlines = effective.deadlines();
+            for (scope, policy) in std::iter::once((name.clone(), deadlines.service)).chain(
+                deadlines
+                    .methods
+                    .keys()
+                    .map(|m| (format!("{name}.methods.{m}"), deadlines.of(m))),
+            ) {
+                for (key, value) in [
+                    ("default_deadline", policy.default),
+                    ("max_deadline", policy.max),
+                ] {
+                    if value.is_some_and(|d| d.is_zero()) {
+                        return Err((format!("{scope}.{key}"), "must be more than 0".to_owned()));
+                    }
+                }
+                if let (Some(default), Some(max)) = (policy.default, policy.max)
+                    && default > max
+                {
+                    return Err((
+                        format!("{scope}.default_deadline"),
+                        format!(
+                            "{} is more than max_deadline ({})",
+                            humantime::format_duration(default),
+                            humantime::format_duration(max)
+                        ),
+                    ));
+                }
+            }
+            if !settings.split.is_empty() {
+                if settings.split.iter().all(|share| share.weight == 0) {
+                    return Err((
+                        format!("{name}.split"),
+                        "every share has weight 0: no call could be routed by it".to_owned(),
+                    ));
+                }
+                if let Some(i) = settings.split.iter().position(|s| s.labels.is_empty()) {
+                    return Err((
+                        format!("{name}.split[{i}].labels"),
+                        "must name at least one label (a share of every instance splits nothing)"
+                            .to_owned(),
+                    ));
+                }
+            }
+            if let Some(limit) = settings.rate_limit {
+                limit.check(&format!("{name}.rate_limit"))?;
+            }
+            if let Some(limit) = settings.instance_rate_limit {
+                limit.check(&format!("{name}.instance_rate_limit"))?;
+            }
+            if let Some(policy) = &settings.retry_policy {
+                policy.check(&format!("{name}.retry_policy"))?;
+            }
+            if let Some(outliers) = &settings.outlier_detection {
+                outliers.check(&format!("{name}.outlier_detection"))?;
+            }
+            if let Some(t) = settings.retry_throttling
+                && (!(1..=1000).contains(&t.max_tokens) || !(0.0..=1.0).contains(&t.token_ratio))
+            {
+                return Err((
+                    format!("{name}.retry_throttling"),
+                    "max_tokens must be 1 to 1000 and token_ratio 0 to 1".to_owned(),
+                ));
+            }
+            for (method, m) in &settings.methods {
+                if let Some(policy) = &m.retry_policy {
+                    policy.check(&format!("{name}.methods.{method}.retry_policy"))?;
+                }
+            }
+            self.check_credentials(&name, settings)?;
+            if let Some(client) = &settings.client_rate_limit {
+                let at = format!("{name}.client_rate_limit");
+                RateLimitSetting {
+                    per_second: client.per_second,
+                    burst: client.burst,
+                }
+                .check(&at)?;
+                if client.client_key().is_none() {
+                    return Err((
+                        format!("{at}.key"),
+                        format!(
+                            "`{}` is neither `peer` nor `header:<lowercase header name>`",
+                            client.key
+                        ),
+                    ));
+                }
+            }
+            for (method, m) in &settings.methods {
+                if let Some(limit) = m.rate_limit {
+                    limit.check(&format!("{name}.methods.{method}.rate_limit"))?;
+                }
+            }
+            for method in settings.methods.keys() {
+                if method.is_empty() || method.contains(['/', '.']) {
+                    return Err((
+                        format!("{name}.methods.\"{method}\""),
+                        "is not a method name (as in the proto, e.g. `SayHello`)".to_owned(),
+                    ));
+                }
+            }
+            if let Some(header) = &settings.route_key_header
+                && http_header(header).is_err()
+            {
+                return Err((
+                    format!("{name}.route_key_header"),
+                    format!("`{header}` is not a valid lowercase metadata header name"),
+                ));
+            }
+        }
+        for name in self.services.keys() {
+            if name.is_empty() || name.starts_with('.') || name.contains('/') {
+                return Err((
+                    format!("services.\"{name}\""),
+                    "is not a fully qualified service name (package.Service)".to_owned(),
+                ));
+            }
+        }
+        if self.registrations.address == Some(self.clients.address)
+            && self.clients.address.port() != 0
+        {
+            return Err((
+                "registrations.address".to_owned(),
+                "is the clients' address; leave it out to register on the clients' listener"
+                    .to_owned(),
+            ));
+        }
+        if let Some(admin) = self.admin.address
+            && admin.port() != 0
+        {
+            for (other, address) in [
+                ("clients", Some(self.clients.address)),
+                ("registrations", self.registrations.address),
+            ] {
+                if address == Some(admin) {
+                    return Err((
+                        "admin.address".to_owned(),
+                        format!("is the {other}' address; the admin listener needs its own port"),
+                    ));
+                }
+            }
+        }
+        if !self.admin.tokens_sha256.is_empty()
+            && self.admin.address.is_none()
+            && !self.clients.serve_admin
+        {
+            return Err((
+                "admin.tokens_sha256".to_owned(),
+                "guards nothing: no listener serves the admin service; set `admin.address` \
+                 (or `clients.serve_admin = true`)"
+                    .to_owned(),
+            ));
+        }
+        if let Some(jwt) = &self.auth.jwt
+            && let Err((setting, why)) = crate::jwt::Verifier::new(jwt, &|k| std::env::var(k).ok())
+        {
+            return Err((setting.to_owned(), why));
+        }
+        for (name, tls) in [
+            ("clients.tls", &self.clients.tls),
+            ("registrations.tls", &self.registrations.tls),
+        ] {
+            let Some(tls) = tls else { continue };
+            for (key, file) in [
+                ("cert", Some(&tls.cert)),
+                ("key", Some(&tls.key)),
+                ("client_ca", tls.client_ca.as_ref()),
+            ] {
+                if let Some(file) = file
+                    && let Err(e) = std::fs::metadata(file)
+                {
+                    return Err((
+                        format!("{name}.{key}"),
+                        format!("cannot read {}: {e}", file.display()),
+                    ));
+                }
+            }
+        }
+        if self.registrations.tls.is_some() && self.registrations.address.is_none() {
+            return Err((
+                "registrations.tls".to_owned(),
+                "needs registrations.address (without it instances use the clients' listener and its TLS)"
+                    .to_owned(),
+            ));
+        }
+        self.tracing
+            .check()
+            .map_err(|(key, message)| (format!("tracing.{key}"), message))?;
+        if let Some(threads) = self.runtime.worker_threads
+            && !(1..=MAX_WORKER_THREADS).contains(&threads)
+        {
+            return Err((
+                "runtime.worker_threads".to_owned(),
+                format!("{threads} is not between 1 and {MAX_WORKER_THREADS}"),
+            ));
+        }
+        if self.limits.max_services == 0 {
+            return Err((
+                "limits.max_services".to_owned(),
+                "must be more than 0".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The `client_ca` of the listener instances register on, and that
+    /// listener's TLS section as the configuration names it.
+    fn registration_client_ca(&self) -> (Option<&PathBuf>, &'static str) {
+        if self.registrations.address.is_some() {
+            let ca = self
+                .registrations
+                .tls
+                .as_ref()
+                .and_then(|t| t.client_ca.as_ref());
+            (ca, "[registrations.tls] client_ca")
+        } else {
+            let ca = self.clients.tls.as_ref().and_then(|t| t.client_ca.as_ref());
+            (
+                ca,
+                "[clients.tls] client_ca (instances register on the clients' listener)",
+            )
+        }
+    }
+
+    /// The `client_ca` of the clients' listener.
+    pub(super) fn clients_client_ca(&self) -> Option<&PathBuf> {
+        self.clients.tls.as_ref().and_then(|t| t.client_ca.as_ref())
+    }
+
+    /// Checks a service's registration SANs and allow rules against what
+    /// can verify them: a certificate SAN needs a client CA on its
+    /// listener, a token's identity or claims need `[auth.jwt]`.
+    fn check_credentials(
+        &self,
+        name: &str,
+        settings: &ServiceSettings,
+    ) -> Result<(), (String, String)> {
+        let (registration_ca, registration_listener) = self.registration_client_ca();
+        if registration_ca.is_none() {
+            if !self.registrations.instance_sans.is_empty() && name == "defaults" {
+                return Err((
+                    "registrations.instance_sans".to_owned(),
+                    format!(
+                        "needs {registration_listener}: instances prove their SANs with a \
+                         client certificate that CA verified"
+                    ),
+                ));
+            }
+            if settings
+                .instance_sans
+                .as_ref()
+                .is_some_and(|s| !s.is_empty())
+            {
+                return Err((
+                    format!("{name}.instance_sans"),
+                    format!(
+                        "needs {registration_listener}: instances prove their SANs with a \
+                         client certificate that CA verified"
+                    ),
+                ));
+            }
+        }
+        let jwt = self.auth.jwt.is_some();
+        let client_ca = self.clients_client_ca().is_some();
+        if !settings.allow.is_empty() && !jwt && !client_ca {
+            return Err((
+                format!("{name}.allow"),
+                "needs [auth.jwt]: rules decide on a verified token's claims \
+                 (or, for `sans` rules, a client certificate: [clients.tls] client_ca)"
+                    .to_owned(),
+            ));
+        }
+        for (i, rule) in settings.allow.iter().enumerate() {
+            if !jwt {
+                for (key, used) in [
+                    ("identities", !rule.identities.is_empty()),
+                    ("claims", !rule.claims.is_empty()),
+                ] {
+                    if used {
+                        return Err((
+                            format!("{name}.allow[{i}].{key}"),
+                            "needs [auth.jwt]: it matches a verified token \
+                             (match a client certificate with `sans`)"
+                                .to_owned(),
+                        ));
+                    }
+                }
+            }
+            if !rule.sans.is_empty() && !client_ca {
+                return Err((
+                    format!("{name}.allow[{i}].sans"),
+                    "needs [clients.tls] client_ca: clients prove their SANs with a client \
+                     certificate that CA verified"
+                        .to_owned(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::TokenHash;
+    use crate::config::testing::{error, parse, tls_sections};
+
+    #[test]
+    fn a_timeout_not_above_the_interval_is_refused() {
+        let e = error("[defaults]\nheartbeat_interval = \"10s\"\nheartbeat_timeout = \"5s\"\n");
+        assert!(
+            e.starts_with("router.toml:3:1: `defaults.heartbeat_timeout`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn admin_tokens_parse_and_need_a_listener_that_serves_the_admin_service() {
+        let hash = crate::config::TokenHash::of("t").hex();
+        let config = parse(&format!(
+            "[admin]\naddress = \"127.0.0.1:9090\"\ntokens_sha256 = [\"{hash}\"]\n"
+        ))
+        .expect("valid");
+        assert_eq!(config.admin.tokens_sha256, [TokenHash::of("t")]);
+        let e = error(&format!("[admin]\ntokens_sha256 = [\"{hash}\"]\n"));
+        assert!(
+            e.contains("`admin.tokens_sha256`") && e.contains("guards nothing"),
+            "{e}"
+        );
+        let on_clients = parse(&format!(
+            "[clients]\nserve_admin = true\n[admin]\ntokens_sha256 = [\"{hash}\"]\n"
+        ))
+        .expect("valid");
+        assert!(on_clients.clients.serve_admin);
+        assert!(!parse("").expect("valid").clients.serve_admin);
+    }
+
+    #[test]
+    fn an_admin_listener_on_a_routed_port_is_refused() {
+        let e = error(
+            "[clients]\naddress = \"127.0.0.1:7000\"\n[admin]\naddress = \"127.0.0.1:7000\"\n",
+        );
+        assert!(e.contains("`admin.address`"), "{e}");
+        assert!(e.contains("the clients' address"), "{e}");
+        let config = parse("[admin]\naddress = \"127.0.0.1:9090\"\n").expect("valid");
+        assert_eq!(config.admin.address.map(|a| a.port()), Some(9090));
+        assert_eq!(parse("").expect("valid").admin.address, None);
+    }
+
+    #[test]
+    fn a_default_deadline_over_the_maximum_or_a_bad_method_name_is_refused() {
+        let e = error(
+            "[services.\"a.B\"]\nmax_deadline = \"1s\"\n\
+             [services.\"a.B\".methods.Get]\ndefault_deadline = \"2s\"\n",
+        );
+        assert!(
+            e.contains("`services.\"a.B\".methods.Get.default_deadline`"),
+            "{e}"
+        );
+        assert!(e.contains("more than max_deadline (1s)"), "{e}");
+        let e = error("[services.\"a.B\".methods.\"a.B/Get\"]\nmax_deadline = \"1s\"\n");
+        assert!(e.contains("is not a method name"), "{e}");
+        let e = error("[defaults]\nmax_deadline = \"0s\"\n");
+        assert!(
+            e.contains("`defaults.max_deadline`: must be more than 0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn instance_sans_need_a_client_ca_on_the_registration_listener() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sans = "[services.\"a.B\"]\ninstance_sans = [\"spiffe://corp/*\"]\n";
+        let e = error(sans);
+        assert!(
+            e.contains(
+                "`services.\"a.B\".instance_sans`: needs [clients.tls] client_ca \
+                 (instances register on the clients' listener)"
+            ),
+            "{e}"
+        );
+        // A client CA on the clients' listener does not cover a separate
+        // registrations listener.
+        let e = error(&format!(
+            "{}{sans}",
+            tls_sections(dir.path(), true, Some(false))
+        ));
+        assert!(
+            e.contains("`services.\"a.B\".instance_sans`: needs [registrations.tls] client_ca"),
+            "{e}"
+        );
+        let e = error("[registrations]\ninstance_sans = [\"dns:greeter.internal\"]\n");
+        assert!(e.contains("`registrations.instance_sans`: needs"), "{e}");
+        let config = parse(&format!(
+            "{}{sans}",
+            tls_sections(dir.path(), false, Some(true))
+        ))
+        .expect("valid");
+        let (_, router) = &config.service_router_configs()[0];
+        assert!(router.authorize.is_some(), "registrations are checked");
+        assert!(router.client_auth.is_none(), "clients are not");
+    }
+
+    #[test]
+    fn a_malformed_san_pattern_is_an_error_at_its_key() {
+        let e = error("[services.\"a.B\"]\ninstance_sans = [\"greeter.internal\"]\n");
+        assert!(e.contains("instance_sans"), "{e}");
+        assert!(e.contains("is not a SAN pattern"), "{e}");
+        let e = error("[[defaults.allow]]\nsans = [\"dns:*.*.corp\"]\n");
+        assert!(e.contains("sans"), "{e}");
+        assert!(e.contains("more than one `*`"), "{e}");
+    }
+
+    #[test]
+    fn san_rules_need_a_client_ca_and_token_rules_a_jwt_section() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jwt = "[auth.jwt]\nissuer = \"i\"\naudience = \"a\"\nhmac_secret_env = \"HOME\"\n";
+        let e = error(&format!(
+            "{jwt}[[services.\"a.B\".allow]]\nmethods = [\"Get\"]\n\
+             [[services.\"a.B\".allow]]\nsans = [\"spiffe://corp/web\"]\n"
+        ));
+        assert!(
+            e.contains("`services.\"a.B\".allow[1].sans`: needs [clients.tls] client_ca"),
+            "{e}"
+        );
+        let mtls = tls_sections(dir.path(), true, None);
+        let e = error(&format!(
+            "{mtls}[[services.\"a.B\".allow]]\nclaims = {{ role = \"x\" }}\n"
+        ));
+        assert!(
+            e.contains("`services.\"a.B\".allow[0].claims`: needs [auth.jwt]"),
+            "{e}"
+        );
+        let config = parse(&format!(
+            "{mtls}[[services.\"a.B\".allow]]\nsans = [\"spiffe://corp/web\"]\n"
+        ))
+        .expect("valid without JWTs");
+        let (_, router) = &config.service_router_configs()[0];
+        assert!(router.client_auth.is_some(), "clients are checked");
+        assert!(router.authorize.is_none(), "registrations are not");
+    }
+
+    #[test]
+    fn allow_rules_need_a_jwt_section_and_the_jwt_key_must_load() {
+        let e = error("[[services.\"a.B\".allow]]\nmethods = [\"Get\"]\n");
+        assert!(
+            e.contains("`services.\"a.B\".allow`: needs [auth.jwt]"),
+            "{e}"
+        );
+        let e = error(
+            "[auth.jwt]\nissuer = \"i\"\naudience = \"a\"\n\
+             public_key_file = \"/nonexistent/key.pem\"\n",
+        );
+        assert!(e.contains("`auth.jwt.public_key_file`"), "{e}");
+        assert!(e.contains("/nonexistent/key.pem"), "{e}");
+    }
+
+    #[test]
+    fn runtime_worker_threads_are_read_and_checked() {
+        let config = parse("[runtime]\nworker_threads = 1\n").expect("valid");
+        assert_eq!(config.runtime.worker_threads, Some(1));
+        assert!(config.effective_toml().contains("worker_threads = 1"));
+        let e = error("[runtime]\nworker_threads = 0\n");
+        assert!(
+            e.contains("`runtime.worker_threads`") && e.contains("between 1 and"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_tls_file_is_named() {
+        let e = error(
+            "[clients.tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n",
+        );
+        assert!(e.contains("`clients.tls.cert`"), "{e}");
+        assert!(e.contains("/nonexistent/cert.pem"), "{e}");
+    }
+
+    #[test]
+    fn an_otlp_endpoint_that_is_not_a_grpc_url_is_named_with_its_line() {
+        for (endpoint, why) in [
+            ("127.0.0.1:4317", "scheme"),
+            ("udp://collector:4317", "scheme"),
+            ("http://collector:4318/v1/traces", "no path"),
+            ("http://", "not a URL"),
+        ] {
+            let e = error(&format!(
+                "[log]\nlevel = \"info\"\n[tracing]\notlp_endpoint = \"{endpoint}\"\n"
+            ));
+            assert!(
+                e.starts_with("router.toml:4:1: `tracing.otlp_endpoint`"),
+                "{endpoint}: {e}"
+            );
+            assert!(e.contains(why), "{endpoint}: {e}");
+            assert!(e.contains("http://127.0.0.1:4317"), "the fix is shown: {e}");
+        }
+    }
+
+    #[cfg(not(feature = "otel"))]
+    #[test]
+    fn an_otlp_endpoint_without_the_otel_feature_is_refused() {
+        let e = error("[tracing]\notlp_endpoint = \"http://127.0.0.1:4317\"\n");
+        assert!(
+            e.starts_with("router.toml:2:1: `tracing.otlp_endpoint`"),
+            "{e}"
+        );
+        assert!(e.contains("without the `otel` feature"), "{e}");
+    }
+
+    #[test]
+    fn a_sample_ratio_outside_zero_to_one_is_refused() {
+        for ratio in ["1.5", "-0.1", "nan"] {
+            let e = error(&format!("[tracing]\nsample_ratio = {ratio}\n"));
+            assert!(
+                e.starts_with("router.toml:2:1: `tracing.sample_ratio`"),
+                "{ratio}: {e}"
+            );
+            assert!(e.contains("not between 0 and 1"), "{ratio}: {e}");
+        }
+        let e = error("[tracing]\nsample_ratio = \"half\"\n");
+        assert!(e.contains("`tracing.sample_ratio`"), "{e}");
+        let e = error("[tracing]\nservice_name = \" \"\n");
+        assert!(
+            e.contains("`tracing.service_name`: must not be empty"),
+            "{e}"
+        );
+        let e = error("[tracing]\nsample_rate = 0.5\n");
+        assert!(e.contains("unknown field `sample_rate`"), "{e}");
+    }
+}
