@@ -10,8 +10,9 @@
 //! The module is split by job:
 //! - `sections`: the daemon-wide sections (listeners, limits, admin, log,
 //!   tracing, ...);
-//! - `service`: a service's settings and their inheritance from
-//!   `[defaults]`;
+//! - `service`: a service's settings and their checks;
+//! - `inherit`: how they inherit from `[defaults]` (derived, field by
+//!   field);
 //! - `policies`: rate limits, retries and outlier detection;
 //! - `values`: values written as text (durations, token hashes, ...);
 //! - `file`: reading the file and placing errors at their line;
@@ -21,6 +22,7 @@
 
 mod env;
 mod file;
+mod inherit;
 mod policies;
 mod router_config;
 mod sections;

@@ -288,6 +288,72 @@ impl ServiceSettings {
             ..RateLimits::default()
         }
     }
+
+    /// Checks the service's and the instances' rate limits at `name`.
+    pub(super) fn check_rate_limits(&self, name: &str) -> Result<(), (String, String)> {
+        if let Some(limit) = self.rate_limit {
+            limit.check(&format!("{name}.rate_limit"))?;
+        }
+        if let Some(limit) = self.instance_rate_limit {
+            limit.check(&format!("{name}.instance_rate_limit"))?;
+        }
+        Ok(())
+    }
+
+    /// Checks the retry policies (the service's and each method's), the
+    /// retry throttling and the outlier detection at `name`.
+    pub(super) fn check_retries(&self, name: &str) -> Result<(), (String, String)> {
+        if let Some(policy) = &self.retry_policy {
+            policy.check(&format!("{name}.retry_policy"))?;
+        }
+        if let Some(outliers) = &self.outlier_detection {
+            outliers.check(&format!("{name}.outlier_detection"))?;
+        }
+        if let Some(t) = self.retry_throttling
+            && (!(1..=1000).contains(&t.max_tokens) || !(0.0..=1.0).contains(&t.token_ratio))
+        {
+            return Err((
+                format!("{name}.retry_throttling"),
+                "max_tokens must be 1 to 1000 and token_ratio 0 to 1".to_owned(),
+            ));
+        }
+        for (method, m) in &self.methods {
+            if let Some(policy) = &m.retry_policy {
+                policy.check(&format!("{name}.methods.{method}.retry_policy"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the per-client and the per-method rate limits at `name`.
+    pub(super) fn check_client_and_method_limits(
+        &self,
+        name: &str,
+    ) -> Result<(), (String, String)> {
+        if let Some(client) = &self.client_rate_limit {
+            let at = format!("{name}.client_rate_limit");
+            RateLimitSetting {
+                per_second: client.per_second,
+                burst: client.burst,
+            }
+            .check(&at)?;
+            if client.client_key().is_none() {
+                return Err((
+                    format!("{at}.key"),
+                    format!(
+                        "`{}` is neither `peer` nor `header:<lowercase header name>`",
+                        client.key
+                    ),
+                ));
+            }
+        }
+        for (method, m) in &self.methods {
+            if let Some(limit) = m.rate_limit {
+                limit.check(&format!("{name}.methods.{method}.rate_limit"))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

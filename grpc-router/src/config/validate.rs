@@ -2,168 +2,60 @@
 //! other sections or on files.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use super::Config;
-use super::policies::RateLimitSetting;
 use super::sections::MAX_WORKER_THREADS;
 use super::service::ServiceSettings;
-use super::values::http_header;
 
 impl Config {
     /// Checks what one field cannot: (field path, message) of the first
-    /// problem.
+    /// problem. Each group of settings is checked where it is declared;
+    /// what spans sections is checked here.
     pub(super) fn check(&self) -> Result<(), (String, String)> {
         for (name, settings) in std::iter::once(("defaults".to_owned(), &self.defaults)).chain(
             self.services
                 .iter()
                 .map(|(name, s)| (format!("services.\"{name}\""), s)),
         ) {
-            let effective = settings.over(&self.defaults);
-            let interval = effective
-                .heartbeat_interval
-                .unwrap_or(Duration::from_secs(10));
-            let timeout = effective
-                .heartbeat_timeout
-                .unwrap_or(Duration::from_secs(30));
-            if interval.is_zero() {
-                return Err((
-                    format!("{name}.heartbeat_interval"),
-                    "must be more than 0".to_owned(),
-                ));
-            }
-            if timeout <= interval {
-                return Err((
-                    format!("{name}.heartbeat_timeout"),
-                    format!(
-                        "{} is not more than heartbeat_interval ({}): every instance would be dropped",
-                        humantime::format_duration(timeout),
-                        humantime::format_duration(interval)
-                    ),
-                ));
-            }
-            for (key, value) in [
-                (
-                    "max_request_message_bytes",
-                    settings.max_request_message_bytes,
-                ),
-                (
-                    "max_response_message_bytes",
-                    settings.max_response_message_bytes,
-                ),
-            ] {
-                if value == Some(0) {
-                    return Err((format!("{name}.{key}"), "must be more than 0".to_owned()));
-                }
-            }
-            let deadlines = effective.deadlines();
-            for (scope, policy) in std::iter::once((name.clone(), deadlines.service)).chain(
-                deadlines
-                    .methods
-                    .keys()
-                    .map(|m| (format!("{name}.methods.{m}"), deadlines.of(m))),
-            ) {
-                for (key, value) in [
-                    ("default_deadline", policy.default),
-                    ("max_deadline", policy.max),
-                ] {
-                    if value.is_some_and(|d| d.is_zero()) {
-                        return Err((format!("{scope}.{key}"), "must be more than 0".to_owned()));
-                    }
-                }
-                if let (Some(default), Some(max)) = (policy.default, policy.max)
-                    && default > max
-                {
-                    return Err((
-                        format!("{scope}.default_deadline"),
-                        format!(
-                            "{} is more than max_deadline ({})",
-                            humantime::format_duration(default),
-                            humantime::format_duration(max)
-                        ),
-                    ));
-                }
-            }
-            if !settings.split.is_empty() {
-                if settings.split.iter().all(|share| share.weight == 0) {
-                    return Err((
-                        format!("{name}.split"),
-                        "every share has weight 0: no call could be routed by it".to_owned(),
-                    ));
-                }
-                if let Some(i) = settings.split.iter().position(|s| s.labels.is_empty()) {
-                    return Err((
-                        format!("{name}.split[{i}].labels"),
-                        "must name at least one label (a share of every instance splits nothing)"
-                            .to_owned(),
-                    ));
-                }
-            }
-            if let Some(limit) = settings.rate_limit {
-                limit.check(&format!("{name}.rate_limit"))?;
-            }
-            if let Some(limit) = settings.instance_rate_limit {
-                limit.check(&format!("{name}.instance_rate_limit"))?;
-            }
-            if let Some(policy) = &settings.retry_policy {
-                policy.check(&format!("{name}.retry_policy"))?;
-            }
-            if let Some(outliers) = &settings.outlier_detection {
-                outliers.check(&format!("{name}.outlier_detection"))?;
-            }
-            if let Some(t) = settings.retry_throttling
-                && (!(1..=1000).contains(&t.max_tokens) || !(0.0..=1.0).contains(&t.token_ratio))
-            {
-                return Err((
-                    format!("{name}.retry_throttling"),
-                    "max_tokens must be 1 to 1000 and token_ratio 0 to 1".to_owned(),
-                ));
-            }
-            for (method, m) in &settings.methods {
-                if let Some(policy) = &m.retry_policy {
-                    policy.check(&format!("{name}.methods.{method}.retry_policy"))?;
-                }
-            }
-            self.check_credentials(&name, settings)?;
-            if let Some(client) = &settings.client_rate_limit {
-                let at = format!("{name}.client_rate_limit");
-                RateLimitSetting {
-                    per_second: client.per_second,
-                    burst: client.burst,
-                }
-                .check(&at)?;
-                if client.client_key().is_none() {
-                    return Err((
-                        format!("{at}.key"),
-                        format!(
-                            "`{}` is neither `peer` nor `header:<lowercase header name>`",
-                            client.key
-                        ),
-                    ));
-                }
-            }
-            for (method, m) in &settings.methods {
-                if let Some(limit) = m.rate_limit {
-                    limit.check(&format!("{name}.methods.{method}.rate_limit"))?;
-                }
-            }
-            for method in settings.methods.keys() {
-                if method.is_empty() || method.contains(['/', '.']) {
-                    return Err((
-                        format!("{name}.methods.\"{method}\""),
-                        "is not a method name (as in the proto, e.g. `SayHello`)".to_owned(),
-                    ));
-                }
-            }
-            if let Some(header) = &settings.route_key_header
-                && http_header(header).is_err()
-            {
-                return Err((
-                    format!("{name}.route_key_header"),
-                    format!("`{header}` is not a valid lowercase metadata header name"),
-                ));
-            }
+            self.check_service(&name, settings)?;
         }
+        self.check_service_names()?;
+        self.check_addresses()?;
+        self.check_admin_tokens()?;
+        if let Some(jwt) = &self.auth.jwt
+            && let Err((setting, why)) = crate::jwt::Verifier::new(jwt, &|k| std::env::var(k).ok())
+        {
+            return Err((setting.to_owned(), why));
+        }
+        self.check_tls()?;
+        self.tracing
+            .check()
+            .map_err(|(key, message)| (format!("tracing.{key}"), message))?;
+        self.check_runtime_and_limits()
+    }
+
+    /// Checks the settings of a service, or of `[defaults]`, at `name`
+    /// (`defaults` or `services."<name>"`), alone and in effect (over the
+    /// defaults).
+    fn check_service(
+        &self,
+        name: &str,
+        settings: &ServiceSettings,
+    ) -> Result<(), (String, String)> {
+        let effective = settings.over(&self.defaults);
+        effective.check_heartbeats(name)?;
+        settings.check_message_sizes(name)?;
+        effective.check_deadlines(name)?;
+        settings.check_split(name)?;
+        settings.check_rate_limits(name)?;
+        settings.check_retries(name)?;
+        self.check_credentials(name, settings)?;
+        settings.check_client_and_method_limits(name)?;
+        settings.check_names(name)
+    }
+
+    /// Checks that each key of `services` is a service's full name.
+    fn check_service_names(&self) -> Result<(), (String, String)> {
         for name in self.services.keys() {
             if name.is_empty() || name.starts_with('.') || name.contains('/') {
                 return Err((
@@ -172,6 +64,12 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Checks that the registrations' and the admin listener do not take
+    /// another listener's address.
+    fn check_addresses(&self) -> Result<(), (String, String)> {
         if self.registrations.address == Some(self.clients.address)
             && self.clients.address.port() != 0
         {
@@ -196,6 +94,12 @@ impl Config {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Checks that admin tokens guard a listener that serves the admin
+    /// service.
+    fn check_admin_tokens(&self) -> Result<(), (String, String)> {
         if !self.admin.tokens_sha256.is_empty()
             && self.admin.address.is_none()
             && !self.clients.serve_admin
@@ -207,11 +111,12 @@ impl Config {
                     .to_owned(),
             ));
         }
-        if let Some(jwt) = &self.auth.jwt
-            && let Err((setting, why)) = crate::jwt::Verifier::new(jwt, &|k| std::env::var(k).ok())
-        {
-            return Err((setting.to_owned(), why));
-        }
+        Ok(())
+    }
+
+    /// Checks that the listeners' TLS files can be read, and that
+    /// registrations TLS has a listener of its own.
+    fn check_tls(&self) -> Result<(), (String, String)> {
         for (name, tls) in [
             ("clients.tls", &self.clients.tls),
             ("registrations.tls", &self.registrations.tls),
@@ -239,9 +144,11 @@ impl Config {
                     .to_owned(),
             ));
         }
-        self.tracing
-            .check()
-            .map_err(|(key, message)| (format!("tracing.{key}"), message))?;
+        Ok(())
+    }
+
+    /// Checks `[runtime]` and `[limits]`.
+    fn check_runtime_and_limits(&self) -> Result<(), (String, String)> {
         if let Some(threads) = self.runtime.worker_threads
             && !(1..=MAX_WORKER_THREADS).contains(&threads)
         {
