@@ -14,6 +14,7 @@ pub(super) fn overlay(
     text: &str,
     config: &Config,
     overrides: &[(String, String)],
+    lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
     let mut table: toml::Table = text
         .parse()
@@ -36,7 +37,7 @@ pub(super) fn overlay(
         })?;
         origins.push((keys.join("."), variable.clone()));
     }
-    let config: Config = serde_path_to_error::deserialize(table).map_err(|e| {
+    let mut config: Config = serde_path_to_error::deserialize(table).map_err(|e| {
         let field = e.path().to_string();
         let variable = origins
             .iter()
@@ -49,8 +50,8 @@ pub(super) fn overlay(
             message: e.into_inner().message().to_owned(),
         }
     })?;
-    config
-        .check()
+    config.jwt_verifier = config
+        .check(lookup)
         .map_err(|(field, message)| ConfigError::Env {
             variable: origins
                 .iter()

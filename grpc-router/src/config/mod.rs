@@ -34,9 +34,12 @@ mod values;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use router_runtime::router::RouterConfig;
 use serde::{Deserialize, Serialize};
+
+use crate::jwt::Verifier;
 
 pub use policies::{
     ClientRateLimitSetting, OutlierSetting, RateLimitSetting, RetryPolicySetting,
@@ -99,6 +102,33 @@ pub struct Config {
     /// The async runtime the daemon runs on.
     #[serde(default)]
     pub runtime: Runtime,
+    /// The verifier of `[auth.jwt]`, built when the configuration is
+    /// loaded; not a setting.
+    #[serde(skip)]
+    pub jwt_verifier: LoadedVerifier,
+}
+
+/// The JWT verifier of a loaded configuration: built once per load
+/// ([`Config::parse`], [`Config::load`], so once per reload), with the key
+/// read through the environment the configuration was parsed with, and
+/// shared by every service, so the bound of its cache of verified tokens is
+/// the router's, not each service's.
+#[derive(Debug, Clone, Default)]
+pub struct LoadedVerifier(Option<Arc<Verifier>>);
+
+impl LoadedVerifier {
+    /// The verifier, when the configuration was loaded with `[auth.jwt]`.
+    pub fn get(&self) -> Option<&Arc<Verifier>> {
+        self.0.as_ref()
+    }
+}
+
+/// Any two compare equal: a verifier follows from `[auth.jwt]` (and the
+/// key it names), which configurations compare as settings.
+impl PartialEq for LoadedVerifier {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// A configuration that cannot be used.
@@ -151,14 +181,24 @@ impl Config {
         Config::parse(path, &text, env)
     }
 
-    /// Parses `text` (read from `path`, for messages) and applies `env`.
+    /// Parses `text` (read from `path`, for messages) and applies the
+    /// `GRPC_ROUTER_*` variables of `env`. The variable `[auth.jwt]
+    /// hmac_secret_env` names is read from `env` too, not from the process.
     pub fn parse(
         path: &Path,
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let config = from_file(path, text)?;
-        config.check().map_err(|(field, message)| {
+        let variables: Vec<(String, String)> = env.into_iter().collect();
+        let lookup = |name: &str| {
+            variables
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let mut config = from_file(path, text)?;
+        let verifier = config.check(&lookup).map_err(|(field, message)| {
             let (line, column) = locate(text, &field);
             ConfigError::File {
                 path: path.to_owned(),
@@ -168,14 +208,18 @@ impl Config {
                 message,
             }
         })?;
-        let overrides: Vec<(String, String)> = env
-            .into_iter()
+        let overrides: Vec<(String, String)> = variables
+            .iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .cloned()
             .collect();
         if overrides.is_empty() {
+            config.jwt_verifier = verifier;
             return Ok(config);
         }
-        env::overlay(path, text, &config, &overrides)
+        // The file's verifier is dropped: the variables may change
+        // `[auth.jwt]`.
+        env::overlay(path, text, &config, &overrides, &lookup)
     }
 
     /// The router id in effect.

@@ -60,10 +60,15 @@ impl Config {
                 settings.allow.clone(),
             )));
         };
-        let authorize = match crate::jwt::Verifier::new(jwt, &|k| std::env::var(k).ok()) {
-            Ok(verifier) => {
-                crate::jwt::authorize_call(Some(Arc::new(verifier)), settings.allow.clone())
-            }
+        let verifier = match self.jwt_verifier.get() {
+            Some(verifier) => Ok(verifier.clone()),
+            // A configuration not loaded by `Config::parse` (built in code):
+            // a verifier of its own, with the key from the process's
+            // environment.
+            None => crate::jwt::Verifier::new(jwt, &|k| std::env::var(k).ok()).map(Arc::new),
+        };
+        let authorize = match verifier {
+            Ok(verifier) => crate::jwt::authorize_call(Some(verifier), settings.allow.clone()),
             Err((setting, why)) => {
                 let message = format!("{setting}: {why}");
                 Arc::new(move |_: &CallRequest<'_>| {
@@ -130,10 +135,13 @@ fn named_methods(service: &str, settings: &ServiceSettings) -> Vec<NamedMethod> 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::sync::Arc;
 
     use router_runtime::router::NamedMethod;
 
-    use crate::config::testing::parse;
+    use crate::config::Config;
+    use crate::config::testing::{env, error, parse};
 
     #[test]
     fn named_methods_reach_the_service_router_config() {
@@ -156,5 +164,45 @@ mod tests {
         let warnings = config.method_warnings(&known);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("did you mean `get`?"), "{warnings:?}");
+    }
+
+    #[test]
+    fn every_service_shares_the_jwt_verifier_of_the_load_and_its_key_comes_from_its_environment() {
+        // Not a variable of the process: the key is read from the variables
+        // the configuration is parsed with.
+        let text = "[auth.jwt]\nissuer = \"i\"\naudience = \"a\"\n\
+                    hmac_secret_env = \"JWT_SECRET_OF_A_CONFIG_TEST\"\n\
+                    [services.\"a.B\"]\n[services.\"c.D\"]\n";
+        let e = error(text);
+        assert!(e.contains("`auth.jwt.hmac_secret_env`"), "{e}");
+        let config = Config::parse(
+            Path::new("router.toml"),
+            text,
+            env(&[("JWT_SECRET_OF_A_CONFIG_TEST", "s3cret")]),
+        )
+        .expect("valid");
+        let verifier = config
+            .jwt_verifier
+            .get()
+            .expect("built when loaded")
+            .clone();
+        let services = config.service_router_configs();
+        let defaults = config.default_router_config();
+        assert_eq!(services.len(), 2);
+        assert!(services.iter().all(|(_, r)| r.client_auth.is_some()));
+        assert!(defaults.client_auth.is_some());
+        assert_eq!(
+            Arc::strong_count(&verifier),
+            2 + 3,
+            "the configuration's, this test's and one per service's call check"
+        );
+        let again = config.clone();
+        drop(services);
+        assert_eq!(
+            Arc::strong_count(&verifier),
+            2 + 1 + 1,
+            "a clone of the configuration shares it too"
+        );
+        drop(again);
     }
 }

@@ -2,16 +2,23 @@
 //! other sections or on files.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use super::Config;
 use super::sections::MAX_WORKER_THREADS;
 use super::service::ServiceSettings;
+use super::{Config, LoadedVerifier};
 
 impl Config {
     /// Checks what one field cannot: (field path, message) of the first
     /// problem. Each group of settings is checked where it is declared;
     /// what spans sections is checked here.
-    pub(super) fn check(&self) -> Result<(), (String, String)> {
+    ///
+    /// Builds the JWT verifier (reading a key named by a variable through
+    /// `env`) on the way, and returns it.
+    pub(super) fn check(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<LoadedVerifier, (String, String)> {
         for (name, settings) in std::iter::once(("defaults".to_owned(), &self.defaults)).chain(
             self.services
                 .iter()
@@ -22,16 +29,18 @@ impl Config {
         self.check_service_names()?;
         self.check_addresses()?;
         self.check_admin_tokens()?;
-        if let Some(jwt) = &self.auth.jwt
-            && let Err((setting, why)) = crate::jwt::Verifier::new(jwt, &|k| std::env::var(k).ok())
-        {
-            return Err((setting.to_owned(), why));
-        }
+        let verifier = match &self.auth.jwt {
+            Some(jwt) => crate::jwt::Verifier::new(jwt, env)
+                .map(|verifier| LoadedVerifier(Some(Arc::new(verifier))))
+                .map_err(|(setting, why)| (setting.to_owned(), why))?,
+            None => LoadedVerifier::default(),
+        };
         self.check_tls()?;
         self.tracing
             .check()
             .map_err(|(key, message)| (format!("tracing.{key}"), message))?;
-        self.check_runtime_and_limits()
+        self.check_runtime_and_limits()?;
+        Ok(verifier)
     }
 
     /// Checks the settings of a service, or of `[defaults]`, at `name`
