@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use super::file::file_error;
+use super::validate::Invalid;
 use super::{Config, ConfigError, ENV_PREFIX};
 
 /// `config`, read from `text` at `path`, with the settings of `overrides`
@@ -50,9 +51,11 @@ pub(super) fn overlay(
             message: e.into_inner().message().to_owned(),
         }
     })?;
-    config.jwt_verifier = config
-        .check(lookup)
-        .map_err(|(field, message)| ConfigError::Env {
+    config.jwt_verifier = config.check(lookup).map_err(
+        |Invalid {
+             key: field,
+             message,
+         }| ConfigError::Env {
             variable: origins
                 .iter()
                 .find(|(path, _)| field.starts_with(path.as_str()))
@@ -60,7 +63,8 @@ pub(super) fn overlay(
                 .unwrap_or_else(|| format!("{ENV_PREFIX}*")),
             field,
             message,
-        })?;
+        },
+    )?;
     Ok(config)
 }
 

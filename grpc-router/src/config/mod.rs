@@ -53,6 +53,7 @@ pub use service::{MethodSettings, ServiceSettings, SplitShare};
 pub use values::TokenHash;
 
 use file::{from_file, locate};
+use validate::Invalid;
 
 /// The prefix of the environment variables that override settings.
 pub const ENV_PREFIX: &str = "GRPC_ROUTER_";
@@ -198,16 +199,21 @@ impl Config {
                 .map(|(_, v)| v.clone())
         };
         let mut config = from_file(path, text)?;
-        let verifier = config.check(&lookup).map_err(|(field, message)| {
-            let (line, column) = locate(text, &field);
-            ConfigError::File {
-                path: path.to_owned(),
-                line,
-                column,
-                field,
-                message,
-            }
-        })?;
+        let verifier = config.check(&lookup).map_err(
+            |Invalid {
+                 key: field,
+                 message,
+             }| {
+                let (line, column) = locate(text, &field);
+                ConfigError::File {
+                    path: path.to_owned(),
+                    line,
+                    column,
+                    field,
+                    message,
+                }
+            },
+        )?;
         let overrides: Vec<(String, String)> = variables
             .iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))

@@ -9,6 +9,7 @@ use router_runtime::router::{
 use serde::{Deserialize, Serialize};
 
 use super::service::ServiceSettings;
+use super::validate::Invalid;
 use super::values::{duration, duration_option, http_header, status_code};
 
 /// `outlier_detection`: each key defaults as in `OutlierDetection`.
@@ -74,30 +75,33 @@ impl OutlierSetting {
         }
     }
 
-    pub(super) fn check(&self, at: &str) -> Result<(), (String, String)> {
+    pub(super) fn check(&self, at: &str) -> Result<(), Invalid> {
         if let Some(bad) = self
             .failure_codes
             .iter()
             .flatten()
             .find(|c| status_code(c).is_none())
         {
-            return Err((
+            return Err(Invalid::new(
                 format!("{at}.failure_codes"),
                 format!("`{bad}` is not a gRPC status name (UNAVAILABLE, INTERNAL, ...)"),
             ));
         }
         if self.failure_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
-            return Err((format!("{at}.failure_rate"), "must be 0 to 1".to_owned()));
+            return Err(Invalid::new(
+                format!("{at}.failure_rate"),
+                "must be 0 to 1".to_owned(),
+            ));
         }
         if self.max_ejected_percent.is_some_and(|p| p > 100) {
-            return Err((
+            return Err(Invalid::new(
                 format!("{at}.max_ejected_percent"),
                 "must be 0 to 100".to_owned(),
             ));
         }
         let d = self.detection();
         if d.base_ejection.is_zero() || d.max_ejection < d.base_ejection || d.window.is_zero() {
-            return Err((
+            return Err(Invalid::new(
                 format!("{at}.base_ejection"),
                 "base_ejection and window must be more than 0, max_ejection at least base_ejection"
                     .to_owned(),
@@ -140,24 +144,27 @@ impl RetryPolicySetting {
         }
     }
 
-    pub(super) fn check(&self, at: &str) -> Result<(), (String, String)> {
+    pub(super) fn check(&self, at: &str) -> Result<(), Invalid> {
         if !(2..=5).contains(&self.max_attempts) {
-            return Err((format!("{at}.max_attempts"), "must be 2 to 5".to_owned()));
+            return Err(Invalid::new(
+                format!("{at}.max_attempts"),
+                "must be 2 to 5".to_owned(),
+            ));
         }
         if self.initial_backoff.is_zero() || self.max_backoff < self.initial_backoff {
-            return Err((
+            return Err(Invalid::new(
                 format!("{at}.max_backoff"),
                 "backoffs must be more than 0 and max_backoff at least initial_backoff".to_owned(),
             ));
         }
         if !(self.backoff_multiplier >= 1.0 && self.backoff_multiplier.is_finite()) {
-            return Err((
+            return Err(Invalid::new(
                 format!("{at}.backoff_multiplier"),
                 "must be at least 1".to_owned(),
             ));
         }
         if self.retryable_status_codes.is_empty() {
-            return Err((
+            return Err(Invalid::new(
                 format!("{at}.retryable_status_codes"),
                 "must name at least one status".to_owned(),
             ));
@@ -167,7 +174,7 @@ impl RetryPolicySetting {
             .iter()
             .find(|c| status_code(c).is_none())
         {
-            return Err((
+            return Err(Invalid::new(
                 format!("{at}.retryable_status_codes"),
                 format!("`{bad}` is not a gRPC status name (UNAVAILABLE, ABORTED, ...)"),
             ));
@@ -205,12 +212,18 @@ impl RateLimitSetting {
         Some(RateLimit { per_second, burst })
     }
 
-    pub(super) fn check(self, at: &str) -> Result<(), (String, String)> {
+    pub(super) fn check(self, at: &str) -> Result<(), Invalid> {
         if self.per_second == 0 {
-            return Err((format!("{at}.per_second"), "must be more than 0".to_owned()));
+            return Err(Invalid::new(
+                format!("{at}.per_second"),
+                "must be more than 0".to_owned(),
+            ));
         }
         if self.burst == Some(0) {
-            return Err((format!("{at}.burst"), "must be more than 0".to_owned()));
+            return Err(Invalid::new(
+                format!("{at}.burst"),
+                "must be more than 0".to_owned(),
+            ));
         }
         Ok(())
     }
@@ -290,7 +303,7 @@ impl ServiceSettings {
     }
 
     /// Checks the service's and the instances' rate limits at `name`.
-    pub(super) fn check_rate_limits(&self, name: &str) -> Result<(), (String, String)> {
+    pub(super) fn check_rate_limits(&self, name: &str) -> Result<(), Invalid> {
         if let Some(limit) = self.rate_limit {
             limit.check(&format!("{name}.rate_limit"))?;
         }
@@ -302,7 +315,7 @@ impl ServiceSettings {
 
     /// Checks the retry policies (the service's and each method's), the
     /// retry throttling and the outlier detection at `name`.
-    pub(super) fn check_retries(&self, name: &str) -> Result<(), (String, String)> {
+    pub(super) fn check_retries(&self, name: &str) -> Result<(), Invalid> {
         if let Some(policy) = &self.retry_policy {
             policy.check(&format!("{name}.retry_policy"))?;
         }
@@ -312,7 +325,7 @@ impl ServiceSettings {
         if let Some(t) = self.retry_throttling
             && (!(1..=1000).contains(&t.max_tokens) || !(0.0..=1.0).contains(&t.token_ratio))
         {
-            return Err((
+            return Err(Invalid::new(
                 format!("{name}.retry_throttling"),
                 "max_tokens must be 1 to 1000 and token_ratio 0 to 1".to_owned(),
             ));
@@ -326,10 +339,7 @@ impl ServiceSettings {
     }
 
     /// Checks the per-client and the per-method rate limits at `name`.
-    pub(super) fn check_client_and_method_limits(
-        &self,
-        name: &str,
-    ) -> Result<(), (String, String)> {
+    pub(super) fn check_client_and_method_limits(&self, name: &str) -> Result<(), Invalid> {
         if let Some(client) = &self.client_rate_limit {
             let at = format!("{name}.client_rate_limit");
             RateLimitSetting {
@@ -338,7 +348,7 @@ impl ServiceSettings {
             }
             .check(&at)?;
             if client.client_key().is_none() {
-                return Err((
+                return Err(Invalid::new(
                     format!("{at}.key"),
                     format!(
                         "`{}` is neither `peer` nor `header:<lowercase header name>`",

@@ -16,6 +16,7 @@ use super::policies::{
     ClientRateLimitSetting, OutlierSetting, RateLimitSetting, RetryPolicySetting,
     RetryThrottlingSetting,
 };
+use super::validate::Invalid;
 use super::values::{TokenHash, duration_option, http_header, strategy, strategy_name};
 
 inherited! {
@@ -200,18 +201,18 @@ impl ServiceSettings {
 
     /// Checks the heartbeats of these settings, in effect (over the
     /// defaults), at `name` (`defaults` or `services."<name>"`).
-    pub(super) fn check_heartbeats(&self, name: &str) -> Result<(), (String, String)> {
+    pub(super) fn check_heartbeats(&self, name: &str) -> Result<(), Invalid> {
         let base = RouterConfig::default();
         let interval = self.heartbeat_interval.unwrap_or(base.heartbeat_interval);
         let timeout = self.heartbeat_timeout.unwrap_or(base.heartbeat_timeout);
         if interval.is_zero() {
-            return Err((
+            return Err(Invalid::new(
                 format!("{name}.heartbeat_interval"),
                 "must be more than 0".to_owned(),
             ));
         }
         if timeout <= interval {
-            return Err((
+            return Err(Invalid::new(
                 format!("{name}.heartbeat_timeout"),
                 format!(
                     "{} is not more than heartbeat_interval ({}): every instance would be dropped",
@@ -224,7 +225,7 @@ impl ServiceSettings {
     }
 
     /// Checks the message size limits at `name`.
-    pub(super) fn check_message_sizes(&self, name: &str) -> Result<(), (String, String)> {
+    pub(super) fn check_message_sizes(&self, name: &str) -> Result<(), Invalid> {
         for (key, value) in [
             ("max_request_message_bytes", self.max_request_message_bytes),
             (
@@ -233,7 +234,10 @@ impl ServiceSettings {
             ),
         ] {
             if value == Some(0) {
-                return Err((format!("{name}.{key}"), "must be more than 0".to_owned()));
+                return Err(Invalid::new(
+                    format!("{name}.{key}"),
+                    "must be more than 0".to_owned(),
+                ));
             }
         }
         Ok(())
@@ -241,7 +245,7 @@ impl ServiceSettings {
 
     /// Checks the deadlines of these settings, in effect, and of each
     /// method, at `name`.
-    pub(super) fn check_deadlines(&self, name: &str) -> Result<(), (String, String)> {
+    pub(super) fn check_deadlines(&self, name: &str) -> Result<(), Invalid> {
         let deadlines = self.deadlines();
         for (scope, policy) in std::iter::once((name.to_owned(), deadlines.service)).chain(
             deadlines
@@ -254,13 +258,16 @@ impl ServiceSettings {
                 ("max_deadline", policy.max),
             ] {
                 if value.is_some_and(|d| d.is_zero()) {
-                    return Err((format!("{scope}.{key}"), "must be more than 0".to_owned()));
+                    return Err(Invalid::new(
+                        format!("{scope}.{key}"),
+                        "must be more than 0".to_owned(),
+                    ));
                 }
             }
             if let (Some(default), Some(max)) = (policy.default, policy.max)
                 && default > max
             {
-                return Err((
+                return Err(Invalid::new(
                     format!("{scope}.default_deadline"),
                     format!(
                         "{} is more than max_deadline ({})",
@@ -274,18 +281,18 @@ impl ServiceSettings {
     }
 
     /// Checks the traffic split at `name`.
-    pub(super) fn check_split(&self, name: &str) -> Result<(), (String, String)> {
+    pub(super) fn check_split(&self, name: &str) -> Result<(), Invalid> {
         if self.split.is_empty() {
             return Ok(());
         }
         if self.split.iter().all(|share| share.weight == 0) {
-            return Err((
+            return Err(Invalid::new(
                 format!("{name}.split"),
                 "every share has weight 0: no call could be routed by it".to_owned(),
             ));
         }
         if let Some(i) = self.split.iter().position(|s| s.labels.is_empty()) {
-            return Err((
+            return Err(Invalid::new(
                 format!("{name}.split[{i}].labels"),
                 "must name at least one label (a share of every instance splits nothing)"
                     .to_owned(),
@@ -296,10 +303,10 @@ impl ServiceSettings {
 
     /// Checks the method names of `methods` and `route_key_header` at
     /// `name`.
-    pub(super) fn check_names(&self, name: &str) -> Result<(), (String, String)> {
+    pub(super) fn check_names(&self, name: &str) -> Result<(), Invalid> {
         for method in self.methods.keys() {
             if method.is_empty() || method.contains(['/', '.']) {
-                return Err((
+                return Err(Invalid::new(
                     format!("{name}.methods.\"{method}\""),
                     "is not a method name (as in the proto, e.g. `SayHello`)".to_owned(),
                 ));
@@ -308,7 +315,7 @@ impl ServiceSettings {
         if let Some(header) = &self.route_key_header
             && http_header(header).is_err()
         {
-            return Err((
+            return Err(Invalid::new(
                 format!("{name}.route_key_header"),
                 format!("`{header}` is not a valid lowercase metadata header name"),
             ));

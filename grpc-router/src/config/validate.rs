@@ -8,6 +8,26 @@ use super::sections::MAX_WORKER_THREADS;
 use super::service::ServiceSettings;
 use super::{Config, LoadedVerifier};
 
+/// A setting that cannot be used: where it is and what is wrong (the
+/// caller adds the file and line, or the variable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Invalid {
+    /// The setting's path, for example `defaults.heartbeat_timeout`.
+    pub(super) key: String,
+    /// What is wrong.
+    pub(super) message: String,
+}
+
+impl Invalid {
+    /// The setting at `key` is wrong: `message`.
+    pub(super) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
 impl Config {
     /// Checks what one field cannot: (field path, message) of the first
     /// problem. Each group of settings is checked where it is declared;
@@ -18,7 +38,7 @@ impl Config {
     pub(super) fn check(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<LoadedVerifier, (String, String)> {
+    ) -> Result<LoadedVerifier, Invalid> {
         for (name, settings) in std::iter::once(("defaults".to_owned(), &self.defaults)).chain(
             self.services
                 .iter()
@@ -32,13 +52,13 @@ impl Config {
         let verifier = match &self.auth.jwt {
             Some(jwt) => crate::jwt::Verifier::new(jwt, env)
                 .map(|verifier| LoadedVerifier(Some(Arc::new(verifier))))
-                .map_err(|(setting, why)| (setting.to_owned(), why))?,
+                .map_err(|(setting, why)| Invalid::new(setting, why))?,
             None => LoadedVerifier::default(),
         };
         self.check_tls()?;
         self.tracing
             .check()
-            .map_err(|(key, message)| (format!("tracing.{key}"), message))?;
+            .map_err(|(key, message)| Invalid::new(format!("tracing.{key}"), message))?;
         self.check_runtime_and_limits()?;
         Ok(verifier)
     }
@@ -46,11 +66,7 @@ impl Config {
     /// Checks the settings of a service, or of `[defaults]`, at `name`
     /// (`defaults` or `services."<name>"`), alone and in effect (over the
     /// defaults).
-    fn check_service(
-        &self,
-        name: &str,
-        settings: &ServiceSettings,
-    ) -> Result<(), (String, String)> {
+    fn check_service(&self, name: &str, settings: &ServiceSettings) -> Result<(), Invalid> {
         let effective = settings.over(&self.defaults);
         effective.check_heartbeats(name)?;
         settings.check_message_sizes(name)?;
@@ -64,10 +80,10 @@ impl Config {
     }
 
     /// Checks that each key of `services` is a service's full name.
-    fn check_service_names(&self) -> Result<(), (String, String)> {
+    fn check_service_names(&self) -> Result<(), Invalid> {
         for name in self.services.keys() {
             if name.is_empty() || name.starts_with('.') || name.contains('/') {
-                return Err((
+                return Err(Invalid::new(
                     format!("services.\"{name}\""),
                     "is not a fully qualified service name (package.Service)".to_owned(),
                 ));
@@ -78,11 +94,11 @@ impl Config {
 
     /// Checks that the registrations' and the admin listener do not take
     /// another listener's address.
-    fn check_addresses(&self) -> Result<(), (String, String)> {
+    fn check_addresses(&self) -> Result<(), Invalid> {
         if self.registrations.address == Some(self.clients.address)
             && self.clients.address.port() != 0
         {
-            return Err((
+            return Err(Invalid::new(
                 "registrations.address".to_owned(),
                 "is the clients' address; leave it out to register on the clients' listener"
                     .to_owned(),
@@ -96,7 +112,7 @@ impl Config {
                 ("registrations", self.registrations.address),
             ] {
                 if address == Some(admin) {
-                    return Err((
+                    return Err(Invalid::new(
                         "admin.address".to_owned(),
                         format!("is the {other}' address; the admin listener needs its own port"),
                     ));
@@ -108,12 +124,12 @@ impl Config {
 
     /// Checks that admin tokens guard a listener that serves the admin
     /// service.
-    fn check_admin_tokens(&self) -> Result<(), (String, String)> {
+    fn check_admin_tokens(&self) -> Result<(), Invalid> {
         if !self.admin.tokens_sha256.is_empty()
             && self.admin.address.is_none()
             && !self.clients.serve_admin
         {
-            return Err((
+            return Err(Invalid::new(
                 "admin.tokens_sha256".to_owned(),
                 "guards nothing: no listener serves the admin service; set `admin.address` \
                  (or `clients.serve_admin = true`)"
@@ -125,7 +141,7 @@ impl Config {
 
     /// Checks that the listeners' TLS files can be read, and that
     /// registrations TLS has a listener of its own.
-    fn check_tls(&self) -> Result<(), (String, String)> {
+    fn check_tls(&self) -> Result<(), Invalid> {
         for (name, tls) in [
             ("clients.tls", &self.clients.tls),
             ("registrations.tls", &self.registrations.tls),
@@ -139,7 +155,7 @@ impl Config {
                 if let Some(file) = file
                     && let Err(e) = std::fs::metadata(file)
                 {
-                    return Err((
+                    return Err(Invalid::new(
                         format!("{name}.{key}"),
                         format!("cannot read {}: {e}", file.display()),
                     ));
@@ -147,7 +163,7 @@ impl Config {
             }
         }
         if self.registrations.tls.is_some() && self.registrations.address.is_none() {
-            return Err((
+            return Err(Invalid::new(
                 "registrations.tls".to_owned(),
                 "needs registrations.address (without it instances use the clients' listener and its TLS)"
                     .to_owned(),
@@ -157,17 +173,17 @@ impl Config {
     }
 
     /// Checks `[runtime]` and `[limits]`.
-    fn check_runtime_and_limits(&self) -> Result<(), (String, String)> {
+    fn check_runtime_and_limits(&self) -> Result<(), Invalid> {
         if let Some(threads) = self.runtime.worker_threads
             && !(1..=MAX_WORKER_THREADS).contains(&threads)
         {
-            return Err((
+            return Err(Invalid::new(
                 "runtime.worker_threads".to_owned(),
                 format!("{threads} is not between 1 and {MAX_WORKER_THREADS}"),
             ));
         }
         if self.limits.max_services == 0 {
-            return Err((
+            return Err(Invalid::new(
                 "limits.max_services".to_owned(),
                 "must be more than 0".to_owned(),
             ));
@@ -202,15 +218,11 @@ impl Config {
     /// Checks a service's registration SANs and allow rules against what
     /// can verify them: a certificate SAN needs a client CA on its
     /// listener, a token's identity or claims need `[auth.jwt]`.
-    fn check_credentials(
-        &self,
-        name: &str,
-        settings: &ServiceSettings,
-    ) -> Result<(), (String, String)> {
+    fn check_credentials(&self, name: &str, settings: &ServiceSettings) -> Result<(), Invalid> {
         let (registration_ca, registration_listener) = self.registration_client_ca();
         if registration_ca.is_none() {
             if !self.registrations.instance_sans.is_empty() && name == "defaults" {
-                return Err((
+                return Err(Invalid::new(
                     "registrations.instance_sans".to_owned(),
                     format!(
                         "needs {registration_listener}: instances prove their SANs with a \
@@ -223,7 +235,7 @@ impl Config {
                 .as_ref()
                 .is_some_and(|s| !s.is_empty())
             {
-                return Err((
+                return Err(Invalid::new(
                     format!("{name}.instance_sans"),
                     format!(
                         "needs {registration_listener}: instances prove their SANs with a \
@@ -235,7 +247,7 @@ impl Config {
         let jwt = self.auth.jwt.is_some();
         let client_ca = self.clients_client_ca().is_some();
         if !settings.allow.is_empty() && !jwt && !client_ca {
-            return Err((
+            return Err(Invalid::new(
                 format!("{name}.allow"),
                 "needs [auth.jwt]: rules decide on a verified token's claims \
                  (or, for `sans` rules, a client certificate: [clients.tls] client_ca)"
@@ -249,7 +261,7 @@ impl Config {
                     ("claims", !rule.claims.is_empty()),
                 ] {
                     if used {
-                        return Err((
+                        return Err(Invalid::new(
                             format!("{name}.allow[{i}].{key}"),
                             "needs [auth.jwt]: it matches a verified token \
                              (match a client certificate with `sans`)"
@@ -259,7 +271,7 @@ impl Config {
                 }
             }
             if !rule.sans.is_empty() && !client_ca {
-                return Err((
+                return Err(Invalid::new(
                     format!("{name}.allow[{i}].sans"),
                     "needs [clients.tls] client_ca: clients prove their SANs with a client \
                      certificate that CA verified"
