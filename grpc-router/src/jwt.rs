@@ -172,8 +172,10 @@ const LARGEST_CACHED_TOKEN: usize = 4 * 1024;
 /// they expire: a client sends the same token on every call, and checking
 /// its signature each time was most of the cost of JWT authentication
 /// (HS256: about 5.6 µs a call). Only valid tokens are kept; the memory is
-/// bounded by [`VERIFIED_TOKEN_BYTES`]; a reload builds a new verifier, so
-/// new keys or settings start with an empty cache.
+/// bounded by [`VERIFIED_TOKEN_BYTES`] for the whole router: a configuration
+/// load builds one verifier, which every service shares
+/// (`config::LoadedVerifier`); a reload builds a new one, so new keys or
+/// settings start with an empty cache.
 #[derive(Default)]
 struct VerifiedTokens {
     /// The bytes of the tokens kept, and each token's claims and the unix
