@@ -23,6 +23,9 @@ pub enum DaemonError {
     /// The configuration is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A CORS origin is not one (checked at load too).
+    #[error("clients.cors.allowed_origins: {0}")]
+    Cors(#[from] router_runtime::server::InvalidOrigin),
     /// A TLS file could not be read.
     #[error("{setting}: cannot read {path}: {source}")]
     TlsFile {
@@ -144,6 +147,8 @@ pub async fn serve(
     let (delay, grace) = (config.shutdown.delay, config.shutdown.grace);
     let router_id = config.router_id();
     let serve_admin = config.clients.serve_admin;
+    let grpc_web = config.clients.grpc_web;
+    let cors = config.clients.cors.as_ref().map(|c| c.cors()).transpose()?;
     let current = Arc::new(Mutex::new(config));
     let admin_tokens = AdminTokens::of(current.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -171,6 +176,12 @@ pub async fn serve(
         .route_dynamic(&router)
         .delay(delay)
         .serve_admin(serve_admin)
+        .grpc_web(grpc_web);
+    let served = match cors {
+        Some(cors) => served.cors(cors),
+        None => served,
+    };
+    let served = served
         .admin_auth(admin_tokens.for_grpc())
         .grace(grace)
         .serve(clients, registrations, async move {

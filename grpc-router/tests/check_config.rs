@@ -124,6 +124,18 @@ fn every_kind_of_mistake_is_refused_with_its_line_and_setting() {
         ),
         ("syntax error", "[clients\n", ":1:", "router.toml"),
         (
+            "not an origin",
+            "[clients.cors]\nallowed_origins = [\"app.example.com/path\"]\n",
+            ":2:",
+            "`clients.cors.allowed_origins`",
+        ),
+        (
+            "no origin",
+            "[clients.cors]\nallowed_origins = []\n",
+            ":2:",
+            "`clients.cors.allowed_origins`",
+        ),
+        (
             "missing TLS file",
             "[clients.tls]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n",
             ":2:",

@@ -46,8 +46,8 @@ pub use policies::{
     RetryThrottlingSetting,
 };
 pub use sections::{
-    Admin, Auth, ClientsListener, Limits, Log, LogFormat, NO_OTEL, Registrations, Runtime,
-    Shutdown, State, Tls, Tracing,
+    Admin, Auth, ClientsListener, CorsSettings, Limits, Log, LogFormat, NO_OTEL, Registrations,
+    Runtime, Shutdown, State, Tls, Tracing,
 };
 pub use service::{MethodSettings, ServiceSettings, SplitShare};
 pub use values::TokenHash;

@@ -44,6 +44,16 @@ pub struct ClientsListener {
     /// needs a restart.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub serve_admin: bool,
+    /// Also serve gRPC-Web clients (browsers, `buf curl --protocol
+    /// grpcweb`): HTTP/1.1 is accepted and gRPC-Web requests are translated
+    /// to gRPC before routing, so every setting applies to them. Off by
+    /// default (HTTP/2 gRPC only). Changing it needs a restart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grpc_web: bool,
+    /// Browser origins allowed to call here (CORS), for gRPC-Web pages on
+    /// another origin; implies `grpc_web`. Unset: no CORS headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsSettings>,
 }
 
 impl Default for ClientsListener {
@@ -52,8 +62,35 @@ impl Default for ClientsListener {
             address: default_clients_address(),
             tls: None,
             serve_admin: false,
+            grpc_web: false,
+            cors: None,
         }
     }
+}
+
+/// `[clients.cors]`: which browser origins may call the clients' listener.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSettings {
+    /// Origins as browsers send them (`https://app.example.com`,
+    /// `http://localhost:5173`), or `"*"` for any.
+    pub allowed_origins: Vec<String>,
+    /// How long a browser may keep a preflight answer (default 10 minutes).
+    #[serde(default = "default_cors_max_age", with = "duration")]
+    pub max_age: Duration,
+}
+
+impl CorsSettings {
+    /// The runtime's CORS settings, or what is wrong with an origin.
+    pub fn cors(
+        &self,
+    ) -> Result<router_runtime::server::Cors, router_runtime::server::InvalidOrigin> {
+        Ok(router_runtime::server::Cors::new(&self.allowed_origins)?.max_age(self.max_age))
+    }
+}
+
+fn default_cors_max_age() -> Duration {
+    router_runtime::server::DEFAULT_CORS_MAX_AGE
 }
 
 pub(super) fn default_clients_address() -> SocketAddr {

@@ -56,6 +56,7 @@ impl Config {
             None => LoadedVerifier::default(),
         };
         self.check_tls()?;
+        self.check_cors()?;
         self.tracing
             .check()
             .map_err(|(key, message)| Invalid::new(format!("tracing.{key}"), message))?;
@@ -141,6 +142,23 @@ impl Config {
 
     /// Checks that the listeners' TLS files can be read, and that
     /// registrations TLS has a listener of its own.
+    /// `[clients.cors]`: at least one origin, each one an origin.
+    fn check_cors(&self) -> Result<(), Invalid> {
+        let Some(cors) = &self.clients.cors else {
+            return Ok(());
+        };
+        if cors.allowed_origins.is_empty() {
+            return Err(Invalid::new(
+                "clients.cors.allowed_origins",
+                "needs at least one origin (`https://app.example.com`), or `\"*\"` for any; \
+                 remove [clients.cors] to send no CORS headers",
+            ));
+        }
+        cors.cors()
+            .map(|_| ())
+            .map_err(|e| Invalid::new("clients.cors.allowed_origins", e.to_string()))
+    }
+
     fn check_tls(&self) -> Result<(), Invalid> {
         for (name, tls) in [
             ("clients.tls", &self.clients.tls),
