@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The daemon as a user runs it: the `grpc-router` binary with a config
-# file, the unchanged example instance registering with it, `buf curl` listing,
+# file (gRPC-Web on), the unchanged example instance registering with it, `buf curl` listing,
 # describing and calling the Greeter through reflection alone, `grpc-router
 # status`, and a SIGTERM that drains and exits 0.
 #
@@ -29,6 +29,7 @@ cat > "$work/router.toml" <<'TOML'
 router_id = "smoke"
 [clients]
 address = "127.0.0.1:0"
+grpc_web = true
 [registrations]
 address = "127.0.0.1:0"
 [admin]
@@ -71,9 +72,14 @@ grep -qx 'myservice.v1.Greeter/SayHello' <<< "$methods" || { echo "daemon-smoke:
 reply="$("$buf" curl "${curl_args[@]}" -d '{"name":"Ada"}' "http://$clients/myservice.v1.Greeter/SayHello")"
 echo "$reply" >&2
 grep -q '"Hello, Ada!"' <<< "$reply" || { echo "daemon-smoke: the call through the daemon failed" >&2; exit 1; }
+# gRPC-Web over HTTP/1.1 ([clients] grpc_web), a unary call and a server stream.
+reply="$("$buf" curl --protocol grpcweb -d '{"name":"Ada"}' "http://$clients/myservice.v1.Greeter/SayHello")"
+grep -q '"Hello, Ada!"' <<< "$reply" || { echo "$reply" >&2; echo "daemon-smoke: the gRPC-Web call through the daemon failed" >&2; exit 1; }
+streamed="$("$buf" curl --protocol grpcweb -d '{"name":"Ada","count":3}' "http://$clients/myservice.v1.Greeter/StreamGreetings" | grep -c '"instanceId": "smoke-a"')" || true
+[[ "$streamed" == 3 ]] || { echo "daemon-smoke: the gRPC-Web server stream gave $streamed of 3 messages" >&2; exit 1; }
 
 kill -TERM "$daemon_pid"
 status=0
 wait "$daemon_pid" || status=$?
 [[ $status -eq 0 ]] || { cat "$work/stderr" >&2; echo "daemon-smoke: the daemon exited $status after SIGTERM" >&2; exit 1; }
-echo "daemon-smoke: buf curl listed, described and called the Greeter through the daemon; SIGTERM exited 0" >&2
+echo "daemon-smoke: buf curl listed, described and called the Greeter through the daemon (gRPC and gRPC-Web); SIGTERM exited 0" >&2
