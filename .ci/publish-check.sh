@@ -24,6 +24,28 @@ crates=(grpc-router-runtime protoc-gen-router grpc-router)
 started=$SECONDS
 step() { echo "==> [publish-check $((SECONDS - started))s] $*" >&2; }
 
+# cargo unpacks the just-packaged crates from its local registry overlay into
+# $CARGO_HOME/registry/src/-<hash>/<crate>-<version> and never unpacks the same
+# name and version again, and it keys their builds by name and version too,
+# so a second run would verify against the first run's code. When an earlier
+# run left such copies (the overlay's folders start with "-"; crates.io's
+# have the registry's host name), remove them and clean these crates' builds
+# (the workspace's own included: they rebuild once). A first run, as in CI,
+# has none and cleans nothing.
+version="$(cargo pkgid -p grpc-router-runtime | sed 's/.*[@#]//')"
+stale=0
+for crate in "${crates[@]}"; do
+  for copy in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/"$crate-$version"; do
+    [[ -e "$copy" ]] || continue
+    stale=1
+    rm -rf "$copy"
+  done
+done
+if (( stale )); then
+  step "an earlier run's packages are unpacked: cleaning their builds"
+  cargo clean -q -p grpc-router-runtime -p protoc-gen-router -p grpc-router
+fi
+
 # --allow-dirty: CI checks what would be uploaded, not whether earlier steps
 # left files in the work tree (the package holds only what `include` names).
 step "cargo publish --dry-run ${crates[*]}"
@@ -32,7 +54,6 @@ for crate in "${crates[@]}"; do args+=(-p "$crate"); done
 cargo publish --dry-run --allow-dirty --locked "${args[@]}"
 
 step "package contents"
-version="$(cargo pkgid -p grpc-router-runtime | sed 's/.*[@#]//')"
 status=0
 expect() { # crate, then files its package must hold
   local crate=$1 listing
