@@ -51,8 +51,7 @@ impl Cores {
             figures.ejections += core.stats.ejections();
             for instance in snapshot.iter() {
                 figures.queued_bytes += as_i64(instance.queued_bytes());
-                figures.response_buffer_bytes +=
-                    as_i64(instance.buffered_response_bytes().iter().sum());
+                figures.response_buffer_bytes += as_i64(instance.buffered_response_total());
                 figures.partial_response_bytes += as_i64(instance.partial_response_bytes());
                 figures.congested += i64::from(instance.is_congested());
                 figures.ejected += i64::from(instance.is_ejected());

@@ -651,6 +651,15 @@ impl Instance {
             .collect()
     }
 
+    /// [`Instance::buffered_response_bytes`] added up, without a list: what
+    /// a metrics scrape reads for each instance.
+    pub(crate) fn buffered_response_total(&self) -> usize {
+        self.calls()
+            .values()
+            .map(|slot| slot.window.buffered())
+            .sum()
+    }
+
     /// Forgets a call; true when it was still registered.
     pub(crate) fn close_call(&self, call_id: u64) -> bool {
         let slot = self.calls().remove(&call_id);
