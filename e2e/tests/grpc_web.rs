@@ -6,15 +6,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use bytes::Bytes;
+use http_body_util::Full;
 use myservice::pb::{GreeterRouter, HelloReply, HelloRequest, StreamRequest};
 use prost::Message;
 use router_runtime::bridge::{BridgeConfig, BridgeHandle};
 use router_runtime::router::RouterConfig;
 use router_runtime::server::{Cors, Listener, RouterServer};
+use test_kit::grpc_web::{self, frames, send};
 use test_kit::within;
 use tokio::sync::oneshot;
 
@@ -81,10 +80,7 @@ impl WebRouter {
         content_type: &str,
         message: &impl Message,
     ) -> (http::StatusCode, String, Bytes, http::HeaderMap) {
-        let mut framed = vec![0u8];
-        let encoded = message.encode_to_vec();
-        framed.extend_from_slice(&u32::try_from(encoded.len()).expect("small").to_be_bytes());
-        framed.extend_from_slice(&encoded);
+        let framed = grpc_web::frame(message);
         let text = content_type.starts_with("application/grpc-web-text");
         let body = if text {
             Bytes::from(base64_encode(&framed))
@@ -97,23 +93,14 @@ impl WebRouter {
             .header("accept", content_type)
             .body(Full::new(body))
             .expect("request");
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let response = within(10, "the gRPC-Web call", client.request(request))
-            .await
-            .expect("an HTTP/1.1 response");
-        assert_eq!(response.version(), http::Version::HTTP_11);
-        let status = response.status();
-        let headers = response.headers().clone();
-        let content_type = response
-            .headers()
+        let (parts, body) = grpc_web::send(request).await.into_parts();
+        let content_type = parts
+            .headers
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let body = within(10, "the body", response.into_body().collect())
-            .await
-            .expect("a body")
-            .to_bytes();
+        let (status, headers) = (parts.status, parts.headers);
         let body = if text {
             Bytes::from(base64_decode(&body))
         } else {
@@ -121,24 +108,6 @@ impl WebRouter {
         };
         (status, content_type, body, headers)
     }
-}
-
-/// The frames of a gRPC-Web body: messages, then the trailers as text.
-fn frames(mut body: Bytes) -> (Vec<Bytes>, String) {
-    let (mut messages, mut trailers) = (Vec::new(), String::new());
-    while body.remaining() >= 5 {
-        let flag = body.get_u8();
-        let len = body.get_u32() as usize;
-        assert!(body.remaining() >= len, "a frame cut short");
-        let frame = body.split_to(len);
-        if flag & 0x80 != 0 {
-            trailers.push_str(&String::from_utf8_lossy(&frame));
-        } else {
-            messages.push(frame);
-        }
-    }
-    assert!(body.is_empty(), "bytes after the last frame");
-    (messages, trailers.to_ascii_lowercase())
 }
 
 fn base64_encode(bytes: &[u8]) -> String {
@@ -285,20 +254,6 @@ async fn grpc_clients_on_http2_are_served_as_before_on_the_same_listener() {
     assert_eq!(reply.instance_id, "web-a");
 }
 
-/// Sends an HTTP/1.1 request (to the router), for the CORS tests.
-async fn send(request: http::Request<Full<Bytes>>) -> http::Response<Bytes> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let response = within(10, "the request", client.request(request))
-        .await
-        .expect("a response");
-    let (parts, body) = response.into_parts();
-    let body = within(10, "the body", body.collect())
-        .await
-        .expect("a body")
-        .to_bytes();
-    http::Response::from_parts(parts, body)
-}
-
 fn preflight(router: &WebRouter, origin: &str) -> http::Request<Full<Bytes>> {
     http::Request::builder()
         .method(http::Method::OPTIONS)
@@ -337,10 +292,7 @@ async fn a_browser_on_an_allowed_origin_gets_its_preflight_answered_and_can_read
     assert!(headers.contains_key("access-control-max-age"));
 
     // The call itself carries the headers that let the script read it.
-    let mut framed = vec![0u8];
-    let encoded = hello("Ada").encode_to_vec();
-    framed.extend_from_slice(&u32::try_from(encoded.len()).expect("small").to_be_bytes());
-    framed.extend_from_slice(&encoded);
+    let framed = grpc_web::frame(&hello("Ada"));
     let call = http::Request::post(format!(
         "http://{}/myservice.v1.Greeter/SayHello",
         router.addr

@@ -4,14 +4,13 @@
 
 mod common;
 
-use bytes::{Buf, Bytes};
-use common::{Daemon, config_with, within};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use bytes::Bytes;
+use common::{Daemon, config_with};
+use http_body_util::Full;
 use myservice::pb::{HelloReply, HelloRequest};
 use prost::Message;
 use router_runtime::bridge::BridgeConfig;
+use test_kit::grpc_web::{self, send};
 
 const GREETER: &str = "myservice.v1.Greeter";
 const ORIGIN: &str = "http://app.example:8080";
@@ -29,20 +28,6 @@ fn web_daemon() -> Daemon {
     Daemon::start(&config)
 }
 
-async fn send(request: http::Request<Full<Bytes>>) -> http::Response<Bytes> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let response = within(10, "the HTTP/1.1 request", client.request(request))
-        .await
-        .expect("a response");
-    assert_eq!(response.version(), http::Version::HTTP_11);
-    let (parts, body) = response.into_parts();
-    let body = within(10, "the body", body.collect())
-        .await
-        .expect("a body")
-        .to_bytes();
-    http::Response::from_parts(parts, body)
-}
-
 #[tokio::test]
 async fn a_browser_calls_a_learnt_service_with_grpc_web_through_the_daemon() {
     let daemon = web_daemon();
@@ -51,14 +36,10 @@ async fn a_browser_calls_a_learnt_service_with_grpc_web_through_the_daemon() {
     );
     daemon.wait_for_instances(GREETER, 1).await;
 
-    let encoded = HelloRequest {
+    let framed = grpc_web::frame(&HelloRequest {
         name: "Ada".into(),
         payload: vec![],
-    }
-    .encode_to_vec();
-    let mut framed = vec![0u8];
-    framed.extend_from_slice(&u32::try_from(encoded.len()).expect("small").to_be_bytes());
-    framed.extend_from_slice(&encoded);
+    });
     let call = http::Request::post(format!("{}/{GREETER}/SayHello", daemon.clients_url()))
         .header("origin", ORIGIN)
         .header("content-type", "application/grpc-web+proto")
@@ -68,18 +49,11 @@ async fn a_browser_calls_a_learnt_service_with_grpc_web_through_the_daemon() {
     let answer = send(call).await;
     assert_eq!(answer.status(), http::StatusCode::OK);
     assert_eq!(answer.headers()["access-control-allow-origin"], ORIGIN);
-    let mut body = answer.into_body();
-    let (mut replies, mut trailers) = (Vec::new(), String::new());
-    while body.remaining() >= 5 {
-        let flag = body.get_u8();
-        let len = body.get_u32() as usize;
-        let frame = body.split_to(len);
-        if flag & 0x80 != 0 {
-            trailers.push_str(&String::from_utf8_lossy(&frame).to_ascii_lowercase());
-        } else {
-            replies.push(HelloReply::decode(frame).expect("a HelloReply"));
-        }
-    }
+    let (messages, trailers) = grpc_web::frames(answer.into_body());
+    let replies: Vec<HelloReply> = messages
+        .into_iter()
+        .map(|m| HelloReply::decode(m).expect("a HelloReply"))
+        .collect();
     assert_eq!(replies.len(), 1, "{trailers}");
     assert_eq!(replies[0].instance_id, "web-a");
     assert!(trailers.contains("grpc-status:0"), "{trailers}");
