@@ -335,3 +335,169 @@ async fn without_cors_the_example_router_sends_no_cors_headers() {
         answer.headers()
     );
 }
+
+/// The status of a gRPC-Web answer: from the headers (trailers-only) or the
+/// trailer frame.
+fn grpc_status(answer: http::Response<Bytes>) -> (Option<String>, String) {
+    let in_headers = answer
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (_, trailers) = frames(answer.into_body());
+    let code = in_headers.or_else(|| {
+        trailers
+            .lines()
+            .find_map(|l| l.strip_prefix("grpc-status:").map(|v| v.trim().to_owned()))
+    });
+    (code, trailers)
+}
+
+fn web_post(
+    router: &WebRouter,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> http::Request<Full<Bytes>> {
+    http::Request::post(format!("http://{}{path}", router.addr))
+        .header("content-type", content_type)
+        .header("x-grpc-web", "1")
+        .body(Full::new(Bytes::from(body)))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn a_grpc_web_request_over_the_message_limit_fails_resource_exhausted() {
+    let router = WebRouter::start().await;
+    let limit = RouterConfig::default().max_message_size;
+    let oversized = HelloRequest {
+        name: "big".into(),
+        payload: vec![7; limit + 1],
+    };
+    let answer = send(web_post(
+        &router,
+        "/myservice.v1.Greeter/SayHello",
+        "application/grpc-web+proto",
+        grpc_web::frame(&oversized),
+    ))
+    .await;
+    let (code, trailers) = grpc_status(answer);
+    assert_eq!(code.as_deref(), Some("8"), "{trailers}");
+}
+
+#[tokio::test]
+async fn a_grpc_web_text_body_that_is_not_base64_gets_an_error_not_a_hang() {
+    let router = WebRouter::start().await;
+    let answer = send(web_post(
+        &router,
+        "/myservice.v1.Greeter/SayHello",
+        "application/grpc-web-text",
+        b"this is *not* base64!".to_vec(),
+    ))
+    .await;
+    // tonic-web answers at once, naming the bad byte (with INTERNAL, where
+    // INVALID_ARGUMENT would be the better code).
+    let message = answer
+        .headers()
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .replace("%20", " ");
+    assert!(message.contains("Invalid symbol"), "{message}");
+    let (code, trailers) = grpc_status(answer);
+    assert_eq!(code.as_deref(), Some("13"), "{trailers}");
+}
+
+#[tokio::test]
+async fn a_browser_that_stops_reading_a_stream_costs_the_router_one_window_and_leaving_frees_it() {
+    use test_kit::test_greeter::{Event, TestGreeter};
+    use tokio::io::AsyncWriteExt;
+
+    let config = RouterConfig::default();
+    let bound = config.initial_window as usize + config.max_frame_size as usize;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let router = GreeterRouter::new(config);
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(
+        RouterServer::new("web")
+            .route(&router)
+            .grpc_web(true)
+            .serve(Listener::from_tcp(listener), None, async {
+                let _ = stopped.await;
+            }),
+    );
+    let (greeter, mut events) = TestGreeter::new("a");
+    let _instance = myservice::pb::GreeterBridge::new(greeter)
+        .connect(BridgeConfig::new(format!("http://{addr}")).instance_id("a"));
+    within(
+        10,
+        "the instance to register",
+        router.registry().wait_until(|n| n >= 1),
+    )
+    .await;
+
+    // A browser asks for an endless stream of 32 KiB messages over HTTP/1.1
+    // and never reads the answer.
+    let body = grpc_web::frame(&StreamRequest {
+        name: "endless".into(),
+        count: 0,
+        payload_size: 32 * 1024,
+    });
+    let mut browser = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    let head = format!(
+        "POST /myservice.v1.Greeter/StreamGreetings HTTP/1.1\r\nhost: {addr}\r\n\
+         content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    browser
+        .write_all(head.as_bytes())
+        .await
+        .expect("request head");
+    browser.write_all(&body).await.expect("request body");
+    loop {
+        match within(20, "the producer to block", events.recv()).await {
+            Some(Event::ProducerBlocked(_)) => break,
+            Some(_) => continue,
+            None => panic!("events closed"),
+        }
+    }
+    let instance = router.registry().snapshot()[0].clone();
+    let held = instance.buffered_response_bytes();
+    assert_eq!(held.len(), 1, "one call in flight");
+    assert!(
+        held[0] <= bound,
+        "the router holds {} bytes; bound {bound}",
+        held[0]
+    );
+
+    // Other calls go on meanwhile, over gRPC.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connects");
+    within(
+        5,
+        "SayHello beside the stalled stream",
+        myservice::pb::greeter_client::GreeterClient::new(channel).say_hello(hello("Lin")),
+    )
+    .await
+    .expect("served");
+
+    // The browser goes away mid-call: the router lets go of the call.
+    drop(browser);
+    within(
+        10,
+        "the router to drop the call",
+        router.stats().wait_idle(),
+    )
+    .await;
+    assert_eq!(instance.partial_response_bytes(), 0);
+    assert!(instance.buffered_response_bytes().is_empty());
+}
