@@ -16,6 +16,11 @@ pub(crate) fn now_ms() -> u64 {
     u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Nanoseconds since the process-wide epoch.
+pub(crate) fn now_ns() -> u64 {
+    u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// When something last happened.
 #[derive(Debug)]
 pub(crate) struct Millis(AtomicU64);

@@ -21,7 +21,10 @@ mod stats;
 // The modules by their old flat names, for paths inside the router.
 use forward::{call, client_body, local_reply, pump, reply, start};
 use instances::{balance, registry, route_key, service};
-use policy::{admission, authz, deadline, limit, method_settings, outlier, refusal, retry, split};
+use policy::{
+    admission, authz, deadline, instance_budget, limit, method_settings, outlier, refusal, retry,
+    split,
+};
 pub(crate) use registration::bridge_kind;
 use registration::{outbound, recheck, session};
 use stats::{call_stats, recent_errors};

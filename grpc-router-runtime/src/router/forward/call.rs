@@ -22,6 +22,7 @@ use crate::metrics::{CallRecord, RequestMeter};
 use crate::router::admission::{CallContext, Refusal};
 use crate::router::balance::{PickError, Selection};
 use crate::router::client_body::BodyWatch;
+use crate::router::instance_budget::InstanceLimit;
 use crate::router::pump::{ClientStream, Requests, send_requests};
 use crate::router::registry::Instance;
 use crate::router::reply::{CallGuard, First, ReplyStream, deadline_exceeded};
@@ -190,7 +191,10 @@ async fn route(
         return Err(deadline_exceeded());
     }
     let key = routing_key(&core, &method, &requests, &headers);
-    let base = selection(&headers, key.as_deref(), method.tag);
+    let base = Selection {
+        limit: instance_limit(&core),
+        ..selection(&headers, key.as_deref(), method.tag)
+    };
     let shares = split_shares(&config, &base);
     // A single request can be sent again; a client stream cannot.
     let resend = match &requests {
@@ -280,7 +284,15 @@ fn selection<'a>(headers: &'a HeaderMap, key: Option<&'a [u8]>, method: u32) -> 
         key,
         exclude: &[],
         method,
+        limit: None,
     }
+}
+
+/// The per-instance rate limit as of now, when the service has one.
+fn instance_limit(core: &RouterCore) -> Option<InstanceLimit> {
+    let limiters = core.limiters.load();
+    let limit = Option::as_deref(&*limiters)?.per_instance()?;
+    Some(InstanceLimit::new(limit, crate::clock::now_ns()))
 }
 
 /// The traffic split's shares, in the order the call tries them; none when
@@ -527,40 +539,21 @@ fn respond(
 
 /// The balancer's pick for `selection`, within the traffic split's shares
 /// (in `shares` order, the first that has an instance for the call) when
-/// there is a split.
+/// there is a split; the instance picked is charged to the per-instance
+/// limit.
 fn pick(
     core: &RouterCore,
     selection: &Selection<'_>,
     shares: &[&TrafficSplit],
 ) -> Result<Arc<Instance>, PickError> {
-    let limiters = core.limiters.load();
-    let Some((limiters, limit)) =
-        Option::as_deref(&*limiters).and_then(|l| Some((l, l.per_instance()?)))
-    else {
-        return pick_within_split(core, selection, shares);
-    };
-    // An instance over its own rate limit is passed over for another.
-    let mut passed_over: Vec<u64> = selection.exclude.to_vec();
-    let instances = core.registry.len();
-    loop {
-        let narrower = Selection {
-            exclude: &passed_over,
-            ..selection.clone()
-        };
-        match pick_within_split(core, &narrower, shares) {
-            Ok(instance) if limiters.admit_instance(instance.registration, instances) => {
-                return Ok(instance);
-            }
-            Ok(instance) => passed_over.push(instance.registration),
-            Err(_) if passed_over.len() > selection.exclude.len() => {
-                return Err(PickError::OverInstanceLimit(limit.per_second.get()));
-            }
-            Err(e) => return Err(e),
-        }
+    let instance = pick_within_split(core, selection, shares)?;
+    if let Some(limit) = &selection.limit {
+        limit.charge(&instance.budget);
     }
+    Ok(instance)
 }
 
-/// [`pick`] without per-instance limits.
+/// [`pick`] before the charge.
 fn pick_within_split(
     core: &RouterCore,
     selection: &Selection<'_>,

@@ -15,6 +15,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng as _, SeedableRng};
 
 use crate::descriptor::Strategy;
+use crate::router::instance_budget::InstanceLimit;
 use crate::router::registry::{Instance, Snapshot};
 
 /// Which instances a call may go to, from its metadata and request.
@@ -30,11 +31,36 @@ pub(crate) struct Selection<'a> {
     pub exclude: &'a [u64],
     /// The called method's tag: only instances that serve it take the call.
     pub method: u32,
+    /// The per-instance rate limit: an instance with no room under it is
+    /// passed over.
+    pub limit: Option<InstanceLimit>,
 }
 
 impl Selection<'_> {
     fn excludes(&self, instance: &Instance) -> bool {
-        self.exclude.contains(&instance.registration) || !instance.serves(self.method)
+        self.exclude.contains(&instance.registration)
+            || !instance.serves(self.method)
+            || self.over_limit(instance)
+    }
+
+    /// Whether `instance` has no room under the per-instance limit.
+    fn over_limit(&self, instance: &Instance) -> bool {
+        self.limit.is_some_and(|l| !l.has_room(&instance.budget))
+    }
+
+    /// Whether an instance of `snapshot` that could otherwise take the call
+    /// was passed over for the per-instance limit alone (looked at only once
+    /// a pick failed, to say why).
+    fn passed_over_for_limit(&self, snapshot: &Snapshot) -> bool {
+        self.limit.is_some()
+            && snapshot.iter().any(|i| {
+                self.pinned.is_none_or(|id| i.id() == id)
+                    && !self.exclude.contains(&i.registration)
+                    && i.serves(self.method)
+                    && i.is_available()
+                    && self.labels_match(i)
+                    && self.over_limit(i)
+            })
     }
 
     fn labels_match(&self, instance: &Instance) -> bool {
@@ -180,8 +206,27 @@ impl Balancer {
     /// Picks an instance of `snapshot` for a call: the pinned instance, else
     /// the one that claimed the routing key (while available and matching the
     /// labels), else the strategy's choice among the available instances that
-    /// match the labels. Instances in `selection.exclude` are never picked.
+    /// match the labels. Instances in `selection.exclude`, and those with no
+    /// room under `selection.limit`, are never picked; when the limit alone
+    /// left none, the error says so. The caller charges the instance it
+    /// uses ([`InstanceLimit::charge`]).
     pub(crate) fn pick(
+        &self,
+        snapshot: &Snapshot,
+        selection: &Selection<'_>,
+    ) -> Result<Arc<Instance>, PickError> {
+        match self.pick_among(snapshot, selection) {
+            Err(PickError::NoneAvailable | PickError::PinnedUnavailable(_))
+                if selection.passed_over_for_limit(snapshot) =>
+            {
+                let per_second = selection.limit.map_or(0, |l| l.per_second);
+                Err(PickError::OverInstanceLimit(per_second))
+            }
+            picked => picked,
+        }
+    }
+
+    fn pick_among(
         &self,
         snapshot: &Snapshot,
         selection: &Selection<'_>,
@@ -643,6 +688,73 @@ mod tests {
                 "{strategy:?}"
             );
         }
+    }
+
+    #[test]
+    fn instances_over_their_rate_limit_are_filtered_out_by_every_strategy() {
+        use crate::router::limit::RateLimit;
+        use std::num::NonZeroU32;
+        let one = NonZeroU32::new(1).expect("non-zero");
+        let limit = InstanceLimit::new(RateLimit::per_second(one), 1_000);
+        let with_limit = Selection {
+            limit: Some(limit),
+            ..Selection::default()
+        };
+        for strategy in [
+            Strategy::RoundRobin,
+            Strategy::Weighted,
+            Strategy::PowerOfTwoChoices,
+            Strategy::ConsistentHash,
+        ] {
+            let instances = fleet(3);
+            let snapshot = snap(&instances);
+            let balancer = Balancer::seeded(strategy, 7);
+            let mut seen = Vec::new();
+            for _ in 0..3 {
+                let picked = balancer.pick(&snapshot, &with_limit).expect("room left");
+                limit.charge(&picked.budget);
+                seen.push(picked.id().to_owned());
+            }
+            seen.sort();
+            assert_eq!(seen, ["i0", "i1", "i2"], "{strategy:?}: each once");
+            assert_eq!(
+                balancer
+                    .pick(&snapshot, &with_limit)
+                    .map(|i| i.id().to_owned()),
+                Err(PickError::OverInstanceLimit(1)),
+                "{strategy:?}"
+            );
+            let pinned = Selection {
+                pinned: Some("i1"),
+                ..with_limit.clone()
+            };
+            assert_eq!(
+                balancer.pick(&snapshot, &pinned).map(|i| i.id().to_owned()),
+                Err(PickError::OverInstanceLimit(1)),
+                "{strategy:?}: a pinned instance over its limit says so"
+            );
+        }
+    }
+
+    #[test]
+    fn looking_at_two_instances_charges_neither() {
+        use crate::router::limit::RateLimit;
+        use std::num::NonZeroU32;
+        let one = NonZeroU32::new(1).expect("non-zero");
+        let limit = InstanceLimit::new(RateLimit::per_second(one), 1_000);
+        let instances = fleet(2);
+        let snapshot = snap(&instances);
+        let balancer = Balancer::seeded(Strategy::PowerOfTwoChoices, 3);
+        let with_limit = Selection {
+            limit: Some(limit),
+            ..Selection::default()
+        };
+        for _ in 0..10 {
+            balancer
+                .pick(&snapshot, &with_limit)
+                .expect("nothing was charged");
+        }
+        assert!(instances.iter().all(|i| limit.has_room(&i.budget)));
     }
 
     #[test]

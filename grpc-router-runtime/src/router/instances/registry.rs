@@ -174,6 +174,8 @@ pub struct Instance {
     ponged: tokio::sync::Notify,
     /// Its record for outlier detection.
     pub(crate) outlier: crate::router::outlier::OutlierState,
+    /// Its record against the per-instance rate limit.
+    pub(crate) budget: crate::router::instance_budget::InstanceBudget,
     /// The register stream's outbound queue.
     pub(crate) out: Outbox,
     calls: Mutex<HashMap<u64, CallSlot>>,
@@ -232,6 +234,7 @@ impl Instance {
             ping_nonce: AtomicU64::new(0),
             ponged: tokio::sync::Notify::new(),
             outlier: Default::default(),
+            budget: Default::default(),
             out,
             calls: Mutex::new(HashMap::new()),
             next_call_id: AtomicU64::new(1),

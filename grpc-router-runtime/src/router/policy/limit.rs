@@ -5,6 +5,8 @@
 //! past `max_clients` tracked keys, keys that are back at a full bucket are
 //! dropped, and if that is not enough the table starts over (a flood of
 //! distinct keys costs them their buckets, never the router its memory).
+//! The per-instance limit is configured here and applied by the balancer
+//! (see [`crate::router::instance_budget`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -96,7 +98,6 @@ pub(crate) struct Limiters {
     service: Option<DefaultDirectRateLimiter>,
     methods: HashMap<String, DefaultDirectRateLimiter>,
     clients: Option<Clients>,
-    instances: Option<DefaultKeyedRateLimiter<u64>>,
 }
 
 struct Clients {
@@ -127,7 +128,6 @@ impl Limiters {
                 .iter()
                 .map(|(name, l)| (name.clone(), RateLimiter::direct(l.quota())))
                 .collect(),
-            instances: limits.per_instance.map(|l| RateLimiter::keyed(l.quota())),
             clients: limits.per_client.clone().map(|(key, limit)| Clients {
                 key,
                 limit,
@@ -230,21 +230,6 @@ impl Limiters {
     /// The per-instance limit, when there is one.
     pub(crate) fn per_instance(&self) -> Option<RateLimit> {
         self.limits.per_instance
-    }
-
-    /// Takes one call of the instance with registration `registration`
-    /// from its budget; false when it is over its limit.
-    pub(crate) fn admit_instance(&self, registration: u64, instances: usize) -> bool {
-        let Some(limiter) = &self.instances else {
-            return true;
-        };
-        let admitted = limiter.check_key(&registration).is_ok();
-        // Gone registrations leave their keys: drop those back at a full
-        // bucket once the table outgrows the live instances.
-        if limiter.len() > instances.saturating_mul(2).max(64) {
-            limiter.retain_recent();
-        }
-        admitted
     }
 
     /// How many clients are tracked now.
@@ -458,22 +443,6 @@ mod tests {
             let _ = limiters.admit("a.B", "M", "127.0.0.1:1", &headers);
             assert!(limiters.clients_tracked() <= 1_001);
         }
-    }
-
-    #[test]
-    fn each_instance_has_its_own_budget() {
-        let limits = RateLimits {
-            per_instance: Some(RateLimit {
-                per_second: n(1),
-                burst: n(2),
-            }),
-            ..RateLimits::default()
-        };
-        let limiters = Limiters::new(&limits).expect("limits");
-        assert!(limiters.admit_instance(1, 2));
-        assert!(limiters.admit_instance(1, 2));
-        assert!(!limiters.admit_instance(1, 2), "instance 1 is over");
-        assert!(limiters.admit_instance(2, 2), "instance 2 is not");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub(super) mod admission;
 pub(super) mod authz;
 pub(super) mod deadline;
+pub(super) mod instance_budget;
 pub(super) mod limit;
 pub(super) mod method_settings;
 pub(super) mod outlier;
