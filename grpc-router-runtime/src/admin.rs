@@ -173,6 +173,7 @@ fn status(core: &RouterCore) -> pb::ServiceStatus {
             .collect(),
         errors_recorded: core.recent_errors.recorded(),
         warnings: core.warnings(),
+        concurrency_limits: crate::router::concurrency_status(core),
     }
 }
 

@@ -164,6 +164,9 @@ pub fn table(status: &pb::ListServicesResponse) -> String {
                 labels(instance)
             );
         }
+        for limit in &service.concurrency_limits {
+            let _ = writeln!(out, "  {}", concurrency_text(limit));
+        }
         for warning in &service.warnings {
             let _ = writeln!(out, "  warning: {warning}");
         }
@@ -206,6 +209,21 @@ pub fn state(instance: &pb::InstanceStatus) -> &'static str {
         (true, false, false) => "serving",
         (false, false, false) => "not-serving",
     }
+}
+
+/// One concurrency limit and the calls under it, as the table and the
+/// status page show it: `limit SayHello: 3/4 in flight, 1 waiting, 7
+/// refused` (`limit (service)` for the whole service's).
+pub fn concurrency_text(limit: &pb::ConcurrencyLimitStatus) -> String {
+    let what = if limit.method.is_empty() {
+        "(service)"
+    } else {
+        &limit.method
+    };
+    format!(
+        "limit {what}: {}/{} in flight, {} waiting, {} refused",
+        limit.in_flight, limit.max_calls, limit.waiting, limit.refused
+    )
 }
 
 /// The times outlier detection ejected the instance, and while it is
@@ -325,6 +343,17 @@ struct JsonService<'a> {
     instances: Vec<JsonInstance<'a>>,
     recent_errors: Vec<JsonError<'a>>,
     warnings: &'a [String],
+    concurrency_limits: Vec<JsonLimit<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonLimit<'a> {
+    /// Empty for the service's own limit.
+    method: &'a str,
+    max_calls: u32,
+    in_flight: u32,
+    waiting: u32,
+    refused: u64,
 }
 
 #[derive(Serialize)]
@@ -425,6 +454,17 @@ pub fn json(status: &pb::ListServicesResponse) -> String {
                 instances: s.instances.iter().map(json_instance).collect(),
                 recent_errors: s.recent_errors.iter().map(json_error).collect(),
                 warnings: &s.warnings,
+                concurrency_limits: s
+                    .concurrency_limits
+                    .iter()
+                    .map(|l| JsonLimit {
+                        method: &l.method,
+                        max_calls: l.max_calls,
+                        in_flight: l.in_flight,
+                        waiting: l.waiting,
+                        refused: l.refused,
+                    })
+                    .collect(),
             })
             .collect(),
     };
@@ -465,6 +505,47 @@ mod tests {
                 ..Default::default()
             }],
         }
+    }
+
+    #[test]
+    fn concurrency_limits_are_listed_in_the_table_and_the_json() {
+        let status = pb::ListServicesResponse {
+            router_id: "r".to_owned(),
+            services: vec![pb::ServiceStatus {
+                name: "pkg.S".to_owned(),
+                concurrency_limits: vec![
+                    pb::ConcurrencyLimitStatus {
+                        method: String::new(),
+                        max_calls: 10,
+                        in_flight: 4,
+                        waiting: 0,
+                        refused: 2,
+                    },
+                    pb::ConcurrencyLimitStatus {
+                        method: "Export".to_owned(),
+                        max_calls: 2,
+                        in_flight: 2,
+                        waiting: 1,
+                        refused: 0,
+                    },
+                ],
+                ..Default::default()
+            }],
+        };
+        let text = table(&status);
+        assert!(
+            text.contains("limit (service): 4/10 in flight, 0 waiting, 2 refused"),
+            "{text}"
+        );
+        assert!(
+            text.contains("limit Export: 2/2 in flight, 1 waiting, 0 refused"),
+            "{text}"
+        );
+        let value: serde_json::Value = serde_json::from_str(&json(&status)).expect("json");
+        let limits = &value["services"][0]["concurrency_limits"];
+        assert_eq!(limits[1]["method"], "Export");
+        assert_eq!(limits[1]["waiting"], 1);
+        assert_eq!(limits[0]["max_calls"], 10);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The metrics read from the routers' own state at scrape time:
 //! registrations, calls in flight, retries, register-stream queues, the
-//! response bytes held for slow clients and outlier ejections. They
+//! response bytes held for slow clients, outlier ejections and the calls
+//! under concurrency limits. They
 //! cost nothing between scrapes.
 
 use std::collections::BTreeMap;
@@ -49,6 +50,9 @@ impl Cores {
             figures.in_flight += i64::try_from(core.stats.calls_active()).unwrap_or(i64::MAX);
             figures.retries += core.stats.calls_retried();
             figures.ejections += core.stats.ejections();
+            let (waiting, refused) = crate::router::concurrency_totals(&core);
+            figures.concurrency_waiting += i64::from(waiting);
+            figures.concurrency_refused += refused;
             for instance in snapshot.iter() {
                 figures.queued_bytes += as_i64(instance.queued_bytes());
                 figures.response_buffer_bytes += as_i64(instance.buffered_response_total());
@@ -77,6 +81,8 @@ struct Figures {
     congested: i64,
     ejections: u64,
     ejected: i64,
+    concurrency_waiting: i64,
+    concurrency_refused: u64,
 }
 
 /// The scrape-time collector registered with the families.
@@ -185,6 +191,20 @@ impl prometheus_client::collector::Collector for Collector {
             "grpc_router_call_retries",
             "Calls moved to another instance because the first never ran them",
             |f| f.retries,
+        )?;
+        gauges(
+            &mut encoder,
+            &services,
+            "grpc_router_concurrency_waiting_calls",
+            "Calls waiting for a slot under a concurrency limit (max_concurrent_calls)",
+            |f| f.concurrency_waiting,
+        )?;
+        counters(
+            &mut encoder,
+            &services,
+            "grpc_router_concurrency_refused_calls",
+            "Calls refused by a concurrency limit (max_concurrent_calls), at once or after waiting",
+            |f| f.concurrency_refused,
         )?;
         counters(
             &mut encoder,

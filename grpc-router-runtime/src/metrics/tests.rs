@@ -33,6 +33,7 @@ fn method(name: &str, kind: MethodKind) -> Method {
         route_key: Box::new([]),
         idempotent: false,
         metrics: MethodCell::default(),
+        gate: Default::default(),
     }
 }
 

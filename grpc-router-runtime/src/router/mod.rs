@@ -22,8 +22,8 @@ mod stats;
 use forward::{call, client_body, local_reply, pump, reply, start};
 use instances::{balance, registry, route_key, service};
 use policy::{
-    admission, authz, deadline, instance_budget, limit, method_settings, outlier, refusal, retry,
-    split,
+    admission, authz, concurrency, deadline, instance_budget, limit, method_settings, outlier,
+    refusal, retry, split,
 };
 pub(crate) use registration::bridge_kind;
 use registration::{outbound, recheck, session};
@@ -48,6 +48,8 @@ pub use authz::{AuthorizeCall, CallRequest, ClientAuth, IDENTITY_HEADER};
 pub(crate) use balance::Balancer;
 pub use balance::LoadMeasure;
 pub use call_stats::{CallStats, InstanceStats, LATENCY_WINDOW_SECS, RATE_WINDOW_SECS};
+pub use concurrency::{ConcurrencyLimits, ConcurrencyQueue};
+pub(crate) use concurrency::{status as concurrency_status, totals as concurrency_totals};
 pub use deadline::{DeadlinePolicy, Deadlines};
 pub use dynamic::{DEFAULT_MAX_SERVICES, DynamicRouter, DynamicSide, ServiceChange, ServiceHandle};
 pub use limit::{ClientKey, RateLimit, RateLimits};
@@ -193,6 +195,10 @@ pub struct RouterConfig {
     /// Calls per second for the service, per method and per client; a call
     /// over a limit fails RESOURCE_EXHAUSTED naming it.
     pub rate_limits: RateLimits,
+    /// Calls in flight at once for the service and per method
+    /// (`max_concurrent_calls`); a call over a limit fails
+    /// RESOURCE_EXHAUSTED, or waits for a slot as the queue allows.
+    pub concurrency: ConcurrencyLimits,
     /// Decides per call whether the client may call the method, and passes
     /// its verified identity to the instance; `None` lets every client call.
     pub client_auth: Option<ClientAuth>,
@@ -266,6 +272,7 @@ impl Default for RouterConfig {
             deadlines: Deadlines::default(),
             splits: TrafficSplits::default(),
             rate_limits: RateLimits::default(),
+            concurrency: ConcurrencyLimits::default(),
             client_auth: None,
             retries: RetryPolicies::default(),
             outlier_detection: None,
@@ -351,6 +358,9 @@ pub(crate) struct RouterCore {
     /// The admission stages of `config` (see [`admission`]), built with the
     /// settings.
     pub(crate) admission: ArcSwap<admission::Pipeline>,
+    /// The service's calls under its concurrency limit (see
+    /// [`concurrency`]).
+    pub(crate) concurrency: concurrency::Gate,
     pub(crate) service: ServiceTable,
     pub(crate) registry: Registry,
     pub(crate) balancer: Balancer,
@@ -409,6 +419,7 @@ impl RouterCore {
         RouterCore {
             admission: ArcSwap::from_pointee(admission::Pipeline::new(&config, limiters.clone())),
             limiters: ArcSwapOption::new(limiters),
+            concurrency: Default::default(),
             metrics,
             config: ArcSwap::from_pointee(config),
             registry: Registry::new(service.name()),

@@ -14,12 +14,14 @@
 //! - `inherit`: how they inherit from `[defaults]` (derived, field by
 //!   field);
 //! - `policies`: rate limits, retries and outlier detection;
+//! - `concurrency`: the concurrency limits (`max_concurrent_calls`);
 //! - `values`: values written as text (durations, token hashes, ...);
 //! - `file`: reading the file and placing errors at their line;
 //! - `env`: the `GRPC_ROUTER_*` overlay;
 //! - `validate`: what one field cannot check;
 //! - `router_config`: the `RouterConfig` of each service.
 
+mod concurrency;
 mod env;
 mod file;
 mod inherit;
@@ -41,6 +43,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::jwt::Verifier;
 
+pub use concurrency::{ConcurrencyQueueSetting, DEFAULT_MAX_WAITING};
 pub use policies::{
     ClientRateLimitSetting, OutlierSetting, RateLimitSetting, RetryPolicySetting,
     RetryThrottlingSetting,

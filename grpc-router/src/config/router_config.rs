@@ -109,6 +109,7 @@ impl Config {
             deadlines: settings.deadlines(),
             splits: settings.splits(),
             rate_limits: settings.rate_limits(),
+            concurrency: settings.concurrency_limits(),
             client_auth: self.client_auth(settings),
             retries: settings.retries(),
             outlier_detection: settings

@@ -96,6 +96,15 @@ inherited! {
         /// `{ key = "header:x-api-key", per_second = 20 }`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub client_rate_limit: Option<ClientRateLimitSetting>,
+        /// The service's calls in flight at once; past it a call fails
+        /// RESOURCE_EXHAUSTED, or waits as `concurrency_queue` allows.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub max_concurrent_calls: Option<u32>,
+        /// How a call over a concurrency limit (the service's or a method's)
+        /// waits for a slot, e.g. `{ timeout = "100ms", max_waiting = 100 }`;
+        /// without it such a call fails at once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub concurrency_queue: Option<super::concurrency::ConcurrencyQueueSetting>,
         /// The calls sent to each instance; one over it is passed over, and
         /// with every instance over, the call fails RESOURCE_EXHAUSTED.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,6 +161,9 @@ pub struct MethodSettings {
     /// This method's calls together, on top of the service's limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSetting>,
+    /// This method's calls in flight at once, on top of the service's limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_calls: Option<u32>,
     /// This method's `retryPolicy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_policy: Option<RetryPolicySetting>,
@@ -348,6 +360,8 @@ max_deadline = "10s"
 rate_limit = { per_second = 10, burst = 5 }
 client_rate_limit = { key = "peer", per_second = 2 }
 instance_rate_limit = { per_second = 3 }
+max_concurrent_calls = 50
+concurrency_queue = { timeout = "100ms", max_waiting = 10 }
 retry_policy = { max_attempts = 3, initial_backoff = "100ms", max_backoff = "1s", backoff_multiplier = 2.0, retryable_status_codes = ["UNAVAILABLE"] }
 retry_throttling = { max_tokens = 20, token_ratio = 0.2 }
 outlier_detection = { consecutive_failures = 3 }

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::admin_http::AdminState;
 use crate::status::{
-    code_name, ejections_text, latency_text, state, strategy_name, timestamp_text,
+    code_name, concurrency_text, ejections_text, latency_text, state, strategy_name, timestamp_text,
 };
 
 const TEMPLATE: &str = include_str!("page.html");
@@ -132,6 +132,13 @@ fn write_service(out: &mut String, service: &pb::ServiceStatus) {
         service.instances_ejected,
         service.ejections,
     );
+    if !service.concurrency_limits.is_empty() {
+        out.push_str(r#"<ul class="limits">"#);
+        for limit in &service.concurrency_limits {
+            let _ = write!(out, "<li>{}</li>", escape(&concurrency_text(limit)));
+        }
+        out.push_str("</ul>");
+    }
     if !service.warnings.is_empty() {
         out.push_str(r#"<ul class="warnings">"#);
         for warning in &service.warnings {

@@ -93,6 +93,16 @@
     ].join(" \u00b7 ")));
     section.appendChild(h2);
 
+    // As status.rs's concurrency_text.
+    if ((service.concurrency_limits || []).length > 0) {
+      var limits = el("ul", "limits");
+      service.concurrency_limits.forEach(function (l) {
+        limits.appendChild(el("li", "", "limit " + (l.method || "(service)") + ": " + l.in_flight + "/" +
+          l.max_calls + " in flight, " + l.waiting + " waiting, " + l.refused + " refused"));
+      });
+      section.appendChild(limits);
+    }
+
     if ((service.warnings || []).length > 0) {
       var warnings = el("ul", "warnings");
       service.warnings.forEach(function (warning) { warnings.appendChild(el("li", "", warning)); });

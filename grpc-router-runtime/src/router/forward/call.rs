@@ -22,6 +22,7 @@ use crate::metrics::{CallRecord, RequestMeter};
 use crate::router::admission::{CallContext, Refusal};
 use crate::router::balance::{PickError, Selection};
 use crate::router::client_body::BodyWatch;
+use crate::router::concurrency::{self, Permit};
 use crate::router::instance_budget::InstanceLimit;
 use crate::router::pump::{ClientStream, Requests, send_requests};
 use crate::router::registry::Instance;
@@ -135,9 +136,12 @@ async fn forward(
     let client = ClientRequest { request, body };
     let routed = Box::pin(route(core, method, received, client, span, &mut record)).await;
     match routed {
-        Ok(mut response) => {
-            // The response stream records the final status.
-            response.get_mut().record = std::mem::take(&mut record);
+        Ok((mut response, permit)) => {
+            // The response stream records the final status, and holds the
+            // call's concurrency slots to its end.
+            let reply = response.get_mut();
+            reply.record = std::mem::take(&mut record);
+            reply.permit = permit;
             Ok(response)
         }
         Err(status) => {
@@ -160,7 +164,7 @@ async fn route(
     client: ClientRequest,
     span: tracing::Span,
     record: &mut CallRecord,
-) -> Result<Response<ReplyStream>, Status> {
+) -> Result<(Response<ReplyStream>, Permit), Status> {
     let ClientRequest { request, body } = client;
     let (metadata_map, extensions, mut stream) = request.into_parts();
     let addresses = Addresses::of(&extensions);
@@ -168,6 +172,7 @@ async fn route(
     // The settings this call keeps to its end, whatever a reload changes.
     let config = core.config();
     let deadline = admit(&core, &method, received, &addresses, &mut headers)?;
+    let permit = enter_limits(&config, &core, &method, &addresses.peer, deadline).await?;
     let mut template = CallTemplate {
         method: method.clone(),
         metadata: metadata::from_headers(&headers),
@@ -211,7 +216,35 @@ async fn route(
         state: RetryState::default(),
         retries: 0,
     };
-    attempts.run(&base, &shares, requests, record).await
+    let response = attempts.run(&base, &shares, requests, record).await?;
+    Ok((response, permit))
+}
+
+/// Takes the call's slots under the concurrency limits (see
+/// [`crate::router::concurrency`]), a refusal recorded as the router's.
+async fn enter_limits(
+    config: &RouterConfig,
+    core: &Arc<RouterCore>,
+    method: &Arc<Method>,
+    peer: &str,
+    deadline: Option<Instant>,
+) -> Result<Permit, Status> {
+    if config.concurrency.is_empty() {
+        return Ok(Permit::default());
+    }
+    concurrency::enter(config, core, method, deadline)
+        .await
+        .map_err(|status| match status.code() {
+            tonic::Code::ResourceExhausted => crate::router::refusal::record_as(
+                core,
+                &method.path,
+                peer,
+                status,
+                crate::router::refusal::Reason::ConcurrencyLimit,
+                crate::clock::now_ms(),
+            ),
+            _ => status,
+        })
 }
 
 /// Runs the call through the admission stages (see
@@ -534,6 +567,7 @@ fn respond(
         done: false,
         trace: trace::Pending::default(),
         record: CallRecord::default(),
+        permit: Default::default(),
     }
 }
 

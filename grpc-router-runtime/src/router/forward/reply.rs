@@ -138,6 +138,9 @@ pub(crate) struct ReplyStream {
     pub(crate) trace: crate::trace::Pending,
     /// The call's metrics, which the final status ends.
     pub(crate) record: CallRecord,
+    /// The call's slots under the concurrency limits, given back when the
+    /// stream is dropped.
+    pub(crate) permit: crate::router::concurrency::Permit,
 }
 
 impl ReplyStream {

@@ -49,6 +49,8 @@ pub(crate) struct Method {
     pub(crate) idempotent: bool,
     /// Its metrics, resolved at its first call.
     pub(crate) metrics: crate::metrics::MethodCell,
+    /// Its calls under its concurrency limit.
+    pub(crate) gate: crate::router::concurrency::Gate,
 }
 
 impl From<&crate::descriptor::MethodDescriptor> for Method {
@@ -61,6 +63,7 @@ impl From<&crate::descriptor::MethodDescriptor> for Method {
             route_key: m.route_key.into(),
             idempotent: m.idempotent,
             metrics: Default::default(),
+            gate: Default::default(),
         }
     }
 }
@@ -335,6 +338,7 @@ fn parse(service: &str, description: &pb::ServiceDescription) -> Result<Vec<Meth
             route_key: m.route_key.as_slice().into(),
             idempotent: m.idempotent,
             metrics: Default::default(),
+            gate: Default::default(),
         });
     }
     Ok(methods)

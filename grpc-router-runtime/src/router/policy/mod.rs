@@ -5,6 +5,7 @@
 
 pub(super) mod admission;
 pub(super) mod authz;
+pub(super) mod concurrency;
 pub(super) mod deadline;
 pub(super) mod instance_budget;
 pub(super) mod limit;

@@ -28,12 +28,14 @@ pub(crate) enum Reason {
     PermissionDenied,
     /// Over a rate limit (RESOURCE_EXHAUSTED).
     RateLimit,
+    /// Over a concurrency limit (RESOURCE_EXHAUSTED).
+    ConcurrencyLimit,
     /// Any other refusal (a verifier that cannot run: UNAVAILABLE).
     Other,
 }
 
 impl Reason {
-    const ALL: usize = 4;
+    const ALL: usize = 5;
 
     /// The reason of a refusal with `code`.
     pub(crate) fn of(code: Code) -> Self {
@@ -51,6 +53,7 @@ impl Reason {
             Reason::Unauthenticated => "unauthenticated",
             Reason::PermissionDenied => "permission-denied",
             Reason::RateLimit => "rate-limit",
+            Reason::ConcurrencyLimit => "concurrency-limit",
             Reason::Other => "other",
         }
     }
@@ -61,6 +64,7 @@ impl Reason {
             Reason::PermissionDenied => 1,
             Reason::RateLimit => 2,
             Reason::Other => 3,
+            Reason::ConcurrencyLimit => 4,
         }
     }
 }
@@ -115,9 +119,21 @@ pub(crate) fn record(
     status: Status,
     now_ms: u64,
 ) -> Status {
+    let reason = Reason::of(status.code());
+    record_as(core, path, peer, status, reason, now_ms)
+}
+
+/// [`record`] for a refusal whose reason is not its code's.
+pub(crate) fn record_as(
+    core: &crate::router::RouterCore,
+    path: &str,
+    peer: &str,
+    status: Status,
+    reason: Reason,
+    now_ms: u64,
+) -> Status {
     core.recent_errors
         .push(path, "", status.code(), status.message());
-    let reason = Reason::of(status.code());
     let Some(suppressed) = core.refusals.admit(reason, now_ms) else {
         return status;
     };
@@ -125,7 +141,7 @@ pub(crate) fn record(
     let code = status.code();
     let message = status.message();
     match reason {
-        Reason::RateLimit => tracing::info!(
+        Reason::RateLimit | Reason::ConcurrencyLimit => tracing::info!(
             event = "refused",
             service,
             method = path,
