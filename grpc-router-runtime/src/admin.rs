@@ -111,7 +111,8 @@ fn wire_strategy(strategy: Strategy) -> pb::Strategy {
     }
 }
 
-fn status(core: &RouterCore) -> pb::ServiceStatus {
+/// The service's status as the admin service reports it.
+pub(crate) fn status(core: &RouterCore) -> pb::ServiceStatus {
     let now = std::time::SystemTime::now();
     let instances: Vec<pb::InstanceStatus> = core
         .registry

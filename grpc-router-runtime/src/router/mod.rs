@@ -725,6 +725,12 @@ impl<S: ServiceSpec> Router<S> {
         self.core.balancer.strategy()
     }
 
+    /// The service's status, as the admin service's `ListServices` reports
+    /// it (instances, calls, concurrency limits, recent errors).
+    pub fn status(&self) -> crate::pb::ServiceStatus {
+        crate::admin::status(&self.core)
+    }
+
     /// The live registrations.
     pub fn registry(&self) -> &Registry {
         &self.core.registry
