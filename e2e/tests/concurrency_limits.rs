@@ -11,7 +11,9 @@ use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use common::test_greeter::TestGreeter;
-use common::{TestRouter, bare_client, eventually, hello, open_endless_stream, start_instance, within};
+use common::{
+    TestRouter, bare_client, eventually, hello, open_endless_stream, start_instance, within,
+};
 use router_runtime::pb::ConcurrencyLimitStatus;
 use router_runtime::router::{ConcurrencyLimits, ConcurrencyQueue, RouterConfig};
 use tonic::{Code, Request};
@@ -52,15 +54,24 @@ async fn calls_past_the_service_limit_fail_at_once_and_a_freed_slot_admits_the_n
     assert_eq!(limit(&router, "").in_flight, 2);
 
     let started = Instant::now();
-    let refused = within(5, "refused call", client.say_hello(Request::new(hello("x"))))
-        .await
-        .expect_err("over the limit");
+    let refused = within(
+        5,
+        "refused call",
+        client.say_hello(Request::new(hello("x"))),
+    )
+    .await
+    .expect_err("over the limit");
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     assert!(
-        refused.message().contains("has its 2 calls in flight (max_concurrent_calls)"),
+        refused
+            .message()
+            .contains("has its 2 calls in flight (max_concurrent_calls)"),
         "{refused:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(1), "refused at once");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused at once"
+    );
     assert_eq!(limit(&router, "").refused, 1);
 
     drop(first);
@@ -73,7 +84,9 @@ async fn calls_past_the_service_limit_fail_at_once_and_a_freed_slot_admits_the_n
         .expect("a freed slot admits the call");
     let errors = router.router.status().recent_errors;
     assert!(
-        errors.iter().any(|e| e.message.contains("max_concurrent_calls")),
+        errors
+            .iter()
+            .any(|e| e.message.contains("max_concurrent_calls")),
         "the refusal is in the recent errors: {errors:?}"
     );
 }
@@ -173,7 +186,11 @@ async fn a_waiting_call_ends_at_its_deadline_and_a_cancelled_one_leaves_the_queu
         .await
         .expect_err("no slot before the deadline");
     assert_eq!(late.code(), Code::DeadlineExceeded, "{late:?}");
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 
     let cancelled = tokio::spawn({
         let mut client = client.clone();
@@ -225,7 +242,10 @@ async fn a_reload_that_lowers_the_limit_drops_no_call_in_flight() {
             .is_err()
     );
     streams.clear();
-    eventually(5, "the last slot to free", || limit(&router, "").in_flight == 0).await;
+    eventually(5, "the last slot to free", || {
+        limit(&router, "").in_flight == 0
+    })
+    .await;
     within(5, "call", client.say_hello(Request::new(hello("x"))))
         .await
         .expect("under the new limit");

@@ -40,6 +40,8 @@
 //! | `grpc_router_registrations_congested` | gauge | `grpc_service` |
 //! | `grpc_router_instances_ejected` | gauge | `grpc_service` |
 //! | `grpc_router_ejections_total` | counter | `grpc_service` |
+//! | `grpc_router_concurrency_waiting_calls` | gauge | `grpc_service` |
+//! | `grpc_router_concurrency_refused_calls_total` | counter | `grpc_service` |
 //! | `grpc_router_instance_calls_total` | counter | `grpc_service`, `instance_id` (opt-in) |
 //! | `grpc_router_instance_handling_seconds` | histogram | the same (opt-in) |
 //!
@@ -101,6 +103,8 @@ pub const EXPORTED: &[(&str, Kind)] = &[
     ("grpc_router_call_retries_total", Kind::Counter),
     ("grpc_router_instances_ejected", Kind::Gauge),
     ("grpc_router_ejections_total", Kind::Counter),
+    ("grpc_router_concurrency_waiting_calls", Kind::Gauge),
+    ("grpc_router_concurrency_refused_calls_total", Kind::Counter),
 ];
 
 /// Whether `sample` (a series name as a query names it, e.g.

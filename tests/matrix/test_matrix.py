@@ -8,7 +8,8 @@ and traffic policies. Each combination goes through:
 1. every method kind (and a failing call) on each instance, pinned with
    ``x-router-instance``;
 2. a reload (``SIGHUP``) that changes the configuration, then every method
-   kind again;
+   kind again (with policies: a call queued behind a held one under a
+   method's ``max_concurrent_calls``, across the two instances);
 3. ``SIGTERM`` while a client holds a server stream it stopped reading: the
    daemon exits within ``shutdown.grace`` + 1 s, and the stalled call ends
    with a status instead of hanging;
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -218,9 +220,13 @@ def config(combo: Combination, ports: Ports, state: Path, strategy: str) -> str:
             'retry_policy = { max_attempts = 3, initial_backoff = "10ms", max_backoff = "100ms", '
             'backoff_multiplier = 2.0, retryable_status_codes = ["UNAVAILABLE"] }',
             'default_deadline = "10s"',
+            "max_concurrent_calls = 1000",
+            f'concurrency_queue = {{ timeout = "{TIMEOUT:g}s", max_waiting = 10 }}',
         ]
     if combo.jwt:
         lines += [f'[[services."{SERVICE}".allow]]', 'claims = { role = "greeter" }']
+    if combo.policies:
+        lines += [f'[services."{SERVICE}".methods.Sum]', "max_concurrent_calls = 1"]
     return "\n".join(lines) + "\n"
 
 
@@ -274,6 +280,10 @@ class Daemon:
     @property
     def registrations(self) -> str:
         return f"http://127.0.0.1:{self.ports.registrations}"
+
+    @property
+    def admin(self) -> str:
+        return f"127.0.0.1:{self.ports.admin}"
 
 
 def start_instances(daemon: Daemon, combo: Combination) -> List[Process]:
@@ -375,6 +385,8 @@ def test_daemon_with_rust_and_python_instances(combo: Combination, tmp_path: Pat
         # 2. a reload that changes the configuration; registrations stay
         daemon.reload("p2c")
         asyncio.run(both_instances(daemon, combo))
+        if combo.policies:
+            asyncio.run(queued_behind_a_held_call(daemon, combo))
 
         # 3. SIGTERM while a client holds a stream it stopped reading
         stalled_code = asyncio.run(sigterm_with_stalled_client(daemon, combo))
@@ -394,6 +406,45 @@ def test_daemon_with_rust_and_python_instances(combo: Combination, tmp_path: Pat
             instance.stop()
         if daemon.process is not None:
             daemon.process.stop()
+
+
+def sum_limit(daemon: Daemon) -> Dict[str, Any]:
+    """The `Sum` concurrency limit as `/status.json` reports it."""
+    with urllib.request.urlopen(f"http://{daemon.admin}/status.json", timeout=TIMEOUT) as response:
+        status = json.load(response)
+    service = next(s for s in status["services"] if s["name"] == SERVICE)
+    return next(l for l in service["concurrency_limits"] if l["method"] == "Sum")
+
+
+async def queued_behind_a_held_call(daemon: Daemon, combo: Combination) -> None:
+    """`Sum` may run one call at a time (`max_concurrent_calls = 1`, with a
+    queue): a call to the Rust instance waits while one to the Python instance
+    is held open, then runs as soon as that one ends."""
+    async with grpc.aio.insecure_channel(daemon.clients) as channel:
+        stub = pb_grpc.GreeterStub(channel)
+        held = stub.Sum(metadata=metadata(combo, "py-1"), timeout=TIMEOUT)
+        await held.write(pb.Number(value=1))
+        deadline = time.monotonic() + TIMEOUT
+        while sum_limit(daemon)["in_flight"] != 1:
+            assert time.monotonic() < deadline, "the held call never took its slot"
+            await asyncio.sleep(0.02)  # polling a remote state, not synchronising
+
+        async def numbers() -> Any:
+            for n in (2, 3):
+                yield pb.Number(value=n)
+
+        queued = asyncio.ensure_future(stub.Sum(numbers(), metadata=metadata(combo, "rust-1"), timeout=TIMEOUT))
+        while sum_limit(daemon)["waiting"] != 1:
+            assert time.monotonic() < deadline, "the second call never queued"
+            assert not queued.done(), "the second call ran beside the held one"
+            await asyncio.sleep(0.02)  # polling a remote state, not synchronising
+        await held.done_writing()
+        first = await held
+        assert (first.total, first.instance_id) == (1, "py-1")
+        second = await asyncio.wait_for(queued, TIMEOUT)
+        assert (second.total, second.instance_id) == (5, "rust-1")
+        limit = sum_limit(daemon)
+        assert (limit["in_flight"], limit["waiting"]) == (0, 0), limit
 
 
 async def sigterm_with_stalled_client(daemon: Daemon, combo: Combination) -> grpc.StatusCode:

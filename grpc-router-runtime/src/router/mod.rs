@@ -27,7 +27,7 @@ use policy::{
 };
 pub(crate) use registration::bridge_kind;
 use registration::{outbound, recheck, session};
-use stats::{call_stats, recent_errors};
+use stats::{attempt_end, call_stats, recent_errors};
 
 use std::convert::Infallible;
 use std::marker::PhantomData;

@@ -449,10 +449,7 @@ impl Attempts<'_> {
             }
             First::Lost(status) => Ending::Lost(status),
             First::Refused(status) => Ending::Refused(status),
-            First::Failed(status) => {
-                core.record_outcome(instance, status.code());
-                Ending::Failed(status)
-            }
+            First::Failed(status) => Ending::Failed(status),
         };
         Attempt::Ended(ending, reply)
     }
@@ -537,7 +534,7 @@ fn respond(
         pump: None,
         method: method.clone(),
         started: std::time::Instant::now(),
-        outcome: None,
+        ended: false,
     };
     if !inline {
         let pump = tokio::spawn(send_requests(

@@ -41,9 +41,9 @@ pub(crate) struct CallGuard {
     pub(crate) method: Arc<Method>,
     /// When the call started on the instance.
     pub(crate) started: std::time::Instant,
-    /// How the call ended; `None` until it does (a guard dropped without one
-    /// is a call the client abandoned).
-    pub(crate) outcome: Option<Outcome>,
+    /// Whether the attempt's end was reported (see [`CallGuard::end`]); a
+    /// guard dropped before is a call the client abandoned.
+    pub(crate) ended: bool,
 }
 
 impl CallGuard {
@@ -56,45 +56,22 @@ impl CallGuard {
         }
     }
 
-    /// Counts the call in its instance's statistics and, when it failed, in
-    /// the service's recent errors.
-    fn record(&mut self) {
-        let outcome = self.outcome.take().unwrap_or_else(Outcome::cancelled);
-        let elapsed = self.started.elapsed();
-        self.instance.stats.record(outcome == Outcome::Ok, elapsed);
-        let code = match &outcome {
-            Outcome::Ok => Code::Ok,
-            Outcome::Failed(code, _) => *code,
-        };
-        let duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        // The access log: one line per attempt, at its own target so that a
-        // filter switches it (`router_runtime::access=info`).
-        tracing::info!(
-            target: "router_runtime::access",
-            service = self.core.service.name(),
-            method = &*self.method.name,
-            instance = self.instance.id(),
-            call_id = self.call_id,
-            code = ?code,
-            duration_us,
-            "call"
-        );
-        if let Outcome::Failed(code, message) = &outcome {
-            if *code != Code::Cancelled {
-                tracing::debug!(
-                    event = "call_failed",
-                    service = self.core.service.name(),
-                    method = &*self.method.name,
-                    instance = self.instance.id(),
-                    call_id = self.call_id,
-                    code = ?code,
-                    message = message.as_ref(),
-                    "call failed"
-                );
-            }
-            let (path, id) = (&self.method.path, self.instance.id());
-            self.core.recent_errors.push(path, id, *code, message);
+    /// Reports how the attempt ended to the observers (once: a later end,
+    /// or the drop of an ended guard, is not reported).
+    pub(crate) fn end(&mut self, outcome: Outcome, judges_instance: bool) {
+        if self.ended {
+            return;
         }
+        self.ended = true;
+        crate::router::attempt_end::ended(&crate::router::attempt_end::AttemptEnd {
+            core: &self.core,
+            instance: &self.instance,
+            method: &self.method,
+            call_id: self.call_id,
+            outcome: &outcome,
+            elapsed: self.started.elapsed(),
+            judges_instance,
+        });
     }
 }
 
@@ -105,7 +82,7 @@ impl Drop for CallGuard {
             pump.abort();
         }
         self.instance.close_call(self.call_id);
-        self.record();
+        self.end(Outcome::cancelled(), false);
         self.core.stats.call_ended();
     }
 }
@@ -148,8 +125,12 @@ impl ReplyStream {
     /// becomes the attempt's outcome).
     pub(crate) async fn first_event(&mut self) -> First {
         let first = self.wait_first().await;
-        if let First::Lost(status) | First::Refused(status) | First::Failed(status) = &first {
-            self.guard.outcome = Some(Outcome::of(status));
+        match &first {
+            First::Headers(_) => {}
+            First::Lost(status) | First::Refused(status) => {
+                self.guard.end(Outcome::of(status), false);
+            }
+            First::Failed(status) => self.guard.end(Outcome::of(status), true),
         }
         first
     }
@@ -285,12 +266,9 @@ impl ReplyStream {
 
     fn fail(&mut self, status: Status) -> Poll<Option<Result<Bytes, Status>>> {
         self.done = true;
-        self.guard
-            .core
-            .record_outcome(&self.guard.instance, status.code());
         self.trace.end(&status);
         self.record.finish(status.code());
-        self.guard.outcome = Some(Outcome::of(&status));
+        self.guard.end(Outcome::of(&status), true);
         Poll::Ready(Some(Err(status)))
     }
 }
