@@ -135,6 +135,8 @@ _FLAGS = {
     "heartbeat_timeout_ms": "--heartbeat-timeout-ms",
     "register_token": "--register-token",
     "max_message_size": "--max-message-size",
+    "max_concurrent_calls": "--max-concurrent-calls",
+    "concurrency_queue_ms": "--concurrency-queue-ms",
 }
 
 
@@ -147,6 +149,8 @@ def daemon_config(
     register_token: Optional[str] = None,
     tls: Optional[Tuple[Path, Path]] = None,
     max_message_size: int = 20 * 1024 * 1024,
+    max_concurrent_calls: Optional[int] = None,
+    concurrency_queue_ms: Optional[int] = None,
 ) -> str:
     """A ``router.toml`` for ``grpc-router serve`` with the settings the
     example router takes as flags."""
@@ -173,6 +177,10 @@ def daemon_config(
         lines.append(f'heartbeat_interval = "{heartbeat_interval_ms}ms"')
     if heartbeat_timeout_ms is not None:
         lines.append(f'heartbeat_timeout = "{heartbeat_timeout_ms}ms"')
+    if max_concurrent_calls is not None:
+        lines.append(f"max_concurrent_calls = {max_concurrent_calls}")
+    if concurrency_queue_ms is not None:
+        lines.append(f'concurrency_queue = {{ timeout = "{concurrency_queue_ms}ms" }}')
     return "\n".join(lines) + "\n"
 
 
@@ -195,7 +203,8 @@ class Fleet:
         """Starts a router of the fleet's kind (``listen``: on the addresses
         of an earlier one, a restart). ``settings``: ``strategy``,
         ``heartbeat_interval_ms``, ``heartbeat_timeout_ms``, ``register_token``,
-        ``max_message_size`` (request messages, default 20 MiB);
+        ``max_message_size`` (request messages, default 20 MiB),
+        ``max_concurrent_calls``, ``concurrency_queue_ms``;
         ``tls``: a certificate and key for the registrations (and, on the
         compiled router, the clients) listener."""
         unknown = set(settings) - set(_FLAGS)

@@ -12,7 +12,7 @@ use clap::Parser;
 use myservice::demo::{self, Error};
 use myservice::pb::GreeterRouter;
 use router_runtime::codegen::Strategy;
-use router_runtime::router::RouterConfig;
+use router_runtime::router::{ConcurrencyQueue, RouterConfig};
 use tokio::net::TcpListener;
 
 /// jemalloc returns the memory of released calls to the system (after its
@@ -65,6 +65,15 @@ struct Args {
     /// `authorization: Bearer TOKEN` (others get UNAUTHENTICATED).
     #[arg(long)]
     register_token: Option<String>,
+    /// At most this many calls in flight at once (`max_concurrent_calls`);
+    /// past it a call fails RESOURCE_EXHAUSTED, or waits with
+    /// --concurrency-queue-ms [default: no limit].
+    #[arg(long)]
+    max_concurrent_calls: Option<std::num::NonZeroU32>,
+    /// A call over --max-concurrent-calls waits up to this many milliseconds
+    /// for a slot, in a queue of at most 1024 calls [default: it fails at once].
+    #[arg(long, requires = "max_concurrent_calls")]
+    concurrency_queue_ms: Option<u64>,
 }
 
 #[tokio::main]
@@ -94,6 +103,11 @@ async fn run(args: Args) -> Result<(), Error> {
     if let Some(limit) = args.max_message_size {
         config.max_message_size = limit;
     }
+    config.concurrency.service = args.max_concurrent_calls;
+    config.concurrency.queue = args.concurrency_queue_ms.map(|ms| ConcurrencyQueue {
+        timeout: std::time::Duration::from_millis(ms),
+        max_waiting: 1024,
+    });
     if let Some(token) = args.register_token {
         let expected = format!("Bearer {token}");
         config.authorize = Some(std::sync::Arc::new(move |register| {

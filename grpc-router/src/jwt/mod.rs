@@ -17,7 +17,6 @@
 //! certificate is the client's credential and its first URI SAN (else DNS
 //! name, else e-mail) is the identity the instance receives.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +28,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tonic::Status;
 
-use crate::sans::{self, San, SanPattern};
+use crate::sans::{self, San};
+
+mod allow;
+mod verified_tokens;
+
+pub use allow::AllowRule;
+use verified_tokens::VerifiedTokens;
 
 /// `[auth.jwt]`: how client tokens are verified.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -88,49 +93,6 @@ mod humantime_serde_compat {
     }
 }
 
-/// One authorization rule of a service: it allows a call when the method is
-/// listed (or none are), and the caller's identity is listed (or none are),
-/// and every claim pair matches (a claim that is an array matches when it
-/// contains the value), and one of the client certificate's SANs matches a
-/// `sans` pattern (or none are listed).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct AllowRule {
-    /// Method names (`SayHello`); empty: every method.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub methods: Vec<String>,
-    /// Caller identities (the identity claim); empty: any.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub identities: Vec<String>,
-    /// Claims the token must carry, e.g. `{ role = "admin" }`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub claims: BTreeMap<String, String>,
-    /// Patterns of the client certificate's SANs (`spiffe://...`,
-    /// `dns:<name>`, `email:<address>`, one `*` each at most); empty: any
-    /// (or no) certificate.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub sans: Vec<SanPattern>,
-}
-
-impl AllowRule {
-    fn allows(&self, method: &str, identity: Option<&str>, claims: &Value, sans: &[San]) -> bool {
-        (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
-            && (self.sans.is_empty() || SanPattern::first_match(&self.sans, sans).is_some())
-            && (self.identities.is_empty()
-                || identity.is_some_and(|id| self.identities.iter().any(|i| i == id)))
-            && self
-                .claims
-                .iter()
-                .all(|(name, wanted)| match claims.get(name) {
-                    Some(Value::String(s)) => s == wanted,
-                    Some(Value::Array(values)) => values.iter().any(|v| v.as_str() == Some(wanted)),
-                    Some(Value::Bool(b)) => b.to_string() == *wanted,
-                    Some(Value::Number(n)) => n.to_string() == *wanted,
-                    _ => false,
-                })
-    }
-}
-
 /// Where the verifier finds keys.
 enum Keys {
     /// One key, with the validation every token gets (the key's
@@ -161,77 +123,6 @@ pub struct Verifier {
     settings: JwtSettings,
     /// Tokens verified before and not yet expired.
     verified: VerifiedTokens,
-}
-
-/// The most bytes of tokens [`VerifiedTokens`] keeps, and the largest token
-/// it keeps.
-const VERIFIED_TOKEN_BYTES: usize = 4 * 1024 * 1024;
-const LARGEST_CACHED_TOKEN: usize = 4 * 1024;
-
-/// Tokens whose signature and claims were verified, with their claims, until
-/// they expire: a client sends the same token on every call, and checking
-/// its signature each time was most of the cost of JWT authentication
-/// (HS256: about 5.6 µs a call). Only valid tokens are kept; the memory is
-/// bounded by [`VERIFIED_TOKEN_BYTES`] for the whole router: a configuration
-/// load builds one verifier, which every service shares
-/// (`config::LoadedVerifier`); a reload builds a new one, so new keys or
-/// settings start with an empty cache.
-#[derive(Default)]
-struct VerifiedTokens {
-    /// The bytes of the tokens kept, and each token's claims and the unix
-    /// seconds between which it is valid.
-    tokens: std::sync::RwLock<(usize, TokenMap)>,
-}
-
-/// Token → its claims and when it is valid.
-type TokenMap = std::collections::HashMap<String, Verified>;
-
-/// A verified token's claims and the unix seconds it is valid between
-/// (leeway included).
-struct Verified {
-    claims: Arc<Value>,
-    valid_from: u64,
-    valid_until: u64,
-}
-
-impl VerifiedTokens {
-    /// The claims of `token` if it was verified and is valid at `now` (unix
-    /// seconds): not before its `nbf` (and `iat`), not after its `exp`, with
-    /// the leeway.
-    fn get(&self, token: &str, now: u64) -> Option<Arc<Value>> {
-        let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
-        tokens
-            .1
-            .get(token)
-            .filter(|kept| (kept.valid_from..=kept.valid_until).contains(&now))
-            .map(|kept| kept.claims.clone())
-    }
-
-    /// Keeps `token`, valid from `valid_from` until `valid_until` (unix
-    /// seconds).
-    fn insert(&self, token: &str, claims: Arc<Value>, valid_from: u64, valid_until: u64, now: u64) {
-        if token.len() > LARGEST_CACHED_TOKEN {
-            return;
-        }
-        let mut tokens = self.tokens.write().unwrap_or_else(|e| e.into_inner());
-        let (bytes, map) = &mut *tokens;
-        if *bytes + token.len() > VERIFIED_TOKEN_BYTES {
-            map.retain(|_, kept| now <= kept.valid_until);
-            *bytes = map.keys().map(String::len).sum();
-            if *bytes + token.len() > VERIFIED_TOKEN_BYTES {
-                map.clear();
-                *bytes = 0;
-            }
-        }
-        let kept = Verified {
-            claims,
-            valid_from,
-            valid_until,
-        };
-        if map.insert(token.to_owned(), kept).is_none() {
-            *bytes += token.len();
-        }
-    }
 }
 
 /// Seconds since the Unix epoch.
@@ -706,18 +597,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_serves_a_token_only_inside_its_validity() {
-        let cache = VerifiedTokens::default();
-        let claims = Arc::new(json!({}));
-        cache.insert("t", claims, 60, 100, 50);
-        assert!(cache.get("t", 59).is_none(), "before its nbf");
-        assert!(cache.get("t", 60).is_some());
-        assert!(cache.get("t", 100).is_some());
-        assert!(cache.get("t", 101).is_none(), "past its expiry");
-    }
-
-    #[test]
-    fn a_verified_token_is_kept_until_it_expires_and_the_cache_is_bounded() {
+    fn a_verified_token_is_served_from_the_cache() {
         let v = verifier();
         let good = token(
             json!({"sub": "alice", "iss": "https://auth.test", "aud": "grpc-router", "exp": now() + 600}),
@@ -728,63 +608,6 @@ mod tests {
             Arc::ptr_eq(&first, &again),
             "the second check is a cache hit"
         );
-
-        let cache = VerifiedTokens::default();
-        let claims = Arc::new(json!({}));
-        cache.insert("t", claims.clone(), 0, 100, 50);
-        assert!(cache.get("t", 100).is_some());
-        assert!(cache.get("t", 101).is_none(), "past its expiry");
-        let big = "x".repeat(LARGEST_CACHED_TOKEN + 1);
-        cache.insert(&big, claims.clone(), 0, 100, 50);
-        assert!(cache.get(&big, 50).is_none(), "too large to keep");
-        for i in 0..(2 * VERIFIED_TOKEN_BYTES / LARGEST_CACHED_TOKEN) {
-            cache.insert(&format!("{i:04096}"), claims.clone(), 0, 100, 50);
-        }
-        let (bytes, map) = &*cache.tokens.read().expect("lock");
-        assert!(*bytes <= VERIFIED_TOKEN_BYTES, "{bytes}");
-        assert_eq!(*bytes, map.keys().map(String::len).sum::<usize>());
-    }
-
-    #[test]
-    fn rules_allow_by_method_identity_and_claim() {
-        let rule = AllowRule {
-            methods: vec!["Adjust".into()],
-            claims: BTreeMap::from([("role".into(), "admin".into())]),
-            ..AllowRule::default()
-        };
-        let admin = json!({"role": ["viewer", "admin"]});
-        assert!(rule.allows("Adjust", Some("a"), &admin, &[]));
-        assert!(!rule.allows("Delete", Some("a"), &admin, &[]));
-        assert!(!rule.allows("Adjust", Some("a"), &json!({"role": "viewer"}), &[]));
-        let named = AllowRule {
-            identities: vec!["svc-batch".into()],
-            ..AllowRule::default()
-        };
-        assert!(named.allows("Any", Some("svc-batch"), &json!({}), &[]));
-        assert!(!named.allows("Any", None, &json!({}), &[]));
-    }
-
-    #[test]
-    fn rules_allow_by_certificate_san() {
-        let rule = AllowRule {
-            methods: vec!["Adjust".into()],
-            sans: vec![
-                SanPattern::try_from("spiffe://corp/ns/batch/*".to_owned()).expect("pattern"),
-            ],
-            ..AllowRule::default()
-        };
-        let batch = [San {
-            kind: sans::SanKind::Uri,
-            value: "spiffe://corp/ns/batch/sa/nightly".into(),
-        }];
-        let web = [San {
-            kind: sans::SanKind::Uri,
-            value: "spiffe://corp/ns/web/sa/frontend".into(),
-        }];
-        assert!(rule.allows("Adjust", None, &Value::Null, &batch));
-        assert!(!rule.allows("Adjust", None, &Value::Null, &web));
-        assert!(!rule.allows("Adjust", None, &Value::Null, &[]));
-        assert!(!rule.allows("Delete", None, &Value::Null, &batch));
     }
 
     #[test]
