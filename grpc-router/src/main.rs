@@ -74,103 +74,110 @@ fn main() -> ExitCode {
             descriptor_sets,
         } => check_config(&file, &descriptor_sets),
         Command::Serve {
-            config: path,
+            config,
             log_format,
             access_log,
-        } => {
-            let source = ConfigSource {
-                path,
-                overrides: Overrides {
-                    log_format: log_format.as_deref().map(|f| match f {
-                        "json" => LogFormat::Json,
-                        _ => LogFormat::Text,
-                    }),
-                    access_log,
-                },
-            };
-            let config = match source.load() {
-                Ok(config) => config,
-                Err(e) => {
-                    eprintln!("grpc-router: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            if let Some(threads) = config.runtime.worker_threads {
-                builder.worker_threads(threads);
-            }
-            let runtime = match builder.enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    eprintln!("grpc-router: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            // The OTLP client's connection lives on the runtime.
-            let started = {
-                let _runtime = runtime.enter();
-                grpc_router::traces::Traces::start(&config.tracing)
-            };
-            let (traces, layer) = match started {
-                Ok(started) => started,
-                Err(e) => {
-                    eprintln!("grpc-router: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let log = grpc_router::logging::init(&config.log, layer);
-            let code = match runtime.block_on(grpc_router::daemon::serve(source, config, log)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    // Once, in the log's format (the logs go to stderr).
-                    tracing::error!("grpc-router failed: {e}");
-                    ExitCode::FAILURE
-                }
-            };
-            // Flushes the spans still buffered while the runtime still runs
-            // the exporter's connection.
-            traces.shutdown();
-            code
-        }
+        } => serve(ConfigSource {
+            path: config,
+            overrides: Overrides {
+                log_format: log_format.as_deref().map(|f| match f {
+                    "json" => LogFormat::Json,
+                    _ => LogFormat::Text,
+                }),
+                access_log,
+            },
+        }),
         Command::Status {
             router,
             token_file,
             json,
-        } => {
-            let token = match &token_file {
-                None => None,
-                Some(path) => match std::fs::read_to_string(path) {
-                    Ok(token) => Some(token),
-                    Err(e) => {
-                        eprintln!("grpc-router: --token-file {}: {e}", path.display());
-                        return ExitCode::FAILURE;
-                    }
-                },
-            };
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    eprintln!("grpc-router: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(grpc_router::status::fetch(&router, token.as_deref())) {
-                Ok(status) => {
-                    if json {
-                        println!("{}", grpc_router::status::json(&status));
-                    } else {
-                        print!("{}", grpc_router::status::table(&status));
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("grpc-router: {e}");
-                    ExitCode::FAILURE
-                }
+        } => status(&router, token_file.as_deref(), json),
+    }
+}
+
+/// `grpc-router serve`: loads the configuration (exit 2 when it is
+/// invalid), starts the runtime, the traces and the log, and runs the
+/// daemon until it stops.
+fn serve(source: ConfigSource) -> ExitCode {
+    let config = match source.load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("grpc-router: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.runtime.worker_threads {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("grpc-router: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The OTLP client's connection lives on the runtime.
+    let started = {
+        let _runtime = runtime.enter();
+        grpc_router::traces::Traces::start(&config.tracing)
+    };
+    let (traces, layer) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            eprintln!("grpc-router: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let log = grpc_router::logging::init(&config.log, layer);
+    let code = match runtime.block_on(grpc_router::daemon::serve(source, config, log)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Once, in the log's format (the logs go to stderr).
+            tracing::error!("grpc-router failed: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    // Flushes the spans still buffered while the runtime still runs the
+    // exporter's connection.
+    traces.shutdown();
+    code
+}
+
+/// `grpc-router status`: the router's services, as a table or JSON.
+fn status(router: &str, token_file: Option<&std::path::Path>, json: bool) -> ExitCode {
+    let token = match token_file {
+        None => None,
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(token) => Some(token),
+            Err(e) => {
+                eprintln!("grpc-router: --token-file {}: {e}", path.display());
+                return ExitCode::FAILURE;
             }
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("grpc-router: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(grpc_router::status::fetch(router, token.as_deref())) {
+        Ok(status) => {
+            if json {
+                println!("{}", grpc_router::status::json(&status));
+            } else {
+                print!("{}", grpc_router::status::table(&status));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("grpc-router: {e}");
+            ExitCode::FAILURE
         }
     }
 }

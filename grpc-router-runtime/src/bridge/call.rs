@@ -121,49 +121,10 @@ pub(crate) fn start<T: BridgedService>(
     start: pb::CallStart,
 ) -> Option<CallTask> {
     let call_id = start.call_id;
-    // Each router counts only its own calls: with several routers the limit
-    // is enforced here, and a call refused before it ran may go elsewhere.
-    let running = context.active.fetch_add(1, Ordering::AcqRel);
-    if context.limit > 0 && running >= context.limit as usize {
-        context.active.fetch_sub(1, Ordering::AcqRel);
-        let _ = context.out.send(BridgeFrame::Trailers(pb::Trailers {
-            call_id,
-            code: Code::ResourceExhausted as i32,
-            message: format!(
-                "instance `{}` is at its limit of {} concurrent calls",
-                context.instance_id, context.limit
-            ),
-            details: Bytes::new(),
-            metadata: None,
-            not_started: true,
-        }));
+    if !take_slot(&context, call_id) {
         return None;
     }
-    let (inbound, rx) = queue();
-    let reply_credit = Arc::new(SendCredit::new(context.reply_window));
-    let window = Arc::new(RecvWindow::new(RecvWindow::limit_for(
-        context.request_window,
-        context.request_frame,
-    )));
-    let cancel = CancellationToken::new();
-    context.calls.insert(
-        call_id,
-        CallEntry {
-            inbound,
-            window: window.clone(),
-            reply_credit: reply_credit.clone(),
-            cancel: cancel.clone(),
-            partial: 0,
-        },
-    );
-    let body = RequestBody {
-        call_id,
-        rx,
-        out: context.out.clone(),
-        intake: Intake::new(window, context.request_window, context.max_message),
-        pending: None,
-        ended: false,
-    };
+    let (body, reply_credit, cancel) = open_call(&context, call_id);
     // The handler's span, the child of the router's `traceparent`: current
     // while the handler runs, so its own spans and logs join the trace.
     let span = trace::bridge_span(&start.path);
@@ -215,6 +176,64 @@ pub(crate) fn start<T: BridgedService>(
         tokio::spawn(task);
         None
     }
+}
+
+/// Takes a slot under the instance's concurrency limit for call `call_id`,
+/// or refuses the call as not started (RESOURCE_EXHAUSTED) so the router
+/// may try another instance. Each router counts only its own calls: with
+/// several routers the limit is enforced here.
+fn take_slot(context: &CallContext, call_id: u64) -> bool {
+    let running = context.active.fetch_add(1, Ordering::AcqRel);
+    if context.limit == 0 || running < context.limit as usize {
+        return true;
+    }
+    context.active.fetch_sub(1, Ordering::AcqRel);
+    let _ = context.out.send(BridgeFrame::Trailers(pb::Trailers {
+        call_id,
+        code: Code::ResourceExhausted as i32,
+        message: format!(
+            "instance `{}` is at its limit of {} concurrent calls",
+            context.instance_id, context.limit
+        ),
+        details: Bytes::new(),
+        metadata: None,
+        not_started: true,
+    }));
+    false
+}
+
+/// Enters call `call_id` in the session's table: its request body, its
+/// response credit and its cancellation.
+fn open_call(
+    context: &CallContext,
+    call_id: u64,
+) -> (RequestBody, Arc<SendCredit>, CancellationToken) {
+    let (inbound, rx) = queue();
+    let reply_credit = Arc::new(SendCredit::new(context.reply_window));
+    let window = Arc::new(RecvWindow::new(RecvWindow::limit_for(
+        context.request_window,
+        context.request_frame,
+    )));
+    let cancel = CancellationToken::new();
+    context.calls.insert(
+        call_id,
+        CallEntry {
+            inbound,
+            window: window.clone(),
+            reply_credit: reply_credit.clone(),
+            cancel: cancel.clone(),
+            partial: 0,
+        },
+    );
+    let body = RequestBody {
+        call_id,
+        rx,
+        out: context.out.clone(),
+        intake: Intake::new(window, context.request_window, context.max_message),
+        pending: None,
+        ended: false,
+    };
+    (body, reply_credit, cancel)
 }
 
 /// A call not yet polled: [`start`] hands it back for the session reader to
