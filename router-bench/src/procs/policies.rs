@@ -9,8 +9,8 @@
 //!   `allow` rule on the token's `role` claim, service, method, per-client
 //!   and per-instance rate limits (far above what the run sends), outlier
 //!   detection (both rules), a retry policy for `SayHello` with retry
-//!   throttling, a traffic split (all calls to `version=v1`), and a default
-//!   and maximum deadline.
+//!   throttling, a traffic split (all calls to `version=v1`), a default
+//!   and maximum deadline, and service and method concurrency limits.
 //!
 //! Every client (h2load and tonic, for every target) sends the same
 //! `authorization: Bearer <jwt>` header, so the targets differ only in what
@@ -67,16 +67,19 @@ pub enum Policy {
     Split,
     /// A default and a maximum deadline.
     Deadline,
+    /// Service and method concurrency limits (`max_concurrent_calls`).
+    Concurrency,
 }
 
 /// Every policy.
-pub const ALL: [Policy; 6] = [
+pub const ALL: [Policy; 7] = [
     Policy::Jwt,
     Policy::Limits,
     Policy::Outlier,
     Policy::Retry,
     Policy::Split,
     Policy::Deadline,
+    Policy::Concurrency,
 ];
 
 /// The policies of `set` on for the Greeter. The limits are far above what
@@ -105,6 +108,9 @@ fn policies_config(set: &[Policy]) -> String {
              instance_rate_limit = { per_second = 10000000, burst = 1000000 }\n",
         );
     }
+    if on(Policy::Concurrency) {
+        config.push_str("max_concurrent_calls = 1000000\n");
+    }
     if on(Policy::Retry) {
         config.push_str(
             "retry_policy = { max_attempts = 3, initial_backoff = \"10ms\", max_backoff = \"100ms\", backoff_multiplier = 2.0, retryable_status_codes = [\"UNAVAILABLE\"] }\n\
@@ -116,11 +122,14 @@ fn policies_config(set: &[Policy]) -> String {
             "outlier_detection = { consecutive_failures = 5, failure_rate = 0.5, min_calls = 100, window = \"10s\", base_ejection = \"30s\", max_ejected_percent = 50 }\n",
         );
     }
-    if on(Policy::Limits) || on(Policy::Retry) {
+    if on(Policy::Limits) || on(Policy::Retry) || on(Policy::Concurrency) {
         let _ = writeln!(config, "[services.\"{SERVICE}\".methods.SayHello]");
     }
     if on(Policy::Limits) {
         config.push_str("rate_limit = { per_second = 10000000, burst = 1000000 }\n");
+    }
+    if on(Policy::Concurrency) {
+        config.push_str("max_concurrent_calls = 1000000\n");
     }
     if on(Policy::Retry) {
         config.push_str(
@@ -390,7 +399,7 @@ fn render(settings: &ProcsSettings, results: &Results, counted: &[String]) -> St
         format!(
             "policies: {}; every client sends the same bearer token to every target",
             if set.len() == ALL.len() {
-                "JWT (HS256) client auth + an allow rule on a claim, service/method/client/instance rate limits (10M/s, not reached), outlier detection (both rules), retry policy for SayHello + retry throttling, a split (100 % to version=v1), default and max deadline".to_owned()
+                "JWT (HS256) client auth + an allow rule on a claim, service/method/client/instance rate limits (10M/s, not reached), outlier detection (both rules), retry policy for SayHello + retry throttling, a split (100 % to version=v1), default and max deadline, service and method concurrency limits (1M, not reached)".to_owned()
             } else {
                 format!("only {set:?} (--policy-set)")
             }
@@ -448,6 +457,7 @@ mod tests {
             "[[services.\"myservice.v1.Greeter\".split]]",
             "default_deadline",
             "max_deadline",
+            "max_concurrent_calls = 1000000",
         ] {
             assert!(config.contains(key), "{key} in\n{config}");
         }
