@@ -335,10 +335,8 @@ mod tests {
             .expect("under 2 again");
     }
 
-    #[tokio::test]
-    async fn a_queued_call_takes_the_first_slot_freed() {
-        let gate = Arc::new(Gate::default());
-        gate.enter(n(1), None, None, "s").await.expect("first");
+    /// A call waiting on `gate` (limit 1, [`QUEUE`]), once it waits.
+    async fn queue_one(gate: &Arc<Gate>) -> tokio::task::JoinHandle<Result<(), Status>> {
         let waiting = tokio::spawn({
             let gate = gate.clone();
             async move { gate.enter(n(1), Some(QUEUE), None, "s").await }
@@ -346,6 +344,14 @@ mod tests {
         while gate.waiting() == 0 {
             tokio::task::yield_now().await;
         }
+        waiting
+    }
+
+    #[tokio::test]
+    async fn a_queued_call_takes_the_first_slot_freed() {
+        let gate = Arc::new(Gate::default());
+        gate.enter(n(1), None, None, "s").await.expect("first");
+        let waiting = queue_one(&gate).await;
         // A newcomer does not pass the call already waiting.
         let newcomer = gate.enter(n(1), None, None, "s").await;
         assert!(newcomer.is_err(), "barged past the queue");
@@ -399,13 +405,7 @@ mod tests {
     async fn a_cancelled_waiting_call_leaves_the_queue() {
         let gate = Arc::new(Gate::default());
         gate.enter(n(1), None, None, "s").await.expect("first");
-        let waiting = tokio::spawn({
-            let gate = gate.clone();
-            async move { gate.enter(n(1), Some(QUEUE), None, "s").await }
-        });
-        while gate.waiting() == 0 {
-            tokio::task::yield_now().await;
-        }
+        let waiting = queue_one(&gate).await;
         waiting.abort();
         let _ = waiting.await;
         assert_eq!(gate.waiting(), 0);
