@@ -29,7 +29,7 @@ use crate::router::retry::{Decision, Ending, RetryRules, RetryState};
 use crate::router::service::Method;
 use crate::router::split::TrafficSplit;
 use crate::router::start::{CallTemplate, Started, try_start};
-use crate::router::{PIN_HEADER, RouterConfig, RouterCore, SELECT_HEADER, route_key};
+use crate::router::{PIN_HEADER, RouterConfig, RouterCore, SELECT_HEADER, route_key, waiting};
 use crate::{metadata, trace};
 
 /// The handler of one routed method.
@@ -332,7 +332,7 @@ impl Attempts<'_> {
     ) -> Result<Response<ReplyStream>, Status> {
         let mut requests = Some(requests);
         loop {
-            let instance = self.choose(base, shares, record)?;
+            let instance = self.choose(base, shares, record).await?;
             let Some(pending) = requests
                 .take()
                 .or_else(|| self.resend.clone().map(Requests::Single))
@@ -354,8 +354,9 @@ impl Attempts<'_> {
         }
     }
 
-    /// The instance for the next attempt (never one the call tried).
-    fn choose(
+    /// The instance for the next attempt (never one the call tried); the
+    /// first attempt may wait for one ([`crate::router::waiting`]).
+    async fn choose(
         &self,
         base: &Selection<'_>,
         shares: &[&TrafficSplit],
@@ -365,10 +366,18 @@ impl Attempts<'_> {
             exclude: &self.state.tried,
             ..base.clone()
         };
-        pick(self.core, &selection, shares).map_err(|e| {
-            record.no_instance();
-            pick_status(self.core, self.method, &self.template.peer, e)
-        })
+        let (first, held) = (self.state.tried.is_empty(), self.resend.iter().flatten());
+        let held = held.map(Bytes::len).sum();
+        let deadline = self.template.deadline;
+        let picked = || pick(self.core, &selection, shares);
+        waiting::pick_or_wait(self.core, deadline, held, first, picked)
+            .await
+            .map_err(|waited| {
+                waited.status(|e| {
+                    record.no_instance();
+                    pick_status(self.core, self.method, &self.template.peer, e)
+                })
+            })
     }
 
     /// Starts an attempt on `instance` and waits for its first event; an
