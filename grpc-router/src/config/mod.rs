@@ -14,12 +14,14 @@
 //! - `inherit`: how they inherit from `[defaults]` (derived, field by
 //!   field);
 //! - `policies`: rate limits, retries and outlier detection;
+//! - `activate`: the activation hook and the KEDA scaler's listener;
 //! - `values`: values written as text (durations, token hashes, ...);
 //! - `file`: reading the file and placing errors at their line;
 //! - `env`: the `GRPC_ROUTER_*` overlay;
 //! - `validate`: what one field cannot check;
 //! - `router_config`: the `RouterConfig` of each service.
 
+mod activate;
 mod env;
 mod file;
 mod inherit;
@@ -41,6 +43,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::jwt::Verifier;
 
+pub use activate::{ActivateSetting, Keda};
 pub use policies::{
     ClientRateLimitSetting, OutlierSetting, RateLimitSetting, RetryPolicySetting,
     RetryThrottlingSetting,
@@ -103,6 +106,9 @@ pub struct Config {
     /// The async runtime the daemon runs on.
     #[serde(default)]
     pub runtime: Runtime,
+    /// The KEDA external scaler (`[keda] listen`).
+    #[serde(default)]
+    pub keda: Keda,
     /// The verifier of `[auth.jwt]`, built when the configuration is
     /// loaded; not a setting.
     #[serde(skip)]

@@ -77,6 +77,7 @@ impl Config {
         settings.check_retries(name)?;
         self.check_credentials(name, settings)?;
         settings.check_client_and_method_limits(name)?;
+        effective.check_waiting(name)?;
         settings.check_names(name)
     }
 

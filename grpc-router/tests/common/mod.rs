@@ -117,6 +117,8 @@ pub struct Daemon {
     /// The admin HTTP listener (`/metrics`, status page, `/healthz`), when
     /// the config has one.
     pub admin: Option<SocketAddr>,
+    /// The KEDA external scaler's listener, when the config has one.
+    pub keda: Option<SocketAddr>,
     pub config: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -238,6 +240,7 @@ impl Daemon {
             clients: addr("clients=").unwrap_or(([0, 0, 0, 0], 0).into()),
             registrations: addr("registrations=").unwrap_or(([0, 0, 0, 0], 0).into()),
             admin: addr("admin="),
+            keda: addr("keda="),
             child,
             log,
             config: path,
