@@ -260,9 +260,7 @@ pub(crate) async fn pick_or_wait<T>(
     first: bool,
     mut pick: impl FnMut() -> Result<T, PickError>,
 ) -> Result<T, Waited> {
-    // Subscribed before the first pick: a change between it and the wait
-    // is seen.
-    let mut changed = core.registry.changed();
+    // The common case first: an instance takes the call, at no cost more.
     let mut error = match pick() {
         Ok(instance) => return Ok(instance),
         Err(error) => error,
@@ -301,18 +299,10 @@ pub(crate) async fn pick_or_wait<T>(
     }
     let until = since + settings.wait;
     let end = deadline.map_or(until, |d| d.min(until));
+    let mut changed = core.registry.changed();
     loop {
-        let wake = soonest_ejection_end(core).map_or(end, |at| at.min(end));
-        tokio::select! {
-            biased;
-            result = changed.changed() => {
-                if result.is_err() {
-                    // The registry is gone with its router: nothing to wait for.
-                    tokio::time::sleep_until(end).await;
-                }
-            }
-            () = tokio::time::sleep_until(wake) => {}
-        }
+        // Seen before the pick: a change after it wakes the wait below (the
+        // first pick here also sees a change since the one that failed).
         changed.borrow_and_update();
         match pick() {
             Ok(instance) => {
@@ -332,7 +322,20 @@ pub(crate) async fn pick_or_wait<T>(
         }
         if now >= until || !waitable(&error) {
             slot.finish(WaitOutcome::TimedOut);
-            return Err(Waited::GaveUp(error, since.elapsed()));
+            // The bound, as configured, when it ran out (not the timer's
+            // late wake-up).
+            return Err(Waited::GaveUp(error, since.elapsed().min(settings.wait)));
+        }
+        let wake = soonest_ejection_end(core).map_or(end, |at| at.min(end));
+        tokio::select! {
+            biased;
+            result = changed.changed() => {
+                if result.is_err() {
+                    // The registry is gone with its router: nothing to wait for.
+                    tokio::time::sleep_until(end).await;
+                }
+            }
+            () = tokio::time::sleep_until(wake) => {}
         }
     }
 }
