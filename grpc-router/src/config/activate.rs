@@ -95,6 +95,25 @@ mod tests {
     }
 
     #[test]
+    fn waiting_is_set_by_an_environment_variable_too() {
+        let config = crate::config::Config::parse(
+            std::path::Path::new("r.toml"),
+            "",
+            crate::config::testing::env(&[
+                ("GRPC_ROUTER_DEFAULTS__WAIT_FOR_INSTANCE", "5s"),
+                ("GRPC_ROUTER_KEDA__LISTEN", "127.0.0.1:9091"),
+            ]),
+        )
+        .expect("valid");
+        let waiting = config.default_router_config().wait_for_instance;
+        assert_eq!(waiting.expect("waits").wait.as_secs(), 5);
+        assert_eq!(
+            config.keda.listen,
+            Some("127.0.0.1:9091".parse().expect("address"))
+        );
+    }
+
+    #[test]
     fn waiting_settings_must_be_more_than_zero() {
         let e = error("[defaults]\nwait_for_instance = \"0s\"\n");
         assert!(e.contains("defaults.wait_for_instance"), "{e}");
