@@ -184,7 +184,7 @@ impl ExternalScaler for Scaler {
 
 /// `StreamIsActive`'s answers for `service`: the state now, then each
 /// change. It wakes when a call starts or stops waiting, when the calls in
-/// flight reach zero, and when the router learns a service.
+/// flight leave or reach zero, and when the router learns a service.
 fn async_stream(
     scaler: Scaler,
     service: String,
@@ -196,10 +196,10 @@ fn async_stream(
         loop {
             services.borrow_and_update();
             let handle = scaler.router.service(&service);
+            // Each watch is set up before the state is read: no change after
+            // the read is missed.
             let mut waiting = handle.as_ref().map(|h| h.waiting().subscribe());
-            if let Some(w) = waiting.as_mut() {
-                w.borrow_and_update();
-            }
+            let busy = handle.as_ref().map(|h| h.stats().became_busy());
             let active = handle.as_ref().is_some_and(|h| load_of(h) > 0);
             if sent != Some(active) {
                 if tx
@@ -211,9 +211,13 @@ fn async_stream(
                 }
                 sent = Some(active);
             }
-            let idle = async {
-                match &handle {
-                    Some(h) if h.stats().calls_active() > 0 => h.stats().wait_idle().await,
+            let in_flight = handle
+                .as_ref()
+                .is_some_and(|h| h.stats().calls_active() > 0);
+            let idle_or_busy = async {
+                match (&handle, busy) {
+                    (Some(h), _) if in_flight => h.stats().wait_idle().await,
+                    (Some(_), Some(busy)) => busy.await,
                     _ => std::future::pending().await,
                 }
             };
@@ -229,7 +233,7 @@ fn async_stream(
             };
             tokio::select! {
                 () = waiting_changed => {}
-                () = idle => {}
+                () = idle_or_busy => {}
                 changed = services.changed() => if changed.is_err() { return },
                 () = tx.closed() => return,
             }
@@ -244,14 +248,12 @@ pub async fn serve(
     scaler: Scaler,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    // No Nagle delay: a push must not wait for the previous one's ACK.
+    // No Nagle delay: a push must not wait for the previous one's ACK
+    // (the builder's own `tcp_nodelay` applies only to listeners it binds).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(scaler.service())
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            stop,
-        )
+        .serve_with_incoming_shutdown(incoming, stop)
         .await
 }
 

@@ -142,6 +142,15 @@ async fn the_scaler_reports_waiting_and_in_flight_calls_and_pushes_activity_at_o
     .await;
     assert_eq!(metric(&mut scaler).await, 2, "waiting + in flight");
     assert!(is_active(&mut scaler).await);
+    // The pushes meanwhile (the waiting call going in flight, the second
+    // call waiting) end active: a call in flight counts.
+    let mut last = pushed.result;
+    while let Ok(Ok(Some(next))) =
+        tokio::time::timeout(Duration::from_millis(200), pushes.message()).await
+    {
+        last = next.result;
+    }
+    assert!(last, "active while a call is in flight");
 
     within(10, "the first call", waiting)
         .await
@@ -157,7 +166,7 @@ async fn the_scaler_reports_waiting_and_in_flight_calls_and_pushes_activity_at_o
         .expect("stream")
         .expect("a message");
     // Pushes only report changes; the last is inactive.
-    let mut last = idle.result;
+    last = idle.result;
     while let Ok(Ok(Some(next))) =
         tokio::time::timeout(Duration::from_millis(200), pushes.message()).await
     {

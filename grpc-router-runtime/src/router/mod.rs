@@ -317,6 +317,13 @@ impl RouterStats {
         self.calls_active.zero().await;
     }
 
+    /// A future that completes the next time a call starts while none was
+    /// active. Made before reading [`RouterStats::calls_active`], it misses
+    /// no start after that read (the KEDA scaler waits on it).
+    pub fn became_busy(&self) -> tokio::sync::futures::Notified<'_> {
+        self.calls_active.busy()
+    }
+
     /// Retries the retry policy wanted but the retry budget stopped.
     pub fn retries_throttled(&self) -> u64 {
         self.retries_throttled.load(Ordering::Relaxed)
