@@ -227,3 +227,46 @@ async fn a_call_waits_for_a_draining_instance_to_be_replaced() {
         .expect("served by the new instance");
     assert_eq!(reply.into_inner().instance_id, "new");
 }
+
+#[tokio::test]
+async fn a_call_waits_for_an_ejected_instance_to_come_back() {
+    let base = std::time::Duration::from_millis(600);
+    let router = TestRouter::start(RouterConfig {
+        outlier_detection: Some(router_runtime::router::OutlierDetection {
+            consecutive_failures: 3,
+            base_ejection: base,
+            max_ejected_percent: 100,
+            ..Default::default()
+        }),
+        ..waiting_router(WaitForInstance::new(Duration::from_secs(30)))
+    })
+    .await;
+    let (greeter, _events) = common::test_greeter::TestGreeter::new("only");
+    // Its next three calls fail UNAVAILABLE: the third ejects it.
+    greeter.flaky.store(3, std::sync::atomic::Ordering::SeqCst);
+    let _instance = common::start_instance(&router, "only", greeter).await;
+    let mut client = router.client().await;
+    for _ in 0..3 {
+        let status = within(5, "a failing call", client.say_hello(hello("flaky")))
+            .await
+            .expect_err("fails");
+        assert_eq!(status.code(), Code::Unavailable);
+    }
+    assert_eq!(router.router.stats().ejections(), 1);
+    let ejected_at = Instant::now();
+    // No instance can take the next call until the ejection ends: it waits,
+    // woken at the ejection's end (no registry change announces it).
+    let reply = within(
+        10,
+        "the call after the ejection",
+        client.say_hello(hello("flaky")),
+    )
+    .await
+    .expect("served once the ejection ended");
+    assert_eq!(reply.into_inner().instance_id, "only");
+    let waited = ejected_at.elapsed();
+    assert!(
+        waited >= base - Duration::from_millis(100) && waited < base + Duration::from_secs(2),
+        "waited for the ejection's end: {waited:?}"
+    );
+}

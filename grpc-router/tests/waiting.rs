@@ -180,6 +180,115 @@ async fn a_reload_turns_waiting_on_for_new_calls() {
     answered(waiting).await;
 }
 
+#[tokio::test]
+async fn a_flood_of_waiting_calls_beyond_the_bound_is_refused_at_once_and_costs_no_more_than_without_waiting()
+ {
+    const PAYLOAD: usize = 64 * 1024;
+    const FLOOD: usize = 2000;
+    let plain = config_with(&format!("[services.\"{GREETER}\"]\n"));
+    let daemon = Daemon::start(&plain);
+    // Defined by a first instance, which then leaves.
+    let first = greeter_instance(&daemon, "first");
+    daemon.wait_for_instances(GREETER, 1).await;
+    within(10, "the drain", first.shutdown()).await;
+    daemon.wait_for_instances(GREETER, 0).await;
+    let before = daemon.rss_kib();
+    let channel = daemon.channel().await;
+    // Without waiting: the flood fails UNAVAILABLE at once.
+    let (failed, peak_plain) =
+        flood(&daemon, &channel, FLOOD, PAYLOAD, tonic::Code::Unavailable).await;
+    assert_eq!(failed, FLOOD);
+
+    // With waiting, and the bytes bound (300 KB) full with four calls.
+    let mark = daemon.log.mark();
+    daemon.reload(&format!(
+        "{plain}wait_for_instance = \"60s\"\nmax_waiting_calls = 50\nmax_waiting_bytes = 300000\n"
+    ));
+    daemon
+        .log
+        .wait_for_after(mark, &["configuration reloaded"], 10)
+        .await;
+    let big = HelloRequest {
+        name: "big".into(),
+        payload: vec![7; PAYLOAD],
+    };
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut client = GreeterClient::new(channel.clone());
+        let request = big.clone();
+        held.push(tokio::spawn(async move { client.say_hello(request).await }));
+    }
+    until_waiting(&daemon, 4).await;
+    let (refused, peak_waiting) = flood(
+        &daemon,
+        &channel,
+        FLOOD,
+        PAYLOAD,
+        tonic::Code::ResourceExhausted,
+    )
+    .await;
+    assert_eq!(refused, FLOOD, "refused at once, none waits");
+    assert_eq!(
+        daemon
+            .service_status(GREETER)
+            .await
+            .expect("known")
+            .waiting_calls,
+        4
+    );
+    let mib = |kib: u64| kib.saturating_sub(before) / 1024;
+    eprintln!(
+        "daemon RSS {before} KiB before; peak during {FLOOD} calls of 64 KiB at once: +{} MiB without waiting, +{} MiB with the waiting bound full",
+        mib(peak_plain),
+        mib(peak_waiting)
+    );
+    // The waiting calls hold at most the bound; a refused call costs what a
+    // call refused for want of an instance costs.
+    assert!(
+        mib(peak_waiting) <= mib(peak_plain) + 16,
+        "waiting added memory: +{} MiB against +{} MiB",
+        mib(peak_waiting),
+        mib(peak_plain)
+    );
+    let _instance = greeter_instance(&daemon, "late");
+    for call in held {
+        answered(call).await;
+    }
+}
+
+/// `n` calls with `payload` bytes each at once on `channel`, every one
+/// failing with `code`: how many, and the daemon's peak RSS meanwhile
+/// (KiB).
+async fn flood(
+    daemon: &Daemon,
+    channel: &tonic::transport::Channel,
+    n: usize,
+    payload: usize,
+    code: tonic::Code,
+) -> (usize, u64) {
+    let big = HelloRequest {
+        name: "big".into(),
+        payload: vec![7; payload],
+    };
+    let mut calls = Vec::new();
+    for _ in 0..n {
+        let mut client = GreeterClient::new(channel.clone());
+        let request = big.clone();
+        calls.push(tokio::spawn(async move { client.say_hello(request).await }));
+    }
+    let (mut refused, mut peak) = (0, daemon.rss_kib());
+    for call in calls {
+        peak = peak.max(daemon.rss_kib());
+        let status = within(60, "a refused call", call)
+            .await
+            .expect("task")
+            .expect_err("no instance");
+        assert_eq!(status.code(), code, "{status:?}");
+        refused += 1;
+    }
+    (refused, peak)
+}
+
 /// The example's `instance` binary, built if it is not (a fresh build is
 /// fast: the tests already built its crate).
 fn instance_binary() -> PathBuf {

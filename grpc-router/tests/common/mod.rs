@@ -365,6 +365,17 @@ impl Daemon {
         self.signal(Signal::HUP);
     }
 
+    /// The daemon's resident memory now (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the daemon's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
     /// Waits for the process to exit.
     pub async fn wait_exit(mut self, secs: u64) -> ExitStatus {
         let child = &mut self.child;
