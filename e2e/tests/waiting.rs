@@ -270,3 +270,27 @@ async fn a_call_waits_for_an_ejected_instance_to_come_back() {
         "waited for the ejection's end: {waited:?}"
     );
 }
+
+#[tokio::test]
+async fn a_client_streaming_call_waits_and_its_stream_is_forwarded_once_an_instance_registers() {
+    let router = TestRouter::start(waiting_router(WaitForInstance::new(Duration::from_secs(
+        30,
+    ))))
+    .await;
+    let mut client = router.client().await;
+    // The stream is read only once the call has an instance: what the client
+    // sends meanwhile waits in HTTP/2 flow control, not in the router.
+    let numbers = tokio_stream::iter((1..=100).map(|value| myservice::pb::Number { value }));
+    let call = tokio::spawn(async move { client.sum(numbers).await });
+    until_waiting(&router, "the stream to wait", |w| {
+        w.calls == 1 && w.bytes == 0
+    })
+    .await;
+    let _instance = start_instance(&router, "i", GreeterImpl::new("i")).await;
+    let reply = within(10, "the streaming call", call)
+        .await
+        .expect("task")
+        .expect("served once the instance came")
+        .into_inner();
+    assert_eq!((reply.total, reply.count), (5050, 100));
+}
