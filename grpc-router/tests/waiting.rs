@@ -380,3 +380,68 @@ async fn the_activation_command_starts_a_real_instance_and_the_first_call_succee
         .wait_for(&["activation command started", GREETER], 5)
         .await;
 }
+
+#[tokio::test]
+async fn the_activation_url_is_posted_once_per_cooldown_and_its_answer_counted() {
+    // A stand-in for the operator's activator: answers 202 to each POST and
+    // hands the request to the test.
+    let activator = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/activate", activator.local_addr().expect("addr"));
+    let (posts_tx, mut posts) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = activator.accept().await {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            // Until the JSON body's end.
+            while !request.ends_with(b"}") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                .await;
+            let _ = posts_tx.send(String::from_utf8_lossy(&request).into_owned());
+        }
+    });
+    let daemon = Daemon::start(&config_with(&format!(
+        "[services.\"{GREETER}\"]\nwait_for_instance = \"30s\"\n\
+         activate = {{ url = \"{url}\", cooldown = \"5m\" }}\n"
+    )));
+    let waiting = call(&daemon, "x").await;
+    let post = within(10, "the activation POST", posts.recv())
+        .await
+        .expect("posted");
+    assert!(post.starts_with("POST /activate HTTP/1.1\r\n"), "{post}");
+    assert!(
+        post.ends_with(&format!("{{\"service\":\"{GREETER}\"}}")),
+        "{post}"
+    );
+    // The activator starts an instance.
+    let instance = greeter_instance(&daemon, "activated");
+    answered(waiting).await;
+    let succeeded = [("grpc_service", GREETER), ("result", "succeeded")];
+    poll(10, "the POST's answer to be counted", || async {
+        (metric(&daemon, "grpc_router_activations_total", &succeeded).await == 1.0).then_some(())
+    })
+    .await;
+    // Within the cooldown, the next wait for no instance posts nothing.
+    within(10, "the drain", instance.shutdown()).await;
+    daemon.wait_for_instances(GREETER, 0).await;
+    let again = call(&daemon, "y").await;
+    until_waiting(&daemon, 1).await;
+    let _next = greeter_instance(&daemon, "next");
+    answered(again).await;
+    assert!(
+        posts.try_recv().is_err(),
+        "posted again within the cooldown"
+    );
+    assert_eq!(
+        metric(&daemon, "grpc_router_activations_total", &succeeded).await,
+        1.0
+    );
+}
