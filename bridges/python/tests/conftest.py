@@ -138,6 +138,11 @@ _FLAGS = {
 }
 
 
+#: Settings only the daemon's configuration has: ``wait_for_instance``
+#: (a duration, e.g. ``"30s"``: calls wait for an instance).
+_DAEMON_ONLY = ("wait_for_instance",)
+
+
 def daemon_config(
     clients: str,
     registrations: str,
@@ -147,6 +152,7 @@ def daemon_config(
     register_token: Optional[str] = None,
     tls: Optional[Tuple[Path, Path]] = None,
     max_message_size: int = 20 * 1024 * 1024,
+    wait_for_instance: Optional[str] = None,
 ) -> str:
     """A ``router.toml`` for ``grpc-router serve`` with the settings the
     example router takes as flags."""
@@ -173,6 +179,8 @@ def daemon_config(
         lines.append(f'heartbeat_interval = "{heartbeat_interval_ms}ms"')
     if heartbeat_timeout_ms is not None:
         lines.append(f'heartbeat_timeout = "{heartbeat_timeout_ms}ms"')
+    if wait_for_instance is not None:
+        lines.append(f'wait_for_instance = "{wait_for_instance}"')
     return "\n".join(lines) + "\n"
 
 
@@ -195,12 +203,15 @@ class Fleet:
         """Starts a router of the fleet's kind (``listen``: on the addresses
         of an earlier one, a restart). ``settings``: ``strategy``,
         ``heartbeat_interval_ms``, ``heartbeat_timeout_ms``, ``register_token``,
-        ``max_message_size`` (request messages, default 20 MiB);
+        ``max_message_size`` (request messages, default 20 MiB), and for the
+        daemon ``wait_for_instance``;
         ``tls``: a certificate and key for the registrations (and, on the
         compiled router, the clients) listener."""
-        unknown = set(settings) - set(_FLAGS)
+        unknown = set(settings) - set(_FLAGS) - set(_DAEMON_ONLY)
         if unknown:
             raise TypeError(f"unknown router settings {sorted(unknown)}")
+        if self.kind != "daemon" and set(settings) & set(_DAEMON_ONLY):
+            raise TypeError(f"{sorted(set(settings) & set(_DAEMON_ONLY))}: daemon settings only")
         name = f"{name}-{self.kind}-{len(self.processes)}"
         if self.kind == "daemon":
             config = self.log_dir / f"{name}.toml"
