@@ -154,6 +154,7 @@ pub(crate) fn status(core: &RouterCore) -> pb::ServiceStatus {
             .as_str_name()
             .to_owned(),
         active_calls: core.stats.calls_active(),
+        waiting_calls: u64::try_from(core.waiting.calls()).unwrap_or(u64::MAX),
         calls_started: core.stats.calls_started(),
         calls_retried: core.stats.calls_retried(),
         ejections: core.stats.ejections(),

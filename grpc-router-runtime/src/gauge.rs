@@ -1,6 +1,7 @@
 //! A count of things in progress that can be awaited at zero: the calls a
-//! router holds, the calls of one bridge registration. One atomic word and a
-//! `Notify` woken when the count reaches zero.
+//! router holds, the calls of one bridge registration. One atomic word, a
+//! `Notify` woken when the count reaches zero and one woken when it leaves
+//! zero.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -11,12 +12,22 @@ use tokio::sync::Notify;
 pub(crate) struct Gauge {
     value: AtomicUsize,
     zero: Notify,
+    busy: Notify,
 }
 
 impl Gauge {
-    /// One more in progress.
+    /// One more in progress; wakes the waiters of [`Gauge::busy`] when it
+    /// is the first.
     pub(crate) fn inc(&self) {
-        self.value.fetch_add(1, Ordering::AcqRel);
+        if self.value.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.busy.notify_waiters();
+        }
+    }
+
+    /// A future that completes the next time the count leaves zero: made
+    /// before reading the count, it misses no such moment after the read.
+    pub(crate) fn busy(&self) -> tokio::sync::futures::Notified<'_> {
+        self.busy.notified()
     }
 
     /// One fewer; wakes the waiters when none is left.

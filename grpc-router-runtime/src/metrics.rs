@@ -42,6 +42,10 @@
 //! | `grpc_router_ejections_total` | counter | `grpc_service` |
 //! | `grpc_router_concurrency_waiting_calls` | gauge | `grpc_service` |
 //! | `grpc_router_concurrency_refused_calls_total` | counter | `grpc_service` |
+//! | `grpc_router_calls_waiting` | gauge | `grpc_service` |
+//! | `grpc_router_waiting_request_bytes` | gauge | `grpc_service` |
+//! | `grpc_router_wait_seconds` | histogram | `grpc_service` |
+//! | `grpc_router_waits_total` | counter | `grpc_service`, `outcome` |
 //! | `grpc_router_instance_calls_total` | counter | `grpc_service`, `instance_id` (opt-in) |
 //! | `grpc_router_instance_handling_seconds` | histogram | the same (opt-in) |
 //!
@@ -62,7 +66,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 pub(crate) use call::{CallRecord, MethodCell, RequestMeter};
 pub(crate) use labels::{Event, UNKNOWN_SERVICE};
-use labels::{EventLabels, HandledLabels, InstanceLabels, MethodLabels, ServiceLabels};
+use labels::{EventLabels, HandledLabels, InstanceLabels, MethodLabels, ServiceLabels, WaitLabels};
 
 use crate::router::RouterCore;
 
@@ -105,6 +109,10 @@ pub const EXPORTED: &[(&str, Kind)] = &[
     ("grpc_router_ejections_total", Kind::Counter),
     ("grpc_router_concurrency_waiting_calls", Kind::Gauge),
     ("grpc_router_concurrency_refused_calls_total", Kind::Counter),
+    ("grpc_router_calls_waiting", Kind::Gauge),
+    ("grpc_router_waiting_request_bytes", Kind::Gauge),
+    ("grpc_router_wait_seconds", Kind::Histogram),
+    ("grpc_router_waits_total", Kind::Counter),
 ];
 
 /// Whether `sample` (a series name as a query names it, e.g.
@@ -132,6 +140,16 @@ const HANDLING_BUCKETS: [f64; 14] = [
 const WAIT_BUCKETS: [f64; 12] = [
     0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
+
+/// The buckets of `grpc_router_wait_seconds` (a call waiting for an
+/// instance: a cold start takes seconds to minutes): 10 ms to 5 min.
+const INSTANCE_WAIT_BUCKETS: [f64; 14] = [
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+fn instance_wait_histogram() -> Histogram {
+    Histogram::new(INSTANCE_WAIT_BUCKETS)
+}
 
 fn handling_histogram() -> Histogram {
     Histogram::new(HANDLING_BUCKETS)
@@ -187,6 +205,8 @@ pub(crate) struct Shared {
     credit_wait: Histograms<ServiceLabels>,
     instance_calls: Family<InstanceLabels, Counter>,
     instance_handling: Histograms<InstanceLabels>,
+    instance_wait: Histograms<ServiceLabels>,
+    waits: Family<WaitLabels, Counter>,
     /// The routers read at scrape time.
     cores: Arc<collect::Cores>,
 }
@@ -214,6 +234,8 @@ impl RouterMetrics {
             credit_wait: Family::new_with_constructor(wait_histogram),
             instance_calls: Family::default(),
             instance_handling: Family::new_with_constructor(handling_histogram),
+            instance_wait: Family::new_with_constructor(instance_wait_histogram),
+            waits: Family::default(),
             cores: Arc::default(),
         };
         registry.register(
@@ -275,6 +297,17 @@ impl RouterMetrics {
             Unit::Seconds,
             shared.credit_wait.clone(),
         );
+        registry.register_with_unit(
+            "grpc_router_wait",
+            "Time calls waited for an instance (wait_for_instance), whatever ended the wait",
+            Unit::Seconds,
+            shared.instance_wait.clone(),
+        );
+        registry.register(
+            "grpc_router_waits",
+            "Waits for an instance by how they ended: served, timed_out, deadline, cancelled, refused (over the bound)",
+            shared.waits.clone(),
+        );
         if options.per_instance {
             registry.register(
                 "grpc_router_instance_calls",
@@ -314,6 +347,7 @@ impl RouterMetrics {
             },
             heartbeats_missed: OnceLock::new(),
             credit_wait: OnceLock::new(),
+            instance_wait: OnceLock::new(),
             shared: self.shared.clone(),
         }
     }
@@ -342,6 +376,7 @@ pub(crate) struct ServiceMetrics {
     labels: ServiceLabels,
     heartbeats_missed: OnceLock<Counter>,
     credit_wait: OnceLock<Histogram>,
+    instance_wait: OnceLock<Histogram>,
 }
 
 impl std::fmt::Debug for ServiceMetrics {
@@ -385,6 +420,27 @@ impl ServiceMetrics {
     pub(crate) fn credit_wait(&self) -> &Histogram {
         self.credit_wait
             .get_or_init(|| self.shared.credit_wait.get_or_create_owned(&self.labels))
+    }
+
+    /// Records a wait for an instance that ended with `outcome`, after
+    /// `waited` (`None`: refused without waiting).
+    pub(crate) fn waited(
+        &self,
+        outcome: crate::router::WaitOutcome,
+        waited: Option<std::time::Duration>,
+    ) {
+        self.shared
+            .waits
+            .get_or_create(&WaitLabels {
+                grpc_service: self.labels.grpc_service.clone(),
+                outcome: outcome.name(),
+            })
+            .inc();
+        if let Some(waited) = waited {
+            self.instance_wait
+                .get_or_init(|| self.shared.instance_wait.get_or_create_owned(&self.labels))
+                .observe(waited.as_secs_f64());
+        }
     }
 
     /// Forgets the per-instance series of an instance whose registration

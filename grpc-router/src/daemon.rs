@@ -36,6 +36,14 @@ pub enum DaemonError {
         /// Why.
         source: std::io::Error,
     },
+    /// The KEDA scaler's address could not be bound.
+    #[error("keda.listen: cannot listen on {address}: {source}")]
+    KedaBind {
+        /// The configured address.
+        address: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The admin listener's address could not be bound.
     #[error("admin.address: cannot listen on {address}: {source}")]
     AdminBind {
@@ -62,7 +70,8 @@ pub enum DaemonError {
 
 /// Serves `config` (read from `source`, which SIGHUP reads again) until
 /// SIGTERM or Ctrl-C, then drains. Prints `listening clients=ADDR
-/// registrations=ADDR` (and ` admin=ADDR` with an admin listener) on stdout
+/// registrations=ADDR` (and ` admin=ADDR` with an admin listener, ` keda=ADDR`
+/// with the KEDA scaler) on stdout
 /// once bound.
 pub async fn serve(
     source: ConfigSource,
@@ -80,6 +89,11 @@ pub async fn serve(
             },
         )
     });
+    if metrics.is_some() {
+        registry.register_collector(Box::new(crate::activate::ActivationsCollector(
+            crate::activate::Activations::global().clone(),
+        )));
+    }
     let router = DynamicRouter::with_max_services(
         RouterConfig {
             metrics,
@@ -118,6 +132,15 @@ pub async fn serve(
         Some(address) => Some(bind_admin(address).await?),
         None => None,
     };
+    let keda = match config.keda.listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| DaemonError::KedaBind { address, source })?,
+        ),
+        None => None,
+    };
+    let keda_addr = keda.as_ref().and_then(|l| l.local_addr().ok());
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     let clients_addr = clients.local_addr().ok();
     let registrations_addr = registrations
@@ -140,7 +163,11 @@ pub async fn serve(
         let admin = admin_addr
             .map(|a| format!(" admin={a}"))
             .unwrap_or_default();
-        let _ = writeln!(stdout, "listening clients={c} registrations={r}{admin}");
+        let keda = keda_addr.map(|a| format!(" keda={a}")).unwrap_or_default();
+        let _ = writeln!(
+            stdout,
+            "listening clients={c} registrations={r}{admin}{keda}"
+        );
         let _ = stdout.flush();
     }
 
@@ -164,6 +191,20 @@ pub async fn serve(
             let _ = admin_stopped.await;
         }))
     });
+    // The scaler, as the admin listener, outlives the drain: the calls that
+    // drain still count for the autoscaler.
+    let (keda_stop, keda_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(listener) = keda {
+        let scaler = crate::keda::Scaler::new(router.clone());
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = keda_stopped.await;
+            };
+            if let Err(e) = crate::keda::serve(listener, scaler, stopped).await {
+                error!(error = %e, "the KEDA scaler listener failed");
+            }
+        });
+    }
     tokio::spawn(signals(
         streams,
         source,
@@ -189,6 +230,7 @@ pub async fn serve(
         })
         .await;
     let _ = admin_stop.send(());
+    let _ = keda_stop.send(());
     if let Some(mut task) = admin_task {
         // A scraper or a status page still connected must not hold the exit.
         if tokio::time::timeout(router_runtime::server::CLOSE_AFTER, &mut task)
@@ -354,6 +396,7 @@ pub fn reload(
         ),
         ("tracing", current.tracing != next.tracing),
         ("runtime", current.runtime != next.runtime),
+        ("keda.listen", current.keda != next.keda),
     ] {
         if changed {
             warn!(

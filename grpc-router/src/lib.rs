@@ -1,6 +1,9 @@
 //! The `grpc-router` daemon: one binary and a config file that route every
 //! service whose instances register with it (no service compiled in).
 //!
+//! - [`activate`]: the activation hook run when calls wait for a service
+//!   with no instance.
+//! - [`keda`]: the KEDA external scaler (`[keda] listen`).
 //! - [`admin_http`]: the admin HTTP listener (`/metrics`, status page,
 //!   `/healthz`).
 //! - [`config`]: the TOML configuration and its `GRPC_ROUTER_*` overrides.
@@ -21,12 +24,14 @@
 //! - [`traces`]: call spans exported over OpenTelemetry OTLP (`otel`
 //!   feature).
 
+pub mod activate;
 pub mod admin_http;
 pub mod config;
 pub mod credentials;
 pub mod daemon;
 pub mod descriptors;
 pub mod jwt;
+pub mod keda;
 pub mod logging;
 pub mod sans;
 pub mod source;

@@ -117,11 +117,12 @@ pub fn table(status: &pb::ListServicesResponse) -> String {
     for service in &status.services {
         let _ = writeln!(
             out,
-            "\n{}  strategy={}  instances={}  in_flight={}  calls={}  retried={}  errors={}  ejected={}  ejections={}",
+            "\n{}  strategy={}  instances={}  in_flight={}  waiting={}  calls={}  retried={}  errors={}  ejected={}  ejections={}",
             service.name,
             strategy_name(&service.strategy),
             service.instances.len(),
             service.active_calls,
+            service.waiting_calls,
             service.calls_started,
             service.calls_retried,
             service.errors_recorded,
@@ -335,6 +336,8 @@ struct JsonService<'a> {
     name: &'a str,
     strategy: &'a str,
     in_flight: u64,
+    /// Calls waiting for an instance.
+    waiting: u64,
     calls_started: u64,
     calls_retried: u64,
     errors_recorded: u64,
@@ -446,6 +449,7 @@ pub fn json(status: &pb::ListServicesResponse) -> String {
                 name: &s.name,
                 strategy: strategy_name(&s.strategy),
                 in_flight: s.active_calls,
+                waiting: s.waiting_calls,
                 calls_started: s.calls_started,
                 calls_retried: s.calls_retried,
                 errors_recorded: s.errors_recorded,

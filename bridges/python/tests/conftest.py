@@ -140,6 +140,11 @@ _FLAGS = {
 }
 
 
+#: Settings only the daemon's configuration has: ``wait_for_instance``
+#: (a duration, e.g. ``"30s"``: calls wait for an instance).
+_DAEMON_ONLY = ("wait_for_instance",)
+
+
 def daemon_config(
     clients: str,
     registrations: str,
@@ -151,6 +156,7 @@ def daemon_config(
     max_message_size: int = 20 * 1024 * 1024,
     max_concurrent_calls: Optional[int] = None,
     concurrency_queue_ms: Optional[int] = None,
+    wait_for_instance: Optional[str] = None,
 ) -> str:
     """A ``router.toml`` for ``grpc-router serve`` with the settings the
     example router takes as flags."""
@@ -181,6 +187,8 @@ def daemon_config(
         lines.append(f"max_concurrent_calls = {max_concurrent_calls}")
     if concurrency_queue_ms is not None:
         lines.append(f'concurrency_queue = {{ timeout = "{concurrency_queue_ms}ms" }}')
+    if wait_for_instance is not None:
+        lines.append(f'wait_for_instance = "{wait_for_instance}"')
     return "\n".join(lines) + "\n"
 
 
@@ -204,12 +212,15 @@ class Fleet:
         of an earlier one, a restart). ``settings``: ``strategy``,
         ``heartbeat_interval_ms``, ``heartbeat_timeout_ms``, ``register_token``,
         ``max_message_size`` (request messages, default 20 MiB),
-        ``max_concurrent_calls``, ``concurrency_queue_ms``;
+        ``max_concurrent_calls``, ``concurrency_queue_ms``, and for the
+        daemon ``wait_for_instance``;
         ``tls``: a certificate and key for the registrations (and, on the
         compiled router, the clients) listener."""
-        unknown = set(settings) - set(_FLAGS)
+        unknown = set(settings) - set(_FLAGS) - set(_DAEMON_ONLY)
         if unknown:
             raise TypeError(f"unknown router settings {sorted(unknown)}")
+        if self.kind != "daemon" and set(settings) & set(_DAEMON_ONLY):
+            raise TypeError(f"{sorted(set(settings) & set(_DAEMON_ONLY))}: daemon settings only")
         name = f"{name}-{self.kind}-{len(self.processes)}"
         if self.kind == "daemon":
             config = self.log_dir / f"{name}.toml"

@@ -272,6 +272,29 @@ def test_a_daemon_restart_with_only_python_instances_is_serving_again_within_two
     run(scenario())
 
 
+def test_a_call_waits_for_a_python_instance_when_the_last_one_left(daemon_fleet: Fleet) -> None:
+    """Scale to zero with a Python instance: with ``wait_for_instance``, a
+    call made while the service has no instance waits (the admin service
+    shows it) and the next Python instance to register answers it."""
+    router = daemon_fleet.router(wait_for_instance="30s")
+
+    async def scenario() -> None:
+        async with python_instance([router], HookedGreeter("py-first"), "py-first") as first:
+            await first.shutdown()
+        async with client(router) as stub:
+            call = asyncio.ensure_future(stub.SayHello(pb.HelloRequest(name="cold"), timeout=TIMEOUT))
+            deadline = time.monotonic() + TIMEOUT
+            while (await admin_instances(router))["service"].waiting_calls != 1:
+                assert time.monotonic() < deadline, "the call never waited"
+                await asyncio.sleep(0.01)
+            assert not call.done()
+            async with python_instance([router], HookedGreeter("py-late"), "py-late"):
+                reply = await call
+            assert reply.instance_id == "py-late"
+
+    run(scenario())
+
+
 def test_an_undescribed_python_registration_is_told_to_upgrade_the_python_bridge(daemon_fleet: Fleet) -> None:
     router = daemon_fleet.router()
 

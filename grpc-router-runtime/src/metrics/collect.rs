@@ -1,7 +1,7 @@
 //! The metrics read from the routers' own state at scrape time:
 //! registrations, calls in flight, retries, register-stream queues, the
 //! response bytes held for slow clients, outlier ejections and the calls
-//! under concurrency limits. They
+//! under concurrency limits and those waiting for an instance. They
 //! cost nothing between scrapes.
 
 use std::collections::BTreeMap;
@@ -41,8 +41,9 @@ impl Cores {
             let snapshot = core.registry.snapshot();
             // A service no registration defined and none is registered with
             // (a refused first registration) is not reported: its name is
-            // the registrant's, not the operator's.
-            if !core.service.is_defined() && snapshot.is_empty() {
+            // the registrant's, not the operator's. (Calls wait only for a
+            // service a registration defined or the configuration names.)
+            if !core.service.is_defined() && snapshot.is_empty() && core.waiting.calls() == 0 {
                 continue;
             }
             let figures = services.entry(core.service.name().to_owned()).or_default();
@@ -53,6 +54,9 @@ impl Cores {
             let (waiting, refused) = crate::router::concurrency_totals(&core);
             figures.concurrency_waiting += i64::from(waiting);
             figures.concurrency_refused += refused;
+            let waiting = core.waiting.now();
+            figures.waiting += as_i64(waiting.calls);
+            figures.waiting_bytes += as_i64(waiting.bytes);
             for instance in snapshot.iter() {
                 figures.queued_bytes += as_i64(instance.queued_bytes());
                 figures.response_buffer_bytes += as_i64(instance.buffered_response_total());
@@ -83,6 +87,8 @@ struct Figures {
     ejected: i64,
     concurrency_waiting: i64,
     concurrency_refused: u64,
+    waiting: i64,
+    waiting_bytes: i64,
 }
 
 /// The scrape-time collector registered with the families.
@@ -184,6 +190,20 @@ impl prometheus_client::collector::Collector for Collector {
             "grpc_router_instances_ejected",
             "Instances outlier detection has ejected now (taking no calls)",
             |f| f.ejected,
+        )?;
+        gauges(
+            &mut encoder,
+            &services,
+            "grpc_router_calls_waiting",
+            "Calls waiting for an instance (wait_for_instance)",
+            |f| f.waiting,
+        )?;
+        gauges(
+            &mut encoder,
+            &services,
+            "grpc_router_waiting_request_bytes",
+            "Request bytes the calls waiting for an instance hold",
+            |f| f.waiting_bytes,
         )?;
         counters(
             &mut encoder,

@@ -90,6 +90,14 @@ pub(crate) struct ServiceLabels {
     pub(crate) grpc_service: String,
 }
 
+/// A service and how a wait for an instance ended.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct WaitLabels {
+    pub(crate) grpc_service: String,
+    /// [`crate::router::WaitOutcome::name`].
+    pub(crate) outcome: &'static str,
+}
+
 /// What happened to a registration, and for a refusal its class.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct EventLabels {

@@ -76,6 +76,10 @@ fn every_exported_family_is_encoded_and_nothing_else() {
         .as_ref()
         .expect("metrics on")
         .heartbeat_missed();
+    core.metrics.as_ref().expect("metrics on").waited(
+        crate::router::WaitOutcome::Served,
+        Some(std::time::Duration::from_millis(5)),
+    );
     metrics.refused_unknown(Code::Unauthenticated);
     let text = encode(&registry, Format::Prometheus).expect("encodes");
     let mut encoded = families(&text);

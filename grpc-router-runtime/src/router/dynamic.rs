@@ -542,6 +542,12 @@ impl ServiceHandle {
         &self.core.stats
     }
 
+    /// The service's calls waiting for an instance (see
+    /// [`RouterConfig::wait_for_instance`]).
+    pub fn waiting(&self) -> &super::WaitingCalls {
+        &self.core.waiting
+    }
+
     /// The strategy in use.
     pub fn strategy(&self) -> Strategy {
         self.core.balancer.strategy()

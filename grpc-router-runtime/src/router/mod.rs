@@ -20,7 +20,7 @@ mod stats;
 
 // The modules by their old flat names, for paths inside the router.
 use forward::{call, client_body, local_reply, pump, reply, start};
-use instances::{balance, registry, route_key, service};
+use instances::{balance, registry, route_key, service, waiting};
 use policy::{
     admission, authz, concurrency, deadline, instance_budget, limit, method_settings, outlier,
     refusal, retry, split,
@@ -59,6 +59,10 @@ pub use recent_errors::{MAX_ERROR_MESSAGE, RECENT_ERRORS, RecentError};
 pub use registry::{Instance, InstanceInfo, Registry, Snapshot};
 pub use retry::{RetryPolicies, RetryPolicy, RetryThrottling};
 pub use split::{TrafficSplit, TrafficSplits};
+pub use waiting::{
+    DEFAULT_MAX_WAITING_BYTES, DEFAULT_MAX_WAITING_CALLS, WaitForInstance, WaitHook, WaitOutcome,
+    WaitingCalls, WaitingNow,
+};
 
 use crate::codec::{FrameCodec, RawCodec, frame_limit};
 use crate::descriptor::{ServiceDescriptor, ServiceSpec};
@@ -219,6 +223,10 @@ pub struct RouterConfig {
     /// known, each it does not have is a warning, logged and listed in the
     /// admin service's `ServiceStatus.warnings`.
     pub named_methods: Vec<NamedMethod>,
+    /// Whether and how long a call that finds no instance able to take it
+    /// waits for one (scale to zero; see [`WaitForInstance`]); `None` (the
+    /// default) fails such a call UNAVAILABLE at once.
+    pub wait_for_instance: Option<WaitForInstance>,
 }
 
 impl std::fmt::Debug for RouterConfig {
@@ -278,7 +286,17 @@ impl Default for RouterConfig {
             outlier_detection: None,
             metrics: None,
             named_methods: Vec::new(),
+            wait_for_instance: None,
         }
+    }
+}
+
+impl RouterConfig {
+    /// The same settings, with calls that find no instance waiting for one
+    /// as `waiting` says (see [`RouterConfig::wait_for_instance`]).
+    pub fn with_wait_for_instance(mut self, waiting: WaitForInstance) -> Self {
+        self.wait_for_instance = Some(waiting);
+        self
     }
 }
 
@@ -307,6 +325,13 @@ impl RouterStats {
     /// Waits until the router holds no call state at all.
     pub async fn wait_idle(&self) {
         self.calls_active.zero().await;
+    }
+
+    /// A future that completes the next time a call starts while none was
+    /// active. Made before reading [`RouterStats::calls_active`], it misses
+    /// no start after that read (the KEDA scaler waits on it).
+    pub fn became_busy(&self) -> tokio::sync::futures::Notified<'_> {
+        self.calls_active.busy()
     }
 
     /// Retries the retry policy wanted but the retry budget stopped.
@@ -385,6 +410,8 @@ pub(crate) struct RouterCore {
     pub(crate) health_tracked: AtomicBool,
     /// The service's metrics, when the router reports any.
     pub(crate) metrics: Option<crate::metrics::ServiceMetrics>,
+    /// The calls waiting for an instance (see [`waiting`]).
+    pub(crate) waiting: WaitingCalls,
 }
 
 /// Told when a registration defines or extends a service's methods (the
@@ -434,6 +461,7 @@ impl RouterCore {
             closing: AtomicBool::new(false),
             listener: None,
             health_tracked: AtomicBool::new(false),
+            waiting: WaitingCalls::default(),
         }
     }
 
@@ -603,16 +631,18 @@ impl RouterCore {
     /// Serves one client call of the routed service.
     pub(crate) async fn serve_call(self: Arc<Self>, req: Request<Body>) -> Response<Body> {
         let received = tokio::time::Instant::now();
-        let Some(method) = self.service.methods().by_path(req.uri().path()).cloned() else {
-            if !self.service.is_defined() {
-                // Known by name (configured) but never registered: as with
-                // no instance left, the service is unavailable, not unknown.
-                return tonic::Status::unavailable(format!(
-                    "no instance of `{}` is registered",
-                    self.service.name()
-                ))
-                .into_http();
+        let mut method = self.service.methods().by_path(req.uri().path()).cloned();
+        if method.is_none() && !self.service.is_defined() {
+            // Known by name (configured) but never registered: as with no
+            // instance left, the service is unavailable, not unknown (after
+            // waiting for a registration, when calls wait).
+            let (path, headers) = (req.uri().path(), req.headers());
+            match waiting::method_once_defined(&self, path, headers, received).await {
+                Ok(defined) => method = defined,
+                Err(status) => return status.into_http(),
             }
+        }
+        let Some(method) = method else {
             return unimplemented_response();
         };
         let config = self.config();
@@ -739,6 +769,12 @@ impl<S: ServiceSpec> Router<S> {
     /// The router's counters.
     pub fn stats(&self) -> &RouterStats {
         &self.core.stats
+    }
+
+    /// The calls waiting for an instance (see
+    /// [`RouterConfig::wait_for_instance`]).
+    pub fn waiting(&self) -> &WaitingCalls {
+        &self.core.waiting
     }
 
     /// The tonic service that serves `S`'s own paths to clients.

@@ -15,12 +15,14 @@
 //!   field);
 //! - `policies`: rate limits, retries and outlier detection;
 //! - `concurrency`: the concurrency limits (`max_concurrent_calls`);
+//! - `activate`: the activation hook and the KEDA scaler's listener;
 //! - `values`: values written as text (durations, token hashes, ...);
 //! - `file`: reading the file and placing errors at their line;
 //! - `env`: the `GRPC_ROUTER_*` overlay;
 //! - `validate`: what one field cannot check;
 //! - `router_config`: the `RouterConfig` of each service.
 
+mod activate;
 mod concurrency;
 mod env;
 mod file;
@@ -43,6 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::jwt::Verifier;
 
+pub use activate::{ActivateSetting, Keda};
 pub use concurrency::{ConcurrencyQueueSetting, DEFAULT_MAX_WAITING};
 pub use policies::{
     ClientRateLimitSetting, OutlierSetting, RateLimitSetting, RetryPolicySetting,
@@ -106,6 +109,9 @@ pub struct Config {
     /// The async runtime the daemon runs on.
     #[serde(default)]
     pub runtime: Runtime,
+    /// The KEDA external scaler (`[keda] listen`).
+    #[serde(default)]
+    pub keda: Keda,
     /// The verifier of `[auth.jwt]`, built when the configuration is
     /// loaded; not a setting.
     #[serde(skip)]

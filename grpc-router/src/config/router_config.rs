@@ -116,6 +116,10 @@ impl Config {
                 .outlier_detection
                 .as_ref()
                 .map(OutlierSetting::detection),
+            wait_for_instance: settings.waiting().map(|mut waiting| {
+                waiting.on_wait = settings.activate.clone().map(crate::activate::hook);
+                waiting
+            }),
             ..base
         }
     }

@@ -127,6 +127,26 @@ inherited! {
         /// detection); every key is optional.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub outlier_detection: Option<OutlierSetting>,
+        /// A call that finds no instance able to take it waits this long
+        /// for one (scale to zero); unset, it fails UNAVAILABLE at once.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "duration_option"
+        )]
+        pub wait_for_instance: Option<Duration>,
+        /// The most calls of the service waiting for an instance at once
+        /// (default 1000); one more fails RESOURCE_EXHAUSTED at once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub max_waiting_calls: Option<usize>,
+        /// The most request bytes the service's waiting calls hold together
+        /// (default 64 MiB).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub max_waiting_bytes: Option<usize>,
+        /// What starts an instance when a call starts waiting for a service
+        /// with none (`command` or `url`, and `cooldown`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub activate: Option<super::activate::ActivateSetting>,
     }
 }
 
@@ -313,6 +333,50 @@ impl ServiceSettings {
         Ok(())
     }
 
+    /// Checks the waiting settings at `name`.
+    pub(super) fn check_waiting(&self, name: &str) -> Result<(), Invalid> {
+        if self.wait_for_instance.is_some_and(|d| d.is_zero()) {
+            return Err(Invalid::new(
+                format!("{name}.wait_for_instance"),
+                "must be more than 0 (leave it out for calls not to wait)".to_owned(),
+            ));
+        }
+        for (key, value) in [
+            ("max_waiting_calls", self.max_waiting_calls),
+            ("max_waiting_bytes", self.max_waiting_bytes),
+        ] {
+            if value == Some(0) {
+                return Err(Invalid::new(
+                    format!("{name}.{key}"),
+                    "must be more than 0".to_owned(),
+                ));
+            }
+        }
+        if let Some(activate) = &self.activate {
+            activate.check(&format!("{name}.activate"))?;
+            if self.wait_for_instance.is_none() {
+                return Err(Invalid::new(
+                    format!("{name}.activate"),
+                    "runs when a call starts waiting: it needs `wait_for_instance`".to_owned(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// How calls wait for an instance under these settings; `None` when
+    /// they do not (`wait_for_instance` unset).
+    pub fn waiting(&self) -> Option<router_runtime::router::WaitForInstance> {
+        let mut waiting = router_runtime::router::WaitForInstance::new(self.wait_for_instance?);
+        if let Some(max) = self.max_waiting_calls {
+            waiting.max_calls = max;
+        }
+        if let Some(max) = self.max_waiting_bytes {
+            waiting.max_bytes = max;
+        }
+        Some(waiting)
+    }
+
     /// Checks the method names of `methods` and `route_key_header` at
     /// `name`.
     pub(super) fn check_names(&self, name: &str) -> Result<(), Invalid> {
@@ -365,6 +429,10 @@ concurrency_queue = { timeout = "100ms", max_waiting = 10 }
 retry_policy = { max_attempts = 3, initial_backoff = "100ms", max_backoff = "1s", backoff_multiplier = 2.0, retryable_status_codes = ["UNAVAILABLE"] }
 retry_throttling = { max_tokens = 20, token_ratio = 0.2 }
 outlier_detection = { consecutive_failures = 3 }
+wait_for_instance = "30s"
+max_waiting_calls = 10
+max_waiting_bytes = 1000
+activate = { command = ["start-instance"], cooldown = "1m" }
 
 [methods.Get]
 max_deadline = "2s"

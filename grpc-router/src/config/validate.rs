@@ -78,6 +78,7 @@ impl Config {
         self.check_credentials(name, settings)?;
         settings.check_client_and_method_limits(name)?;
         settings.check_concurrency(name)?;
+        effective.check_waiting(name)?;
         settings.check_names(name)
     }
 

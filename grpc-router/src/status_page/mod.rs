@@ -122,10 +122,11 @@ fn write_service(out: &mut String, service: &pb::ServiceStatus) {
     let name = escape(&service.name);
     let _ = write!(
         out,
-        r#"<section class="service" data-service="{name}"><h2>{name} <span class="meta">{} · {} instances · {} in flight · {} calls · {} retried · {} errors · {} ejected · {} ejections</span></h2>"#,
+        r#"<section class="service" data-service="{name}"><h2>{name} <span class="meta">{} · {} instances · {} in flight · {} waiting · {} calls · {} retried · {} errors · {} ejected · {} ejections</span></h2>"#,
         escape(strategy_name(&service.strategy)),
         service.instances.len(),
         service.active_calls,
+        service.waiting_calls,
         service.calls_started,
         service.calls_retried,
         service.errors_recorded,

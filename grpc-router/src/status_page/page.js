@@ -85,6 +85,7 @@
       service.strategy,
       service.instances.length + " instances",
       service.in_flight + " in flight",
+      (service.waiting || 0) + " waiting",
       service.calls_started + " calls",
       service.calls_retried + " retried",
       service.errors_recorded + " errors",

@@ -117,6 +117,8 @@ pub struct Daemon {
     /// The admin HTTP listener (`/metrics`, status page, `/healthz`), when
     /// the config has one.
     pub admin: Option<SocketAddr>,
+    /// The KEDA external scaler's listener, when the config has one.
+    pub keda: Option<SocketAddr>,
     pub config: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -238,6 +240,7 @@ impl Daemon {
             clients: addr("clients=").unwrap_or(([0, 0, 0, 0], 0).into()),
             registrations: addr("registrations=").unwrap_or(([0, 0, 0, 0], 0).into()),
             admin: addr("admin="),
+            keda: addr("keda="),
             child,
             log,
             config: path,
@@ -360,6 +363,17 @@ impl Daemon {
     pub fn reload(&self, config: &str) {
         std::fs::write(&self.config, config).expect("rewrite config");
         self.signal(Signal::HUP);
+    }
+
+    /// The daemon's resident memory now (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the daemon's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
     }
 
     /// Waits for the process to exit.

@@ -181,6 +181,9 @@ from `ports`, rendered as TOML.
 {{- include "grpc-router.setAddress" (dict "config" $config "section" "clients" "host" .Values.listenHost "port" .Values.ports.clients "portValue" "ports.clients") }}
 {{- include "grpc-router.setAddress" (dict "config" $config "section" "registrations" "host" .Values.listenHost "port" .Values.ports.registrations "portValue" "ports.registrations") }}
 {{- include "grpc-router.setAddress" (dict "config" $config "section" "admin" "host" .Values.listenHost "port" .Values.ports.admin "portValue" "ports.admin") }}
+{{- if not (kindIs "invalid" .Values.keda.port) }}
+{{- $_ := set $config "keda" (dict "listen" (include "grpc-router.listenAddress" (list .Values.listenHost .Values.keda.port))) }}
+{{- end }}
 {{- if and .Values.metrics.perInstance (not (kindIs "invalid" .Values.ports.admin)) }}
 {{- $admin := get $config "admin" }}
 {{- $_ := set $admin "per_instance_metrics" true }}

@@ -31,7 +31,7 @@ use crate::router::retry::{Decision, Ending, RetryRules, RetryState};
 use crate::router::service::Method;
 use crate::router::split::TrafficSplit;
 use crate::router::start::{CallTemplate, Started, try_start};
-use crate::router::{PIN_HEADER, RouterConfig, RouterCore, SELECT_HEADER, route_key};
+use crate::router::{PIN_HEADER, RouterConfig, RouterCore, SELECT_HEADER, route_key, waiting};
 use crate::{metadata, trace};
 
 /// The handler of one routed method.
@@ -321,11 +321,12 @@ fn selection<'a>(headers: &'a HeaderMap, key: Option<&'a [u8]>, method: u32) -> 
     }
 }
 
-/// The per-instance rate limit as of now, when the service has one.
+/// The per-instance rate limit, when the service has one (timed at each
+/// pick: see [`pick`]).
 fn instance_limit(core: &RouterCore) -> Option<InstanceLimit> {
     let limiters = core.limiters.load();
     let limit = Option::as_deref(&*limiters)?.per_instance()?;
-    Some(InstanceLimit::new(limit, crate::clock::now_ns()))
+    Some(InstanceLimit::new(limit, 0))
 }
 
 /// The traffic split's shares, in the order the call tries them; none when
@@ -377,7 +378,7 @@ impl Attempts<'_> {
     ) -> Result<Response<ReplyStream>, Status> {
         let mut requests = Some(requests);
         loop {
-            let instance = self.choose(base, shares, record)?;
+            let instance = self.choose(base, shares, record).await?;
             let Some(pending) = requests
                 .take()
                 .or_else(|| self.resend.clone().map(Requests::Single))
@@ -399,8 +400,9 @@ impl Attempts<'_> {
         }
     }
 
-    /// The instance for the next attempt (never one the call tried).
-    fn choose(
+    /// The instance for the next attempt (never one the call tried); the
+    /// first attempt may wait for one ([`crate::router::waiting`]).
+    async fn choose(
         &self,
         base: &Selection<'_>,
         shares: &[&TrafficSplit],
@@ -410,14 +412,23 @@ impl Attempts<'_> {
             exclude: &self.state.tried,
             ..base.clone()
         };
-        pick(self.core, &selection, shares).map_err(|e| {
-            record.no_instance();
-            pick_status(self.core, self.method, &self.template.peer, e)
-        })
+        let (first, held) = (self.state.tried.is_empty(), self.resend.iter().flatten());
+        let held = held.map(Bytes::len).sum();
+        let deadline = self.template.deadline;
+        let picked = || pick(self.core, &selection, shares);
+        waiting::pick_or_wait(self.core, deadline, held, first, picked)
+            .await
+            .map_err(|waited| {
+                waited.status(|e| {
+                    record.no_instance();
+                    pick_status(self.core, self.method, &self.template.peer, e)
+                })
+            })
     }
 
-    /// Starts an attempt on `instance` and waits for its first event; an
-    /// attempt the handler failed feeds outlier detection.
+    /// Starts an attempt on `instance` and waits for its first event (the
+    /// attempt's end goes to the attempt observers, outlier detection among
+    /// them).
     async fn start(
         &mut self,
         instance: &Arc<Instance>,
@@ -577,8 +588,13 @@ fn pick(
     selection: &Selection<'_>,
     shares: &[&TrafficSplit],
 ) -> Result<Arc<Instance>, PickError> {
-    let instance = pick_within_split(core, selection, shares)?;
-    if let Some(limit) = &selection.limit {
+    // The limit as of now: a call may pick again after waiting.
+    let now = Selection {
+        limit: selection.limit.map(|l| l.at(crate::clock::now_ns())),
+        ..selection.clone()
+    };
+    let instance = pick_within_split(core, &now, shares)?;
+    if let Some(limit) = &now.limit {
         limit.charge(&instance.budget);
     }
     Ok(instance)

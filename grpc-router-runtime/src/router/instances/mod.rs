@@ -5,3 +5,4 @@ pub(super) mod balance;
 pub(super) mod registry;
 pub(super) mod route_key;
 pub(super) mod service;
+pub(super) mod waiting;

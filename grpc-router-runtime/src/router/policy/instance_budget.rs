@@ -49,6 +49,11 @@ impl InstanceLimit {
         }
     }
 
+    /// The same limit at `now_ns` (for a pick made later, after a wait).
+    pub(crate) fn at(self, now_ns: u64) -> Self {
+        InstanceLimit { now_ns, ..self }
+    }
+
     /// Whether `budget`'s instance may take one more call now.
     pub(crate) fn has_room(&self, budget: &InstanceBudget) -> bool {
         budget
