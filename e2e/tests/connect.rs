@@ -85,7 +85,7 @@ impl ConnectRouter {
         let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
         let mut instances = Vec::new();
         for id in ids {
-            let mut greeter = TestGreeter::new(*id).0;
+            let mut greeter = TestGreeter::new(id).0;
             greeter.events = events_tx.clone();
             instances.push(
                 myservice::pb::GreeterBridge::new(greeter)
