@@ -164,9 +164,27 @@ where
             request::Shape::Get => Box::pin(unary::serve(shared, req, true, call)),
             request::Shape::Stream(codec) => Box::pin(stream::serve(shared, req, codec, call)),
             request::Shape::Unsupported => Box::pin(async move { Ok(unsupported(&req)) }),
+            request::Shape::NotPost => Box::pin(async move { Ok(not_post(&req)) }),
             request::Shape::Other => Box::pin(call(req.map(tonic::body::Body::new))),
         }
     }
+}
+
+/// HTTP 405 for a Connect content type with another method than POST.
+fn not_post<B>(req: &Request<B>) -> Response<tonic::body::Body> {
+    let error = error::ConnectError::new(
+        tonic::Code::Unimplemented,
+        format!(
+            "Connect calls are POSTed (or GET with the message in the query), not {}",
+            req.method()
+        ),
+    );
+    let mut response = unary::error_response(&error, http::HeaderMap::new());
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    response
 }
 
 /// HTTP 415 for a content type no protocol of the listener speaks, with
@@ -187,7 +205,7 @@ fn unsupported<B>(req: &Request<B>) -> Response<tonic::body::Body> {
         ),
     };
     let error = error::ConnectError::new(tonic::Code::Unknown, message);
-    let mut response = unary::error_response(&error, request::Codec::Json, http::HeaderMap::new());
+    let mut response = unary::error_response(&error, http::HeaderMap::new());
     *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
     response.headers_mut().insert(
         "accept-post",

@@ -60,6 +60,8 @@ pub(crate) enum Shape {
     /// A request whose content type no protocol of the listener speaks
     /// (HTTP 415).
     Unsupported,
+    /// A Connect content type with a method other than POST (HTTP 405).
+    NotPost,
 }
 
 /// The content types a Connect client may POST, for `Accept-Post`.
@@ -77,7 +79,7 @@ pub(crate) fn shape(method: &Method, headers: &HeaderMap, query: Option<&str>) -
                 .trim()
                 .to_ascii_lowercase()
         });
-    match content_type.as_deref() {
+    let shape = match content_type.as_deref() {
         Some("application/proto") => Shape::Unary(Codec::Proto),
         Some("application/json") => Shape::Unary(Codec::Json),
         Some(t) if t.starts_with("application/connect+") => {
@@ -95,6 +97,10 @@ pub(crate) fn shape(method: &Method, headers: &HeaderMap, query: Option<&str>) -
         // CORS preflights, and whatever else the inner layers answer.
         _ if *method != Method::POST => Shape::Other,
         _ => Shape::Unsupported,
+    };
+    match shape {
+        Shape::Unary(_) | Shape::Stream(_) if *method != Method::POST => Shape::NotPost,
+        shape => shape,
     }
 }
 
@@ -216,6 +222,8 @@ mod tests {
             Shape::Get
         );
         assert_eq!(shape(&Method::OPTIONS, &none, None), Shape::Other);
+        let json = headers(&[("content-type", "application/json")]);
+        assert_eq!(shape(&Method::PUT, &json, None), Shape::NotPost);
         assert_eq!(shape(&post, &none, None), Shape::Unsupported);
     }
 

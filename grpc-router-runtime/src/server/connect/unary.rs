@@ -62,12 +62,12 @@ where
     };
     let unary = match read {
         Ok(unary) => unary,
-        Err(error) => return Ok(error_response(&error, Codec::Json, HeaderMap::new())),
+        Err(error) => return Ok(error_response(&error, HeaderMap::new())),
     };
     let codec = unary.codec;
     let method = match shared.descriptors.method(&path) {
         Ok(method) => method,
-        Err(error) => return Ok(error_response(&error, codec, HeaderMap::new())),
+        Err(error) => return Ok(error_response(&error, HeaderMap::new())),
     };
     if get && !method.as_ref().is_some_and(json::has_no_side_effects) {
         let error = ConnectError::new(
@@ -76,7 +76,7 @@ where
                 "`{path}` cannot be called with GET: only methods with idempotency_level = NO_SIDE_EFFECTS can; POST it"
             ),
         );
-        let mut response = error_response(&error, codec, HeaderMap::new());
+        let mut response = error_response(&error, HeaderMap::new());
         *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
         response
             .headers_mut()
@@ -87,16 +87,16 @@ where
         (Codec::Proto, _) => unary.message,
         (Codec::Json, Some(method)) => match json::to_proto(&method.input(), &unary.message) {
             Ok(message) => message,
-            Err(error) => return Ok(error_response(&error, codec, HeaderMap::new())),
+            Err(error) => return Ok(error_response(&error, HeaderMap::new())),
         },
         (Codec::Json, None) => {
             let error = no_descriptor(&service);
-            return Ok(error_response(&error, codec, HeaderMap::new()));
+            return Ok(error_response(&error, HeaderMap::new()));
         }
     };
     let timeout = match request::timeout(&parts.headers) {
         Ok(timeout) => timeout,
-        Err(error) => return Ok(error_response(&error, codec, HeaderMap::new())),
+        Err(error) => return Ok(error_response(&error, HeaderMap::new())),
     };
 
     let mut grpc_request = Request::new(tonic::body::Body::new(Full::new(grpc::frame(&message))));
@@ -135,13 +135,13 @@ where
     if let Some(error) = error {
         let mut metadata = headers;
         metadata.extend(trailers);
-        return Ok(error_response(&error, codec, metadata));
+        return Ok(error_response(&error, metadata));
     }
     let message = message.unwrap_or_default();
     let body = match (codec, &method) {
         (Codec::Json, Some(method)) => match json::to_json(&method.output(), message) {
             Ok(body) => body,
-            Err(error) => return Ok(error_response(&error, codec, headers)),
+            Err(error) => return Ok(error_response(&error, headers)),
         },
         _ => message,
     };
@@ -296,7 +296,6 @@ fn success(
 /// `metadata` as headers.
 pub(crate) fn error_response(
     error: &ConnectError,
-    _codec: Codec,
     metadata: HeaderMap,
 ) -> Response<tonic::body::Body> {
     let mut response = Response::new(tonic::body::Body::new(Full::new(error.body())));
