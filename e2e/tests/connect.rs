@@ -299,6 +299,37 @@ async fn trailers_of_a_failed_call_reach_the_connect_client_as_headers() {
 }
 
 #[tokio::test]
+async fn status_details_reach_the_connect_client_as_type_and_unpadded_base64() {
+    use base64::Engine as _;
+    let (router, _events) =
+        ConnectRouter::test_greeters(RouterConfig::default(), &["d"], |s| s).await;
+    let answer = send(router.post(
+        SAY_HELLO,
+        "application/json",
+        r#"{"name":"details:QUOTA"}"#,
+        &[],
+    ))
+    .await;
+    assert_eq!(answer.status().as_u16(), 400, "failed_precondition is 400");
+    let error = json_of(answer.body());
+    assert_eq!(error["code"], "failed_precondition");
+    assert_eq!(error["message"], "with details");
+    let details = error["details"].as_array().expect("details");
+    assert_eq!(details.len(), 1, "{error}");
+    assert_eq!(details[0]["type"], "google.rpc.ErrorInfo");
+    let value = details[0]["value"].as_str().expect("a value");
+    assert!(!value.ends_with('='), "unpadded: {value}");
+    let info = test_kit::test_greeter::ErrorInfo::decode(
+        &base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(value)
+            .expect("base64")[..],
+    )
+    .expect("an ErrorInfo");
+    assert_eq!(info.reason, "QUOTA");
+    assert_eq!(info.domain, "test.example");
+}
+
+#[tokio::test]
 async fn connect_timeout_ms_is_the_deadline_and_its_expiry_is_deadline_exceeded() {
     let (router, _events) =
         ConnectRouter::test_greeters(RouterConfig::default(), &["t"], |s| s).await;
