@@ -66,16 +66,18 @@ impl Descriptors {
 
     fn service(&self, name: &str) -> Option<ServiceDescriptor> {
         let generation = self.catalog.generation();
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((built, descriptor)) = cache.get(name)
+        let lock = || self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((built, descriptor)) = lock().get(name)
             && *built == generation
         {
             return descriptor.clone();
         }
+        // Built without the lock: other calls go on meanwhile.
         let (generation, descriptor) = match self.catalog.set_declaring(name) {
             Some((generation, set)) => (generation, build(name, &set)),
             None => (generation, None),
         };
+        let mut cache = lock();
         if cache.len() >= MAX_CACHED {
             cache.clear();
         }
