@@ -213,3 +213,6 @@ fn unsupported<B>(req: &Request<B>) -> Response<tonic::body::Body> {
     );
     response
 }
+
+#[cfg(test)]
+mod tests;

@@ -173,6 +173,44 @@ pub(crate) fn grpc_headers(headers: &HeaderMap, timeout: Option<Duration>) -> He
     out
 }
 
+/// The gRPC request a Connect request (its `parts`) becomes, with `body`
+/// (gRPC-framed messages) and `timeout`: POST to the same path (the query
+/// dropped) and authority, HTTP/2, the metadata headers, the same
+/// extensions and [`Protocol::Connect`](super::Protocol::Connect).
+pub(crate) fn grpc_request(
+    parts: http::request::Parts,
+    body: tonic::body::Body,
+    timeout: Option<Duration>,
+) -> http::Request<tonic::body::Body> {
+    let authority = parts.uri.authority().cloned().or_else(|| {
+        parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse().ok())
+    });
+    let mut uri = http::Uri::builder().path_and_query(parts.uri.path());
+    if let Some(authority) = authority {
+        uri = uri
+            .scheme(
+                parts
+                    .uri
+                    .scheme()
+                    .cloned()
+                    .unwrap_or(http::uri::Scheme::HTTP),
+            )
+            .authority(authority);
+    }
+    let mut request = http::Request::new(body);
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = uri.build().unwrap_or_default();
+    *request.version_mut() = http::Version::HTTP_2;
+    *request.headers_mut() = grpc_headers(&parts.headers, timeout);
+    *request.extensions_mut() = parts.extensions;
+    request.extensions_mut().insert(super::Protocol::Connect);
+    request
+}
+
 /// The metadata in a gRPC response's headers or trailers: everything but
 /// gRPC's and HTTP's own.
 pub(crate) fn metadata(headers: &HeaderMap) -> HeaderMap {
@@ -246,6 +284,29 @@ mod tests {
         assert_eq!(grpc["content-type"], "application/grpc");
         assert!(!grpc.contains_key("connect-protocol-version"));
         assert!(!grpc.contains_key("accept-encoding"));
+    }
+
+    #[test]
+    fn the_grpc_request_keeps_path_authority_and_extensions() {
+        let request = http::Request::post("/pkg.Svc/M?x=1")
+            .header("host", "router.example:8080")
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer t")
+            .extension(7u32)
+            .body(())
+            .expect("request");
+        let (parts, ()) = request.into_parts();
+        let grpc = grpc_request(parts, tonic::body::Body::empty(), None);
+        assert_eq!(grpc.uri(), "http://router.example:8080/pkg.Svc/M");
+        assert_eq!(grpc.method(), Method::POST);
+        assert_eq!(grpc.version(), http::Version::HTTP_2);
+        assert_eq!(grpc.headers()["authorization"], "Bearer t");
+        assert_eq!(grpc.headers()["content-type"], "application/grpc");
+        assert_eq!(grpc.extensions().get::<u32>(), Some(&7));
+        assert_eq!(
+            grpc.extensions().get::<super::super::Protocol>(),
+            Some(&super::super::Protocol::Connect)
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
+use http::{HeaderMap, HeaderValue, Request, Response, header};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use prost_reflect::MessageDescriptor;
@@ -20,7 +20,7 @@ use super::compress::{self, Encoding};
 use super::error::ConnectError;
 use super::grpc::{self, Event, Reply};
 use super::request::{self, Codec};
-use super::{BoxError, Protocol, Shared, json};
+use super::{BoxError, Shared, json};
 
 /// Envelope flag: the data is compressed.
 const COMPRESSED: u8 = 0x01;
@@ -77,13 +77,8 @@ where
         input: method.as_ref().map(|m| m.input()),
         failure: failure.clone(),
     };
-    let mut grpc_request = Request::new(tonic::body::Body::new(StreamBody::new(requests.stream())));
-    *grpc_request.method_mut() = Method::POST;
-    *grpc_request.uri_mut() = path.parse().unwrap_or_default();
-    *grpc_request.version_mut() = http::Version::HTTP_2;
-    *grpc_request.headers_mut() = request::grpc_headers(&parts.headers, timeout);
-    *grpc_request.extensions_mut() = parts.extensions;
-    grpc_request.extensions_mut().insert(Protocol::Connect);
+    let body = tonic::body::Body::new(StreamBody::new(requests.stream()));
+    let grpc_request = request::grpc_request(parts, body, timeout);
 
     let response = call(grpc_request).await?;
     let (metadata, reply) = Reply::new(response, shared.limits.response(&service));

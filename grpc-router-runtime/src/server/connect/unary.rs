@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use tonic::Code;
 
@@ -18,7 +18,7 @@ use super::compress::{self, Encoding};
 use super::error::ConnectError;
 use super::grpc::{self, Event, Reply};
 use super::request::{self, Codec};
-use super::{BoxError, Protocol, Shared, json};
+use super::{BoxError, Shared, json};
 
 /// What a unary request carries once read.
 struct Unary {
@@ -99,13 +99,8 @@ where
         Err(error) => return Ok(error_response(&error, HeaderMap::new())),
     };
 
-    let mut grpc_request = Request::new(tonic::body::Body::new(Full::new(grpc::frame(&message))));
-    *grpc_request.method_mut() = Method::POST;
-    *grpc_request.uri_mut() = path.parse().unwrap_or_default();
-    *grpc_request.version_mut() = http::Version::HTTP_2;
-    *grpc_request.headers_mut() = request::grpc_headers(&parts.headers, timeout);
-    *grpc_request.extensions_mut() = parts.extensions;
-    grpc_request.extensions_mut().insert(Protocol::Connect);
+    let body = tonic::body::Body::new(Full::new(grpc::frame(&message)));
+    let grpc_request = request::grpc_request(parts, body, timeout);
 
     let response = call(grpc_request).await?;
     let (headers, mut reply) = Reply::new(response, shared.limits.response(&service));
