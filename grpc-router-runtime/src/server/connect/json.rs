@@ -199,6 +199,35 @@ mod tests {
     }
 
     #[test]
+    fn deeply_nested_json_is_refused_not_a_stack_overflow() {
+        let descriptors = descriptors();
+        let method = descriptors
+            .method("/grpc.health.v1.Health/Check")
+            .expect("a method")
+            .expect("described");
+        let deep = format!(
+            r#"{{"service":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let error = to_proto(&method.input(), deep.as_bytes()).expect_err("refused");
+        assert_eq!(error.code, tonic::Code::InvalidArgument);
+        // google.protobuf.Value nests: serde_json's depth limit stops it.
+        let value = DescriptorPool::global()
+            .get_message_by_name("google.protobuf.Value")
+            .expect("a well-known type");
+        let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let error = to_proto(&value, nested.as_bytes()).expect_err("too deep");
+        assert!(error.message.contains("recursion"), "{}", error.message);
+        let wrong = to_proto(&method.input(), b"[1,2]").expect_err("not an object");
+        assert!(
+            wrong.message.contains("grpc.health.v1.HealthCheckRequest"),
+            "{}",
+            wrong.message
+        );
+    }
+
+    #[test]
     fn unknown_services_and_methods_are_told_apart() {
         let descriptors = descriptors();
         assert!(matches!(descriptors.method("/x.Y/Z"), Ok(None)));
