@@ -22,6 +22,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::TryFutureExt;
+use futures_util::future::{Either, MapOk};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use tower::{Layer, Service, ServiceExt};
 
@@ -141,7 +143,12 @@ where
 {
     type Response = Response<tonic::body::Body>;
     type Error = S::Error;
-    type Future = BoxFuture<Self::Response, S::Error>;
+    /// gRPC (and gRPC-Web) calls go straight to the routes, unboxed;
+    /// Connect calls are translated in a boxed future.
+    type Future = Either<
+        BoxFuture<Self::Response, S::Error>,
+        MapOk<S::Future, fn(Response<R>) -> Response<tonic::body::Body>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -149,6 +156,15 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let shape = request::shape(req.method(), req.headers(), req.uri().query());
+        if shape == request::Shape::Other {
+            let to_body: fn(Response<R>) -> Response<tonic::body::Body> =
+                |response| response.map(tonic::body::Body::new);
+            return Either::Right(
+                self.inner
+                    .call(req.map(tonic::body::Body::new))
+                    .map_ok(to_body),
+            );
+        }
         // The ready service for this call; a clone waits for the next.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
@@ -159,14 +175,16 @@ where
                 .map(|response| response.map(tonic::body::Body::new))
         };
         let shared = self.shared.clone();
-        match shape {
+        Either::Left(match shape {
             request::Shape::Unary(_) => Box::pin(unary::serve(shared, req, false, call)),
             request::Shape::Get => Box::pin(unary::serve(shared, req, true, call)),
             request::Shape::Stream(codec) => Box::pin(stream::serve(shared, req, codec, call)),
             request::Shape::Unsupported => Box::pin(async move { Ok(unsupported(&req)) }),
-            request::Shape::NotPost => Box::pin(async move { Ok(not_post(&req)) }),
-            request::Shape::Other => Box::pin(call(req.map(tonic::body::Body::new))),
-        }
+            // (`Other` went to the routes above.)
+            request::Shape::NotPost | request::Shape::Other => {
+                Box::pin(async move { Ok(not_post(&req)) })
+            }
+        })
     }
 }
 

@@ -69,26 +69,30 @@ pub(crate) const ACCEPT_POST: &str = "application/proto, application/json, appli
 
 /// Tells what a request is from its method, content type and query.
 pub(crate) fn shape(method: &Method, headers: &HeaderMap, query: Option<&str>) -> Shape {
+    // Compared without allocating: every gRPC call passes here.
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
+        .map(|v| v.split(';').next().unwrap_or_default().trim());
+    let is = |t: &str, expected: &str| t.eq_ignore_ascii_case(expected);
+    let starts = |t: &str, prefix: &str| {
+        t.len() >= prefix.len()
+            && t.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    };
+    let shape = match content_type {
+        Some(t) if starts(t, "application/grpc") => Shape::Other,
+        Some(t) if is(t, "application/proto") => Shape::Unary(Codec::Proto),
+        Some(t) if is(t, "application/json") => Shape::Unary(Codec::Json),
+        Some(t) if starts(t, "application/connect+") => {
+            let codec = t
+                .get("application/connect+".len()..)
                 .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        });
-    let shape = match content_type.as_deref() {
-        Some("application/proto") => Shape::Unary(Codec::Proto),
-        Some("application/json") => Shape::Unary(Codec::Json),
-        Some(t) if t.starts_with("application/connect+") => {
-            match Codec::named(&t["application/connect+".len()..]) {
+                .to_ascii_lowercase();
+            match Codec::named(&codec) {
                 Some(codec) => Shape::Stream(codec),
                 None => Shape::Unsupported,
             }
         }
-        Some(t) if t.starts_with("application/grpc") => Shape::Other,
         _ if *method == Method::GET
             && query.is_some_and(|q| q.split('&').any(|p| p.starts_with("encoding="))) =>
         {
@@ -248,6 +252,8 @@ mod tests {
             ("application/connect+thrift", Shape::Unsupported),
             ("application/grpc", Shape::Other),
             ("application/grpc-web+proto", Shape::Other),
+            ("Application/JSON", Shape::Unary(Codec::Json)),
+            ("application/Connect+JSON", Shape::Stream(Codec::Json)),
             ("text/plain", Shape::Unsupported),
         ];
         for (content_type, expected) in cases {
