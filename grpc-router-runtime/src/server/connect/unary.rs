@@ -223,7 +223,17 @@ fn read_get(uri: &http::Uri, limit: usize) -> Result<Unary, ConnectError> {
     let codec = codec.ok_or_else(|| ConnectError::invalid("the GET query has no `encoding`"))?;
     let mut message = message.unwrap_or_default();
     if base64 {
-        let text: Vec<u8> = message.iter().copied().filter(|b| *b != b'=').collect();
+        // URL-safe as the spec says; standard base64 read too (a `+` left
+        // unescaped in the query arrives as a space).
+        let text: Vec<u8> = message
+            .iter()
+            .filter(|b| **b != b'=')
+            .map(|b| match b {
+                b'+' | b' ' => b'-',
+                b'/' => b'_',
+                b => *b,
+            })
+            .collect();
         message = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(&text)
             .map_err(|e| {
