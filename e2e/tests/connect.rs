@@ -330,6 +330,50 @@ async fn status_details_reach_the_connect_client_as_type_and_unpadded_base64() {
 }
 
 #[tokio::test]
+async fn a_browser_on_an_allowed_origin_gets_its_connect_preflight_answered_and_reads_the_answer() {
+    let cors = router_runtime::server::Cors::new(["http://app.example:8080"]).expect("an origin");
+    let (router, _events) =
+        ConnectRouter::test_greeters(RouterConfig::default(), &["b"], |s| s.cors(cors)).await;
+    let preflight = http::Request::builder()
+        .method(http::Method::OPTIONS)
+        .uri(router.url(SAY_HELLO))
+        .header("origin", "http://app.example:8080")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type,connect-protocol-version,connect-timeout-ms,authorization",
+        )
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let answer = send(preflight).await;
+    assert!(answer.status().is_success(), "{answer:?}");
+    let allowed = header(&answer, "access-control-allow-headers").to_ascii_lowercase();
+    for name in [
+        "connect-protocol-version",
+        "connect-timeout-ms",
+        "authorization",
+    ] {
+        assert!(allowed.contains(name), "{allowed}");
+    }
+    let call = send(router.post(
+        SAY_HELLO,
+        "application/json",
+        r#"{"name":"web"}"#,
+        &[
+            ("origin", "http://app.example:8080"),
+            ("connect-protocol-version", "1"),
+        ],
+    ))
+    .await;
+    assert_eq!(call.status(), http::StatusCode::OK, "{call:?}");
+    assert_eq!(
+        header(&call, "access-control-allow-origin"),
+        "http://app.example:8080"
+    );
+    assert_eq!(json_of(call.body())["instanceId"], "b");
+}
+
+#[tokio::test]
 async fn connect_timeout_ms_is_the_deadline_and_its_expiry_is_deadline_exceeded() {
     let (router, _events) =
         ConnectRouter::test_greeters(RouterConfig::default(), &["t"], |s| s).await;

@@ -545,10 +545,12 @@ fn cases() -> Vec<Case> {
         Case {
             id: "get-standard-base64",
             rule: "GET with standard base64 (`+`, `/`, padding) is read as well as URL-safe",
-            http: Http::H1, method: "GET",
+            http: Http::H1,
+            method: "GET",
             // An Empty with an unknown varint field 1: 08 8f bf 01.
             path: "/myservice.v1.Greeter/WhoAmI?encoding=proto&base64=1&message=CI%2B%2FAQ%3D%3D",
-            headers: &[], body: Vec::new,
+            headers: &[],
+            body: Vec::new,
             status: 200,
             check: Check::Custom(|_| Ok(())),
         },
