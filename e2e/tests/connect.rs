@@ -593,6 +593,42 @@ async fn an_oversize_body_is_refused_resource_exhausted_naming_the_limit() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_finishes_its_body_is_answered_at_its_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let router = ConnectRouter::example().await;
+    let mut client = tokio::net::TcpStream::connect(router.addr)
+        .await
+        .expect("connects");
+    let head = format!(
+        "POST {SAY_HELLO} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+         connect-timeout-ms: 300\r\ncontent-length: 100\r\n\r\n{{\"name\":",
+        router.addr
+    );
+    client
+        .write_all(head.as_bytes())
+        .await
+        .expect("half a request");
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    within(5, "the deadline's answer", async {
+        while !String::from_utf8_lossy(&answer).contains("deadline_exceeded") {
+            let n = client.read(&mut chunk).await.expect("reads");
+            assert!(
+                n > 0,
+                "closed without an answer: {}",
+                String::from_utf8_lossy(&answer)
+            );
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    assert!(text.contains("connect-timeout-ms"), "{text}");
+}
+
+#[tokio::test]
 async fn a_bad_envelope_ends_the_stream_with_invalid_argument_naming_it() {
     let router = ConnectRouter::example().await;
     let request = StreamRequest {

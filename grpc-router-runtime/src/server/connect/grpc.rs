@@ -153,8 +153,9 @@ impl Reply {
                 ),
             ));
         }
+        // Not reserved ahead: the buffer grows with the bytes that arrive,
+        // so a length the instance claims and never sends costs nothing.
         if self.buffer.len() < 5 + len {
-            self.buffer.reserve(5 + len - self.buffer.len());
             return Ok(None);
         }
         self.buffer.advance(5);

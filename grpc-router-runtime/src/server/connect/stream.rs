@@ -237,8 +237,9 @@ where
                 ),
             ));
         }
+        // Not reserved ahead: the buffer grows with the bytes that arrive,
+        // so a length the client claims and never sends costs nothing.
         if self.buffer.len() < 5 + len {
-            self.buffer.reserve(5 + len - self.buffer.len());
             return Ok(None);
         }
         self.buffer.advance(5);

@@ -55,15 +55,45 @@ where
         .unwrap_or_default()
         .to_owned();
     let limit = shared.limits.request(&service);
+    let timeout = match request::timeout(&parts.headers) {
+        Ok(timeout) => timeout,
+        Err(error) => return Ok(error_response(&error, HeaderMap::new())),
+    };
+    let started = tokio::time::Instant::now();
     let read = if get {
         read_get(&parts.uri, limit)
     } else {
-        read_post(&parts, body, limit, &service).await
+        // The deadline covers reading the body too: a client that sends it
+        // slowly holds the call no longer than it asked for.
+        let read = read_post(&parts, body, limit, &service);
+        match timeout {
+            Some(timeout) => tokio::time::timeout(timeout, read)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ConnectError::new(
+                        Code::DeadlineExceeded,
+                        format!(
+                            "the request body did not arrive within connect-timeout-ms ({} ms)",
+                            timeout.as_millis()
+                        ),
+                    ))
+                }),
+            None => read.await,
+        }
     };
     let unary = match read {
         Ok(unary) => unary,
         Err(error) => return Ok(error_response(&error, HeaderMap::new())),
     };
+    // What is left of the deadline for the call, in whole milliseconds
+    // (rounded up, as gRPC rounds its timeouts).
+    let timeout = timeout.map(|t| {
+        let left = t
+            .saturating_sub(started.elapsed())
+            .as_nanos()
+            .div_ceil(1_000_000);
+        std::time::Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX))
+    });
     let codec = unary.codec;
     let method = match shared.descriptors.method(&path) {
         Ok(method) => method,
@@ -94,11 +124,6 @@ where
             return Ok(error_response(&error, HeaderMap::new()));
         }
     };
-    let timeout = match request::timeout(&parts.headers) {
-        Ok(timeout) => timeout,
-        Err(error) => return Ok(error_response(&error, HeaderMap::new())),
-    };
-
     let body = tonic::body::Body::new(Full::new(grpc::frame(&message)));
     let grpc_request = request::grpc_request(parts, body, timeout);
 
