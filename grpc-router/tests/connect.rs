@@ -86,6 +86,19 @@ async fn a_learnt_service_is_called_with_json_through_the_daemon() {
     assert_eq!(json_of(&frames[1].1)["message"], "Hello #1, Grace!");
     assert_eq!(frames[2].0, 2);
 
+    // The calls are counted as any call is (the stream too).
+    let metrics = daemon.http_request("/metrics", &[]).await.body;
+    for (method, kind) in [("SayHello", "unary"), ("StreamGreetings", "server_stream")] {
+        let counted = metrics.lines().any(|line| {
+            line.starts_with("grpc_server_handled_total{")
+                && line.contains(&format!("grpc_method=\"{method}\""))
+                && line.contains(&format!("grpc_type=\"{kind}\""))
+                && line.contains("grpc_code=\"OK\"")
+                && line.ends_with(" 1")
+        });
+        assert!(counted, "{method} is not counted once:\n{metrics}");
+    }
+
     // An unknown field is refused by the router, naming it.
     let answer = send(post(
         &daemon,
