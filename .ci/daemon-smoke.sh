@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The daemon as a user runs it: the `grpc-router` binary with a config
-# file (gRPC-Web on), the unchanged example instance registering with it, `buf curl` listing,
+# file (gRPC-Web and Connect on), the unchanged example instance registering with it, `buf curl` listing,
 # describing and calling the Greeter through reflection alone, `grpc-router
 # status`, and a SIGTERM that drains and exits 0.
 #
@@ -30,6 +30,7 @@ router_id = "smoke"
 [clients]
 address = "127.0.0.1:0"
 grpc_web = true
+connect = true
 [registrations]
 address = "127.0.0.1:0"
 [admin]
@@ -77,9 +78,17 @@ reply="$("$buf" curl --protocol grpcweb -d '{"name":"Ada"}' "http://$clients/mys
 grep -q '"Hello, Ada!"' <<< "$reply" || { echo "$reply" >&2; echo "daemon-smoke: the gRPC-Web call through the daemon failed" >&2; exit 1; }
 streamed="$("$buf" curl --protocol grpcweb -d '{"name":"Ada","count":3}' "http://$clients/myservice.v1.Greeter/StreamGreetings" | grep -c '"instanceId": "smoke-a"')" || true
 [[ "$streamed" == 3 ]] || { echo "daemon-smoke: the gRPC-Web server stream gave $streamed of 3 messages" >&2; exit 1; }
+# Connect ([clients] connect) over HTTP/1.1, a unary call and a server
+# stream with buf curl, and JSON from plain curl, to the learnt Greeter.
+reply="$("$buf" curl --protocol connect -d '{"name":"Ada"}' "http://$clients/myservice.v1.Greeter/SayHello")"
+grep -q '"Hello, Ada!"' <<< "$reply" || { echo "$reply" >&2; echo "daemon-smoke: the Connect call through the daemon failed" >&2; exit 1; }
+streamed="$("$buf" curl --protocol connect -d '{"name":"Ada","count":3}' "http://$clients/myservice.v1.Greeter/StreamGreetings" | grep -c '"instanceId": "smoke-a"')" || true
+[[ "$streamed" == 3 ]] || { echo "daemon-smoke: the Connect server stream gave $streamed of 3 messages" >&2; exit 1; }
+reply="$(curl -sS --max-time 10 -X POST -H 'Content-Type: application/json' -d '{"name":"Ada"}' "http://$clients/myservice.v1.Greeter/SayHello")"
+[[ "$reply" == '{"message":"Hello, Ada!","instanceId":"smoke-a"}' ]] || { echo "$reply" >&2; echo "daemon-smoke: curl with JSON through the daemon failed" >&2; exit 1; }
 
 kill -TERM "$daemon_pid"
 status=0
 wait "$daemon_pid" || status=$?
 [[ $status -eq 0 ]] || { cat "$work/stderr" >&2; echo "daemon-smoke: the daemon exited $status after SIGTERM" >&2; exit 1; }
-echo "daemon-smoke: buf curl listed, described and called the Greeter through the daemon (gRPC and gRPC-Web); SIGTERM exited 0" >&2
+echo "daemon-smoke: buf curl listed, described and called the Greeter through the daemon (gRPC, gRPC-Web, Connect and JSON); SIGTERM exited 0" >&2

@@ -174,6 +174,24 @@ impl DescriptorCatalog {
         })
     }
 
+    /// A number that changes whenever the catalog's files change.
+    pub(crate) fn generation(&self) -> u64 {
+        self.read().generation
+    }
+
+    /// The encoded `FileDescriptorSet` of the file declaring `symbol` (a
+    /// service's full name, say) and its transitive imports the catalog
+    /// knows, with the catalog's generation; `None` when no file declares
+    /// it.
+    pub(crate) fn set_declaring(&self, symbol: &str) -> Option<(u64, Vec<u8>)> {
+        let catalog = self.read();
+        let file = catalog.file_of_symbol(symbol)?;
+        let set = EncodedSet {
+            file: catalog.with_imports(file, &mut HashSet::new()),
+        };
+        Some((catalog.generation, set.encode_to_vec()))
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, Catalog> {
         // Every update leaves the catalog consistent before it can panic
         // (allocation aside), so a poisoned lock still holds usable state.
@@ -195,6 +213,9 @@ struct Catalog {
     /// Extended message -> extension number -> declaring files, as `symbols`.
     extensions: HashMap<String, BTreeMap<i32, Vec<Arc<str>>>>,
     listed: BTreeSet<String>,
+    /// Bumped by every change of the files, so that what was built from
+    /// them (the Connect layer's descriptor pools) is built again.
+    generation: u64,
 }
 
 impl fmt::Debug for Catalog {
@@ -209,6 +230,7 @@ impl fmt::Debug for Catalog {
 
 impl Catalog {
     fn add(&mut self, files: Vec<FileEntry>) {
+        self.generation += 1;
         for file in files {
             // The same file again (another instance of a service): keep it.
             if self.is_known(Some(&file.name), &file.raw) {

@@ -68,10 +68,12 @@ use crate::descriptor::ServiceSpec;
 use crate::reflection::DescriptorCatalog;
 use crate::router::{DynamicRouter, Router, RouterCore, ServiceChange};
 
+mod connect;
 mod cors;
 mod cutoff;
 mod kill;
 
+pub use connect::Protocol;
 pub use cors::{Cors, DEFAULT_MAX_AGE as DEFAULT_CORS_MAX_AGE, InvalidOrigin};
 
 use cutoff::Cutoff;
@@ -171,6 +173,8 @@ pub struct RouterServer {
     serve_admin: bool,
     /// Whether the clients' listener also speaks gRPC-Web (and HTTP/1.1).
     grpc_web: bool,
+    /// Whether the clients' listener also speaks the Connect protocol.
+    connect: bool,
     /// Cross-origin access to the clients' listener.
     cors: Option<Cors>,
 }
@@ -229,6 +233,7 @@ impl RouterServer {
             reflection_error,
             serve_admin: false,
             grpc_web: false,
+            connect: false,
             cors: None,
         }
     }
@@ -270,6 +275,26 @@ impl RouterServer {
     /// speaks HTTP/2 only. The registrations listener is never affected.
     pub fn grpc_web(mut self, enabled: bool) -> Self {
         self.grpc_web = enabled;
+        self
+    }
+
+    /// Whether the clients' listener also serves Connect clients
+    /// (connectrpc.com: `buf curl --protocol connect`, Connect-Web in
+    /// browsers, or `curl` with a JSON body): unary calls POSTed as
+    /// `application/proto` or `application/json` (and GET for methods with
+    /// `idempotency_level = NO_SIDE_EFFECTS`), streaming calls as
+    /// `application/connect+proto` or `+json`, over HTTP/1.1 or HTTP/2,
+    /// gzip as negotiated. Each is translated to gRPC before routing, so
+    /// routing, limits, credentials (`authorization`), deadlines
+    /// (`connect-timeout-ms`) and metrics apply to it as to any call; JSON
+    /// is translated with the descriptors the router holds (compiled
+    /// services' and those registrations send), and the instance always
+    /// receives protobuf. Errors are Connect JSON with the spec's HTTP
+    /// status. The translated request carries [`Protocol::Connect`] in its
+    /// extensions. Off by default. The registrations listener is never
+    /// affected.
+    pub fn connect(mut self, enabled: bool) -> Self {
+        self.connect = enabled;
         self
     }
 
@@ -423,6 +448,7 @@ impl RouterServer {
                 (typed.add_registrations)(&mut client_routes);
             }
         }
+        let limits = connect::Limits::new(cores.clone(), self.dynamic.clone());
         let mut client_routes = client_routes.routes();
         let mut register_routes = register_routes.routes();
         if let Some(dynamic) = &self.dynamic {
@@ -466,7 +492,10 @@ impl RouterServer {
             clients,
             client_routes,
             Protocols {
-                grpc_web: self.grpc_web,
+                grpc_web: self.grpc_web || self.cors.is_some(),
+                connect: self
+                    .connect
+                    .then(|| connect::ConnectLayer::new(self.catalog.clone(), limits)),
                 cors: self.cors,
             },
             &kill,
@@ -510,10 +539,12 @@ fn with_fallback(
 }
 
 /// What a listener speaks besides gRPC over HTTP/2.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 struct Protocols {
     /// gRPC-Web (and with it HTTP/1.1).
     grpc_web: bool,
+    /// Connect (and with it HTTP/1.1).
+    connect: Option<connect::ConnectLayer>,
     /// Cross-origin access for browsers.
     cors: Option<Cors>,
 }
@@ -541,13 +572,18 @@ async fn run_listener(
             cause: crate::bridge::session::error_chain(&e),
         })?;
     }
-    let served = if protocols.grpc_web || protocols.cors.is_some() {
+    let served = if protocols.grpc_web || protocols.connect.is_some() || protocols.cors.is_some() {
+        // CORS outermost (preflights), then Connect, whose requests
+        // tonic-web would refuse over HTTP/1.1, then gRPC-Web.
         server
             .accept_http1(true)
             .layer(tower::util::option_layer(
                 protocols.cors.as_ref().map(Cors::layer),
             ))
-            .layer(tonic_web::GrpcWebLayer::new())
+            .layer(tower::util::option_layer(protocols.connect))
+            .layer(tower::util::option_layer(
+                protocols.grpc_web.then(tonic_web::GrpcWebLayer::new),
+            ))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, stopped)
             .await

@@ -175,6 +175,7 @@ pub async fn serve(
     let router_id = config.router_id();
     let serve_admin = config.clients.serve_admin;
     let grpc_web = config.clients.grpc_web;
+    let connect = config.clients.connect;
     let cors = config.clients.cors.as_ref().map(|c| c.cors()).transpose()?;
     let current = Arc::new(Mutex::new(config));
     let admin_tokens = AdminTokens::of(current.clone());
@@ -217,7 +218,8 @@ pub async fn serve(
         .route_dynamic(&router)
         .delay(delay)
         .serve_admin(serve_admin)
-        .grpc_web(grpc_web);
+        .grpc_web(grpc_web)
+        .connect(connect);
     let served = match cors {
         Some(cors) => served.cors(cors),
         None => served,

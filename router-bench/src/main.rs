@@ -30,6 +30,8 @@ fn main() -> ExitCode {
                 let settings = args.settings()?;
                 if settings.policies {
                     procs::policies::run(&settings).await
+                } else if settings.connect {
+                    procs::connect::run(&settings).await
                 } else {
                     procs::run(&settings).await
                 }

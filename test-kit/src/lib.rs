@@ -6,6 +6,7 @@
 //! to wait: [`within`] (a future, with a timeout) and [`eventually`] (a
 //! condition, polled, with a timeout).
 
+pub mod connect;
 pub mod grpc_web;
 pub mod test_greeter;
 

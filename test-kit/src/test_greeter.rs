@@ -92,6 +92,61 @@ pub fn requested_status(code: i32) -> Status {
     )
 }
 
+/// `google.rpc.Status`, as `grpc-status-details-bin` carries it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<RpcAny>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcAny {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+/// `google.rpc.ErrorInfo` (reason and domain only).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ErrorInfo {
+    /// Why.
+    #[prost(string, tag = "1")]
+    pub reason: String,
+    /// Whose.
+    #[prost(string, tag = "2")]
+    pub domain: String,
+}
+
+/// The status `details:<reason>` asks for: FAILED_PRECONDITION with a
+/// `google.rpc.Status` in its details holding one `google.rpc.ErrorInfo`
+/// (`reason`, domain `test.example`), as rich-error servers send.
+pub fn status_with_error_info(reason: &str) -> Status {
+    use prost::Message as _;
+    let info = ErrorInfo {
+        reason: reason.to_owned(),
+        domain: "test.example".into(),
+    };
+    let details = RpcStatus {
+        code: Code::FailedPrecondition as i32,
+        message: "with details".into(),
+        details: vec![RpcAny {
+            type_url: "type.googleapis.com/google.rpc.ErrorInfo".into(),
+            value: info.encode_to_vec(),
+        }],
+    };
+    Status::with_details(
+        Code::FailedPrecondition,
+        "with details",
+        details.encode_to_vec().into(),
+    )
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -162,6 +217,8 @@ impl Greeter for TestGreeter {
             }
         } else if let Some(code) = name.strip_prefix("status:") {
             Err(requested_status(code.parse().unwrap_or(2)))
+        } else if let Some(reason) = name.strip_prefix("details:") {
+            Err(status_with_error_info(reason))
         } else if let Some(ms) = name.strip_prefix("slow:") {
             let _ = self.events.send(Event::SlowStarted);
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(10_000))).await;

@@ -101,7 +101,8 @@ pub fn strategy_name(strategy: Strategy) -> &'static str {
 /// paths for clients, the register endpoint for instances, `grpc.health.v1`
 /// (`myservice.v1.Greeter` is SERVING while at least one instance is
 /// registered), the `router.v1.RouterAdmin` admin service and gRPC server
-/// reflection; gRPC-Web clients too (`RouterServer::grpc_web`).
+/// reflection; gRPC-Web and Connect clients too (`RouterServer::grpc_web`,
+/// `RouterServer::connect`).
 pub async fn serve_router(
     router: GreeterRouter,
     listener: TcpListener,
@@ -128,8 +129,10 @@ pub async fn serve_router_with(
         // whoever reaches its one port: fine on loopback, not in production
         // (see `RouterServer::serve_admin`).
         .serve_admin(true)
-        // Browsers and `buf curl --protocol grpcweb` reach it too.
+        // Browsers and `buf curl --protocol grpcweb` reach it too, and
+        // Connect clients (`buf curl --protocol connect`, `curl` with JSON).
         .grpc_web(true)
+        .connect(true)
         .grace(Duration::from_secs(10))
         .serve(listener, None, shutdown)
         .await

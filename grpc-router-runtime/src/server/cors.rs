@@ -1,11 +1,12 @@
-//! Cross-origin access to the clients' listener, for gRPC-Web clients in
-//! browsers on another origin: which origins may call, and the preflight
-//! answer (`OPTIONS`) with the methods, headers and the cache time browsers
-//! need (tower-http's CORS layer).
+//! Cross-origin access to the clients' listener, for gRPC-Web and Connect
+//! clients in browsers on another origin: which origins may call, and the
+//! preflight answer (`OPTIONS`) with the methods, headers and the cache time
+//! browsers need (tower-http's CORS layer).
 //!
 //! Request headers are mirrored (a gRPC-Web client sends `content-type`,
-//! `x-grpc-web`, `x-user-agent`, `grpc-timeout` and whatever metadata the
-//! application adds, `authorization` for a JWT among them), and every
+//! `x-grpc-web`, `x-user-agent`, `grpc-timeout`, a Connect client
+//! `connect-protocol-version` and `connect-timeout-ms`, and both whatever
+//! metadata the application adds, `authorization` for a JWT among them), and every
 //! response header is exposed, so that `grpc-status`, `grpc-message` and the
 //! application's metadata reach the script. Credentials (cookies) are not
 //! allowed: gRPC-Web does not use them.

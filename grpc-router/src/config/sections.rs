@@ -50,6 +50,15 @@ pub struct ClientsListener {
     /// default (HTTP/2 gRPC only). Changing it needs a restart.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub grpc_web: bool,
+    /// Also serve Connect clients (`buf curl --protocol connect`,
+    /// Connect-Web, `curl` with a JSON body): HTTP/1.1 is accepted, unary
+    /// calls as `application/proto` or `application/json` (GET for
+    /// methods without side effects) and streams as
+    /// `application/connect+proto`/`+json` are translated to gRPC before
+    /// routing, JSON with the services' descriptors. Off by default.
+    /// Changing it needs a restart.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub connect: bool,
     /// Browser origins allowed to call here (CORS), for gRPC-Web pages on
     /// another origin; implies `grpc_web`. Unset: no CORS headers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,6 +72,7 @@ impl Default for ClientsListener {
             tls: None,
             serve_admin: false,
             grpc_web: false,
+            connect: false,
             cors: None,
         }
     }

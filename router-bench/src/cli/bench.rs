@@ -177,6 +177,11 @@ pub struct ProcsArgs {
     /// the baseline; unary (h2load, tonic), one call at a time, ping-pong.
     #[arg(long)]
     pub policies: bool,
+    /// Compare Connect calls (unary JSON over HTTP/1.1 and HTTP/2, unary
+    /// protobuf over HTTP/1.1) with gRPC calls through the same router
+    /// (the example `router` with one `instance`), one call at a time.
+    #[arg(long, conflicts_with = "policies")]
+    pub connect: bool,
     /// With `--policies`: only these policies on (`jwt`, `limits`,
     /// `outlier`, `retry`, `split`, `deadline`), comma separated, to see
     /// what each costs [default: all].
@@ -304,6 +309,7 @@ impl ProcsArgs {
             stream_count: self.stream_count,
             stream_message_size: self.stream_message_size,
             policies: self.policies,
+            connect: self.connect,
             policy_set: if self.policy_set.is_empty() {
                 crate::procs::policies::ALL.to_vec()
             } else {

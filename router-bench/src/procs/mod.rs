@@ -19,6 +19,7 @@
 //! Every scenario is a [`plan::Plan`] of targets and measurements run by the
 //! same code: this one ([`run`]) and the traffic policies' ([`policies`]).
 
+pub mod connect;
 pub mod h2load;
 pub mod plan;
 pub mod policies;
@@ -119,6 +120,9 @@ pub struct ProcsSettings {
     pub policies: bool,
     /// The policies `--policies` turns on.
     pub policy_set: Vec<policies::Policy>,
+    /// Whether to compare Connect calls with gRPC calls through the same
+    /// router instead (`--connect`, [`connect::run`]).
+    pub connect: bool,
 }
 
 impl ProcsSettings {
