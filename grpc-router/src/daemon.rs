@@ -78,8 +78,61 @@ pub async fn serve(
     config: Config,
     log: LogHandle,
 ) -> Result<(), DaemonError> {
-    // The metrics exist for the admin listener's `/metrics`: without one,
-    // nothing is recorded.
+    let (router, registry) = build_router(&config)?;
+    let bound = Bound::bind(&config).await?;
+    // Before the `listening` line: a signal sent right after it is answered
+    // (SIGHUP, unhandled, would end the process).
+    let streams = listen_for_signals();
+    bound.announce(&config);
+
+    let (delay, grace) = (config.shutdown.delay, config.shutdown.grace);
+    let router_id = config.router_id();
+    let served = RouterServer::new(router_id.clone())
+        .route_dynamic(&router)
+        .delay(delay)
+        .serve_admin(config.clients.serve_admin)
+        .grpc_web(config.clients.grpc_web)
+        .connect(config.clients.connect);
+    let served = match config.clients.cors.as_ref().map(|c| c.cors()).transpose()? {
+        Some(cors) => served.cors(cors),
+        None => served,
+    };
+    let current = Arc::new(Mutex::new(config));
+    let admin_tokens = AdminTokens::of(current.clone());
+    let side = SideListeners::start(
+        bound.admin,
+        bound.keda,
+        &router,
+        registry,
+        router_id,
+        &admin_tokens,
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(signals(
+        streams,
+        source,
+        current,
+        router.clone(),
+        log,
+        stop_tx,
+    ));
+    let served = served
+        .admin_auth(admin_tokens.for_grpc())
+        .grace(grace)
+        .serve(bound.clients, bound.registrations, async move {
+            let _ = stop_rx.await;
+        })
+        .await;
+    side.stop().await;
+    served?;
+    info!("grpc-router stopped");
+    Ok(())
+}
+
+/// The dynamic router of `config` (its services configured, the learnt
+/// ones of the state file back) and the metrics registry the admin
+/// listener serves (empty without an admin listener: nothing is recorded).
+fn build_router(config: &Config) -> Result<(DynamicRouter, Registry), DaemonError> {
     let mut registry = Registry::default();
     let metrics = config.admin.address.map(|_| {
         RouterMetrics::register_with(
@@ -108,143 +161,153 @@ pub async fn serve(
     if let Some(file) = &config.state.file {
         crate::state::start(&router, file)?;
     }
+    Ok((router, registry))
+}
 
-    let clients = listener(
-        &config.clients.address,
-        config.clients.tls.as_ref(),
-        "clients",
-        "clients.address",
-    )
-    .await?;
-    let registrations = match config.registrations.address {
-        Some(address) => Some(
-            listener(
-                &address,
-                config.registrations.tls.as_ref(),
-                "registrations",
-                "registrations.address",
-            )
-            .await?,
-        ),
-        None => None,
-    };
-    let admin = match config.admin.address {
-        Some(address) => Some(bind_admin(address).await?),
-        None => None,
-    };
-    let keda = match config.keda.listen {
-        Some(address) => Some(
-            tokio::net::TcpListener::bind(address)
-                .await
-                .map_err(|source| DaemonError::KedaBind { address, source })?,
-        ),
-        None => None,
-    };
-    let keda_addr = keda.as_ref().and_then(|l| l.local_addr().ok());
-    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
-    let clients_addr = clients.local_addr().ok();
-    let registrations_addr = registrations
-        .as_ref()
-        .and_then(|l| l.local_addr().ok())
-        .or(clients_addr);
-    info!(
-        router_id = %config.router_id(),
-        clients = ?clients_addr,
-        registrations = ?registrations_addr,
-        admin = ?admin_addr,
-        services = ?config.services.keys().collect::<Vec<_>>(),
-        "grpc-router serving"
-    );
-    // Before the `listening` line: a signal sent right after it is answered
-    // (SIGHUP, unhandled, would end the process).
-    let streams = listen_for_signals();
-    if let (Some(c), Some(r)) = (clients_addr, registrations_addr) {
-        let mut stdout = std::io::stdout();
-        let admin = admin_addr
-            .map(|a| format!(" admin={a}"))
-            .unwrap_or_default();
-        let keda = keda_addr.map(|a| format!(" keda={a}")).unwrap_or_default();
-        let _ = writeln!(
-            stdout,
-            "listening clients={c} registrations={r}{admin}{keda}"
-        );
-        let _ = stdout.flush();
-    }
+/// The daemon's listeners, bound before anything is served, so a port in
+/// use stops the start naming its setting.
+struct Bound {
+    clients: Listener,
+    registrations: Option<Listener>,
+    admin: Option<tokio::net::TcpListener>,
+    keda: Option<tokio::net::TcpListener>,
+}
 
-    let (delay, grace) = (config.shutdown.delay, config.shutdown.grace);
-    let router_id = config.router_id();
-    let serve_admin = config.clients.serve_admin;
-    let grpc_web = config.clients.grpc_web;
-    let connect = config.clients.connect;
-    let cors = config.clients.cors.as_ref().map(|c| c.cors()).transpose()?;
-    let current = Arc::new(Mutex::new(config));
-    let admin_tokens = AdminTokens::of(current.clone());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    // The admin listener outlives the drain, so the drain can be watched.
-    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let admin_task = admin.map(|listener| {
-        let app = admin_http::routes(
-            AdminState::new(router_id.clone(), router.clone())
-                .with_metrics(Arc::new(registry))
-                .with_tokens(admin_tokens.clone()),
-        );
-        tokio::spawn(admin_http::serve(listener, app, async move {
-            let _ = admin_stopped.await;
-        }))
-    });
-    // The scaler, as the admin listener, outlives the drain: the calls that
-    // drain still count for the autoscaler.
-    let (keda_stop, keda_stopped) = tokio::sync::oneshot::channel::<()>();
-    if let Some(listener) = keda {
-        let scaler = crate::keda::Scaler::new(router.clone());
-        tokio::spawn(async move {
-            let stopped = async move {
-                let _ = keda_stopped.await;
-            };
-            if let Err(e) = crate::keda::serve(listener, scaler, stopped).await {
-                error!(error = %e, "the KEDA scaler listener failed");
-            }
-        });
-    }
-    tokio::spawn(signals(
-        streams,
-        source,
-        current,
-        router.clone(),
-        log,
-        stop_tx,
-    ));
-    let served = RouterServer::new(router_id)
-        .route_dynamic(&router)
-        .delay(delay)
-        .serve_admin(serve_admin)
-        .grpc_web(grpc_web)
-        .connect(connect);
-    let served = match cors {
-        Some(cors) => served.cors(cors),
-        None => served,
-    };
-    let served = served
-        .admin_auth(admin_tokens.for_grpc())
-        .grace(grace)
-        .serve(clients, registrations, async move {
-            let _ = stop_rx.await;
+impl Bound {
+    async fn bind(config: &Config) -> Result<Self, DaemonError> {
+        let clients = listener(
+            &config.clients.address,
+            config.clients.tls.as_ref(),
+            "clients",
+            "clients.address",
+        )
+        .await?;
+        let registrations = match config.registrations.address {
+            Some(address) => Some(
+                listener(
+                    &address,
+                    config.registrations.tls.as_ref(),
+                    "registrations",
+                    "registrations.address",
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let admin = match config.admin.address {
+            Some(address) => Some(bind_admin(address).await?),
+            None => None,
+        };
+        let keda = match config.keda.listen {
+            Some(address) => Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .map_err(|source| DaemonError::KedaBind { address, source })?,
+            ),
+            None => None,
+        };
+        Ok(Bound {
+            clients,
+            registrations,
+            admin,
+            keda,
         })
-        .await;
-    let _ = admin_stop.send(());
-    let _ = keda_stop.send(());
-    if let Some(mut task) = admin_task {
-        // A scraper or a status page still connected must not hold the exit.
-        if tokio::time::timeout(router_runtime::server::CLOSE_AFTER, &mut task)
-            .await
-            .is_err()
+    }
+
+    /// Logs where the daemon serves, and prints the `listening` line.
+    fn announce(&self, config: &Config) {
+        let keda_addr = self.keda.as_ref().and_then(|l| l.local_addr().ok());
+        let admin_addr = self.admin.as_ref().and_then(|l| l.local_addr().ok());
+        let clients_addr = self.clients.local_addr().ok();
+        let registrations_addr = self
+            .registrations
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .or(clients_addr);
+        info!(
+            router_id = %config.router_id(),
+            clients = ?clients_addr,
+            registrations = ?registrations_addr,
+            admin = ?admin_addr,
+            services = ?config.services.keys().collect::<Vec<_>>(),
+            "grpc-router serving"
+        );
+        if let (Some(c), Some(r)) = (clients_addr, registrations_addr) {
+            let mut stdout = std::io::stdout();
+            let admin = admin_addr
+                .map(|a| format!(" admin={a}"))
+                .unwrap_or_default();
+            let keda = keda_addr.map(|a| format!(" keda={a}")).unwrap_or_default();
+            let _ = writeln!(
+                stdout,
+                "listening clients={c} registrations={r}{admin}{keda}"
+            );
+            let _ = stdout.flush();
+        }
+    }
+}
+
+/// The listeners beside the router's: the admin listener (pages, metrics)
+/// and KEDA's scaler. Both outlive the drain, so the drain can be watched
+/// and the calls that drain still count for the autoscaler.
+struct SideListeners {
+    admin_task: Option<tokio::task::JoinHandle<()>>,
+    admin_stop: tokio::sync::oneshot::Sender<()>,
+    keda_stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl SideListeners {
+    fn start(
+        admin: Option<tokio::net::TcpListener>,
+        keda: Option<tokio::net::TcpListener>,
+        router: &DynamicRouter,
+        registry: Registry,
+        router_id: String,
+        admin_tokens: &AdminTokens,
+    ) -> Self {
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = admin.map(|listener| {
+            let app = admin_http::routes(
+                AdminState::new(router_id, router.clone())
+                    .with_metrics(Arc::new(registry))
+                    .with_tokens(admin_tokens.clone()),
+            );
+            tokio::spawn(admin_http::serve(listener, app, async move {
+                let _ = admin_stopped.await;
+            }))
+        });
+        let (keda_stop, keda_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some(listener) = keda {
+            let scaler = crate::keda::Scaler::new(router.clone());
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = keda_stopped.await;
+                };
+                if let Err(e) = crate::keda::serve(listener, scaler, stopped).await {
+                    error!(error = %e, "the KEDA scaler listener failed");
+                }
+            });
+        }
+        SideListeners {
+            admin_task,
+            admin_stop,
+            keda_stop,
+        }
+    }
+
+    /// Stops both once the router has stopped; a scraper or a status page
+    /// still connected does not hold the exit.
+    async fn stop(self) {
+        let _ = self.admin_stop.send(());
+        let _ = self.keda_stop.send(());
+        if let Some(mut task) = self.admin_task
+            && tokio::time::timeout(router_runtime::server::CLOSE_AFTER, &mut task)
+                .await
+                .is_err()
         {
             task.abort();
         }
     }
-    served?;
-    info!("grpc-router stopped");
-    Ok(())
 }
 
 async fn bind_admin(address: std::net::SocketAddr) -> Result<tokio::net::TcpListener, DaemonError> {
