@@ -397,49 +397,53 @@ impl RouterServer {
         &self.catalog
     }
 
-    /// Serves clients on `clients` and registrations on `registrations` (or
-    /// on `clients` too when `None`) until `signal` resolves, then shuts down
-    /// gracefully and returns within `delay + grace` and [`CLOSE_AFTER`]
-    /// (see the module docs).
-    pub async fn serve(
-        self,
-        clients: Listener,
-        registrations: Option<Listener>,
-        signal: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ServeError> {
-        if let Some(e) = self.reflection_error {
-            return Err(ServeError::Reflection(e));
-        }
-        let (reporter, health) = tonic_health::server::health_reporter();
-        reporter
-            .set_service_status("", ServingStatus::Serving)
-            .await;
-        let mut tracked = Vec::new();
-        for typed in &self.typed {
-            tracked.push(tokio::spawn(track_health(
-                typed.core.clone(),
-                reporter.clone(),
-            )));
-        }
+    /// Health follows each compiled router's instances and the dynamic
+    /// router's services; the tasks that follow them, to stop with the
+    /// server. (Not async: the server's future need not be `Sync`.)
+    fn follow_health(
+        &self,
+        reporter: &tonic_health::server::HealthReporter,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let tracked = self
+            .typed
+            .iter()
+            .map(|typed| tokio::spawn(track_health(typed.core.clone(), reporter.clone())))
+            .collect();
         if let Some(dynamic) = &self.dynamic {
-            subscribe_dynamic(dynamic, &self.catalog, &reporter);
+            subscribe_dynamic(dynamic, &self.catalog, reporter);
         }
+        tracked
+    }
 
-        let separate = registrations.is_some();
-        let cut = self.cut;
-        let mut client_routes = self.extra;
+    /// The clients' routes (the routed services, health, reflection, the
+    /// admin service when asked for, and the dynamic router's fallback) and
+    /// the registrations' routes (on the clients' when not `separate`),
+    /// with the compiled routers' cores.
+    fn take_routes(
+        &mut self,
+        health: tonic_health::pb::health_server::HealthServer<
+            impl tonic_health::pb::health_server::Health,
+        >,
+        separate: bool,
+    ) -> (
+        tonic::service::Routes,
+        tonic::service::Routes,
+        Vec<Arc<RouterCore>>,
+    ) {
+        let cut = &self.cut;
+        let mut client_routes = std::mem::take(&mut self.extra);
         client_routes
             .add_service(Cutoff::new(health.clone(), cut.clone()))
             .add_service(Cutoff::new(self.catalog.v1_service(), cut.clone()))
             .add_service(Cutoff::new(self.catalog.v1alpha_service(), cut.clone()));
         if self.serve_admin {
             self.catalog.list_service("router.v1.RouterAdmin");
-            client_routes.add_service(Cutoff::new(self.admin.into_server(), cut.clone()));
+            client_routes.add_service(Cutoff::new(self.admin.clone().into_server(), cut.clone()));
         }
         let mut register_routes = tonic::service::RoutesBuilder::default();
         register_routes.add_service(Cutoff::new(health, cut.clone()));
         let mut cores = Vec::new();
-        for typed in self.typed {
+        for typed in std::mem::take(&mut self.typed) {
             cores.push(typed.core);
             (typed.add_clients)(&mut client_routes);
             if separate {
@@ -448,7 +452,6 @@ impl RouterServer {
                 (typed.add_registrations)(&mut client_routes);
             }
         }
-        let limits = connect::Limits::new(cores.clone(), self.dynamic.clone());
         let mut client_routes = client_routes.routes();
         let mut register_routes = register_routes.routes();
         if let Some(dynamic) = &self.dynamic {
@@ -465,6 +468,31 @@ impl RouterServer {
                 tower::util::BoxCloneSyncService::new(dynamic.register_side()),
             );
         }
+        (client_routes, register_routes, cores)
+    }
+
+    /// Serves clients on `clients` and registrations on `registrations` (or
+    /// on `clients` too when `None`) until `signal` resolves, then shuts down
+    /// gracefully and returns within `delay + grace` and [`CLOSE_AFTER`]
+    /// (see the module docs).
+    pub async fn serve(
+        mut self,
+        clients: Listener,
+        registrations: Option<Listener>,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        if let Some(e) = self.reflection_error {
+            return Err(ServeError::Reflection(e));
+        }
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("", ServingStatus::Serving)
+            .await;
+        let tracked = self.follow_health(&reporter);
+        let separate = registrations.is_some();
+        let (client_routes, register_routes, cores) = self.take_routes(health, separate);
+        let limits = connect::Limits::new(cores.clone(), self.dynamic.clone());
+        let cut = self.cut.clone();
 
         let kill = KillSwitch::new();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
