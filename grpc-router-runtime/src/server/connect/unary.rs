@@ -18,6 +18,8 @@ use super::compress::{self, Encoding};
 use super::error::ConnectError;
 use super::grpc::{self, Event, Reply};
 use super::request::{self, Codec};
+use prost_reflect::MethodDescriptor;
+
 use super::{BoxError, Shared, json};
 
 /// What a unary request carries once read.
@@ -27,8 +29,21 @@ struct Unary {
     message: Bytes,
 }
 
-/// Serves one Connect unary call (`shape` is `Unary` or `Get`) through
-/// `call`, the routes behind.
+/// A unary request read and checked, ready to go to the routes.
+struct Prepared {
+    parts: http::request::Parts,
+    /// The request message as protobuf.
+    message: Bytes,
+    codec: Codec,
+    method: Option<MethodDescriptor>,
+    path: String,
+    service: String,
+    /// What is left of the deadline once the body arrived.
+    timeout: Option<std::time::Duration>,
+}
+
+/// Serves one Connect unary call (`get`: a GET) through `call`, the routes
+/// behind.
 pub(crate) async fn serve<B, F, Fut, E>(
     shared: Arc<Shared>,
     req: Request<B>,
@@ -47,6 +62,38 @@ where
             .and_then(|v| v.to_str().ok()),
     );
     let (parts, body) = req.into_parts();
+    let prepared = match prepare(&shared, parts, body, get).await {
+        Ok(prepared) => prepared,
+        Err(refused) => return Ok(refused),
+    };
+    let Prepared {
+        parts,
+        message,
+        codec,
+        method,
+        path,
+        service,
+        timeout,
+    } = prepared;
+    let body = tonic::body::Body::new(Full::new(grpc::frame(&message)));
+    let response = call(request::grpc_request(parts, body, timeout)).await?;
+    let (headers, reply) = Reply::new(response, shared.limits.response(&service));
+    Ok(answer(reply, headers, &path, codec, method.as_ref(), accept).await)
+}
+
+/// Reads and checks a unary request (its timeout, body or query, method,
+/// and JSON turned into protobuf); `Err` is the response that refuses it.
+async fn prepare<B>(
+    shared: &Shared,
+    parts: http::request::Parts,
+    body: B,
+    get: bool,
+) -> Result<Prepared, Response<tonic::body::Body>>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let refuse = |error: &ConnectError| error_response(error, HeaderMap::new());
     let path = parts.uri.path().to_owned();
     let service = path
         .trim_start_matches('/')
@@ -55,10 +102,7 @@ where
         .unwrap_or_default()
         .to_owned();
     let limit = shared.limits.request(&service);
-    let timeout = match request::timeout(&parts.headers) {
-        Ok(timeout) => timeout,
-        Err(error) => return Ok(error_response(&error, HeaderMap::new())),
-    };
+    let timeout = request::timeout(&parts.headers).map_err(|e| refuse(&e))?;
     let started = tokio::time::Instant::now();
     let read = if get {
         read_get(&parts.uri, limit)
@@ -81,10 +125,7 @@ where
             None => read.await,
         }
     };
-    let unary = match read {
-        Ok(unary) => unary,
-        Err(error) => return Ok(error_response(&error, HeaderMap::new())),
-    };
+    let unary = read.map_err(|e| refuse(&e))?;
     // What is left of the deadline for the call, in whole milliseconds
     // (rounded up, as gRPC rounds its timeouts).
     let timeout = timeout.map(|t| {
@@ -95,10 +136,7 @@ where
         std::time::Duration::from_millis(u64::try_from(left).unwrap_or(u64::MAX))
     });
     let codec = unary.codec;
-    let method = match shared.descriptors.method(&path) {
-        Ok(method) => method,
-        Err(error) => return Ok(error_response(&error, HeaderMap::new())),
-    };
+    let method = shared.descriptors.method(&path).map_err(|e| refuse(&e))?;
     if get && !method.as_ref().is_some_and(json::has_no_side_effects) {
         let error = ConnectError::new(
             Code::Unimplemented,
@@ -106,29 +144,41 @@ where
                 "`{path}` cannot be called with GET: only methods with idempotency_level = NO_SIDE_EFFECTS can; POST it"
             ),
         );
-        let mut response = error_response(&error, HeaderMap::new());
+        let mut response = refuse(&error);
         *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return Ok(response);
+        return Err(response);
     }
     let message = match (codec, &method) {
         (Codec::Proto, _) => unary.message,
-        (Codec::Json, Some(method)) => match json::to_proto(&method.input(), &unary.message) {
-            Ok(message) => message,
-            Err(error) => return Ok(error_response(&error, HeaderMap::new())),
-        },
-        (Codec::Json, None) => {
-            let error = no_descriptor(&service);
-            return Ok(error_response(&error, HeaderMap::new()));
+        (Codec::Json, Some(method)) => {
+            json::to_proto(&method.input(), &unary.message).map_err(|e| refuse(&e))?
         }
+        (Codec::Json, None) => return Err(refuse(&no_descriptor(&service))),
     };
-    let body = tonic::body::Body::new(Full::new(grpc::frame(&message)));
-    let grpc_request = request::grpc_request(parts, body, timeout);
+    Ok(Prepared {
+        parts,
+        message,
+        codec,
+        method,
+        path,
+        service,
+        timeout,
+    })
+}
 
-    let response = call(grpc_request).await?;
-    let (headers, mut reply) = Reply::new(response, shared.limits.response(&service));
+/// The Connect response to the gRPC answer `reply` (with response headers
+/// `headers`): its one message, or a Connect error.
+async fn answer(
+    mut reply: Reply,
+    headers: HeaderMap,
+    path: &str,
+    codec: Codec,
+    method: Option<&MethodDescriptor>,
+    accept: Encoding,
+) -> Response<tonic::body::Body> {
     let mut message = None;
     let (error, trailers) = loop {
         match reply.next().await {
@@ -155,17 +205,17 @@ where
     if let Some(error) = error {
         let mut metadata = headers;
         metadata.extend(trailers);
-        return Ok(error_response(&error, metadata));
+        return error_response(&error, metadata);
     }
     let message = message.unwrap_or_default();
-    let body = match (codec, &method) {
+    let body = match (codec, method) {
         (Codec::Json, Some(method)) => match json::to_json(&method.output(), message) {
             Ok(body) => body,
-            Err(error) => return Ok(error_response(&error, headers)),
+            Err(error) => return error_response(&error, headers),
         },
         _ => message,
     };
-    Ok(success(codec, body, accept, headers, trailers))
+    success(codec, body, accept, headers, trailers)
 }
 
 /// A POST's message: its content type's codec, the body read up to
