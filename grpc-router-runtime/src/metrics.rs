@@ -211,6 +211,100 @@ pub(crate) struct Shared {
     cores: Arc<collect::Cores>,
 }
 
+impl Shared {
+    /// The `grpc_server_*` families (as go-grpc-prometheus names them).
+    fn register_server_families(&self, registry: &mut Registry) {
+        registry.register(
+            "grpc_server_started",
+            "Calls started on the router, by method",
+            self.started.clone(),
+        );
+        registry.register(
+            "grpc_server_handled",
+            "Calls completed by the router, by method and status code (Go code names)",
+            self.handled.clone(),
+        );
+        registry.register_with_unit(
+            "grpc_server_handling",
+            "Time from a call's arrival at the router to its final status",
+            Unit::Seconds,
+            self.handling.clone(),
+        );
+        registry.register(
+            "grpc_server_msg_received",
+            "Request messages received from clients",
+            self.msg_received.clone(),
+        );
+        registry.register(
+            "grpc_server_msg_sent",
+            "Response messages sent to clients",
+            self.msg_sent.clone(),
+        );
+        registry.register_with_unit(
+            "grpc_server_msg_received",
+            "Payload bytes of the request messages received from clients (decompressed, without the 5-byte prefix)",
+            Unit::Bytes,
+            self.bytes_received.clone(),
+        );
+        registry.register_with_unit(
+            "grpc_server_msg_sent",
+            "Payload bytes of the response messages sent to clients (before compression, without the 5-byte prefix)",
+            Unit::Bytes,
+            self.bytes_sent.clone(),
+        );
+    }
+
+    /// The router's own families (`grpc_router_*`), the per-instance ones
+    /// when asked for.
+    fn register_router_families(&self, registry: &mut Registry) {
+        registry.register(
+            "grpc_router_calls_no_instance",
+            "Calls that failed UNAVAILABLE because no instance could be picked",
+            self.no_instance.clone(),
+        );
+        registry.register(
+            "grpc_router_registration_events",
+            "Registration events: accepted, refused (reason: the refusal's code), replaced, drained, lost, evicted, closed",
+            self.events.clone(),
+        );
+        registry.register(
+            "grpc_router_heartbeats_missed",
+            "Pings a registration had not answered when the next one was due",
+            self.heartbeats_missed.clone(),
+        );
+        registry.register_with_unit(
+            "grpc_router_credit_wait",
+            "Time a call's request pump waited for the bridge's credit or register-stream room, per pumped call",
+            Unit::Seconds,
+            self.credit_wait.clone(),
+        );
+        registry.register_with_unit(
+            "grpc_router_wait",
+            "Time calls waited for an instance (wait_for_instance), whatever ended the wait",
+            Unit::Seconds,
+            self.instance_wait.clone(),
+        );
+        registry.register(
+            "grpc_router_waits",
+            "Waits for an instance by how they ended: served, timed_out, deadline, cancelled, refused (over the bound)",
+            self.waits.clone(),
+        );
+        if self.options.per_instance {
+            registry.register(
+                "grpc_router_instance_calls",
+                "Calls completed by each live instance",
+                self.instance_calls.clone(),
+            );
+            registry.register_with_unit(
+                "grpc_router_instance_handling",
+                "Handling time of the calls of each live instance",
+                Unit::Seconds,
+                self.instance_handling.clone(),
+            );
+        }
+    }
+}
+
 impl RouterMetrics {
     /// Registers the families (default options) in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
@@ -238,89 +332,8 @@ impl RouterMetrics {
             waits: Family::default(),
             cores: Arc::default(),
         };
-        registry.register(
-            "grpc_server_started",
-            "Calls started on the router, by method",
-            shared.started.clone(),
-        );
-        registry.register(
-            "grpc_server_handled",
-            "Calls completed by the router, by method and status code (Go code names)",
-            shared.handled.clone(),
-        );
-        registry.register_with_unit(
-            "grpc_server_handling",
-            "Time from a call's arrival at the router to its final status",
-            Unit::Seconds,
-            shared.handling.clone(),
-        );
-        registry.register(
-            "grpc_server_msg_received",
-            "Request messages received from clients",
-            shared.msg_received.clone(),
-        );
-        registry.register(
-            "grpc_server_msg_sent",
-            "Response messages sent to clients",
-            shared.msg_sent.clone(),
-        );
-        registry.register_with_unit(
-            "grpc_server_msg_received",
-            "Payload bytes of the request messages received from clients (decompressed, without the 5-byte prefix)",
-            Unit::Bytes,
-            shared.bytes_received.clone(),
-        );
-        registry.register_with_unit(
-            "grpc_server_msg_sent",
-            "Payload bytes of the response messages sent to clients (before compression, without the 5-byte prefix)",
-            Unit::Bytes,
-            shared.bytes_sent.clone(),
-        );
-        registry.register(
-            "grpc_router_calls_no_instance",
-            "Calls that failed UNAVAILABLE because no instance could be picked",
-            shared.no_instance.clone(),
-        );
-        registry.register(
-            "grpc_router_registration_events",
-            "Registration events: accepted, refused (reason: the refusal's code), replaced, drained, lost, evicted, closed",
-            shared.events.clone(),
-        );
-        registry.register(
-            "grpc_router_heartbeats_missed",
-            "Pings a registration had not answered when the next one was due",
-            shared.heartbeats_missed.clone(),
-        );
-        registry.register_with_unit(
-            "grpc_router_credit_wait",
-            "Time a call's request pump waited for the bridge's credit or register-stream room, per pumped call",
-            Unit::Seconds,
-            shared.credit_wait.clone(),
-        );
-        registry.register_with_unit(
-            "grpc_router_wait",
-            "Time calls waited for an instance (wait_for_instance), whatever ended the wait",
-            Unit::Seconds,
-            shared.instance_wait.clone(),
-        );
-        registry.register(
-            "grpc_router_waits",
-            "Waits for an instance by how they ended: served, timed_out, deadline, cancelled, refused (over the bound)",
-            shared.waits.clone(),
-        );
-        if options.per_instance {
-            registry.register(
-                "grpc_router_instance_calls",
-                "Calls completed by each live instance",
-                shared.instance_calls.clone(),
-            );
-            registry.register_with_unit(
-                "grpc_router_instance_handling",
-                "Handling time of the calls of each live instance",
-                Unit::Seconds,
-                shared.instance_handling.clone(),
-            );
-        }
+        shared.register_server_families(registry);
+        shared.register_router_families(registry);
         registry.register_collector(Box::new(collect::Collector::new(shared.cores.clone())));
         RouterMetrics {
             shared: Arc::new(shared),
