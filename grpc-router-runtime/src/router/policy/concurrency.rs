@@ -89,16 +89,21 @@ impl Gate {
     /// Takes a slot if fewer than `limit` are taken.
     fn try_enter(&self, limit: u32) -> bool {
         self.in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < limit).then_some(n + 1)
             })
             .is_ok()
     }
 
-    /// Gives a slot back and wakes one waiting call.
+    /// Gives a slot back and wakes one waiting call, if any waits. (A
+    /// waiter counts itself before it tries for a slot, and both sides use
+    /// sequentially consistent order: either the waiter sees the freed slot,
+    /// or this sees the waiter.)
     fn leave(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.freed.notify_one();
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.freed.notify_one();
+        }
     }
 
     /// The calls holding a slot now.
@@ -123,7 +128,7 @@ impl Gate {
         limit: NonZeroU32,
         queue: Option<ConcurrencyQueue>,
         deadline: Option<Instant>,
-        what: &str,
+        what: &(dyn std::fmt::Display + Sync),
     ) -> Result<(), Status> {
         let limit = limit.get();
         // A newcomer does not pass calls already waiting.
@@ -179,7 +184,7 @@ struct Waiter<'a>(&'a Gate);
 impl<'a> Waiter<'a> {
     fn join(gate: &'a Gate, max_waiting: u32) -> Option<Self> {
         gate.waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < max_waiting).then_some(n + 1)
             })
             .ok()
@@ -212,6 +217,19 @@ impl Drop for Permit {
     }
 }
 
+/// What a limit limits, as a refusal names it (`` `pkg.Svc/Method` `` or
+/// `` `pkg.Svc` ``), formatted only when a call is refused.
+struct LimitName<'a>(&'a str, Option<&'a str>);
+
+impl std::fmt::Display for LimitName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            Some(method) => write!(f, "`{}/{method}`", self.0),
+            None => write!(f, "`{}`", self.0),
+        }
+    }
+}
+
 /// Takes the call's slots under `config`'s limits: the method's, then the
 /// service's. `Ok` holds the slots until dropped; a refusal says which limit
 /// and gives back any slot taken.
@@ -224,7 +242,7 @@ pub(crate) async fn enter(
     let limits = &config.concurrency;
     let mut permit = Permit::default();
     if let Some(&limit) = limits.methods.get(&*method.name) {
-        let what = format!("`{}/{}`", core.service.name(), method.name);
+        let what = LimitName(core.service.name(), Some(&method.name));
         method
             .gate
             .enter(limit, limits.queue, deadline, &what)
@@ -232,7 +250,7 @@ pub(crate) async fn enter(
         permit.method = Some(method.clone());
     }
     if let Some(limit) = limits.service {
-        let what = format!("`{}`", core.service.name());
+        let what = LimitName(core.service.name(), None);
         core.concurrency
             .enter(limit, limits.queue, deadline, &what)
             .await?;
@@ -299,10 +317,12 @@ mod tests {
     #[tokio::test]
     async fn calls_past_the_limit_fail_at_once_naming_it() {
         let gate = Gate::default();
-        gate.enter(n(2), None, None, "`a.B`").await.expect("first");
-        gate.enter(n(2), None, None, "`a.B`").await.expect("second");
+        gate.enter(n(2), None, None, &"`a.B`").await.expect("first");
+        gate.enter(n(2), None, None, &"`a.B`")
+            .await
+            .expect("second");
         let refused = gate
-            .enter(n(2), None, None, "`a.B`")
+            .enter(n(2), None, None, &"`a.B`")
             .await
             .expect_err("third");
         assert_eq!(refused.code(), Code::ResourceExhausted);
@@ -314,7 +334,7 @@ mod tests {
         );
         assert_eq!((gate.in_flight(), gate.refused()), (2, 1));
         gate.leave();
-        gate.enter(n(2), None, None, "`a.B`")
+        gate.enter(n(2), None, None, &"`a.B`")
             .await
             .expect("a freed slot");
     }
@@ -323,14 +343,14 @@ mod tests {
     async fn a_lower_limit_counts_the_calls_already_in_flight() {
         let gate = Gate::default();
         for _ in 0..3 {
-            gate.enter(n(3), None, None, "s").await.expect("under 3");
+            gate.enter(n(3), None, None, &"s").await.expect("under 3");
         }
         // A reload lowers the limit to 2: new calls wait for two to end.
-        assert!(gate.enter(n(2), None, None, "s").await.is_err());
+        assert!(gate.enter(n(2), None, None, &"s").await.is_err());
         gate.leave();
-        assert!(gate.enter(n(2), None, None, "s").await.is_err());
+        assert!(gate.enter(n(2), None, None, &"s").await.is_err());
         gate.leave();
-        gate.enter(n(2), None, None, "s")
+        gate.enter(n(2), None, None, &"s")
             .await
             .expect("under 2 again");
     }
@@ -339,7 +359,7 @@ mod tests {
     async fn queue_one(gate: &Arc<Gate>) -> tokio::task::JoinHandle<Result<(), Status>> {
         let waiting = tokio::spawn({
             let gate = gate.clone();
-            async move { gate.enter(n(1), Some(QUEUE), None, "s").await }
+            async move { gate.enter(n(1), Some(QUEUE), None, &"s").await }
         });
         while gate.waiting() == 0 {
             tokio::task::yield_now().await;
@@ -350,10 +370,10 @@ mod tests {
     #[tokio::test]
     async fn a_queued_call_takes_the_first_slot_freed() {
         let gate = Arc::new(Gate::default());
-        gate.enter(n(1), None, None, "s").await.expect("first");
+        gate.enter(n(1), None, None, &"s").await.expect("first");
         let waiting = queue_one(&gate).await;
         // A newcomer does not pass the call already waiting.
-        let newcomer = gate.enter(n(1), None, None, "s").await;
+        let newcomer = gate.enter(n(1), None, None, &"s").await;
         assert!(newcomer.is_err(), "barged past the queue");
         gate.leave();
         waiting.await.expect("task").expect("the freed slot");
@@ -363,7 +383,7 @@ mod tests {
     #[tokio::test]
     async fn the_queue_is_bounded_and_a_wait_ends_at_the_timeout_or_the_deadline() {
         let gate = Arc::new(Gate::default());
-        gate.enter(n(1), None, None, "s").await.expect("first");
+        gate.enter(n(1), None, None, &"s").await.expect("first");
         let queue = ConcurrencyQueue {
             timeout: Duration::from_millis(200),
             max_waiting: 1,
@@ -372,7 +392,7 @@ mod tests {
             let gate = gate.clone();
             async move {
                 let started = Instant::now();
-                let result = gate.enter(n(1), Some(queue), None, "s").await;
+                let result = gate.enter(n(1), Some(queue), None, &"s").await;
                 (result, started.elapsed())
             }
         });
@@ -380,7 +400,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let full = gate
-            .enter(n(1), Some(queue), None, "s")
+            .enter(n(1), Some(queue), None, &"s")
             .await
             .expect_err("queue full");
         assert!(full.message().contains("1 waiting"), "{full:?}");
@@ -392,7 +412,7 @@ mod tests {
 
         let deadline = Instant::now() + Duration::from_millis(50);
         let late = gate
-            .enter(n(1), Some(queue), Some(deadline), "s")
+            .enter(n(1), Some(queue), Some(deadline), &"s")
             .await
             .expect_err("deadline first");
         assert_eq!(late.code(), Code::DeadlineExceeded);
@@ -404,13 +424,13 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_waiting_call_leaves_the_queue() {
         let gate = Arc::new(Gate::default());
-        gate.enter(n(1), None, None, "s").await.expect("first");
+        gate.enter(n(1), None, None, &"s").await.expect("first");
         let waiting = queue_one(&gate).await;
         waiting.abort();
         let _ = waiting.await;
         assert_eq!(gate.waiting(), 0);
         gate.leave();
-        gate.enter(n(1), Some(QUEUE), None, "s")
+        gate.enter(n(1), Some(QUEUE), None, &"s")
             .await
             .expect("the slot");
     }
