@@ -40,6 +40,7 @@
 //! | `grpc_router_registrations_congested` | gauge | `grpc_service` |
 //! | `grpc_router_instances_ejected` | gauge | `grpc_service` |
 //! | `grpc_router_ejections_total` | counter | `grpc_service` |
+//! | `grpc_router_calls_by_protocol_total` | counter | `grpc_service`, `protocol` |
 //! | `grpc_router_concurrency_waiting_calls` | gauge | `grpc_service` |
 //! | `grpc_router_concurrency_refused_calls_total` | counter | `grpc_service` |
 //! | `grpc_router_calls_waiting` | gauge | `grpc_service` |
@@ -107,6 +108,7 @@ pub const EXPORTED: &[(&str, Kind)] = &[
     ("grpc_router_call_retries_total", Kind::Counter),
     ("grpc_router_instances_ejected", Kind::Gauge),
     ("grpc_router_ejections_total", Kind::Counter),
+    ("grpc_router_calls_by_protocol_total", Kind::Counter),
     ("grpc_router_concurrency_waiting_calls", Kind::Gauge),
     ("grpc_router_concurrency_refused_calls_total", Kind::Counter),
     ("grpc_router_calls_waiting", Kind::Gauge),

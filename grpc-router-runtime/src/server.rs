@@ -71,6 +71,7 @@ use crate::router::{DynamicRouter, Router, RouterCore, ServiceChange};
 mod connect;
 mod cors;
 mod cutoff;
+mod grpc_web_mark;
 mod kill;
 
 pub use connect::Protocol;
@@ -609,6 +610,11 @@ async fn run_listener(
                 protocols.cors.as_ref().map(Cors::layer),
             ))
             .layer(tower::util::option_layer(protocols.connect))
+            .layer(tower::util::option_layer(
+                protocols
+                    .grpc_web
+                    .then_some(grpc_web_mark::GrpcWebMarkLayer),
+            ))
             .layer(tower::util::option_layer(
                 protocols.grpc_web.then(tonic_web::GrpcWebLayer::new),
             ))

@@ -209,3 +209,48 @@ async fn client_jwts_apply_to_connect_calls_as_to_grpc_calls() {
         .collect();
     assert_eq!(identities, ["alice"], "the handler saw {identities:?}");
 }
+
+#[tokio::test]
+async fn calls_are_counted_by_the_protocol_the_client_used() {
+    let config =
+        connect_config("").replace("connect = true\n", "connect = true\ngrpc_web = true\n");
+    let daemon = Daemon::start(&config);
+    let _instance = with_instance(&daemon).await;
+    let hello = myservice::pb::HelloRequest {
+        name: "Ada".into(),
+        payload: vec![],
+    };
+
+    let mut grpc = myservice::pb::greeter_client::GreeterClient::new(daemon.channel().await);
+    within(5, "gRPC call", grpc.say_hello(hello.clone()))
+        .await
+        .expect("gRPC");
+    let web = send(post(
+        &daemon,
+        "SayHello",
+        "application/grpc-web+proto",
+        test_kit::grpc_web::frame(&hello),
+        &[],
+    ))
+    .await;
+    assert_eq!(web.status(), http::StatusCode::OK, "{web:?}");
+    for _ in 0..2 {
+        let connect = send(post(
+            &daemon,
+            "SayHello",
+            "application/json",
+            r#"{"name":"Ada"}"#,
+            &[],
+        ))
+        .await;
+        assert_eq!(connect.status(), http::StatusCode::OK, "{connect:?}");
+    }
+
+    let (_, metrics) = daemon.http_get("/metrics").await;
+    for (protocol, calls) in [("grpc", 1), ("grpc-web", 1), ("connect", 2)] {
+        let line = format!(
+            "grpc_router_calls_by_protocol_total{{grpc_service=\"{GREETER}\",protocol=\"{protocol}\"}} {calls}"
+        );
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+}

@@ -13,7 +13,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use super::WeakCore;
-use super::labels::ServiceLabels;
+use super::labels::{ProtocolLabels, ServiceLabels};
 
 /// The cores a registry reports, held weakly: a core dropped (a dynamic
 /// router's retired service) leaves the scrape.
@@ -51,6 +51,9 @@ impl Cores {
             figures.in_flight += i64::try_from(core.stats.calls_active()).unwrap_or(i64::MAX);
             figures.retries += core.stats.calls_retried();
             figures.ejections += core.stats.ejections();
+            for (slot, (_, calls)) in core.stats.calls_by_protocol().iter().enumerate() {
+                figures.by_protocol[slot] += calls;
+            }
             let (waiting, refused) = crate::router::concurrency_totals(&core);
             figures.concurrency_waiting += i64::from(waiting);
             figures.concurrency_refused += refused;
@@ -85,6 +88,8 @@ struct Figures {
     congested: i64,
     ejections: u64,
     ejected: i64,
+    /// Calls by protocol, in the order of `RouterStats::calls_by_protocol`.
+    by_protocol: [u64; 3],
     concurrency_waiting: i64,
     concurrency_refused: u64,
     waiting: i64,
@@ -135,6 +140,33 @@ fn counters(
             grpc_service: service.clone(),
         };
         ConstCounter::new(value(figures)).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// The protocols' label values, in the order of
+/// `RouterStats::calls_by_protocol`.
+const PROTOCOLS: [&str; 3] = ["grpc", "grpc-web", "connect"];
+
+/// Encodes `grpc_router_calls_by_protocol_total`.
+fn calls_by_protocol(
+    encoder: &mut DescriptorEncoder,
+    services: &BTreeMap<String, Figures>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        "grpc_router_calls_by_protocol",
+        "Calls by the protocol the client used: grpc, grpc-web or connect (JSON or proto)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (service, figures) in services {
+        for (protocol, calls) in PROTOCOLS.iter().zip(figures.by_protocol) {
+            let labels = ProtocolLabels {
+                grpc_service: service.clone(),
+                protocol: (*protocol).to_owned(),
+            };
+            ConstCounter::new(calls).encode(family.encode_family(&labels)?)?;
+        }
     }
     Ok(())
 }
@@ -226,6 +258,7 @@ impl prometheus_client::collector::Collector for Collector {
             "Calls refused by a concurrency limit (max_concurrent_calls), at once or after waiting",
             |f| f.concurrency_refused,
         )?;
+        calls_by_protocol(&mut encoder, &services)?;
         counters(
             &mut encoder,
             &services,

@@ -90,6 +90,14 @@ pub(crate) struct ServiceLabels {
     pub(crate) grpc_service: String,
 }
 
+/// A service and the protocol its clients called with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct ProtocolLabels {
+    pub(crate) grpc_service: String,
+    /// `grpc`, `grpc-web` or `connect`.
+    pub(crate) protocol: String,
+}
+
 /// A service and how a wait for an instance ended.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct WaitLabels {

@@ -309,6 +309,8 @@ pub struct RouterStats {
     retries_throttled: AtomicU64,
     registrations_refused: AtomicU64,
     ejections: AtomicU64,
+    /// Calls by the protocol the client used: gRPC, gRPC-Web, Connect.
+    by_protocol: [AtomicU64; 3],
 }
 
 impl RouterStats {
@@ -366,10 +368,35 @@ impl RouterStats {
         self.calls_active.dec();
     }
 
+    /// Counts a call that arrived over `protocol` (`None`: gRPC).
+    pub(crate) fn arrived(&self, protocol: Option<crate::server::Protocol>) {
+        self.by_protocol[protocol_index(protocol)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Calls since start by the protocol the client used, as
+    /// `(protocol, calls)`: `grpc`, `grpc-web`, `connect`.
+    pub fn calls_by_protocol(&self) -> [(&'static str, u64); 3] {
+        let count = |i: usize| self.by_protocol[i].load(Ordering::Relaxed);
+        [
+            ("grpc", count(0)),
+            ("grpc-web", count(1)),
+            ("connect", count(2)),
+        ]
+    }
+
     /// Retries: calls moved to another instance because the first never got
     /// them, and attempts the retry policy repeated.
     pub fn calls_retried(&self) -> u64 {
         self.calls_retried.load(Ordering::Relaxed)
+    }
+}
+
+/// The slot of `protocol` in [`RouterStats::calls_by_protocol`].
+fn protocol_index(protocol: Option<crate::server::Protocol>) -> usize {
+    match protocol {
+        Some(crate::server::Protocol::GrpcWeb) => 1,
+        Some(crate::server::Protocol::Connect) => 2,
+        _ => 0,
     }
 }
 

@@ -131,6 +131,8 @@ async fn forward(
     span: tracing::Span,
 ) -> Result<Response<ReplyStream>, Status> {
     let mut record = CallRecord::start(&core, &method, received);
+    let protocol = request.extensions().get::<crate::server::Protocol>();
+    core.stats.arrived(protocol.copied());
     // Boxed once here: the layers above (the span, tonic's handler) then move
     // a pointer, not the whole routing state, at each poll boundary.
     let client = ClientRequest { request, body };

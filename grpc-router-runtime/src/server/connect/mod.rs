@@ -42,12 +42,14 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The protocol a client called with, put in the extensions of the gRPC
 /// request the routes receive (for metrics, logs): only requests
-/// translated from another protocol carry one.
+/// translated from another protocol carry one; a request without is gRPC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Protocol {
     /// The Connect protocol (unary or streaming, proto or JSON).
     Connect,
+    /// gRPC-Web (binary or text).
+    GrpcWeb,
 }
 
 /// The message size limits of the routed services, read per call so that
