@@ -184,7 +184,7 @@ async fn a_reload_turns_waiting_on_for_new_calls() {
 async fn a_flood_of_waiting_calls_beyond_the_bound_is_refused_at_once_and_costs_no_more_than_without_waiting()
  {
     const PAYLOAD: usize = 64 * 1024;
-    const FLOOD: usize = 2000;
+    const FLOOD: usize = 600;
     let plain = config_with(&format!("[services.\"{GREETER}\"]\n"));
     let daemon = Daemon::start(&plain);
     // Defined by a first instance, which then leaves.
