@@ -123,9 +123,12 @@ function checkAllowed(rows) {
 
 function checkDenied(rows) {
   if (rows.length === 0) problems.push("denied origin: the page shows no calls");
+  // Blocked before the router answered: no reply and not the instance's
+  // not_found either, only the browser's network error (Connect's unknown).
   for (const row of rows) {
-    if (row.status !== "error") {
-      problems.push(`denied origin: ${row.transport} × ${row.instance} × ${row.call} succeeded; CORS should have blocked it`);
+    if (row.status !== "error" || row.code !== "unknown" || row.replies.length > 0) {
+      problems.push(`denied origin: ${row.transport} × ${row.instance} × ${row.call} got through `
+        + `(${row.status === "ok" ? "ok" : row.error}); CORS should have blocked it`);
     }
   }
   const blocked = logs.filter((l) => l.startsWith("[denied]") && l.includes("blocked by CORS policy"));
