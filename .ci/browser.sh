@@ -7,7 +7,11 @@
 # (x-router-instance) to a Rust instance and to a Python instance. The page
 # comes from another loopback port, so every call is cross-origin: the
 # daemon runs with `[clients] grpc_web = true, connect = true` and
-# `[clients.cors] allowed_origins` naming the page's origin. playwright-core
+# `[clients.cors] allowed_origins` naming the page's origin. The page runs
+# twice: against a daemon whose clients' listener is plain HTTP (Chromium
+# speaks HTTP/1.1 to it) and one with TLS and a certificate made here with
+# openssl (Chromium speaks HTTP/2; each response's version is checked over
+# the DevTools protocol); each instance registers with both. playwright-core
 # drives Debian's Chromium (tests/browser/drive.mjs): each transport ×
 # instance × call must show its replies and the instance that answered, a
 # requested failure must arrive as not_found, a screenshot is taken; the
@@ -25,7 +29,7 @@
 # The screenshot goes to $target/browser.png; to refresh the book's copy:
 #   BROWSER_SCREENSHOT=docs/src/images/browser.png bash .ci/browser.sh
 #
-# Time: about 6 s with everything installed; a cold install adds about 20 s
+# Time: about 8 s with everything installed; a cold install adds about 20 s
 # (apt-get update and chromium) and 5 s (npm ci, buf).
 set -euo pipefail
 
@@ -139,12 +143,18 @@ wait_for "$work/serve.out" '^serving ' || { show_logs; die "the page's server pr
 allowed="$(sed -nE 's/^serving allowed=([^ ]+) .*/\1/p' "$work/serve.out")"
 denied="$(sed -nE 's/.* denied=([^ ]+)$/\1/p' "$work/serve.out")"
 
-cat > "$work/router.toml" << TOML
-router_id = "browser-ci"
+# Two daemons with the same CORS settings: one serves its clients over
+# plain HTTP (Chromium speaks HTTP/1.1 to it), one over TLS with a
+# certificate made here (Chromium speaks HTTP/2 to it; ALPN offers only h2).
+# Each instance registers with both.
+start_daemon() { # name, extra TOML for [clients]
+  cat > "$work/$1.toml" << TOML
+router_id = "browser-$1"
 [clients]
 address = "127.0.0.1:0"
 grpc_web = true
 connect = true
+$2
 [clients.cors]
 allowed_origins = ["$allowed"]
 max_age = "1m"
@@ -153,36 +163,63 @@ address = "127.0.0.1:0"
 [shutdown]
 grace = "1s"
 TOML
-"$daemon" serve --config "$work/router.toml" > "$work/daemon.out" 2> "$work/daemon.err" &
-pids+=("$!")
-wait_for "$work/daemon.out" '^listening ' || { show_logs; die "the daemon printed no listening line within 20 s"; }
-line="$(grep '^listening ' "$work/daemon.out")"
-clients="$(sed -E 's/.* clients=([^ ]+).*/\1/' <<< "$line")"
-registrations="$(sed -E 's/.* registrations=([^ ]+).*/\1/' <<< "$line")"
-say "page origins: allowed $allowed, denied $denied; daemon: clients $clients, registrations $registrations"
+  "$daemon" serve --config "$work/$1.toml" > "$work/$1.out" 2> "$work/$1.err" &
+  pids+=("$!")
+  wait_for "$work/$1.out" '^listening ' || { show_logs; die "the $1 daemon printed no listening line within 20 s"; }
+}
+field() { # file, field
+  sed -nE "s/^listening .*$2=([^ ]+).*/\\1/p" "$1"
+}
+start_daemon http ""
+daemons=(http)
+if command -v openssl > /dev/null; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 \
+    -keyout "$work/tls.key" -out "$work/tls.crt" 2> "$work/openssl.err" \
+    || { cat "$work/openssl.err" >&2; die "openssl could not make the TLS daemon's certificate"; }
+  start_daemon tls "tls = { cert = \"$work/tls.crt\", key = \"$work/tls.key\" }"
+  daemons+=(tls)
+else
+  echo "SKIPPED: the TLS daemon (HTTP/2 from the browser): openssl is missing"
+fi
+routers=()
+pages=()
+query() { echo "instances=$instances&router=$1"; }
+for name in "${daemons[@]}"; do
+  routers+=(--router "http://$(field "$work/$name.out" registrations)")
+done
+say "page origins: allowed $allowed, denied $denied; daemons: ${daemons[*]}"
 
-"$instance" --router "http://$registrations" --id rust-1 > "$work/rust-1.out" 2> "$work/rust-1.err" &
+"$instance" "${routers[@]}" --id rust-1 > "$work/rust-1.out" 2> "$work/rust-1.err" &
 pids+=("$!")
 instances=rust-1
 if "$py" -c 'import grpc, grpc_tools, grpc_router_bridge' > /dev/null 2>&1; then
   GREETER_STUBS_DIR="$work/stubs" "$py" examples/python-greeter/greeter.py \
-    --router "http://$registrations" --id py-1 > "$work/py-1.out" 2> "$work/py-1.err" &
+    "${routers[@]}" --id py-1 > "$work/py-1.out" 2> "$work/py-1.err" &
   pids+=("$!")
   instances=rust-1,py-1
 else
   echo "SKIPPED: the Python half (py-1): the venv of .ci/python-bridge.sh is missing (PyPI unreachable?)"
 fi
-for id in ${instances//,/ }; do
-  wait_for "$work/$id.out" "^registered as $id" || { show_logs; die "instance $id did not register within 20 s"; }
+# Registered with every daemon, as each daemon logs it.
+for name in "${daemons[@]}"; do
+  for id in ${instances//,/ }; do
+    wait_for "$work/$name.err" "instance registered.* instance=\"$id\"" \
+      || { show_logs; die "instance $id did not register with the $name daemon within 20 s"; }
+  done
 done
-say "registered: $instances"
+say "registered: $instances with ${daemons[*]}"
+clients="$(field "$work/http.out" clients)"
+pages+=(--page "$allowed/index.html?$(query "http://$clients")")
+if [[ " ${daemons[*]} " == *" tls "* ]]; then
+  pages+=(--page "$allowed/index.html?$(query "https://$(field "$work/tls.out" clients)")")
+fi
 
 # --- the browser ------------------------------------------------------------------
 mkdir -p "$(dirname "$screenshot")"
 rm -f "$screenshot"
-query="router=http://$clients&instances=$instances"
 timeout 120 node "$page/drive.mjs" --chromium "$chromium" --instances "$instances" \
-  --page "$allowed/index.html?$query" --denied "$denied/index.html?$query" \
+  "${pages[@]}" --denied "$denied/index.html?$(query "http://$clients")" \
   --screenshot "$screenshot" --timeout-ms 30000 \
   || { show_logs; die "the browser test failed (above: what differed, the page's console)"; }
-say "OK: Connect-Web (connect+json, connect+proto, grpc-web) through the daemon to $instances from a real Chromium; CORS refused the other origin"
+say "OK: Connect-Web (connect+json, connect+proto, grpc-web) from a real Chromium through the daemon (${daemons[*]}) to $instances; CORS refused the other origin"

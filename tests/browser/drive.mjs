@@ -1,14 +1,18 @@
 // Drives headless Chromium (Debian's, through playwright-core) over the
 // browser test's page and checks what the page shows (.ci/browser.sh).
 //
-//   node drive.mjs --chromium /usr/bin/chromium --page URL --denied URL \
-//       --instances rust-1,py-1 --screenshot out.png [--timeout-ms 60000]
+//   node drive.mjs --chromium /usr/bin/chromium --page URL [--page URL] \
+//       --denied URL --instances rust-1,py-1 --screenshot out.png [--timeout-ms 60000]
 //
-// --page is index.html from an origin the router allows; every transport ×
-// instance × call must show its expected replies, answered by the pinned
-// instance, and the requested failure as not_found. A screenshot of it goes
-// to --screenshot. --denied is the same page from an origin the router does
-// not allow: every call must fail, and Chromium must say CORS blocked it.
+// Each --page is index.html from an origin the router allows; every
+// transport × instance × call must show its expected replies, answered by
+// the pinned instance, and the requested failure as not_found. Every
+// response from the router must have come over HTTP/1.1 when the page's
+// ?router= is http://, over HTTP/2 when it is https:// (Chromium speaks h2
+// only over TLS; the router's certificate is not checked). A screenshot of
+// the first page goes to --screenshot. --denied is the same page from an
+// origin the router does not allow: every call must fail, and Chromium must
+// say CORS blocked it.
 // On any failure it prints what it expected, the table and the page's
 // console, and exits 1.
 
@@ -21,7 +25,7 @@ import { chromium } from "playwright-core";
 const { values: args } = parseArgs({
   options: {
     chromium: { type: "string", default: "/usr/bin/chromium" },
-    page: { type: "string" },
+    page: { type: "string", multiple: true },
     denied: { type: "string" },
     instances: { type: "string" },
     screenshot: { type: "string" },
@@ -53,9 +57,17 @@ function expected(instance) {
 const problems = [];
 const logs = [];
 
-/** Loads `url` in a new tab, waits for data-done and returns the table's rows. */
+/** Loads `url` in a new tab, waits for data-done and returns the table's
+ * rows, and the HTTP version of each response from the router's origin. */
 async function load(context, name, url) {
   const page = await context.newPage();
+  const router = new URL(new URL(url).searchParams.get("router") ?? url).origin;
+  const protocols = [];
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Network.enable");
+  cdp.on("Network.responseReceived", (e) => {
+    if (new URL(e.response.url).origin === router) protocols.push(e.response.protocol);
+  });
   page.on("console", (m) => logs.push(`[${name}] console.${m.type()}: ${m.text()}`));
   page.on("pageerror", (e) => logs.push(`[${name}] page error: ${e.message}`));
   page.on("requestfailed", (r) => logs.push(`[${name}] request failed: ${r.method()} ${r.url()}: ${r.failure()?.errorText}`));
@@ -83,20 +95,26 @@ async function load(context, name, url) {
       millis: tr.querySelector("td.millis")?.textContent ?? "",
     })),
   );
-  return { page, rows, seconds };
+  return { page, rows, seconds, router, protocols };
 }
 
 function same(a, b) {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
-function checkAllowed(rows) {
+function checkAllowed(name, { rows, router, protocols }) {
   const want = TRANSPORTS.length * instances.length * Object.keys(expected("")).length;
-  if (rows.length !== want) problems.push(`allowed origin: ${rows.length} rows, expected ${want}`);
+  if (rows.length !== want) problems.push(`${name}: ${rows.length} rows, expected ${want}`);
+  const version = router.startsWith("https:") ? "h2" : "http/1.1";
+  const other = protocols.filter((p) => p !== version);
+  if (protocols.length < want || other.length > 0) {
+    problems.push(`${name}: ${protocols.length} responses from ${router} (expected at least ${want}), `
+      + `${other.length} not over ${version}: ${[...new Set(other)].join(", ")}`);
+  }
   for (const transport of TRANSPORTS) {
     for (const instance of instances) {
       for (const [call, want] of Object.entries(expected(instance))) {
-        const where = `${transport} × ${instance} × ${call}`;
+        const where = `${name}: ${transport} × ${instance} × ${call}`;
         const row = rows.find((r) => r.transport === transport && r.instance === instance && r.call === call);
         if (!row) {
           problems.push(`${where}: no row`);
@@ -158,6 +176,8 @@ try {
     executablePath: args.chromium,
     headless: true,
     viewport: { width: 1280, height: 900 },
+    // The TLS router's certificate is self-signed, made by .ci/browser.sh.
+    ignoreHTTPSErrors: true,
     timeout,
     args: [
       "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -166,17 +186,24 @@ try {
   });
   console.log(`browser: ${args.chromium} ${context.browser()?.version() ?? ""}`.trimEnd());
 
-  const allowed = await load(context, "allowed", args.page);
-  checkAllowed(allowed.rows);
-  await allowed.page.screenshot({ path: args.screenshot, fullPage: true });
-  const bytes = statSync(args.screenshot).size;
-  const png = readFileSync(args.screenshot).subarray(0, 8).toString("latin1") === "\x89PNG\r\n\x1a\n";
-  if (!png || bytes < MIN_SCREENSHOT_BYTES) {
-    problems.push(`screenshot ${args.screenshot}: ${png ? "" : "not a PNG, "}${bytes} bytes (expected at least ${MIN_SCREENSHOT_BYTES})`);
+  for (const [i, url] of args.page.entries()) {
+    const name = `allowed ${i + 1}`;
+    const allowed = await load(context, name, url);
+    checkAllowed(name, allowed);
+    const versions = [...new Set(allowed.protocols)].join(", ");
+    console.log(`${name}: page ${new URL(url).origin} → router ${allowed.router}: ${allowed.rows.length} calls `
+      + `in ${allowed.seconds} s, ${allowed.protocols.length} responses over ${versions}`);
+    console.log(table(allowed.rows));
+    if (i === 0) {
+      await allowed.page.screenshot({ path: args.screenshot, fullPage: true });
+      const bytes = statSync(args.screenshot).size;
+      const png = readFileSync(args.screenshot).subarray(0, 8).toString("latin1") === "\x89PNG\r\n\x1a\n";
+      if (!png || bytes < MIN_SCREENSHOT_BYTES) {
+        problems.push(`screenshot ${args.screenshot}: ${png ? "" : "not a PNG, "}${bytes} bytes (expected at least ${MIN_SCREENSHOT_BYTES})`);
+      }
+      console.log(`screenshot: ${args.screenshot} (${bytes} bytes)`);
+    }
   }
-  console.log(`allowed origin ${new URL(args.page).origin}: ${allowed.rows.length} calls in ${allowed.seconds} s`);
-  console.log(table(allowed.rows));
-  console.log(`screenshot: ${args.screenshot} (${bytes} bytes)`);
 
   const denied = await load(context, "denied", args.denied);
   const blocked = checkDenied(denied.rows);
@@ -197,6 +224,7 @@ if (problems.length > 0) {
   for (const l of logs) console.error(`  ${l}`);
   exitCode = 1;
 } else {
-  console.log(`browser: every call as expected (${TRANSPORTS.join(", ")} × ${instances.join(", ")}), and none from the denied origin`);
+  console.log(`browser: every call as expected (${TRANSPORTS.join(", ")} × ${instances.join(", ")}, `
+    + `${args.page.length} router${args.page.length > 1 ? "s" : ""}), and none from the denied origin`);
 }
 process.exit(exitCode);
