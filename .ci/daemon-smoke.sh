@@ -73,17 +73,19 @@ grep -qx 'myservice.v1.Greeter/SayHello' <<< "$methods" || { echo "daemon-smoke:
 reply="$("$buf" curl "${curl_args[@]}" -d '{"name":"Ada"}' "http://$clients/myservice.v1.Greeter/SayHello")"
 echo "$reply" >&2
 grep -q '"Hello, Ada!"' <<< "$reply" || { echo "daemon-smoke: the call through the daemon failed" >&2; exit 1; }
-# gRPC-Web over HTTP/1.1 ([clients] grpc_web), a unary call and a server stream.
-reply="$("$buf" curl --protocol grpcweb -d '{"name":"Ada"}' "http://$clients/myservice.v1.Greeter/SayHello")"
-grep -q '"Hello, Ada!"' <<< "$reply" || { echo "$reply" >&2; echo "daemon-smoke: the gRPC-Web call through the daemon failed" >&2; exit 1; }
-streamed="$("$buf" curl --protocol grpcweb -d '{"name":"Ada","count":3}' "http://$clients/myservice.v1.Greeter/StreamGreetings" | grep -c '"instanceId": "smoke-a"')" || true
-[[ "$streamed" == 3 ]] || { echo "daemon-smoke: the gRPC-Web server stream gave $streamed of 3 messages" >&2; exit 1; }
-# Connect ([clients] connect) over HTTP/1.1, a unary call and a server
-# stream with buf curl, and JSON from plain curl, to the learnt Greeter.
-reply="$("$buf" curl --protocol connect -d '{"name":"Ada"}' "http://$clients/myservice.v1.Greeter/SayHello")"
-grep -q '"Hello, Ada!"' <<< "$reply" || { echo "$reply" >&2; echo "daemon-smoke: the Connect call through the daemon failed" >&2; exit 1; }
-streamed="$("$buf" curl --protocol connect -d '{"name":"Ada","count":3}' "http://$clients/myservice.v1.Greeter/StreamGreetings" | grep -c '"instanceId": "smoke-a"')" || true
-[[ "$streamed" == 3 ]] || { echo "daemon-smoke: the Connect server stream gave $streamed of 3 messages" >&2; exit 1; }
+# gRPC-Web ([clients] grpc_web) and Connect ([clients] connect), over
+# HTTP/1.1 and HTTP/2 (prior knowledge): a unary call and a server stream
+# with buf curl each, then JSON from plain curl, to the learnt Greeter.
+for protocol in grpcweb connect; do
+  for http in http1 http2; do
+    flags=(--protocol "$protocol")
+    [[ "$http" == http2 ]] && flags+=(--http2-prior-knowledge)
+    reply="$("$buf" curl "${flags[@]}" -d '{"name":"Ada"}' "http://$clients/myservice.v1.Greeter/SayHello")"
+    grep -q '"Hello, Ada!"' <<< "$reply" || { echo "$reply" >&2; echo "daemon-smoke: the $protocol call over $http through the daemon failed" >&2; exit 1; }
+    streamed="$("$buf" curl "${flags[@]}" -d '{"name":"Ada","count":3}' "http://$clients/myservice.v1.Greeter/StreamGreetings" | grep -c '"instanceId": "smoke-a"')" || true
+    [[ "$streamed" == 3 ]] || { echo "daemon-smoke: the $protocol server stream over $http gave $streamed of 3 messages" >&2; exit 1; }
+  done
+done
 reply="$(curl -sS --max-time 10 -X POST -H 'Content-Type: application/json' -d '{"name":"Ada"}' "http://$clients/myservice.v1.Greeter/SayHello")"
 [[ "$reply" == '{"message":"Hello, Ada!","instanceId":"smoke-a"}' ]] || { echo "$reply" >&2; echo "daemon-smoke: curl with JSON through the daemon failed" >&2; exit 1; }
 
