@@ -586,6 +586,7 @@ async fn a_router_that_sends_past_the_bridges_request_window_fails_the_call() {
             max_frame_size: 128 * 1024,
             heartbeat_interval_ms: 10_000,
             heartbeat_timeout_ms: 30_000,
+            peers: Vec::new(),
         })
         .await;
     let call_id = 1;
@@ -656,6 +657,7 @@ async fn a_burst_of_unary_calls_larger_than_one_reader_pass_all_complete() {
             max_frame_size: 128 * 1024,
             heartbeat_interval_ms: 10_000,
             heartbeat_timeout_ms: 30_000,
+            peers: Vec::new(),
         })
         .await;
     let request = HelloRequest {

@@ -132,6 +132,12 @@ pub async fn serve(
         services = ?config.services.keys().collect::<Vec<_>>(),
         "grpc-router serving"
     );
+    if let Some(registrations) = registrations_addr {
+        config.cluster_state.update(&config.cluster);
+        config
+            .cluster_state
+            .start(config.router_id(), registrations);
+    }
     // Before the `listening` line: a signal sent right after it is answered
     // (SIGHUP, unhandled, would end the process).
     let streams = listen_for_signals();
@@ -364,6 +370,8 @@ pub fn reload(
         }
     }
     next.router_id = current.router_id.clone();
+    next.cluster_state = current.cluster_state.clone();
+    next.cluster_state.update(&next.cluster);
     router.configure(next.default_router_config(), next.service_router_configs());
     log.set(&next.log);
     info!(

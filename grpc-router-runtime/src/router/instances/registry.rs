@@ -206,6 +206,8 @@ pub struct Instance {
     /// the id over from, when that was another process: that process is
     /// refused, saying so, while this one lives.
     displaced: Option<Box<str>>,
+    /// Whether its bridge takes `Peers` frames (`Hello.discovery`).
+    pub(crate) discovery: bool,
 }
 
 impl Instance {
@@ -247,7 +249,14 @@ impl Instance {
             identity,
             credentials: Default::default(),
             displaced: None,
+            discovery: false,
         }
+    }
+
+    /// The same instance, its bridge taking `Peers` frames or not.
+    pub(crate) fn with_discovery(mut self, discovery: bool) -> Self {
+        self.discovery = discovery;
+        self
     }
 
     /// The same instance, with the credentials its registration presented.

@@ -1,0 +1,203 @@
+//! A fleet behind one address: three daemons whose `[cluster] peers` name
+//! each other tell a bridge of every replica, so a bridge given one address
+//! (one daemon's, or a balancer's in front of all three) registers with all
+//! of them, and follows a replica replaced by another.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use common::{Daemon, poll, within};
+use myservice::pb::HelloRequest;
+use myservice::pb::greeter_client::GreeterClient;
+use router_runtime::bridge::{BridgeConfig, BridgeHandle};
+use tokio::net::{TcpListener, TcpStream};
+
+const GREETER: &str = "myservice.v1.Greeter";
+
+/// A daemon's config: its own `router_id`, listeners on loopback port 0,
+/// and `[cluster]` naming `peers` (none: no section).
+fn config(router_id: &str, peers: &[SocketAddr]) -> String {
+    let cluster = if peers.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = peers.iter().map(|p| format!("\"{p}\"")).collect();
+        format!("[cluster]\npeers = [{}]\n", list.join(", "))
+    };
+    format!(
+        "router_id = \"{router_id}\"\n\
+         [clients]\naddress = \"127.0.0.1:0\"\n\
+         [registrations]\naddress = \"127.0.0.1:0\"\n\
+         [shutdown]\ngrace = \"1s\"\n\
+         [admin]\naddress = \"127.0.0.1:0\"\n\
+         [log]\nlevel = \"info\"\n\
+         [defaults]\nheartbeat_interval = \"500ms\"\nheartbeat_timeout = \"2s\"\n\
+         {cluster}"
+    )
+}
+
+/// Points every daemon of `fleet` (router ids `ids`) at all of their
+/// registration addresses, by a reload, and waits until each applied it.
+async fn form_fleet(fleet: &[&Daemon], ids: &[&str]) {
+    let peers: Vec<SocketAddr> = fleet.iter().map(|d| d.registrations).collect();
+    for (daemon, id) in fleet.iter().zip(ids) {
+        let mark = daemon.log.mark();
+        daemon.reload(&config(id, &peers));
+        daemon
+            .log
+            .wait_for_after(mark, &["the fleet changed"], 10)
+            .await;
+    }
+}
+
+/// Three daemons started, not yet told of each other.
+fn three_daemons() -> Vec<Daemon> {
+    ["r1", "r2", "r3"]
+        .iter()
+        .map(|id| Daemon::start(&config(id, &[])))
+        .collect()
+}
+
+fn instance(endpoint: String) -> BridgeHandle {
+    myservice::demo::start_instance(BridgeConfig::new(endpoint).instance_id("fleet-instance"))
+}
+
+/// Waits up to `secs` until the instance is registered with every daemon of
+/// `fleet`; returns how long that took.
+async fn registered_with_all(fleet: &[&Daemon], secs: u64) -> std::time::Duration {
+    let started = Instant::now();
+    poll(
+        secs,
+        "the instance registered with every daemon",
+        || async {
+            for daemon in fleet {
+                let registered = daemon
+                    .service_status(GREETER)
+                    .await
+                    .is_some_and(|s| s.instances.iter().any(|i| i.id == "fleet-instance"));
+                if !registered {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    started.elapsed()
+}
+
+/// SayHello through each daemon, answered by the instance.
+async fn calls_succeed_through(fleet: &[&Daemon]) {
+    for daemon in fleet {
+        let mut client = GreeterClient::new(daemon.channel().await);
+        let reply = within(
+            5,
+            "SayHello",
+            client.say_hello(HelloRequest {
+                name: "fleet".into(),
+                payload: vec![],
+            }),
+        )
+        .await
+        .unwrap_or_else(|status| {
+            panic!(
+                "SayHello through {} failed: {status:?}",
+                daemon.registrations
+            )
+        })
+        .into_inner();
+        assert_eq!(reply.instance_id, "fleet-instance");
+    }
+}
+
+#[tokio::test]
+async fn a_bridge_given_one_daemon_registers_with_the_whole_fleet_and_follows_a_replacement() {
+    let mut daemons = three_daemons();
+    {
+        let fleet: Vec<&Daemon> = daemons.iter().collect();
+        form_fleet(&fleet, &["r1", "r2", "r3"]).await;
+    }
+    let bridge = instance(daemons[0].registrations_url());
+    let took = {
+        let fleet: Vec<&Daemon> = daemons.iter().collect();
+        let took = registered_with_all(&fleet, 5).await;
+        calls_succeed_through(&fleet).await;
+        took
+    };
+    eprintln!("registered with 3 daemons through one address in {took:?}");
+
+    // r2 dies; r4 takes its place on another port, and the others learn of
+    // it by a reload.
+    drop(daemons.remove(1));
+    let r4 = Daemon::start(&config("r4", &[]));
+    daemons.push(r4);
+    let replaced_at = Instant::now();
+    {
+        let fleet: Vec<&Daemon> = daemons.iter().collect();
+        form_fleet(&fleet, &["r1", "r3", "r4"]).await;
+        registered_with_all(&fleet, 5).await;
+        calls_succeed_through(&fleet).await;
+    }
+    eprintln!(
+        "registered with the replacement {:?} after the reloads began",
+        replaced_at.elapsed()
+    );
+    // The registration with the dead replica is given up: three, not four.
+    let mut state = bridge.registrations();
+    within(
+        5,
+        "three registrations",
+        state.wait_for(|s| s.registered == 3),
+    )
+    .await
+    .expect("bridge alive");
+    bridge.shutdown().await;
+}
+
+/// A round-robin TCP balancer in front of `backends`: each accepted
+/// connection is piped to the next backend. Returns its address.
+async fn balancer(backends: Vec<SocketAddr>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let next = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let backend = backends[next.fetch_add(1, Ordering::Relaxed) % backends.len()];
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = TcpStream::connect(backend).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn a_bridge_behind_a_balancer_registers_with_every_replica() {
+    let daemons = three_daemons();
+    let fleet: Vec<&Daemon> = daemons.iter().collect();
+    form_fleet(&fleet, &["r1", "r2", "r3"]).await;
+    let front = balancer(daemons.iter().map(|d| d.registrations).collect()).await;
+    let bridge = instance(format!("http://{front}"));
+    let took = registered_with_all(&fleet, 5).await;
+    calls_succeed_through(&fleet).await;
+    eprintln!("registered with 3 daemons behind a balancer in {took:?}");
+    // One registration per replica, none twice.
+    let mut state = bridge.registrations();
+    within(
+        5,
+        "three registrations",
+        state.wait_for(|s| s.registered == 3),
+    )
+    .await
+    .expect("bridge alive");
+    for daemon in &fleet {
+        let status = daemon.service_status(GREETER).await.expect("known");
+        assert_eq!(status.instances.len(), 1, "one registration per replica");
+    }
+    bridge.shutdown().await;
+}
