@@ -11,9 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use common::{Daemon, poll, within};
-use myservice::pb::HelloRequest;
 use myservice::pb::greeter_client::GreeterClient;
+use myservice::pb::{GreeterSpec, HelloRequest};
 use router_runtime::bridge::{BridgeConfig, BridgeHandle};
+use router_runtime::codec::FrameCodec;
+use router_runtime::codegen::ServiceSpec;
+use router_runtime::pb;
+use router_runtime::wire::{BridgeFrame, DUPLICATE_TRAILER, RouterFrame};
 use tokio::net::{TcpListener, TcpStream};
 
 const GREETER: &str = "myservice.v1.Greeter";
@@ -200,4 +204,162 @@ async fn a_bridge_behind_a_balancer_registers_with_every_replica() {
         assert_eq!(status.instances.len(), 1, "one registration per replica");
     }
     bridge.shutdown().await;
+}
+
+/// A register stream opened by hand: the frames to send and the router's.
+struct Raw {
+    out: tokio::sync::mpsc::UnboundedSender<BridgeFrame>,
+    frames: tonic::Streaming<RouterFrame>,
+    welcome: pb::Welcome,
+}
+
+/// Registers instance `id` by hand with the daemon, as a bridge that takes
+/// `Peers` or not and holds `registered_with` already.
+async fn raw_register(
+    daemon: &Daemon,
+    id: &str,
+    discovery: bool,
+    registered_with: &[&str],
+) -> Result<Raw, tonic::Status> {
+    let hello = pb::Hello {
+        protocol_version: pb::ProtocolVersion::ProtocolVersion1 as i32,
+        instance_id: id.into(),
+        service: GREETER.into(),
+        weight: 1,
+        initial_window: 64 * 1024,
+        max_frame_size: 64 * 1024,
+        description: Some(GreeterSpec::DESCRIPTOR.describe(GreeterSpec::FILE_DESCRIPTOR_SET)),
+        incarnation: "one-process".into(),
+        discovery,
+        registered_with: registered_with.iter().map(|r| (*r).to_owned()).collect(),
+        ..Default::default()
+    };
+    let (out, rx) = tokio::sync::mpsc::unbounded_channel();
+    let _ = out.send(BridgeFrame::Hello(hello));
+    let mut grpc = tonic::client::Grpc::new(daemon.registration_channel().await);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut frames = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)),
+            http::uri::PathAndQuery::from_static("/myservice.v1.GreeterRouter/Register"),
+            FrameCodec::<BridgeFrame, RouterFrame>::default(),
+        )
+        .await?
+        .into_inner();
+    match frames.message().await? {
+        Some(RouterFrame::Welcome(welcome)) => Ok(Raw {
+            out,
+            frames,
+            welcome,
+        }),
+        other => Err(tonic::Status::internal(format!(
+            "expected Welcome, got {other:?}"
+        ))),
+    }
+}
+
+impl Raw {
+    /// The next frame that is not a `Ping` (each answered with its `Pong`),
+    /// or `None` once `pings` pings came first.
+    async fn next_but_pings(&mut self, pings: usize) -> Option<RouterFrame> {
+        let mut seen = 0;
+        loop {
+            let frame = within(5, "a frame", self.frames.message())
+                .await
+                .expect("the stream is open")
+                .expect("a frame");
+            match frame {
+                RouterFrame::Ping(ping) => {
+                    let _ = self
+                        .out
+                        .send(BridgeFrame::Pong(pb::Pong { nonce: ping.nonce }));
+                    seen += 1;
+                    if seen == pings {
+                        return None;
+                    }
+                }
+                other => return Some(other),
+            }
+        }
+    }
+}
+
+fn addresses(peers: &[pb::RouterPeer]) -> Vec<&str> {
+    peers.iter().map(|p| p.address.as_str()).collect()
+}
+
+#[tokio::test]
+async fn fleet_changes_reach_the_bridges_that_asked_for_them_and_no_other() {
+    let d1 = Daemon::start(&config("r1", &[]));
+    let d2 = Daemon::start(&config("r2", &[]));
+    let mark = d1.log.mark();
+    d1.reload(&config("r1", &[d1.registrations, d2.registrations]));
+    d1.log
+        .wait_for_after(mark, &["the fleet changed"], 10)
+        .await;
+
+    let mut new = raw_register(&d1, "new-bridge", true, &[])
+        .await
+        .expect("registered");
+    let mut old = raw_register(&d1, "old-bridge", false, &[])
+        .await
+        .expect("registered");
+    // Both Welcomes list the fleet, this replica first with its id (an
+    // older bridge skips the field it does not know).
+    for welcome in [&new.welcome, &old.welcome] {
+        assert_eq!(welcome.router_id, "r1");
+        assert_eq!(welcome.peers[0].router_id, "r1");
+        let expected = [d1.registrations.to_string(), d2.registrations.to_string()];
+        assert_eq!(addresses(&welcome.peers), expected);
+    }
+
+    // d2 leaves the list.
+    let mark = d1.log.mark();
+    d1.reload(&config("r1", &[d1.registrations]));
+    d1.log
+        .wait_for_after(mark, &["the fleet changed"], 10)
+        .await;
+    match new.next_but_pings(4).await {
+        Some(RouterFrame::Peers(peers)) => {
+            assert_eq!(addresses(&peers.peers), [d1.registrations.to_string()]);
+        }
+        other => panic!("expected Peers, got {other:?}"),
+    }
+    // The bridge that did not ask gets pings, and no Peers, which it could
+    // not decode.
+    assert_eq!(old.next_but_pings(2).await, None);
+}
+
+#[tokio::test]
+async fn a_replica_refuses_a_second_registration_of_a_bridge_that_holds_it_and_keeps_the_first() {
+    let d1 = Daemon::start(&config("r1", &[]));
+    let mark = d1.log.mark();
+    d1.reload(&config("r1", &[d1.registrations]));
+    d1.log
+        .wait_for_after(mark, &["the fleet changed"], 10)
+        .await;
+    let mut first = raw_register(&d1, "held", true, &[])
+        .await
+        .expect("registered");
+    // The same process dials again (through a balancer) saying it holds r1.
+    let refusal = raw_register(&d1, "held", true, &["r0", "r1"])
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(refusal.code(), tonic::Code::AlreadyExists, "{refusal:?}");
+    assert_eq!(
+        refusal
+            .metadata()
+            .get(DUPLICATE_TRAILER)
+            .and_then(|v| v.to_str().ok()),
+        Some("r1")
+    );
+    // Without r1 in the list, the same Hello would have replaced the first
+    // registration (a reconnect); with it, the first stays.
+    assert_eq!(first.next_but_pings(2).await, None);
+    let status = d1.service_status(GREETER).await.expect("known");
+    assert_eq!(status.instances.len(), 1);
+    assert!(d1.log.matching(&["re-registered"]).is_empty());
 }
