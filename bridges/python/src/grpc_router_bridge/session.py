@@ -16,6 +16,7 @@ import grpc.aio
 
 from . import wire
 from .call import Call
+from .fleet import Duplicate
 
 if TYPE_CHECKING:  # pragma: no cover
     from .bridge import Bridge
@@ -57,7 +58,9 @@ class SessionEnd:
     ``lost`` (reconnect), ``refused`` (reconnect after the longest pause) or
     ``replaced`` (another bridge process holds the instance id: the router
     closed this registration, or refuses this process, with ABORTED;
-    reconnect after the longest pause)."""
+    reconnect after the longest pause) or ``duplicate`` (the registration
+    reached a fleet replica this bridge holds already; tried again while
+    some replica is missing)."""
 
     kind: str
     reason: str = ""
@@ -84,9 +87,23 @@ def jitter(delay: float) -> float:
 class Session:
     """The register stream of one bridge with one router."""
 
-    def __init__(self, bridge: "Bridge", endpoint: str, stop: asyncio.Event, server_name: Optional[str]) -> None:
+    def __init__(
+        self,
+        bridge: "Bridge",
+        endpoint: str,
+        stop: asyncio.Event,
+        server_name: Optional[str],
+        listed: Optional[str] = None,
+    ) -> None:
         self.bridge = bridge
         self.endpoint = endpoint
+        #: The fleet address this session dials (``None``: a configured endpoint).
+        self.listed = listed
+        #: The replica this registration holds (see ``Discovery.claim``).
+        self.claimed: Optional[str] = None
+        #: Set when the registration reached a replica held already: it is
+        #: drained at once and closed.
+        self.duplicate: Optional[str] = None
         # Set to drain and leave: the bridge's shutdown, or the router's
         # address gone from DNS.
         self.stop = stop
@@ -242,6 +259,8 @@ class Session:
                     max_message_size=options.max_message_size,
                     incarnation=bridge.incarnation,
                     description=bridge.description,
+                    discovery=options.discovery,
+                    registered_with=bridge.discovery.held_ids() if options.discovery else [],
                 ).encode()
             )
             first = asyncio.ensure_future(stream.read())
@@ -259,13 +278,22 @@ class Session:
                 return SessionEnd("lost", f"router sent a bad first frame: {e}")
             if not isinstance(welcome, wire.Welcome):
                 return SessionEnd("lost", "router's first frame was not Welcome")
+            try:
+                self.claimed = bridge.discovery.claim(welcome, self.listed)
+            except Duplicate as e:
+                self.duplicate = e.router_id
             return await self._serve(stream, welcome, writer)
         finally:
+            bridge.discovery.release(self.claimed)
+            self.claimed = None
             writer.cancel()
             stream.cancel()
 
     def _failed(self, error: grpc.aio.AioRpcError) -> SessionEnd:
         code, details = error.code(), error.details() or ""
+        for key, value in error.trailing_metadata() or ():
+            if key == wire.DUPLICATE_TRAILER:
+                return SessionEnd("duplicate", f"router `{value}` holds a registration of this bridge already")
         if code == grpc.StatusCode.ABORTED:
             return SessionEnd("replaced", f"router replaced this registration: {details}")
         if code in REFUSED_CODES:
@@ -302,13 +330,15 @@ class Session:
         bridge = self.bridge
         self.reply_window = max(welcome.initial_window, 1)
         self.max_frame = max(welcome.max_frame_size, 1024)
-        self.registered = True
-        bridge._registered_changed(+1, None)
-        if self.was_replaced:
-            self.was_replaced = False
-            bridge._replaced_changed(-1)
-        _LOGGER.info("registered with %s (router %s)", self.endpoint, welcome.router_id)
-        bridge._sessions.add(self)
+        counted = self.duplicate is None
+        if counted:
+            self.registered = True
+            bridge._registered_changed(+1, None)
+            if self.was_replaced:
+                self.was_replaced = False
+                bridge._replaced_changed(-1)
+            _LOGGER.info("registered with %s (router %s)", self.endpoint, welcome.router_id)
+            bridge._sessions.add(self)
         self._last_seen = self.loop.time()
         reader = self.loop.create_task(self._read(stream))
         heartbeat = self.loop.create_task(
@@ -317,7 +347,8 @@ class Session:
                 max(welcome.heartbeat_timeout_ms, 300) / 1000,
             )
         )
-        stop = self.loop.create_task(self.stop.wait())
+        # A duplicate drains at once: calls the router sent meanwhile finish.
+        stop = self.loop.create_task(self.stop.wait() if counted else asyncio.sleep(0))
         abort = self.loop.create_task(bridge._aborting.wait())
         try:
             first: Set["asyncio.Future[Any]"] = {self._ended, stop}
@@ -348,12 +379,15 @@ class Session:
                 await asyncio.wait_for(asyncio.shield(writer), 5)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 pass
+            if not counted and not self.stop.is_set():
+                return SessionEnd("duplicate", f"router `{self.duplicate}` holds a registration of this bridge already")
             return SessionEnd("stopped")
         finally:
             for task in (reader, heartbeat, stop, abort):
                 task.cancel()
-            bridge._sessions.discard(self)
-            bridge._registered_changed(-1, None)
+            if counted:
+                bridge._sessions.discard(self)
+                bridge._registered_changed(-1, None)
 
     async def _read(self, stream: grpc.aio.StreamStreamCall) -> None:
         try:
@@ -410,6 +444,8 @@ class Session:
                 call.cancel()
         elif isinstance(frame, wire.Ping):
             self.send(wire.encode_pong(frame.nonce))
+        elif isinstance(frame, wire.Peers):
+            self.bridge.discovery.offer(frame.peers)
         elif isinstance(frame, wire.GoAway):
             if self._draining:
                 _LOGGER.debug("router acknowledged drain: %s", frame.reason)
@@ -451,17 +487,25 @@ class Session:
 
 
 async def run_endpoint(
-    bridge: "Bridge", endpoint: str, stop: asyncio.Event, server_name: Optional[str] = None
+    bridge: "Bridge",
+    endpoint: str,
+    stop: asyncio.Event,
+    server_name: Optional[str] = None,
+    listed: Optional[str] = None,
 ) -> None:
     """Keeps one endpoint's registration alive until ``stop`` is set,
-    reconnecting with exponential, jittered, capped backoff."""
+    reconnecting with exponential, jittered, capped backoff, while it is
+    wanted (``Discovery.wait_until_wanted``; ``listed``: the fleet address
+    it dials, ``None`` for a configured endpoint)."""
     options = bridge.options
     delay = options.reconnect_initial
     # Whether this endpoint counts in ``BridgeState.replaced``.
     replaced = False
     try:
         while not stop.is_set():
-            session = Session(bridge, endpoint, stop, server_name)
+            if not await bridge.discovery.wait_until_wanted(listed, stop):
+                return
+            session = Session(bridge, endpoint, stop, server_name, listed)
             session.was_replaced = replaced
             try:
                 end = await session.run()
@@ -482,9 +526,12 @@ async def run_endpoint(
             if end.kind == "replaced" and not replaced:
                 replaced = True
                 bridge._replaced_changed(+1)
-            bridge._registered_changed(0, end.reason)
+            if end.kind != "duplicate":
+                bridge._registered_changed(0, end.reason)
             wait = jitter(delay)
-            if end.kind == "replaced":
+            if end.kind == "duplicate":
+                _LOGGER.debug("second registration with a replica closed at %s: %s", endpoint, end.reason)
+            elif end.kind == "replaced":
                 _LOGGER.error("another process holds this instance id at %s: %s; retrying in %.2fs", endpoint, end.reason, wait)
             elif end.kind == "refused":
                 _LOGGER.error("registration with %s refused: %s; retrying in %.2fs", endpoint, end.reason, wait)

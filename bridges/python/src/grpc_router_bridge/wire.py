@@ -41,6 +41,11 @@ ROUTER_GO_AWAY = 8
 ROUTER_CHUNK = 9
 ROUTER_PEERS = 10
 
+#: The trailer of the ALREADY_EXISTS status a router refuses a second
+#: registration of a bridge with (its ``Hello.registered_with`` lists the
+#: router's id); its value is that id.
+DUPLICATE_TRAILER = "router-duplicate"
+
 # Bridge -> router frame fields.
 BRIDGE_HELLO = 1
 BRIDGE_HEADERS = 2
