@@ -99,6 +99,7 @@ async fn a_bridge_that_heartbeats_but_stops_reading_is_bounded_skipped_and_evict
                 let beat = BridgeFrame::Heartbeat(pb::Heartbeat {
                     active_calls: 0,
                     status: pb::ServingStatus::Serving as i32,
+                    routers: 1,
                 });
                 if out.send(beat).is_err() {
                     return;

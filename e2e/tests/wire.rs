@@ -215,6 +215,7 @@ fn every_bridge_frame_encodes_the_same_with_generated_types_and_the_hand_codec()
     let beat = pb::Heartbeat {
         active_calls: 3,
         status: pb::ServingStatus::NotServing as i32,
+        routers: 2,
     };
     bridge_frame_agrees(Frame::Heartbeat(beat), BridgeFrame::Heartbeat(beat));
     let drain = pb::Drain { reason: "r".into() };

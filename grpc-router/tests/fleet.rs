@@ -93,6 +93,26 @@ async fn registered_with_all(fleet: &[&Daemon], secs: u64) -> std::time::Duratio
     started.elapsed()
 }
 
+/// Waits until every daemon of `fleet` shows the instance registered with
+/// `n` routers, as its heartbeats report.
+async fn reports_routers(fleet: &[&Daemon], n: u32) {
+    poll(
+        5,
+        &format!("every daemon to show the instance with {n} routers"),
+        || async {
+            for daemon in fleet {
+                let status = daemon.service_status(GREETER).await?;
+                let instance = status.instances.iter().find(|i| i.id == "fleet-instance")?;
+                if instance.routers != n {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+}
+
 /// SayHello through each daemon, answered by the instance.
 async fn calls_succeed_through(fleet: &[&Daemon]) {
     for daemon in fleet {
@@ -144,6 +164,8 @@ async fn a_bridge_given_one_daemon_registers_with_the_whole_fleet_and_follows_a_
         form_fleet(&fleet, &["r1", "r3", "r4"]).await;
         registered_with_all(&fleet, 5).await;
         calls_succeed_through(&fleet).await;
+        // The dead replica's registration is given up: three, not four.
+        reports_routers(&fleet, 3).await;
     }
     eprintln!(
         "registered with the replacement {:?} after the reloads began",
@@ -190,6 +212,7 @@ async fn a_bridge_behind_a_balancer_registers_with_every_replica() {
     let took = registered_with_all(&fleet, 5).await;
     calls_succeed_through(&fleet).await;
     eprintln!("registered with 3 daemons behind a balancer in {took:?}");
+    reports_routers(&fleet, 3).await;
     // One registration per replica, none twice.
     let mut state = bridge.registrations();
     within(

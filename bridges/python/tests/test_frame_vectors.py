@@ -160,7 +160,7 @@ def _encode_bridge_frame(frame: Any) -> bytes:
         return wire.encode_window_update(arm.call_id, arm.increment)
     if kind == "heartbeat":
         assert arm.status in (wire.SERVING, wire.NOT_SERVING), "the bridge reports serving or not serving"
-        return wire.encode_heartbeat(arm.active_calls, arm.status == wire.SERVING)
+        return wire.encode_heartbeat(arm.active_calls, arm.status == wire.SERVING, arm.routers)
     if kind == "drain":
         return wire.encode_drain(arm.reason)
     if kind == "chunk":

@@ -500,20 +500,22 @@ async fn serve<T: BridgedService>(
             _ = shared.abort.cancelled() => return SessionEnd::Stopped,
             changed = serving.changed() => {
                 if changed.is_ok() {
-                    send_heartbeat(out, calls, *serving.borrow_and_update());
+                    send_heartbeat(shared, out, calls, *serving.borrow_and_update());
                 }
             }
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() > timeout {
                     return SessionEnd::Lost(RegistrationError::Silent(timeout));
                 }
-                send_heartbeat(out, calls, *serving.borrow());
+                send_heartbeat(shared, out, calls, *serving.borrow());
             }
         }
     }
 }
 
-fn send_heartbeat(out: &QueueSender<BridgeFrame>, calls: &Calls, serving: bool) {
+/// Reports the instance's load, serving state and how many routers it is
+/// registered with.
+fn send_heartbeat(shared: &Shared, out: &QueueSender<BridgeFrame>, calls: &Calls, serving: bool) {
     let status = if serving {
         pb::ServingStatus::Serving
     } else {
@@ -522,6 +524,7 @@ fn send_heartbeat(out: &QueueSender<BridgeFrame>, calls: &Calls, serving: bool) 
     let _ = out.send(BridgeFrame::Heartbeat(pb::Heartbeat {
         active_calls: u32::try_from(calls.active()).unwrap_or(u32::MAX),
         status: status as i32,
+        routers: u32::try_from(shared.state.borrow().registered).unwrap_or(u32::MAX),
     }));
 }
 

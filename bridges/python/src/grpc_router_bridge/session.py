@@ -154,7 +154,8 @@ class Session:
 
     def send_heartbeat(self) -> None:
         """Reports the instance's load and serving state now."""
-        self.send(wire.encode_heartbeat(self.bridge.active, self.bridge.serving))
+        bridge = self.bridge
+        self.send(wire.encode_heartbeat(bridge.active, bridge.serving, bridge._state.registered))
 
     # --- the stream -------------------------------------------------------------
 

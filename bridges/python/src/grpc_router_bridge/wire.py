@@ -234,10 +234,14 @@ def encode_window_update(call_id: int, increment: int) -> bytes:
     return _message(BRIDGE_WINDOW_UPDATE, _uint(1, call_id) + _uint(2, increment))
 
 
-def encode_heartbeat(active_calls: int, serving: bool) -> bytes:
-    """A ``Heartbeat`` frame with the instance's load and serving state."""
+def encode_heartbeat(active_calls: int, serving: bool, routers: int = 0) -> bytes:
+    """A ``Heartbeat`` frame with the instance's load, serving state and how
+    many routers it is registered with."""
     status = SERVING if serving else NOT_SERVING
-    return _message(BRIDGE_HEARTBEAT, _uint(1, min(active_calls, 0xFFFFFFFF)) + _uint(2, status))
+    return _message(
+        BRIDGE_HEARTBEAT,
+        _uint(1, min(active_calls, 0xFFFFFFFF)) + _uint(2, status) + _uint(3, min(routers, 0xFFFFFFFF)),
+    )
 
 
 def encode_drain(reason: str) -> bytes:

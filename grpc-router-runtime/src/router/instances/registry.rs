@@ -208,6 +208,9 @@ pub struct Instance {
     displaced: Option<Box<str>>,
     /// Whether its bridge takes `Peers` frames (`Hello.discovery`).
     pub(crate) discovery: bool,
+    /// How many routers its bridge last reported holding a registration
+    /// with (`Heartbeat.routers`); 0 when not reported.
+    routers: AtomicU32,
 }
 
 impl Instance {
@@ -250,7 +253,19 @@ impl Instance {
             credentials: Default::default(),
             displaced: None,
             discovery: false,
+            routers: AtomicU32::new(0),
         }
+    }
+
+    /// How many routers its bridge last reported holding a registration
+    /// with, this one included (`Heartbeat.routers`); 0 when not reported.
+    pub fn routers(&self) -> u32 {
+        self.routers.load(Ordering::Relaxed)
+    }
+
+    /// Records the count of a heartbeat.
+    pub(crate) fn set_routers(&self, routers: u32) {
+        self.routers.store(routers, Ordering::Relaxed);
     }
 
     /// The same instance, its bridge taking `Peers` frames or not.

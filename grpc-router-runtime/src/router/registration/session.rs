@@ -597,6 +597,7 @@ fn handle(core: &RouterCore, instance: &Instance, frame: BridgeFrame) -> Result<
             }
         }
         BridgeFrame::Heartbeat(beat) => {
+            instance.set_routers(beat.routers);
             let serving = beat.status != pb::ServingStatus::NotServing as i32;
             if serving != instance.is_serving() {
                 instance.set_serving(serving);
