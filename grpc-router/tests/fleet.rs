@@ -159,18 +159,17 @@ async fn a_bridge_given_one_daemon_registers_with_the_whole_fleet_and_follows_a_
     let r4 = Daemon::start(&config("r4", &[]));
     daemons.push(r4);
     let replaced_at = Instant::now();
-    {
+    let followed = {
         let fleet: Vec<&Daemon> = daemons.iter().collect();
         form_fleet(&fleet, &["r1", "r3", "r4"]).await;
         registered_with_all(&fleet, 5).await;
+        let followed = replaced_at.elapsed();
         calls_succeed_through(&fleet).await;
         // The dead replica's registration is given up: three, not four.
         reports_routers(&fleet, 3).await;
-    }
-    eprintln!(
-        "registered with the replacement {:?} after the reloads began",
-        replaced_at.elapsed()
-    );
+        followed
+    };
+    eprintln!("registered with the replacement {followed:?} after the reloads began");
     // The registration with the dead replica is given up: three, not four.
     let mut state = bridge.registrations();
     within(
@@ -385,4 +384,26 @@ async fn a_replica_refuses_a_second_registration_of_a_bridge_that_holds_it_and_k
     let status = d1.service_status(GREETER).await.expect("known");
     assert_eq!(status.instances.len(), 1);
     assert!(d1.log.matching(&["re-registered"]).is_empty());
+}
+
+#[tokio::test]
+async fn a_daemon_finds_its_peers_through_dns_and_tells_the_bridge() {
+    let d1 = Daemon::start(&config("r1", &[]));
+    let d2 = Daemon::start(&config("r2", &[]));
+    // `localhost` resolves to d2's loopback address (and perhaps `::1`,
+    // where nothing listens: the bridge's dials there fail and back off).
+    let mark = d1.log.mark();
+    d1.reload(&format!(
+        "{}[cluster]\npeers_dns = \"localhost:{}\"\nresolve_every = \"200ms\"\n",
+        config("r1", &[]),
+        d2.registrations.port()
+    ));
+    d1.log
+        .wait_for_after(mark, &["the fleet changed"], 10)
+        .await;
+    let bridge = instance(d1.registrations_url());
+    let took = registered_with_all(&[&d1, &d2], 5).await;
+    eprintln!("registered with a peer found through DNS in {took:?}");
+    calls_succeed_through(&[&d1, &d2]).await;
+    bridge.shutdown().await;
 }
