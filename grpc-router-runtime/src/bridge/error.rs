@@ -86,8 +86,9 @@ pub enum RegistrationError {
     Unresolvable(String),
     /// The registration reached a router replica this bridge holds a
     /// registration with already (through a balancer, or a second address
-    /// of the replica): it was drained and closed, and is tried again once
-    /// some replica of the fleet is missing.
+    /// of the replica): the router refused it (its `Hello.registered_with`
+    /// named the replica), and it is tried again once some replica of the
+    /// fleet is missing.
     #[error("router `{router_id}` holds a registration of this bridge already; closed this one")]
     Duplicate {
         /// The replica's `router_id`.

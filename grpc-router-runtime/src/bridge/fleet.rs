@@ -2,9 +2,9 @@
 //! fleet lists its replicas in `Welcome` and `Peers`; the bridge keeps one
 //! registration per replica, telling replicas apart by the `router_id` of
 //! their `Welcome`, dials every listed address it holds no registration
-//! with, closes a second registration that lands on a replica it already
-//! holds (through a balancer) and drops registrations to addresses no
-//! longer listed. A router without a fleet (an older one, or one without
+//! with, names the replicas it holds in every `Hello` (a replica it holds
+//! refuses a second registration, which a balancer could send it) and drops
+//! registrations to addresses no longer listed. A router without a fleet (an older one, or one without
 //! `[cluster]`) lists none and the bridge keeps to the endpoints it was
 //! given.
 
@@ -14,10 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::BridgedService;
-use super::error::RegistrationError;
 use super::session::{self, Shared};
 use crate::pb;
 
@@ -46,8 +45,11 @@ pub(crate) struct Discovery {
 
 #[derive(Debug, Default)]
 struct State {
-    /// The router ids this bridge holds a registration with.
-    held: HashSet<String>,
+    /// The router ids this bridge holds a registration with, each with the
+    /// token of the registration holding it.
+    held: HashMap<String, u64>,
+    /// The token of the next claim.
+    next_claim: u64,
     /// The latest non-empty list of replicas a router sent, sorted and
     /// deduplicated by address.
     peers: Vec<pb::RouterPeer>,
@@ -75,12 +77,12 @@ impl State {
             Role::Seed => self
                 .peers
                 .iter()
-                .any(|p| self.id_of(p).is_none_or(|id| !self.held.contains(id))),
+                .any(|p| self.id_of(p).is_none_or(|id| !self.held.contains_key(id))),
             Role::Listed(address) => {
                 let listed = self.peers.iter().find(|p| &p.address == address);
                 listed
                     .and_then(|p| self.id_of(p))
-                    .is_none_or(|id| !self.held.contains(id))
+                    .is_none_or(|id| !self.held.contains_key(id))
             }
         }
     }
@@ -100,12 +102,16 @@ impl Default for Discovery {
 pub(crate) struct Claim {
     discovery: Arc<Discovery>,
     router_id: String,
+    token: u64,
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
         let mut state = self.discovery.lock();
-        state.held.remove(&self.router_id);
+        // Not when a newer registration took the replica over.
+        if state.held.get(&self.router_id) == Some(&self.token) {
+            state.held.remove(&self.router_id);
+        }
         drop(state);
         self.discovery.bump();
     }
@@ -121,16 +127,14 @@ impl Discovery {
     }
 
     /// Takes the replica a `Welcome` came from, and the router's list. No
-    /// claim (`Ok(None)`) from a router without a fleet: its id says nothing
-    /// (routers of old fleets may share one). An error when another
-    /// registration of this bridge holds that replica already.
-    pub(crate) fn claim(
-        self: &Arc<Self>,
-        welcome: &pb::Welcome,
-        role: &Role,
-    ) -> Result<Option<Claim>, RegistrationError> {
+    /// claim from a router without a fleet: its id says nothing (routers of
+    /// old fleets may share one). A registration that reached a replica
+    /// another one holds (two dials in flight at once, neither yet named in
+    /// `Hello.registered_with`) replaced that one on the router, which closes
+    /// it: the claim passes to the newer.
+    pub(crate) fn claim(self: &Arc<Self>, welcome: &pb::Welcome, role: &Role) -> Option<Claim> {
         if welcome.peers.is_empty() || welcome.router_id.is_empty() {
-            return Ok(None);
+            return None;
         }
         let mut state = self.lock();
         if let Role::Listed(address) = role {
@@ -138,24 +142,29 @@ impl Discovery {
                 .learned
                 .insert(address.clone(), welcome.router_id.clone());
         }
-        let fresh = state.held.insert(welcome.router_id.clone());
+        state.next_claim += 1;
+        let token = state.next_claim;
+        if state
+            .held
+            .insert(welcome.router_id.clone(), token)
+            .is_some()
+        {
+            debug!(router = %welcome.router_id, "a second registration replaced this bridge's first with the router");
+        }
         drop(state);
         self.offer(&welcome.peers);
-        if !fresh {
-            return Err(RegistrationError::Duplicate {
-                router_id: welcome.router_id.clone(),
-            });
-        }
-        Ok(Some(Claim {
+        self.bump();
+        Some(Claim {
             discovery: self.clone(),
             router_id: welcome.router_id.clone(),
-        }))
+            token,
+        })
     }
 
     /// The router ids this bridge holds a registration with, for its
     /// `Hello.registered_with`.
     pub(crate) fn held(&self) -> Vec<String> {
-        let mut held: Vec<String> = self.lock().held.iter().cloned().collect();
+        let mut held: Vec<String> = self.lock().held.keys().cloned().collect();
         held.sort();
         held
     }
@@ -300,35 +309,56 @@ mod tests {
     fn without_a_fleet_every_endpoint_is_dialled_and_nothing_is_claimed() {
         let discovery = Arc::new(Discovery::default());
         assert!(discovery.lock().wanted(&Role::Seed));
-        let claim = discovery.claim(&welcome("r", Vec::new()), &Role::Seed);
-        assert!(matches!(claim, Ok(None)));
+        assert!(
+            discovery
+                .claim(&welcome("r", Vec::new()), &Role::Seed)
+                .is_none()
+        );
         // Two old routers with one id are both kept.
-        let again = discovery.claim(&welcome("r", Vec::new()), &Role::Seed);
-        assert!(matches!(again, Ok(None)));
+        assert!(
+            discovery
+                .claim(&welcome("r", Vec::new()), &Role::Seed)
+                .is_none()
+        );
+        assert!(discovery.held().is_empty());
     }
 
     #[test]
-    fn a_second_registration_with_a_held_replica_is_a_duplicate_until_released() {
+    fn a_held_replica_is_not_dialled_again_until_released() {
         let discovery = Arc::new(Discovery::default());
         let list = vec![peer("a", "h:1"), peer("", "h:2")];
         let held = discovery
             .claim(&welcome("a", list.clone()), &Role::Seed)
-            .expect("first")
             .expect("claimed");
-        let duplicate = discovery.claim(&welcome("a", list.clone()), &Role::Listed("h:2".into()));
-        assert!(matches!(
-            duplicate,
-            Err(RegistrationError::Duplicate { ref router_id }) if router_id == "a"
-        ));
-        // h:2 answered as `a`: it is not dialled while `a` is held, and
-        // neither is the seed, as every listed replica is held.
+        assert_eq!(discovery.held(), ["a"]);
+        assert!(!discovery.lock().wanted(&Role::Listed("h:1".into())));
+        // Nothing is known of h:2 yet: it and the seed are dialled.
+        assert!(discovery.lock().wanted(&Role::Listed("h:2".into())));
+        assert!(discovery.lock().wanted(&Role::Seed));
+        // h:2 answers as `a` too (a second address of one replica): now
+        // neither is dialled while `a` is held, nor the seed.
+        let second = discovery.claim(&welcome("a", list), &Role::Listed("h:2".into()));
+        drop(held);
         let state = discovery.lock();
-        assert!(!state.wanted(&Role::Listed("h:1".into())));
         assert!(!state.wanted(&Role::Listed("h:2".into())));
         assert!(!state.wanted(&Role::Seed));
         drop(state);
-        drop(held);
+        drop(second);
+        assert!(discovery.held().is_empty());
         assert!(discovery.lock().wanted(&Role::Listed("h:1".into())));
+    }
+
+    #[test]
+    fn a_newer_registration_with_a_replica_keeps_it_when_the_older_ends() {
+        let discovery = Arc::new(Discovery::default());
+        let list = vec![peer("a", "h:1")];
+        let older = discovery.claim(&welcome("a", list.clone()), &Role::Seed);
+        let newer = discovery.claim(&welcome("a", list), &Role::Listed("h:1".into()));
+        drop(older);
+        assert_eq!(discovery.held(), ["a"]);
+        assert!(!discovery.lock().wanted(&Role::Seed));
+        drop(newer);
+        assert!(discovery.lock().wanted(&Role::Seed));
     }
 
     #[test]

@@ -238,31 +238,18 @@ async fn run_session<T: BridgedService>(
         Ok(registration) => registration,
         Err(end) => return end,
     };
-    // A second registration with a replica this bridge holds already is
-    // drained at once (calls the router sent meanwhile still finish) and
-    // closed.
-    let (claim, duplicate) = match shared.discovery.claim(&welcome, role) {
-        Ok(claim) => (claim, None),
-        Err(duplicate) => (None, Some(duplicate)),
-    };
-    let drained_now = CancellationToken::new();
-    let stop = match duplicate {
-        Some(_) => {
-            drained_now.cancel();
-            &drained_now
-        }
-        None => stop,
-    };
-    if duplicate.is_none() {
-        *registered = true;
-        let was_replaced = std::mem::take(replaced);
-        info!(%endpoint, router = %welcome.router_id, replicas = welcome.peers.len(), "registered");
-        shared.state.send_modify(|s| {
-            s.registered += 1;
-            s.last_error = None;
-            s.replaced = s.replaced.saturating_sub(usize::from(was_replaced));
-        });
-    }
+    // The replica this registration holds. One that reached a replica held
+    // already (two dials in flight at once) replaced the other there (the
+    // same bridge process): it takes the claim over.
+    let claim = shared.discovery.claim(&welcome, role);
+    *registered = true;
+    let was_replaced = std::mem::take(replaced);
+    info!(%endpoint, router = %welcome.router_id, replicas = welcome.peers.len(), "registered");
+    shared.state.send_modify(|s| {
+        s.registered += 1;
+        s.last_error = None;
+        s.replaced = s.replaced.saturating_sub(usize::from(was_replaced));
+    });
 
     let options = &shared.options;
     let calls = Arc::new(Calls::default());
@@ -289,12 +276,6 @@ async fn run_session<T: BridgedService>(
     drop(context);
     if matches!(end, SessionEnd::Stopped) && !shared.abort.is_cancelled() {
         flush(&mut frames).await;
-    }
-    if let Some(duplicate) = duplicate {
-        return match end {
-            SessionEnd::Stopped if !shared.shutdown.is_cancelled() => SessionEnd::Lost(duplicate),
-            end => end,
-        };
     }
     shared
         .state

@@ -3,15 +3,16 @@ bridge's ``bridge/fleet.rs``: a router with a fleet (the daemon's
 ``[cluster]``) lists its replicas in ``Welcome`` and ``Peers``; the bridge
 keeps one registration per replica, telling replicas apart by the
 ``router_id`` of their ``Welcome``, dials every listed address it holds no
-registration with, closes a second registration that lands on a replica it
-holds already, and drains the registration of an address no longer listed. A
+registration with, names the replicas it holds in every ``Hello`` (a replica
+it holds refuses a second registration, which a balancer could send it), and
+drains the registration of an address no longer listed. A
 router without a fleet lists none and the bridge keeps to its endpoints."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from . import wire
 
@@ -25,22 +26,16 @@ _LOGGER = logging.getLogger("grpc_router_bridge")
 MAX_REPLICAS = 64
 
 
-class Duplicate(Exception):
-    """The registration reached a replica this bridge holds already."""
-
-    def __init__(self, router_id: str) -> None:
-        super().__init__(f"router `{router_id}` holds a registration of this bridge already")
-        self.router_id = router_id
-
-
 class Discovery:
     """What the bridge knows of the fleet, shared by all its registrations.
     ``listed`` names a registration's role: ``None`` for a configured
     endpoint (perhaps a balancer), else the listed address it dials."""
 
     def __init__(self) -> None:
-        #: The router ids this bridge holds a registration with.
-        self.held: Set[str] = set()
+        #: The router ids this bridge holds a registration with, each with the
+        #: token of the registration holding it.
+        self.held: Dict[str, int] = {}
+        self._next_claim = 0
         #: The latest non-empty list a router sent, by address, sorted.
         self.peers: List[wire.RouterPeer] = []
         #: The router id a listed address answered with.
@@ -80,26 +75,28 @@ class Discovery:
                 stopped.cancel()
         return False
 
-    def claim(self, welcome: wire.Welcome, listed: Optional[str]) -> Optional[str]:
-        """Takes the replica a ``Welcome`` came from (its id, to
-        :meth:`release`); ``None`` from a router without a fleet. Raises
-        :class:`Duplicate` when another registration holds it."""
+    def claim(self, welcome: wire.Welcome, listed: Optional[str]) -> Optional[Tuple[str, int]]:
+        """Takes the replica a ``Welcome`` came from (a claim to
+        :meth:`release`); ``None`` from a router without a fleet (its id says
+        nothing). A registration that reached a replica another one holds (two
+        dials in flight at once) replaced that one on the router, which closes
+        it: the claim passes to the newer."""
         if not welcome.peers or not welcome.router_id:
             return None
         if listed is not None:
             self.learned[listed] = welcome.router_id
-        fresh = welcome.router_id not in self.held
-        self.held.add(welcome.router_id)
+        self._next_claim += 1
+        self.held[welcome.router_id] = self._next_claim
         self.offer(welcome.peers)
-        if not fresh:
-            raise Duplicate(welcome.router_id)
         self._bump()
-        return welcome.router_id
+        return welcome.router_id, self._next_claim
 
-    def release(self, router_id: Optional[str]) -> None:
-        """A registration that held ``router_id`` ended."""
-        if router_id is not None:
-            self.held.discard(router_id)
+    def release(self, claim: Optional[Tuple[str, int]]) -> None:
+        """The registration holding ``claim`` ended."""
+        if claim is not None:
+            router_id, token = claim
+            if self.held.get(router_id) == token:
+                del self.held[router_id]
             self._bump()
 
     def held_ids(self) -> List[str]:

@@ -16,7 +16,6 @@ import grpc.aio
 
 from . import wire
 from .call import Call
-from .fleet import Duplicate
 
 if TYPE_CHECKING:  # pragma: no cover
     from .bridge import Bridge
@@ -100,10 +99,7 @@ class Session:
         #: The fleet address this session dials (``None``: a configured endpoint).
         self.listed = listed
         #: The replica this registration holds (see ``Discovery.claim``).
-        self.claimed: Optional[str] = None
-        #: Set when the registration reached a replica held already: it is
-        #: drained at once and closed.
-        self.duplicate: Optional[str] = None
+        self.claimed: Optional[Tuple[str, int]] = None
         # Set to drain and leave: the bridge's shutdown, or the router's
         # address gone from DNS.
         self.stop = stop
@@ -279,10 +275,7 @@ class Session:
                 return SessionEnd("lost", f"router sent a bad first frame: {e}")
             if not isinstance(welcome, wire.Welcome):
                 return SessionEnd("lost", "router's first frame was not Welcome")
-            try:
-                self.claimed = bridge.discovery.claim(welcome, self.listed)
-            except Duplicate as e:
-                self.duplicate = e.router_id
+            self.claimed = bridge.discovery.claim(welcome, self.listed)
             return await self._serve(stream, welcome, writer)
         finally:
             bridge.discovery.release(self.claimed)
@@ -331,15 +324,13 @@ class Session:
         bridge = self.bridge
         self.reply_window = max(welcome.initial_window, 1)
         self.max_frame = max(welcome.max_frame_size, 1024)
-        counted = self.duplicate is None
-        if counted:
-            self.registered = True
-            bridge._registered_changed(+1, None)
-            if self.was_replaced:
-                self.was_replaced = False
-                bridge._replaced_changed(-1)
-            _LOGGER.info("registered with %s (router %s)", self.endpoint, welcome.router_id)
-            bridge._sessions.add(self)
+        self.registered = True
+        bridge._registered_changed(+1, None)
+        if self.was_replaced:
+            self.was_replaced = False
+            bridge._replaced_changed(-1)
+        _LOGGER.info("registered with %s (router %s)", self.endpoint, welcome.router_id)
+        bridge._sessions.add(self)
         self._last_seen = self.loop.time()
         reader = self.loop.create_task(self._read(stream))
         heartbeat = self.loop.create_task(
@@ -348,8 +339,7 @@ class Session:
                 max(welcome.heartbeat_timeout_ms, 300) / 1000,
             )
         )
-        # A duplicate drains at once: calls the router sent meanwhile finish.
-        stop = self.loop.create_task(self.stop.wait() if counted else asyncio.sleep(0))
+        stop = self.loop.create_task(self.stop.wait())
         abort = self.loop.create_task(bridge._aborting.wait())
         try:
             first: Set["asyncio.Future[Any]"] = {self._ended, stop}
@@ -380,15 +370,12 @@ class Session:
                 await asyncio.wait_for(asyncio.shield(writer), 5)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 pass
-            if not counted and not self.stop.is_set():
-                return SessionEnd("duplicate", f"router `{self.duplicate}` holds a registration of this bridge already")
             return SessionEnd("stopped")
         finally:
             for task in (reader, heartbeat, stop, abort):
                 task.cancel()
-            if counted:
-                bridge._sessions.discard(self)
-                bridge._registered_changed(-1, None)
+            bridge._sessions.discard(self)
+            bridge._registered_changed(-1, None)
 
     async def _read(self, stream: grpc.aio.StreamStreamCall) -> None:
         try:
