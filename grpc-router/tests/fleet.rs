@@ -407,3 +407,38 @@ async fn a_daemon_finds_its_peers_through_dns_and_tells_the_bridge() {
     calls_succeed_through(&[&d1, &d2]).await;
     bridge.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_bridge_behind_a_balancer_that_lost_its_replica_never_displaces_its_other_registrations()
+{
+    let mut daemons = three_daemons();
+    {
+        let fleet: Vec<&Daemon> = daemons.iter().collect();
+        form_fleet(&fleet, &["r1", "r2", "r3"]).await;
+    }
+    let front = balancer(daemons.iter().map(|d| d.registrations).collect()).await;
+    let bridge = instance(format!("http://{front}"));
+    {
+        let fleet: Vec<&Daemon> = daemons.iter().collect();
+        registered_with_all(&fleet, 5).await;
+    }
+    // The balancer's first connection went to r1: the bridge's registration
+    // through it is lost with r1, and it dials the balancer again, reaching
+    // r2 and r3, which it holds: they refuse, keeping the live registration.
+    drop(daemons.remove(0));
+    let r4 = Daemon::start(&config("r4", &[]));
+    daemons.push(r4);
+    let fleet: Vec<&Daemon> = daemons.iter().collect();
+    form_fleet(&fleet, &["r2", "r3", "r4"]).await;
+    registered_with_all(&fleet, 5).await;
+    calls_succeed_through(&fleet).await;
+    reports_routers(&fleet, 3).await;
+    for daemon in &fleet {
+        assert!(
+            daemon.log.matching(&["re-registered"]).is_empty(),
+            "a registration of the bridge replaced another on {}",
+            daemon.registrations
+        );
+    }
+    bridge.shutdown().await;
+}
