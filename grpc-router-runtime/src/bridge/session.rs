@@ -126,7 +126,7 @@ async fn reconnect<T: BridgedService>(
             // once some replica is missing, with the backoff growing so a
             // balancer that keeps answering with held replicas is not
             // hammered.
-            debug!(%endpoint, %reason, "second registration with a replica closed");
+            debug!(%endpoint, %reason, "second registration with a replica refused");
         } else {
             let counted = reason.is_replaced() && !*replaced;
             *replaced |= counted;
@@ -240,8 +240,13 @@ async fn run_session<T: BridgedService>(
     };
     // The replica this registration holds. One that reached a replica held
     // already (two dials in flight at once) replaced the other there (the
-    // same bridge process): it takes the claim over.
-    let claim = shared.discovery.claim(&welcome, role);
+    // same bridge process): it takes the claim over. Without discovery the
+    // fleet is not followed at all.
+    let claim = if shared.options.discovery {
+        shared.discovery.claim(&welcome, role)
+    } else {
+        None
+    };
     *registered = true;
     let was_replaced = std::mem::take(replaced);
     info!(%endpoint, router = %welcome.router_id, replicas = welcome.peers.len(), "registered");

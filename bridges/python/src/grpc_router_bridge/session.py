@@ -275,7 +275,8 @@ class Session:
                 return SessionEnd("lost", f"router sent a bad first frame: {e}")
             if not isinstance(welcome, wire.Welcome):
                 return SessionEnd("lost", "router's first frame was not Welcome")
-            self.claimed = bridge.discovery.claim(welcome, self.listed)
+            if options.discovery:
+                self.claimed = bridge.discovery.claim(welcome, self.listed)
             return await self._serve(stream, welcome, writer)
         finally:
             bridge.discovery.release(self.claimed)
