@@ -99,6 +99,7 @@ async fn a_bridge_that_heartbeats_but_stops_reading_is_bounded_skipped_and_evict
                 let beat = BridgeFrame::Heartbeat(pb::Heartbeat {
                     active_calls: 0,
                     status: pb::ServingStatus::Serving as i32,
+                    routers: 1,
                 });
                 if out.send(beat).is_err() {
                     return;
@@ -586,6 +587,7 @@ async fn a_router_that_sends_past_the_bridges_request_window_fails_the_call() {
             max_frame_size: 128 * 1024,
             heartbeat_interval_ms: 10_000,
             heartbeat_timeout_ms: 30_000,
+            peers: Vec::new(),
         })
         .await;
     let call_id = 1;
@@ -656,6 +658,7 @@ async fn a_burst_of_unary_calls_larger_than_one_reader_pass_all_complete() {
             max_frame_size: 128 * 1024,
             heartbeat_interval_ms: 10_000,
             heartbeat_timeout_ms: 30_000,
+            peers: Vec::new(),
         })
         .await;
     let request = HelloRequest {

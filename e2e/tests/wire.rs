@@ -55,6 +55,10 @@ fn every_router_frame_encodes_the_same_with_generated_types_and_the_hand_codec()
         max_frame_size: 2,
         heartbeat_interval_ms: 3,
         heartbeat_timeout_ms: 4,
+        peers: vec![pb::RouterPeer {
+            router_id: "r".into(),
+            address: "127.0.0.1:50052".into(),
+        }],
     };
     router_frame_agrees(
         Frame::Welcome(welcome.clone()),
@@ -130,6 +134,19 @@ fn every_router_frame_encodes_the_same_with_generated_types_and_the_hand_codec()
         last: true,
     };
     router_frame_agrees(Frame::Chunk(chunk.clone()), RouterFrame::Chunk(chunk));
+    let peers = pb::Peers {
+        peers: vec![
+            pb::RouterPeer {
+                router_id: "r".into(),
+                address: "10.0.0.1:50052".into(),
+            },
+            pb::RouterPeer {
+                router_id: String::new(),
+                address: "10.0.0.2:50052".into(),
+            },
+        ],
+    };
+    router_frame_agrees(Frame::Peers(peers.clone()), RouterFrame::Peers(peers));
 }
 
 #[test]
@@ -198,6 +215,7 @@ fn every_bridge_frame_encodes_the_same_with_generated_types_and_the_hand_codec()
     let beat = pb::Heartbeat {
         active_calls: 3,
         status: pb::ServingStatus::NotServing as i32,
+        routers: 2,
     };
     bridge_frame_agrees(Frame::Heartbeat(beat), BridgeFrame::Heartbeat(beat));
     let drain = pb::Drain { reason: "r".into() };

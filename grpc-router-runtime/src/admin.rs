@@ -145,6 +145,7 @@ pub(crate) fn status(core: &RouterCore) -> pb::ServiceStatus {
                 ejected_until: remaining.map(|r| prost_types::Timestamp::from(now + r)),
                 ejection_remaining_millis: remaining
                     .map_or(0, |r| u64::try_from(r.as_millis()).unwrap_or(u64::MAX)),
+                routers: instance.routers(),
             }
         })
         .collect();

@@ -47,6 +47,8 @@ pub mod field {
         pub const GO_AWAY: u32 = 8;
         /// `MessageChunk`.
         pub const CHUNK: u32 = 9;
+        /// `Peers`.
+        pub const PEERS: u32 = 10;
     }
 
     /// The arms of `<Service>BridgeFrame.frame`.
@@ -71,6 +73,11 @@ pub mod field {
         pub const PONG: u32 = 9;
     }
 }
+
+/// The trailer of the ALREADY_EXISTS status a router refuses a second
+/// registration of a bridge with, when the bridge's `Hello.registered_with`
+/// lists the router's id: its value is that id.
+pub const DUPLICATE_TRAILER: &str = "router-duplicate";
 
 /// A frame could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -125,10 +132,18 @@ pub enum RouterFrame {
     GoAway(pb::GoAway),
     /// A piece of a large request message.
     Chunk(pb::MessageChunk),
+    /// The router replicas of the fleet changed (only to bridges whose
+    /// `Hello` set `discovery`).
+    Peers(pb::Peers),
 }
 
 /// A frame a bridge sends to the router.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "`Hello` goes once per registration; boxing it would change this public enum \
+              for the 24 bytes its `registered_with` added"
+)]
 pub enum BridgeFrame {
     /// Registration request; always the first frame.
     Hello(pb::Hello),
@@ -286,6 +301,7 @@ impl EncodeFrame for RouterFrame {
             RouterFrame::Ping(m) => message_len!(field::router::PING, m),
             RouterFrame::GoAway(m) => message_len!(field::router::GO_AWAY, m),
             RouterFrame::Chunk(m) => message_len!(field::router::CHUNK, m),
+            RouterFrame::Peers(m) => message_len!(field::router::PEERS, m),
         }
     }
 
@@ -300,6 +316,7 @@ impl EncodeFrame for RouterFrame {
             RouterFrame::Ping(m) => message_encode!(field::router::PING, m, buf),
             RouterFrame::GoAway(m) => message_encode!(field::router::GO_AWAY, m, buf),
             RouterFrame::Chunk(m) => message_encode!(field::router::CHUNK, m, buf),
+            RouterFrame::Peers(m) => message_encode!(field::router::PEERS, m, buf),
         }
     }
 }
@@ -319,6 +336,7 @@ impl DecodeFrame for RouterFrame {
             field::router::PING => RouterFrame::Ping(pb::Ping::decode(body)?),
             field::router::GO_AWAY => RouterFrame::GoAway(pb::GoAway::decode(body)?),
             field::router::CHUNK => RouterFrame::Chunk(pb::MessageChunk::decode(body)?),
+            field::router::PEERS => RouterFrame::Peers(pb::Peers::decode(body)?),
             other => return Err(WireError::UnknownFrame(other)),
         })
     }

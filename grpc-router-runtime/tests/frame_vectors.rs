@@ -468,6 +468,7 @@ fn router_frame_arm(
         RouterFrame::Ping(m) => arm(desc, f::PING, &m.encode_to_vec()),
         RouterFrame::GoAway(m) => arm(desc, f::GO_AWAY, &m.encode_to_vec()),
         RouterFrame::Chunk(m) => arm(desc, f::CHUNK, &m.encode_to_vec()),
+        RouterFrame::Peers(m) => arm(desc, f::PEERS, &m.encode_to_vec()),
     }
 }
 

@@ -80,6 +80,12 @@ pub async fn serve(
 ) -> Result<(), DaemonError> {
     let (router, registry) = build_router(&config)?;
     let bound = Bound::bind(&config).await?;
+    if let Some(registrations) = bound.registrations_addr() {
+        config.cluster_state.update(&config.cluster);
+        config
+            .cluster_state
+            .start(config.router_id(), registrations);
+    }
     // Before the `listening` line: a signal sent right after it is answered
     // (SIGHUP, unhandled, would end the process).
     let streams = listen_for_signals();
@@ -214,16 +220,21 @@ impl Bound {
         })
     }
 
+    /// Where instances register: the registrations listener's address, or
+    /// the clients' when they share one.
+    fn registrations_addr(&self) -> Option<std::net::SocketAddr> {
+        self.registrations
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .or_else(|| self.clients.local_addr().ok())
+    }
+
     /// Logs where the daemon serves, and prints the `listening` line.
     fn announce(&self, config: &Config) {
         let keda_addr = self.keda.as_ref().and_then(|l| l.local_addr().ok());
         let admin_addr = self.admin.as_ref().and_then(|l| l.local_addr().ok());
         let clients_addr = self.clients.local_addr().ok();
-        let registrations_addr = self
-            .registrations
-            .as_ref()
-            .and_then(|l| l.local_addr().ok())
-            .or(clients_addr);
+        let registrations_addr = self.registrations_addr();
         info!(
             router_id = %config.router_id(),
             clients = ?clients_addr,
@@ -472,6 +483,8 @@ pub fn reload(
         }
     }
     next.router_id = current.router_id.clone();
+    next.cluster_state = current.cluster_state.clone();
+    next.cluster_state.update(&next.cluster);
     router.configure(next.default_router_config(), next.service_router_configs());
     log.set(&next.log);
     info!(

@@ -6,6 +6,7 @@
 //! - [`keda`]: the KEDA external scaler (`[keda] listen`).
 //! - [`admin_http`]: the admin HTTP listener (`/metrics`, status page,
 //!   `/healthz`).
+//! - [`cluster`]: the fleet of replicas (`[cluster]`) told to bridges.
 //! - [`config`]: the TOML configuration and its `GRPC_ROUTER_*` overrides.
 //! - [`daemon`]: `grpc-router serve`: listeners, reload on SIGHUP, drain on
 //!   SIGTERM.
@@ -26,6 +27,7 @@
 
 pub mod activate;
 pub mod admin_http;
+pub mod cluster;
 pub mod config;
 pub mod credentials;
 pub mod daemon;

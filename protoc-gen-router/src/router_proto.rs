@@ -128,7 +128,7 @@ fn write_service(
         "// Frames a router sends to a `{full}` instance on its register stream.\n\
          message {name}RouterFrame {{\n  // The frame.\n  oneof frame {{"
     );
-    let router_arms: [(&str, &str, &str); 9] = [
+    let router_arms: [(&str, &str, &str); 10] = [
         (
             ".router.v1.Welcome",
             "welcome",
@@ -161,6 +161,11 @@ fn write_service(
             ".router.v1.MessageChunk",
             "chunk",
             "A piece of a large request message.",
+        ),
+        (
+            ".router.v1.Peers",
+            "peers",
+            "The router replicas of the fleet changed.",
         ),
     ];
     arms(out, &router_arms);
@@ -229,7 +234,7 @@ fn write_service(
     );
 }
 
-fn arms(out: &mut String, arms: &[(&str, &str, &str); 9]) {
+fn arms(out: &mut String, arms: &[(&str, &str, &str)]) {
     for (number, (ty, field, doc)) in (1..).zip(arms) {
         let _ = writeln!(out, "    // {doc}\n    {ty} {field} = {number};");
     }

@@ -85,6 +85,7 @@ def _router_frame_values(frame: Any) -> wire.RouterFrame:
             arm.max_frame_size,
             arm.heartbeat_interval_ms,
             arm.heartbeat_timeout_ms,
+            [wire.RouterPeer(p.router_id, p.address) for p in arm.peers],
         )
     if kind == "start":
         return wire.CallStart(
@@ -113,6 +114,8 @@ def _router_frame_values(frame: Any) -> wire.RouterFrame:
         return wire.GoAway(arm.reason, arm.refused)
     if kind == "chunk":
         return wire.Chunk(arm.call_id, arm.data, arm.last)
+    if kind == "peers":
+        return wire.Peers([wire.RouterPeer(p.router_id, p.address) for p in arm.peers])
     raise AssertionError(f"router frame kind {kind!r} has no expectation here: add it to _router_frame_values")
 
 
@@ -142,6 +145,8 @@ def _encode_bridge_frame(frame: Any) -> bytes:
             protocol_version=arm.protocol_version,
             incarnation=arm.incarnation,
             description=description,
+            discovery=arm.discovery,
+            registered_with=list(arm.registered_with),
         ).encode()
     if kind == "headers":
         return wire.encode_headers(arm.call_id, _metadata(arm.metadata))
@@ -155,7 +160,7 @@ def _encode_bridge_frame(frame: Any) -> bytes:
         return wire.encode_window_update(arm.call_id, arm.increment)
     if kind == "heartbeat":
         assert arm.status in (wire.SERVING, wire.NOT_SERVING), "the bridge reports serving or not serving"
-        return wire.encode_heartbeat(arm.active_calls, arm.status == wire.SERVING)
+        return wire.encode_heartbeat(arm.active_calls, arm.status == wire.SERVING, arm.routers)
     if kind == "drain":
         return wire.encode_drain(arm.reason)
     if kind == "chunk":

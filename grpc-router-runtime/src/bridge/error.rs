@@ -84,6 +84,16 @@ pub enum RegistrationError {
     /// port to look up.
     #[error("cannot resolve router endpoint `{0}`: expected scheme://host:port")]
     Unresolvable(String),
+    /// The registration reached a router replica this bridge holds a
+    /// registration with already (through a balancer, or a second address
+    /// of the replica): the router refused it (its `Hello.registered_with`
+    /// named the replica), and it is tried again once some replica of the
+    /// fleet is missing.
+    #[error("router `{router_id}` holds a registration of this bridge already; closed this one")]
+    Duplicate {
+        /// The replica's `router_id`.
+        router_id: String,
+    },
     /// The router broke the register protocol.
     #[error("router broke the register protocol: {0}")]
     Protocol(&'static str),

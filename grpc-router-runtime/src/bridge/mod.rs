@@ -23,6 +23,7 @@ pub(crate) mod body;
 mod call;
 mod endpoint;
 mod error;
+mod fleet;
 pub(crate) mod session;
 
 pub use endpoint::EndpointError;
@@ -132,6 +133,13 @@ pub struct BridgeConfig {
     /// `.await`: that work would hold up the frames of the registration's
     /// other calls while it runs.
     pub inline_first_poll: bool,
+    /// Whether the bridge follows a router fleet (default `true`): a router
+    /// with a `[cluster]` lists its replicas in `Welcome` and `Peers`, and
+    /// the bridge then holds one registration per replica (at most 64),
+    /// whatever endpoint it was given (a balancer in front of the fleet, or
+    /// one replica). Routers without a fleet list none: the bridge
+    /// registers with its endpoints only, as when this is off.
+    pub discovery: bool,
 }
 
 /// Resolves a router host name to the addresses of every router replica.
@@ -218,6 +226,7 @@ impl BridgeConfig {
             register_metadata: tonic::metadata::MetadataMap::new(),
             tls: None,
             inline_first_poll: true,
+            discovery: true,
         }
     }
 
@@ -286,6 +295,12 @@ impl BridgeConfig {
     /// [`BridgeConfig::inline_first_poll`]).
     pub fn inline_first_poll(mut self, inline: bool) -> Self {
         self.inline_first_poll = inline;
+        self
+    }
+
+    /// Follows a router fleet, or not (see [`BridgeConfig::discovery`]).
+    pub fn discovery(mut self, follow: bool) -> Self {
+        self.discovery = follow;
         self
     }
 
@@ -390,8 +405,9 @@ impl<S: ServiceSpec, T: BridgedService> Bridge<S, T> {
             serving: watch::Sender::new(true),
             active: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             incarnation: format!("{:032x}", rand::random::<u128>()),
+            discovery: Default::default(),
         });
-        let tasks = shared
+        let mut tasks: Vec<JoinHandle<()>> = shared
             .options
             .endpoints
             .iter()
@@ -407,9 +423,16 @@ impl<S: ServiceSpec, T: BridgedService> Bridge<S, T> {
                     self.service.clone(),
                     endpoint.clone(),
                     shared.shutdown.clone(),
+                    fleet::Role::Seed,
                 )),
             })
             .collect();
+        if shared.options.discovery {
+            tasks.push(tokio::spawn(fleet::follow(
+                shared.clone(),
+                self.service.clone(),
+            )));
+        }
         BridgeHandle {
             shared,
             shutdown,

@@ -16,6 +16,7 @@ use tracing::{debug, error, info, warn};
 use super::body::RequestEvent;
 use super::call::{self, CallContext, Calls};
 use super::error::RegistrationError;
+use super::fleet::{Discovery, Role};
 use super::{BridgeConfig, BridgeState, BridgedService};
 use crate::codec::FrameCodec;
 use crate::codec::frame_limit;
@@ -43,6 +44,8 @@ pub(crate) struct Shared {
     /// replaces its own stale registration, another bridge with the same
     /// instance id does not.
     pub(crate) incarnation: String,
+    /// The router fleet as the routers' `Welcome` and `Peers` list it.
+    pub(crate) discovery: Arc<Discovery>,
 }
 
 /// How a session ended.
@@ -54,12 +57,14 @@ enum SessionEnd {
     Lost(RegistrationError),
 }
 
-/// Keeps one endpoint's registration alive until shutdown.
+/// Keeps one endpoint's registration alive until shutdown (while it is
+/// wanted: see [`Discovery::wait_until_wanted`]).
 pub(crate) async fn run_endpoint<T: BridgedService>(
     shared: Arc<Shared>,
     service: T,
     endpoint: String,
     stop: CancellationToken,
+    role: Role,
 ) {
     if let Err(error) = super::endpoint::check(&endpoint, shared.options.tls.is_some()) {
         refuse_endpoint(&shared, &error);
@@ -67,7 +72,7 @@ pub(crate) async fn run_endpoint<T: BridgedService>(
     }
     // Whether this endpoint counts in `BridgeState::replaced`.
     let mut replaced = false;
-    reconnect(&shared, &service, &endpoint, &stop, &mut replaced).await;
+    reconnect(&shared, &service, &endpoint, &stop, &mut replaced, &role).await;
     if replaced {
         shared
             .state
@@ -83,14 +88,24 @@ async fn reconnect<T: BridgedService>(
     endpoint: &str,
     stop: &CancellationToken,
     replaced: &mut bool,
+    role: &Role,
 ) {
     let mut delay = shared.options.reconnect_initial;
     loop {
-        if stop.is_cancelled() {
+        if stop.is_cancelled() || !shared.discovery.wait_until_wanted(role, stop).await {
             return;
         }
         let mut registered = false;
-        let end = run_session(shared, service, endpoint, stop, &mut registered, replaced).await;
+        let end = run_session(
+            shared,
+            service,
+            endpoint,
+            stop,
+            &mut registered,
+            replaced,
+            role,
+        )
+        .await;
         let reason = match end {
             SessionEnd::Stopped => return,
             SessionEnd::Lost(reason) => reason,
@@ -105,16 +120,25 @@ async fn reconnect<T: BridgedService>(
             // only be refused again, or start a takeover loop.
             delay = shared.options.reconnect_max;
         }
-        let counted = reason.is_replaced() && !*replaced;
-        *replaced |= counted;
-        shared.state.send_modify(|s| {
-            s.last_error = Some(reason.clone());
-            s.replaced += usize::from(counted);
-        });
+        let duplicate = matches!(reason, RegistrationError::Duplicate { .. });
+        if duplicate {
+            // Not a failure: the fleet is covered there already. Tried again
+            // once some replica is missing, with the backoff growing so a
+            // balancer that keeps answering with held replicas is not
+            // hammered.
+            debug!(%endpoint, %reason, "second registration with a replica refused");
+        } else {
+            let counted = reason.is_replaced() && !*replaced;
+            *replaced |= counted;
+            shared.state.send_modify(|s| {
+                s.last_error = Some(reason.clone());
+                s.replaced += usize::from(counted);
+            });
+        }
         let jittered = jitter(delay);
         if reason.is_replaced() {
             error!(%endpoint, %reason, retry_in = ?jittered, "another process holds this instance id");
-        } else {
+        } else if !duplicate {
             warn!(%endpoint, %reason, retry_in = ?jittered, "registration lost");
         }
         tokio::select! {
@@ -204,6 +228,7 @@ async fn run_session<T: BridgedService>(
     stop: &CancellationToken,
     registered: &mut bool,
     replaced: &mut bool,
+    role: &Role,
 ) -> SessionEnd {
     let Registration {
         out,
@@ -213,9 +238,18 @@ async fn run_session<T: BridgedService>(
         Ok(registration) => registration,
         Err(end) => return end,
     };
+    // The replica this registration holds. One that reached a replica held
+    // already (two dials in flight at once) replaced the other there (the
+    // same bridge process): it takes the claim over. Without discovery the
+    // fleet is not followed at all.
+    let claim = if shared.options.discovery {
+        shared.discovery.claim(&welcome, role)
+    } else {
+        None
+    };
     *registered = true;
     let was_replaced = std::mem::take(replaced);
-    info!(%endpoint, router = %welcome.router_id, "registered");
+    info!(%endpoint, router = %welcome.router_id, replicas = welcome.peers.len(), "registered");
     shared.state.send_modify(|s| {
         s.registered += 1;
         s.last_error = None;
@@ -251,6 +285,7 @@ async fn run_session<T: BridgedService>(
     shared
         .state
         .send_modify(|s| s.registered = s.registered.saturating_sub(1));
+    drop(claim);
     end
 }
 
@@ -306,6 +341,12 @@ async fn register(
         max_message_size: u32::try_from(options.max_message_size).unwrap_or(u32::MAX),
         description: Some(shared.description.clone()),
         incarnation: shared.incarnation.clone(),
+        discovery: options.discovery,
+        registered_with: if options.discovery {
+            shared.discovery.held()
+        } else {
+            Vec::new()
+        },
     };
     let _ = out.send(BridgeFrame::Hello(hello));
     let path = PathAndQuery::try_from(shared.register_path.as_str()).map_err(|_| {
@@ -329,6 +370,11 @@ async fn register(
         _ = stop.cancelled() => return Err(SessionEnd::Stopped),
     };
     let lost = |status: tonic::Status| {
+        if let Some(router_id) = status.metadata().get(crate::wire::DUPLICATE_TRAILER) {
+            return SessionEnd::Lost(RegistrationError::Duplicate {
+                router_id: router_id.to_str().unwrap_or_default().to_owned(),
+            });
+        }
         SessionEnd::Lost(RegistrationError::from_register_status(
             &status,
             endpoint,
@@ -410,7 +456,7 @@ async fn serve<T: BridgedService>(
             frame = frames.message() => match frame {
                 Ok(Some(frame)) => {
                     last_seen = tokio::time::Instant::now();
-                    let end = on_frames(frame, frames, &mut drain, service, context, &mut first_polls);
+                    let end = on_frames(frame, frames, &mut drain, service, context, &mut first_polls, &shared.discovery);
                     call::run_first_polls(&mut first_polls);
                     if let Some(end) = end {
                         return end;
@@ -440,20 +486,22 @@ async fn serve<T: BridgedService>(
             _ = shared.abort.cancelled() => return SessionEnd::Stopped,
             changed = serving.changed() => {
                 if changed.is_ok() {
-                    send_heartbeat(out, calls, *serving.borrow_and_update());
+                    send_heartbeat(shared, out, calls, *serving.borrow_and_update());
                 }
             }
             _ = heartbeat.tick() => {
                 if last_seen.elapsed() > timeout {
                     return SessionEnd::Lost(RegistrationError::Silent(timeout));
                 }
-                send_heartbeat(out, calls, *serving.borrow());
+                send_heartbeat(shared, out, calls, *serving.borrow());
             }
         }
     }
 }
 
-fn send_heartbeat(out: &QueueSender<BridgeFrame>, calls: &Calls, serving: bool) {
+/// Reports the instance's load, serving state and how many routers it is
+/// registered with.
+fn send_heartbeat(shared: &Shared, out: &QueueSender<BridgeFrame>, calls: &Calls, serving: bool) {
     let status = if serving {
         pb::ServingStatus::Serving
     } else {
@@ -462,6 +510,7 @@ fn send_heartbeat(out: &QueueSender<BridgeFrame>, calls: &Calls, serving: bool) 
     let _ = out.send(BridgeFrame::Heartbeat(pb::Heartbeat {
         active_calls: u32::try_from(calls.active()).unwrap_or(u32::MAX),
         status: status as i32,
+        routers: u32::try_from(shared.state.borrow().registered).unwrap_or(u32::MAX),
     }));
 }
 
@@ -479,6 +528,7 @@ fn on_frames<T: BridgedService>(
     service: &T,
     context: &Arc<CallContext>,
     first_polls: &mut Vec<call::CallTask>,
+    discovery: &Discovery,
 ) -> Option<SessionEnd> {
     let mut frame = frame;
     let mut handled = 0;
@@ -489,6 +539,7 @@ fn on_frames<T: BridgedService>(
                 debug!(reason = %go_away.reason, "router acknowledged drain");
                 *drain = DrainPhase::Acknowledged { deadline };
             }
+            (RouterFrame::Peers(peers), _) => discovery.offer(&peers.peers),
             (RouterFrame::GoAway(go_away), _) => {
                 return Some(SessionEnd::Lost(if go_away.refused {
                     RegistrationError::Refused {
@@ -549,7 +600,7 @@ fn dispatch<T: BridgedService>(
                 .out
                 .send_front(BridgeFrame::Pong(pb::Pong { nonce: ping.nonce }));
         }
-        RouterFrame::Welcome(_) | RouterFrame::GoAway(_) => {}
+        RouterFrame::Welcome(_) | RouterFrame::GoAway(_) | RouterFrame::Peers(_) => {}
     }
 }
 
@@ -687,6 +738,7 @@ pub(crate) async fn run_resolved<T: BridgedService>(
                     service.clone(),
                     format!("{scheme}://{addr}"),
                     stop.clone(),
+                    Role::Seed,
                 ));
                 (stop, task)
             });

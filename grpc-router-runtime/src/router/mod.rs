@@ -26,7 +26,7 @@ use policy::{
     refusal, retry, split,
 };
 pub(crate) use registration::bridge_kind;
-use registration::{outbound, recheck, session};
+use registration::{fleet, outbound, recheck, session};
 use stats::{attempt_end, call_stats, recent_errors};
 
 use std::convert::Infallible;
@@ -52,6 +52,7 @@ pub use concurrency::{ConcurrencyLimits, ConcurrencyQueue};
 pub(crate) use concurrency::{status as concurrency_status, totals as concurrency_totals};
 pub use deadline::{DeadlinePolicy, Deadlines};
 pub use dynamic::{DEFAULT_MAX_SERVICES, DynamicRouter, DynamicSide, ServiceChange, ServiceHandle};
+pub use fleet::Fleet;
 pub use limit::{ClientKey, RateLimit, RateLimits};
 pub use method_settings::{NamedMethod, unknown_method_warnings};
 pub use outlier::OutlierDetection;
@@ -227,6 +228,12 @@ pub struct RouterConfig {
     /// waits for one (scale to zero; see [`WaitForInstance`]); `None` (the
     /// default) fails such a call UNAVAILABLE at once.
     pub wait_for_instance: Option<WaitForInstance>,
+    /// The router replicas of this router's fleet, sent to bridges in
+    /// `Welcome` and `Peers` so each holds a registration with every
+    /// replica; `None` (or an empty fleet) sends none. Share one [`Fleet`]
+    /// between every config of a process: a `reconfigure` keeps the fleet
+    /// the router's first registration found.
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 impl std::fmt::Debug for RouterConfig {
@@ -249,6 +256,7 @@ impl std::fmt::Debug for RouterConfig {
             .field("route_key_header", &self.route_key_header)
             .field("authorize", &self.authorize.as_ref().map(|_| "<fn>"))
             .field("metrics", &self.metrics)
+            .field("fleet", &self.fleet)
             .finish_non_exhaustive()
     }
 }
@@ -287,6 +295,7 @@ impl Default for RouterConfig {
             metrics: None,
             named_methods: Vec::new(),
             wait_for_instance: None,
+            fleet: None,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! The module is split by job:
 //! - `sections`: the daemon-wide sections (listeners, limits, admin, log,
 //!   tracing, ...);
+//! - `cluster`: `[cluster]`, the replicas of a fleet;
 //! - `service`: a service's settings and their checks;
 //! - `inherit`: how they inherit from `[defaults]` (derived, field by
 //!   field);
@@ -23,6 +24,7 @@
 //! - `router_config`: the `RouterConfig` of each service.
 
 mod activate;
+mod cluster;
 mod concurrency;
 mod env;
 mod file;
@@ -46,6 +48,7 @@ use serde::{Deserialize, Serialize};
 use crate::jwt::Verifier;
 
 pub use activate::{ActivateSetting, Keda};
+pub use cluster::{Cluster, host_port};
 pub use concurrency::{ConcurrencyQueueSetting, DEFAULT_MAX_WAITING};
 pub use policies::{
     ClientRateLimitSetting, OutlierSetting, RateLimitSetting, RetryPolicySetting,
@@ -112,6 +115,13 @@ pub struct Config {
     /// The KEDA external scaler (`[keda] listen`).
     #[serde(default)]
     pub keda: Keda,
+    /// The replicas of this router's fleet, told to bridges.
+    #[serde(default)]
+    pub cluster: Cluster,
+    /// The fleet the routers tell bridges of, carried over reloads; not a
+    /// setting.
+    #[serde(skip)]
+    pub cluster_state: crate::cluster::ClusterState,
     /// The verifier of `[auth.jwt]`, built when the configuration is
     /// loaded; not a setting.
     #[serde(skip)]

@@ -91,6 +91,7 @@ impl Config {
             .unwrap_or_else(|| self.registrations.instance_sans.clone());
         RouterConfig {
             router_id: self.router_id(),
+            fleet: Some(self.cluster_state.fleet()),
             strategy: settings.strategy,
             route_key_header: settings.route_key_header.clone(),
             max_message_size: settings

@@ -61,6 +61,10 @@ impl Config {
             .check()
             .map_err(|(key, message)| Invalid::new(format!("tracing.{key}"), message))?;
         self.check_runtime_and_limits()?;
+        let registrations = self.registrations.address.unwrap_or(self.clients.address);
+        self.cluster
+            .check(registrations)
+            .map_err(|(key, message)| Invalid::new(format!("cluster.{key}"), message))?;
         Ok(verifier)
     }
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from .descriptor import ServiceDescriptor
+from .fleet import Discovery, follow
 from .handlers import HandlerRecorder, record
 from .session import Session, run_endpoint, run_resolved, split_endpoint, split_host_port
 
@@ -81,6 +82,12 @@ class BridgeOptions:
     #: How names are resolved when ``resolve_interval`` is set:
     #: ``async (host, port) -> [(ip, port), ...]``; ``getaddrinfo`` by default.
     resolver: Optional[Callable[[str, int], Awaitable[Sequence[Tuple[str, int]]]]] = None
+    #: Whether the bridge follows a router fleet: a router with ``[cluster]``
+    #: lists its replicas and the bridge holds one registration per replica
+    #: (at most 64), whatever endpoint it was given (a balancer, or one
+    #: replica). Routers without a fleet list none: the bridge registers with
+    #: its endpoints only, as when this is off.
+    discovery: bool = True
     #: Threads running synchronous (non-``async``) handlers.
     max_workers: int = field(default_factory=lambda: min(32, (os.cpu_count() or 1) + 4))
 
@@ -192,6 +199,8 @@ class Bridge:
         self._changed: Optional[asyncio.Condition] = None
         self._stopping = asyncio.Event()
         self._aborting = asyncio.Event()
+        #: The router fleet as routers list it.
+        self.discovery = Discovery()
 
     @property
     def instance_id(self) -> str:
@@ -216,6 +225,8 @@ class Bridge:
             )
             for e in self.options.endpoints
         ]
+        if self.options.discovery:
+            self._tasks.append(loop.create_task(follow(self)))
 
     async def registered(self, n: int = 1, timeout: Optional[float] = None) -> None:
         """Waits until the bridge is registered with ``n`` routers; raises

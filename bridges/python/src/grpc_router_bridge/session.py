@@ -57,7 +57,9 @@ class SessionEnd:
     ``lost`` (reconnect), ``refused`` (reconnect after the longest pause) or
     ``replaced`` (another bridge process holds the instance id: the router
     closed this registration, or refuses this process, with ABORTED;
-    reconnect after the longest pause)."""
+    reconnect after the longest pause) or ``duplicate`` (the registration
+    reached a fleet replica this bridge holds already; tried again while
+    some replica is missing)."""
 
     kind: str
     reason: str = ""
@@ -84,9 +86,20 @@ def jitter(delay: float) -> float:
 class Session:
     """The register stream of one bridge with one router."""
 
-    def __init__(self, bridge: "Bridge", endpoint: str, stop: asyncio.Event, server_name: Optional[str]) -> None:
+    def __init__(
+        self,
+        bridge: "Bridge",
+        endpoint: str,
+        stop: asyncio.Event,
+        server_name: Optional[str],
+        listed: Optional[str] = None,
+    ) -> None:
         self.bridge = bridge
         self.endpoint = endpoint
+        #: The fleet address this session dials (``None``: a configured endpoint).
+        self.listed = listed
+        #: The replica this registration holds (see ``Discovery.claim``).
+        self.claimed: Optional[Tuple[str, int]] = None
         # Set to drain and leave: the bridge's shutdown, or the router's
         # address gone from DNS.
         self.stop = stop
@@ -137,7 +150,8 @@ class Session:
 
     def send_heartbeat(self) -> None:
         """Reports the instance's load and serving state now."""
-        self.send(wire.encode_heartbeat(self.bridge.active, self.bridge.serving))
+        bridge = self.bridge
+        self.send(wire.encode_heartbeat(bridge.active, bridge.serving, bridge._state.registered))
 
     # --- the stream -------------------------------------------------------------
 
@@ -242,6 +256,8 @@ class Session:
                     max_message_size=options.max_message_size,
                     incarnation=bridge.incarnation,
                     description=bridge.description,
+                    discovery=options.discovery,
+                    registered_with=bridge.discovery.held_ids() if options.discovery else [],
                 ).encode()
             )
             first = asyncio.ensure_future(stream.read())
@@ -259,13 +275,20 @@ class Session:
                 return SessionEnd("lost", f"router sent a bad first frame: {e}")
             if not isinstance(welcome, wire.Welcome):
                 return SessionEnd("lost", "router's first frame was not Welcome")
+            if options.discovery:
+                self.claimed = bridge.discovery.claim(welcome, self.listed)
             return await self._serve(stream, welcome, writer)
         finally:
+            bridge.discovery.release(self.claimed)
+            self.claimed = None
             writer.cancel()
             stream.cancel()
 
     def _failed(self, error: grpc.aio.AioRpcError) -> SessionEnd:
         code, details = error.code(), error.details() or ""
+        for key, value in error.trailing_metadata() or ():
+            if key == wire.DUPLICATE_TRAILER:
+                return SessionEnd("duplicate", f"router `{value}` holds a registration of this bridge already")
         if code == grpc.StatusCode.ABORTED:
             return SessionEnd("replaced", f"router replaced this registration: {details}")
         if code in REFUSED_CODES:
@@ -410,6 +433,8 @@ class Session:
                 call.cancel()
         elif isinstance(frame, wire.Ping):
             self.send(wire.encode_pong(frame.nonce))
+        elif isinstance(frame, wire.Peers):
+            self.bridge.discovery.offer(frame.peers)
         elif isinstance(frame, wire.GoAway):
             if self._draining:
                 _LOGGER.debug("router acknowledged drain: %s", frame.reason)
@@ -451,17 +476,25 @@ class Session:
 
 
 async def run_endpoint(
-    bridge: "Bridge", endpoint: str, stop: asyncio.Event, server_name: Optional[str] = None
+    bridge: "Bridge",
+    endpoint: str,
+    stop: asyncio.Event,
+    server_name: Optional[str] = None,
+    listed: Optional[str] = None,
 ) -> None:
     """Keeps one endpoint's registration alive until ``stop`` is set,
-    reconnecting with exponential, jittered, capped backoff."""
+    reconnecting with exponential, jittered, capped backoff, while it is
+    wanted (``Discovery.wait_until_wanted``; ``listed``: the fleet address
+    it dials, ``None`` for a configured endpoint)."""
     options = bridge.options
     delay = options.reconnect_initial
     # Whether this endpoint counts in ``BridgeState.replaced``.
     replaced = False
     try:
         while not stop.is_set():
-            session = Session(bridge, endpoint, stop, server_name)
+            if not await bridge.discovery.wait_until_wanted(listed, stop):
+                return
+            session = Session(bridge, endpoint, stop, server_name, listed)
             session.was_replaced = replaced
             try:
                 end = await session.run()
@@ -482,9 +515,12 @@ async def run_endpoint(
             if end.kind == "replaced" and not replaced:
                 replaced = True
                 bridge._replaced_changed(+1)
-            bridge._registered_changed(0, end.reason)
+            if end.kind != "duplicate":
+                bridge._registered_changed(0, end.reason)
             wait = jitter(delay)
-            if end.kind == "replaced":
+            if end.kind == "duplicate":
+                _LOGGER.debug("second registration with a replica closed at %s: %s", endpoint, end.reason)
+            elif end.kind == "replaced":
                 _LOGGER.error("another process holds this instance id at %s: %s; retrying in %.2fs", endpoint, end.reason, wait)
             elif end.kind == "refused":
                 _LOGGER.error("registration with %s refused: %s; retrying in %.2fs", endpoint, end.reason, wait)

@@ -39,6 +39,12 @@ ROUTER_WINDOW_UPDATE = 6
 ROUTER_PING = 7
 ROUTER_GO_AWAY = 8
 ROUTER_CHUNK = 9
+ROUTER_PEERS = 10
+
+#: The trailer of the ALREADY_EXISTS status a router refuses a second
+#: registration of a bridge with (its ``Hello.registered_with`` lists the
+#: router's id); its value is that id.
+DUPLICATE_TRAILER = "router-duplicate"
 
 # Bridge -> router frame fields.
 BRIDGE_HELLO = 1
@@ -167,6 +173,12 @@ class Hello:
     #: what the instance serves, which a learning router (the daemon) needs
     #: from a service's first registration.
     description: bytes = b""
+    #: Whether the bridge takes ``Peers`` frames (it follows a router fleet);
+    #: a router sends none to a bridge that leaves it unset.
+    discovery: bool = False
+    #: The router ids of a fleet this bridge holds a registration with already
+    #: (a listed router refuses the registration, keeping the live one).
+    registered_with: List[str] = field(default_factory=list)
 
     def encode(self) -> bytes:
         """The whole ``<Service>BridgeFrame`` carrying this ``Hello``."""
@@ -185,6 +197,9 @@ class Hello:
         if self.description:
             body += _message(11, self.description)
         body += _str(12, self.incarnation)
+        body += _uint(13, int(self.discovery))
+        for router_id in self.registered_with:
+            body += _message(14, router_id.encode("utf-8"))
         return _message(BRIDGE_HELLO, bytes(body))
 
 
@@ -219,10 +234,14 @@ def encode_window_update(call_id: int, increment: int) -> bytes:
     return _message(BRIDGE_WINDOW_UPDATE, _uint(1, call_id) + _uint(2, increment))
 
 
-def encode_heartbeat(active_calls: int, serving: bool) -> bytes:
-    """A ``Heartbeat`` frame with the instance's load and serving state."""
+def encode_heartbeat(active_calls: int, serving: bool, routers: int = 0) -> bytes:
+    """A ``Heartbeat`` frame with the instance's load, serving state and how
+    many routers it is registered with."""
     status = SERVING if serving else NOT_SERVING
-    return _message(BRIDGE_HEARTBEAT, _uint(1, min(active_calls, 0xFFFFFFFF)) + _uint(2, status))
+    return _message(
+        BRIDGE_HEARTBEAT,
+        _uint(1, min(active_calls, 0xFFFFFFFF)) + _uint(2, status) + _uint(3, min(routers, 0xFFFFFFFF)),
+    )
 
 
 def encode_drain(reason: str) -> bytes:
@@ -332,6 +351,14 @@ def decode_metadata(buf: bytes) -> MetadataList:
 
 
 @dataclass
+class RouterPeer:
+    """``router.v1.RouterPeer``: one router replica of a fleet."""
+
+    router_id: str = ""
+    address: str = ""
+
+
+@dataclass
 class Welcome:
     """``router.v1.Welcome``: the registration is accepted."""
 
@@ -341,6 +368,16 @@ class Welcome:
     max_frame_size: int = 0
     heartbeat_interval_ms: int = 0
     heartbeat_timeout_ms: int = 0
+    #: The router replicas of its fleet (itself included); empty without one.
+    peers: List[RouterPeer] = field(default_factory=list)
+
+
+@dataclass
+class Peers:
+    """``router.v1.Peers``: the router's fleet changed (sent only to
+    bridges whose ``Hello`` set ``discovery``)."""
+
+    peers: List[RouterPeer] = field(default_factory=list)
 
 
 @dataclass
@@ -418,8 +455,26 @@ class Chunk:
 
 
 RouterFrame = Union[
-    Welcome, CallStart, Payload, HalfClose, Cancel, WindowUpdate, Ping, GoAway, Chunk
+    Welcome, CallStart, Payload, HalfClose, Cancel, WindowUpdate, Ping, GoAway, Chunk, Peers
 ]
+
+
+def _decode_peer(body: bytes) -> RouterPeer:
+    p = RouterPeer()
+    for n, _, v in fields(body):
+        if n == 1:
+            p.router_id = _text(v, "RouterPeer.router_id")
+        elif n == 2:
+            p.address = _text(v, "RouterPeer.address")
+    return p
+
+
+def _decode_peers(body: bytes) -> Peers:
+    p = Peers()
+    for n, _, v in fields(body):
+        if n == 1:
+            p.peers.append(_decode_peer(_blob(v, "Peers.peers")))
+    return p
 
 
 def _decode_welcome(body: bytes) -> Welcome:
@@ -437,6 +492,8 @@ def _decode_welcome(body: bytes) -> Welcome:
             w.heartbeat_interval_ms = _int(v, "Welcome.heartbeat_interval_ms")
         elif n == 6:
             w.heartbeat_timeout_ms = _int(v, "Welcome.heartbeat_timeout_ms")
+        elif n == 7:
+            w.peers.append(_decode_peer(_blob(v, "Welcome.peers")))
     return w
 
 
@@ -565,4 +622,6 @@ def decode_router_frame(buf: bytes) -> RouterFrame:
         return _decode_go_away(body)
     if number == ROUTER_CHUNK:
         return _decode_chunk(body)
+    if number == ROUTER_PEERS:
+        return _decode_peers(body)
     raise WireError(f"frame carries no known frame kind (field {number})")

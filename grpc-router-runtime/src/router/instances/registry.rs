@@ -206,6 +206,11 @@ pub struct Instance {
     /// the id over from, when that was another process: that process is
     /// refused, saying so, while this one lives.
     displaced: Option<Box<str>>,
+    /// Whether its bridge takes `Peers` frames (`Hello.discovery`).
+    pub(crate) discovery: bool,
+    /// How many routers its bridge last reported holding a registration
+    /// with (`Heartbeat.routers`); 0 when not reported.
+    routers: AtomicU32,
 }
 
 impl Instance {
@@ -247,7 +252,26 @@ impl Instance {
             identity,
             credentials: Default::default(),
             displaced: None,
+            discovery: false,
+            routers: AtomicU32::new(0),
         }
+    }
+
+    /// How many routers its bridge last reported holding a registration
+    /// with, this one included (`Heartbeat.routers`); 0 when not reported.
+    pub fn routers(&self) -> u32 {
+        self.routers.load(Ordering::Relaxed)
+    }
+
+    /// Records the count of a heartbeat.
+    pub(crate) fn set_routers(&self, routers: u32) {
+        self.routers.store(routers, Ordering::Relaxed);
+    }
+
+    /// The same instance, its bridge taking `Peers` frames or not.
+    pub(crate) fn with_discovery(mut self, discovery: bool) -> Self {
+        self.discovery = discovery;
+        self
     }
 
     /// The same instance, with the credentials its registration presented.

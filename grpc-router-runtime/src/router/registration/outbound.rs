@@ -56,6 +56,7 @@ pub(crate) fn queued_size(frame: &RouterFrame) -> usize {
         | RouterFrame::WindowUpdate(_)
         | RouterFrame::Ping(_)
         | RouterFrame::GoAway(_) => CONTROL,
+        RouterFrame::Peers(peers) => peers.encoded_len() + CONTROL,
     }
 }
 
@@ -71,7 +72,8 @@ fn droppable_call(frame: &RouterFrame) -> Option<u64> {
         RouterFrame::Welcome(_)
         | RouterFrame::Cancel(_)
         | RouterFrame::Ping(_)
-        | RouterFrame::GoAway(_) => None,
+        | RouterFrame::GoAway(_)
+        | RouterFrame::Peers(_) => None,
     }
 }
 

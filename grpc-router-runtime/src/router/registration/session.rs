@@ -57,7 +57,11 @@ impl tonic::server::StreamingService<BridgeFrame> for Register {
             let service = core.service.name().to_owned();
             let stats_of = core.clone();
             let accepted = accept(core, metadata, frames, &peer, &certificates).await;
-            if let Err(status) = &accepted {
+            if let Err(status) = &accepted
+                && crate::router::fleet::is_duplicate(status)
+            {
+                debug!(service = %service, peer = %peer, "second registration of a bridge refused");
+            } else if let Err(status) = &accepted {
                 stats_of.stats.registration_refused();
                 record(&stats_of, Event::Refused(status.code()));
                 warn!(
@@ -102,6 +106,7 @@ async fn accept(
 ) -> Result<Response<OutboundStream>, Status> {
     let config = core.config();
     let mut hello = read_hello(&core, &config, &mut frames).await?;
+    crate::router::fleet::refuse_duplicate(&hello, &config.router_id)?;
     let identity = match &config.authorize {
         Some(authorize) => authorize(&crate::router::RegisterRequest {
             metadata: &metadata,
@@ -118,6 +123,7 @@ async fn accept(
         )));
     }
     let description = hello.description.take();
+    let discovery = hello.discovery;
     let (request_window, max_frame) = negotiate_windows(&hello);
     let (out, stream) = Outbox::new(config.max_queued_bytes);
     let info = InstanceInfo {
@@ -142,17 +148,35 @@ async fn accept(
         ),
     )
     .with_credentials(Credentials::new(&metadata, peer, peer_certificates))
-    .with_partial_limit(config.max_partial_response_bytes);
+    .with_partial_limit(config.max_partial_response_bytes)
+    .with_discovery(discovery);
     if let Some(existing) = &existing {
         instance = instance.displacing(&existing.info().incarnation);
     }
     let holder = Holder::Registration(existing.as_ref().map(|e| e.registration));
     let kind = crate::router::bridge_kind::BridgeKind::of(&metadata);
-    let (instance, stale) = admit(&core, &config, instance, holder, description, kind)?;
+    let welcome_peers = config
+        .fleet
+        .as_ref()
+        .map(|fleet| fleet.peers())
+        .unwrap_or_default();
+    let (instance, stale) = admit(
+        &core,
+        &config,
+        instance,
+        holder,
+        description,
+        kind,
+        &welcome_peers,
+    )?;
     log_accepted(&core, &instance, stale, peer);
     if !core.sweeper_started.swap(true, Ordering::AcqRel) {
         start_sweeper(&core);
+        if let Some(fleet) = &config.fleet {
+            crate::router::fleet::announce(&core, fleet);
+        }
     }
+    catch_up_fleet(&config, &instance, &welcome_peers);
     tokio::spawn(read_frames(core, instance, frames));
     Ok(Response::new(stream))
 }
@@ -259,8 +283,10 @@ fn admit(
     holder: Holder,
     description: Option<pb::ServiceDescription>,
     kind: crate::router::bridge_kind::BridgeKind,
+    peers: &[pb::RouterPeer],
 ) -> Result<(Arc<Instance>, Option<Arc<Instance>>), Status> {
     let welcome = pb::Welcome {
+        peers: peers.to_vec(),
         protocol_version: PROTOCOL_VERSION,
         router_id: config.router_id.clone(),
         initial_window: config.initial_window,
@@ -293,6 +319,19 @@ fn admit(
     }
     log_learnt(core, &instance, &learnt);
     Ok((instance, stale))
+}
+
+/// Sends the fleet to a registration that takes `Peers` when it changed
+/// between its `Welcome` and its insert into the registry (the fleet's
+/// announcer, which told the registrations in the registry then, missed it).
+fn catch_up_fleet(config: &RouterConfig, instance: &Instance, welcomed: &[pb::RouterPeer]) {
+    let Some(fleet) = &config.fleet else { return };
+    let peers = fleet.peers();
+    if instance.discovery && *peers != welcomed {
+        instance.send(RouterFrame::Peers(pb::Peers {
+            peers: peers.to_vec(),
+        }));
+    }
 }
 
 /// Logs the methods a registration defined or added, and tells the
@@ -558,6 +597,7 @@ fn handle(core: &RouterCore, instance: &Instance, frame: BridgeFrame) -> Result<
             }
         }
         BridgeFrame::Heartbeat(beat) => {
+            instance.set_routers(beat.routers);
             let serving = beat.status != pb::ServingStatus::NotServing as i32;
             if serving != instance.is_serving() {
                 instance.set_serving(serving);
