@@ -15,34 +15,9 @@ target="${CARGO_TARGET_DIR:-$root/target}"
 buf="$root/.ci/.cache/buf/node_modules/.bin/buf"
 [[ -x "$buf" ]] || { echo "connect: $buf is missing (run .ci/buf-check.sh)" >&2; exit 1; }
 command -v curl > /dev/null || { echo "connect: curl is missing" >&2; exit 1; }
-# The binaries, built as `cargo test --workspace` builds them (one feature
-# set for every member): after the test suite this compiles nothing.
-(cd "$root" && cargo test -q --workspace --no-run)
-
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-"$target/debug/router" --listen 127.0.0.1:0 > "$work/router.out" 2> "$work/router.err" &
-pids+=("$!")
-for _ in $(seq 200); do
-  grep -q '^listening on ' "$work/router.out" && break
-  sleep 0.05
-done
-address="$(sed -n 's/^listening on //p' "$work/router.out" | head -1)"
-[[ -n "$address" ]] || { cat "$work/router.err" >&2; echo "connect: the router printed no address" >&2; exit 1; }
-
-"$target/debug/instance" --router "http://$address" --id connect-a > "$work/instance.out" 2> "$work/instance.err" &
-pids+=("$!")
-for _ in $(seq 200); do
-  grep -q '^registered as ' "$work/instance.out" && break
-  sleep 0.05
-done
-grep -q '^registered as connect-a' "$work/instance.out" || { cat "$work/instance.err" >&2; echo "connect: the instance did not register" >&2; exit 1; }
+# shellcheck source=lib/example-router.sh
+source "$root/.ci/lib/example-router.sh"
+start_example_router connect connect-a
 
 fail() { # output, message
   echo "$1" >&2

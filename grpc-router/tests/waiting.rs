@@ -289,8 +289,10 @@ async fn flood(
     (refused, peak)
 }
 
-/// The example's `instance` binary, built if it is not (a fresh build is
-/// fast: the tests already built its crate).
+/// The example's `instance` binary: the one `cargo test --workspace` built
+/// beside this test (the example's own tests run it), else built now (a
+/// run of this test alone). A `cargo build` of one package in the suite
+/// would resolve other features and compile much of the workspace again.
 fn instance_binary() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -299,6 +301,10 @@ fn instance_binary() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
+    let built = target.join("debug").join("instance");
+    if built.is_file() {
+        return built;
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(cargo)
         .args(["build", "--quiet", "-p", "myservice", "--bin", "instance"])
