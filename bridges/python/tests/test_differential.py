@@ -404,8 +404,33 @@ async def bridged(router: Router) -> AsyncIterator[Tuple[pb_grpc.GreeterStub, Pr
             await channel.close()
 
 
+def _either_cancel_order(server: List[Tuple[Any, ...]]) -> List[Tuple[Any, ...]]:
+    """``server`` with the two endings a client's cancel can give a handler
+    that reads made one. grpc.aio ends a pending read (the requests end) and
+    cancels the handler's task a loop turn later; a handler still in another
+    await (sending its last response, slowly on a loaded machine) gets the
+    ``CancelledError`` there instead, and its status is then not returned
+    (``done()`` False). The reference server shows either from run to run,
+    so either is grpc.aio's behaviour; the rest of what both sides saw must
+    still match exactly."""
+    ended = []
+    for record in server:
+        if record[:2] in (("handler", "requests ended"), ("handler", "CancelledError")):
+            record = ("handler", "requests ended or CancelledError", *record[2:])
+        elif record[:1] == ("done callback",):
+            record = (*record[:-1], "either")
+        ended.append(record)
+    return ended
+
+
 #: Cases the bridge cannot match yet, and why.
 KNOWN = {
+    "bidi cancel while reading": (
+        "the grpc.aio reference ends a cancelled bidi handler in one of three orders, by load: "
+        "its requests end; CancelledError while it sends its last response; or GeneratorExit after "
+        "the done callback ran. The bridge gives the first, so the case fails on a loaded machine "
+        "whenever the reference takes another (seen in CI)"
+    ),
     "client streaming cancel while reading then await": (
         "the router forwards a client's cancel of a request stream as HalfClose then Cancel, "
         "so the handler sees a normal end of its requests first (issue 27)"
@@ -426,6 +451,9 @@ def test_a_call_through_the_bridge_ends_as_on_a_grpc_aio_server(router: Router, 
         if "deadline" in case:
             assert expected.code == actual.code == grpc.StatusCode.DEADLINE_EXCEEDED
             expected.details = actual.details = None
+        if "cancel while reading" in case:
+            expected.server = _either_cancel_order(expected.server)
+            actual.server = _either_cancel_order(actual.server)
         assert actual == expected
 
     run(scenario())
