@@ -131,11 +131,12 @@ pub fn table(status: &pb::ListServicesResponse) -> String {
         );
         let _ = writeln!(
             out,
-            "  {:<24} {:<11} {:>9} {:>6} {:>8} {:>7} {:>14} {:>8} {:>8} {:>8}  {:<20}  LABELS",
+            "  {:<24} {:<11} {:>9} {:>6} {:>7} {:>8} {:>7} {:>14} {:>8} {:>8} {:>8}  {:<20}  LABELS",
             "INSTANCE",
             "STATE",
             "IN_FLIGHT",
             "WEIGHT",
+            "ROUTERS",
             "CALLS",
             "ERRORS",
             "EJECTIONS",
@@ -147,11 +148,12 @@ pub fn table(status: &pb::ListServicesResponse) -> String {
         for instance in &service.instances {
             let _ = writeln!(
                 out,
-                "  {:<24} {:<11} {:>9} {:>6} {:>8} {:>7} {:>14} {:>8.1} {:>8} {:>8}  {:<20}  {}",
+                "  {:<24} {:<11} {:>9} {:>6} {:>7} {:>8} {:>7} {:>14} {:>8.1} {:>8} {:>8}  {:<20}  {}",
                 instance.id,
                 state(instance),
                 instance.outstanding_calls,
                 instance.weight,
+                routers_text(instance),
                 instance.calls_finished,
                 instance.calls_failed,
                 ejections_text(instance),
@@ -209,6 +211,15 @@ pub fn state(instance: &pb::InstanceStatus) -> &'static str {
         (_, false, true) => "ejected",
         (true, false, false) => "serving",
         (false, false, false) => "not-serving",
+    }
+}
+
+/// How many routers the instance holds a registration with, as its bridge
+/// reported (`-` when it did not: an older bridge, or no heartbeat yet).
+pub fn routers_text(instance: &pb::InstanceStatus) -> String {
+    match instance.routers {
+        0 => "-".to_owned(),
+        n => n.to_string(),
     }
 }
 
@@ -365,6 +376,8 @@ struct JsonInstance<'a> {
     state: &'static str,
     in_flight: u32,
     weight: u32,
+    /// Routers the instance holds a registration with (0: not reported).
+    routers: u32,
     max_concurrent_calls: u32,
     labels: std::collections::BTreeMap<&'a str, &'a str>,
     connected_since_unix: Option<i64>,
@@ -399,6 +412,7 @@ fn json_instance(i: &pb::InstanceStatus) -> JsonInstance<'_> {
         state: state(i),
         in_flight: i.outstanding_calls,
         weight: i.weight,
+        routers: i.routers,
         max_concurrent_calls: i.max_concurrent_calls,
         labels: i
             .labels
@@ -509,6 +523,40 @@ mod tests {
                 ..Default::default()
             }],
         }
+    }
+
+    #[test]
+    fn the_routers_an_instance_holds_are_shown_when_its_bridge_reports_them() {
+        let instance = |id: &str, routers: u32| pb::InstanceStatus {
+            id: id.to_owned(),
+            serving: true,
+            routers,
+            ..Default::default()
+        };
+        let status = pb::ListServicesResponse {
+            router_id: "r".to_owned(),
+            services: vec![pb::ServiceStatus {
+                name: "pkg.S".to_owned(),
+                instances: vec![instance("fleet", 3), instance("old", 0)],
+                ..Default::default()
+            }],
+        };
+        let text = table(&status);
+        assert!(text.contains("ROUTERS"), "{text}");
+        let row = |id: &str| {
+            text.lines()
+                .find(|l| l.trim_start().starts_with(id))
+                .map(|l| l.split_whitespace().nth(4).unwrap_or_default().to_owned())
+                .expect("a row")
+        };
+        assert_eq!(
+            (row("fleet"), row("old")),
+            ("3".to_owned(), "-".to_owned()),
+            "{text}"
+        );
+        let value: serde_json::Value = serde_json::from_str(&json(&status)).expect("json");
+        assert_eq!(value["services"][0]["instances"][0]["routers"], 3);
+        assert_eq!(value["services"][0]["instances"][1]["routers"], 0);
     }
 
     #[test]

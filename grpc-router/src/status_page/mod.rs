@@ -23,7 +23,8 @@ use sha2::{Digest, Sha256};
 
 use crate::admin_http::AdminState;
 use crate::status::{
-    code_name, concurrency_text, ejections_text, latency_text, state, strategy_name, timestamp_text,
+    code_name, concurrency_text, ejections_text, latency_text, routers_text, state, strategy_name,
+    timestamp_text,
 };
 
 const TEMPLATE: &str = include_str!("page.html");
@@ -147,7 +148,7 @@ fn write_service(out: &mut String, service: &pb::ServiceStatus) {
         }
         out.push_str("</ul>");
     }
-    out.push_str(r#"<table class="instances"><thead><tr><th>Instance</th><th>State</th><th class="num">In flight</th><th class="num">Calls/s</th><th class="num">p50</th><th class="num">p99</th><th class="num">Calls</th><th class="num">Errors</th><th class="num">Ejections</th><th class="num">Weight</th><th>Labels</th><th>Connected since</th></tr></thead><tbody>"#);
+    out.push_str(r#"<table class="instances"><thead><tr><th>Instance</th><th>State</th><th class="num">In flight</th><th class="num">Calls/s</th><th class="num">p50</th><th class="num">p99</th><th class="num">Calls</th><th class="num">Errors</th><th class="num">Ejections</th><th class="num">Weight</th><th class="num">Routers</th><th>Labels</th><th>Connected since</th></tr></thead><tbody>"#);
     let mut instances: Vec<&pb::InstanceStatus> = service.instances.iter().collect();
     instances.sort_by(|a, b| a.id.cmp(&b.id));
     for instance in &instances {
@@ -221,7 +222,7 @@ fn write_instance(out: &mut String, instance: &pb::InstanceStatus) {
     };
     let _ = write!(
         out,
-        r#"<tr data-instance="{id}"{row_class}><td class="id">{id}</td><td class="state {state}">{state}</td><td class="num in-flight">{}{limit}</td><td class="num rate">{rate:.1}</td><td class="num p50">{}</td><td class="num p99">{}</td><td class="num calls">{}</td><td class="num errors{errors_class}">{}</td><td class="num ejections{ejections_class}">{}</td><td class="num weight">{}</td><td class="labels">{labels}</td><td class="since">{}</td></tr>"#,
+        r#"<tr data-instance="{id}"{row_class}><td class="id">{id}</td><td class="state {state}">{state}</td><td class="num in-flight">{}{limit}</td><td class="num rate">{rate:.1}</td><td class="num p50">{}</td><td class="num p99">{}</td><td class="num calls">{}</td><td class="num errors{errors_class}">{}</td><td class="num ejections{ejections_class}">{}</td><td class="num weight">{}</td><td class="num routers">{}</td><td class="labels">{labels}</td><td class="since">{}</td></tr>"#,
         instance.outstanding_calls,
         latency_text(instance.latency_p50_micros, instance.latency_samples),
         latency_text(instance.latency_p99_micros, instance.latency_samples),
@@ -229,6 +230,7 @@ fn write_instance(out: &mut String, instance: &pb::InstanceStatus) {
         instance.calls_failed,
         ejections_text(instance),
         instance.weight,
+        routers_text(instance),
         instance
             .connected_since
             .as_ref()
@@ -354,6 +356,30 @@ mod tests {
         assert!(html.contains(r#"<tr data-instance="good"><td class="id">good</td><td class="state serving">serving</td>"#));
         assert!(html.contains(r#"<td class="num ejections">1</td>"#));
         assert!(html.contains("1 ejected · 3 ejections"));
+    }
+
+    #[test]
+    fn the_routers_an_instance_holds_have_a_column() {
+        let status = pb::ListServicesResponse {
+            router_id: "r".to_owned(),
+            services: vec![pb::ServiceStatus {
+                name: "pkg.S".to_owned(),
+                instances: vec![pb::InstanceStatus {
+                    id: "fleet".to_owned(),
+                    serving: true,
+                    weight: 1,
+                    routers: 3,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let html = render(&status, SystemTime::UNIX_EPOCH);
+        assert!(html.contains(r#"<th class="num">Routers</th>"#), "{html}");
+        assert!(
+            html.contains(r#"<td class="num weight">1</td><td class="num routers">3</td>"#),
+            "{html}"
+        );
     }
 
     #[test]

@@ -63,6 +63,8 @@
       el("td", "num errors" + (instance.errors > 0 ? " some" : ""), instance.errors),
       el("td", "num ejections" + (instance.ejected ? " ejected" : ""), ejections(instance)),
       el("td", "num weight", instance.weight),
+      // As status.rs's routers_text.
+      el("td", "num routers", instance.routers > 0 ? instance.routers : "-"),
       (function () {
         var td = el("td", "labels");
         Object.keys(instance.labels || {}).sort().forEach(function (key) {
@@ -112,7 +114,7 @@
 
     var table = el("table", "instances");
     table.appendChild(head(["Instance", "State", "#In flight", "#Calls/s", "#p50", "#p99",
-      "#Calls", "#Errors", "#Ejections", "#Weight", "Labels", "Connected since"]));
+      "#Calls", "#Errors", "#Ejections", "#Weight", "#Routers", "Labels", "Connected since"]));
     var body = document.createElement("tbody");
     var instances = service.instances.slice().sort(function (a, b) {
       return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
