@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{Daemon, config_with, within};
+use common::{Daemon, config_with, raw_register, within};
 use myservice::inventory::start_inventory_instance;
 use myservice::inventory_pb::inventory_client::InventoryClient;
 use myservice::inventory_pb::{GetItemRequest, ListItemsRequest};
@@ -157,40 +157,6 @@ async fn reflection_lists_and_describes_every_registered_service() {
     }
 }
 
-/// Opens a register stream by hand with `hello`, answering with the
-/// daemon's first frame or its refusal.
-async fn raw_register(
-    daemon: &Daemon,
-    hello: pb::Hello,
-) -> Result<
-    (
-        tokio::sync::mpsc::UnboundedSender<BridgeFrame>,
-        tonic::Streaming<RouterFrame>,
-    ),
-    tonic::Status,
-> {
-    let (out, rx) = tokio::sync::mpsc::unbounded_channel();
-    let _ = out.send(BridgeFrame::Hello(hello));
-    let mut grpc = tonic::client::Grpc::new(daemon.registration_channel().await);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let mut frames = grpc
-        .streaming(
-            tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)),
-            http::uri::PathAndQuery::from_static("/myservice.v1.GreeterRouter/Register"),
-            FrameCodec::<BridgeFrame, RouterFrame>::default(),
-        )
-        .await?
-        .into_inner();
-    match frames.message().await? {
-        Some(RouterFrame::Welcome(_)) => Ok((out, frames)),
-        other => Err(tonic::Status::internal(format!(
-            "expected Welcome, got {other:?}"
-        ))),
-    }
-}
-
 /// The Greeter's Hello, with its description changed by `edit`.
 fn greeter_hello(id: &str, edit: impl FnOnce(&mut pb::ServiceDescription)) -> pb::Hello {
     let mut description = GreeterSpec::DESCRIPTOR.describe(GreeterSpec::FILE_DESCRIPTOR_SET);
@@ -277,7 +243,7 @@ async fn a_compatible_registration_adds_a_method_that_routes_only_to_it() {
             idempotent: false,
         });
     });
-    let (out, mut frames) = raw_register(&daemon, with_goodbye).await.expect("accepted");
+    let ((out, mut frames), _) = raw_register(&daemon, with_goodbye).await.expect("accepted");
     daemon.wait_for_instances(GREETER, 2).await;
 
     // The new instance answers every call it gets, by hand.

@@ -14,7 +14,6 @@ use common::{Daemon, poll, within};
 use myservice::pb::greeter_client::GreeterClient;
 use myservice::pb::{GreeterSpec, HelloRequest};
 use router_runtime::bridge::{BridgeConfig, BridgeHandle};
-use router_runtime::codec::FrameCodec;
 use router_runtime::codegen::ServiceSpec;
 use router_runtime::pb;
 use router_runtime::wire::{BridgeFrame, DUPLICATE_TRAILER, RouterFrame};
@@ -256,30 +255,12 @@ async fn raw_register(
         registered_with: registered_with.iter().map(|r| (*r).to_owned()).collect(),
         ..Default::default()
     };
-    let (out, rx) = tokio::sync::mpsc::unbounded_channel();
-    let _ = out.send(BridgeFrame::Hello(hello));
-    let mut grpc = tonic::client::Grpc::new(daemon.registration_channel().await);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let mut frames = grpc
-        .streaming(
-            tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)),
-            http::uri::PathAndQuery::from_static("/myservice.v1.GreeterRouter/Register"),
-            FrameCodec::<BridgeFrame, RouterFrame>::default(),
-        )
-        .await?
-        .into_inner();
-    match frames.message().await? {
-        Some(RouterFrame::Welcome(welcome)) => Ok(Raw {
-            out,
-            frames,
-            welcome,
-        }),
-        other => Err(tonic::Status::internal(format!(
-            "expected Welcome, got {other:?}"
-        ))),
-    }
+    let ((out, frames), welcome) = common::raw_register(daemon, hello).await?;
+    Ok(Raw {
+        out,
+        frames,
+        welcome,
+    })
 }
 
 impl Raw {

@@ -14,12 +14,11 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Daemon, config_with, within};
+use common::{Daemon, config_with, instance_binary, within};
 use myservice::pb::HelloRequest;
 use myservice::pb::greeter_client::GreeterClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
@@ -167,32 +166,6 @@ fn assert_server_span(span: &Span, who: &str) {
         Some(0),
         "{who}"
     );
-}
-
-/// The example instance (its default features include `otel`), built as
-/// `cargo test --workspace` builds it (the example's own tests need it), so
-/// that inside that run this builds nothing; returns its path.
-fn instance_binary() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root")
-        .to_owned();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(cargo)
-        .args(["test", "--quiet", "--workspace", "--no-run"])
-        .current_dir(&root)
-        .env("CARGO_TARGET_DIR", &target)
-        .output()
-        .expect("cargo runs");
-    assert!(
-        output.status.success(),
-        "the example instance does not build:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    target.join("debug").join("instance")
 }
 
 /// A child process killed when dropped.

@@ -7,11 +7,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Daemon, config_with, poll, within};
+use common::{Daemon, config_with, instance_binary, poll, within};
 use myservice::pb::greeter_client::GreeterClient;
 use myservice::pb::{HelloReply, HelloRequest};
 use router_runtime::bridge::{BridgeConfig, BridgeHandle};
@@ -287,37 +287,6 @@ async fn flood(
         refused += 1;
     }
     (refused, peak)
-}
-
-/// The example's `instance` binary: the one `cargo test --workspace` built
-/// beside this test (the example's own tests run it), else built now (a
-/// run of this test alone). A `cargo build` of one package in the suite
-/// would resolve other features and compile much of the workspace again.
-fn instance_binary() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_owned();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let built = target.join("debug").join("instance");
-    if built.is_file() {
-        return built;
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "myservice", "--bin", "instance"])
-        .current_dir(&root)
-        .env("CARGO_TARGET_DIR", &target)
-        .output()
-        .expect("cargo runs");
-    assert!(
-        output.status.success(),
-        "the example instance does not build:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    target.join("debug").join("instance")
 }
 
 /// Kills the process whose pid is in the file, when dropped (the instance

@@ -419,3 +419,68 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// The frames a hand-opened register stream sends, and the daemon's.
+pub type RawStream = (
+    tokio::sync::mpsc::UnboundedSender<router_runtime::wire::BridgeFrame>,
+    tonic::Streaming<router_runtime::wire::RouterFrame>,
+);
+
+/// Opens a register stream with the daemon by hand, sending `hello`: the
+/// stream and the daemon's `Welcome`, or its refusal (a status, or INTERNAL
+/// naming another first frame).
+pub async fn raw_register(
+    daemon: &Daemon,
+    hello: router_runtime::pb::Hello,
+) -> Result<(RawStream, router_runtime::pb::Welcome), tonic::Status> {
+    use router_runtime::codec::FrameCodec;
+    use router_runtime::wire::{BridgeFrame, RouterFrame};
+    let (out, rx) = tokio::sync::mpsc::unbounded_channel();
+    let _ = out.send(BridgeFrame::Hello(hello));
+    let mut grpc = tonic::client::Grpc::new(daemon.registration_channel().await);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut frames = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)),
+            http::uri::PathAndQuery::from_static("/myservice.v1.GreeterRouter/Register"),
+            FrameCodec::<BridgeFrame, RouterFrame>::default(),
+        )
+        .await?
+        .into_inner();
+    match frames.message().await? {
+        Some(RouterFrame::Welcome(welcome)) => Ok(((out, frames), welcome)),
+        other => Err(tonic::Status::internal(format!(
+            "expected Welcome, got {other:?}"
+        ))),
+    }
+}
+
+/// The example instance (its default features include `otel`), built as
+/// `cargo test --workspace` builds it (the example's own tests need it), so
+/// that inside that run this builds nothing; returns its path. (A `cargo
+/// build` of one package here would resolve other features and compile much
+/// of the workspace again.)
+pub fn instance_binary() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .to_owned();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args(["test", "--quiet", "--workspace", "--no-run"])
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .expect("cargo runs");
+    assert!(
+        output.status.success(),
+        "the example instance does not build:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    target.join("debug").join("instance")
+}
