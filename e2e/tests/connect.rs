@@ -662,8 +662,6 @@ async fn a_bad_envelope_ends_the_stream_with_invalid_argument_naming_it() {
 
 #[tokio::test]
 async fn a_connect_client_that_stops_reading_a_stream_costs_one_window_and_leaving_frees_it() {
-    use tokio::io::AsyncWriteExt;
-
     let config = RouterConfig::default();
     let bound = config.initial_window as usize + config.max_frame_size as usize;
     let (router, mut events) = ConnectRouter::test_greeters(config, &["a"], |s| s).await;
@@ -678,28 +676,14 @@ async fn a_connect_client_that_stops_reading_a_stream_costs_one_window_and_leavi
         }
         .encode_to_vec(),
     );
-    let addr = router.addr;
-    let mut client = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connects");
-    let head = format!(
-        "POST {STREAM} HTTP/1.1\r\nhost: {addr}\r\n\
-         content-type: application/connect+proto\r\n\
-         content-length: {}\r\n\r\n",
-        body.len()
-    );
-    client
-        .write_all(head.as_bytes())
-        .await
-        .expect("request head");
-    client.write_all(&body).await.expect("request body");
-    loop {
-        match within(20, "the producer to block", events.recv()).await {
-            Some(Event::ProducerBlocked(_)) => break,
-            Some(_) => continue,
-            None => panic!("events closed"),
-        }
-    }
+    let client = test_kit::post_and_stop_reading(
+        router.addr,
+        STREAM,
+        "content-type: application/connect+proto\r\n",
+        &body,
+    )
+    .await;
+    test_kit::producer_blocked(&mut events, 20).await;
     let instance = router.router.registry().snapshot()[0].clone();
     let held = instance.buffered_response_bytes();
     assert_eq!(held.len(), 1, "one call in flight");

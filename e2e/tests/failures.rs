@@ -106,13 +106,7 @@ async fn a_stalled_stream_does_not_delay_other_calls_and_stays_within_its_window
         .expect("message");
     // Every buffer between the handler and the client is full once the
     // handler's producer blocks.
-    loop {
-        match within(10, "producer to block", events.recv()).await {
-            Some(Event::ProducerBlocked(_)) => break,
-            Some(_) => continue,
-            None => panic!("events closed"),
-        }
-    }
+    common::producer_blocked(&mut events, 10).await;
 
     let instances = router.router.registry().snapshot();
     let buffered = instances[0].buffered_response_bytes();

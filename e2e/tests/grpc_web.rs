@@ -410,8 +410,7 @@ async fn a_grpc_web_text_body_that_is_not_base64_gets_an_error_not_a_hang() {
 
 #[tokio::test]
 async fn a_browser_that_stops_reading_a_stream_costs_the_router_one_window_and_leaving_frees_it() {
-    use test_kit::test_greeter::{Event, TestGreeter};
-    use tokio::io::AsyncWriteExt;
+    use test_kit::test_greeter::TestGreeter;
 
     let config = RouterConfig::default();
     let bound = config.initial_window as usize + config.max_frame_size as usize;
@@ -446,27 +445,14 @@ async fn a_browser_that_stops_reading_a_stream_costs_the_router_one_window_and_l
         count: 0,
         payload_size: 32 * 1024,
     });
-    let mut browser = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connects");
-    let head = format!(
-        "POST /myservice.v1.Greeter/StreamGreetings HTTP/1.1\r\nhost: {addr}\r\n\
-         content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n\
-         content-length: {}\r\n\r\n",
-        body.len()
-    );
-    browser
-        .write_all(head.as_bytes())
-        .await
-        .expect("request head");
-    browser.write_all(&body).await.expect("request body");
-    loop {
-        match within(20, "the producer to block", events.recv()).await {
-            Some(Event::ProducerBlocked(_)) => break,
-            Some(_) => continue,
-            None => panic!("events closed"),
-        }
-    }
+    let browser = test_kit::post_and_stop_reading(
+        addr,
+        "/myservice.v1.Greeter/StreamGreetings",
+        "content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n",
+        &body,
+    )
+    .await;
+    test_kit::producer_blocked(&mut events, 20).await;
     let instance = router.registry().snapshot()[0].clone();
     let held = instance.buffered_response_bytes();
     assert_eq!(held.len(), 1, "one call in flight");

@@ -489,3 +489,44 @@ impl RawRouter {
         session
     }
 }
+
+/// Waits (up to `secs`) until a test greeter's server-stream producer
+/// reports that it is blocked: every buffer between the handler and the
+/// client is full.
+pub async fn producer_blocked(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<test_greeter::Event>,
+    secs: u64,
+) {
+    loop {
+        match within(secs, "the producer to block", events.recv()).await {
+            Some(test_greeter::Event::ProducerBlocked(_)) => return,
+            Some(_) => continue,
+            None => panic!("events closed"),
+        }
+    }
+}
+
+/// POSTs `body` to `path` on `addr` over HTTP/1.1, with `headers` (each
+/// line ending in `\r\n`), and reads nothing of the answer: a client that
+/// stops reading. Dropping the connection is the client leaving.
+pub async fn post_and_stop_reading(
+    addr: SocketAddr,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut client = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\n{headers}content-length: {}\r\n\r\n",
+        body.len()
+    );
+    client
+        .write_all(head.as_bytes())
+        .await
+        .expect("request head");
+    client.write_all(body).await.expect("request body");
+    client
+}
