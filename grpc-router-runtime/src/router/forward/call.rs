@@ -590,15 +590,17 @@ fn pick(
     selection: &Selection<'_>,
     shares: &[&TrafficSplit],
 ) -> Result<Arc<Instance>, PickError> {
+    let Some(limit) = selection.limit else {
+        return pick_within_split(core, selection, shares);
+    };
     // The limit as of now: a call may pick again after waiting.
+    let limit = limit.at(crate::clock::now_ns());
     let now = Selection {
-        limit: selection.limit.map(|l| l.at(crate::clock::now_ns())),
+        limit: Some(limit),
         ..selection.clone()
     };
     let instance = pick_within_split(core, &now, shares)?;
-    if let Some(limit) = &now.limit {
-        limit.charge(&instance.budget);
-    }
+    limit.charge(&instance.budget);
     Ok(instance)
 }
 
