@@ -51,8 +51,10 @@ impl Cores {
             figures.in_flight += i64::try_from(core.stats.calls_active()).unwrap_or(i64::MAX);
             figures.retries += core.stats.calls_retried();
             figures.ejections += core.stats.ejections();
-            for (slot, (_, calls)) in core.stats.calls_by_protocol().iter().enumerate() {
-                figures.by_protocol[slot] += calls;
+            for (slot, (protocol, calls)) in core.stats.calls_by_protocol().into_iter().enumerate()
+            {
+                figures.by_protocol[slot].0 = protocol;
+                figures.by_protocol[slot].1 += calls;
             }
             let (waiting, refused) = crate::router::concurrency_totals(&core);
             figures.concurrency_waiting += i64::from(waiting);
@@ -88,8 +90,8 @@ struct Figures {
     congested: i64,
     ejections: u64,
     ejected: i64,
-    /// Calls by protocol, in the order of `RouterStats::calls_by_protocol`.
-    by_protocol: [u64; 3],
+    /// Calls by protocol, as `RouterStats::calls_by_protocol` gives them.
+    by_protocol: [(&'static str, u64); 3],
     concurrency_waiting: i64,
     concurrency_refused: u64,
     waiting: i64,
@@ -144,10 +146,6 @@ fn counters(
     Ok(())
 }
 
-/// The protocols' label values, in the order of
-/// `RouterStats::calls_by_protocol`.
-const PROTOCOLS: [&str; 3] = ["grpc", "grpc-web", "connect"];
-
 /// Encodes `grpc_router_calls_by_protocol_total`.
 fn calls_by_protocol(
     encoder: &mut DescriptorEncoder,
@@ -160,10 +158,10 @@ fn calls_by_protocol(
         MetricType::Counter,
     )?;
     for (service, figures) in services {
-        for (protocol, calls) in PROTOCOLS.iter().zip(figures.by_protocol) {
+        for (protocol, calls) in figures.by_protocol {
             let labels = ProtocolLabels {
                 grpc_service: service.clone(),
-                protocol: (*protocol).to_owned(),
+                protocol: protocol.to_owned(),
             };
             ConstCounter::new(calls).encode(family.encode_family(&labels)?)?;
         }

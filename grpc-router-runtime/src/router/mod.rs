@@ -385,12 +385,7 @@ impl RouterStats {
     /// Calls since start by the protocol the client used, as
     /// `(protocol, calls)`: `grpc`, `grpc-web`, `connect`.
     pub fn calls_by_protocol(&self) -> [(&'static str, u64); 3] {
-        let count = |i: usize| self.by_protocol[i].load(Ordering::Relaxed);
-        [
-            ("grpc", count(0)),
-            ("grpc-web", count(1)),
-            ("connect", count(2)),
-        ]
+        std::array::from_fn(|i| (PROTOCOLS[i], self.by_protocol[i].load(Ordering::Relaxed)))
     }
 
     /// Retries: calls moved to another instance because the first never got
@@ -399,6 +394,9 @@ impl RouterStats {
         self.calls_retried.load(Ordering::Relaxed)
     }
 }
+
+/// The protocols' names, in the order of [`RouterStats::calls_by_protocol`].
+const PROTOCOLS: [&str; 3] = ["grpc", "grpc-web", "connect"];
 
 /// The slot of `protocol` in [`RouterStats::calls_by_protocol`].
 fn protocol_index(protocol: Option<crate::server::Protocol>) -> usize {
