@@ -18,8 +18,8 @@
 # same page from an origin the daemon does not allow must see every call
 # fail, blocked by CORS.
 #
-# Installs, once: Debian's chromium (apt-get, as root) when /usr/bin/chromium
-# is missing; the npm packages pinned in tests/browser/package-lock.json
+# Installs, once: Debian's chromium (apt-get, as root) when no chromium
+# is on the PATH; the npm packages pinned in tests/browser/package-lock.json
 # (`npm ci` into .ci/.cache/browser, again only when the lock changes).
 # Checks that tests/browser/gen is what `buf generate --template
 # tests/browser/buf.gen.yaml` makes (buf from .ci/.cache/buf, as
@@ -38,9 +38,7 @@ cd "$root"
 target="${CARGO_TARGET_DIR:-$root/target}"
 cache="$root/.ci/.cache/browser"
 bin="$cache/node_modules/.bin"
-buf="$root/.ci/.cache/buf/node_modules/.bin/buf"
 py="$root/.ci/.cache/venv/bin/python"
-chromium=/usr/bin/chromium
 screenshot="${BROWSER_SCREENSHOT:-$target/browser.png}"
 
 started=$SECONDS
@@ -48,14 +46,9 @@ say() { echo "browser: [$((SECONDS - started))s] $*"; }
 die() { echo "browser: FAIL: $*" >&2; exit 1; }
 
 # --- Chromium ---------------------------------------------------------------
-if [[ ! -x "$chromium" ]]; then
-  command -v apt-get > /dev/null || die "$chromium is missing and there is no apt-get to install it"
-  [[ $(id -u) -eq 0 ]] || die "$chromium is missing; install Debian's chromium (apt-get install chromium) or run as root"
-  say "installing chromium (apt-get)"
-  export DEBIAN_FRONTEND=noninteractive
-  timeout 600 apt-get update -qq || die "apt-get update failed"
-  timeout 900 apt-get install -y -qq --no-install-recommends chromium > /dev/null || die "apt-get install chromium failed"
-fi
+# shellcheck source=lib/install.sh
+source "$root/.ci/lib/install.sh"
+ensure_chromium browser
 say "$("$chromium" --version 2> /dev/null)"
 
 # --- npm packages -------------------------------------------------------------
@@ -72,11 +65,7 @@ for tool in esbuild tsc protoc-gen-es; do
 done
 
 # --- the generated TypeScript is current --------------------------------------
-if [[ ! -x "$buf" ]]; then
-  say "installing @bufbuild/buf into .ci/.cache/buf (as .ci/buf-check.sh does)"
-  mkdir -p "$root/.ci/.cache/buf"
-  npm install --silent --no-audit --no-fund --prefix "$root/.ci/.cache/buf" @bufbuild/buf
-fi
+ensure_buf "$root"
 work="$(mktemp -d)"
 pids=()
 cleanup() {

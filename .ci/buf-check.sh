@@ -9,14 +9,9 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache="$root/.ci/.cache/buf"
-buf="$cache/node_modules/.bin/buf"
-
-if [[ ! -x "$buf" ]]; then
-  echo "installing @bufbuild/buf into $cache" >&2
-  mkdir -p "$cache"
-  npm install --silent --no-audit --no-fund --prefix "$cache" @bufbuild/buf >&2
-fi
+# shellcheck source=lib/install.sh
+source "$root/.ci/lib/install.sh"
+ensure_buf "$root"
 
 cd "$root"
 # The binaries, built as `cargo test --workspace` builds them (one feature

@@ -25,15 +25,9 @@ screenshot="${STATUS_PAGE_SCREENSHOT:-$target/status-page.png}"
 say() { echo "status-page: $*" >&2; }
 die() { say "FAIL: $*"; exit 1; }
 
-if ! command -v chromium > /dev/null; then
-  command -v apt-get > /dev/null || die "chromium is not installed and there is no apt-get to install it"
-  [[ $(id -u) -eq 0 ]] || die "chromium is not installed; install it (apt-get install chromium) or run as root"
-  say "installing chromium (apt)"
-  export DEBIAN_FRONTEND=noninteractive
-  timeout 600 apt-get update -qq || die "apt-get update failed"
-  timeout 900 apt-get install -y -qq --no-install-recommends chromium > /dev/null || die "apt-get install chromium failed"
-fi
-chromium="$(command -v chromium)"
+# shellcheck source=lib/install.sh
+source "$root/.ci/lib/install.sh"
+ensure_chromium status-page
 command -v python3 > /dev/null || die "python3 is needed to drive the browser"
 
 say "building the daemon and the example instance and client"
